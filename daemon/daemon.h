@@ -1,0 +1,94 @@
+/*
+ * The daemon's shared state: configuration, registry, the published route
+ * table, plugin instances, the main loop and the I/O workers.
+ *
+ * Threads:
+ *   - main thread: runs main_loop (listeners' accept, signals, plugin
+ *     timers) and makes every change (plugins, routes) under change_lock;
+ *   - I/O workers (cfg->workers): each runs its own uv loop and owns the
+ *     connections handed to it; they dispatch inline handlers;
+ *   - the blocking pool (cfg->blocking_threads): FIDBUS_FN_BLOCKING calls.
+ * Every thread that dispatches is registered with liburcu (memb flavour).
+ */
+#ifndef FB_DAEMON_H
+#define FB_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "registry.h"
+#include "routes.h"
+
+struct fb_plugin;
+struct fb_timers;
+struct fb_pool;
+struct fb_worker;
+struct fb_listener;
+
+/* Totals, one block per dispatching thread, summed on read (no shared
+ * cache line is written on the hot path). Only the owning thread writes. */
+struct fb_counters {
+    _Atomic uint64_t received;    /* PUBLISH frames decoded */
+    _Atomic uint64_t dispatched;  /* handler invocations started */
+    _Atomic uint64_t unrouted;    /* events that matched no route */
+    _Atomic uint64_t errors;      /* handler calls that failed */
+    _Atomic uint64_t bad_frames;  /* protocol errors */
+    struct fb_counters *next;
+} __attribute__((aligned(64)));
+
+struct fb_daemon {
+    struct fb_config *cfg;
+    uv_loop_t *main_loop;
+    pthread_t main_thread;
+
+    pthread_mutex_t change_lock;         /* writers: registry, table, plugins */
+    struct fb_registry *reg;
+    struct fb_route_table *table;        /* RCU-published; readers only via
+                                          * rcu_dereference under read lock */
+    uint64_t generation;                 /* of the published table */
+    struct fb_plugin *plugins;           /* loaded instances */
+
+    struct fb_timers *timers;
+    struct fb_pool *pool;
+    struct fb_worker **workers;
+    unsigned nworkers;
+    struct fb_listener **listeners;
+    unsigned nlisteners;
+
+    pthread_mutex_t counters_lock;
+    struct fb_counters *counters;        /* list of per-thread blocks */
+
+    uint64_t start_ns;
+    _Atomic bool stopping;
+};
+
+/* The calling thread's counter block (registered on first use). */
+struct fb_counters *fb_counters_self(struct fb_daemon *d);
+/* Sum of all blocks. */
+void fb_counters_sum(struct fb_daemon *d, uint64_t out[5]);
+
+static inline void fb_count(_Atomic uint64_t *c, uint64_t n)
+{
+    /* single writer: a relaxed load+store, no locked instruction */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+uint64_t fb_now_ns(void);   /* CLOCK_MONOTONIC */
+
+/*
+ * The build-and-flip operation: builds a table from specs against the
+ * current registry with generation+1, publishes it with one pointer swap
+ * and frees the old table after a grace period. Caller holds change_lock
+ * and is not an RCU reader (main/control thread). Returns 0 or the build's
+ * protocol code with err set; on error nothing changes.
+ */
+int fb_daemon_apply_routes(struct fb_daemon *d, const struct fb_route_spec *specs,
+                           size_t n, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * Dispatch: one decoded event, one route table, the handlers it selects.
+ * Inline handlers are called right here; blocking ones are copied into a
+ * job for the worker pool. Allocation-free unless a blocking target is
+ * selected.
+ */
+#ifndef FB_DISPATCH_H
+#define FB_DISPATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fidbus/plugin.h>
+
+#include "daemon.h"
+
+struct fb_waiter;
+
+struct fb_outcome {
+    bool routed;
+    uint32_t ok;        /* inline calls that succeeded */
+    uint32_t failed;    /* inline calls that failed */
+    uint32_t queued;    /* blocking calls queued (report to the waiter) */
+    uint32_t refused;   /* blocking calls that could not be queued */
+};
+
+/*
+ * Dispatches ev under t (caller holds the RCU read lock and keeps ev valid
+ * for the call). ev->generation is set here. When a blocking target is
+ * selected, *waiter_out is consulted: if non-NULL the caller wants
+ * completions and wait_new(wait_arg) is called once to create the waiter
+ * the jobs report to.
+ */
+typedef struct fb_waiter *(*fb_waiter_new_fn)(void *wait_arg);
+void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
+                 struct fidbus_event *ev, fb_waiter_new_fn wait_new,
+                 void *wait_arg, struct fb_outcome *out);
+
+/*
+ * For plugins (host->publish): validates, then dispatches on the calling
+ * thread under the current table with the hop count of the event being
+ * handled on this thread plus one. Returns handlers reached, -EINVAL,
+ * -ELOOP or -ENOENT (see <fidbus/plugin.h>).
+ */
+int fb_dispatch_local(struct fb_daemon *d, const char *id,
+                      const struct fidbus_tag *tags, size_t ntags,
+                      const uint8_t *payload, size_t payload_len);
+
+#endif

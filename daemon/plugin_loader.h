@@ -1,0 +1,64 @@
+/*
+ * Plugin loader (design section 5): private copy, dlopen, ABI check, name
+ * validation, funcIDs, conflict refusal, init, and the host table a plugin
+ * sees. Loading and unloading run on the daemon's main thread with the
+ * change lock held; handlers run elsewhere.
+ */
+#ifndef FB_PLUGIN_LOADER_H
+#define FB_PLUGIN_LOADER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fidbus/plugin.h>
+
+#include "config.h"
+#include "registry.h"
+
+struct fb_daemon;
+
+struct fb_plugin {
+    char *name;                      /* instance name ([plugin NAME]) */
+    char *path;                      /* the file it was loaded from */
+    char *copy_path;                 /* private copy under runtime_dir */
+    void *dl;                        /* dlopen handle */
+    const struct fidbus_plugin *desc;
+    void *ctx;                       /* what init stored */
+    bool initialized;                /* init succeeded: fini is owed */
+    struct fb_func *funcs;           /* nfuncs entries, registered */
+    size_t nfuncs;
+    struct fb_kv *keys;              /* config section, copied */
+    size_t nkeys;
+    struct fidbus_host host;         /* handed to init; handle = this */
+    struct fb_daemon *d;
+    _Atomic uint64_t inflight;       /* blocking calls queued or running */
+    struct fb_plugin *next;          /* daemon's list */
+};
+
+/*
+ * Loads one plugin instance: copies pc->path to a private file under the
+ * runtime dir, dlopens it, checks the ABI and every function, refuses
+ * funcID conflicts with the registry, calls init, and registers its
+ * functions (routes are built by the caller afterwards). On failure
+ * nothing is left behind (handle closed, copy removed) and err holds one
+ * line naming the plugin and the reason. Returns 0, or FIDBUS_NOT_FOUND
+ * (no such file), FIDBUS_INVALID (not a plugin, wrong ABI, bad names,
+ * init failed), FIDBUS_CONFLICT, or -ENOMEM.
+ */
+int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
+                   struct fb_plugin **out, char *err, size_t errlen);
+
+/*
+ * Unloads an instance that no published table references any more and
+ * whose grace period has passed: removes its functions from the registry,
+ * waits for its in-flight blocking calls, cancels its timers, calls fini,
+ * dlcloses and removes the private copy. Frees p.
+ */
+void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p);
+
+/* The value of key in the instance's section, NULL if unset. */
+const char *fb_plugin_config(const struct fb_plugin *p, const char *key);
+
+#endif

@@ -1,0 +1,149 @@
+/*
+ * <fidbus/client.h> -- a small blocking client for fidbusd.
+ *
+ *     struct fidbus_client *c;
+ *     int rc = fidbus_client_connect(&c, "unix:/run/fidbus/bus.sock", NULL);
+ *     if (rc < 0) { fprintf(stderr, "%s\n", fidbus_strerror(rc)); ... }
+ *     fidbus_publish(c, "order.created", tags, 2, payload, len);   // buffered
+ *     fidbus_flush(c);
+ *     rc = fidbus_publish_ack(c, "order.created", NULL, 0, NULL, 0, &n);
+ *     fidbus_client_close(c);
+ *
+ * A client is not thread-safe: use one per thread. Publishes are buffered
+ * and sent when the buffer fills (64 KiB), on fidbus_flush, or by any call
+ * that waits for an answer. Calls that wait read the connection until
+ * their answer arrives; an ERROR for an earlier un-acked publish seen on
+ * the way is recorded (fidbus_client_last_error) and counted
+ * (fidbus_client_async_errors), not returned.
+ *
+ * Return values: 0 (or a count) on success; a negative value on failure:
+ * either a negative errno (-ECONNREFUSED, -ETIMEDOUT, ...) or
+ * -(FIDBUS_ERR_BASE + code) when the server answered with a protocol ERROR
+ * carrying `code` (see fidbus_error_code). fidbus_strerror names both.
+ * fidbus_client_last_error gives the server's message for the last
+ * protocol error.
+ */
+#ifndef FIDBUS_CLIENT_H
+#define FIDBUS_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fidbus/export.h>
+
+#include <fidbus/proto.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Protocol error codes are returned as -(FIDBUS_ERR_BASE + code). */
+#define FIDBUS_ERR_BASE 10000
+#define FIDBUS_EPROTO_CODE(code) (-(FIDBUS_ERR_BASE + (int)(code)))
+
+/* The protocol code inside a return value, or 0 if it is not one. */
+static inline int fidbus_error_code(int rc)
+{
+    return rc <= -FIDBUS_ERR_BASE && rc > -FIDBUS_ERR_BASE - 256
+               ? -rc - FIDBUS_ERR_BASE
+               : 0;
+}
+
+/* A static description of any return value ("NO_ROUTE: ...", strerror). */
+FIDBUS_API const char *fidbus_strerror(int rc);
+
+struct fidbus_client;
+
+struct fidbus_client_opts {
+    const char *name;          /* sent in AUTH; may be NULL */
+    const uint8_t *key;        /* shared key for TCP auth; NULL = none */
+    size_t key_len;
+    int timeout_ms;            /* for connect and each wait; 0 = 10000 */
+    uint32_t max_frame;        /* 0 = FIDBUS_MAX_FRAME_DEFAULT */
+};
+
+/*
+ * Connects to "unix:/path", a plain path, or "tcp:host:port". With opts
+ * NULL, defaults apply. On success *out is the caller's until
+ * fidbus_client_close. Waits for the server's HELLO (and authenticates
+ * when it asks for it).
+ */
+FIDBUS_API int fidbus_client_connect(struct fidbus_client **out, const char *addr,
+                          const struct fidbus_client_opts *opts);
+
+/* Flushes what is buffered (best effort), closes and frees. NULL-safe. */
+FIDBUS_API void fidbus_client_close(struct fidbus_client *c);
+
+/*
+ * Buffers one PUBLISH without the ACK flag. payload is one encoded CBOR
+ * item (or NULL/0 for none); it is copied. tags/ntags may be NULL/0.
+ * Returns 0, -EINVAL for an invalid id or tags (checked here, before
+ * anything is sent), or a send error.
+ */
+FIDBUS_API int fidbus_publish(struct fidbus_client *c, const char *event,
+                   const struct fidbus_tag *tags, size_t ntags,
+                   const uint8_t *payload, size_t payload_len);
+
+/* Sends everything buffered. 0 or a negative errno. */
+FIDBUS_API int fidbus_flush(struct fidbus_client *c);
+
+/*
+ * Publishes with the ACK flag and waits for its answer. On ACK returns 0
+ * and stores the number of handler invocations that succeeded in *result
+ * (may be NULL). On ERROR returns FIDBUS_EPROTO_CODE(code) (for
+ * HANDLER_FAILED *result still gets the success count).
+ */
+FIDBUS_API int fidbus_publish_ack(struct fidbus_client *c, const char *event,
+                       const struct fidbus_tag *tags, size_t ntags,
+                       const uint8_t *payload, size_t payload_len,
+                       uint64_t *result);
+
+/*
+ * Sends PING and waits for its ACK: when it returns 0, every message sent
+ * before it has been fully handled by the daemon.
+ */
+FIDBUS_API int fidbus_ping(struct fidbus_client *c);
+
+/*
+ * Pipelining helpers for load generators: fidbus_publish_seq buffers a
+ * PUBLISH with the given seq and flags (FIDBUS_FLAG_ACK to ask for an
+ * answer); fidbus_client_recv waits up to timeout_ms (-1 = the client's
+ * timeout) for the next ACK or ERROR and reports its type, seq and code.
+ */
+FIDBUS_API int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
+                       const char *event, const struct fidbus_tag *tags,
+                       size_t ntags, const uint8_t *payload, size_t payload_len);
+struct fidbus_answer {
+    uint64_t type;    /* FIDBUS_MSG_ACK or FIDBUS_MSG_ERROR */
+    uint64_t seq;
+    uint64_t code;    /* 0 for ACK */
+    uint64_t result;  /* ACK result, or the ERROR's result if any */
+};
+FIDBUS_API int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans,
+                       int timeout_ms);
+
+/*
+ * Control socket request: sends REQUEST {command, args} (args: one encoded
+ * CBOR map, or NULL) and waits for the REPLY. Returns 0 and, when
+ * reply_result is non-NULL, a malloc'd copy of the raw CBOR result (the
+ * caller frees it) -- or FIDBUS_EPROTO_CODE(code) with the message
+ * available from fidbus_client_last_error.
+ */
+FIDBUS_API int fidbus_request(struct fidbus_client *c, const char *command,
+                   const uint8_t *args, size_t args_len,
+                   uint8_t **reply_result, size_t *reply_result_len);
+
+/* The server's message for the last protocol error ("" if none). Valid
+ * until the next call on c. */
+FIDBUS_API const char *fidbus_client_last_error(const struct fidbus_client *c);
+/* ERRORs received for un-acked publishes so far. */
+FIDBUS_API uint64_t fidbus_client_async_errors(const struct fidbus_client *c);
+/* The server name from HELLO ("" before it arrives). */
+FIDBUS_API const char *fidbus_client_server_name(const struct fidbus_client *c);
+/* The socket, for poll(). */
+FIDBUS_API int fidbus_client_fd(const struct fidbus_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
