@@ -63,6 +63,10 @@ struct fb_daemon {
     pthread_mutex_t counters_lock;
     struct fb_counters *counters;        /* list of per-thread blocks */
 
+    uv_signal_t sig_term, sig_int, sig_hup;
+    bool signals_on;
+    bool rcu_registered;        /* main thread registered with liburcu */
+
     uint64_t start_ns;
     _Atomic bool stopping;
 };
@@ -80,6 +84,23 @@ static inline void fb_count(_Atomic uint64_t *c, uint64_t n)
 }
 
 uint64_t fb_now_ns(void);   /* CLOCK_MONOTONIC */
+
+/* Takes ownership of cfg. Sets up nothing outside the process yet. */
+int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out);
+/*
+ * Brings the daemon up in this order: runtime and state dirs, blocking
+ * pool, plugins, routes, listeners bound, workers, accepting, signals,
+ * READY=1. On failure returns non-zero with err naming what failed; what
+ * was started is torn down by fb_daemon_free.
+ */
+int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen);
+/* Runs the main loop until SIGTERM/SIGINT has been handled; returns the
+ * process exit status. */
+int fb_daemon_run(struct fb_daemon *d);
+/* Begins an orderly stop (what the signal handler does). Main thread. */
+void fb_daemon_stop(struct fb_daemon *d);
+/* Joins, calls every plugin's fini, removes sockets, frees. NULL-safe. */
+struct fb_daemon *fb_daemon_free(struct fb_daemon *d);
 
 /*
  * The build-and-flip operation: builds a table from specs against the

@@ -28,14 +28,19 @@ struct fb_outcome {
 /*
  * Dispatches ev under t (caller holds the RCU read lock and keeps ev valid
  * for the call). ev->generation is set here. When a blocking target is
- * selected, *waiter_out is consulted: if non-NULL the caller wants
- * completions and wait_new(wait_arg) is called once to create the waiter
- * the jobs report to.
+ * selected and wait_new is non-NULL, wait_new(wait_arg) is called once to
+ * create the waiter the jobs report to (it may return NULL on ENOMEM: the
+ * blocking calls are then refused).
  */
 typedef struct fb_waiter *(*fb_waiter_new_fn)(void *wait_arg);
 void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
-                 struct fidbus_event *ev, fb_waiter_new_fn wait_new,
+                 struct fidbus_event *ev, size_t idlen, fb_waiter_new_fn wait_new,
                  void *wait_arg, struct fb_outcome *out);
+
+struct fb_job;
+/* On a pool thread: runs a blocking job's handler with the job's hop
+ * count, counts the call, returns the handler's result. */
+int fb_dispatch_call_blocking(struct fb_job *j);
 
 /*
  * For plugins (host->publish): validates, then dispatches on the calling
@@ -46,5 +51,10 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
 int fb_dispatch_local(struct fb_daemon *d, const char *id,
                       const struct fidbus_tag *tags, size_t ntags,
                       const uint8_t *payload, size_t payload_len);
+
+/* Marks the calling thread as a registered RCU reader that may dispatch
+ * (I/O workers, the pool, the main thread); host->publish from any other
+ * thread returns -EPERM. */
+void fb_dispatch_mark_rcu_thread(void);
 
 #endif

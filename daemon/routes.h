@@ -104,4 +104,42 @@ bool fb_routes_uses_plugin(const struct fb_route_table *t,
  */
 void fb_routes_publish(struct fb_route_table **slot, struct fb_route_table *next);
 
+/*
+ * The reader's load of a published slot: rcu_dereference as liburcu does
+ * it with _LGPL_SOURCE (an atomic consume load), whichever way the caller
+ * included liburcu. Use it instead of rcu_dereference(slot): without
+ * _LGPL_SOURCE that macro reads the slot with a plain load before calling
+ * into liburcu, which ThreadSanitizer rightly reports as racing with
+ * fb_routes_publish; with _LGPL_SOURCE, liburcu's inline read_unlock has
+ * races of its own that TSan reports. So readers keep the library's
+ * urcu_memb_read_lock/unlock calls and load the slot with this.
+ */
+static inline struct fb_route_table *fb_routes_deref(struct fb_route_table *const *slot)
+{
+    return __atomic_load_n(slot, __ATOMIC_CONSUME);
+}
+
+/*
+ * ThreadSanitizer cannot see liburcu's grace period (membarrier and plain
+ * counter reads inside an uninstrumented library), so without help it
+ * reports the free of an old table as racing with readers that finished
+ * long before. Readers call FB_ROUTES_READ_DONE() right before
+ * urcu_memb_read_unlock(); fb_routes_publish acquires the same address
+ * after the grace period. Compiles to nothing outside TSan builds.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define FB_ROUTES_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FB_ROUTES_TSAN 1
+#endif
+#endif
+#ifdef FB_ROUTES_TSAN
+#include <sanitizer/tsan_interface.h>
+extern char fb_routes_tsan_gp;
+#define FB_ROUTES_READ_DONE() __tsan_release(&fb_routes_tsan_gp)
+#else
+#define FB_ROUTES_READ_DONE() ((void)0)
+#endif
+
 #endif

@@ -136,6 +136,9 @@ FIDBUS_API int fidbus_request(struct fidbus_client *c, const char *command,
 /* The server's message for the last protocol error ("" if none). Valid
  * until the next call on c. */
 FIDBUS_API const char *fidbus_client_last_error(const struct fidbus_client *c);
+/* The code (FIDBUS_NO_ROUTE, ...) of that error, 0 if none: lets a caller
+ * that only pings name the code of an ERROR counted as asynchronous. */
+FIDBUS_API int fidbus_client_last_error_code(const struct fidbus_client *c);
 /* ERRORs received for un-acked publishes so far. */
 FIDBUS_API uint64_t fidbus_client_async_errors(const struct fidbus_client *c);
 /* The server name from HELLO ("" before it arrives). */

@@ -130,7 +130,7 @@ FIDBUS_API int fidbus_frame_reader_space(struct fidbus_frame_reader *r, uint8_t 
 FIDBUS_API void fidbus_frame_reader_commit(struct fidbus_frame_reader *r, size_t n);
 
 /*
- * Next whole frame. Returns 1 and sets *body/*len (a slice of the buffer)
+ * Next whole frame. Returns 1 and sets *body and *len (a slice of the buffer)
  * when one is complete, 0 when more bytes are needed, FIDBUS_TOO_LARGE for a
  * length above max_frame, FIDBUS_MALFORMED for a zero length. After an error
  * the stream cannot be resynchronised: close the connection.

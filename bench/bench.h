@@ -1,0 +1,204 @@
+/*
+ * fidbus-bench internals: the pieces shared by the benchmark modes.
+ *
+ * fidbus-bench.c parses the command line and prints results; spawn.c runs
+ * a private fidbusd (temp dir, generated config, NOTIFY_SOCKET readiness,
+ * SIGTERM at the end, the count plugin's report for the exactly-once
+ * check); wire.c has the socket and frame helpers; throughput.c and
+ * latency.c are the two load generators; echo.c is the in-process libuv
+ * echo server used as the latency baseline.
+ *
+ * The bench talks to the daemon with raw sockets rather than through
+ * <fidbus/client.h>: the throughput mode writes a pre-encoded frame
+ * replicated into a large buffer, and the latency mode needs a separate
+ * sender and receiver thread on one connection, neither of which the
+ * blocking client API is meant for.
+ */
+#ifndef FB_BENCH_H
+#define FB_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <fidbus/proto.h>
+
+struct fb_bench_opts {
+    const char *fidbusd;     /* daemon binary */
+    const char *plugin_dir;  /* holds count.so and log.so */
+    const char *bus;         /* attach to this bus instead of spawning */
+    bool tcp;                /* spawned daemon: connect over 127.0.0.1 TCP */
+    unsigned workers;        /* 0 = conns, capped at the CPU count */
+    uint64_t events;
+    unsigned conns;
+    size_t payload;          /* size of the whole CBOR payload item */
+    unsigned repeat;
+    double rate;             /* latency: offered events per second */
+    double seconds;
+    unsigned warmup_ms;      /* latency: sent but not measured */
+    bool spin;               /* latency: busy-wait for send deadlines */
+    bool echo_baseline;      /* latency against the echo server only */
+    bool compare;            /* latency: echo and fidbusd back to back */
+    int timeout_s;           /* bound on every wait of one run */
+    bool json;
+    bool keep;               /* keep the temp dir for inspection */
+};
+
+/* Human-readable output goes here: stdout, or stderr with --json. */
+extern FILE *fb_bench_out;
+
+/* ------------------------------------------------------------- wire.c */
+
+uint64_t fb_bench_now_ns(void);
+/* Absolute CLOCK_MONOTONIC deadline `ms` from now, and ms left until it
+ * (clamped to 0 .. INT_MAX for poll). */
+uint64_t fb_bench_deadline(int ms);
+int fb_bench_ms_left(uint64_t deadline);
+
+/*
+ * Connects to "unix:PATH", a plain path, or "tcp:HOST:PORT" (loopback
+ * hosts only: the bench never loads a real network). Returns a blocking
+ * socket fd, or a negative errno with a reason in err.
+ */
+int fb_bench_connect(const char *addr, char *err, size_t errlen);
+
+/* Writes the CBOR byte string whose whole encoding is at most `bytes`
+ * long (exactly, when such a string exists) into out; returns its length
+ * or 0 if cap is too small or bytes is 0. */
+size_t fb_bench_payload_item(uint8_t *out, size_t cap, size_t bytes);
+
+/* Appends one PUBLISH frame; has_seq false leaves the seq key out. */
+int fb_bench_encode_publish(struct fidbus_buf *b, const char *event, bool has_seq,
+                            uint64_t seq, uint32_t flags, const uint8_t *payload,
+                            size_t payload_len);
+int fb_bench_encode_ping(struct fidbus_buf *b, uint64_t seq);
+
+/* Writes all of p on a blocking fd. 0 or a negative errno. */
+int fb_bench_write_all(int fd, const uint8_t *p, size_t n);
+
+/*
+ * Frames read from one fd and decoded. The reader owns a frame reader and
+ * a decoded-message struct (large: keep one per thread).
+ */
+struct fb_bench_reader {
+    struct fidbus_frame_reader fr;
+    struct fidbus_msg *msg;
+    int fd;
+};
+
+int fb_bench_reader_init(struct fb_bench_reader *r, int fd);
+void fb_bench_reader_destroy(struct fb_bench_reader *r);
+/* One read() into the reader: >0 bytes, 0 at EOF, -EAGAIN, or -errno. */
+ssize_t fb_bench_reader_fill(struct fb_bench_reader *r);
+/* Next whole frame decoded into r->msg: 1, 0 if none buffered, or a
+ * protocol code (the stream is broken for framing errors). */
+int fb_bench_reader_next(struct fb_bench_reader *r);
+
+/*
+ * Reads the server's HELLO (waiting up to timeout_ms). Fails when the
+ * server asks for authentication, which the bench does not do.
+ */
+int fb_bench_read_hello(struct fb_bench_reader *r, int timeout_ms, char *err,
+                        size_t errlen);
+
+/* ------------------------------------------------------------ spawn.c */
+
+struct fb_bench_daemon_conf {
+    const char *fidbusd;
+    const char *plugin_dir;
+    unsigned workers;
+    bool tcp;        /* also listen on 127.0.0.1:PORT with tcp_auth = none */
+    bool with_log;   /* load log.so (file = /dev/null) too, routed with count */
+    bool keep;
+    int timeout_ms;  /* readiness wait */
+};
+
+struct fb_bench_daemon {
+    pid_t pid;
+    int pidfd;
+    bool running;
+    int exit_status;       /* raw waitpid status once reaped */
+    bool keep;
+    char dir[256];         /* the temp dir, removed by _free */
+    char addr[300];        /* where to connect: unix:... or tcp:... */
+    char report[300];      /* the count plugin's report_file */
+    char logfile[300];     /* fidbusd's stdout+stderr */
+};
+
+/*
+ * Makes a temp dir, writes the config, starts fidbusd with NOTIFY_SOCKET
+ * and waits for READY=1. On failure prints why (with fidbusd's output)
+ * and returns a negative errno; *out is then NULL.
+ */
+int fb_bench_daemon_start(struct fb_bench_daemon **out,
+                          const struct fb_bench_daemon_conf *c);
+/* SIGTERM and reap. 0 if it exited with status 0, else -1 (printed). */
+int fb_bench_daemon_stop(struct fb_bench_daemon *d, int timeout_ms);
+/* After _stop: the count for `event` and the "_total" from report_file. */
+int fb_bench_daemon_count(const struct fb_bench_daemon *d, const char *event,
+                          long long *count, long long *total);
+/* VmRSS and VmHWM of the running daemon, in KiB. */
+int fb_bench_daemon_rss(const struct fb_bench_daemon *d, long *rss_kib,
+                        long *hwm_kib);
+/* utime + stime of the running daemon, in seconds. */
+double fb_bench_daemon_cpu(const struct fb_bench_daemon *d);
+/* Prints the tail of fidbusd's output to stderr. */
+void fb_bench_daemon_dump_log(const struct fb_bench_daemon *d);
+/* Kills a daemon still running, removes the temp dir. NULL-safe. */
+struct fb_bench_daemon *fb_bench_daemon_free(struct fb_bench_daemon *d);
+
+/* ------------------------------------------------------- throughput.c */
+
+struct fb_bench_tp_result {
+    unsigned conns, workers;
+    size_t payload, frame_len;
+    uint64_t sent;
+    uint64_t errors;        /* ERROR frames received */
+    uint64_t first_error;   /* code of the first one */
+    double seconds;         /* first byte written .. last PING ACK */
+    double events_per_s;
+    double mb_per_s;        /* frame bytes on the wire, 10^6 B/s */
+    double daemon_cpu;      /* daemon CPU seconds / wall seconds, or -1 */
+    int verify;             /* 0 OK, 1 FAIL, -1 not checked (--bus) */
+    long long counted;
+    bool ok;                /* ran to the end, no errors, verify not FAIL */
+};
+
+int fb_bench_throughput(const struct fb_bench_opts *o,
+                        struct fb_bench_tp_result *res);
+
+/* ---------------------------------------------------------- latency.c */
+
+struct fb_bench_lat_result {
+    const char *target;     /* "fidbusd" or "echo" */
+    double offered;         /* events/s */
+    double achieved;        /* events actually sent per second */
+    uint64_t scheduled;
+    uint64_t measured;      /* answered after the warm-up */
+    uint64_t answered;
+    uint64_t errors;
+    uint64_t missing;
+    double p50, p90, p99, p999, max;   /* microseconds */
+    double max_send_lag;    /* worst lateness of the sender, microseconds */
+    int verify;
+    long long counted;
+    bool ok;
+};
+
+/* One latency run against `target` ("fidbusd", or "echo" for the
+ * baseline). Spawns what it needs unless o->bus is set. */
+int fb_bench_latency(const struct fb_bench_opts *o, bool echo,
+                     struct fb_bench_lat_result *res);
+
+/* ------------------------------------------------------------- echo.c */
+
+struct fb_bench_echo;
+
+/* Starts the echo server thread listening on the Unix socket `path`. */
+int fb_bench_echo_start(struct fb_bench_echo **out, const char *path);
+/* Stops it and joins its thread. NULL-safe; returns NULL. */
+struct fb_bench_echo *fb_bench_echo_stop(struct fb_bench_echo *e);
+
+#endif

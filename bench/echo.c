@@ -1,0 +1,228 @@
+/*
+ * fidbus-bench: the echo baseline.
+ *
+ * A minimal libuv server on its own thread and loop, listening on a Unix
+ * socket: it reads length-prefixed frames and writes each complete frame
+ * back unchanged, all frames of one read in one write. It is the floor
+ * for a request/answer round trip through one libuv loop on this machine,
+ * so the latency mode measures it and fidbusd in the same run and compares
+ * their p99s. It does no decoding and no dispatch: whatever fidbusd adds
+ * above it is the cost of being a bus.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define ECHO_BUF (FIDBUS_MAX_FRAME_DEFAULT + FIDBUS_FRAME_HEADER)
+
+struct echo_client {
+    uv_pipe_t pipe;
+    size_t have;
+    uint8_t buf[];
+};
+
+struct echo_write {
+    uv_write_t req;
+    uint8_t data[];
+};
+
+struct fb_bench_echo {
+    uv_loop_t loop;
+    uv_pipe_t server;
+    uv_async_t stop;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int state;        /* 0 starting, 1 listening, <0 failed (errno) */
+    char path[256];
+};
+
+static void on_close_free(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct echo_client *c = (struct echo_client *)h;
+
+    buf->base = (char *)c->buf + c->have;
+    buf->len = ECHO_BUF - c->have;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    free(req);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct echo_client *c = (struct echo_client *)s;
+
+    if (nread < 0) {
+        uv_close((uv_handle_t *)s, on_close_free);
+        return;
+    }
+    c->have += (size_t)nread;
+
+    /* Everything up to the last complete frame goes back in one write. */
+    size_t off = 0;
+    while (c->have - off >= FIDBUS_FRAME_HEADER) {
+        const uint8_t *p = c->buf + off;
+        uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                       (uint32_t)p[2] << 8 | p[3];
+        if (len == 0 || len > FIDBUS_MAX_FRAME_DEFAULT) {
+            uv_close((uv_handle_t *)s, on_close_free);
+            return;
+        }
+        if (c->have - off - FIDBUS_FRAME_HEADER < len)
+            break;
+        off += FIDBUS_FRAME_HEADER + len;
+    }
+    if (off == 0)
+        return;
+
+    uv_buf_t out = uv_buf_init((char *)c->buf, (unsigned)off);
+    int n = uv_try_write(s, &out, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        uv_close((uv_handle_t *)s, on_close_free);
+        return;
+    }
+    size_t done = n < 0 ? 0 : (size_t)n;
+    if (done < off) {
+        /* The socket is full: queue a copy of the rest. */
+        struct echo_write *w = malloc(sizeof(*w) + off - done);
+        if (!w) {
+            uv_close((uv_handle_t *)s, on_close_free);
+            return;
+        }
+        memcpy(w->data, c->buf + done, off - done);
+        uv_buf_t rest = uv_buf_init((char *)w->data, (unsigned)(off - done));
+        if (uv_write(&w->req, s, &rest, 1, on_write) < 0) {
+            free(w);
+            uv_close((uv_handle_t *)s, on_close_free);
+            return;
+        }
+    }
+    memmove(c->buf, c->buf + off, c->have - off);
+    c->have -= off;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    if (status < 0)
+        return;
+    struct echo_client *c = malloc(sizeof(*c) + ECHO_BUF);
+    if (!c)
+        return;
+    c->have = 0;
+    uv_pipe_init(server->loop, &c->pipe, 0);
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 ||
+        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
+        uv_close((uv_handle_t *)&c->pipe, on_close_free);
+}
+
+static void close_client(uv_handle_t *h, void *arg)
+{
+    struct fb_bench_echo *e = arg;
+
+    if (uv_is_closing(h))
+        return;
+    if (h == (uv_handle_t *)&e->server || h == (uv_handle_t *)&e->stop)
+        uv_close(h, NULL);
+    else
+        uv_close(h, on_close_free);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    uv_walk(a->loop, close_client, a->data);
+}
+
+static void set_state(struct fb_bench_echo *e, int state)
+{
+    pthread_mutex_lock(&e->lock);
+    e->state = state;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void *echo_main(void *arg)
+{
+    struct fb_bench_echo *e = arg;
+    int rc;
+
+    uv_pipe_init(&e->loop, &e->server, 0);
+    if ((rc = uv_pipe_bind(&e->server, e->path)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&e->server, 16, on_connection)) < 0) {
+        uv_close((uv_handle_t *)&e->server, NULL);
+        uv_close((uv_handle_t *)&e->stop, NULL);
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+        set_state(e, rc);
+        return NULL;
+    }
+    set_state(e, 1);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int fb_bench_echo_start(struct fb_bench_echo **out, const char *path)
+{
+    struct fb_bench_echo *e = calloc(1, sizeof(*e));
+    int rc;
+
+    *out = NULL;
+    if (!e)
+        return -ENOMEM;
+    snprintf(e->path, sizeof(e->path), "%s", path);
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->cond, NULL);
+    if ((rc = uv_loop_init(&e->loop)) < 0)
+        goto fail_sync;
+    if ((rc = uv_async_init(&e->loop, &e->stop, on_stop)) < 0)
+        goto fail_loop;
+    e->stop.data = e;
+    if ((rc = -pthread_create(&e->thread, NULL, echo_main, e)) < 0) {
+        uv_close((uv_handle_t *)&e->stop, NULL);
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+        goto fail_loop;
+    }
+    pthread_mutex_lock(&e->lock);
+    while (e->state == 0)
+        pthread_cond_wait(&e->cond, &e->lock);
+    rc = e->state;
+    pthread_mutex_unlock(&e->lock);
+    if (rc < 0) {
+        pthread_join(e->thread, NULL);
+        goto fail_loop;
+    }
+    *out = e;
+    return 0;
+
+fail_loop:
+    uv_loop_close(&e->loop);
+fail_sync:
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+    return rc;
+}
+
+struct fb_bench_echo *fb_bench_echo_stop(struct fb_bench_echo *e)
+{
+    if (!e)
+        return NULL;
+    uv_async_send(&e->stop);
+    pthread_join(e->thread, NULL);
+    uv_loop_close(&e->loop);
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->lock);
+    unlink(e->path);
+    free(e);
+    return NULL;
+}

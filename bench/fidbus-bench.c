@@ -1,0 +1,556 @@
+/*
+ * fidbus-bench: load generator and benchmark harness for fidbusd.
+ *
+ *   fidbus-bench throughput --events N --conns C --payload BYTES [--workers W]
+ *   fidbus-bench latency --rate R --seconds S [--payload BYTES]
+ *                        [--baseline echo | --compare]
+ *   fidbus-bench rss
+ *   fidbus-bench all
+ *
+ * By default every run starts its own fidbusd from the build tree (see
+ * spawn.c) and checks afterwards, with the count plugin's report, that
+ * every event sent was dispatched exactly once; --bus ADDR attaches to a
+ * running daemon instead (no exactly-once check then). This file parses
+ * the command line and prints the figures; bench/README.md says how to
+ * read them.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef FIDBUS_BUILD_DIR
+#define FIDBUS_BUILD_DIR "."
+#endif
+
+FILE *fb_bench_out;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: fidbus-bench [OPTIONS] MODE\n"
+        "modes:\n"
+        "  throughput   C connections publish N events without ack, pipelined;\n"
+        "               reports events/s and checks exactly-once delivery\n"
+        "  latency      acked publishes at a fixed offered rate (open loop);\n"
+        "               reports p50/p90/p99/p99.9/max round trip\n"
+        "  rss          idle VmRSS/VmHWM of fidbusd with count.so and log.so\n"
+        "  all          the issue's figures in one go, with a summary table\n"
+        "options:\n"
+        "  --events N        throughput: events in total (default 10000000)\n"
+        "  --conns C         throughput: publisher connections (default 1)\n"
+        "  --payload BYTES   size of the CBOR payload item (default 64)\n"
+        "  --workers W       fidbusd workers (default: throughput min(C, CPUs),\n"
+        "                    latency 1, rss the daemon's default)\n"
+        "  --repeat K        throughput runs, median reported (default 1; all: 3)\n"
+        "  --rate R          latency: offered events/s (default 20000)\n"
+        "  --seconds S       latency: duration (default 5)\n"
+        "  --warmup-ms MS    latency: sent but not measured (default 250)\n"
+        "  --spin            latency: busy-wait for send times instead of sleeping\n"
+        "  --baseline echo   latency: measure the in-process libuv echo server\n"
+        "  --compare         latency: echo and fidbusd back to back, side by side\n"
+        "  --bus ADDR        use a running daemon (unix:PATH, PATH, tcp:HOST:PORT)\n"
+        "  --tcp             spawned daemon: connect over 127.0.0.1 TCP\n"
+        "  --fidbusd PATH    daemon binary (default $FIDBUS_BUILD_DIR/daemon/fidbusd)\n"
+        "  --plugin-dir DIR  count.so/log.so (default $FIDBUS_BUILD_DIR/plugins)\n"
+        "  --timeout S       bound on every wait of a run (default 60)\n"
+        "  --json            machine-readable results on stdout\n"
+        "  --keep            keep the spawned daemon's temp dir\n");
+}
+
+static unsigned ncpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static unsigned default_tp_workers(const struct fb_bench_opts *o)
+{
+    if (o->workers)
+        return o->workers;
+    return o->conns < ncpus() ? o->conns : ncpus();
+}
+
+/* ------------------------------------------------------------ printing */
+
+static void print_verify(int verify, uint64_t sent, long long counted)
+{
+    if (verify == 0)
+        fprintf(fb_bench_out, "verify: OK sent=%llu counted=%lld\n",
+                (unsigned long long)sent, counted);
+    else if (verify == 1)
+        fprintf(fb_bench_out, "verify: FAIL sent=%llu counted=%lld\n",
+                (unsigned long long)sent, counted);
+}
+
+static json_t *tp_json(const struct fb_bench_tp_result *r)
+{
+    return json_pack("{s:i, s:i, s:i, s:i, s:I, s:I, s:f, s:f, s:f, s:f, s:s, s:I, s:b}",
+                     "conns", r->conns, "workers", r->workers,
+                     "payload", (int)r->payload, "frame", (int)r->frame_len,
+                     "sent", (json_int_t)r->sent, "errors", (json_int_t)r->errors,
+                     "seconds", r->seconds, "events_per_s", r->events_per_s,
+                     "mb_per_s", r->mb_per_s, "daemon_cpu", r->daemon_cpu,
+                     "verify", r->verify == 0 ? "OK" : r->verify == 1 ? "FAIL" : "skipped",
+                     "counted", (json_int_t)r->counted, "ok", r->ok);
+}
+
+static json_t *lat_json(const struct fb_bench_lat_result *r)
+{
+    return json_pack("{s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f,"
+                     " s:f, s:s, s:b}",
+                     "target", r->target, "offered", r->offered, "achieved", r->achieved,
+                     "scheduled", (json_int_t)r->scheduled,
+                     "measured", (json_int_t)r->measured,
+                     "errors", (json_int_t)r->errors, "missing", (json_int_t)r->missing,
+                     "p50_us", r->p50, "p90_us", r->p90, "p99_us", r->p99,
+                     "p999_us", r->p999, "max_us", r->max,
+                     "max_send_lag_us", r->max_send_lag,
+                     "verify", r->verify == 0 ? "OK" : r->verify == 1 ? "FAIL" : "skipped",
+                     "ok", r->ok);
+}
+
+static int cmp_tp(const void *a, const void *b)
+{
+    const struct fb_bench_tp_result *x = a, *y = b;
+
+    return x->events_per_s < y->events_per_s ? -1 : x->events_per_s > y->events_per_s;
+}
+
+/* ----------------------------------------------------------------- modes */
+
+/* Runs throughput `repeat` times; *median gets the median run. */
+static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
+                          struct fb_bench_tp_result *median, json_t *js)
+{
+    struct fb_bench_tp_result *runs = calloc(repeat, sizeof(*runs));
+    bool all_ok = true;
+    int rc = 0;
+
+    if (!runs)
+        return -ENOMEM;
+    fprintf(fb_bench_out, "throughput: %u conn%s, workers=%u, payload %zu B, "
+            "%llu events, no ack%s%s\n", o->conns, o->conns == 1 ? "" : "s",
+            o->workers, o->payload, (unsigned long long)o->events,
+            o->bus ? ", bus " : o->tcp ? ", over TCP" : "", o->bus ? o->bus : "");
+    json_t *arr = json_array();
+    unsigned done = 0;
+    for (; done < repeat; done++) {
+        struct fb_bench_tp_result *r = &runs[done];
+        rc = fb_bench_throughput(o, r);
+        if (rc < 0) {
+            fprintf(fb_bench_out, "  run %u/%u: FAILED (%s)\n", done + 1, repeat,
+                    strerror(-rc));
+            print_verify(r->verify, r->sent, r->counted);
+            all_ok = false;
+            break;
+        }
+        fprintf(fb_bench_out, "  run %u/%u: %.3f M events/s  %.1f MB/s  "
+                "(%llu in %.3f s, %zu-byte frames", done + 1, repeat,
+                r->events_per_s / 1e6, r->mb_per_s, (unsigned long long)r->sent,
+                r->seconds, r->frame_len);
+        if (r->daemon_cpu >= 0)
+            fprintf(fb_bench_out, ", daemon CPU %.0f%%", r->daemon_cpu * 100);
+        fprintf(fb_bench_out, ")  errors=%llu\n", (unsigned long long)r->errors);
+        print_verify(r->verify, r->sent, r->counted);
+        json_array_append_new(arr, tp_json(r));
+        if (!r->ok)
+            all_ok = false;
+    }
+    if (done > 0) {
+        qsort(runs, done, sizeof(*runs), cmp_tp);
+        *median = runs[done / 2];
+        median->ok = all_ok;
+        if (done > 1)
+            fprintf(fb_bench_out, "  median of %u: %.3f M events/s  %.1f MB/s\n",
+                    done, median->events_per_s / 1e6, median->mb_per_s);
+    } else {
+        memset(median, 0, sizeof(*median));
+    }
+    if (js) {
+        json_t *m = done ? tp_json(median) : json_null();
+        json_object_set_new(js, "runs", arr);
+        json_object_set_new(js, "median", m);
+        json_object_set_new(js, "ok", json_boolean(all_ok && rc == 0));
+    } else {
+        json_decref(arr);
+    }
+    free(runs);
+    return rc < 0 ? rc : all_ok ? 0 : 1;
+}
+
+static void print_lat(const struct fb_bench_lat_result *r, const struct fb_bench_opts *o)
+{
+    fprintf(fb_bench_out, "latency %s: offered %.0f/s, achieved %.0f/s, %llu events "
+            "(%llu measured after %u ms warm-up)\n", r->target, r->offered,
+            r->achieved, (unsigned long long)r->scheduled,
+            (unsigned long long)r->measured, o->warmup_ms);
+    fprintf(fb_bench_out, "  p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
+            "max %.1f us  (sender max lag %.1f us)  errors=%llu missing=%llu\n",
+            r->p50, r->p90, r->p99, r->p999, r->max, r->max_send_lag,
+            (unsigned long long)r->errors, (unsigned long long)r->missing);
+    print_verify(r->verify, r->scheduled, r->counted);
+}
+
+static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *echo,
+                       struct fb_bench_lat_result *bus, json_t *js)
+{
+    struct fb_bench_opts lo = *o;
+    bool ok = true;
+    int rc;
+
+    if (!lo.workers)
+        lo.workers = 1;
+    memset(echo, 0, sizeof(*echo));
+    memset(bus, 0, sizeof(*bus));
+    fprintf(fb_bench_out, "latency: 1 conn, acked publish, payload %zu B, %.0f/s "
+            "offered for %.1f s%s%s\n", o->payload, o->rate, o->seconds,
+            o->echo_baseline && !o->compare ? " (echo baseline)" : "",
+            o->compare ? " (echo baseline, then fidbusd)" : "");
+    if (o->echo_baseline || o->compare) {
+        if ((rc = fb_bench_latency(&lo, true, echo)) < 0)
+            return rc;
+        print_lat(echo, o);
+        ok = ok && echo->ok;
+        if (js)
+            json_object_set_new(js, "echo", lat_json(echo));
+    }
+    if (!o->echo_baseline || o->compare) {
+        if ((rc = fb_bench_latency(&lo, false, bus)) < 0)
+            return rc;
+        print_lat(bus, o);
+        ok = ok && bus->ok;
+        if (js)
+            json_object_set_new(js, "fidbusd", lat_json(bus));
+    }
+    if (o->compare) {
+        double ratio = echo->p99 > 0 ? bus->p99 / echo->p99 : 0;
+        fprintf(fb_bench_out, "  %-8s %9s %9s %9s %9s %9s %11s\n", "", "p50 us",
+                "p90 us", "p99 us", "p99.9 us", "max us", "achieved/s");
+        const struct fb_bench_lat_result *rs[2] = { echo, bus };
+        for (int i = 0; i < 2; i++)
+            fprintf(fb_bench_out, "  %-8s %9.1f %9.1f %9.1f %9.1f %9.1f %11.0f\n",
+                    rs[i]->target, rs[i]->p50, rs[i]->p90, rs[i]->p99, rs[i]->p999,
+                    rs[i]->max, rs[i]->achieved);
+        fprintf(fb_bench_out, "  p99 ratio fidbusd/echo: %.2f (target <= 1.30)\n", ratio);
+        if (js)
+            json_object_set_new(js, "p99_ratio", json_real(ratio));
+    }
+    if (js)
+        json_object_set_new(js, "ok", json_boolean(ok));
+    return ok ? 0 : 1;
+}
+
+/* Waits for the ACK of the PING with `seq`. */
+static int ping_roundtrip(struct fb_bench_reader *rd, uint64_t seq, int timeout_ms)
+{
+    struct fidbus_buf b = { 0 };
+    uint64_t deadline = fb_bench_deadline(timeout_ms);
+    int rc = fb_bench_encode_ping(&b, seq);
+
+    if (rc == 0)
+        rc = fb_bench_write_all(rd->fd, b.data, b.len);
+    fidbus_buf_free(&b);
+    while (rc == 0) {
+        int n = fb_bench_reader_next(rd);
+        if (n == 1 && rd->msg->type == FIDBUS_MSG_ACK && rd->msg->seq == seq)
+            return 0;
+        if (n == 1)
+            continue;
+        if (n != 0)
+            return -EPROTO;
+        struct pollfd pfd = { .fd = rd->fd, .events = POLLIN };
+        int ms = fb_bench_ms_left(deadline);
+        if (ms == 0 || poll(&pfd, 1, ms) == 0)
+            return -ETIMEDOUT;
+        ssize_t got = fb_bench_reader_fill(rd);
+        if (got == 0)
+            return -ECONNRESET;
+        if (got < 0 && got != -EAGAIN)
+            rc = (int)got;
+    }
+    return rc;
+}
+
+static int run_rss(const struct fb_bench_opts *o, long *rss, long *hwm, json_t *js)
+{
+    struct fb_bench_daemon *d = NULL;
+    struct fb_bench_reader rd = { .fd = -1 };
+    char err[256] = "";
+    int rc, fd = -1;
+    struct fb_bench_daemon_conf dc = {
+        .fidbusd = o->fidbusd, .plugin_dir = o->plugin_dir, .workers = o->workers,
+        .tcp = o->tcp, .with_log = true, .keep = o->keep,
+        .timeout_ms = o->timeout_s * 1000,
+    };
+
+    if (o->bus) {
+        fprintf(stderr, "fidbus-bench: rss measures a daemon it starts itself; "
+                "drop --bus\n");
+        return -EINVAL;
+    }
+    if ((rc = fb_bench_daemon_start(&d, &dc)) < 0)
+        return rc;
+    if ((fd = fb_bench_connect(d->addr, err, sizeof(err))) < 0) {
+        rc = fd;
+        goto out;
+    }
+    if ((rc = fb_bench_reader_init(&rd, fd)) < 0)
+        goto out;
+    if ((rc = fb_bench_read_hello(&rd, dc.timeout_ms, err, sizeof(err))) < 0)
+        goto out;
+    if ((rc = ping_roundtrip(&rd, 1, dc.timeout_ms)) < 0) {
+        snprintf(err, sizeof(err), "PING: %s", strerror(-rc));
+        goto out;
+    }
+    if ((rc = fb_bench_daemon_rss(d, rss, hwm)) < 0) {
+        snprintf(err, sizeof(err), "reading /proc/%d/status: %s", (int)d->pid,
+                 strerror(-rc));
+        goto out;
+    }
+    fprintf(fb_bench_out, "rss: fidbusd idle (workers=%u%s, count.so + log.so, one "
+            "client after a PING): VmRSS %.2f MiB, VmHWM %.2f MiB\n", o->workers,
+            o->workers ? "" : " = CPUs", *rss / 1024.0, *hwm / 1024.0);
+    if (js) {
+        json_object_set_new(js, "vmrss_mib", json_real(*rss / 1024.0));
+        json_object_set_new(js, "vmhwm_mib", json_real(*hwm / 1024.0));
+    }
+    close(fd);
+    fd = -1;
+    if (fb_bench_daemon_stop(d, dc.timeout_ms) < 0)
+        rc = 1;
+
+out:
+    if (rc < 0 && err[0])
+        fprintf(stderr, "fidbus-bench: rss: %s\n", err);
+    if (fd >= 0)
+        close(fd);
+    if (rd.msg)
+        fb_bench_reader_destroy(&rd);
+    fb_bench_daemon_free(d);
+    return rc;
+}
+
+static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
+{
+    struct fb_bench_opts t = *o;
+    struct fb_bench_tp_result tp1, tp2;
+    struct fb_bench_lat_result echo, bus;
+    long rss = -1, hwm = -1;
+    int rc1, rc2, rc3, rc4 = 0;
+    json_t *j1 = js ? json_object() : NULL, *j2 = js ? json_object() : NULL;
+    json_t *j3 = js ? json_object() : NULL, *j4 = js ? json_object() : NULL;
+
+    t.conns = 1;
+    t.workers = 1;
+    rc1 = run_throughput(&t, repeat, &tp1, j1);
+    t.conns = 2;
+    t.workers = 2;
+    rc2 = run_throughput(&t, repeat, &tp2, j2);
+    t = *o;
+    t.compare = true;
+    t.workers = 1;
+    rc3 = run_latency(&t, &echo, &bus, j3);
+    if (!o->bus) {
+        t = *o;
+        t.workers = 0;
+        rc4 = run_rss(&t, &rss, &hwm, j4);
+    }
+
+    FILE *f = fb_bench_out;
+    fprintf(f, "\n== fidbus-bench summary (throughput: median of %u; noisy machine: "
+            "compare within one run) ==\n", repeat);
+    fprintf(f, "%-44s %-34s %s\n", "figure", "measured", "target");
+    if (rc1 >= 0 && tp1.sent)
+        fprintf(f, "%-44s %6.2f M events/s %7.1f MB/s      %s\n",
+                "throughput: 1 conn, 64 B, no ack, workers=1", tp1.events_per_s / 1e6,
+                tp1.mb_per_s, ">= 3 M/s (aim 5 M/s)");
+    else
+        fprintf(f, "%-44s FAILED\n", "throughput: 1 conn, 64 B, no ack, workers=1");
+    if (rc2 >= 0 && tp2.sent)
+        fprintf(f, "%-44s %6.2f M events/s %7.1f MB/s\n",
+                "throughput: 2 conns, 64 B, no ack, workers=2", tp2.events_per_s / 1e6,
+                tp2.mb_per_s);
+    else
+        fprintf(f, "%-44s FAILED\n", "throughput: 2 conns, 64 B, no ack, workers=2");
+    char label[64];
+    snprintf(label, sizeof(label), "ack RTT @ %.0f/s p50/p99/p99.9, fidbusd", o->rate);
+    if (rc3 >= 0) {
+        fprintf(f, "%-44s %6.1f / %6.1f / %6.1f us\n", label, bus.p50, bus.p99, bus.p999);
+        snprintf(label, sizeof(label), "ack RTT @ %.0f/s p50/p99/p99.9, echo", o->rate);
+        fprintf(f, "%-44s %6.1f / %6.1f / %6.1f us\n", label, echo.p50, echo.p99,
+                echo.p999);
+        fprintf(f, "%-44s %6.2f %27s %s\n", "p99 ratio fidbusd/echo",
+                echo.p99 > 0 ? bus.p99 / echo.p99 : 0, "", "<= 1.30");
+    } else {
+        fprintf(f, "%-44s FAILED\n", label);
+    }
+    if (o->bus)
+        fprintf(f, "%-44s skipped (--bus)\n", "idle RSS, count.so + log.so");
+    else if (rc4 >= 0)
+        fprintf(f, "%-44s %6.2f MiB (VmHWM %.2f MiB) %9s %s\n",
+                "idle RSS, count.so + log.so", rss / 1024.0, hwm / 1024.0, "",
+                "< 8 MiB");
+    else
+        fprintf(f, "%-44s FAILED\n", "idle RSS, count.so + log.so");
+    bool ok = rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0;
+    fprintf(f, "%-44s %s\n", "exactly-once and no errors, every run",
+            o->bus ? (ok ? "no errors (exactly-once not checked with --bus)" : "FAIL")
+                   : (ok ? "OK" : "FAIL"));
+    if (js) {
+        json_object_set_new(js, "throughput_1conn", j1);
+        json_object_set_new(js, "throughput_2conns", j2);
+        json_object_set_new(js, "latency", j3);
+        json_object_set_new(js, "rss", j4);
+        json_object_set_new(js, "ok", json_boolean(ok));
+    }
+    return ok ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_double(const char *s, double *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtod(s, &end);
+    return !errno && end != s && !*end && *out > 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "events", required_argument, NULL, 'n' },
+        { "conns", required_argument, NULL, 'c' },
+        { "payload", required_argument, NULL, 'p' },
+        { "workers", required_argument, NULL, 'w' },
+        { "repeat", required_argument, NULL, 'r' },
+        { "rate", required_argument, NULL, 'R' },
+        { "seconds", required_argument, NULL, 's' },
+        { "warmup-ms", required_argument, NULL, 'W' },
+        { "spin", no_argument, NULL, 'S' },
+        { "baseline", required_argument, NULL, 'b' },
+        { "compare", no_argument, NULL, 'C' },
+        { "bus", required_argument, NULL, 'B' },
+        { "tcp", no_argument, NULL, 'T' },
+        { "fidbusd", required_argument, NULL, 'f' },
+        { "plugin-dir", required_argument, NULL, 'P' },
+        { "timeout", required_argument, NULL, 't' },
+        { "json", no_argument, NULL, 'j' },
+        { "keep", no_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },
+        { 0 },
+    };
+    struct fb_bench_opts o = {
+        .events = 10000000, .conns = 1, .payload = 64, .rate = 20000,
+        .seconds = 5, .warmup_ms = 250, .timeout_s = 60,
+    };
+    uint64_t v;
+    double dv;
+    int opt, idx = 0;
+
+    fb_bench_out = stdout;
+    while ((opt = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+        bool ok = true;
+        switch (opt) {
+        case 'n': ok = parse_u64(optarg, &o.events) && o.events > 0; break;
+        case 'c': ok = parse_u64(optarg, &v) && v > 0 && v <= 1024; o.conns = (unsigned)v; break;
+        case 'p': ok = parse_u64(optarg, &v) && v <= 65536; o.payload = (size_t)v; break;
+        case 'w': ok = parse_u64(optarg, &v) && v <= 256; o.workers = (unsigned)v; break;
+        case 'r': ok = parse_u64(optarg, &v) && v > 0 && v <= 100; o.repeat = (unsigned)v; break;
+        case 'R': ok = parse_double(optarg, &o.rate); break;
+        case 's': ok = parse_double(optarg, &o.seconds); break;
+        case 'W': ok = parse_u64(optarg, &v) && v < 3600000; o.warmup_ms = (unsigned)v; break;
+        case 'S': o.spin = true; break;
+        case 'b': ok = strcmp(optarg, "echo") == 0; o.echo_baseline = true; break;
+        case 'C': o.compare = true; break;
+        case 'B': o.bus = optarg; break;
+        case 'T': o.tcp = true; break;
+        case 'f': o.fidbusd = optarg; break;
+        case 'P': o.plugin_dir = optarg; break;
+        case 't': ok = parse_double(optarg, &dv) && dv < 86400; o.timeout_s = (int)(dv + 0.999); break;
+        case 'j': o.json = true; break;
+        case 'k': o.keep = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "fidbus-bench: bad value for --%s: %s\n",
+                    longopts[idx].name, optarg);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    const char *mode = argv[optind];
+
+    /* Paths: flags, then $FIDBUS_BUILD_DIR, then the build tree we came from. */
+    static char daemon_path[PATH_MAX], plugin_path[PATH_MAX];
+    const char *build = getenv("FIDBUS_BUILD_DIR");
+    if (!build || !*build)
+        build = FIDBUS_BUILD_DIR;
+    if (!o.fidbusd) {
+        snprintf(daemon_path, sizeof(daemon_path), "%s/daemon/fidbusd", build);
+        o.fidbusd = daemon_path;
+    }
+    if (!o.plugin_dir) {
+        snprintf(plugin_path, sizeof(plugin_path), "%s/plugins", build);
+        o.plugin_dir = plugin_path;
+    }
+    if (o.json)
+        fb_bench_out = stderr;
+    setvbuf(fb_bench_out, NULL, _IOLBF, 0);
+    /* A daemon that dies mid-run must fail a write, not kill the bench. */
+    signal(SIGPIPE, SIG_IGN);
+
+    json_t *js = o.json ? json_object() : NULL;
+    if (js)
+        json_object_set_new(js, "mode", json_string(mode));
+    int rc;
+    if (strcmp(mode, "throughput") == 0) {
+        struct fb_bench_tp_result med;
+        o.workers = default_tp_workers(&o);
+        rc = run_throughput(&o, o.repeat ? o.repeat : 1, &med, js);
+    } else if (strcmp(mode, "latency") == 0) {
+        struct fb_bench_lat_result echo, bus;
+        rc = run_latency(&o, &echo, &bus, js);
+    } else if (strcmp(mode, "rss") == 0) {
+        long rss, hwm;
+        rc = run_rss(&o, &rss, &hwm, js);
+    } else if (strcmp(mode, "all") == 0) {
+        rc = run_all(&o, o.repeat ? o.repeat : 3, js);
+    } else {
+        fprintf(stderr, "fidbus-bench: unknown mode '%s'\n", mode);
+        usage(stderr);
+        json_decref(js);
+        return 2;
+    }
+    if (js) {
+        json_dumpf(js, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        fputc('\n', stdout);
+        json_decref(js);
+    }
+    return rc == 0 ? 0 : 1;
+}

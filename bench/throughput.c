@@ -1,0 +1,312 @@
+/*
+ * fidbus-bench throughput: pipelined PUBLISH without ack, C connections.
+ *
+ * One PUBLISH frame is encoded once and replicated into a 256 KiB buffer;
+ * each connection's thread writes that buffer in big chunks (a syscall
+ * costs about a microsecond here, so one write carries thousands of
+ * events), reads and counts anything the server sends back (ERRORs), and
+ * ends with a PING. The PING's ACK is the barrier that says every event
+ * before it on that connection was fully handled, so the clock runs from
+ * the first byte written on any connection to the last PING ACK.
+ *
+ * Afterwards the daemon is stopped with SIGTERM and the count plugin's
+ * final report must show exactly the number of events sent.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TP_EVENT "bench.throughput"
+#define TP_CHUNK (256u * 1024u)
+#define TP_PING_SEQ 0xbe000000u
+
+struct tp_conn {
+    unsigned id;
+    struct fb_bench_reader rd;
+    uint64_t n;                    /* events to send */
+    const uint8_t *chunk;          /* chunk_frames copies of one frame */
+    size_t chunk_frames, frame_len;
+    struct fidbus_buf ping;
+    uint64_t ping_seq;
+    pthread_barrier_t *start;
+    int timeout_ms;
+    uint64_t t_first, t_done;
+    uint64_t errors, first_error, unexpected;
+    char first_msg[160];
+    int rc;
+    char err[200];
+};
+
+/* Handles every whole frame buffered; 1 once the PING's ACK was seen. */
+static int tp_drain(struct tp_conn *c)
+{
+    int rc;
+
+    while ((rc = fb_bench_reader_next(&c->rd)) != 0) {
+        const struct fidbus_msg *m = c->rd.msg;
+        if (rc != 1) {
+            snprintf(c->err, sizeof(c->err), "undecodable frame from server: %s",
+                     fidbus_code_name(rc));
+            return -EPROTO;
+        }
+        if (m->type == FIDBUS_MSG_ACK && m->seq == c->ping_seq &&
+            fidbus_msg_has(m, FIDBUS_K_SEQ))
+            return 1;
+        if (m->type == FIDBUS_MSG_ERROR) {
+            if (c->errors++ == 0) {
+                c->first_error = m->code;
+                snprintf(c->first_msg, sizeof(c->first_msg), "%.*s",
+                         (int)m->message.len, (const char *)m->message.ptr);
+            }
+        } else if (m->type != FIDBUS_MSG_HELLO) {
+            c->unexpected++;
+        }
+    }
+    return 0;
+}
+
+static int tp_send(struct tp_conn *c)
+{
+    int fd = c->rd.fd;
+    uint64_t deadline = fb_bench_deadline(c->timeout_ms);
+    uint64_t left = c->n;
+    const uint8_t *seg = NULL;
+    size_t seg_len = 0, off = 0;
+    bool ping_queued = false;
+
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+        return -errno;
+    c->t_first = fb_bench_now_ns();
+    for (;;) {
+        if (seg == NULL || off == seg_len) {
+            off = 0;
+            if (left > 0) {
+                uint64_t k = left < c->chunk_frames ? left : c->chunk_frames;
+                seg = c->chunk;
+                seg_len = (size_t)k * c->frame_len;
+                left -= k;
+            } else if (!ping_queued) {
+                seg = c->ping.data;
+                seg_len = c->ping.len;
+                ping_queued = true;
+            } else {
+                seg = NULL;
+            }
+        }
+        if (seg) {
+            ssize_t w = write(fd, seg + off, seg_len - off);
+            if (w > 0) {
+                off += (size_t)w;
+                continue;
+            }
+            if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                snprintf(c->err, sizeof(c->err), "write: %s", strerror(errno));
+                return -errno;
+            }
+        }
+        /* The socket is full (or all is sent): wait, and read what came. */
+        struct pollfd pfd = { .fd = fd, .events = POLLIN | (seg ? POLLOUT : 0) };
+        int ms = fb_bench_ms_left(deadline);
+        if (ms == 0 || poll(&pfd, 1, ms) == 0) {
+            snprintf(c->err, sizeof(c->err), "timed out after %d ms (%llu events "
+                     "not yet written)", c->timeout_ms, (unsigned long long)left);
+            return -ETIMEDOUT;
+        }
+        if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        ssize_t n = fb_bench_reader_fill(&c->rd);
+        if (n == 0) {
+            snprintf(c->err, sizeof(c->err), "server closed the connection");
+            return -ECONNRESET;
+        }
+        if (n < 0 && n != -EAGAIN) {
+            snprintf(c->err, sizeof(c->err), "read: %s", strerror((int)-n));
+            return (int)n;
+        }
+        int rc = tp_drain(c);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            c->t_done = fb_bench_now_ns();
+            return 0;
+        }
+    }
+}
+
+static void *tp_thread(void *arg)
+{
+    struct tp_conn *c = arg;
+
+    pthread_barrier_wait(c->start);
+    c->rc = tp_send(c);
+    return NULL;
+}
+
+int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result *res)
+{
+    struct fb_bench_daemon *d = NULL;
+    struct fidbus_buf frame = { 0 };
+    uint8_t payload[65536 + 8];
+    struct tp_conn *conns = NULL;
+    uint8_t *chunk = NULL;
+    pthread_barrier_t start;
+    unsigned connected = 0, started = 0;
+    int rc;
+    const char *addr = o->bus;
+    int timeout_ms = o->timeout_s * 1000;
+
+    memset(res, 0, sizeof(*res));
+    res->conns = o->conns;
+    res->workers = o->workers;
+    res->payload = o->payload;
+    res->daemon_cpu = -1;
+    res->verify = -1;
+    res->counted = -1;
+
+    if (o->payload > sizeof(payload) - 8) {
+        fprintf(stderr, "fidbus-bench: --payload above 65536 is not supported\n");
+        return -EINVAL;
+    }
+    size_t plen = fb_bench_payload_item(payload, sizeof(payload), o->payload);
+    res->payload = plen;
+    if ((rc = fb_bench_encode_publish(&frame, TP_EVENT, false, 0, 0, payload, plen)) < 0)
+        goto out;
+    res->frame_len = frame.len;
+
+    /* The replicated buffer: whole frames only, so every write ends on a
+     * frame boundary and the count of events per write is exact. */
+    size_t chunk_frames = TP_CHUNK / frame.len ? TP_CHUNK / frame.len : 1;
+    chunk = malloc(chunk_frames * frame.len);
+    conns = calloc(o->conns, sizeof(*conns));
+    if (!chunk || !conns) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < chunk_frames; i++)
+        memcpy(chunk + i * frame.len, frame.data, frame.len);
+
+    if (!addr) {
+        struct fb_bench_daemon_conf dc = {
+            .fidbusd = o->fidbusd, .plugin_dir = o->plugin_dir,
+            .workers = o->workers, .tcp = o->tcp, .keep = o->keep,
+            .timeout_ms = timeout_ms,
+        };
+        if ((rc = fb_bench_daemon_start(&d, &dc)) < 0)
+            goto out;
+        addr = d->addr;
+    }
+
+    for (unsigned i = 0; i < o->conns; i++, connected++) {
+        struct tp_conn *c = &conns[i];
+        char err[256];
+        c->id = i;
+        c->n = o->events / o->conns + (i < o->events % o->conns ? 1 : 0);
+        c->chunk = chunk;
+        c->chunk_frames = chunk_frames;
+        c->frame_len = frame.len;
+        c->ping_seq = TP_PING_SEQ + i;
+        c->start = &start;
+        c->timeout_ms = timeout_ms;
+        int fd = fb_bench_connect(addr, err, sizeof(err));
+        if (fd < 0) {
+            fprintf(stderr, "fidbus-bench: %s\n", err);
+            rc = fd;
+            goto out;
+        }
+        if ((rc = fb_bench_reader_init(&c->rd, fd)) < 0) {
+            close(fd);
+            goto out;
+        }
+        if ((rc = fb_bench_encode_ping(&c->ping, c->ping_seq)) < 0 ||
+            (rc = fb_bench_read_hello(&c->rd, timeout_ms, err, sizeof(err))) < 0) {
+            fprintf(stderr, "fidbus-bench: connection %u: %s\n", i, err);
+            connected++;
+            goto out;
+        }
+    }
+
+    double cpu0 = d ? fb_bench_daemon_cpu(d) : -1;
+    pthread_t *th = calloc(o->conns, sizeof(*th));
+    if (!th) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    pthread_barrier_init(&start, NULL, o->conns);
+    for (; started < o->conns; started++)
+        if ((rc = -pthread_create(&th[started], NULL, tp_thread, &conns[started])) < 0)
+            break;
+    if (started < o->conns) {
+        /* Threads already waiting at the barrier can never pass it. */
+        fprintf(stderr, "fidbus-bench: pthread_create: %s\n", strerror(-rc));
+        exit(2);
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    free(th);
+    pthread_barrier_destroy(&start);
+    double cpu1 = d ? fb_bench_daemon_cpu(d) : -1;
+
+    uint64_t t0 = UINT64_MAX, t1 = 0;
+    rc = 0;
+    for (unsigned i = 0; i < o->conns; i++) {
+        struct tp_conn *c = &conns[i];
+        if (c->rc < 0) {
+            fprintf(stderr, "fidbus-bench: connection %u: %s\n", i, c->err);
+            rc = c->rc;
+            continue;
+        }
+        res->sent += c->n;
+        if (c->errors && !res->errors) {
+            res->first_error = c->first_error;
+            fprintf(stderr, "fidbus-bench: connection %u: ERROR %s: %s\n", i,
+                    fidbus_code_name((int)c->first_error), c->first_msg);
+        }
+        res->errors += c->errors;
+        if (c->t_first < t0)
+            t0 = c->t_first;
+        if (c->t_done > t1)
+            t1 = c->t_done;
+    }
+    if (rc < 0)
+        goto out;
+    res->seconds = (double)(t1 - t0) / 1e9;
+    res->events_per_s = (double)res->sent / res->seconds;
+    res->mb_per_s = (double)res->sent * (double)frame.len / res->seconds / 1e6;
+    if (cpu0 >= 0 && cpu1 >= 0)
+        res->daemon_cpu = (cpu1 - cpu0) / res->seconds;
+
+    if (d) {
+        for (unsigned i = 0; i < connected; i++) {
+            close(conns[i].rd.fd);
+            conns[i].rd.fd = -1;
+        }
+        long long total;
+        if (fb_bench_daemon_stop(d, timeout_ms) < 0 ||
+            fb_bench_daemon_count(d, TP_EVENT, &res->counted, &total) < 0) {
+            res->verify = 1;
+            rc = -EIO;
+            goto out;
+        }
+        res->verify = (uint64_t)res->counted == res->sent ? 0 : 1;
+    }
+    res->ok = res->errors == 0 && res->verify != 1;
+
+out:
+    for (unsigned i = 0; i < connected && conns; i++) {
+        if (conns[i].rd.fd >= 0)
+            close(conns[i].rd.fd);
+        fb_bench_reader_destroy(&conns[i].rd);
+        fidbus_buf_free(&conns[i].ping);
+    }
+    free(conns);
+    free(chunk);
+    fidbus_buf_free(&frame);
+    fb_bench_daemon_free(d);
+    return rc;
+}

@@ -1,0 +1,1171 @@
+/*
+ * fidbusd.conf: INI (design section 8) read with libinih, then checked in
+ * full before the daemon binds or loads anything.
+ *
+ * libinih tokenises (comments, "key = value", indented continuation
+ * lines); everything else is ours. Debian builds libinih without
+ * INI_HANDLER_LINENO and with a 200-byte line buffer and 50-byte section
+ * names, so we feed it through our own reader (ini_parse_stream calls it
+ * once per line): the reader counts lines, keeps the whole raw line,
+ * refuses lines that would not fit rather than letting libinih split them,
+ * and parses section headers itself, so that "[route NAME]" keeps a
+ * 64-byte NAME and a section with no keys at all is still seen.
+ *
+ * The rules are strict on purpose: an unknown section or key, a duplicate,
+ * or a value out of range is an error naming FILE:LINE, because a typo in
+ * a daemon's config that passes silently is found much later and much
+ * more expensively. [plugin NAME] sections are the exception for keys:
+ * every key but path belongs to the plugin, which checks its own.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fidbus/proto.h>
+
+#define SECTION_NAME_MAX 64
+#define ERR_MAX 512
+
+/* Longest path a Unix socket address holds (sun_path minus the NUL). */
+#define SOCK_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+
+enum section_kind {
+    SEC_NONE = 0, /* before the first header */
+    SEC_DAEMON,
+    SEC_LISTEN,
+    SEC_CONTROL,
+    SEC_PLUGIN,
+    SEC_ROUTE,
+};
+
+static const char *const section_names[] = {
+    [SEC_NONE] = "",           [SEC_DAEMON] = "daemon", [SEC_LISTEN] = "listen",
+    [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin", [SEC_ROUTE] = "route",
+};
+
+/* Every key of the fixed sections and of [route NAME]. */
+enum key_id {
+    K_WORKERS,
+    K_RUNTIME_DIR,
+    K_STATE_DIR,
+    K_MAX_FRAME,
+    K_MAX_DEPTH,
+    K_LOG_LEVEL,
+    K_BLOCKING_THREADS,
+    K_UNIX,
+    K_UNIX_MODE,
+    K_TCP,
+    K_TCP_AUTH,
+    K_TCP_KEY_FILE,
+    K_SOCKET,
+    K_MODE,
+    K_GROUP,
+    K_R_EVENT,
+    K_R_TAGS,
+    K_R_TO,
+    K_R_MODE,
+    K_R_SPLIT_BY,
+    K_R_PRIORITY,
+    K_R_SIGNATURE,
+    K__COUNT
+};
+
+static const struct {
+    enum section_kind sec;
+    const char *name;
+} keys[K__COUNT] = {
+    [K_WORKERS] = {SEC_DAEMON, "workers"},
+    [K_RUNTIME_DIR] = {SEC_DAEMON, "runtime_dir"},
+    [K_STATE_DIR] = {SEC_DAEMON, "state_dir"},
+    [K_MAX_FRAME] = {SEC_DAEMON, "max_frame"},
+    [K_MAX_DEPTH] = {SEC_DAEMON, "max_depth"},
+    [K_LOG_LEVEL] = {SEC_DAEMON, "log_level"},
+    [K_BLOCKING_THREADS] = {SEC_DAEMON, "blocking_threads"},
+    [K_UNIX] = {SEC_LISTEN, "unix"},
+    [K_UNIX_MODE] = {SEC_LISTEN, "unix_mode"},
+    [K_TCP] = {SEC_LISTEN, "tcp"},
+    [K_TCP_AUTH] = {SEC_LISTEN, "tcp_auth"},
+    [K_TCP_KEY_FILE] = {SEC_LISTEN, "tcp_key_file"},
+    [K_SOCKET] = {SEC_CONTROL, "socket"},
+    [K_MODE] = {SEC_CONTROL, "mode"},
+    [K_GROUP] = {SEC_CONTROL, "group"},
+    [K_R_EVENT] = {SEC_ROUTE, "event"},
+    [K_R_TAGS] = {SEC_ROUTE, "tags"},
+    [K_R_TO] = {SEC_ROUTE, "to"},
+    [K_R_MODE] = {SEC_ROUTE, "mode"},
+    [K_R_SPLIT_BY] = {SEC_ROUTE, "split_by"},
+    [K_R_PRIORITY] = {SEC_ROUTE, "priority"},
+    [K_R_SIGNATURE] = {SEC_ROUTE, "signature"},
+};
+
+/* Where the lines come from: a FILE or a string. */
+struct source {
+    FILE *fp;
+    const char *text;
+    size_t pos;
+};
+
+enum line_kind { LINE_BLANK, LINE_COMMENT, LINE_SECTION, LINE_KEY, LINE_CONT };
+
+struct parser {
+    const char *file; /* for messages */
+    struct fb_config *c;
+    struct source src;
+
+    /* the line libinih is working on */
+    int lineno;
+    char *raw;
+    size_t rawcap;
+    enum line_kind kind;
+    bool prev_key; /* mirrors libinih's prev_name: may continue */
+
+    /* the current section */
+    enum section_kind sec;
+    int sec_line;
+    bool sec_seen[SEC_ROUTE + 1];
+    int sec_first_line[SEC_ROUTE + 1];
+    enum key_id last_key; /* for continuation lines */
+    bool last_key_valid;
+    int key_line[K__COUNT];  /* fixed sections: line each key was set on */
+    int rkey_line[K__COUNT]; /* current route's keys */
+    struct fb_route_spec route;
+    bool in_route;
+    int comma_line;    /* a list line ended in ',' and wants more */
+    bool tcp_loopback; /* [listen] tcp is on a loopback address */
+
+    int err_line; /* first error, 0 = none yet */
+    int rc;
+    char err[ERR_MAX];
+};
+
+static int fail(struct parser *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records the first error only: later ones are usually its consequences. */
+static int fail(struct parser *p, int line, const char *fmt, ...)
+{
+    if (p->err_line || p->rc)
+        return p->rc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err, sizeof p->err, fmt, ap);
+    va_end(ap);
+    p->err_line = line > 0 ? line : -1;
+    p->rc = -EINVAL;
+    return p->rc;
+}
+
+static int fail_nomem(struct parser *p)
+{
+    if (p->rc)
+        return p->rc;
+    snprintf(p->err, sizeof p->err, "out of memory");
+    p->err_line = -1;
+    p->rc = -ENOMEM;
+    return p->rc;
+}
+
+static bool failed(const struct parser *p)
+{
+    return p->rc != 0;
+}
+
+/* ------------------------------------------------------------ values */
+
+static bool parse_ulong(const char *v, unsigned long long min, unsigned long long max,
+                        unsigned long long *out)
+{
+    if (!*v)
+        return false;
+    for (const char *s = v; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    errno = 0;
+    unsigned long long x = strtoull(v, NULL, 10);
+    if (errno || x < min || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_mode(const char *v, unsigned *out)
+{
+    if (!*v || strlen(v) > 4)
+        return false;
+    unsigned m = 0;
+    for (const char *s = v; *s; s++) {
+        if (*s < '0' || *s > '7')
+            return false;
+        m = m * 8 + (unsigned)(*s - '0');
+    }
+    if (m > 0777)
+        return false;
+    *out = m;
+    return true;
+}
+
+static bool parse_int64(const char *v, int64_t *out)
+{
+    const char *s = v;
+    if (*s == '-' || *s == '+')
+        s++;
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    errno = 0;
+    long long x = strtoll(v, NULL, 10);
+    if (errno)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool hex64(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!isxdigit((unsigned char)s[n]))
+            return false;
+    return n == 64;
+}
+
+/* 1-64 bytes of [A-Za-z0-9_.-]: route and plugin instance names. */
+static bool section_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > SECTION_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != '_' && c != '.' && c != '-')
+            return false;
+    }
+    return true;
+}
+
+static bool event_pattern_valid(const char *e)
+{
+    size_t n = strlen(e);
+    if (n == 1 && e[0] == '*')
+        return true;
+    if (n >= 3 && e[n - 1] == '*' && e[n - 2] == '.')
+        return fidbus_event_id_valid(e, n - 2);
+    return fidbus_event_id_valid(e, n);
+}
+
+/*
+ * "HOST:PORT" with HOST an IPv4 literal, "[IPv6]" or "localhost" (which
+ * means 127.0.0.1, so the daemon needs no resolver). Names are refused:
+ * what a name resolves to can change under a running daemon, and whether
+ * an address is loopback decides whether auth may be off.
+ */
+static const char *parse_tcp(const char *v, char **host, uint16_t *port, bool *loopback)
+{
+    const char *colon;
+    char buf[INET6_ADDRSTRLEN + 1];
+    size_t hn;
+    bool v6 = false;
+
+    if (v[0] == '[') {
+        const char *rb = strchr(v, ']');
+        if (!rb || rb[1] != ':')
+            return "must be HOST:PORT with an IPv6 address as [ADDR]:PORT";
+        hn = (size_t)(rb - v - 1);
+        if (hn == 0 || hn >= sizeof buf)
+            return "is not an IPv6 address in [ADDR]:PORT";
+        memcpy(buf, v + 1, hn);
+        colon = rb + 1;
+        v6 = true;
+    } else {
+        colon = strrchr(v, ':');
+        if (!colon || colon == v)
+            return "must be HOST:PORT (an IPv4 address, [IPv6] or localhost)";
+        hn = (size_t)(colon - v);
+        if (hn >= sizeof buf)
+            return "host must be an IPv4 address, [IPv6] or localhost";
+        memcpy(buf, v, hn);
+    }
+    buf[hn] = '\0';
+
+    unsigned long long pv;
+    if (!parse_ulong(colon + 1, 1, 65535, &pv))
+        return "port must be a number from 1 to 65535";
+
+    if (v6) {
+        struct in6_addr a;
+        if (inet_pton(AF_INET6, buf, &a) != 1)
+            return "is not an IPv6 address in [ADDR]:PORT";
+        *loopback = IN6_IS_ADDR_LOOPBACK(&a) ||
+                    (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+    } else if (strcmp(buf, "localhost") == 0) {
+        strcpy(buf, "127.0.0.1");
+        *loopback = true;
+    } else {
+        struct in_addr a;
+        if (inet_pton(AF_INET, buf, &a) != 1)
+            return "host must be an IPv4 address, [IPv6] or localhost "
+                   "(names are not resolved)";
+        *loopback = (ntohl(a.s_addr) >> 24) == 127;
+    }
+    *host = strdup(buf);
+    if (!*host)
+        return "out of memory";
+    *port = (uint16_t)pv;
+    return NULL;
+}
+
+/* Replaces *slot with a copy of v ("" -> NULL when empty_is_null). */
+static bool set_str(struct parser *p, char **slot, const char *v, bool empty_is_null)
+{
+    free(*slot);
+    *slot = NULL;
+    if (empty_is_null && !*v)
+        return true;
+    *slot = strdup(v);
+    if (!*slot) {
+        fail_nomem(p);
+        return false;
+    }
+    return true;
+}
+
+/* --------------------------------------------------------- [daemon] ... */
+
+static const char *known_keys(enum section_kind sec, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < K__COUNT; k++) {
+        if (keys[k].sec != sec)
+            continue;
+        int w = snprintf(buf + n, len - n, "%s%s", n ? ", " : "", keys[k].name);
+        if (w < 0 || (size_t)w >= len - n)
+            break;
+        n += (size_t)w;
+    }
+    return buf;
+}
+
+static int fixed_key(struct parser *p, enum key_id k, const char *v)
+{
+    struct fb_config *c = p->c;
+    const char *sec = section_names[keys[k].sec];
+    const char *name = keys[k].name;
+    unsigned long long u;
+    int line = p->lineno;
+
+    switch (k) {
+    case K_WORKERS:
+        if (!parse_ulong(v, 0, 256, &u))
+            return fail(p, line,
+                        "[%s] %s must be a whole number from 0 to 256 "
+                        "(0 = one per CPU), not '%s'",
+                        sec, name, v);
+        c->workers = (unsigned)u;
+        break;
+    case K_MAX_FRAME:
+        if (!parse_ulong(v, 16, 1073741824ull, &u))
+            return fail(p, line,
+                        "[%s] %s must be a whole number from 16 to "
+                        "1073741824 (bytes), not '%s'",
+                        sec, name, v);
+        c->max_frame = (uint32_t)u;
+        break;
+    case K_MAX_DEPTH:
+        if (!parse_ulong(v, 1, 1024, &u))
+            return fail(p, line,
+                        "[%s] %s must be a whole number from 1 to 1024, "
+                        "not '%s'",
+                        sec, name, v);
+        c->max_depth = (unsigned)u;
+        break;
+    case K_BLOCKING_THREADS:
+        if (!parse_ulong(v, 1, 256, &u))
+            return fail(p, line,
+                        "[%s] %s must be a whole number from 1 to 256, "
+                        "not '%s'",
+                        sec, name, v);
+        c->blocking_threads = (unsigned)u;
+        break;
+    case K_LOG_LEVEL:
+        if (strcmp(v, "error") == 0)
+            c->log_level = FB_LOG_ERROR;
+        else if (strcmp(v, "warn") == 0)
+            c->log_level = FB_LOG_WARN;
+        else if (strcmp(v, "info") == 0)
+            c->log_level = FB_LOG_INFO;
+        else if (strcmp(v, "debug") == 0)
+            c->log_level = FB_LOG_DEBUG;
+        else
+            return fail(p, line,
+                        "[%s] %s must be error, warn, info or debug, "
+                        "not '%s'",
+                        sec, name, v);
+        break;
+    case K_RUNTIME_DIR:
+    case K_STATE_DIR:
+    case K_TCP_KEY_FILE:
+        if (!*v)
+            return fail(p, line, "[%s] %s must not be empty", sec, name);
+        set_str(p,
+                k == K_RUNTIME_DIR ? &c->runtime_dir
+                : k == K_STATE_DIR ? &c->state_dir
+                                   : &c->tcp_key_file,
+                v, false);
+        break;
+    case K_UNIX:
+        /* empty = no Unix listener (TCP only) */
+        if (*v && strlen(v) > SOCK_PATH_MAX)
+            return fail(p, line,
+                        "[%s] %s: the path is %zu bytes, longer than "
+                        "the %zu a Unix socket address holds",
+                        sec, name, strlen(v), SOCK_PATH_MAX);
+        set_str(p, &c->unix_path, v, true);
+        break;
+    case K_SOCKET:
+        if (!*v)
+            return fail(p, line, "[%s] %s must not be empty", sec, name);
+        if (strlen(v) > SOCK_PATH_MAX)
+            return fail(p, line,
+                        "[%s] %s: the path is %zu bytes, longer than "
+                        "the %zu a Unix socket address holds",
+                        sec, name, strlen(v), SOCK_PATH_MAX);
+        set_str(p, &c->control_socket, v, false);
+        break;
+    case K_UNIX_MODE:
+    case K_MODE:
+        if (!parse_mode(v, k == K_MODE ? &c->control_mode : &c->unix_mode))
+            return fail(p, line,
+                        "[%s] %s must be an octal file mode from 0 to "
+                        "0777, not '%s'",
+                        sec, name, v);
+        break;
+    case K_TCP: {
+        free(c->tcp);
+        free(c->tcp_host);
+        c->tcp = c->tcp_host = NULL;
+        c->tcp_port = 0;
+        if (!*v)
+            break; /* empty = no TCP listener */
+        const char *why = parse_tcp(v, &c->tcp_host, &c->tcp_port, &p->tcp_loopback);
+        if (why)
+            return fail(p, line, "[%s] %s = %s: %s", sec, name, v, why);
+        set_str(p, &c->tcp, v, false);
+        break;
+    }
+    case K_TCP_AUTH:
+        if (strcmp(v, "key") == 0)
+            c->tcp_auth = FB_TCP_AUTH_KEY;
+        else if (strcmp(v, "none") == 0)
+            c->tcp_auth = FB_TCP_AUTH_NONE;
+        else
+            return fail(p, line, "[%s] %s must be key or none, not '%s'", sec, name, v);
+        break;
+    case K_GROUP:
+        if (!*v)
+            return fail(p, line,
+                        "[%s] %s must not be empty (leave it out for "
+                        "no group)",
+                        sec, name);
+        for (const char *s = v; *s; s++)
+            if (isspace((unsigned char)*s) || *s == ':')
+                return fail(p, line, "[%s] %s '%s' is not a group name", sec, name, v);
+        set_str(p, &c->control_group, v, false);
+        break;
+    default:
+        break;
+    }
+    return p->rc;
+}
+
+/* ------------------------------------------------------- [route NAME] */
+
+/* One line's worth of a list value ("to" or "tags"); a trailing comma says
+ * an indented continuation line follows. */
+static int route_list_chunk(struct parser *p, enum key_id k, const char *v)
+{
+    char buf[ERR_MAX], sub[ERR_MAX];
+    size_t n = strlen(v);
+    bool comma = n > 0 && v[n - 1] == ',';
+    if (comma) {
+        if (n >= sizeof buf) {
+            return fail(p, p->lineno, "line too long");
+        }
+        memcpy(buf, v, n - 1);
+        buf[n - 1] = '\0';
+        v = buf;
+    }
+    int rc = k == K_R_TO ? fb_targets_parse_list(v, &p->route, sub, sizeof sub)
+                         : fb_tags_parse_list(v, &p->route, sub, sizeof sub);
+    if (rc < 0)
+        return fail_nomem(p);
+    if (rc > 0)
+        return fail(p, p->lineno, "%s", sub);
+    p->comma_line = comma ? p->lineno : 0;
+    return 0;
+}
+
+static int route_key(struct parser *p, enum key_id k, const char *v)
+{
+    struct fb_route_spec *r = &p->route;
+    const char *rn = r->name;
+    int line = p->lineno;
+
+    switch (k) {
+    case K_R_EVENT:
+        if (!*v)
+            return fail(p, line, "route '%s': event must not be empty", rn);
+        if (!event_pattern_valid(v))
+            return fail(p, line,
+                        "route '%s': event '%s' must be an event id "
+                        "(1-255 bytes of [A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
+                        rn, v);
+        set_str(p, &r->event, v, false);
+        break;
+    case K_R_TO:
+        if (!*v)
+            return fail(p, line, "route '%s': 'to' lists no targets", rn);
+        route_list_chunk(p, k, v);
+        break;
+    case K_R_TAGS:
+        route_list_chunk(p, k, v);
+        break;
+    case K_R_MODE:
+        if (strcmp(v, "all") == 0)
+            r->mode = FB_MODE_ALL;
+        else if (strcmp(v, "split") == 0)
+            r->mode = FB_MODE_SPLIT;
+        else
+            return fail(p, line, "route '%s': mode must be all or split, not '%s'", rn,
+                        v);
+        break;
+    case K_R_SPLIT_BY:
+        if (!fidbus_tag_key_valid(v, strlen(v)))
+            return fail(p, line,
+                        "route '%s': split_by '%s' must be a tag key "
+                        "(1-64 bytes of [A-Za-z0-9_.-])",
+                        rn, v);
+        set_str(p, &r->split_by, v, false);
+        break;
+    case K_R_PRIORITY:
+        if (!parse_int64(v, &r->priority))
+            return fail(p, line,
+                        "route '%s': priority must be a whole number "
+                        "(64-bit, may be negative), not '%s'",
+                        rn, v);
+        break;
+    case K_R_SIGNATURE:
+        if (!hex64(v))
+            return fail(p, line,
+                        "route '%s': signature must be 64 hex digits "
+                        "(the SHA-256 sighash of the expected signature)",
+                        rn);
+        set_str(p, &r->signature, v, false);
+        break;
+    default:
+        break;
+    }
+    return p->rc;
+}
+
+static int finish_route(struct parser *p)
+{
+    struct fb_route_spec *r = &p->route;
+    const char *rn = r->name;
+    char sub[ERR_MAX];
+
+    if (p->comma_line)
+        return fail(p, p->comma_line,
+                    "route '%s': the list ends with a comma but "
+                    "no indented continuation line follows",
+                    rn);
+    if (!p->rkey_line[K_R_EVENT])
+        return fail(p, p->sec_line,
+                    "route '%s': missing 'event' (an event id, "
+                    "'prefix.*' or '*')",
+                    rn);
+    if (!p->rkey_line[K_R_TO])
+        return fail(p, p->sec_line,
+                    "route '%s': missing 'to' (one or more "
+                    "targets)",
+                    rn);
+    if (r->split_by && r->mode != FB_MODE_SPLIT)
+        return fail(p, p->rkey_line[K_R_SPLIT_BY],
+                    "route '%s': split_by needs "
+                    "mode = split",
+                    rn);
+    if (r->mode == FB_MODE_SPLIT) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < r->nto; i++)
+            total += r->to[i].weight;
+        if (total == 0)
+            return fail(p, p->rkey_line[K_R_TO],
+                        "route '%s': mode = split needs "
+                        "at least one target with a weight above 0",
+                        rn);
+    }
+    /* the same checks the control socket runs, as a backstop */
+    if (fb_route_spec_validate(r, sub, sizeof sub) != 0)
+        return fail(p, p->sec_line, "%s", sub);
+
+    struct fb_config *c = p->c;
+    struct fb_route_spec *routes = realloc(c->routes, (c->nroutes + 1) * sizeof *routes);
+    if (!routes)
+        return fail_nomem(p);
+    c->routes = routes;
+    c->routes[c->nroutes++] = *r;
+    memset(r, 0, sizeof *r);
+    p->in_route = false;
+    return 0;
+}
+
+/* ------------------------------------------------------ [plugin NAME] */
+
+static struct fb_plugin_conf *cur_plugin(struct parser *p)
+{
+    return &p->c->plugins[p->c->nplugins - 1];
+}
+
+static int plugin_key(struct parser *p, const char *k, const char *v)
+{
+    struct fb_plugin_conf *pc = cur_plugin(p);
+
+    for (size_t i = 0; i < pc->nkeys; i++)
+        if (strcmp(pc->keys[i].key, k) == 0)
+            return fail(p, p->lineno, "[plugin %s] key '%s' is set twice", pc->name, k);
+    if (strcmp(k, "path") == 0) {
+        if (!*v)
+            return fail(p, p->lineno, "[plugin %s] path must not be empty", pc->name);
+        if (!set_str(p, &pc->path, v, false))
+            return p->rc;
+    }
+    struct fb_kv *kv = realloc(pc->keys, (pc->nkeys + 1) * sizeof *kv);
+    if (!kv)
+        return fail_nomem(p);
+    pc->keys = kv;
+    kv[pc->nkeys].key = strdup(k);
+    kv[pc->nkeys].value = strdup(v);
+    if (!kv[pc->nkeys].key || !kv[pc->nkeys].value) {
+        free(kv[pc->nkeys].key);
+        free(kv[pc->nkeys].value);
+        return fail_nomem(p);
+    }
+    pc->nkeys++;
+    return 0;
+}
+
+/* ------------------------------------------------------------ sections */
+
+static void finish_section(struct parser *p)
+{
+    if (failed(p))
+        return;
+    if (p->sec == SEC_PLUGIN && !cur_plugin(p)->path)
+        fail(p, p->sec_line, "[plugin %s] missing 'path' (the plugin's .so file)",
+             cur_plugin(p)->name);
+    else if (p->sec == SEC_ROUTE && p->in_route)
+        finish_route(p);
+}
+
+/* "[...]" from the raw line: start points at '['. */
+static int begin_section(struct parser *p, char *start)
+{
+    finish_section(p);
+    if (failed(p))
+        return p->rc;
+    p->last_key_valid = false;
+
+    char *rb = strchr(start, ']');
+    if (!rb)
+        return fail(p, p->lineno, "section header without ']'");
+    char *after = rb + 1;
+    while (isspace((unsigned char)*after))
+        after++;
+    if (*after && *after != ';' && *after != '#')
+        return fail(p, p->lineno, "unexpected text '%s' after the section header", after);
+    *rb = '\0';
+    char *word = start + 1;
+    while (isspace((unsigned char)*word))
+        word++;
+    char *we = word;
+    while (*we && !isspace((unsigned char)*we))
+        we++;
+    char *arg = we;
+    while (isspace((unsigned char)*arg))
+        arg++;
+    char *ae = arg + strlen(arg);
+    while (ae > arg && isspace((unsigned char)ae[-1]))
+        ae--;
+    *ae = '\0';
+    *we = '\0';
+
+    enum section_kind sec = SEC_NONE;
+    for (int s = SEC_DAEMON; s <= SEC_ROUTE; s++)
+        if (strcmp(word, section_names[s]) == 0)
+            sec = (enum section_kind)s;
+    if (sec == SEC_NONE)
+        return fail(p, p->lineno,
+                    "unknown section [%s] (expected [daemon], "
+                    "[listen], [control], [plugin NAME] or [route NAME])",
+                    word);
+    p->sec = sec;
+    p->sec_line = p->lineno;
+
+    if (sec == SEC_DAEMON || sec == SEC_LISTEN || sec == SEC_CONTROL) {
+        if (*arg)
+            return fail(p, p->lineno, "section [%s] takes no name", word);
+        if (p->sec_seen[sec])
+            return fail(p, p->lineno,
+                        "section [%s] appears twice (first on "
+                        "line %d)",
+                        word, p->sec_first_line[sec]);
+        p->sec_seen[sec] = true;
+        p->sec_first_line[sec] = p->lineno;
+        return 0;
+    }
+
+    if (!*arg)
+        return fail(p, p->lineno, "section [%s] needs a name: [%s NAME]", word, word);
+    if (!section_name_valid(arg))
+        return fail(p, p->lineno,
+                    "%s name '%s' must be 1-64 bytes of "
+                    "[A-Za-z0-9_.-]",
+                    word, arg);
+
+    struct fb_config *c = p->c;
+    if (sec == SEC_PLUGIN) {
+        for (size_t i = 0; i < c->nplugins; i++)
+            if (strcmp(c->plugins[i].name, arg) == 0)
+                return fail(p, p->lineno,
+                            "plugin '%s' is defined twice (first "
+                            "on line %d)",
+                            arg, c->plugins[i].line);
+        struct fb_plugin_conf *pl = realloc(c->plugins, (c->nplugins + 1) * sizeof *pl);
+        if (!pl)
+            return fail_nomem(p);
+        c->plugins = pl;
+        memset(&pl[c->nplugins], 0, sizeof *pl);
+        pl[c->nplugins].line = p->lineno;
+        pl[c->nplugins].name = strdup(arg);
+        c->nplugins++; /* counted before the check so free sees it */
+        if (!pl[c->nplugins - 1].name)
+            return fail_nomem(p);
+        return 0;
+    }
+
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (strcmp(c->routes[i].name, arg) == 0)
+            return fail(p, p->lineno,
+                        "route '%s' is defined twice (first on "
+                        "line %d)",
+                        arg, c->routes[i].line);
+    memset(&p->route, 0, sizeof p->route);
+    memset(p->rkey_line, 0, sizeof p->rkey_line);
+    p->route.mode = FB_MODE_ALL;
+    p->route.line = p->lineno;
+    p->route.name = strdup(arg);
+    p->in_route = true;
+    p->comma_line = 0;
+    if (!p->route.name)
+        return fail_nomem(p);
+    return 0;
+}
+
+/* ------------------------------------------------------- inih plumbing */
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct parser *p = user;
+    (void)section; /* ours, from begin_section: libinih truncates names */
+    if (failed(p))
+        return 0;
+
+    if (p->kind == LINE_CONT) {
+        /* An indented line continues the previous key's value. Only the
+         * lists can say what that means; elsewhere it is almost always an
+         * indentation mistake. */
+        if (p->sec == SEC_ROUTE && p->last_key_valid &&
+            (p->last_key == K_R_TO || p->last_key == K_R_TAGS)) {
+            /* libinih 55 keeps inline comments on continuation lines */
+            char v[ERR_MAX];
+            snprintf(v, sizeof v, "%s", value);
+            for (char *s = v + 1; *s; s++) {
+                if (*s == ';' && isspace((unsigned char)s[-1])) {
+                    *s = '\0';
+                    break;
+                }
+            }
+            size_t n = strlen(v);
+            while (n > 0 && isspace((unsigned char)v[n - 1]))
+                v[--n] = '\0';
+            route_list_chunk(p, p->last_key, v);
+        } else {
+            fail(p, p->lineno,
+                 "unexpected indented line: only 'to' and 'tags' "
+                 "of a route continue on indented lines");
+        }
+        return failed(p) ? 0 : 1;
+    }
+
+    if (p->comma_line) {
+        fail(p, p->comma_line,
+             "route '%s': the list ends with a comma but no "
+             "indented continuation line follows",
+             p->route.name);
+        return 0;
+    }
+    p->last_key_valid = false;
+
+    char kn[ERR_MAX];
+    switch (p->sec) {
+    case SEC_NONE:
+        fail(p, p->lineno, "key '%s' outside any section", name);
+        break;
+    case SEC_PLUGIN:
+        plugin_key(p, name, value);
+        break;
+    default: {
+        int k;
+        for (k = 0; k < K__COUNT; k++)
+            if (keys[k].sec == p->sec && strcmp(keys[k].name, name) == 0)
+                break;
+        const char *sn = section_names[p->sec];
+        if (k == K__COUNT) {
+            if (p->sec == SEC_ROUTE)
+                fail(p, p->lineno, "route '%s': unknown key '%s' (known: %s)",
+                     p->route.name, name, known_keys(p->sec, kn, sizeof kn));
+            else
+                fail(p, p->lineno, "unknown key '%s' in [%s] (known: %s)", name, sn,
+                     known_keys(p->sec, kn, sizeof kn));
+            break;
+        }
+        int *seen = p->sec == SEC_ROUTE ? p->rkey_line : p->key_line;
+        if (seen[k]) {
+            if (p->sec == SEC_ROUTE)
+                fail(p, p->lineno,
+                     "route '%s': key '%s' is set twice (first on "
+                     "line %d)",
+                     p->route.name, name, seen[k]);
+            else
+                fail(p, p->lineno, "[%s] key '%s' is set twice (first on line %d)", sn,
+                     name, seen[k]);
+            break;
+        }
+        seen[k] = p->lineno;
+        p->last_key = (enum key_id)k;
+        p->last_key_valid = true;
+        if (p->sec == SEC_ROUTE)
+            route_key(p, (enum key_id)k, value);
+        else
+            fixed_key(p, (enum key_id)k, value);
+        break;
+    }
+    }
+    return failed(p) ? 0 : 1;
+}
+
+/* Next raw line (without its newline) into p->raw; false at the end. */
+static bool next_raw(struct parser *p, size_t *len)
+{
+    if (p->src.fp) {
+        ssize_t n = getline(&p->raw, &p->rawcap, p->src.fp);
+        if (n < 0) {
+            if (ferror(p->src.fp)) {
+                snprintf(p->err, sizeof p->err, "read error: %s", strerror(errno));
+                p->err_line = -1;
+                p->rc = -EIO;
+            }
+            return false;
+        }
+        *len = (size_t)n;
+    } else {
+        const char *s = p->src.text + p->src.pos;
+        if (!*s)
+            return false;
+        const char *nl = strchr(s, '\n');
+        size_t n = nl ? (size_t)(nl - s + 1) : strlen(s);
+        if (n + 1 > p->rawcap) {
+            char *r = realloc(p->raw, n + 1);
+            if (!r) {
+                fail_nomem(p);
+                return false;
+            }
+            p->raw = r;
+            p->rawcap = n + 1;
+        }
+        memcpy(p->raw, s, n);
+        p->raw[n] = '\0';
+        p->src.pos += n;
+        *len = n;
+    }
+    if (*len > 0 && p->raw[*len - 1] == '\n')
+        p->raw[--*len] = '\0';
+    return true;
+}
+
+/*
+ * libinih's line source. Classifies each line the way libinih will, so
+ * the handler knows a continuation from a key, and handles section
+ * headers itself. Returning NULL after an error stops the parse there.
+ */
+static char *reader(char *str, int num, void *stream)
+{
+    struct parser *p = stream;
+    size_t len;
+
+    if (failed(p) || !next_raw(p, &len))
+        return NULL;
+    p->lineno++;
+    char *line = p->raw;
+    if (memchr(line, '\0', len)) {
+        fail(p, p->lineno, "NUL byte in the line");
+        return NULL;
+    }
+    /* libinih would skip a BOM on line 1 itself; we do it so the copy
+     * below and our own classification agree */
+    if (p->lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) {
+        line += 3;
+        len -= 3;
+    }
+    if (len >= (size_t)num - 1) {
+        fail(p, p->lineno,
+             "line longer than %d bytes (continue a long 'to' or "
+             "'tags' list on indented lines)",
+             num - 2);
+        return NULL;
+    }
+
+    char *s = line;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!*s) {
+        p->kind = LINE_BLANK;
+    } else if (*s == ';' || *s == '#') {
+        p->kind = LINE_COMMENT;
+    } else if (p->prev_key && s > line) {
+        p->kind = LINE_CONT;
+    } else if (*s == '[') {
+        p->kind = LINE_SECTION;
+        p->prev_key = false;
+        /* libinih still gets the line (it must reset its own state) but a
+         * copy: begin_section writes into p->raw */
+        memcpy(str, line, len + 1);
+        begin_section(p, s);
+        return failed(p) ? NULL : str;
+    } else {
+        /* the test libinih makes: '=' or ':' before any inline comment */
+        const char *q = s;
+        bool was_space = false;
+        while (*q && *q != '=' && *q != ':' && !(was_space && *q == ';')) {
+            was_space = isspace((unsigned char)*q);
+            q++;
+        }
+        if (*q != '=' && *q != ':') {
+            fail(p, p->lineno,
+                 "syntax error: expected [section], 'key = value' "
+                 "or a comment");
+            return NULL;
+        }
+        if (q == s) {
+            fail(p, p->lineno, "syntax error: no key name before '%c'", *q);
+            return NULL;
+        }
+        p->kind = LINE_KEY;
+        p->prev_key = true;
+    }
+    memcpy(str, line, len + 1);
+    return str;
+}
+
+/* --------------------------------------------------------- whole file */
+
+static void set_defaults(struct fb_config *c)
+{
+    c->max_frame = FIDBUS_MAX_FRAME_DEFAULT;
+    c->max_depth = FIDBUS_MAX_DEPTH_DEFAULT;
+    c->log_level = FB_LOG_INFO;
+    c->blocking_threads = 4;
+    c->unix_mode = 0660;
+    c->control_mode = 0600;
+    c->tcp_auth = FB_TCP_AUTH_KEY;
+}
+
+/* "DIR/leaf" as the default socket path under a configured runtime dir. */
+static int default_sock(struct parser *p, char **slot, const char *leaf, const char *what)
+{
+    const char *dir = p->c->runtime_dir;
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    if (asprintf(slot, "%.*s/%s", (int)dl, dir, leaf) < 0) {
+        *slot = NULL;
+        return fail_nomem(p);
+    }
+    if (strlen(*slot) > SOCK_PATH_MAX)
+        return fail(p, p->key_line[K_RUNTIME_DIR],
+                    "the default %s %s is %zu "
+                    "bytes, longer than the %zu a Unix socket address holds; set "
+                    "it explicitly",
+                    what, *slot, strlen(*slot), SOCK_PATH_MAX);
+    return 0;
+}
+
+/* Checks that need the whole file, and the defaults that depend on it. */
+static int finish_file(struct parser *p)
+{
+    struct fb_config *c = p->c;
+
+    if (!c->runtime_dir && !set_str(p, &c->runtime_dir, "/run/fidbus", false))
+        return p->rc;
+    if (!c->state_dir && !set_str(p, &c->state_dir, "/var/lib/fidbus", false))
+        return p->rc;
+    /* Sockets follow runtime_dir unless set: a config that moves the
+     * runtime dir (a user's own instance) moves its sockets with it. */
+    if (!p->key_line[K_UNIX])
+        default_sock(p, &c->unix_path, "bus.sock", "[listen] unix");
+    if (!failed(p) && !p->key_line[K_SOCKET])
+        default_sock(p, &c->control_socket, "control.sock", "[control] socket");
+    if (failed(p))
+        return p->rc;
+
+    if (!c->unix_path && !c->tcp)
+        return fail(p, p->key_line[K_UNIX],
+                    "[listen] no listener: unix is empty "
+                    "and tcp is not set");
+
+    if (c->tcp) {
+        int auth_line =
+            p->key_line[K_TCP_AUTH] ? p->key_line[K_TCP_AUTH] : p->key_line[K_TCP];
+        if (c->tcp_auth == FB_TCP_AUTH_NONE && !p->tcp_loopback)
+            return fail(p, auth_line,
+                        "[listen] tcp_auth = none is only allowed "
+                        "on a loopback address (127.0.0.0/8, [::1] or localhost), "
+                        "not on %s",
+                        c->tcp);
+        if (c->tcp_auth == FB_TCP_AUTH_KEY)
+            return fail(p, auth_line,
+                        "tcp_auth = key is not supported yet (TCP "
+                        "authentication arrives with the service work); use "
+                        "tcp_auth = none on a loopback address");
+    }
+
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+    }
+    return 0;
+}
+
+static int load(struct parser *p, struct fb_config **out, char *err, size_t errlen)
+{
+    struct fb_config *c = calloc(1, sizeof *c);
+    int rc;
+
+    *out = NULL;
+    if (!c || !(c->file = strdup(p->file))) {
+        free(c);
+        snprintf(err, errlen, "%s: out of memory", p->file);
+        return -ENOMEM;
+    }
+    set_defaults(c);
+    p->c = c;
+
+    rc = ini_parse_stream(reader, p, on_key, p);
+    if (rc == -2)
+        fail_nomem(p);
+    else if (rc > 0 && !failed(p))
+        /* libinih refused a line our reader let through; the reader makes
+         * the same tests, so this is a backstop */
+        fail(p, rc,
+             "syntax error: expected [section], 'key = value' or a "
+             "comment");
+    if (!failed(p))
+        finish_section(p);
+    if (!failed(p))
+        finish_file(p);
+
+    fb_route_spec_clear(&p->route);
+    free(p->raw);
+    p->raw = NULL;
+
+    if (failed(p)) {
+        if (err && errlen) {
+            if (p->err_line > 0)
+                snprintf(err, errlen, "%s:%d: %s", p->file, p->err_line, p->err);
+            else
+                snprintf(err, errlen, "%s: %s", p->file, p->err);
+        }
+        fb_config_free(c);
+        return p->rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int fb_config_load_file(const char *path, struct fb_config **out, char *err,
+                        size_t errlen)
+{
+    struct parser p = {.file = path};
+    *out = NULL;
+    p.src.fp = fopen(path, "re");
+    if (!p.src.fp) {
+        int e = errno;
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
+        return -e;
+    }
+    int rc = load(&p, out, err, errlen);
+    fclose(p.src.fp);
+    return rc;
+}
+
+int fb_config_load_string(const char *text, const char *name, struct fb_config **out,
+                          char *err, size_t errlen)
+{
+    struct parser p = {.file = name ? name : "<string>"};
+    p.src.text = text ? text : "";
+    return load(&p, out, err, errlen);
+}
+
+struct fb_config *fb_config_free(struct fb_config *c)
+{
+    if (!c)
+        return NULL;
+    free(c->file);
+    free(c->runtime_dir);
+    free(c->state_dir);
+    free(c->unix_path);
+    free(c->tcp);
+    free(c->tcp_host);
+    free(c->tcp_key_file);
+    free(c->control_socket);
+    free(c->control_group);
+    for (size_t i = 0; i < c->nplugins; i++) {
+        struct fb_plugin_conf *pc = &c->plugins[i];
+        free(pc->name);
+        free(pc->path);
+        for (size_t j = 0; j < pc->nkeys; j++) {
+            free(pc->keys[j].key);
+            free(pc->keys[j].value);
+        }
+        free(pc->keys);
+    }
+    free(c->plugins);
+    for (size_t i = 0; i < c->nroutes; i++)
+        fb_route_spec_clear(&c->routes[i]);
+    free(c->routes);
+    free(c);
+    return NULL;
+}

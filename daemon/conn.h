@@ -1,0 +1,47 @@
+/*
+ * One client connection on the bus socket: frames in, answers out.
+ *
+ * Lifetime: a connection is referenced by its libuv handle and by each of
+ * its unfinished waiters (events with blocking calls in flight). It is
+ * freed when the handle's close callback has run and the last waiter has
+ * finished, so a blocking call that outlives its client finishes safely.
+ * All of this happens on the owning worker's thread.
+ *
+ * Ordering: frames are handled in the order read. An event with blocking
+ * targets gets a waiter, queued in creation order; a PING is answered
+ * once every waiter created before it has finished (the barrier), tracked
+ * by counting waiters popped off the front of that queue.
+ */
+#ifndef FB_CONN_H
+#define FB_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "worker.h"
+
+struct fb_conn;
+
+struct fb_waiter {
+    struct fb_waiter *next;       /* the connection's FIFO */
+    struct fb_conn *conn;
+    uint64_t seq;
+    uint32_t pending;             /* blocking calls not yet finished */
+    uint32_t ok, failed;
+    bool has_seq, ack, done;
+};
+
+/* Takes ownership of fd (closed on failure). Loop thread of w. */
+int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp);
+/* A blocking job of one of this worker's waiters finished. Frees j. */
+void fb_conn_job_done(struct fb_job *j);
+/* Worker stopping: stop reading, finish what was read, close when idle. */
+void fb_conn_begin_stop(struct fb_conn *c);
+/* Close now, whatever is pending (stop timeout). */
+void fb_conn_abort(struct fb_conn *c);
+/* (Re)starts reading. */
+void fb_conn_resume(struct fb_conn *c);
+/* The next connection in the worker's list, for walking it. */
+struct fb_conn *fb_conn_next(struct fb_conn *c);
+
+#endif

@@ -1,0 +1,372 @@
+/*
+ * The daemon's life: bring-up in dependency order, the build-and-flip
+ * operation, orderly shutdown, and the per-thread counters.
+ *
+ * Bring-up binds nothing until every plugin is loaded and the first route
+ * table is built, so a bad plugin or route leaves no trace on the system.
+ * Shutdown runs in reverse: stop accepting, let every worker finish what
+ * it read (blocking calls included), drain the pool, free the table, then
+ * fini and dlclose each plugin, last loaded first.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "dispatch.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "plugin_loader.h"
+#include "pool.h"
+#include "timers.h"
+#include "worker.h"
+
+uint64_t fb_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ counters */
+
+static _Thread_local struct fb_counters *tls_counters;
+static _Thread_local struct fb_daemon *tls_counters_owner;
+
+struct fb_counters *fb_counters_self(struct fb_daemon *d)
+{
+    if (tls_counters && tls_counters_owner == d)
+        return tls_counters;
+    struct fb_counters *c = aligned_alloc(64, sizeof *c);
+    if (!c) {
+        /* Counting is not worth dying for: share a static sink. */
+        static struct fb_counters sink;
+        return &sink;
+    }
+    memset(c, 0, sizeof *c);
+    pthread_mutex_lock(&d->counters_lock);
+    c->next = d->counters;
+    d->counters = c;
+    pthread_mutex_unlock(&d->counters_lock);
+    tls_counters = c;
+    tls_counters_owner = d;
+    return c;
+}
+
+void fb_counters_sum(struct fb_daemon *d, uint64_t out[5])
+{
+    memset(out, 0, 5 * sizeof out[0]);
+    pthread_mutex_lock(&d->counters_lock);
+    for (struct fb_counters *c = d->counters; c; c = c->next) {
+        out[0] += atomic_load_explicit(&c->received, memory_order_relaxed);
+        out[1] += atomic_load_explicit(&c->dispatched, memory_order_relaxed);
+        out[2] += atomic_load_explicit(&c->unrouted, memory_order_relaxed);
+        out[3] += atomic_load_explicit(&c->errors, memory_order_relaxed);
+        out[4] += atomic_load_explicit(&c->bad_frames, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&d->counters_lock);
+}
+
+/* --------------------------------------------------------------- flip */
+
+int fb_daemon_apply_routes(struct fb_daemon *d, const struct fb_route_spec *specs,
+                           size_t n, char *err, size_t errlen)
+{
+    struct fb_route_table *t = NULL;
+    int rc = fb_routes_build(specs, n, d->reg, d->generation + 1, &t, err, errlen);
+    if (rc)
+        return rc;
+    fb_routes_publish(&d->table, t);
+    d->generation++;
+    return 0;
+}
+
+/* ----------------------------------------------------------- bring-up */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out)
+{
+    struct fb_daemon *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->cfg = cfg;
+    d->main_thread = pthread_self();
+    d->start_ns = fb_now_ns();
+    pthread_mutex_init(&d->change_lock, NULL);
+    pthread_mutex_init(&d->counters_lock, NULL);
+    d->main_loop = malloc(sizeof *d->main_loop);
+    int rc = d->main_loop ? uv_loop_init(d->main_loop) : -ENOMEM;
+    if (rc < 0) {
+        free(d->main_loop);
+        d->main_loop = NULL;
+        fb_daemon_free(d);
+        return rc;
+    }
+    rc = fb_registry_new(&d->reg);
+    if (rc < 0) {
+        fb_daemon_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct fb_daemon *d = s->data;
+    if (signum == SIGHUP) {
+        fb_warn("SIGHUP: configuration reload is not supported yet; ignoring");
+        return;
+    }
+    fb_info("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    fb_daemon_stop(d);
+}
+
+static int start_signals(struct fb_daemon *d)
+{
+    uv_signal_t *sigs[] = {&d->sig_term, &d->sig_int, &d->sig_hup};
+    int nums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(d->main_loop, sigs[i]);
+        sigs[i]->data = d;
+        int rc = uv_signal_start(sigs[i], on_signal, nums[i]);
+        if (rc < 0)
+            return rc;
+    }
+    d->signals_on = true;
+    return 0;
+}
+
+int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
+{
+    const struct fb_config *cfg = d->cfg;
+    int rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    urcu_memb_register_thread();
+    d->rcu_registered = true;
+    fb_dispatch_mark_rcu_thread();
+
+    if ((rc = mkdir_p(cfg->runtime_dir, 0755)) < 0) {
+        snprintf(err, errlen, "cannot create runtime_dir %s: %s", cfg->runtime_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    if ((rc = mkdir_p(cfg->state_dir, 0750)) < 0) {
+        snprintf(err, errlen, "cannot create state_dir %s: %s", cfg->state_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    if ((rc = fb_timers_new(d->main_loop, &d->timers)) < 0) {
+        snprintf(err, errlen, "timers: %s", uv_strerror(rc));
+        return rc;
+    }
+    if ((rc = fb_pool_new(d, cfg->blocking_threads, &d->pool)) < 0) {
+        snprintf(err, errlen, "cannot start the blocking pool: %s", strerror(-rc));
+        return rc;
+    }
+
+    /* Plugins and routes, under the change lock like any later change. */
+    pthread_mutex_lock(&d->change_lock);
+    struct fb_plugin **tail = &d->plugins;
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        struct fb_plugin *p = NULL;
+        char perr[512];
+        rc = fb_plugin_load(d, &cfg->plugins[i], &p, perr, sizeof perr);
+        if (rc) {
+            pthread_mutex_unlock(&d->change_lock);
+            snprintf(err, errlen, "%s:%d: %s", cfg->file, cfg->plugins[i].line, perr);
+            return rc;
+        }
+        /* load order is kept so shutdown can fini in reverse */
+        *tail = p;
+        tail = &p->next;
+    }
+    char rerr[512];
+    rc = fb_daemon_apply_routes(d, cfg->routes, cfg->nroutes, rerr, sizeof rerr);
+    pthread_mutex_unlock(&d->change_lock);
+    if (rc) {
+        snprintf(err, errlen, "%s: routes: %s", cfg->file, rerr);
+        return rc;
+    }
+
+    /* Listeners: bound now, accepting once the workers run. */
+    d->listeners = calloc(2, sizeof *d->listeners);
+    if (!d->listeners) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (cfg->unix_path) {
+        rc = fb_listener_unix(d, cfg->unix_path, cfg->unix_mode,
+                              &d->listeners[d->nlisteners], err, errlen);
+        if (rc < 0)
+            return rc;
+        d->nlisteners++;
+    }
+    if (cfg->tcp_host) {
+        rc = fb_listener_tcp(d, cfg->tcp_host, cfg->tcp_port, &d->listeners[d->nlisteners],
+                             err, errlen);
+        if (rc < 0)
+            return rc;
+        d->nlisteners++;
+    }
+
+    d->workers = calloc(cfg->workers, sizeof *d->workers);
+    if (!d->workers) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < cfg->workers; i++) {
+        rc = fb_worker_start(d, i, &d->workers[i]);
+        if (rc < 0) {
+            snprintf(err, errlen, "cannot start I/O worker %u: %s", i, uv_strerror(rc));
+            return rc;
+        }
+        d->nworkers++;
+    }
+    for (unsigned i = 0; i < d->nlisteners; i++) {
+        rc = fb_listener_start(d->listeners[i]);
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: %s", fb_listener_name(d->listeners[i]),
+                     uv_strerror(rc));
+            return rc;
+        }
+        fb_info("listening on %s", fb_listener_name(d->listeners[i]));
+    }
+    if ((rc = start_signals(d)) < 0) {
+        snprintf(err, errlen, "signals: %s", uv_strerror(rc));
+        return rc;
+    }
+
+    size_t nroutes = fb_routes_count(d->table);
+    fb_info("ready: %u worker%s, %zu plugin%s, %zu route%s, generation %llu", d->nworkers,
+            d->nworkers == 1 ? "" : "s", cfg->nplugins, cfg->nplugins == 1 ? "" : "s",
+            nroutes, nroutes == 1 ? "" : "s", (unsigned long long)d->generation);
+    char status[256];
+    snprintf(status, sizeof status,
+             "READY=1\nSTATUS=%zu plugins, %zu routes, generation %llu\nMAINPID=%ld",
+             cfg->nplugins, nroutes, (unsigned long long)d->generation, (long)getpid());
+    fb_notify(status);
+    return 0;
+}
+
+int fb_daemon_run(struct fb_daemon *d)
+{
+    uv_run(d->main_loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+void fb_daemon_stop(struct fb_daemon *d)
+{
+    if (atomic_exchange(&d->stopping, true))
+        return;
+    fb_notify("STOPPING=1\nSTATUS=shutting down");
+    for (unsigned i = 0; i < d->nlisteners; i++) {
+        fb_listener_close(d->listeners[i]);
+        d->listeners[i] = NULL;
+    }
+    for (unsigned i = 0; i < d->nworkers; i++)
+        fb_worker_stop(d->workers[i]);
+    if (d->signals_on) {
+        uv_close((uv_handle_t *)&d->sig_term, NULL);
+        uv_close((uv_handle_t *)&d->sig_int, NULL);
+        uv_close((uv_handle_t *)&d->sig_hup, NULL);
+        d->signals_on = false;
+    }
+    /* The workers finish on their own threads; the main loop ends when
+     * its last handle (plugin timers excepted) is gone. Timers keep it
+     * alive, so stop it explicitly and join below in fb_daemon_free. */
+    uv_stop(d->main_loop);
+}
+
+struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
+{
+    if (!d)
+        return NULL;
+    atomic_store(&d->stopping, true);
+    for (unsigned i = 0; i < d->nlisteners; i++)
+        fb_listener_close(d->listeners[i]);
+    for (unsigned i = 0; i < d->nworkers; i++)
+        fb_worker_stop(d->workers[i]);
+    for (unsigned i = 0; i < d->nworkers; i++)
+        fb_worker_join(d->workers[i]);
+    free(d->workers);
+    free(d->listeners);
+    d->pool = fb_pool_free(d->pool);
+
+    /* No thread dispatches any more: the table can go without a grace
+     * period, and with it the last reference to plugin functions. */
+    d->table = fb_routes_free(d->table);
+
+    /* fini in reverse load order */
+    struct fb_plugin *rev = NULL;
+    while (d->plugins) {
+        struct fb_plugin *p = d->plugins;
+        d->plugins = p->next;
+        p->next = rev;
+        rev = p;
+    }
+    while (rev) {
+        struct fb_plugin *p = rev;
+        rev = p->next;
+        fb_plugin_unload(d, p);
+    }
+
+    if (d->signals_on) {
+        uv_close((uv_handle_t *)&d->sig_term, NULL);
+        uv_close((uv_handle_t *)&d->sig_int, NULL);
+        uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    }
+    if (d->timers)
+        fb_timers_close(d->timers);
+    if (d->main_loop) {
+        uv_run(d->main_loop, UV_RUN_DEFAULT);
+        int rc = uv_loop_close(d->main_loop);
+        if (rc < 0)
+            fb_warn("main loop closed with handles left: %s", uv_strerror(rc));
+        free(d->main_loop);
+    }
+    d->reg = fb_registry_free(d->reg);
+    while (d->counters) {
+        struct fb_counters *c = d->counters;
+        d->counters = c->next;
+        free(c);
+    }
+    if (tls_counters_owner == d)
+        tls_counters = NULL, tls_counters_owner = NULL;
+    pthread_mutex_destroy(&d->counters_lock);
+    pthread_mutex_destroy(&d->change_lock);
+    if (d->rcu_registered)
+        urcu_memb_unregister_thread();
+    fb_config_free(d->cfg);
+    free(d);
+    return NULL;
+}

@@ -1,0 +1,155 @@
+/*
+ * Dispatch: route lookup, target selection, inline calls and blocking
+ * jobs. This is the hot path: for inline targets it allocates nothing and
+ * copies nothing; the event's strings and payload stay where the decoder
+ * left them (the receive buffer and the decode arena).
+ *
+ * The hop count of the event being handled lives in a thread-local: a
+ * handler that calls host->publish does so on the thread that called it,
+ * so the nested event gets hop + 1 and is refused past FIDBUS_MAX_HOPS.
+ */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "conn.h"
+#include "log.h"
+#include "plugin_loader.h"
+#include "pool.h"
+
+static _Thread_local unsigned tls_hop;
+static _Thread_local bool tls_rcu_thread;
+
+void fb_dispatch_mark_rcu_thread(void)
+{
+    tls_rcu_thread = true;
+}
+
+static int call_inline(struct fb_func *fn, const struct fidbus_event *ev)
+{
+    int rc = fn->handle(fn->ctx, ev);
+    atomic_fetch_add_explicit(&fn->calls, 1, memory_order_relaxed);
+    if (rc)
+        atomic_fetch_add_explicit(&fn->errors, 1, memory_order_relaxed);
+    return rc;
+}
+
+void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
+                 struct fidbus_event *ev, size_t idlen, fb_waiter_new_fn wait_new,
+                 void *wait_arg, struct fb_outcome *out)
+{
+    struct fb_counters *cnt = fb_counters_self(d);
+    memset(out, 0, sizeof *out);
+
+    const struct fb_route *r =
+        t ? fb_routes_match(t, ev->id, idlen, ev->tags, ev->ntags) : NULL;
+    if (!r) {
+        fb_count(&cnt->unrouted, 1);
+        return;
+    }
+    out->routed = true;
+    atomic_fetch_add_explicit((_Atomic uint64_t *)&r->matched, 1, memory_order_relaxed);
+    ev->generation = fb_routes_generation(t);
+
+    size_t idx[FB_MAX_TARGETS];
+    size_t n = fb_route_select(r, ev->tags, ev->ntags, idx);
+    struct fb_waiter *waiter = NULL;
+    for (size_t i = 0; i < n; i++) {
+        struct fb_func *fn = r->targets[idx[i]].fn;
+        if (!(fn->flags & FIDBUS_FN_BLOCKING)) {
+            if (call_inline(fn, ev) == 0)
+                out->ok++;
+            else
+                out->failed++;
+            continue;
+        }
+        struct fb_job *j = fb_job_new(d, fn, ev, tls_hop);
+        if (j && wait_new && !waiter) {
+            waiter = wait_new(wait_arg);
+            if (!waiter) {
+                free(j);
+                j = NULL;
+            }
+        }
+        if (!j) {
+            fb_error("out of memory queueing a blocking call to %s", fn->canonical);
+            out->refused++;
+            continue;
+        }
+        j->waiter = waiter;
+        if (waiter)
+            waiter->pending++;
+        /* Counted before the job is visible to the pool, under the read
+         * lock: an unload that has waited a grace period sees it. */
+        atomic_fetch_add_explicit(&fn->plugin->inflight, 1, memory_order_acquire);
+        fb_pool_submit(d->pool, j);
+        out->queued++;
+    }
+    fb_count(&cnt->dispatched, n);
+    if (out->failed + out->refused)
+        fb_count(&cnt->errors, out->failed + out->refused);
+}
+
+int fb_dispatch_call_blocking(struct fb_job *j)
+{
+    unsigned saved = tls_hop;
+    tls_hop = j->hop;
+    int rc = call_inline(j->fn, &j->ev);
+    tls_hop = saved;
+    if (rc) {
+        struct fb_counters *cnt = fb_counters_self(j->d);
+        fb_count(&cnt->errors, 1);
+    }
+    return rc;
+}
+
+int fb_dispatch_local(struct fb_daemon *d, const char *id,
+                      const struct fidbus_tag *tags, size_t ntags,
+                      const uint8_t *payload, size_t payload_len)
+{
+    if (!tls_rcu_thread)
+        return -EPERM; /* not a daemon thread: it is not an RCU reader */
+    if (!id || (ntags && !tags) || (payload_len && !payload))
+        return -EINVAL;
+    size_t idlen = strlen(id);
+    if (!fidbus_event_id_valid(id, idlen) || ntags > FIDBUS_MAX_TAGS)
+        return -EINVAL;
+    for (size_t i = 0; i < ntags; i++) {
+        if (!tags[i].key || !tags[i].value ||
+            !fidbus_tag_key_valid(tags[i].key, strlen(tags[i].key)) ||
+            !fidbus_tag_value_valid(tags[i].value, strlen(tags[i].value)))
+            return -EINVAL;
+    }
+    if (tls_hop >= FIDBUS_MAX_HOPS)
+        return -ELOOP;
+
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    struct fidbus_event ev = {
+        .id = id,
+        .tags = ntags ? tags : NULL,
+        .ntags = ntags,
+        .payload = payload_len ? payload : NULL,
+        .payload_len = payload_len,
+        .recv_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+    };
+    struct fb_counters *cnt = fb_counters_self(d);
+    fb_count(&cnt->received, 1);
+
+    unsigned saved = tls_hop;
+    tls_hop = saved + 1;
+    struct fb_outcome out;
+    urcu_memb_read_lock();
+    fb_dispatch(d, rcu_dereference(d->table), &ev, idlen, NULL, NULL, &out);
+    FB_ROUTES_READ_DONE();
+    urcu_memb_read_unlock();
+    tls_hop = saved;
+
+    if (!out.routed)
+        return -ENOENT;
+    return (int)(out.ok + out.failed + out.queued);
+}

@@ -1,0 +1,35 @@
+/*
+ * Listening sockets. They live on the main loop: a uv_poll on our own
+ * non-blocking listening socket, accept4() until EAGAIN, and each new
+ * socket goes to an I/O worker (round robin). Creating the sockets
+ * ourselves, rather than through uv_pipe_bind/uv_listen, lets the accepted
+ * descriptor move to another thread's loop, and lets us check for a live
+ * daemon before replacing a stale socket file.
+ */
+#ifndef FB_LISTENER_H
+#define FB_LISTENER_H
+
+#include <stdbool.h>
+
+#include "daemon.h"
+
+struct fb_listener;
+
+/*
+ * Binds a Unix stream socket at path with mode (refusing if another
+ * process is accepting on it; removing a stale file) or a TCP socket at
+ * host:port. Does not start accepting. Returns 0 or -errno with err set.
+ */
+int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
+                     struct fb_listener **out, char *err, size_t errlen);
+int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
+                    struct fb_listener **out, char *err, size_t errlen);
+/* Starts accepting on the main loop. */
+int fb_listener_start(struct fb_listener *l);
+/* Stops accepting, closes the socket, removes the socket file we made.
+ * Run the main loop afterwards to finish the close; then it frees itself. */
+void fb_listener_close(struct fb_listener *l);
+/* "unix:/path" or "tcp:host:port". */
+const char *fb_listener_name(const struct fb_listener *l);
+
+#endif

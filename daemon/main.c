@@ -1,0 +1,214 @@
+/*
+ * fidbusd: command line, configuration, and the daemon's run.
+ *
+ * Runs in the foreground (systemd supervises; no self-daemonising). With
+ * --default-config it runs the embedded quick-start configuration with
+ * every path under a per-user runtime dir, so no root is needed.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "build_config.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fidbusd [-c FILE | --default-config] [--check-config]\n"
+            "       fidbusd --version | --help\n"
+            "\n"
+            "Runs the fidbus event bus in the foreground.\n"
+            "\n"
+            "  -c, --config FILE   configuration file (default " FIDBUS_SYSCONF_CONFIG ")\n"
+            "      --default-config  use the embedded quick-start configuration: sockets\n"
+            "                      and state under $FIDBUS_RUNTIME_DIR, else\n"
+            "                      $XDG_RUNTIME_DIR/fidbus, else /tmp/fidbus-UID; the\n"
+            "                      shipped log and count plugins; every event to both\n"
+            "      --check-config  validate the configuration and exit 0 (valid) or 1\n"
+            "      --version       print the version and exit\n"
+            "  -h, --help          print this help and exit\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop cleanly (what was read is finished, every\n"
+            "plugin's fini runs, sockets are removed).\n");
+}
+
+/* Replaces every occurrence of key in text (malloc'd result). */
+static char *replace_all(const char *text, const char *key, const char *val)
+{
+    size_t kl = strlen(key), vl = strlen(val), n = 0;
+    for (const char *p = text; (p = strstr(p, key)); p += kl)
+        n++;
+    char *out = malloc(strlen(text) + n * vl + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    for (const char *p = text;;) {
+        const char *q = strstr(p, key);
+        if (!q) {
+            strcpy(o, p);
+            break;
+        }
+        memcpy(o, p, (size_t)(q - p));
+        o += q - p;
+        memcpy(o, val, vl);
+        o += vl;
+        p = q + kl;
+    }
+    return out;
+}
+
+static void default_runtime_dir(char *out, size_t len)
+{
+    const char *e = getenv("FIDBUS_RUNTIME_DIR");
+    if (e && *e) {
+        snprintf(out, len, "%s", e);
+        return;
+    }
+    e = getenv("XDG_RUNTIME_DIR");
+    if (e && *e && access(e, W_OK) == 0) {
+        snprintf(out, len, "%s/fidbus", e);
+        return;
+    }
+    snprintf(out, len, "/tmp/fidbus-%u", (unsigned)getuid());
+}
+
+/* The build tree's plugins when run from it, else the installed ones. */
+static void default_plugin_dir(char *out, size_t len)
+{
+    const char *e = getenv("FIDBUS_PLUGIN_DIR");
+    if (e && *e) {
+        snprintf(out, len, "%s", e);
+        return;
+    }
+    char exe[PATH_MAX / 2];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char probe[PATH_MAX + 32];
+            snprintf(probe, sizeof probe, "%s/../plugins/log.so", exe);
+            if (access(probe, R_OK) == 0) {
+                snprintf(out, len, "%s/../plugins", exe);
+                return;
+            }
+        }
+    }
+    snprintf(out, len, "%s", FIDBUS_PLUGIN_INSTALL_DIR);
+}
+
+static int load_default(struct fb_config **cfg, char *err, size_t errlen)
+{
+    char runtime[PATH_MAX], plugins[PATH_MAX];
+    default_runtime_dir(runtime, sizeof runtime);
+    default_plugin_dir(plugins, sizeof plugins);
+    char *a = replace_all(fb_default_config, "@RUNTIME@", runtime);
+    char *b = a ? replace_all(a, "@PLUGINDIR@", plugins) : NULL;
+    free(a);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = fb_config_load_string(b, "<embedded default>", cfg, err, errlen);
+    free(b);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_CHECK = 256, OPT_VERSION, OPT_DEFAULT };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"default-config", no_argument, NULL, OPT_DEFAULT},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *file = NULL;
+    bool check = false, use_default = false;
+    int o;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c':
+            file = optarg;
+            break;
+        case OPT_CHECK:
+            check = true;
+            break;
+        case OPT_DEFAULT:
+            use_default = true;
+            break;
+        case OPT_VERSION:
+            printf("fidbusd %s (protocol 1, plugin ABI 1)\n", FIDBUS_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fidbusd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (file && use_default) {
+        fprintf(stderr, "fidbusd: --config and --default-config exclude each other\n");
+        return 2;
+    }
+
+    struct fb_config *cfg = NULL;
+    char err[1024] = "";
+    int rc = use_default ? load_default(&cfg, err, sizeof err)
+                         : fb_config_load_file(file ? file : FIDBUS_SYSCONF_CONFIG, &cfg,
+                                               err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "fidbusd: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: configuration OK (%zu plugin%s, %zu route%s)\n", cfg->file,
+               cfg->nplugins, cfg->nplugins == 1 ? "" : "s", cfg->nroutes,
+               cfg->nroutes == 1 ? "" : "s");
+        fb_config_free(cfg);
+        return 0;
+    }
+    fb_log_set_level(cfg->log_level);
+
+    struct fb_daemon *d = NULL;
+    rc = fb_daemon_new(cfg, &d);
+    if (rc < 0) {
+        fprintf(stderr, "fidbusd: %s\n", strerror(-rc));
+        fb_config_free(cfg);
+        return 1;
+    }
+    rc = fb_daemon_start(d, err, sizeof err);
+    if (rc) {
+        fb_error("%s", err);
+        fb_daemon_free(d);
+        return 1;
+    }
+    if (use_default && cfg->unix_path)
+        fprintf(stderr,
+                "\nfidbusd is running with the embedded default config.\n"
+                "Publish an event from another terminal with:\n"
+                "  ./build/daemon/fidbusctl --bus unix:%s publish demo.hello --tag user=me "
+                "--data-json '{\"hello\": \"world\"}' --ack\n"
+                "Stop it with Ctrl-C.\n\n",
+                cfg->unix_path);
+    rc = fb_daemon_run(d);
+    fb_daemon_free(d);
+    fb_info("stopped");
+    return rc;
+}

@@ -1,0 +1,456 @@
+/*
+ * Plugin loader (design section 5): turns a [plugin NAME] section into a
+ * loaded, initialised instance whose functions sit in the registry, and
+ * back.
+ *
+ * The .so is first copied to a private file under RUNTIME_DIR/plugins.
+ * Two reasons: the operator may replace the original on disk while it is
+ * loaded (a reload then really loads the new file), and dlopen() of a path
+ * it has already opened hands back the cached handle, so two instances of
+ * one file would share their globals. Each instance gets its own copy and
+ * therefore its own globals and thread-locals.
+ *
+ * Every step of a load is undone, in reverse order, if a later one fails;
+ * the refusal is one line ("plugin NAME (PATH): reason") that goes both to
+ * the caller and to the log. Loading and unloading run on the main thread
+ * with the change lock held; the host table's calls run on any thread.
+ */
+#include "plugin_loader.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fidbus/proto.h>
+
+#include "daemon.h"
+#include "dispatch.h"
+#include "log.h"
+#include "timers.h"
+
+/* More functions than this in one plugin is a broken table, not a plugin. */
+#define MAX_FUNCTIONS 4096
+
+/* ---- the host table ------------------------------------------------- */
+
+static void host_log(void *handle, int level, const char *fmt, ...)
+{
+    const struct fb_plugin *p = handle;
+    char prefix[300];
+
+    if (level < FIDBUS_LOG_ERROR)
+        level = FIDBUS_LOG_ERROR;
+    if (level > FIDBUS_LOG_DEBUG)
+        level = FIDBUS_LOG_DEBUG;
+    if ((int)fb_log_get_level() < level)
+        return;
+    snprintf(prefix, sizeof prefix, "plugin %s", p->name);
+    va_list ap;
+    va_start(ap, fmt);
+    fb_logv((enum fb_log_level)level, prefix, fmt, ap);
+    va_end(ap);
+}
+
+static const char *host_config(void *handle, const char *key)
+{
+    return fb_plugin_config(handle, key);
+}
+
+static int host_publish(void *handle, const char *id, const struct fidbus_tag *tags,
+                        size_t ntags, const uint8_t *payload, size_t payload_len)
+{
+    const struct fb_plugin *p = handle;
+    return fb_dispatch_local(p->d, id, tags, ntags, payload, payload_len);
+}
+
+static int host_timer_start(void *handle, uint64_t after_ms, uint64_t repeat_ms,
+                            void (*cb)(void *arg), void *arg, uint64_t *timer_id)
+{
+    struct fb_plugin *p = handle;
+    return fb_timer_start(p->d->timers, p, after_ms, repeat_ms, cb, arg, timer_id);
+}
+
+static int host_timer_stop(void *handle, uint64_t timer_id)
+{
+    struct fb_plugin *p = handle;
+    return fb_timer_stop(p->d->timers, p, timer_id);
+}
+
+const char *fb_plugin_config(const struct fb_plugin *p, const char *key)
+{
+    if (!p || !key)
+        return NULL;
+    for (size_t i = 0; i < p->nkeys; i++)
+        if (strcmp(p->keys[i].key, key) == 0)
+            return p->keys[i].value;
+    return NULL;
+}
+
+/* ---- the private copy ----------------------------------------------- */
+
+/* Reasons are cut to fit the caller's buffer; that is intended. */
+__attribute__((format(printf, 3, 4))) static void say(char *buf, size_t len,
+                                                      const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+static int mkdir_private(const char *path)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+/* Copies src into a new file RUNTIME/plugins/NAME.XXXXXX.so; *out is
+ * malloc'd. Returns 0 or -errno with a reason in why. */
+static int make_copy(const char *runtime_dir, const char *name, const char *src,
+                     char **out, char *why, size_t whylen)
+{
+    char dir[PATH_MAX];
+    int rc;
+
+    if (snprintf(dir, sizeof dir, "%s/plugins", runtime_dir) >= (int)sizeof dir) {
+        say(why, whylen, "runtime dir path too long");
+        return -ENAMETOOLONG;
+    }
+    rc = mkdir_private(dir);
+    if (rc == -ENOENT) {
+        /* fidbusd creates its runtime dir at startup; a missing one here
+         * is a test or a removed directory: make it rather than fail. */
+        rc = mkdir_private(runtime_dir);
+        if (rc == 0)
+            rc = mkdir_private(dir);
+    }
+    if (rc < 0) {
+        say(why, whylen, "cannot create %s: %s", dir, strerror(-rc));
+        return rc;
+    }
+
+    /* The instance name becomes part of a file name: keep it tame. */
+    char safe[65];
+    size_t n = 0;
+    for (const char *c = name; *c && n < sizeof safe - 1; c++, n++) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '_' || *c == '-';
+        safe[n] = ok ? *c : '_';
+    }
+    safe[n] = '\0';
+
+    char *tmpl = NULL;
+    if (asprintf(&tmpl, "%s/%s.XXXXXX.so", dir, n ? safe : "plugin") < 0)
+        return -ENOMEM;
+
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        rc = -errno;
+        say(why, whylen, "%s", strerror(-rc));
+        free(tmpl);
+        return rc;
+    }
+    int outfd = mkstemps(tmpl, 3);
+    if (outfd < 0) {
+        rc = -errno;
+        say(why, whylen, "cannot create a copy in %s: %s", dir, strerror(-rc));
+        close(in);
+        free(tmpl);
+        return rc;
+    }
+
+    rc = 0;
+    bool use_cfr = true;
+    for (;;) {
+        ssize_t w;
+        if (use_cfr) {
+            w = copy_file_range(in, NULL, outfd, NULL, 1 << 20, 0);
+            if (w < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                          errno == EOPNOTSUPP)) {
+                use_cfr = false;
+                continue;
+            }
+        } else {
+            char buf[65536];
+            ssize_t r = read(in, buf, sizeof buf);
+            if (r <= 0) {
+                w = r;
+            } else {
+                w = 0;
+                while (w < r) {
+                    ssize_t k = write(outfd, buf + w, (size_t)(r - w));
+                    if (k < 0 && errno == EINTR)
+                        continue;
+                    if (k < 0) {
+                        w = -1;
+                        break;
+                    }
+                    w += k;
+                }
+            }
+        }
+        if (w == 0)
+            break;
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            say(why, whylen, "copying to %s: %s", tmpl, strerror(-rc));
+            break;
+        }
+    }
+    close(in);
+    if (close(outfd) < 0 && rc == 0) {
+        rc = -errno;
+        say(why, whylen, "copying to %s: %s", tmpl, strerror(-rc));
+    }
+    if (rc < 0) {
+        unlink(tmpl);
+        free(tmpl);
+        return rc;
+    }
+    *out = tmpl;
+    return 0;
+}
+
+/* ---- load and unload ------------------------------------------------ */
+
+static void free_keys(struct fb_kv *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i].key);
+        free(keys[i].value);
+    }
+    free(keys);
+}
+
+static void free_plugin(struct fb_plugin *p)
+{
+    if (!p)
+        return;
+    free_keys(p->keys, p->nkeys);
+    free(p->funcs);
+    free(p->copy_path);
+    free(p->path);
+    free(p->name);
+    free(p);
+}
+
+static int copy_keys(struct fb_plugin *p, const struct fb_plugin_conf *pc)
+{
+    if (pc->nkeys == 0)
+        return 0;
+    p->keys = calloc(pc->nkeys, sizeof *p->keys);
+    if (!p->keys)
+        return -ENOMEM;
+    for (size_t i = 0; i < pc->nkeys; i++) {
+        p->keys[i].key = strdup(pc->keys[i].key ? pc->keys[i].key : "");
+        p->keys[i].value = strdup(pc->keys[i].value ? pc->keys[i].value : "");
+        p->nkeys = i + 1;
+        if (!p->keys[i].key || !p->keys[i].value)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Undoes whatever part of a load p has reached, in reverse order. */
+static void unwind(struct fb_daemon *d, struct fb_plugin *p)
+{
+    if (p->initialized) {
+        fb_timers_cancel_owner(d->timers, p);
+        if (p->desc->fini)
+            p->desc->fini(p->ctx);
+        /* a fini that starts a timer must not leave it pointing into
+         * code that is about to be unmapped */
+        fb_timers_cancel_owner(d->timers, p);
+        p->initialized = false;
+    }
+    if (p->dl)
+        dlclose(p->dl);
+    p->dl = NULL;
+    if (p->copy_path) {
+        unlink(p->copy_path);
+        /* the last copy out tidies the directory; with others left in it
+         * this fails with ENOTEMPTY, which is fine */
+        char *slash = strrchr(p->copy_path, '/');
+        if (slash) {
+            *slash = '\0';
+            rmdir(p->copy_path);
+        }
+    }
+    free_plugin(p);
+}
+
+int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
+                   struct fb_plugin **out, char *err, size_t errlen)
+{
+    char why[512] = "";
+    int rc;
+    const char *name = pc->name ? pc->name : "?";
+    const char *path = pc->path ? pc->path : "";
+
+    struct fb_plugin *p = calloc(1, sizeof *p);
+    if (!p) {
+        rc = -ENOMEM;
+        say(why, sizeof why, "out of memory");
+        goto refuse;
+    }
+    p->d = d;
+    atomic_init(&p->inflight, 0);
+    p->name = strdup(name);
+    p->path = strdup(path);
+    if (!p->name || !p->path || copy_keys(p, pc) < 0) {
+        rc = -ENOMEM;
+        say(why, sizeof why, "out of memory");
+        goto fail;
+    }
+
+    struct stat st;
+    if (!pc->path || stat(path, &st) < 0) {
+        int e = pc->path ? errno : ENOENT;
+        rc = e == ENOENT || e == ENOTDIR ? FIDBUS_NOT_FOUND : FIDBUS_INVALID;
+        say(why, sizeof why, "%s", strerror(e));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = FIDBUS_INVALID;
+        say(why, sizeof why, "not a regular file");
+        goto fail;
+    }
+
+    rc = make_copy(d->cfg->runtime_dir, name, path, &p->copy_path, why, sizeof why);
+    if (rc < 0) {
+        if (rc != -ENOMEM)
+            rc = FIDBUS_INTERNAL;
+        goto fail;
+    }
+
+    p->dl = dlopen(p->copy_path, RTLD_NOW | RTLD_LOCAL);
+    if (!p->dl) {
+        const char *e = dlerror();
+        rc = FIDBUS_INVALID;
+        say(why, sizeof why, "dlopen: %s", e ? e : "failed");
+        goto fail;
+    }
+    p->desc = dlsym(p->dl, "fidbus_plugin");
+    if (!p->desc) {
+        rc = FIDBUS_INVALID;
+        say(why, sizeof why, "not a fidbus plugin: no fidbus_plugin symbol");
+        goto fail;
+    }
+    if (p->desc->abi != FIDBUS_PLUGIN_ABI) {
+        rc = FIDBUS_INVALID;
+        say(why, sizeof why, "plugin ABI %u, daemon supports %d", (unsigned)p->desc->abi,
+            FIDBUS_PLUGIN_ABI);
+        goto fail;
+    }
+    if (!p->desc->functions || p->desc->nfunctions == 0) {
+        rc = FIDBUS_INVALID;
+        say(why, sizeof why, "plugin provides no functions");
+        goto fail;
+    }
+    if (p->desc->nfunctions > MAX_FUNCTIONS) {
+        rc = FIDBUS_INVALID;
+        say(why, sizeof why, "plugin claims %zu functions (at most %d)",
+            p->desc->nfunctions, MAX_FUNCTIONS);
+        goto fail;
+    }
+
+    p->funcs = calloc(p->desc->nfunctions, sizeof *p->funcs);
+    if (!p->funcs) {
+        rc = -ENOMEM;
+        say(why, sizeof why, "out of memory");
+        goto fail;
+    }
+    p->nfuncs = p->desc->nfunctions;
+    for (size_t i = 0; i < p->nfuncs; i++) {
+        rc = fb_func_init(&p->funcs[i], &p->desc->functions[i], why, sizeof why);
+        if (rc != 0)
+            goto fail;
+    }
+    rc = fb_registry_check(d->reg, p->funcs, p->nfuncs, why, sizeof why);
+    if (rc != 0)
+        goto fail;
+
+    p->host = (struct fidbus_host){
+        .handle = p,
+        .log = host_log,
+        .config = host_config,
+        .publish = host_publish,
+        .timer_start = host_timer_start,
+        .timer_stop = host_timer_stop,
+    };
+    if (p->desc->init) {
+        int irc = p->desc->init(&p->host, &p->ctx);
+        if (irc != 0) {
+            /* init may have started timers before failing */
+            fb_timers_cancel_owner(d->timers, p);
+            rc = FIDBUS_INVALID;
+            say(why, sizeof why, "init failed: %d", irc);
+            goto fail;
+        }
+    }
+    p->initialized = true;
+
+    for (size_t i = 0; i < p->nfuncs; i++) {
+        p->funcs[i].ctx = p->ctx;
+        p->funcs[i].plugin = p;
+    }
+    rc = fb_registry_add(d->reg, p->funcs, p->nfuncs);
+    if (rc != 0) {
+        say(why, sizeof why, "registering its functions: %s", strerror(-rc));
+        goto fail;
+    }
+
+    fb_info("plugin %s: loaded %s (%s %s, %zu function%s)", p->name, p->path,
+            p->desc->name ? p->desc->name : "?",
+            p->desc->version ? p->desc->version : "?", p->nfuncs,
+            p->nfuncs == 1 ? "" : "s");
+    *out = p;
+    return 0;
+
+fail:
+    unwind(d, p);
+refuse : {
+    char line[1024];
+    say(line, sizeof line, "plugin %s (%s): %s", name, path, why);
+    if (err && errlen)
+        say(err, errlen, "%s", line);
+    fb_error("%s", line);
+}
+    return rc;
+}
+
+void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p)
+{
+    if (!p)
+        return;
+    fb_registry_remove(d->reg, p->funcs, p->nfuncs);
+
+    /* Blocking calls already queued still hold pointers into the plugin's
+     * code and ctx. This is a drain at unload or shutdown, not a hot path:
+     * a short poll is simpler than a condvar shared with the pool. */
+    struct timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
+    unsigned waited = 0;
+    while (atomic_load_explicit(&p->inflight, memory_order_acquire) != 0) {
+        if (++waited == 5000)
+            fb_warn("plugin %s: still waiting for %" PRIu64 " blocking call(s)", p->name,
+                    atomic_load(&p->inflight));
+        nanosleep(&tick, NULL);
+    }
+
+    char *name = strdup(p->name);
+    unwind(d, p);
+    fb_info("plugin %s: unloaded", name ? name : "?");
+    free(name);
+}

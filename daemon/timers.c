@@ -1,0 +1,404 @@
+/*
+ * Plugin timers (host->timer_start / timer_stop) on the daemon's main loop.
+ *
+ * Every timer is a uv_timer_t owned by the main loop, so a timer callback
+ * never runs concurrently with plugin init/fini or with another timer
+ * callback. Plugins may ask for timers from any thread (an inline handler
+ * on an I/O worker, a blocking call on the pool): such a request gets its
+ * id at once from an atomic counter and is queued under `lock`, and a
+ * uv_async wakes the main loop to act on it. A request from the main
+ * thread itself acts directly.
+ *
+ * `lock` also guards the list of live timers, because timer_stop from
+ * another thread must answer -ENOENT synchronously: it looks for the id
+ * in the live list and in the queue of starts not yet acted on. The lock
+ * is only ever held for list surgery, never across a callback.
+ *
+ * A timer's memory belongs to libuv from uv_close until its close
+ * callback; `nhandles` counts handles not yet closed so fb_timers_close
+ * frees the object only after the last close callback.
+ */
+#include "timers.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "log.h"
+
+struct fb_timer {
+    uv_timer_t h;
+    struct fb_timers *t;
+    void *owner;
+    uint64_t id;
+    uint64_t repeat_ms;
+    void (*cb)(void *arg);
+    void *arg;
+    struct fb_timer *prev, *next; /* live list, under t->lock */
+};
+
+enum req_kind { REQ_START, REQ_STOP };
+
+struct req {
+    enum req_kind kind;
+    void *owner;
+    uint64_t id;
+    uint64_t after_ms, repeat_ms;
+    void (*cb)(void *arg);
+    void *arg;
+    struct req *next;
+};
+
+struct fb_timers {
+    uv_loop_t *loop;
+    pthread_t thread; /* the loop's thread */
+    uv_async_t async;
+    pthread_mutex_t lock;
+    struct req *queue, *queue_tail; /* under lock */
+    struct fb_timer *live;          /* under lock; changed on main thread only */
+    _Atomic uint64_t next_id;
+    unsigned nhandles; /* main thread only */
+    bool closing;      /* main thread only */
+};
+
+static bool on_loop_thread(const struct fb_timers *t)
+{
+    return pthread_equal(pthread_self(), t->thread);
+}
+
+static void maybe_free(struct fb_timers *t)
+{
+    if (t->closing && t->nhandles == 0) {
+        pthread_mutex_destroy(&t->lock);
+        free(t);
+    }
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct fb_timer *tm = h->data;
+    struct fb_timers *t = tm->t;
+    free(tm);
+    t->nhandles--;
+    maybe_free(t);
+}
+
+static void async_closed(uv_handle_t *h)
+{
+    struct fb_timers *t = h->data;
+    t->nhandles--;
+    maybe_free(t);
+}
+
+/* Caller holds t->lock. */
+static void unlink_live(struct fb_timers *t, struct fb_timer *tm)
+{
+    if (tm->prev)
+        tm->prev->next = tm->next;
+    else
+        t->live = tm->next;
+    if (tm->next)
+        tm->next->prev = tm->prev;
+    tm->prev = tm->next = NULL;
+}
+
+/* Main thread: takes a live timer out of the list and closes its handle;
+ * its memory goes when libuv calls timer_closed. */
+static void retire(struct fb_timers *t, struct fb_timer *tm)
+{
+    pthread_mutex_lock(&t->lock);
+    unlink_live(t, tm);
+    pthread_mutex_unlock(&t->lock);
+    uv_timer_stop(&tm->h);
+    uv_close((uv_handle_t *)&tm->h, timer_closed);
+}
+
+static void timer_fired(uv_timer_t *h)
+{
+    struct fb_timer *tm = h->data;
+    void (*cb)(void *) = tm->cb;
+    void *arg = tm->arg;
+
+    /* A one-shot timer is retired before its callback, so a timer_stop
+     * of its own id from inside the callback answers -ENOENT and nothing
+     * touches it twice. Its memory stays valid until the close callback,
+     * which runs in a later loop phase. */
+    if (tm->repeat_ms == 0)
+        retire(tm->t, tm);
+    cb(arg);
+}
+
+/* Main thread. Returns 0 or -errno; on error nothing is left running. */
+static int start_now(struct fb_timers *t, void *owner, uint64_t id, uint64_t after_ms,
+                     uint64_t repeat_ms, void (*cb)(void *), void *arg)
+{
+    struct fb_timer *tm = calloc(1, sizeof *tm);
+    if (!tm)
+        return -ENOMEM;
+    int rc = uv_timer_init(t->loop, &tm->h);
+    if (rc < 0) {
+        free(tm);
+        return rc;
+    }
+    t->nhandles++;
+    tm->h.data = tm;
+    tm->t = t;
+    tm->owner = owner;
+    tm->id = id;
+    tm->repeat_ms = repeat_ms;
+    tm->cb = cb;
+    tm->arg = arg;
+    rc = uv_timer_start(&tm->h, timer_fired, after_ms, repeat_ms);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&tm->h, timer_closed);
+        return rc;
+    }
+    pthread_mutex_lock(&t->lock);
+    tm->next = t->live;
+    if (t->live)
+        t->live->prev = tm;
+    t->live = tm;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+/* Main thread: finds the live timer (owner, id). */
+static struct fb_timer *find_live(struct fb_timers *t, void *owner, uint64_t id)
+{
+    for (struct fb_timer *tm = t->live; tm; tm = tm->next)
+        if (tm->id == id && tm->owner == owner)
+            return tm;
+    return NULL;
+}
+
+static void drain_queue(uv_async_t *a)
+{
+    struct fb_timers *t = a->data;
+
+    pthread_mutex_lock(&t->lock);
+    struct req *q = t->queue;
+    t->queue = t->queue_tail = NULL;
+    pthread_mutex_unlock(&t->lock);
+
+    while (q) {
+        struct req *next = q->next;
+        if (!t->closing) {
+            if (q->kind == REQ_START) {
+                /* The caller already holds an id and a 0 return; a start
+                 * that fails here can only be reported to the log. */
+                int rc = start_now(t, q->owner, q->id, q->after_ms, q->repeat_ms, q->cb,
+                                   q->arg);
+                if (rc < 0)
+                    fb_error("plugin timer %" PRIu64 " not started: %s", q->id,
+                             uv_strerror(rc));
+            } else {
+                pthread_mutex_lock(&t->lock);
+                struct fb_timer *tm = find_live(t, q->owner, q->id);
+                pthread_mutex_unlock(&t->lock);
+                if (tm)
+                    retire(t, tm);
+            }
+        }
+        free(q);
+        q = next;
+    }
+}
+
+int fb_timers_new(uv_loop_t *loop, struct fb_timers **out)
+{
+    struct fb_timers *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->loop = loop;
+    t->thread = pthread_self();
+    atomic_init(&t->next_id, 1);
+    int rc = pthread_mutex_init(&t->lock, NULL);
+    if (rc != 0) {
+        free(t);
+        return -rc;
+    }
+    rc = uv_async_init(loop, &t->async, drain_queue);
+    if (rc < 0) {
+        pthread_mutex_destroy(&t->lock);
+        free(t);
+        return rc;
+    }
+    t->async.data = t;
+    t->nhandles = 1;
+    /* The async alone must not keep the loop alive: the timers it creates
+     * do, and the daemon's main loop has its own reasons to run. */
+    uv_unref((uv_handle_t *)&t->async);
+    *out = t;
+    return 0;
+}
+
+void fb_timers_close(struct fb_timers *t)
+{
+    if (!t || t->closing)
+        return;
+    t->closing = true;
+
+    pthread_mutex_lock(&t->lock);
+    struct req *q = t->queue;
+    t->queue = t->queue_tail = NULL;
+    struct fb_timer *tm = t->live;
+    t->live = NULL;
+    pthread_mutex_unlock(&t->lock);
+
+    while (q) {
+        struct req *next = q->next;
+        free(q);
+        q = next;
+    }
+    while (tm) {
+        struct fb_timer *next = tm->next;
+        tm->prev = tm->next = NULL;
+        uv_timer_stop(&tm->h);
+        uv_close((uv_handle_t *)&tm->h, timer_closed);
+        tm = next;
+    }
+    uv_close((uv_handle_t *)&t->async, async_closed);
+}
+
+int fb_timer_start(struct fb_timers *t, void *owner, uint64_t after_ms,
+                   uint64_t repeat_ms, void (*cb)(void *arg), void *arg,
+                   uint64_t *timer_id)
+{
+    if (!t || !cb)
+        return -EINVAL;
+    uint64_t id = atomic_fetch_add_explicit(&t->next_id, 1, memory_order_relaxed);
+
+    if (on_loop_thread(t)) {
+        if (t->closing)
+            return -ESHUTDOWN;
+        int rc = start_now(t, owner, id, after_ms, repeat_ms, cb, arg);
+        if (rc == 0 && timer_id)
+            *timer_id = id;
+        return rc;
+    }
+
+    struct req *q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    *q = (struct req){.kind = REQ_START,
+                      .owner = owner,
+                      .id = id,
+                      .after_ms = after_ms,
+                      .repeat_ms = repeat_ms,
+                      .cb = cb,
+                      .arg = arg};
+    pthread_mutex_lock(&t->lock);
+    if (t->queue_tail)
+        t->queue_tail->next = q;
+    else
+        t->queue = q;
+    t->queue_tail = q;
+    pthread_mutex_unlock(&t->lock);
+    if (timer_id)
+        *timer_id = id;
+    uv_async_send(&t->async);
+    return 0;
+}
+
+/* Caller holds t->lock: removes a queued start of (owner, id). */
+static bool drop_queued_start(struct fb_timers *t, void *owner, uint64_t id)
+{
+    struct req *prev = NULL;
+    for (struct req *q = t->queue; q; prev = q, q = q->next) {
+        if (q->kind != REQ_START || q->id != id || q->owner != owner)
+            continue;
+        if (prev)
+            prev->next = q->next;
+        else
+            t->queue = q->next;
+        if (t->queue_tail == q)
+            t->queue_tail = prev;
+        free(q);
+        return true;
+    }
+    return false;
+}
+
+int fb_timer_stop(struct fb_timers *t, void *owner, uint64_t timer_id)
+{
+    if (!t)
+        return -ENOENT;
+
+    if (on_loop_thread(t)) {
+        pthread_mutex_lock(&t->lock);
+        bool queued = drop_queued_start(t, owner, timer_id);
+        struct fb_timer *tm = queued ? NULL : find_live(t, owner, timer_id);
+        pthread_mutex_unlock(&t->lock);
+        if (tm)
+            retire(t, tm);
+        return queued || tm ? 0 : -ENOENT;
+    }
+
+    struct req *q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    *q = (struct req){.kind = REQ_STOP, .owner = owner, .id = timer_id};
+
+    pthread_mutex_lock(&t->lock);
+    int rc = 0;
+    if (drop_queued_start(t, owner, timer_id)) {
+        free(q);
+        q = NULL;
+    } else if (find_live(t, owner, timer_id)) {
+        if (t->queue_tail)
+            t->queue_tail->next = q;
+        else
+            t->queue = q;
+        t->queue_tail = q;
+    } else {
+        free(q);
+        q = NULL;
+        rc = -ENOENT;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (q)
+        uv_async_send(&t->async);
+    return rc;
+}
+
+void fb_timers_cancel_owner(struct fb_timers *t, void *owner)
+{
+    if (!t)
+        return;
+
+    pthread_mutex_lock(&t->lock);
+    /* queued starts and stops of owner: neither may act later */
+    struct req **pp = &t->queue;
+    t->queue_tail = NULL;
+    while (*pp) {
+        struct req *q = *pp;
+        if (q->owner == owner) {
+            *pp = q->next;
+            free(q);
+        } else {
+            t->queue_tail = q;
+            pp = &q->next;
+        }
+    }
+    struct fb_timer *mine = NULL;
+    for (struct fb_timer *tm = t->live, *next; tm; tm = next) {
+        next = tm->next;
+        if (tm->owner != owner)
+            continue;
+        unlink_live(t, tm);
+        tm->next = mine;
+        mine = tm;
+    }
+    pthread_mutex_unlock(&t->lock);
+
+    while (mine) {
+        struct fb_timer *next = mine->next;
+        mine->next = NULL;
+        uv_timer_stop(&mine->h);
+        uv_close((uv_handle_t *)&mine->h, timer_closed);
+        mine = next;
+    }
+}

@@ -1,0 +1,205 @@
+/*
+ * I/O worker threads. Each owns a uv loop; the main thread hands it
+ * accepted sockets, the pool hands it finished blocking jobs, and the
+ * daemon asks it to stop, all through one uv_async and a small
+ * mutex-protected inbox (the mutex is taken once per wake-up, never per
+ * event).
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "conn.h"
+#include "dispatch.h"
+#include "log.h"
+#include "pool.h"
+
+/* How long a stopping worker waits for clients to take their answers. */
+#define FB_STOP_TIMEOUT_MS 5000
+
+static void maybe_finish(struct fb_worker *w)
+{
+    if (!w->stopping || atomic_load_explicit(&w->nconns, memory_order_relaxed) ||
+        w->nwaiters)
+        return;
+    if (!uv_is_closing((uv_handle_t *)&w->async))
+        uv_close((uv_handle_t *)&w->async, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->stop_timer))
+        uv_close((uv_handle_t *)&w->stop_timer, NULL);
+}
+
+static void on_stop_timeout(uv_timer_t *t)
+{
+    struct fb_worker *w = t->data;
+    unsigned n = atomic_load_explicit(&w->nconns, memory_order_relaxed);
+    if (n)
+        fb_warn("worker %u: %u client(s) did not take their answers in time; closing",
+                w->index, n);
+    for (struct fb_conn *c = w->conns; c; c = fb_conn_next(c))
+        fb_conn_abort(c);
+}
+
+static void on_check(uv_check_t *h)
+{
+    maybe_finish(h->data);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct fb_worker *w = a->data;
+    pthread_mutex_lock(&w->lock);
+    struct fb_new_fd *fds = w->new_fds;
+    size_t nfds = w->nnew;
+    w->new_fds = NULL;
+    w->nnew = w->capnew = 0;
+    struct fb_job *done = w->done_head;
+    w->done_head = NULL;
+    bool stop = w->stop_requested;
+    pthread_mutex_unlock(&w->lock);
+
+    for (size_t i = 0; i < nfds; i++) {
+        if (w->stopping)
+            close(fds[i].fd);
+        else
+            fb_conn_new(w, fds[i].fd, fds[i].is_tcp);
+    }
+    free(fds);
+
+    /* LIFO from the inbox; order among completions does not matter (each
+     * waiter counts its own), PING barriers are tracked per connection. */
+    while (done) {
+        struct fb_job *next = done->next;
+        fb_conn_job_done(done);
+        done = next;
+    }
+
+    if (stop && !w->stopping) {
+        w->stopping = true;
+        for (struct fb_conn *c = w->conns; c; c = fb_conn_next(c))
+            fb_conn_begin_stop(c);
+        uv_timer_start(&w->stop_timer, on_stop_timeout, FB_STOP_TIMEOUT_MS, 0);
+    }
+    maybe_finish(w);
+}
+
+static void worker_main(void *arg)
+{
+    struct fb_worker *w = arg;
+    urcu_memb_register_thread();
+    fb_dispatch_mark_rcu_thread();
+    w->counters = fb_counters_self(w->d);
+
+    uv_check_t check;
+    uv_check_init(&w->loop, &check);
+    check.data = w;
+    uv_check_start(&check, on_check);
+    uv_unref((uv_handle_t *)&check);
+
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&check, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    urcu_memb_unregister_thread();
+}
+
+int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out)
+{
+    struct fb_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->d = d;
+    w->index = index;
+    w->msg = malloc(sizeof *w->msg);
+    if (!w->msg) {
+        free(w);
+        return -ENOMEM;
+    }
+    int rc = uv_loop_init(&w->loop);
+    if (rc < 0) {
+        free(w->msg);
+        free(w);
+        return rc;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    uv_async_init(&w->loop, &w->async, on_async);
+    w->async.data = w;
+    uv_timer_init(&w->loop, &w->stop_timer);
+    w->stop_timer.data = w;
+    uv_unref((uv_handle_t *)&w->stop_timer);
+    rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&w->async, NULL);
+        uv_close((uv_handle_t *)&w->stop_timer, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+        pthread_mutex_destroy(&w->lock);
+        free(w->msg);
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->nnew == w->capnew) {
+        size_t cap = w->capnew ? w->capnew * 2 : 16;
+        struct fb_new_fd *n = realloc(w->new_fds, cap * sizeof *n);
+        if (!n) {
+            pthread_mutex_unlock(&w->lock);
+            fb_error("out of memory accepting a client");
+            close(fd);
+            return;
+        }
+        w->new_fds = n;
+        w->capnew = cap;
+    }
+    w->new_fds[w->nnew++] = (struct fb_new_fd){.fd = fd, .is_tcp = is_tcp};
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->async);
+}
+
+void fb_worker_post_done(struct fb_worker *w, struct fb_job *j)
+{
+    pthread_mutex_lock(&w->lock);
+    j->next = w->done_head;
+    w->done_head = j;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->async);
+}
+
+void fb_worker_stop(struct fb_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->stop_requested = true;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->async);
+}
+
+struct fb_worker *fb_worker_join(struct fb_worker *w)
+{
+    if (!w)
+        return NULL;
+    uv_thread_join(&w->thread);
+    int rc = uv_loop_close(&w->loop);
+    if (rc < 0)
+        fb_warn("worker %u: loop closed with handles left: %s", w->index, uv_strerror(rc));
+    for (size_t i = 0; i < w->nnew; i++)
+        close(w->new_fds[i].fd);
+    free(w->new_fds);
+    pthread_mutex_destroy(&w->lock);
+    free(w->msg);
+    free(w);
+    return NULL;
+}
+
+unsigned fb_worker_nconns(const struct fb_worker *w)
+{
+    return atomic_load_explicit(&w->nconns, memory_order_relaxed);
+}

@@ -1,0 +1,68 @@
+/*
+ * I/O workers: each runs its own libuv loop on its own thread and owns the
+ * connections the listeners hand to it. Everything a connection does --
+ * read, decode, dispatch inline handlers, write answers, and finish acked
+ * events whose blocking calls completed on the pool -- happens on its
+ * worker's thread, so connection state needs no locks.
+ */
+#ifndef FB_WORKER_H
+#define FB_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include <fidbus/proto.h>
+
+#include "daemon.h"
+
+struct fb_job;
+struct fb_waiter;
+struct fb_conn;
+
+struct fb_new_fd {
+    int fd;
+    bool is_tcp;
+};
+
+struct fb_worker {
+    struct fb_daemon *d;
+    unsigned index;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t async;          /* new fds, completions, stop */
+    uv_timer_t stop_timer;     /* bounds how long a stop waits for clients */
+
+    pthread_mutex_t lock;      /* guards the three fields below */
+    struct fb_new_fd *new_fds;
+    size_t nnew, capnew;
+    struct fb_job *done_head;  /* finished blocking jobs, LIFO */
+    bool stop_requested;
+
+    /* loop-thread only */
+    bool stopping;
+    struct fb_conn *conns;     /* doubly linked */
+    _Atomic unsigned nconns;
+    size_t nwaiters;           /* alive waiters: jobs may still post to us */
+    struct fb_counters *counters;
+    struct fidbus_msg *msg;    /* decode scratch, reused for every frame */
+};
+
+int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);
+/* Hands an accepted, non-blocking socket to w (any thread). */
+void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp);
+/* A blocking job with a waiter finished (pool thread). */
+void fb_worker_post_done(struct fb_worker *w, struct fb_job *j);
+/* Asks w to finish: stop reading, complete what was read (blocking calls
+ * included), flush answers, close connections, end the loop. */
+void fb_worker_stop(struct fb_worker *w);
+/* Joins the thread and frees. NULL-safe. */
+struct fb_worker *fb_worker_join(struct fb_worker *w);
+/* Connections currently open. */
+unsigned fb_worker_nconns(const struct fb_worker *w);
+
+/* The worker that a waiter reports to (its connection's). */
+struct fb_worker *fb_waiter_worker(const struct fb_waiter *wt);
+
+#endif

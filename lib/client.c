@@ -1,0 +1,938 @@
+/*
+ * lib/client.c -- the blocking client API of <fidbus/client.h>.
+ *
+ * One client owns one stream socket (Unix or TCP), a frame reader for what
+ * the server sends and a fidbus_buf of encoded frames not yet written.
+ * The socket itself is non-blocking: every call that has to wait does so
+ * in poll() against a deadline taken from the client's timeout, so a
+ * stuck server can never hold a caller longer than that. To the caller the
+ * API is blocking.
+ *
+ * Everything that moves bytes goes through pump(): it writes what is
+ * buffered and, at the same time, reads and handles whatever the server
+ * sends, until the call's wait is satisfied. Reading while writing matters:
+ * the server answers a burst of bad publishes with ERRORs, and if we never
+ * read them both sides could end up blocked on full socket buffers.
+ *
+ * Answers are matched by seq. Seqs the library picks for its own requests
+ * (publish_ack, ping, request) have the top bit set, so they cannot collide
+ * with the small seqs a load generator passes to fidbus_publish_seq.
+ * fidbus_publish sends no seq at all: nobody could match it anyway.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <fidbus/client.h>
+
+/* Buffered publishes are written once more than this is waiting. */
+#define FB_SEND_THRESHOLD (64u * 1024u)
+#define FB_DEFAULT_TIMEOUT_MS 10000
+#define FB_SEQ_INTERNAL (UINT64_C(1) << 63)
+#define FB_MAX_NONCE 256u
+#define FB_LAST_ERROR_MAX 4096u
+
+enum fb_wait_kind {
+    FB_WAIT_NONE,   /* only write what is buffered */
+    FB_WAIT_HELLO,  /* the server's first frame */
+    FB_WAIT_SEQ,    /* the answer carrying one seq */
+    FB_WAIT_ANY,    /* the next ACK or ERROR, whatever its seq */
+};
+
+/* What one call waits for, and what it got. */
+struct fb_wait {
+    enum fb_wait_kind kind;
+    uint64_t seq;
+    uint64_t want_type;      /* ACK or REPLY, with FB_WAIT_SEQ */
+    bool done;
+    struct fidbus_answer ans;
+    bool has_result;
+    bool copy_result;        /* REPLY: keep a malloc'd copy of result */
+    uint8_t *result;
+    size_t result_len;
+    uint64_t conn_code;      /* a seq-less ERROR seen during the call */
+};
+
+struct fidbus_client {
+    int fd;
+    int timeout_ms;          /* -1: wait forever */
+    uint32_t max_frame;
+    int dead;                /* 0, or why the connection is unusable */
+    uint64_t next_seq;
+    uint64_t async_errors;
+    uint64_t last_code;
+    uint64_t version;        /* from HELLO */
+    struct fidbus_buf out;
+    size_t out_sent;         /* bytes at the front of out already written */
+    struct fidbus_frame_reader rd;
+    uint8_t nonce[FB_MAX_NONCE];
+    size_t nonce_len;
+    char server_name[256];
+    char last_error[FB_LAST_ERROR_MAX];
+    struct fidbus_msg msg;   /* large: decoded into, reused */
+};
+
+/* --------------------------------------------------------------- time */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t deadline_in(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+}
+
+/* Milliseconds left for poll(): -1 forever, 0 when the deadline passed. */
+static int remaining(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+        return 0;
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* ------------------------------------------------------------ address */
+
+struct fb_addr {
+    bool is_unix;
+    struct sockaddr_un un;
+    char host[256];
+    char port[6];
+};
+
+/*
+ * "unix:PATH", "tcp:HOST:PORT" ("tcp:[::1]:7878" for IPv6), or a plain
+ * path. Anything else that starts like a URL scheme ("udp:...") is refused
+ * rather than taken as a relative file name; "./name:x" reaches such a file.
+ */
+static int parse_addr(const char *addr, struct fb_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (!addr || !*addr)
+        return -EINVAL;
+
+    if (strncmp(addr, "tcp:", 4) == 0) {
+        const char *h = addr + 4, *hend, *p;
+        if (*h == '[') {
+            hend = strchr(h, ']');
+            if (!hend || hend[1] != ':')
+                return -EINVAL;
+            p = hend + 2;
+            h++;
+        } else {
+            hend = strrchr(h, ':');
+            if (!hend || memchr(h, ':', (size_t)(hend - h)))
+                return -EINVAL;  /* no port, or IPv6 without brackets */
+            p = hend + 1;
+        }
+        size_t hlen = (size_t)(hend - h);
+        size_t plen = strlen(p);
+        if (hlen == 0 || hlen >= sizeof(a->host) || plen == 0 || plen > 5)
+            return -EINVAL;
+        unsigned long port = 0;
+        for (const char *q = p; *q; q++) {
+            if (*q < '0' || *q > '9')
+                return -EINVAL;
+            port = port * 10 + (unsigned long)(*q - '0');
+        }
+        if (port == 0 || port > 65535)
+            return -EINVAL;
+        memcpy(a->host, h, hlen);
+        memcpy(a->port, p, plen);
+        return 0;
+    }
+
+    const char *path = addr;
+    if (strncmp(addr, "unix:", 5) == 0) {
+        path = addr + 5;
+    } else {
+        size_t n = strspn(addr, "abcdefghijklmnopqrstuvwxyz"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+        if (n > 0 && addr[n] == ':')
+            return -EINVAL;  /* an unknown scheme */
+    }
+    size_t len = strlen(path);
+    if (len == 0)
+        return -EINVAL;
+    if (len >= sizeof(a->un.sun_path))
+        return -ENAMETOOLONG;
+    a->is_unix = true;
+    a->un.sun_family = AF_UNIX;
+    memcpy(a->un.sun_path, path, len + 1);
+    return 0;
+}
+
+static int set_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+/*
+ * A Unix connect only waits when the listener's backlog is full; Linux
+ * bounds that wait by SO_SNDTIMEO, which is simpler than retrying a
+ * non-blocking connect that fails with EAGAIN.
+ */
+static int connect_unix(const struct fb_addr *a, int64_t deadline)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc;
+    for (;;) {
+        int left = remaining(deadline);
+        if (left == 0) {
+            rc = -ETIMEDOUT;
+            goto fail;
+        }
+        struct timeval tv = { 0, 0 };
+        if (left > 0) {
+            tv.tv_sec = left / 1000;
+            tv.tv_usec = (left % 1000) * 1000;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (const struct sockaddr *)&a->un, sizeof(a->un)) == 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        rc = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
+        goto fail;
+    }
+    struct timeval zero = { 0, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
+    rc = set_nonblocking(fd);
+    if (rc < 0)
+        goto fail;
+    return fd;
+fail:
+    close(fd);
+    return rc;
+}
+
+static int connect_one_tcp(const struct addrinfo *ai, int64_t deadline)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    ai->ai_protocol);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS) {
+            rc = -errno;
+            goto fail;
+        }
+        for (;;) {
+            struct pollfd p = { .fd = fd, .events = POLLOUT };
+            int n = poll(&p, 1, remaining(deadline));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                rc = -errno;
+                goto fail;
+            }
+            if (n == 0) {
+                if (remaining(deadline) != 0)
+                    continue;
+                rc = -ETIMEDOUT;
+                goto fail;
+            }
+            break;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            rc = -err;
+            goto fail;
+        }
+    }
+    /* Small frames go out at once: latency matters more than packets. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+fail:
+    close(fd);
+    return rc;
+}
+
+static int connect_tcp(const struct fb_addr *a, int64_t deadline)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = AI_NUMERICSERV,
+    };
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(a->host, a->port, &hints, &res);
+    if (g != 0) {
+        switch (g) {
+        case EAI_AGAIN: return -EAGAIN;
+        case EAI_MEMORY: return -ENOMEM;
+        case EAI_SYSTEM: return errno ? -errno : -EIO;
+        case EAI_NONAME:
+        case EAI_NODATA:
+        case EAI_FAIL: return -ENXIO;  /* the host name does not resolve */
+        default: return -EINVAL;
+        }
+    }
+    int rc = -EHOSTUNREACH;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        rc = connect_one_tcp(ai, deadline);
+        if (rc >= 0 || rc == -ETIMEDOUT)
+            break;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------ reading */
+
+/* A raw CBOR unsigned integer, as ACK and ERROR carry in `result`. */
+static bool raw_uint(struct fidbus_slice s, uint64_t *v)
+{
+    if (s.len == 0 || (s.ptr[0] >> 5) != 0)
+        return false;
+    uint8_t ai = s.ptr[0] & 0x1f;
+    size_t n;
+    if (ai < 24) {
+        *v = ai;
+        return true;
+    }
+    if (ai > 27)
+        return false;
+    n = (size_t)1 << (ai - 24);
+    if (s.len < 1 + n)
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++)
+        x = (x << 8) | s.ptr[1 + i];
+    *v = x;
+    return true;
+}
+
+static void copy_text(char *dst, size_t cap, struct fidbus_slice s)
+{
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+    if (n)
+        memcpy(dst, s.ptr, n);
+    dst[n] = '\0';
+}
+
+static uint64_t error_code_of(const struct fidbus_msg *m)
+{
+    /* An ERROR always means failure, whatever a broken server says. */
+    if (!fidbus_msg_has(m, FIDBUS_K_CODE) || m->code == FIDBUS_OK)
+        return FIDBUS_INTERNAL;
+    return m->code;
+}
+
+/* Handles one frame body. Negative only when the stream is unusable. */
+static int handle_frame(struct fidbus_client *c, struct fb_wait *w,
+                        const uint8_t *body, size_t len)
+{
+    struct fidbus_msg *m = &c->msg;
+
+    if (fidbus_msg_decode(body, len, FIDBUS_MAX_DEPTH_DEFAULT, m) != 0 ||
+        !fidbus_msg_has(m, FIDBUS_K_TYPE))
+        return -EPROTO;
+
+    if (m->type == FIDBUS_MSG_HELLO) {
+        if (w->kind != FB_WAIT_HELLO)
+            return 0;  /* only the first one means anything */
+        if (!fidbus_msg_has(m, FIDBUS_K_VERSION) || m->nonce.len > FB_MAX_NONCE)
+            return -EPROTO;
+        c->version = m->version;
+        copy_text(c->server_name, sizeof(c->server_name), m->name);
+        c->nonce_len = m->nonce.len;
+        if (m->nonce.len)
+            memcpy(c->nonce, m->nonce.ptr, m->nonce.len);
+        w->ans.type = FIDBUS_MSG_HELLO;
+        w->done = true;
+        return 0;
+    }
+    if (m->type != FIDBUS_MSG_ACK && m->type != FIDBUS_MSG_ERROR &&
+        m->type != FIDBUS_MSG_REPLY)
+        return 0;  /* nothing a client acts on; ignore for compatibility */
+
+    bool has_seq = fidbus_msg_has(m, FIDBUS_K_SEQ);
+    bool is_error = m->type == FIDBUS_MSG_ERROR;
+    uint64_t code = is_error ? error_code_of(m)
+                    : fidbus_msg_has(m, FIDBUS_K_CODE) ? m->code : 0;
+    if (is_error || code != 0) {
+        copy_text(c->last_error, sizeof(c->last_error), m->message);
+        c->last_code = code;
+    }
+
+    bool match = false;
+    switch (w->kind) {
+    case FB_WAIT_HELLO:
+        match = is_error;  /* refused before any HELLO (BUSY, ...) */
+        break;
+    case FB_WAIT_ANY:
+        match = m->type != FIDBUS_MSG_REPLY;
+        break;
+    case FB_WAIT_SEQ:
+        match = has_seq && m->seq == w->seq &&
+                (is_error || m->type == w->want_type);
+        break;
+    case FB_WAIT_NONE:
+        break;
+    }
+    if (!match) {
+        if (is_error) {
+            c->async_errors++;
+            if (!has_seq)
+                w->conn_code = code;
+        }
+        return 0;
+    }
+
+    w->done = true;
+    w->ans.type = m->type;
+    w->ans.seq = has_seq ? m->seq : 0;
+    w->ans.code = code;
+    w->has_result = fidbus_msg_has(m, FIDBUS_K_RESULT) &&
+                    raw_uint(m->result, &w->ans.result);
+    if (w->copy_result && m->type == FIDBUS_MSG_REPLY && code == 0 &&
+        fidbus_msg_has(m, FIDBUS_K_RESULT) && m->result.len) {
+        w->result = malloc(m->result.len);
+        if (!w->result)
+            return -ENOMEM;
+        memcpy(w->result, m->result.ptr, m->result.len);
+        w->result_len = m->result.len;
+    }
+    return 0;
+}
+
+/* Handles complete frames already received, up to the one w waits for. */
+static int drain_frames(struct fidbus_client *c, struct fb_wait *w)
+{
+    while (!w->done) {
+        const uint8_t *body;
+        size_t len;
+        int r = fidbus_frame_next(&c->rd, &body, &len);
+        if (r == 0)
+            return 0;
+        if (r != 1)
+            return -EPROTO;  /* a zero or oversized length: cannot resync */
+        int rc = handle_frame(c, w, body, len);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* One recv(). >0 bytes, 0 nothing yet, -ECONNRESET at end of stream. */
+static int read_some(struct fidbus_client *c)
+{
+    uint8_t *p;
+    size_t len;
+    int rc = fidbus_frame_reader_space(&c->rd, &p, &len);
+    if (rc < 0)
+        return rc;
+    if (len == 0)
+        return -EPROTO;
+    ssize_t n = recv(c->fd, p, len, MSG_DONTWAIT);
+    if (n > 0) {
+        fidbus_frame_reader_commit(&c->rd, (size_t)n);
+        return n > INT_MAX ? INT_MAX : (int)n;
+    }
+    if (n == 0)
+        return -ECONNRESET;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    return errno == EPIPE ? -ECONNRESET : -errno;
+}
+
+static int write_some(struct fidbus_client *c)
+{
+    ssize_t n = send(c->fd, c->out.data + c->out_sent, c->out.len - c->out_sent,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+        c->out_sent += (size_t)n;
+        if (c->out_sent == c->out.len)
+            c->out.len = c->out_sent = 0;
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    return errno == EPIPE ? -ECONNRESET : -errno;
+}
+
+static int proto_rc(uint64_t code)
+{
+    return code > 0 && code < 256 ? FIDBUS_EPROTO_CODE(code) : -EPROTO;
+}
+
+/* The connection cannot be used any more: later calls get `rc` at once. */
+static int client_fail(struct fidbus_client *c, int rc)
+{
+    if (rc == -ETIMEDOUT || rc == -ENOMEM)
+        return rc;  /* the stream is still in step */
+    if (!c->dead)
+        c->dead = fidbus_error_code(rc) ? -ECONNRESET : rc;
+    c->out.len = c->out_sent = 0;
+    return rc;
+}
+
+/*
+ * The server hung up. A seq-less ERROR just before that (UNAUTHORIZED,
+ * TOO_LARGE, ...) says why, which is worth more than "connection reset".
+ */
+static int closed(struct fidbus_client *c, struct fb_wait *w)
+{
+    int rc = drain_frames(c, w);
+    client_fail(c, -ECONNRESET);
+    if (rc == 0 && w->done)
+        return 0;
+    if (rc == 0)
+        rc = w->conn_code ? proto_rc(w->conn_code) : -ECONNRESET;
+    return rc;
+}
+
+/* Writes what is buffered and reads answers until w is satisfied. */
+static int pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
+{
+    if (c->dead)
+        return c->dead;
+    for (;;) {
+        int rc = drain_frames(c, w);
+        if (rc < 0)
+            return client_fail(c, rc);
+        if (w->done)
+            return 0;
+        bool want_out = c->out_sent < c->out.len;
+        if (!want_out && w->kind == FB_WAIT_NONE)
+            return 0;
+
+        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        if (want_out)
+            p.events |= POLLOUT;
+        int n = poll(&p, 1, remaining(deadline));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return client_fail(c, -errno);
+        }
+        if (n == 0) {
+            if (remaining(deadline) == 0)
+                return -ETIMEDOUT;
+            continue;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            rc = read_some(c);
+            if (rc == -ECONNRESET)
+                return closed(c, w);
+            if (rc < 0)
+                return client_fail(c, rc);
+        }
+        if (want_out && (p.revents & POLLOUT)) {
+            rc = write_some(c);
+            if (rc < 0) {
+                /* Read what the server said before it went away. */
+                int r;
+                do {
+                    r = drain_frames(c, w);
+                    if (r == 0)
+                        r = read_some(c);
+                } while (r > 0);
+                if (r == -ECONNRESET)
+                    return closed(c, w);
+                client_fail(c, rc);
+                return w->done ? 0 : rc;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ sending */
+
+static int enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o)
+{
+    if (c->out_sent && c->out_sent < c->out.len) {
+        memmove(c->out.data, c->out.data + c->out_sent, c->out.len - c->out_sent);
+        c->out.len -= c->out_sent;
+        c->out_sent = 0;
+    }
+    size_t before = c->out.len;
+    int rc = fidbus_msg_encode(&c->out, o);
+    if (rc < 0)
+        return rc;
+    if (c->out.len - before - FIDBUS_FRAME_HEADER > c->max_frame) {
+        c->out.len = before;  /* the server would drop the connection */
+        return -EMSGSIZE;
+    }
+    return 0;
+}
+
+static int check_publish(const char *event, const struct fidbus_tag *tags,
+                         size_t ntags, const uint8_t *payload, size_t payload_len)
+{
+    if (!event || !fidbus_event_id_valid(event, strnlen(event, FIDBUS_MAX_ID_LEN + 1)))
+        return -EINVAL;
+    if (ntags > FIDBUS_MAX_TAGS || (ntags && !tags) || (payload_len && !payload))
+        return -EINVAL;
+    for (size_t i = 0; i < ntags; i++) {
+        const char *k = tags[i].key, *v = tags[i].value;
+        if (!k || !v ||
+            !fidbus_tag_key_valid(k, strnlen(k, FIDBUS_MAX_TAG_KEY_LEN + 1)) ||
+            !fidbus_tag_value_valid(v, strnlen(v, FIDBUS_MAX_TAG_VALUE_LEN + 1)))
+            return -EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(tags[j].key, k) == 0)
+                return -EINVAL;  /* a map with a duplicate key */
+    }
+    return 0;
+}
+
+static int enqueue_publish(struct fidbus_client *c, bool has_seq, uint64_t seq,
+                           uint32_t flags, const char *event,
+                           const struct fidbus_tag *tags, size_t ntags,
+                           const uint8_t *payload, size_t payload_len)
+{
+    int rc = check_publish(event, tags, ntags, payload, payload_len);
+    if (rc < 0)
+        return rc;
+    if (c->dead)
+        return c->dead;
+    struct fidbus_msg_out o = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT),
+        .type = FIDBUS_MSG_PUBLISH,
+        .event = event,
+    };
+    if (has_seq) {
+        o.present |= FIDBUS_BIT(FIDBUS_K_SEQ);
+        o.seq = seq;
+    }
+    if (ntags) {
+        o.present |= FIDBUS_BIT(FIDBUS_K_TAGS);
+        o.tags = tags;
+        o.ntags = ntags;
+    }
+    if (payload_len) {
+        o.present |= FIDBUS_BIT(FIDBUS_K_PAYLOAD);
+        o.payload.ptr = payload;
+        o.payload.len = payload_len;
+    }
+    if (flags) {
+        o.present |= FIDBUS_BIT(FIDBUS_K_FLAGS);
+        o.flags = flags;
+    }
+    return enqueue(c, &o);
+}
+
+static int maybe_send(struct fidbus_client *c)
+{
+    if (c->out.len - c->out_sent <= FB_SEND_THRESHOLD)
+        return 0;
+    return fidbus_flush(c);
+}
+
+static uint64_t internal_seq(struct fidbus_client *c)
+{
+    return FB_SEQ_INTERNAL | (c->next_seq++ & ~FB_SEQ_INTERNAL);
+}
+
+static int wait_seq(struct fidbus_client *c, struct fb_wait *w, uint64_t seq,
+                    uint64_t want_type)
+{
+    w->kind = FB_WAIT_SEQ;
+    w->seq = seq;
+    w->want_type = want_type;
+    return pump(c, w, deadline_in(c->timeout_ms));
+}
+
+/* ------------------------------------------------------------ connect */
+
+static int send_ping(struct fidbus_client *c, int64_t deadline)
+{
+    struct fidbus_msg_out o = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
+        .type = FIDBUS_MSG_PING,
+        .seq = internal_seq(c),
+    };
+    int rc = enqueue(c, &o);
+    if (rc < 0)
+        return rc;
+    struct fb_wait w = { .kind = FB_WAIT_SEQ, .seq = o.seq, .want_type = FIDBUS_MSG_ACK };
+    rc = pump(c, &w, deadline);
+    if (rc < 0)
+        return rc;
+    return w.ans.type == FIDBUS_MSG_ACK ? 0 : proto_rc(w.ans.code);
+}
+
+/*
+ * HELLO, then AUTH when the server sent a nonce. The protocol has no
+ * answer to AUTH, so a PING follows it: its ACK proves the key was
+ * accepted, and a refusal surfaces here instead of on the first publish.
+ */
+static int handshake(struct fidbus_client *c, const struct fidbus_client_opts *opts,
+                     int64_t deadline)
+{
+    struct fb_wait w = { .kind = FB_WAIT_HELLO };
+    int rc = pump(c, &w, deadline);
+    if (rc < 0)
+        return rc;
+    if (w.ans.type == FIDBUS_MSG_ERROR)
+        return proto_rc(w.ans.code);
+    if (c->version != FIDBUS_PROTO_VERSION)
+        return -EPROTONOSUPPORT;
+    if (c->nonce_len == 0)
+        return 0;
+    if (!opts || !opts->key) {
+        snprintf(c->last_error, sizeof(c->last_error),
+                 "the server requires a key and none was given");
+        return FIDBUS_EPROTO_CODE(FIDBUS_UNAUTHORIZED);
+    }
+
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned mac_len = 0;
+    if (!HMAC(EVP_sha256(), opts->key, (int)opts->key_len, c->nonce, c->nonce_len,
+              mac, &mac_len))
+        return -ENOMEM;
+    struct fidbus_msg_out o = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_MAC),
+        .type = FIDBUS_MSG_AUTH,
+        .mac = { mac, mac_len },
+    };
+    if (opts->name) {
+        o.present |= FIDBUS_BIT(FIDBUS_K_NAME);
+        o.name = opts->name;
+    }
+    rc = enqueue(c, &o);
+    if (rc < 0)
+        return rc;
+    return send_ping(c, deadline);
+}
+
+static struct fidbus_client *client_free(struct fidbus_client *c)
+{
+    if (!c)
+        return NULL;
+    if (c->fd >= 0)
+        close(c->fd);
+    fidbus_frame_reader_destroy(&c->rd);
+    fidbus_buf_free(&c->out);
+    free(c);
+    return NULL;
+}
+
+int fidbus_client_connect(struct fidbus_client **out, const char *addr,
+                          const struct fidbus_client_opts *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    struct fb_addr a;
+    int rc = parse_addr(addr, &a);
+    if (rc < 0)
+        return rc;
+
+    struct fidbus_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->fd = -1;
+    c->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : FB_DEFAULT_TIMEOUT_MS;
+    if (c->timeout_ms < 0)
+        c->timeout_ms = -1;
+    c->max_frame = opts && opts->max_frame ? opts->max_frame : FIDBUS_MAX_FRAME_DEFAULT;
+    rc = fidbus_frame_reader_init(&c->rd, c->max_frame, 0);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+
+    int64_t deadline = deadline_in(c->timeout_ms);
+    rc = a.is_unix ? connect_unix(&a, deadline) : connect_tcp(&a, deadline);
+    if (rc < 0)
+        goto fail;
+    c->fd = rc;
+    rc = handshake(c, opts, deadline);
+    if (rc < 0)
+        goto fail;
+    *out = c;
+    return 0;
+fail:
+    client_free(c);
+    return rc;
+}
+
+void fidbus_client_close(struct fidbus_client *c)
+{
+    if (!c)
+        return;
+    if (!c->dead && c->out_sent < c->out.len)
+        (void)fidbus_flush(c);
+    client_free(c);
+}
+
+/* ---------------------------------------------------------------- API */
+
+int fidbus_publish(struct fidbus_client *c, const char *event,
+                   const struct fidbus_tag *tags, size_t ntags,
+                   const uint8_t *payload, size_t payload_len)
+{
+    if (!c)
+        return -EINVAL;
+    int rc = enqueue_publish(c, false, 0, 0, event, tags, ntags, payload, payload_len);
+    return rc < 0 ? rc : maybe_send(c);
+}
+
+int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
+                       const char *event, const struct fidbus_tag *tags,
+                       size_t ntags, const uint8_t *payload, size_t payload_len)
+{
+    if (!c)
+        return -EINVAL;
+    int rc = enqueue_publish(c, true, seq, flags, event, tags, ntags, payload,
+                             payload_len);
+    return rc < 0 ? rc : maybe_send(c);
+}
+
+int fidbus_flush(struct fidbus_client *c)
+{
+    if (!c)
+        return -EINVAL;
+    struct fb_wait w = { .kind = FB_WAIT_NONE };
+    return pump(c, &w, deadline_in(c->timeout_ms));
+}
+
+int fidbus_publish_ack(struct fidbus_client *c, const char *event,
+                       const struct fidbus_tag *tags, size_t ntags,
+                       const uint8_t *payload, size_t payload_len,
+                       uint64_t *result)
+{
+    if (!c)
+        return -EINVAL;
+    if (result)
+        *result = 0;
+    uint64_t seq = internal_seq(c);
+    int rc = enqueue_publish(c, true, seq, FIDBUS_FLAG_ACK, event, tags, ntags,
+                             payload, payload_len);
+    if (rc < 0)
+        return rc;
+    struct fb_wait w = { 0 };
+    rc = wait_seq(c, &w, seq, FIDBUS_MSG_ACK);
+    if (rc < 0)
+        return rc;
+    if (result && w.has_result)
+        *result = w.ans.result;  /* HANDLER_FAILED counts successes too */
+    return w.ans.type == FIDBUS_MSG_ACK ? 0 : proto_rc(w.ans.code);
+}
+
+int fidbus_ping(struct fidbus_client *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->dead)
+        return c->dead;
+    return send_ping(c, deadline_in(c->timeout_ms));
+}
+
+int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans,
+                       int timeout_ms)
+{
+    if (!c || !ans)
+        return -EINVAL;
+    struct fb_wait w = { .kind = FB_WAIT_ANY };
+    int rc = pump(c, &w, deadline_in(timeout_ms == -1 ? c->timeout_ms : timeout_ms));
+    if (rc < 0)
+        return rc;
+    *ans = w.ans;
+    if (!w.has_result)
+        ans->result = 0;
+    return 0;
+}
+
+int fidbus_request(struct fidbus_client *c, const char *command,
+                   const uint8_t *args, size_t args_len,
+                   uint8_t **reply_result, size_t *reply_result_len)
+{
+    if (reply_result)
+        *reply_result = NULL;
+    if (reply_result_len)
+        *reply_result_len = 0;
+    if (!c || !command || !*command || (args_len && !args))
+        return -EINVAL;
+    if (c->dead)
+        return c->dead;
+    struct fidbus_msg_out o = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                   FIDBUS_BIT(FIDBUS_K_COMMAND),
+        .type = FIDBUS_MSG_REQUEST,
+        .seq = internal_seq(c),
+        .command = command,
+    };
+    if (args_len) {
+        o.present |= FIDBUS_BIT(FIDBUS_K_ARGS);
+        o.args.ptr = args;
+        o.args.len = args_len;
+    }
+    int rc = enqueue(c, &o);
+    if (rc < 0)
+        return rc;
+    struct fb_wait w = { .copy_result = reply_result != NULL };
+    rc = wait_seq(c, &w, o.seq, FIDBUS_MSG_REPLY);
+    if (rc < 0 || w.ans.type != FIDBUS_MSG_REPLY || w.ans.code != 0) {
+        free(w.result);
+        if (rc < 0)
+            return rc;
+        return proto_rc(w.ans.code);  /* never 0 here: see handle_frame */
+    }
+    if (reply_result) {
+        *reply_result = w.result;
+        if (reply_result_len)
+            *reply_result_len = w.result_len;
+    }
+    return 0;
+}
+
+const char *fidbus_client_last_error(const struct fidbus_client *c)
+{
+    return c ? c->last_error : "";
+}
+
+int fidbus_client_last_error_code(const struct fidbus_client *c)
+{
+    return c && c->last_code < 256 ? (int)c->last_code : 0;
+}
+
+uint64_t fidbus_client_async_errors(const struct fidbus_client *c)
+{
+    return c ? c->async_errors : 0;
+}
+
+const char *fidbus_client_server_name(const struct fidbus_client *c)
+{
+    return c ? c->server_name : "";
+}
+
+int fidbus_client_fd(const struct fidbus_client *c)
+{
+    return c ? c->fd : -1;
+}

@@ -1,0 +1,1170 @@
+/*
+ * End-to-end test harness (see harness.h): temp dir, config, spawning
+ * fidbusd with a NOTIFY_SOCKET readiness handshake, stopping it, raw and
+ * library connections, and small readers for what plugins write.
+ *
+ * Synchronisation is always on an event: the READY=1 datagram, the child's
+ * pidfd becoming readable when it exits, a socket becoming readable, or an
+ * inotify event on a plugin's output dir. Nothing here sleeps to let the
+ * daemon "catch up".
+ */
+#include "harness.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <dirent.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+extern char **environ;
+
+/* ------------------------------------------------------------ utilities */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    ck_assert_msg(p != NULL, "out of memory");
+    return p;
+}
+
+static void set_sun(struct sockaddr_un *sa, const char *path)
+{
+    size_t n = strlen(path);
+    ck_assert_msg(n < sizeof sa->sun_path, "socket path too long: %s", path);
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    memcpy(sa->sun_path, path, n + 1);
+}
+
+/* Rotating static buffers: paths built inline in argument lists. */
+static char *rot_buf(void)
+{
+    static char bufs[8][PATH_MAX];
+    static unsigned next;
+    return bufs[next++ % 8];
+}
+
+const char *fb_e2e_build_dir(void)
+{
+    static char dir[PATH_MAX];
+    if (dir[0])
+        return dir;
+    const char *env = getenv("FIDBUS_BUILD_DIR");
+    if (env && *env) {
+        snprintf(dir, sizeof dir, "%s", env);
+        return dir;
+    }
+    /* Run by hand: this binary is BUILD/tests/test_e2e_*. */
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    ck_assert_msg(n > 0, "FIDBUS_BUILD_DIR is not set and /proc/self/exe is unreadable");
+    dir[n] = '\0';
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(dir, '/');
+        ck_assert_msg(slash != NULL, "cannot find the build dir from %s", dir);
+        *slash = '\0';
+    }
+    return dir;
+}
+
+const char *fb_e2e_file(const struct fb_e2e *t, const char *name)
+{
+    char *b = rot_buf();
+    snprintf(b, PATH_MAX, "%s/%s", t->dir, name);
+    return b;
+}
+
+const char *fb_e2e_built(const char *rel)
+{
+    char *b = rot_buf();
+    snprintf(b, PATH_MAX, "%s/%s", fb_e2e_build_dir(), rel);
+    return b;
+}
+
+char *fb_e2e_read(const char *path, size_t *lenp)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *p = malloc(cap);
+    ck_assert_msg(p != NULL, "out of memory");
+    for (;;) {
+        if (cap - len < 2) {
+            cap *= 2;
+            p = realloc(p, cap);
+            ck_assert_msg(p != NULL, "out of memory");
+        }
+        ssize_t n = read(fd, p + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    p[len] = '\0';
+    if (lenp)
+        *lenp = len;
+    return p;
+}
+
+static void write_all(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ck_assert_msg(fd >= 0, "cannot create %s: %s", path, strerror(errno));
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        ck_assert_msg(n > 0, "write %s: %s", path, strerror(errno));
+        off += (size_t)n;
+    }
+    close(fd);
+}
+
+/* Replaces @B@ with the build dir and @D@ with the temp dir. */
+static char *substitute(const struct fb_e2e *t, const char *text)
+{
+    const char *bdir = fb_e2e_build_dir();
+    size_t cap = strlen(text) + 1, len = 0;
+    for (const char *p = text; (p = strchr(p, '@')) != NULL; p++)
+        cap += PATH_MAX;
+    char *out = malloc(cap);
+    ck_assert_msg(out != NULL, "out of memory");
+    for (const char *p = text; *p;) {
+        const char *rep = NULL;
+        if (strncmp(p, "@B@", 3) == 0)
+            rep = bdir;
+        else if (strncmp(p, "@D@", 3) == 0)
+            rep = t->dir;
+        if (rep) {
+            size_t n = strlen(rep);
+            memcpy(out + len, rep, n);
+            len += n;
+            p += 3;
+        } else {
+            out[len++] = *p++;
+        }
+    }
+    out[len] = '\0';
+    return out;
+}
+
+/* The last `max` bytes of the daemon's stderr, for failure messages. */
+static const char *stderr_tail(const struct fb_e2e *t, size_t max)
+{
+    static char tail[4096];
+    if (max >= sizeof tail)
+        max = sizeof tail - 1;
+    size_t len = 0;
+    char *all = fb_e2e_read(t->errfile, &len);
+    if (!all) {
+        snprintf(tail, sizeof tail, "(no stderr file)");
+        return tail;
+    }
+    const char *from = len > max ? all + len - max : all;
+    snprintf(tail, sizeof tail, "%s", from);
+    free(all);
+    return tail;
+}
+
+char *fb_e2e_stderr(const struct fb_e2e *t)
+{
+    char *s = fb_e2e_read(t->errfile, NULL);
+    return s ? s : xstrdup("");
+}
+
+/* ------------------------------------------------- cleanup at exit */
+
+#define MAX_LIVE 8
+static struct fb_e2e *live[MAX_LIVE];
+static bool atexit_done;
+
+static int rm_one(const char *path, const struct stat *st, int type, struct FTW *f)
+{
+    (void)st;
+    (void)type;
+    (void)f;
+    remove(path);
+    return 0;
+}
+
+static void remove_tree(const char *dir)
+{
+    if (getenv("FIDBUS_E2E_KEEP")) {
+        fprintf(stderr, "e2e: kept %s\n", dir);
+        return;
+    }
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void kill_daemon(struct fb_e2e *t, bool dump)
+{
+    if (!t->pid)
+        return;
+    kill(t->pid, SIGKILL);
+    waitpid(t->pid, NULL, 0);
+    t->pid = 0;
+    if (dump) {
+        char *err = fb_e2e_stderr(t);
+        fprintf(stderr, "---- fidbusd stderr (%s), killed by the harness ----\n%s"
+                        "---- end of fidbusd stderr ----\n", t->dir, err);
+        free(err);
+    }
+}
+
+static void at_exit(void)
+{
+    for (int i = 0; i < MAX_LIVE; i++) {
+        struct fb_e2e *t = live[i];
+        if (!t)
+            continue;
+        kill_daemon(t, true);
+        remove_tree(t->dir);
+        live[i] = NULL;
+    }
+}
+
+/* ------------------------------------------------------------- main */
+
+int fb_e2e_main(Suite *s)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp || strlen(tmp) > 40)
+        tmp = "/tmp";
+    char base[64];
+    snprintf(base, sizeof base, "%s/fidbus-e2e-XXXXXX", tmp);
+    if (!mkdtemp(base)) {
+        fprintf(stderr, "e2e: mkdtemp %s: %s\n", base, strerror(errno));
+        return EXIT_FAILURE;
+    }
+    setenv("FIDBUS_E2E_BASE", base, 1);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+
+    DIR *d = opendir(base);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s/fidbusd.stderr", base, e->d_name);
+        char *err = fb_e2e_read(path, NULL);
+        if (err && *err)
+            fprintf(stderr, "---- %s (left by a failed test) ----\n%s---- end ----\n", path,
+                    err);
+        free(err);
+    }
+    if (d)
+        closedir(d);
+    remove_tree(base);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+struct fb_e2e *fb_e2e_new(void)
+{
+    if (!atexit_done) {
+        atexit(at_exit);
+        atexit_done = true;
+        signal(SIGPIPE, SIG_IGN);
+    }
+    struct fb_e2e *t = calloc(1, sizeof *t);
+    ck_assert_msg(t != NULL, "out of memory");
+    t->notify_fd = -1;
+    t->pidfd = -1;
+
+    /* Unix socket paths are limited to 108 bytes: stay in a short dir. */
+    const char *base = getenv("FIDBUS_E2E_BASE");
+    if (base && *base && strlen(base) < 60) {
+        snprintf(t->dir, sizeof t->dir, "%s/t-XXXXXX", base);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        if (!tmp || !*tmp || strlen(tmp) > 60)
+            tmp = "/tmp";
+        snprintf(t->dir, sizeof t->dir, "%s/fidbus-e2e-XXXXXX", tmp);
+    }
+    ck_assert_msg(mkdtemp(t->dir) != NULL, "mkdtemp %s: %s", t->dir, strerror(errno));
+
+    snprintf(t->conf, sizeof t->conf, "%s/fidbusd.conf", t->dir);
+    snprintf(t->bus, sizeof t->bus, "%s/run/bus.sock", t->dir);
+    snprintf(t->control, sizeof t->control, "%s/run/control.sock", t->dir);
+    snprintf(t->bus_addr, sizeof t->bus_addr, "unix:%s", t->bus);
+    snprintf(t->errfile, sizeof t->errfile, "%s/fidbusd.stderr", t->dir);
+    snprintf(t->notify, sizeof t->notify, "%s/notify.sock", t->dir);
+
+    int i;
+    for (i = 0; i < MAX_LIVE && live[i]; i++)
+        ;
+    ck_assert_msg(i < MAX_LIVE, "too many harness instances at once");
+    live[i] = t;
+    return t;
+}
+
+struct fb_e2e *fb_e2e_free(struct fb_e2e *t)
+{
+    if (!t)
+        return NULL;
+    kill_daemon(t, true);
+    if (t->notify_fd >= 0)
+        close(t->notify_fd);
+    if (t->pidfd >= 0)
+        close(t->pidfd);
+    remove_tree(t->dir);
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] == t)
+            live[i] = NULL;
+    free(t);
+    return NULL;
+}
+
+static uint16_t free_tcp_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "bind: %s",
+                  strerror(errno));
+    socklen_t sl = sizeof sa;
+    ck_assert(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *sections)
+{
+    static const struct fb_e2e_opts defaults;
+    if (!o)
+        o = &defaults;
+    char head[4096];
+    int n = snprintf(head, sizeof head,
+                     "; written by the fidbus e2e harness\n"
+                     "[daemon]\n"
+                     "workers = %u\n"
+                     "runtime_dir = %s/run\n"
+                     "state_dir = %s/state\n"
+                     "log_level = info\n",
+                     o->workers ? o->workers : 2, t->dir, t->dir);
+    if (o->max_frame)
+        n += snprintf(head + n, sizeof head - n, "max_frame = %u\n", o->max_frame);
+    if (o->blocking_threads)
+        n += snprintf(head + n, sizeof head - n, "blocking_threads = %u\n",
+                      o->blocking_threads);
+    n += snprintf(head + n, sizeof head - n, "\n[listen]\nunix = %s\n", t->bus);
+    t->tcp_addr[0] = '\0';
+    if (o->tcp) {
+        uint16_t port = free_tcp_port();
+        snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+        n += snprintf(head + n, sizeof head - n, "tcp = 127.0.0.1:%u\ntcp_auth = none\n",
+                      port);
+    }
+    if (o->listen_extra)
+        n += snprintf(head + n, sizeof head - n, "%s\n", o->listen_extra);
+    n += snprintf(head + n, sizeof head - n, "\n[control]\nsocket = %s\n\n", t->control);
+    ck_assert_int_lt(n, (int)sizeof head);
+
+    char *body = substitute(t, sections ? sections : "");
+    size_t len = (size_t)n + strlen(body) + 1;
+    char *all = malloc(len);
+    ck_assert_msg(all != NULL, "out of memory");
+    snprintf(all, len, "%s%s", head, body);
+    write_all(t->conf, all);
+    free(all);
+    free(body);
+}
+
+const char *fb_e2e_write(struct fb_e2e *t, const char *name, const char *text)
+{
+    char *body = substitute(t, text);
+    const char *path = fb_e2e_file(t, name);
+    write_all(path, body);
+    free(body);
+    return path;
+}
+
+/* ------------------------------------------------------ child processes */
+
+/* environ without NOTIFY_SOCKET, plus `extra` if non-NULL. Caller frees
+ * the array (not the strings, except the last one it added). */
+static char **child_env(const char *extra)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 2, sizeof *env);
+    ck_assert_msg(env != NULL, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0)
+            env[k++] = environ[i];
+    if (extra)
+        env[k++] = (char *)extra;
+    env[k] = NULL;
+    return env;
+}
+
+/* fork + exec with stdout/stderr to out_path/err_path (may be equal). The
+ * child dies with us (PR_SET_PDEATHSIG) and inherits no descriptor but
+ * 0-2. */
+static pid_t spawn(const char *const argv[], char **env, const char *out_path,
+                   const char *err_path)
+{
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+        int err = strcmp(out_path, err_path) == 0
+                      ? out
+                      : open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+        if (in < 0 || out < 0 || err < 0)
+            _exit(126);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(err, 2);
+        syscall(SYS_close_range, 3u, ~0u, 0u);
+        signal(SIGPIPE, SIG_DFL);
+        execve(argv[0], (char *const *)argv, env);
+        dprintf(2, "e2e harness: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+/* Waits up to timeout_ms for pid to exit. Returns true with *status set. */
+static bool wait_exit(pid_t pid, int pidfd, int timeout_ms, int *status)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return true;
+        ck_assert_msg(r == 0, "waitpid: %s", strerror(errno));
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return false;
+        int left = (int)(deadline - now);
+        if (pidfd >= 0) {
+            struct pollfd p = {.fd = pidfd, .events = POLLIN};
+            poll(&p, 1, left);
+        } else {
+            /* No pidfd (old kernel): this is a wait for an exit, bounded
+             * by the deadline, not a synchronisation sleep. */
+            poll(NULL, 0, left < 20 ? left : 20);
+        }
+    }
+}
+
+enum ready_result { READY_OK, READY_EXITED, READY_TIMEOUT };
+
+/* Drains the notify socket, noting READY=1 / STOPPING=1. */
+static bool drain_notify(struct fb_e2e *t)
+{
+    bool ready = false;
+    char dg[4096];
+    for (;;) {
+        ssize_t n = recv(t->notify_fd, dg, sizeof dg - 1, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        dg[n] = '\0';
+        for (char *line = strtok(dg, "\n"); line; line = strtok(NULL, "\n")) {
+            if (strcmp(line, "READY=1") == 0)
+                ready = true;
+            else if (strcmp(line, "STOPPING=1") == 0)
+                t->stopping_seen = true;
+        }
+    }
+    return ready;
+}
+
+static enum ready_result wait_ready(struct fb_e2e *t, int *status)
+{
+    uint64_t deadline = now_ms() + FB_E2E_TIMEOUT_MS;
+    for (;;) {
+        if (drain_notify(t))
+            return READY_OK;
+        pid_t r = waitpid(t->pid, status, WNOHANG);
+        if (r == t->pid) {
+            /* It may have said READY just before dying. */
+            return drain_notify(t) ? READY_OK : READY_EXITED;
+        }
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return READY_TIMEOUT;
+        struct pollfd p[2] = {{.fd = t->notify_fd, .events = POLLIN},
+                              {.fd = t->pidfd, .events = POLLIN}};
+        int left = (int)(deadline - now);
+        if (t->pidfd < 0 && left > 20)
+            left = 20;  /* see wait_exit */
+        poll(p, t->pidfd >= 0 ? 2 : 1, left);
+    }
+}
+
+static void spawn_daemon(struct fb_e2e *t)
+{
+    ck_assert_msg(t->pid == 0, "daemon already running");
+    if (t->notify_fd < 0) {
+        t->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ck_assert_msg(t->notify_fd >= 0, "socket: %s", strerror(errno));
+        struct sockaddr_un sa;
+        set_sun(&sa, t->notify);
+        ck_assert_msg(bind(t->notify_fd, (struct sockaddr *)&sa, sizeof sa) == 0,
+                      "bind %s: %s", t->notify, strerror(errno));
+    }
+    drain_notify(t);
+    t->stopping_seen = false;
+
+    char envvar[200];
+    snprintf(envvar, sizeof envvar, "NOTIFY_SOCKET=%s", t->notify);
+    char **env = child_env(envvar);
+    const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "-c", t->conf, NULL};
+    ck_assert_msg(access(argv[0], X_OK) == 0, "%s: %s", argv[0], strerror(errno));
+    t->pid = spawn(argv, env, t->errfile, t->errfile);
+    free(env);
+    if (t->pidfd >= 0)
+        close(t->pidfd);
+    t->pidfd = pidfd_open_(t->pid);
+}
+
+void fb_e2e_start(struct fb_e2e *t)
+{
+    spawn_daemon(t);
+    int status = 0;
+    enum ready_result r = wait_ready(t, &status);
+    if (r == READY_EXITED) {
+        t->pid = 0;
+        ck_abort_msg("fidbusd exited before READY=1 (status 0x%x); stderr:\n%s", status,
+                     stderr_tail(t, 1500));
+    }
+    ck_assert_msg(r == READY_OK, "fidbusd sent no READY=1 within %d ms; stderr:\n%s",
+                  FB_E2E_TIMEOUT_MS, stderr_tail(t, 1500));
+    /* READY promises every listener is bound. */
+    ck_assert_msg(access(t->bus, F_OK) == 0, "READY=1 but no socket %s", t->bus);
+}
+
+struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections)
+{
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, o, sections);
+    fb_e2e_start(t);
+    return t;
+}
+
+int fb_e2e_start_fail(struct fb_e2e *t, double *secs)
+{
+    uint64_t t0 = now_ms();
+    spawn_daemon(t);
+    int status = 0;
+    enum ready_result r = wait_ready(t, &status);
+    ck_assert_msg(r != READY_OK, "fidbusd became ready although it should refuse the "
+                                 "config; stderr:\n%s", stderr_tail(t, 1500));
+    ck_assert_msg(r == READY_EXITED, "fidbusd neither exited nor became ready within "
+                                     "%d ms; stderr:\n%s", FB_E2E_TIMEOUT_MS,
+                  stderr_tail(t, 1500));
+    t->pid = 0;
+    if (secs)
+        *secs = (double)(now_ms() - t0) / 1000.0;
+    ck_assert_msg(access(t->bus, F_OK) != 0,
+                  "fidbusd refused to start but left its socket %s", t->bus);
+    return status;
+}
+
+int fb_e2e_stop(struct fb_e2e *t)
+{
+    return fb_e2e_stop_signal(t, SIGTERM);
+}
+
+int fb_e2e_stop_signal(struct fb_e2e *t, int sig)
+{
+    ck_assert_msg(t->pid > 0, "no daemon to stop");
+    ck_assert_msg(kill(t->pid, sig) == 0, "kill: %s", strerror(errno));
+    int status = 0;
+    if (!wait_exit(t->pid, t->pidfd, FB_E2E_TIMEOUT_MS, &status)) {
+        ck_abort_msg("fidbusd did not exit within %d ms of %s; stderr:\n%s",
+                     FB_E2E_TIMEOUT_MS, strsignal(sig), stderr_tail(t, 1500));
+    }
+    t->pid = 0;
+    drain_notify(t);
+    ck_assert_msg(access(t->bus, F_OK) != 0, "fidbusd exited but left %s", t->bus);
+    ck_assert_msg(access(t->control, F_OK) != 0, "fidbusd exited but left %s",
+                  t->control);
+    return status;
+}
+
+void fb_e2e_stop_ok(struct fb_e2e *t)
+{
+    int st = fb_e2e_stop(t);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "fidbusd did not exit 0 after SIGTERM (%s %d); stderr:\n%s",
+                  WIFEXITED(st) ? "exit" : "signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), stderr_tail(t, 1500));
+}
+
+int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err)
+{
+    static unsigned runs;
+    char out_path[PATH_MAX], err_path[PATH_MAX];
+    snprintf(out_path, sizeof out_path, "%s/run%u.out", t->dir, runs);
+    snprintf(err_path, sizeof err_path, "%s/run%u.err", t->dir, runs);
+    runs++;
+    ck_assert_msg(access(argv[0], X_OK) == 0, "%s: %s", argv[0], strerror(errno));
+    char **env = child_env(NULL);
+    pid_t pid = spawn(argv, env, out_path, err_path);
+    free(env);
+    int pidfd = pidfd_open_(pid);
+    int status = 0;
+    bool done = wait_exit(pid, pidfd, FB_E2E_TIMEOUT_MS, &status);
+    if (pidfd >= 0)
+        close(pidfd);
+    if (!done) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        ck_abort_msg("%s did not finish within %d ms", argv[0], FB_E2E_TIMEOUT_MS);
+    }
+    if (out) {
+        *out = fb_e2e_read(out_path, NULL);
+        if (!*out)
+            *out = xstrdup("");
+    }
+    if (err) {
+        *err = fb_e2e_read(err_path, NULL);
+        if (!*err)
+            *err = xstrdup("");
+    }
+    return status;
+}
+
+/* ---------------------------------------------------- reading outputs */
+
+bool fb_e2e_wait_contains(const char *path, const char *needle, int timeout_ms)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    ck_assert(slash != NULL);
+    *slash = '\0';
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    ck_assert_msg(in >= 0, "inotify_init1: %s", strerror(errno));
+    ck_assert_msg(inotify_add_watch(in, dir, IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE |
+                                                 IN_MOVED_TO) >= 0,
+                  "inotify_add_watch %s: %s", dir, strerror(errno));
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    bool found = false;
+    for (;;) {
+        /* Check after the watch exists, so no change can slip between. */
+        char *text = fb_e2e_read(path, NULL);
+        found = text && strstr(text, needle);
+        free(text);
+        uint64_t now = now_ms();
+        if (found || now >= deadline)
+            break;
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        poll(&p, 1, (int)(deadline - now));
+        char ev[4096];
+        while (read(in, ev, sizeof ev) > 0)
+            ;
+    }
+    close(in);
+    return found;
+}
+
+/* Does line [b, e) contain "seq=SEQ" exactly? */
+static bool line_has_seq(const char *b, const char *e, long long seq)
+{
+    for (const char *p = b; p + 4 <= e; p++) {
+        if (memcmp(p, "seq=", 4) != 0)
+            continue;
+        if (p > b && (p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z')))
+            continue;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(p + 4, &end, 10);
+        if (end != p + 4 && errno == 0 && (long long)v == seq)
+            return true;
+    }
+    return false;
+}
+
+static const char *find_line(const char *text, const char *event, long long seq,
+                             const char **from, size_t *len)
+{
+    const char *p = *from;
+    while (p && *p) {
+        const char *e = strchr(p, '\n');
+        if (!e)
+            e = p + strlen(p);
+        size_t n = (size_t)(e - p);
+        bool ok = memmem(p, n, event, strlen(event)) != NULL &&
+                  (seq < 0 || line_has_seq(p, e, seq));
+        const char *line = p;
+        p = *e ? e + 1 : e;
+        if (ok) {
+            *from = p;
+            *len = n;
+            return line;
+        }
+    }
+    (void)text;
+    *from = p;
+    return NULL;
+}
+
+int fb_e2e_lines_with(const char *text, const char *event, long long seq)
+{
+    int count = 0;
+    const char *from = text;
+    size_t len;
+    while (text && find_line(text, event, seq, &from, &len))
+        count++;
+    return count;
+}
+
+bool fb_e2e_has_line(const char *text, const char *const needles[])
+{
+    for (const char *p = text; p && *p;) {
+        const char *e = strchr(p, '\n');
+        if (!e)
+            e = p + strlen(p);
+        char *line = strndup(p, (size_t)(e - p));
+        ck_assert_msg(line != NULL, "out of memory");
+        bool all = true;
+        for (size_t i = 0; needles[i] && all; i++)
+            all = strcasestr(line, needles[i]) != NULL;
+        free(line);
+        if (all)
+            return true;
+        p = *e ? e + 1 : e;
+    }
+    return false;
+}
+
+char *fb_e2e_line_with(const char *text, const char *event, long long seq)
+{
+    const char *from = text;
+    size_t len;
+    const char *line = text ? find_line(text, event, seq, &from, &len) : NULL;
+    if (!line)
+        return NULL;
+    char *s = strndup(line, len);
+    ck_assert_msg(s != NULL, "out of memory");
+    return s;
+}
+
+long long fb_e2e_json_count(const char *json, const char *key)
+{
+    if (!json)
+        return -1;
+    char quoted[300];
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    for (const char *p = json; (p = strstr(p, quoted)) != NULL; p++) {
+        const char *q = p + strlen(quoted);
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+            q++;
+        if (*q != ':')
+            continue;  /* a value, not a key */
+        q++;
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+            q++;
+        if (*q < '0' || *q > '9')
+            return -1;
+        return strtoll(q, NULL, 10);
+    }
+    return -1;
+}
+
+/* -------------------------------------------------- library connections */
+
+static struct fidbus_client *connect_to(const char *addr)
+{
+    struct fidbus_client *c = NULL;
+    int rc = fidbus_client_connect(&c, addr, NULL);
+    ck_assert_msg(rc == 0, "fidbus_client_connect(%s): %s", addr, fidbus_strerror(rc));
+    ck_assert(c != NULL);
+    return c;
+}
+
+struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t)
+{
+    return connect_to(t->bus_addr);
+}
+
+struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t)
+{
+    ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");
+    return connect_to(t->tcp_addr);
+}
+
+/* ----------------------------------------------------- raw connections */
+
+static struct fb_e2e_raw *raw_new(int fd)
+{
+    struct fb_e2e_raw *r = calloc(1, sizeof *r);
+    ck_assert_msg(r != NULL, "out of memory");
+    r->fd = fd;
+    r->cap = 65536;
+    r->buf = malloc(r->cap);
+    ck_assert_msg(r->buf != NULL, "out of memory");
+    return r;
+}
+
+struct fb_e2e_raw *fb_e2e_raw_unix(const struct fb_e2e *t)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_un sa;
+    set_sun(&sa, t->bus);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s",
+                  t->bus, strerror(errno));
+    return raw_new(fd);
+}
+
+struct fb_e2e_raw *fb_e2e_raw_tcp(const struct fb_e2e *t)
+{
+    ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");
+    const char *colon = strrchr(t->tcp_addr, ':');
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)atoi(colon + 1))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s",
+                  t->tcp_addr, strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return raw_new(fd);
+}
+
+struct fb_e2e_raw *fb_e2e_raw_close(struct fb_e2e_raw *r)
+{
+    if (!r)
+        return NULL;
+    close(r->fd);
+    free(r->buf);
+    free(r->body);
+    free(r);
+    return NULL;
+}
+
+void fb_e2e_raw_send(struct fb_e2e_raw *r, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t k = send(r->fd, b, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EPIPE || errno == ECONNRESET))
+            return;
+        ck_assert_msg(k > 0, "send: %s", strerror(errno));
+        b += k;
+        n -= (size_t)k;
+    }
+}
+
+void fb_e2e_raw_frame(struct fb_e2e_raw *r, const void *body, size_t n)
+{
+    uint8_t *f = malloc(n + 4);
+    ck_assert_msg(f != NULL, "out of memory");
+    f[0] = (uint8_t)(n >> 24);
+    f[1] = (uint8_t)(n >> 16);
+    f[2] = (uint8_t)(n >> 8);
+    f[3] = (uint8_t)n;
+    if (n)
+        memcpy(f + 4, body, n);
+    fb_e2e_raw_send(r, f, n + 4);
+    free(f);
+}
+
+void fb_e2e_raw_msg(struct fb_e2e_raw *r, const struct fidbus_msg_out *m)
+{
+    struct fidbus_buf b = {0};
+    int rc = fidbus_msg_encode(&b, m);
+    ck_assert_msg(rc == 0, "fidbus_msg_encode: %d", rc);
+    fb_e2e_raw_send(r, b.data, b.len);
+    fidbus_buf_free(&b);
+}
+
+void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event)
+{
+    struct fidbus_msg_out m = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                   FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
+        .type = FIDBUS_MSG_PUBLISH,
+        .seq = seq,
+        .event = event,
+        .flags = ack ? FIDBUS_FLAG_ACK : 0,
+    };
+    fb_e2e_raw_msg(r, &m);
+}
+
+void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq)
+{
+    struct fidbus_msg_out m = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
+        .type = FIDBUS_MSG_PING,
+        .seq = seq,
+    };
+    fb_e2e_raw_msg(r, &m);
+}
+
+int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (r->len >= 4) {
+            size_t n = (size_t)r->buf[0] << 24 | (size_t)r->buf[1] << 16 |
+                       (size_t)r->buf[2] << 8 | r->buf[3];
+            ck_assert_msg(n > 0 && n <= FIDBUS_MAX_FRAME_DEFAULT,
+                          "daemon sent a frame of length %zu", n);
+            if (r->len >= 4 + n) {
+                free(r->body);
+                r->body = malloc(n);
+                ck_assert_msg(r->body != NULL, "out of memory");
+                memcpy(r->body, r->buf + 4, n);
+                r->body_len = n;
+                memmove(r->buf, r->buf + 4 + n, r->len - 4 - n);
+                r->len -= 4 + n;
+                int rc = fidbus_msg_decode(r->body, n, FIDBUS_MAX_DEPTH_DEFAULT, &r->msg);
+                ck_assert_msg(rc == 0, "daemon sent an undecodable frame (%d: %s)", rc,
+                              r->msg.why ? r->msg.why : "?");
+                return 1;
+            }
+            if (r->cap < 4 + n) {
+                r->cap = 4 + n;
+                r->buf = realloc(r->buf, r->cap);
+                ck_assert_msg(r->buf != NULL, "out of memory");
+            }
+        }
+        if (r->len == r->cap) {
+            r->cap *= 2;
+            r->buf = realloc(r->buf, r->cap);
+            ck_assert_msg(r->buf != NULL, "out of memory");
+        }
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0)
+            return -ETIMEDOUT;
+        ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -errno;
+        if (k == 0) {
+            ck_assert_msg(r->len == 0, "daemon closed in the middle of a frame "
+                                       "(%zu bytes pending)", r->len);
+            return 0;
+        }
+        r->len += (size_t)k;
+    }
+}
+
+static const char *type_name(uint64_t type)
+{
+    switch (type) {
+    case FIDBUS_MSG_HELLO: return "HELLO";
+    case FIDBUS_MSG_ACK: return "ACK";
+    case FIDBUS_MSG_ERROR: return "ERROR";
+    case FIDBUS_MSG_REPLY: return "REPLY";
+    default: return "?";
+    }
+}
+
+static void recv_one(struct fb_e2e_raw *r, const char *what)
+{
+    int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
+    ck_assert_msg(rc == 1, "waiting for %s: %s", what,
+                  rc == 0 ? "the daemon closed the connection"
+                          : rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
+}
+
+void fb_e2e_raw_hello(struct fb_e2e_raw *r)
+{
+    recv_one(r, "HELLO");
+    ck_assert_msg(r->msg.type == FIDBUS_MSG_HELLO, "first frame is %s (%" PRIu64
+                  "), not HELLO", type_name(r->msg.type), r->msg.type);
+    ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_VERSION) && r->msg.version == 1,
+                  "HELLO without version 1");
+    ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_NAME) && r->msg.name.len > 0,
+                  "HELLO without a server name");
+}
+
+void fb_e2e_raw_expect_ack(struct fb_e2e_raw *r, uint64_t seq, uint64_t result)
+{
+    char what[64];
+    snprintf(what, sizeof what, "ACK seq %" PRIu64, seq);
+    recv_one(r, what);
+    const struct fidbus_msg *m = &r->msg;
+    ck_assert_msg(m->type == FIDBUS_MSG_ACK,
+                  "expected ACK seq %" PRIu64 ", got %s seq %" PRIu64 " code %" PRIu64
+                  " (%s) message \"%.*s\"",
+                  seq, type_name(m->type), m->seq, m->code, fidbus_code_name((int)m->code),
+                  (int)m->message.len, (const char *)m->message.ptr);
+    ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_SEQ) && m->seq == seq,
+                  "expected ACK seq %" PRIu64 ", got seq %" PRIu64, seq, m->seq);
+    uint64_t v = UINT64_MAX;
+    ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_RESULT) && fb_e2e_cbor_uint(m->result, &v),
+                  "ACK seq %" PRIu64 " has no uint result", seq);
+    ck_assert_msg(v == result, "ACK seq %" PRIu64 ": result %" PRIu64 ", expected %" PRIu64,
+                  seq, v, result);
+}
+
+const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
+                                                 long long seq)
+{
+    char what[64];
+    snprintf(what, sizeof what, "ERROR %s", fidbus_code_name(code));
+    recv_one(r, what);
+    const struct fidbus_msg *m = &r->msg;
+    ck_assert_msg(m->type == FIDBUS_MSG_ERROR && m->code == (uint64_t)code,
+                  "expected ERROR %s (seq %lld), got %s seq %" PRIu64 " code %" PRIu64
+                  " (%s) message \"%.*s\"",
+                  fidbus_code_name(code), seq, type_name(m->type), m->seq, m->code,
+                  fidbus_code_name((int)m->code), (int)m->message.len,
+                  (const char *)m->message.ptr);
+    ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_MESSAGE) && m->message.len > 0,
+                  "ERROR %s without a message", fidbus_code_name(code));
+    if (seq >= 0)
+        ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_SEQ) && m->seq == (uint64_t)seq,
+                      "ERROR %s: expected seq %lld, got %s%" PRIu64,
+                      fidbus_code_name(code), seq,
+                      fidbus_msg_has(m, FIDBUS_K_SEQ) ? "" : "none ", m->seq);
+    else if (seq == -2)
+        ck_assert_msg(!fidbus_msg_has(m, FIDBUS_K_SEQ), "ERROR %s carries seq %" PRIu64
+                      " although none was sent", fidbus_code_name(code), m->seq);
+    return m;
+}
+
+void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r)
+{
+    int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
+    ck_assert_msg(rc != 1, "expected the daemon to close, got %s seq %" PRIu64
+                  " code %" PRIu64 " message \"%.*s\"",
+                  type_name(r->msg.type), r->msg.seq, r->msg.code,
+                  (int)r->msg.message.len, (const char *)r->msg.message.ptr);
+    ck_assert_msg(rc == 0 || rc == -ECONNRESET, "expected the daemon to close: %s",
+                  rc == -ETIMEDOUT ? "timed out, still open" : strerror(-rc));
+}
+
+bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v)
+{
+    if (s.len < 1 || (s.ptr[0] >> 5) != 0)
+        return false;
+    unsigned ai = s.ptr[0] & 0x1f;
+    if (ai < 24) {
+        *v = ai;
+        return s.len == 1;
+    }
+    if (ai > 27)
+        return false;
+    size_t n = (size_t)1 << (ai - 24);
+    if (s.len != 1 + n)
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++)
+        x = x << 8 | s.ptr[1 + i];
+    *v = x;
+    return true;
+}
+
+/* ------------------------------------------------------- CBOR writer */
+
+void fb_e2e_cb_raw(struct fb_e2e_cbor *c, const void *p, size_t n)
+{
+    ck_assert_msg(c->n + n <= sizeof c->b, "hand-made CBOR body too long");
+    memcpy(c->b + c->n, p, n);
+    c->n += n;
+}
+
+void fb_e2e_cb_head(struct fb_e2e_cbor *c, unsigned major, uint64_t v)
+{
+    uint8_t h[9];
+    size_t n;
+    uint8_t mt = (uint8_t)(major << 5);
+    if (v < 24) {
+        h[0] = mt | (uint8_t)v;
+        n = 1;
+    } else if (v <= 0xff) {
+        h[0] = mt | 24;
+        h[1] = (uint8_t)v;
+        n = 2;
+    } else if (v <= 0xffff) {
+        h[0] = mt | 25;
+        h[1] = (uint8_t)(v >> 8);
+        h[2] = (uint8_t)v;
+        n = 3;
+    } else if (v <= 0xffffffffu) {
+        h[0] = mt | 26;
+        for (int i = 0; i < 4; i++)
+            h[1 + i] = (uint8_t)(v >> (24 - 8 * i));
+        n = 5;
+    } else {
+        h[0] = mt | 27;
+        for (int i = 0; i < 8; i++)
+            h[1 + i] = (uint8_t)(v >> (56 - 8 * i));
+        n = 9;
+    }
+    fb_e2e_cb_raw(c, h, n);
+}
+
+void fb_e2e_cb_text(struct fb_e2e_cbor *c, const char *s)
+{
+    size_t n = strlen(s);
+    fb_e2e_cb_head(c, FB_E2E_CB_TEXT, n);
+    fb_e2e_cb_raw(c, s, n);
+}

@@ -1,0 +1,213 @@
+/*
+ * End-to-end test harness: runs a real fidbusd in a private temp dir and
+ * talks to it over the wire.
+ *
+ * A test writes a config (the harness supplies [daemon], [listen] and
+ * [control]; the test adds [plugin ...] and [route ...] sections), starts
+ * the daemon and waits for its sd_notify "READY=1" datagram on a socket the
+ * harness binds -- never a sleep. It then talks to the daemon with the
+ * client library (fidbus_client) or with raw sockets for hand-made frames,
+ * uses PING as the barrier before reading what plugins wrote, and stops the
+ * daemon with SIGTERM, checking the exit status and that the sockets are
+ * gone.
+ *
+ * Paths come from $FIDBUS_BUILD_DIR (set by ctest): daemon/fidbusd,
+ * daemon/fidbusctl, plugins/{log,count}.so, tests/plugins/NAME.so. In the
+ * config text a test hands over, "@B@" stands for the build dir and "@D@"
+ * for the temp dir.
+ *
+ * Every failure is a Check assertion. A failed test's process ends at once
+ * (Check's _exit), so cleanup does not depend on it: the daemon has
+ * PR_SET_PDEATHSIG and dies with the test process (also when Check kills
+ * it on timeout), and fb_e2e_main removes the temp dirs afterwards,
+ * printing the stderr of the daemons of failed tests.
+ */
+#ifndef FB_E2E_HARNESS_H
+#define FB_E2E_HARNESS_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fidbus/client.h>
+#include <fidbus/proto.h>
+
+/* Config sections used by many tests. */
+#define FB_E2E_LOG                                                             \
+    "[plugin log]\npath = @B@/plugins/log.so\nfile = @D@/log.txt\n"
+#define FB_E2E_COUNT                                                           \
+    "[plugin count]\npath = @B@/plugins/count.so\n"                            \
+    "report_file = @D@/count.json\ninterval_ms = 0\n"
+/* [plugin NAME] for tests/plugins/NAME.so, followed by its keys. */
+#define FB_E2E_TP(name) "[plugin " name "]\npath = @B@/tests/plugins/" name ".so\n"
+
+/* How long the harness waits for the daemon to become ready or to exit. */
+#define FB_E2E_TIMEOUT_MS 10000
+
+struct fb_e2e_opts {
+    bool tcp;                   /* loopback TCP listener, tcp_auth = none */
+    unsigned workers;           /* 0: 2 */
+    uint32_t max_frame;         /* 0: not written (daemon default) */
+    unsigned blocking_threads;  /* 0: not written (daemon default) */
+    const char *listen_extra;   /* more lines for [listen], or NULL */
+};
+
+struct fb_e2e {
+    char dir[128];              /* private temp dir, removed by fb_e2e_free */
+    char conf[160];             /* the config file */
+    char bus[160];              /* Unix bus socket */
+    char control[160];          /* control socket (configured; may be unused) */
+    char bus_addr[170];         /* "unix:" + bus */
+    char tcp_addr[64];          /* "tcp:127.0.0.1:PORT", or "" without TCP */
+    char errfile[160];          /* the daemon's stdout+stderr */
+    char notify[160];           /* our NOTIFY_SOCKET */
+    int notify_fd;
+    int pidfd;                  /* -1 if pidfd_open is unavailable */
+    pid_t pid;                  /* 0 when no daemon is running */
+    bool stopping_seen;         /* "STOPPING=1" arrived */
+};
+
+/*
+ * Runs the suite (Check, CK_NORMAL) and returns the process exit status.
+ * Every test's temp dir lives under one base dir made here: Check ends a
+ * failing forked test with _exit, so the test cannot clean up after
+ * itself. Dirs still there afterwards belong to failed tests: their
+ * daemon's stderr is printed, then the base dir is removed (kept when
+ * $FIDBUS_E2E_KEEP is set). Frees the suite.
+ */
+int fb_e2e_main(Suite *s);
+
+/* $FIDBUS_BUILD_DIR, or the build dir this binary sits in. */
+const char *fb_e2e_build_dir(void);
+
+/* A path under the temp dir / the build dir, in one of a few rotating static
+ * buffers (valid for the next 7 calls): fine for building argument lists. */
+const char *fb_e2e_file(const struct fb_e2e *t, const char *name);
+const char *fb_e2e_built(const char *rel);
+
+/* Creates the temp dir. Never returns NULL (asserts). */
+struct fb_e2e *fb_e2e_new(void);
+/* Kills a daemon still running (dumping its stderr), removes the temp dir,
+ * frees. NULL-safe; returns NULL. */
+struct fb_e2e *fb_e2e_free(struct fb_e2e *t);
+
+/* Writes t->conf: the harness's [daemon]/[listen]/[control] sections, then
+ * `sections` with @B@/@D@ substituted. o may be NULL. */
+void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *sections);
+/* Writes text (placeholders substituted) to the temp dir file `name` and
+ * returns its path (rotating buffer). */
+const char *fb_e2e_write(struct fb_e2e *t, const char *name, const char *text);
+
+/* Spawns `fidbusd -c t->conf` and waits for READY=1 (asserts, with the
+ * daemon's stderr in the message, if it exits or times out first). */
+void fb_e2e_start(struct fb_e2e *t);
+/* new + config + start. */
+struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections);
+/* Spawns the daemon expecting it to refuse to start: asserts that it exits
+ * within FB_E2E_TIMEOUT_MS without sending READY=1, and that no bus socket
+ * was created. Returns the wait status; *secs gets the time it took. */
+int fb_e2e_start_fail(struct fb_e2e *t, double *secs);
+/* SIGTERM, waits (asserting it exits in time), asserts the sockets were
+ * removed; returns the wait status. */
+int fb_e2e_stop(struct fb_e2e *t);
+/* The same with another signal (SIGINT). */
+int fb_e2e_stop_signal(struct fb_e2e *t, int sig);
+/* fb_e2e_stop and assert a normal exit with status 0. */
+void fb_e2e_stop_ok(struct fb_e2e *t);
+
+/* Runs argv[0] (a path) with argv, stdout and stderr captured; returns the
+ * wait status and, when out/err are non-NULL, malloc'd NUL-terminated
+ * copies of what it wrote. Asserts it finishes within FB_E2E_TIMEOUT_MS. */
+int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err);
+
+/* Whole file, malloc'd and NUL-terminated; NULL if it cannot be read. */
+char *fb_e2e_read(const char *path, size_t *len);
+/* The daemon's stderr so far (malloc'd, "" if none). */
+char *fb_e2e_stderr(const struct fb_e2e *t);
+/* Waits (inotify, no sleeping) until `path` contains `needle`; returns
+ * whether it did within timeout_ms. */
+bool fb_e2e_wait_contains(const char *path, const char *needle, int timeout_ms);
+
+/* In a text of lines: how many lines contain `event` and, if seq >= 0,
+ * "seq=SEQ" with exactly that number. */
+int fb_e2e_lines_with(const char *text, const char *event, long long seq);
+/* Is there one line containing every string of the NULL-terminated list
+ * `needles`, compared case-insensitively? */
+bool fb_e2e_has_line(const char *text, const char *const needles[]);
+/* The first such line, malloc'd (NULL if none). */
+char *fb_e2e_line_with(const char *text, const char *event, long long seq);
+/* In a JSON object such as count's report, the unsigned number stored under
+ * "key"; -1 if the key is absent. */
+long long fb_e2e_json_count(const char *json, const char *key);
+
+/* Connects with the client library to the Unix / TCP listener (asserts). */
+struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t);
+struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t);
+
+/* ------------------------------------------------------ raw connections */
+
+struct fb_e2e_raw {
+    int fd;
+    uint8_t *buf;               /* received, not yet consumed bytes */
+    size_t len, cap;
+    uint8_t *body;              /* the current frame's body (owned copy) */
+    size_t body_len;
+    struct fidbus_msg msg;      /* the current frame, decoded */
+};
+
+/* A socket to the Unix / TCP listener; HELLO is not read yet. */
+struct fb_e2e_raw *fb_e2e_raw_unix(const struct fb_e2e *t);
+struct fb_e2e_raw *fb_e2e_raw_tcp(const struct fb_e2e *t);
+struct fb_e2e_raw *fb_e2e_raw_close(struct fb_e2e_raw *r);
+
+/* Writes bytes as they are (EPIPE is not an error: the daemon may already
+ * have closed). */
+void fb_e2e_raw_send(struct fb_e2e_raw *r, const void *p, size_t n);
+/* Writes one frame: 4-byte big-endian length, then body. */
+void fb_e2e_raw_frame(struct fb_e2e_raw *r, const void *body, size_t n);
+/* Encodes and writes a message with the library's encoder. */
+void fb_e2e_raw_msg(struct fb_e2e_raw *r, const struct fidbus_msg_out *m);
+/* PUBLISH {seq, event, flags} (no tags, no payload) / PING {seq}. */
+void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event);
+void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq);
+
+/* Reads the next frame into r->msg. Returns 1 (a message, decoded without
+ * error), 0 at EOF, -ETIMEDOUT, or a negative errno (ECONNRESET...). */
+int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms);
+/* Asserts the next frame is HELLO with version 1. */
+void fb_e2e_raw_hello(struct fb_e2e_raw *r);
+/* Asserts the next frame is ACK(seq, result). */
+void fb_e2e_raw_expect_ack(struct fb_e2e_raw *r, uint64_t seq, uint64_t result);
+/* Asserts the next frame is ERROR with `code`, and with `seq` when seq >= 0
+ * (without a seq key when seq == -2; -1 = not checked). Returns a pointer
+ * to r->msg for further checks. */
+const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
+                                                 long long seq);
+/* Asserts the daemon closes the connection (EOF or reset) with nothing more
+ * sent. */
+void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r);
+
+/* The uint in a raw CBOR slice (ACK/ERROR result). */
+bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v);
+
+/* ---------------------------------------------- hand-made CBOR bodies */
+
+/* A tiny CBOR writer for bodies the library's encoder would refuse to
+ * make. Writes past the end are an assertion failure. */
+struct fb_e2e_cbor {
+    uint8_t b[8192];
+    size_t n;
+};
+void fb_e2e_cb_head(struct fb_e2e_cbor *c, unsigned major, uint64_t v);
+void fb_e2e_cb_text(struct fb_e2e_cbor *c, const char *s);
+void fb_e2e_cb_raw(struct fb_e2e_cbor *c, const void *p, size_t n);
+#define FB_E2E_CB_UINT 0u
+#define FB_E2E_CB_NEG 1u
+#define FB_E2E_CB_BYTES 2u
+#define FB_E2E_CB_TEXT 3u
+#define FB_E2E_CB_ARRAY 4u
+#define FB_E2E_CB_MAP 5u
+
+#endif

@@ -1,0 +1,243 @@
+/*
+ * End-to-end tests of plugins in a real fidbusd (ctest: e2e.plugins).
+ *
+ * Plugins and routes that must stop the daemon at startup (wrong ABI, no
+ * symbol, missing file, a funcID conflict, unknown target, signature
+ * mismatch), clean shutdown calling every fini, plugin timers, the
+ * republish hop limit, and the README's example plugin (hello.so).
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <fidbus/plugin.h>
+
+#include "harness.h"
+
+static void ping_ok(struct fidbus_client *c)
+{
+    int rc = fidbus_ping(c);
+    ck_assert_msg(rc == 0, "PING: %s", fidbus_strerror(rc));
+}
+
+static void publish_ack_ok(struct fidbus_client *c, const char *event, uint64_t want)
+{
+    uint64_t res = 99;
+    int rc = fidbus_publish_ack(c, event, NULL, 0, NULL, 0, &res);
+    ck_assert_msg(rc == 0, "publish_ack %s: %s", event, fidbus_strerror(rc));
+    ck_assert_msg(res == want, "publish_ack %s: result %" PRIu64 ", expected %" PRIu64,
+                  event, res, want);
+}
+
+/* ------------------------------------------------------ refused at start */
+
+struct refuse_case {
+    const char *what;
+    const char *sections;
+    const char *needles[3];   /* one stderr line holds all (any case) */
+};
+
+static const struct refuse_case refuse_cases[] = {
+    {"wrong ABI", FB_E2E_TP("bad_abi"), {"bad_abi", "abi", NULL}},
+    {"no fidbus_plugin symbol", FB_E2E_TP("no_symbol"), {"no_symbol", "fidbus_plugin", NULL}},
+    {"missing file", "[plugin ghost]\npath = @D@/nope.so\n", {"ghost", "nope.so", NULL}},
+    {"funcID conflict", FB_E2E_LOG FB_E2E_TP("dup"), {"dup", "fidbus.log@1.0.0", NULL}},
+    {"route to an unknown function",
+     FB_E2E_LOG "[route r_unknown]\nevent = x\nto = nosuch.fn\n", {"r_unknown", NULL}},
+    {"signature mismatch",
+     FB_E2E_LOG "[route r_sig]\nevent = x\nto = fidbus.log\nsignature = "
+                "0000000000000000000000000000000000000000000000000000000000000000\n",
+     {"r_sig", NULL}},
+};
+
+START_TEST(test_e2e_plugin_refused)
+{
+    const struct refuse_case *rc = &refuse_cases[_i];
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, NULL, rc->sections);
+    double secs = 0;
+    int st = fb_e2e_start_fail(t, &secs);
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1,
+                  "%s: fidbusd ended with %s %d, expected exit 1; stderr:\n%s", rc->what,
+                  WIFEXITED(st) ? "exit" : "signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), err);
+    ck_assert_msg(secs < 5.0, "%s: refusing took %.1f s", rc->what, secs);
+    ck_assert_msg(fb_e2e_has_line(err, rc->needles),
+                  "%s: no stderr line mentions \"%s\"%s%s; stderr:\n%s", rc->what,
+                  rc->needles[0], rc->needles[1] ? " and " : "",
+                  rc->needles[1] ? rc->needles[1] : "", err);
+    free(err);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* ------------------------------------------------------------- shutdown */
+
+static const char shutdown_conf[] =
+    FB_E2E_LOG FB_E2E_COUNT FB_E2E_TP("lifecycle") "file = @D@/life.txt\n"
+    FB_E2E_TP("slow") "delay_ms = 50\nfile = @D@/slow.txt\n"
+    "[route life]\nevent = sd.life\nto = test.life\n"
+    "[route slow]\nevent = sd.slow\nto = test.slow\n"
+    "[route all]\nevent = sd.*\nto = fidbus.count\n";
+
+/* _i: 0 = SIGTERM, 1 = SIGINT. */
+START_TEST(test_e2e_clean_shutdown)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, shutdown_conf);
+    char *life = fb_e2e_read(fb_e2e_file(t, "life.txt"), NULL);
+    ck_assert_msg(life && strcmp(life, "init\n") == 0, "life.txt while running: \"%s\"",
+                  life ? life : "(missing)");
+    free(life);
+
+    struct fidbus_client *a = fb_e2e_connect(t);
+    struct fidbus_client *b = fb_e2e_connect(t);
+    publish_ack_ok(a, "sd.life", 1);
+    for (int i = 0; i < 3000; i++) {
+        ck_assert_int_eq(fidbus_publish(a, "sd.a", NULL, 0, NULL, 0), 0);
+        ck_assert_int_eq(fidbus_publish(b, "sd.b", NULL, 0, NULL, 0), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(fidbus_publish(b, "sd.slow", NULL, 0, NULL, 0), 0);
+    ping_ok(a);
+    ping_ok(b);
+    ck_assert_uint_eq(fidbus_client_async_errors(a), 0);
+    ck_assert_uint_eq(fidbus_client_async_errors(b), 0);
+
+    /* stop with the clients still connected */
+    int st = fb_e2e_stop_signal(t, _i == 0 ? SIGTERM : SIGINT);
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "fidbusd did not exit 0 on %s; stderr:\n%s", _i ? "SIGINT" : "SIGTERM",
+                  err);
+    free(err);
+    ck_assert_msg(t->stopping_seen, "no STOPPING=1 on NOTIFY_SOCKET");
+    fidbus_client_close(a);
+    fidbus_client_close(b);
+
+    life = fb_e2e_read(fb_e2e_file(t, "life.txt"), NULL);
+    ck_assert_msg(life && strcmp(life, "init\nfini\n") == 0, "life.txt after exit: \"%s\"",
+                  life ? life : "(missing)");
+    free(life);
+    char *slow = fb_e2e_read(fb_e2e_file(t, "slow.txt"), NULL);
+    ck_assert_msg(slow && fb_e2e_lines_with(slow, "sd.slow", -1) == 3,
+                  "slow.txt: %s", slow ? slow : "(missing)");
+    free(slow);
+    char *json = fb_e2e_read(fb_e2e_file(t, "count.json"), NULL);
+    ck_assert_msg(json && fb_e2e_json_count(json, "sd.a") == 3000 &&
+                      fb_e2e_json_count(json, "sd.b") == 3000 &&
+                      fb_e2e_json_count(json, "sd.slow") == -1 &&
+                      fb_e2e_json_count(json, "_total") == 6000,
+                  "count report: %s", json ? json : "(missing)");
+    free(json);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* --------------------------------------------------------------- timers */
+
+START_TEST(test_e2e_plugin_timer)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_TP("lifecycle")
+                                 "file = @D@/life.txt\ntick_ms = 10\n"
+                                 "[route life]\nevent = tm.x\nto = test.life\n");
+    const char *path = fb_e2e_file(t, "life.txt");
+    ck_assert_msg(fb_e2e_wait_contains(path, "tick\ntick\n", FB_E2E_TIMEOUT_MS),
+                  "no two ticks of a 10 ms timer within %d ms", FB_E2E_TIMEOUT_MS);
+    fb_e2e_stop_ok(t);
+    /* init first, fini last, only ticks between: timers were cancelled
+     * before fini and none fired after it */
+    char *life = fb_e2e_read(path, NULL);
+    ck_assert_ptr_nonnull(life);
+    size_t len = strlen(life);
+    ck_assert_msg(strncmp(life, "init\n", 5) == 0 && len >= 10 &&
+                      strcmp(life + len - 5, "fini\n") == 0,
+                  "life.txt: %s", life);
+    for (size_t i = 5; i < len - 5; i += 5)
+        ck_assert_msg(strncmp(life + i, "tick\n", 5) == 0, "life.txt: %s", life);
+    free(life);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* ------------------------------------------------------------ hop limit */
+
+START_TEST(test_e2e_hop_limit)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_LOG FB_E2E_TP("republish")
+                                 "file = @D@/rep.txt\n"
+                                 "[route loop]\nevent = hop.x\nto = test.republish, fidbus.log\n"
+                                 "[route ok]\nevent = hop.ok\nto = fidbus.log\n");
+    struct fidbus_client *c = fb_e2e_connect(t);
+    /* Answered either way (the plugin decides what a refused republish
+     * means for its own return value); what matters is that it ends. */
+    uint64_t res = 0;
+    int rc = fidbus_publish_ack(c, "hop.x", NULL, 0, NULL, 0, &res);
+    ck_assert_msg(rc == 0 || rc == FIDBUS_EPROTO_CODE(FIDBUS_HANDLER_FAILED),
+                  "publish_ack hop.x: %s", fidbus_strerror(rc));
+    ping_ok(c);
+    fidbus_client_close(c);
+
+    /* the daemon is fine */
+    c = fb_e2e_connect(t);
+    publish_ack_ok(c, "hop.ok", 1);
+    fidbus_client_close(c);
+
+    char *log = fb_e2e_read(fb_e2e_file(t, "log.txt"), NULL);
+    int lines = fb_e2e_lines_with(log, "hop.x", -1);
+    ck_assert_msg(lines == FIDBUS_MAX_HOPS + 1,
+                  "hop.x reached the log %d times, expected the original plus %d "
+                  "republished; log:\n%s", lines, FIDBUS_MAX_HOPS, log ? log : "");
+    free(log);
+    fb_e2e_stop_ok(t);
+
+    char *rep = fb_e2e_read(fb_e2e_file(t, "rep.txt"), NULL);
+    unsigned long published = 0, refused = 0;
+    ck_assert_msg(rep && sscanf(rep, "published=%lu loop_refused=%lu", &published,
+                                &refused) == 2,
+                  "rep.txt: %s", rep ? rep : "(missing)");
+    ck_assert_msg(refused == 1 && published == FIDBUS_MAX_HOPS,
+                  "rep.txt: %s (expected published=%d loop_refused=1)", rep,
+                  FIDBUS_MAX_HOPS);
+    free(rep);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* ------------------------------------------------------ README example */
+
+START_TEST(test_e2e_readme_plugin)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, "[plugin hello]\npath = @B@/tests/plugins/hello.so\n"
+                                       "[route hello]\nevent = hello.x\nto = demo.hello\n");
+    struct fidbus_client *c = fb_e2e_connect(t);
+    publish_ack_ok(c, "hello.x", 1);
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+static Suite *e2e_plugins_suite(void)
+{
+    Suite *s = suite_create("e2e_plugins");
+    TCase *tc = tcase_create("plugins");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_e2e_plugin_refused, 0,
+                        (int)(sizeof refuse_cases / sizeof refuse_cases[0]));
+    tcase_add_loop_test(tc, test_e2e_clean_shutdown, 0, 2);
+    tcase_add_test(tc, test_e2e_plugin_timer);
+    tcase_add_test(tc, test_e2e_hop_limit);
+    tcase_add_test(tc, test_e2e_readme_plugin);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return fb_e2e_main(e2e_plugins_suite());
+}

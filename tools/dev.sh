@@ -1,0 +1,65 @@
+#!/bin/sh
+# fidbus developer entry point: installs what the build needs (Debian 12),
+# builds, and runs the daemon or the tests.
+#
+#   tools/dev.sh run     set up, build, run fidbusd with the embedded default config
+#   tools/dev.sh test    set up, build, run every test: normal build, ASan+UBSan
+#                        build, and the concurrency tests under TSan
+#   tools/dev.sh deps    only install the Debian packages
+#   tools/dev.sh build   only build (preset "default", into build/)
+#   tools/dev.sh soak    longer concurrency run under TSan
+set -eu
+cd "$(dirname "$0")/.."
+
+PACKAGES="build-essential cmake pkg-config libuv1-dev libcbor-dev libssl-dev check
+liburcu-dev libinih-dev libjansson-dev"
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+deps() {
+    missing=""
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    echo "dev.sh: installing:$missing"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+}
+
+build() {
+    preset=$1
+    cmake --preset "$preset" >/dev/null
+    cmake --build --preset "$preset" -j"$JOBS"
+}
+
+case "${1:-}" in
+deps)
+    deps ;;
+build)
+    deps; build default ;;
+run)
+    deps; build default
+    exec ./build/daemon/fidbusd --default-config ;;
+test)
+    deps
+    echo "== normal build"
+    build default
+    ctest --preset default -j"$JOBS"
+    echo "== ASan+UBSan build"
+    build asan
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        ctest --preset asan -j"$JOBS"
+    echo "== TSan build: concurrency tests"
+    build tsan
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_FLIP_COUNT=2000 \
+        ctest --preset tsan -R 'unit.flip|e2e.bus' ;;
+soak)
+    deps; build tsan
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_FLIP_COUNT=50000 \
+        ctest --preset tsan -R 'unit.flip' --timeout 3600 ;;
+*)
+    echo "usage: tools/dev.sh run|test|deps|build|soak" >&2
+    exit 2 ;;
+esac
