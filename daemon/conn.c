@@ -461,7 +461,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
         return;
     uint64_t now = fb_now_ns();
     urcu_memb_read_lock();
-    const struct fb_route_table *t = rcu_dereference(w->d->table);
+    const struct fb_route_table *t = fb_routes_deref(&w->d->table);
     for (;;) {
         if (!ignore_cap && c->out.len >= FB_OUT_HIGH) {
             c->flags |= C_PAUSED;

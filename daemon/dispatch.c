@@ -144,7 +144,7 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id,
     tls_hop = saved + 1;
     struct fb_outcome out;
     urcu_memb_read_lock();
-    fb_dispatch(d, rcu_dereference(d->table), &ev, idlen, NULL, NULL, &out);
+    fb_dispatch(d, fb_routes_deref(&d->table), &ev, idlen, NULL, NULL, &out);
     FB_ROUTES_READ_DONE();
     urcu_memb_read_unlock();
     tls_hop = saved;

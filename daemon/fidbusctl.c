@@ -251,7 +251,8 @@ static int check_payload(const char *opt, const struct fidbus_buf *p)
         rc = fail(EXIT_USAGE, "%s: the CBOR item is nested deeper than %u levels", opt,
                   FIDBUS_MAX_DEPTH_DEFAULT);
     else if (rc != 0 && (extra = trailing_bytes(p)) > 0)
-        rc = fail(EXIT_USAGE, "%s: %zu bytes after the first CBOR item", opt, extra);
+        rc = fail(EXIT_USAGE, "%s: %zu byte%s after the first CBOR item", opt, extra,
+                  extra == 1 ? "" : "s");
     else if (rc != 0)
         rc = fail(EXIT_USAGE, "%s: not one well-formed CBOR item: %s", opt,
                   m->why ? m->why : fidbus_code_name(rc));

@@ -107,19 +107,24 @@ const char *fb_e2e_built(const char *rel)
     return b;
 }
 
-char *fb_e2e_read(const char *path, size_t *lenp)
+/* fb_e2e_read without Check calls, for use outside a test (fb_e2e_main). */
+static char *slurp(const char *path, size_t *lenp)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
     size_t cap = 4096, len = 0;
     char *p = malloc(cap);
-    ck_assert_msg(p != NULL, "out of memory");
-    for (;;) {
+    while (p) {
         if (cap - len < 2) {
+            char *q = realloc(p, cap * 2);
+            if (!q) {
+                free(p);
+                p = NULL;
+                break;
+            }
+            p = q;
             cap *= 2;
-            p = realloc(p, cap);
-            ck_assert_msg(p != NULL, "out of memory");
         }
         ssize_t n = read(fd, p + len, cap - len - 1);
         if (n < 0 && errno == EINTR)
@@ -129,9 +134,19 @@ char *fb_e2e_read(const char *path, size_t *lenp)
         len += (size_t)n;
     }
     close(fd);
-    p[len] = '\0';
-    if (lenp)
-        *lenp = len;
+    if (p) {
+        p[len] = '\0';
+        if (lenp)
+            *lenp = len;
+    }
+    return p;
+}
+
+char *fb_e2e_read(const char *path, size_t *lenp)
+{
+    errno = 0;
+    char *p = slurp(path, lenp);
+    ck_assert_msg(p != NULL || errno != ENOMEM, "out of memory reading %s", path);
     return p;
 }
 
@@ -234,9 +249,9 @@ static void kill_daemon(struct fb_e2e *t, bool dump)
     waitpid(t->pid, NULL, 0);
     t->pid = 0;
     if (dump) {
-        char *err = fb_e2e_stderr(t);
+        char *err = slurp(t->errfile, NULL);
         fprintf(stderr, "---- fidbusd stderr (%s), killed by the harness ----\n%s"
-                        "---- end of fidbusd stderr ----\n", t->dir, err);
+                        "---- end of fidbusd stderr ----\n", t->dir, err ? err : "");
         free(err);
     }
 }
@@ -279,7 +294,7 @@ int fb_e2e_main(Suite *s)
             continue;
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/%s/fidbusd.stderr", base, e->d_name);
-        char *err = fb_e2e_read(path, NULL);
+        char *err = slurp(path, NULL);
         if (err && *err)
             fprintf(stderr, "---- %s (left by a failed test) ----\n%s---- end ----\n", path,
                     err);
