@@ -150,8 +150,10 @@ static int make_copy(const char *runtime_dir, const char *name, const char *src,
     safe[n] = '\0';
 
     char *tmpl = NULL;
-    if (asprintf(&tmpl, "%s/%s.XXXXXX.so", dir, n ? safe : "plugin") < 0)
+    if (asprintf(&tmpl, "%s/%s.XXXXXX.so", dir, n ? safe : "plugin") < 0) {
+        say(why, whylen, "out of memory");
         return -ENOMEM;
+    }
 
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0) {

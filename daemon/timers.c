@@ -16,7 +16,9 @@
  *
  * A timer's memory belongs to libuv from uv_close until its close
  * callback; `nhandles` counts handles not yet closed so fb_timers_close
- * frees the object only after the last close callback.
+ * frees the object only after the last close callback. fb_timers_close
+ * therefore comes last at shutdown, after every plugin is unloaded and
+ * every thread that could call in (I/O workers, the pool) has stopped.
  */
 #include "timers.h"
 

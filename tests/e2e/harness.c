@@ -1,31 +1,27 @@
 /*
- * End-to-end test harness (see harness.h): temp dir, config, spawning
- * fidbusd with a NOTIFY_SOCKET readiness handshake, stopping it, raw and
- * library connections, and small readers for what plugins write.
+ * End-to-end test harness, the process half (see harness.h): temp dirs,
+ * config files, spawning fidbusd with a NOTIFY_SOCKET readiness handshake,
+ * stopping it, running the command-line tools, and cleanup. The talking
+ * half (connections, frames, output readers) is harness_wire.c.
  *
- * Synchronisation is always on an event: the READY=1 datagram, the child's
- * pidfd becoming readable when it exits, a socket becoming readable, or an
- * inotify event on a plugin's output dir. Nothing here sleeps to let the
- * daemon "catch up".
+ * Synchronisation is always on an event: the READY=1 datagram, or the
+ * child's pidfd becoming readable when it exits. Nothing here sleeps to let
+ * the daemon "catch up".
  */
 #include "harness.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <dirent.h>
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,7 +36,7 @@ extern char **environ;
 
 /* ------------------------------------------------------------ utilities */
 
-static uint64_t now_ms(void)
+uint64_t fb_e2e_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -54,7 +50,7 @@ static char *xstrdup(const char *s)
     return p;
 }
 
-static void set_sun(struct sockaddr_un *sa, const char *path)
+void fb_e2e_sun(struct sockaddr_un *sa, const char *path)
 {
     size_t n = strlen(path);
     ck_assert_msg(n < sizeof sa->sun_path, "socket path too long: %s", path);
@@ -499,13 +495,13 @@ static int pidfd_open_(pid_t pid)
 /* Waits up to timeout_ms for pid to exit. Returns true with *status set. */
 static bool wait_exit(pid_t pid, int pidfd, int timeout_ms, int *status)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    uint64_t deadline = fb_e2e_now_ms() + (uint64_t)timeout_ms;
     for (;;) {
         pid_t r = waitpid(pid, status, WNOHANG);
         if (r == pid)
             return true;
         ck_assert_msg(r == 0, "waitpid: %s", strerror(errno));
-        uint64_t now = now_ms();
+        uint64_t now = fb_e2e_now_ms();
         if (now >= deadline)
             return false;
         int left = (int)(deadline - now);
@@ -546,7 +542,7 @@ static bool drain_notify(struct fb_e2e *t)
 
 static enum ready_result wait_ready(struct fb_e2e *t, int *status)
 {
-    uint64_t deadline = now_ms() + FB_E2E_TIMEOUT_MS;
+    uint64_t deadline = fb_e2e_now_ms() + FB_E2E_TIMEOUT_MS;
     for (;;) {
         if (drain_notify(t))
             return READY_OK;
@@ -555,7 +551,7 @@ static enum ready_result wait_ready(struct fb_e2e *t, int *status)
             /* It may have said READY just before dying. */
             return drain_notify(t) ? READY_OK : READY_EXITED;
         }
-        uint64_t now = now_ms();
+        uint64_t now = fb_e2e_now_ms();
         if (now >= deadline)
             return READY_TIMEOUT;
         struct pollfd p[2] = {{.fd = t->notify_fd, .events = POLLIN},
@@ -574,7 +570,7 @@ static void spawn_daemon(struct fb_e2e *t)
         t->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         ck_assert_msg(t->notify_fd >= 0, "socket: %s", strerror(errno));
         struct sockaddr_un sa;
-        set_sun(&sa, t->notify);
+        fb_e2e_sun(&sa, t->notify);
         ck_assert_msg(bind(t->notify_fd, (struct sockaddr *)&sa, sizeof sa) == 0,
                       "bind %s: %s", t->notify, strerror(errno));
     }
@@ -619,7 +615,7 @@ struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections)
 
 int fb_e2e_start_fail(struct fb_e2e *t, double *secs)
 {
-    uint64_t t0 = now_ms();
+    uint64_t t0 = fb_e2e_now_ms();
     spawn_daemon(t);
     int status = 0;
     enum ready_result r = wait_ready(t, &status);
@@ -630,7 +626,7 @@ int fb_e2e_start_fail(struct fb_e2e *t, double *secs)
                   stderr_tail(t, 1500));
     t->pid = 0;
     if (secs)
-        *secs = (double)(now_ms() - t0) / 1000.0;
+        *secs = (double)(fb_e2e_now_ms() - t0) / 1000.0;
     ck_assert_msg(access(t->bus, F_OK) != 0,
                   "fidbusd refused to start but left its socket %s", t->bus);
     return status;
@@ -667,6 +663,14 @@ void fb_e2e_stop_ok(struct fb_e2e *t)
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), stderr_tail(t, 1500));
 }
 
+char *fb_e2e_stop_report(struct fb_e2e *t)
+{
+    fb_e2e_stop_ok(t);
+    char *json = fb_e2e_read(fb_e2e_file(t, "count.json"), NULL);
+    ck_assert_msg(json != NULL, "the count plugin wrote no report_file at fini");
+    return json;
+}
+
 int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err)
 {
     static unsigned runs;
@@ -699,487 +703,4 @@ int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **er
             *err = xstrdup("");
     }
     return status;
-}
-
-/* ---------------------------------------------------- reading outputs */
-
-bool fb_e2e_wait_contains(const char *path, const char *needle, int timeout_ms)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    ck_assert(slash != NULL);
-    *slash = '\0';
-    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    ck_assert_msg(in >= 0, "inotify_init1: %s", strerror(errno));
-    ck_assert_msg(inotify_add_watch(in, dir, IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE |
-                                                 IN_MOVED_TO) >= 0,
-                  "inotify_add_watch %s: %s", dir, strerror(errno));
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    bool found = false;
-    for (;;) {
-        /* Check after the watch exists, so no change can slip between. */
-        char *text = fb_e2e_read(path, NULL);
-        found = text && strstr(text, needle);
-        free(text);
-        uint64_t now = now_ms();
-        if (found || now >= deadline)
-            break;
-        struct pollfd p = {.fd = in, .events = POLLIN};
-        poll(&p, 1, (int)(deadline - now));
-        char ev[4096];
-        while (read(in, ev, sizeof ev) > 0)
-            ;
-    }
-    close(in);
-    return found;
-}
-
-/* Does line [b, e) contain "seq=SEQ" exactly? */
-static bool line_has_seq(const char *b, const char *e, long long seq)
-{
-    for (const char *p = b; p + 4 <= e; p++) {
-        if (memcmp(p, "seq=", 4) != 0)
-            continue;
-        if (p > b && (p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z')))
-            continue;
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(p + 4, &end, 10);
-        if (end != p + 4 && errno == 0 && (long long)v == seq)
-            return true;
-    }
-    return false;
-}
-
-static const char *find_line(const char *text, const char *event, long long seq,
-                             const char **from, size_t *len)
-{
-    const char *p = *from;
-    while (p && *p) {
-        const char *e = strchr(p, '\n');
-        if (!e)
-            e = p + strlen(p);
-        size_t n = (size_t)(e - p);
-        bool ok = memmem(p, n, event, strlen(event)) != NULL &&
-                  (seq < 0 || line_has_seq(p, e, seq));
-        const char *line = p;
-        p = *e ? e + 1 : e;
-        if (ok) {
-            *from = p;
-            *len = n;
-            return line;
-        }
-    }
-    (void)text;
-    *from = p;
-    return NULL;
-}
-
-int fb_e2e_lines_with(const char *text, const char *event, long long seq)
-{
-    int count = 0;
-    const char *from = text;
-    size_t len;
-    while (text && find_line(text, event, seq, &from, &len))
-        count++;
-    return count;
-}
-
-bool fb_e2e_has_line(const char *text, const char *const needles[])
-{
-    for (const char *p = text; p && *p;) {
-        const char *e = strchr(p, '\n');
-        if (!e)
-            e = p + strlen(p);
-        char *line = strndup(p, (size_t)(e - p));
-        ck_assert_msg(line != NULL, "out of memory");
-        bool all = true;
-        for (size_t i = 0; needles[i] && all; i++)
-            all = strcasestr(line, needles[i]) != NULL;
-        free(line);
-        if (all)
-            return true;
-        p = *e ? e + 1 : e;
-    }
-    return false;
-}
-
-char *fb_e2e_line_with(const char *text, const char *event, long long seq)
-{
-    const char *from = text;
-    size_t len;
-    const char *line = text ? find_line(text, event, seq, &from, &len) : NULL;
-    if (!line)
-        return NULL;
-    char *s = strndup(line, len);
-    ck_assert_msg(s != NULL, "out of memory");
-    return s;
-}
-
-long long fb_e2e_json_count(const char *json, const char *key)
-{
-    if (!json)
-        return -1;
-    char quoted[300];
-    snprintf(quoted, sizeof quoted, "\"%s\"", key);
-    for (const char *p = json; (p = strstr(p, quoted)) != NULL; p++) {
-        const char *q = p + strlen(quoted);
-        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-            q++;
-        if (*q != ':')
-            continue;  /* a value, not a key */
-        q++;
-        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-            q++;
-        if (*q < '0' || *q > '9')
-            return -1;
-        return strtoll(q, NULL, 10);
-    }
-    return -1;
-}
-
-/* -------------------------------------------------- library connections */
-
-static struct fidbus_client *connect_to(const char *addr)
-{
-    struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, addr, NULL);
-    ck_assert_msg(rc == 0, "fidbus_client_connect(%s): %s", addr, fidbus_strerror(rc));
-    ck_assert(c != NULL);
-    return c;
-}
-
-struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t)
-{
-    return connect_to(t->bus_addr);
-}
-
-struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t)
-{
-    ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");
-    return connect_to(t->tcp_addr);
-}
-
-/* ----------------------------------------------------- raw connections */
-
-static struct fb_e2e_raw *raw_new(int fd)
-{
-    struct fb_e2e_raw *r = calloc(1, sizeof *r);
-    ck_assert_msg(r != NULL, "out of memory");
-    r->fd = fd;
-    r->cap = 65536;
-    r->buf = malloc(r->cap);
-    ck_assert_msg(r->buf != NULL, "out of memory");
-    return r;
-}
-
-struct fb_e2e_raw *fb_e2e_raw_unix(const struct fb_e2e *t)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_un sa;
-    set_sun(&sa, t->bus);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s",
-                  t->bus, strerror(errno));
-    return raw_new(fd);
-}
-
-struct fb_e2e_raw *fb_e2e_raw_tcp(const struct fb_e2e *t)
-{
-    ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");
-    const char *colon = strrchr(t->tcp_addr, ':');
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)atoi(colon + 1))};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s",
-                  t->tcp_addr, strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return raw_new(fd);
-}
-
-struct fb_e2e_raw *fb_e2e_raw_close(struct fb_e2e_raw *r)
-{
-    if (!r)
-        return NULL;
-    close(r->fd);
-    free(r->buf);
-    free(r->body);
-    free(r);
-    return NULL;
-}
-
-void fb_e2e_raw_send(struct fb_e2e_raw *r, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t k = send(r->fd, b, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 && (errno == EPIPE || errno == ECONNRESET))
-            return;
-        ck_assert_msg(k > 0, "send: %s", strerror(errno));
-        b += k;
-        n -= (size_t)k;
-    }
-}
-
-void fb_e2e_raw_frame(struct fb_e2e_raw *r, const void *body, size_t n)
-{
-    uint8_t *f = malloc(n + 4);
-    ck_assert_msg(f != NULL, "out of memory");
-    f[0] = (uint8_t)(n >> 24);
-    f[1] = (uint8_t)(n >> 16);
-    f[2] = (uint8_t)(n >> 8);
-    f[3] = (uint8_t)n;
-    if (n)
-        memcpy(f + 4, body, n);
-    fb_e2e_raw_send(r, f, n + 4);
-    free(f);
-}
-
-void fb_e2e_raw_msg(struct fb_e2e_raw *r, const struct fidbus_msg_out *m)
-{
-    struct fidbus_buf b = {0};
-    int rc = fidbus_msg_encode(&b, m);
-    ck_assert_msg(rc == 0, "fidbus_msg_encode: %d", rc);
-    fb_e2e_raw_send(r, b.data, b.len);
-    fidbus_buf_free(&b);
-}
-
-void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event)
-{
-    struct fidbus_msg_out m = {
-        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
-                   FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-        .type = FIDBUS_MSG_PUBLISH,
-        .seq = seq,
-        .event = event,
-        .flags = ack ? FIDBUS_FLAG_ACK : 0,
-    };
-    fb_e2e_raw_msg(r, &m);
-}
-
-void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq)
-{
-    struct fidbus_msg_out m = {
-        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
-        .type = FIDBUS_MSG_PING,
-        .seq = seq,
-    };
-    fb_e2e_raw_msg(r, &m);
-}
-
-int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        if (r->len >= 4) {
-            size_t n = (size_t)r->buf[0] << 24 | (size_t)r->buf[1] << 16 |
-                       (size_t)r->buf[2] << 8 | r->buf[3];
-            ck_assert_msg(n > 0 && n <= FIDBUS_MAX_FRAME_DEFAULT,
-                          "daemon sent a frame of length %zu", n);
-            if (r->len >= 4 + n) {
-                free(r->body);
-                r->body = malloc(n);
-                ck_assert_msg(r->body != NULL, "out of memory");
-                memcpy(r->body, r->buf + 4, n);
-                r->body_len = n;
-                memmove(r->buf, r->buf + 4 + n, r->len - 4 - n);
-                r->len -= 4 + n;
-                int rc = fidbus_msg_decode(r->body, n, FIDBUS_MAX_DEPTH_DEFAULT, &r->msg);
-                ck_assert_msg(rc == 0, "daemon sent an undecodable frame (%d: %s)", rc,
-                              r->msg.why ? r->msg.why : "?");
-                return 1;
-            }
-            if (r->cap < 4 + n) {
-                r->cap = 4 + n;
-                r->buf = realloc(r->buf, r->cap);
-                ck_assert_msg(r->buf != NULL, "out of memory");
-            }
-        }
-        if (r->len == r->cap) {
-            r->cap *= 2;
-            r->buf = realloc(r->buf, r->cap);
-            ck_assert_msg(r->buf != NULL, "out of memory");
-        }
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        int pr = poll(&p, 1, (int)(deadline - now));
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr == 0)
-            return -ETIMEDOUT;
-        ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -errno;
-        if (k == 0) {
-            ck_assert_msg(r->len == 0, "daemon closed in the middle of a frame "
-                                       "(%zu bytes pending)", r->len);
-            return 0;
-        }
-        r->len += (size_t)k;
-    }
-}
-
-static const char *type_name(uint64_t type)
-{
-    switch (type) {
-    case FIDBUS_MSG_HELLO: return "HELLO";
-    case FIDBUS_MSG_ACK: return "ACK";
-    case FIDBUS_MSG_ERROR: return "ERROR";
-    case FIDBUS_MSG_REPLY: return "REPLY";
-    default: return "?";
-    }
-}
-
-static void recv_one(struct fb_e2e_raw *r, const char *what)
-{
-    int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
-    ck_assert_msg(rc == 1, "waiting for %s: %s", what,
-                  rc == 0 ? "the daemon closed the connection"
-                          : rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
-}
-
-void fb_e2e_raw_hello(struct fb_e2e_raw *r)
-{
-    recv_one(r, "HELLO");
-    ck_assert_msg(r->msg.type == FIDBUS_MSG_HELLO, "first frame is %s (%" PRIu64
-                  "), not HELLO", type_name(r->msg.type), r->msg.type);
-    ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_VERSION) && r->msg.version == 1,
-                  "HELLO without version 1");
-    ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_NAME) && r->msg.name.len > 0,
-                  "HELLO without a server name");
-}
-
-void fb_e2e_raw_expect_ack(struct fb_e2e_raw *r, uint64_t seq, uint64_t result)
-{
-    char what[64];
-    snprintf(what, sizeof what, "ACK seq %" PRIu64, seq);
-    recv_one(r, what);
-    const struct fidbus_msg *m = &r->msg;
-    ck_assert_msg(m->type == FIDBUS_MSG_ACK,
-                  "expected ACK seq %" PRIu64 ", got %s seq %" PRIu64 " code %" PRIu64
-                  " (%s) message \"%.*s\"",
-                  seq, type_name(m->type), m->seq, m->code, fidbus_code_name((int)m->code),
-                  (int)m->message.len, (const char *)m->message.ptr);
-    ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_SEQ) && m->seq == seq,
-                  "expected ACK seq %" PRIu64 ", got seq %" PRIu64, seq, m->seq);
-    uint64_t v = UINT64_MAX;
-    ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_RESULT) && fb_e2e_cbor_uint(m->result, &v),
-                  "ACK seq %" PRIu64 " has no uint result", seq);
-    ck_assert_msg(v == result, "ACK seq %" PRIu64 ": result %" PRIu64 ", expected %" PRIu64,
-                  seq, v, result);
-}
-
-const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
-                                                 long long seq)
-{
-    char what[64];
-    snprintf(what, sizeof what, "ERROR %s", fidbus_code_name(code));
-    recv_one(r, what);
-    const struct fidbus_msg *m = &r->msg;
-    ck_assert_msg(m->type == FIDBUS_MSG_ERROR && m->code == (uint64_t)code,
-                  "expected ERROR %s (seq %lld), got %s seq %" PRIu64 " code %" PRIu64
-                  " (%s) message \"%.*s\"",
-                  fidbus_code_name(code), seq, type_name(m->type), m->seq, m->code,
-                  fidbus_code_name((int)m->code), (int)m->message.len,
-                  (const char *)m->message.ptr);
-    ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_MESSAGE) && m->message.len > 0,
-                  "ERROR %s without a message", fidbus_code_name(code));
-    if (seq >= 0)
-        ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_SEQ) && m->seq == (uint64_t)seq,
-                      "ERROR %s: expected seq %lld, got %s%" PRIu64,
-                      fidbus_code_name(code), seq,
-                      fidbus_msg_has(m, FIDBUS_K_SEQ) ? "" : "none ", m->seq);
-    else if (seq == -2)
-        ck_assert_msg(!fidbus_msg_has(m, FIDBUS_K_SEQ), "ERROR %s carries seq %" PRIu64
-                      " although none was sent", fidbus_code_name(code), m->seq);
-    return m;
-}
-
-void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r)
-{
-    int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
-    ck_assert_msg(rc != 1, "expected the daemon to close, got %s seq %" PRIu64
-                  " code %" PRIu64 " message \"%.*s\"",
-                  type_name(r->msg.type), r->msg.seq, r->msg.code,
-                  (int)r->msg.message.len, (const char *)r->msg.message.ptr);
-    ck_assert_msg(rc == 0 || rc == -ECONNRESET, "expected the daemon to close: %s",
-                  rc == -ETIMEDOUT ? "timed out, still open" : strerror(-rc));
-}
-
-bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v)
-{
-    if (s.len < 1 || (s.ptr[0] >> 5) != 0)
-        return false;
-    unsigned ai = s.ptr[0] & 0x1f;
-    if (ai < 24) {
-        *v = ai;
-        return s.len == 1;
-    }
-    if (ai > 27)
-        return false;
-    size_t n = (size_t)1 << (ai - 24);
-    if (s.len != 1 + n)
-        return false;
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++)
-        x = x << 8 | s.ptr[1 + i];
-    *v = x;
-    return true;
-}
-
-/* ------------------------------------------------------- CBOR writer */
-
-void fb_e2e_cb_raw(struct fb_e2e_cbor *c, const void *p, size_t n)
-{
-    ck_assert_msg(c->n + n <= sizeof c->b, "hand-made CBOR body too long");
-    memcpy(c->b + c->n, p, n);
-    c->n += n;
-}
-
-void fb_e2e_cb_head(struct fb_e2e_cbor *c, unsigned major, uint64_t v)
-{
-    uint8_t h[9];
-    size_t n;
-    uint8_t mt = (uint8_t)(major << 5);
-    if (v < 24) {
-        h[0] = mt | (uint8_t)v;
-        n = 1;
-    } else if (v <= 0xff) {
-        h[0] = mt | 24;
-        h[1] = (uint8_t)v;
-        n = 2;
-    } else if (v <= 0xffff) {
-        h[0] = mt | 25;
-        h[1] = (uint8_t)(v >> 8);
-        h[2] = (uint8_t)v;
-        n = 3;
-    } else if (v <= 0xffffffffu) {
-        h[0] = mt | 26;
-        for (int i = 0; i < 4; i++)
-            h[1 + i] = (uint8_t)(v >> (24 - 8 * i));
-        n = 5;
-    } else {
-        h[0] = mt | 27;
-        for (int i = 0; i < 8; i++)
-            h[1 + i] = (uint8_t)(v >> (56 - 8 * i));
-        n = 9;
-    }
-    fb_e2e_cb_raw(c, h, n);
-}
-
-void fb_e2e_cb_text(struct fb_e2e_cbor *c, const char *s)
-{
-    size_t n = strlen(s);
-    fb_e2e_cb_head(c, FB_E2E_CB_TEXT, n);
-    fb_e2e_cb_raw(c, s, n);
 }

@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <fidbus/client.h>
 #include <fidbus/proto.h>
@@ -79,6 +80,11 @@ struct fb_e2e {
  */
 int fb_e2e_main(Suite *s);
 
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t fb_e2e_now_ms(void);
+/* Fills a sockaddr_un for path (asserts it fits). */
+void fb_e2e_sun(struct sockaddr_un *sa, const char *path);
+
 /* $FIDBUS_BUILD_DIR, or the build dir this binary sits in. */
 const char *fb_e2e_build_dir(void);
 
@@ -116,6 +122,9 @@ int fb_e2e_stop(struct fb_e2e *t);
 int fb_e2e_stop_signal(struct fb_e2e *t, int sig);
 /* fb_e2e_stop and assert a normal exit with status 0. */
 void fb_e2e_stop_ok(struct fb_e2e *t);
+/* fb_e2e_stop_ok, then the count plugin's report (FB_E2E_COUNT's
+ * report_file, written at fini), malloc'd; asserts it exists. */
+char *fb_e2e_stop_report(struct fb_e2e *t);
 
 /* Runs argv[0] (a path) with argv, stdout and stderr captured; returns the
  * wait status and, when out/err are non-NULL, malloc'd NUL-terminated
@@ -142,9 +151,29 @@ char *fb_e2e_line_with(const char *text, const char *event, long long seq);
  * "key"; -1 if the key is absent. */
 long long fb_e2e_json_count(const char *json, const char *key);
 
+/* Asserts that text (a plugin's output) has n lines with event and seq. */
+#define FB_E2E_ASSERT_LINES(text, event, seq, n)                               \
+    ck_assert_msg(fb_e2e_lines_with((text), (event), (seq)) == (n),            \
+                  "expected %d line(s) with %s seq=%lld, found %d; file:\n%s", \
+                  (n), (event), (long long)(seq),                              \
+                  fb_e2e_lines_with((text), (event), (seq)), (text) ? (text) : "(missing)")
+/* Asserts that count's report holds n for key (-1: key absent). */
+#define FB_E2E_ASSERT_COUNT(json, key, n)                                      \
+    ck_assert_msg(fb_e2e_json_count((json), (key)) == (long long)(n),          \
+                  "count report: %s = %lld, expected %lld; report: %s", (key), \
+                  fb_e2e_json_count((json), (key)), (long long)(n), (json))
+
+/* --------------------------------------------------- library connections */
+
 /* Connects with the client library to the Unix / TCP listener (asserts). */
 struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t);
 struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t);
+/* PING, asserting the ACK. */
+void fb_e2e_ping(struct fidbus_client *c);
+/* n un-acked publishes of event (a small payload), then a flush. */
+void fb_e2e_publish_n(struct fidbus_client *c, const char *event, int n);
+/* An acked publish of event, asserting ACK with result `want`. */
+void fb_e2e_publish_ack(struct fidbus_client *c, const char *event, uint64_t want);
 
 /* ------------------------------------------------------ raw connections */
 
