@@ -426,9 +426,10 @@ fail:
 refuse : {
     char line[1024];
     say(line, sizeof line, "plugin %s (%s): %s", name, path, why);
+    /* One line, logged by the caller, who adds where the request came
+     * from (config file and line, later the control client). */
     if (err && errlen)
         say(err, errlen, "%s", line);
-    fb_error("%s", line);
 }
     return rc;
 }

@@ -43,7 +43,7 @@ struct fb_plugin {
  * funcID conflicts with the registry, calls init, and registers its
  * functions (routes are built by the caller afterwards). On failure
  * nothing is left behind (handle closed, copy removed) and err holds one
- * line naming the plugin and the reason. Returns 0, or FIDBUS_NOT_FOUND
+ * line naming the plugin and the reason, for the caller to log. Returns 0, or FIDBUS_NOT_FOUND
  * (no such file), FIDBUS_INVALID (not a plugin, wrong ABI, bad names,
  * init failed), FIDBUS_CONFLICT, or -ENOMEM.
  */

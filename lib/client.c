@@ -15,8 +15,9 @@
  * read them both sides could end up blocked on full socket buffers.
  *
  * Answers are matched by seq. Seqs the library picks for its own requests
- * (publish_ack, ping, request) have the top bit set, so they cannot collide
- * with the small seqs a load generator passes to fidbus_publish_seq.
+ * (publish_ack, ping, request) count up from 1 and never set the top bit
+ * (they show up in logs, where small numbers read well); a caller mixing
+ * its own fidbus_publish_seq seqs with them uses the top-bit half.
  * fidbus_publish sends no seq at all: nobody could match it anyway.
  */
 #include <errno.h>
@@ -655,7 +656,9 @@ static int maybe_send(struct fidbus_client *c)
 
 static uint64_t internal_seq(struct fidbus_client *c)
 {
-    return FB_SEQ_INTERNAL | (c->next_seq++ & ~FB_SEQ_INTERNAL);
+    /* 1, 2, 3, ...: small numbers read well in logs; callers of
+     * fidbus_publish_seq keep to the top-bit half. */
+    return ++c->next_seq & ~FB_SEQ_INTERNAL;
 }
 
 static int wait_seq(struct fidbus_client *c, struct fb_wait *w, uint64_t seq,

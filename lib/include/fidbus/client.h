@@ -109,6 +109,8 @@ FIDBUS_API int fidbus_ping(struct fidbus_client *c);
  * PUBLISH with the given seq and flags (FIDBUS_FLAG_ACK to ask for an
  * answer); fidbus_client_recv waits up to timeout_ms (-1 = the client's
  * timeout) for the next ACK or ERROR and reports its type, seq and code.
+ * The library's own requests use seqs 1, 2, 3, ... (never the top bit):
+ * on a client that mixes both, pick yours with the top bit set.
  */
 FIDBUS_API int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
                        const char *event, const struct fidbus_tag *tags,
