@@ -142,8 +142,16 @@ int fb_bench_daemon_count(const struct fb_bench_daemon *d, const char *event,
 /* VmRSS and VmHWM of the running daemon, in KiB. */
 int fb_bench_daemon_rss(const struct fb_bench_daemon *d, long *rss_kib,
                         long *hwm_kib);
-/* utime + stime of the running daemon, in seconds. */
-double fb_bench_daemon_cpu(const struct fb_bench_daemon *d);
+/* CPU time (utime + stime, seconds) of the running daemon, in total and
+ * per thread, so a run can show how the load spread over the workers. */
+#define FB_BENCH_MAX_THREADS 64
+struct fb_bench_cpu {
+    double total;
+    size_t n;
+    pid_t tid[FB_BENCH_MAX_THREADS];
+    double cpu[FB_BENCH_MAX_THREADS];
+};
+int fb_bench_daemon_cpu(const struct fb_bench_daemon *d, struct fb_bench_cpu *s);
 /* Prints the tail of fidbusd's output to stderr. */
 void fb_bench_daemon_dump_log(const struct fb_bench_daemon *d);
 /* Kills a daemon still running, removes the temp dir. NULL-safe. */
@@ -161,6 +169,8 @@ struct fb_bench_tp_result {
     double events_per_s;
     double mb_per_s;        /* frame bytes on the wire, 10^6 B/s */
     double daemon_cpu;      /* daemon CPU seconds / wall seconds, or -1 */
+    double thread_cpu[8];   /* the same for its busiest threads, descending */
+    unsigned nthreads;      /* threads above 5% */
     int verify;             /* 0 OK, 1 FAIL, -1 not checked (--bus) */
     long long counted;
     bool ok;                /* ran to the end, no errors, verify not FAIL */
@@ -180,8 +190,9 @@ struct fb_bench_lat_result {
     uint64_t answered;
     uint64_t errors;
     uint64_t missing;
-    double p50, p90, p99, p999, max;   /* microseconds */
-    double max_send_lag;    /* worst lateness of the sender, microseconds */
+    double p50, p90, p99, p999, max;   /* from the scheduled time, us */
+    double w50, w99, w999;             /* from the actual write, us */
+    double lag_p50, lag_p99, lag_max;  /* sender lateness, microseconds */
     int verify;
     long long counted;
     bool ok;
@@ -196,8 +207,9 @@ int fb_bench_latency(const struct fb_bench_opts *o, bool echo,
 
 struct fb_bench_echo;
 
-/* Starts the echo server thread listening on the Unix socket `path`. */
-int fb_bench_echo_start(struct fb_bench_echo **out, const char *path);
+/* Starts the echo server thread listening on the Unix socket `path`, or
+ * with path NULL on 127.0.0.1 at a free port, stored in *port. */
+int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port);
 /* Stops it and joins its thread. NULL-safe; returns NULL. */
 struct fb_bench_echo *fb_bench_echo_stop(struct fb_bench_echo *e);
 

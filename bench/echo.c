@@ -2,7 +2,8 @@
  * fidbus-bench: the echo baseline.
  *
  * A minimal libuv server on its own thread and loop, listening on a Unix
- * socket: it reads length-prefixed frames and writes each complete frame
+ * socket (or on 127.0.0.1 when fidbusd is measured over TCP, so both go
+ * through the same transport): it reads length-prefixed frames and writes each complete frame
  * back unchanged, all frames of one read in one write. It is the floor
  * for a request/answer round trip through one libuv loop on this machine,
  * so the latency mode measures it and fidbusd in the same run and compares
@@ -21,7 +22,10 @@
 #define ECHO_BUF (FIDBUS_MAX_FRAME_DEFAULT + FIDBUS_FRAME_HEADER)
 
 struct echo_client {
-    uv_pipe_t pipe;
+    union {
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } h;                      /* first: the handle pointer is the client's */
     size_t have;
     uint8_t buf[];
 };
@@ -33,7 +37,12 @@ struct echo_write {
 
 struct fb_bench_echo {
     uv_loop_t loop;
-    uv_pipe_t server;
+    union {
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } server;
+    bool tcp;
+    int port;
     uv_async_t stop;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -121,10 +130,17 @@ static void on_connection(uv_stream_t *server, int status)
     if (!c)
         return;
     c->have = 0;
-    uv_pipe_init(server->loop, &c->pipe, 0);
-    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 ||
-        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
-        uv_close((uv_handle_t *)&c->pipe, on_close_free);
+    if (server->type == UV_TCP)
+        uv_tcp_init(server->loop, &c->h.tcp);
+    else
+        uv_pipe_init(server->loop, &c->h.pipe, 0);
+    if (uv_accept(server, (uv_stream_t *)&c->h) < 0 ||
+        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) < 0) {
+        uv_close((uv_handle_t *)&c->h, on_close_free);
+        return;
+    }
+    if (server->type == UV_TCP)
+        uv_tcp_nodelay(&c->h.tcp, 1);
 }
 
 static void close_client(uv_handle_t *h, void *arg)
@@ -152,13 +168,31 @@ static void set_state(struct fb_bench_echo *e, int state)
     pthread_mutex_unlock(&e->lock);
 }
 
+/* Binds the Unix socket, or 127.0.0.1 on a free port for TCP. */
+static int echo_bind(struct fb_bench_echo *e)
+{
+    if (!e->tcp) {
+        uv_pipe_init(&e->loop, &e->server.pipe, 0);
+        return uv_pipe_bind(&e->server.pipe, e->path);
+    }
+    struct sockaddr_in sa;
+    int len = sizeof(sa);
+    int rc;
+    uv_tcp_init(&e->loop, &e->server.tcp);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    if ((rc = uv_tcp_bind(&e->server.tcp, (struct sockaddr *)&sa, 0)) < 0 ||
+        (rc = uv_tcp_getsockname(&e->server.tcp, (struct sockaddr *)&sa, &len)) < 0)
+        return rc;
+    e->port = ntohs(sa.sin_port);
+    return 0;
+}
+
 static void *echo_main(void *arg)
 {
     struct fb_bench_echo *e = arg;
     int rc;
 
-    uv_pipe_init(&e->loop, &e->server, 0);
-    if ((rc = uv_pipe_bind(&e->server, e->path)) < 0 ||
+    if ((rc = echo_bind(e)) < 0 ||
         (rc = uv_listen((uv_stream_t *)&e->server, 16, on_connection)) < 0) {
         uv_close((uv_handle_t *)&e->server, NULL);
         uv_close((uv_handle_t *)&e->stop, NULL);
@@ -171,7 +205,7 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
-int fb_bench_echo_start(struct fb_bench_echo **out, const char *path)
+int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port)
 {
     struct fb_bench_echo *e = calloc(1, sizeof(*e));
     int rc;
@@ -179,7 +213,8 @@ int fb_bench_echo_start(struct fb_bench_echo **out, const char *path)
     *out = NULL;
     if (!e)
         return -ENOMEM;
-    snprintf(e->path, sizeof(e->path), "%s", path);
+    e->tcp = path == NULL;
+    snprintf(e->path, sizeof(e->path), "%s", path ? path : "");
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     if ((rc = uv_loop_init(&e->loop)) < 0)
@@ -201,6 +236,8 @@ int fb_bench_echo_start(struct fb_bench_echo **out, const char *path)
         pthread_join(e->thread, NULL);
         goto fail_loop;
     }
+    if (port)
+        *port = e->port;
     *out = e;
     return 0;
 
@@ -222,7 +259,8 @@ struct fb_bench_echo *fb_bench_echo_stop(struct fb_bench_echo *e)
     uv_loop_close(&e->loop);
     pthread_cond_destroy(&e->cond);
     pthread_mutex_destroy(&e->lock);
-    unlink(e->path);
+    if (!e->tcp)
+        unlink(e->path);
     free(e);
     return NULL;
 }

@@ -12,6 +12,7 @@
  */
 #include "bench.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -415,12 +416,12 @@ int fb_bench_daemon_rss(const struct fb_bench_daemon *d, long *rss_kib,
     return *rss_kib < 0 || *hwm_kib < 0 ? -EIO : 0;
 }
 
-double fb_bench_daemon_cpu(const struct fb_bench_daemon *d)
+/* utime + stime in seconds from a /proc .../stat file, or -1. */
+static double stat_cpu(const char *path)
 {
-    char path[64], buf[2048];
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
+    char buf[2048];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+
     if (fd < 0)
         return -1;
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
@@ -437,6 +438,33 @@ double fb_bench_daemon_cpu(const struct fb_bench_daemon *d)
                &utime, &stime) != 2)
         return -1;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+int fb_bench_daemon_cpu(const struct fb_bench_daemon *d, struct fb_bench_cpu *s)
+{
+    char path[320];
+
+    memset(s, 0, sizeof(*s));
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
+    if ((s->total = stat_cpu(path)) < 0)
+        return -ESRCH;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)d->pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return -errno;
+    struct dirent *e;
+    while ((e = readdir(dir)) && s->n < FB_BENCH_MAX_THREADS) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)d->pid, e->d_name);
+        double t = stat_cpu(path);
+        if (t >= 0) {
+            s->tid[s->n] = atoi(e->d_name);
+            s->cpu[s->n++] = t;
+        }
+    }
+    closedir(dir);
+    return 0;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag,

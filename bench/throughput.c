@@ -139,6 +139,36 @@ static int tp_send(struct tp_conn *c)
     }
 }
 
+static int cmp_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Daemon CPU over the run, in total and for its busiest threads: whether
+ * the connections really landed on different workers shows up here. */
+static void cpu_share(struct fb_bench_tp_result *res, const struct fb_bench_cpu *a,
+                      const struct fb_bench_cpu *b)
+{
+    double busy[FB_BENCH_MAX_THREADS];
+    size_t n = 0;
+
+    res->daemon_cpu = (b->total - a->total) / res->seconds;
+    for (size_t i = 0; i < b->n; i++) {
+        double before = 0;
+        for (size_t j = 0; j < a->n; j++)
+            if (a->tid[j] == b->tid[i])
+                before = a->cpu[j];
+        double share = (b->cpu[i] - before) / res->seconds;
+        if (share >= 0.05)
+            busy[n++] = share;
+    }
+    qsort(busy, n, sizeof(*busy), cmp_desc);
+    for (size_t i = 0; i < n && i < 8; i++)
+        res->thread_cpu[res->nthreads++] = busy[i];
+}
+
 static void *tp_thread(void *arg)
 {
     struct tp_conn *c = arg;
@@ -231,7 +261,8 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
         }
     }
 
-    double cpu0 = d ? fb_bench_daemon_cpu(d) : -1;
+    struct fb_bench_cpu cpu0, cpu1;
+    bool have_cpu = d && fb_bench_daemon_cpu(d, &cpu0) == 0;
     pthread_t *th = calloc(o->conns, sizeof(*th));
     if (!th) {
         rc = -ENOMEM;
@@ -250,7 +281,7 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
         pthread_join(th[i], NULL);
     free(th);
     pthread_barrier_destroy(&start);
-    double cpu1 = d ? fb_bench_daemon_cpu(d) : -1;
+    have_cpu = have_cpu && fb_bench_daemon_cpu(d, &cpu1) == 0;
 
     uint64_t t0 = UINT64_MAX, t1 = 0;
     rc = 0;
@@ -278,8 +309,8 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
     res->seconds = (double)(t1 - t0) / 1e9;
     res->events_per_s = (double)res->sent / res->seconds;
     res->mb_per_s = (double)res->sent * (double)frame.len / res->seconds / 1e6;
-    if (cpu0 >= 0 && cpu1 >= 0)
-        res->daemon_cpu = (cpu1 - cpu0) / res->seconds;
+    if (have_cpu)
+        cpu_share(res, &cpu0, &cpu1);
 
     if (d) {
         for (unsigned i = 0; i < connected; i++) {

@@ -135,7 +135,7 @@ int fidbus_frame_next(struct fidbus_frame_reader *r, const uint8_t **body, size_
         return 0;
     uint32_t flen = load_be32(r->buf + r->start);
     if (flen == 0)
-        return FIDBUS_MALFORMED;
+        return -EBADMSG; /* not FIDBUS_MALFORMED: it equals 1, "a frame" */
     if (flen > r->max_frame)
         return FIDBUS_TOO_LARGE;
     if (pending - FIDBUS_FRAME_HEADER < flen)

@@ -90,8 +90,8 @@ uint64_t fidbus_funcid(const char *canonical)
     return id;
 }
 
-int fidbus_funcid_make(const char *ns, const char *name, const char *version, char *canonical,
-                       uint64_t *id)
+int fidbus_funcid_make(const char *ns, const char *name, const char *version,
+                       char *canonical, uint64_t *id)
 {
     if (!fidbus_name_valid(ns) || !fidbus_name_valid(name) ||
         fidbus_semver_parse(version, NULL) != 0)

@@ -94,7 +94,8 @@ bool fidbus_tag_key_valid(const char *key, size_t len)
  */
 static bool utf8_scan(const uint8_t *s, size_t len, bool no_nul)
 {
-    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
+    const uint64_t ones = UINT64_C(0x0101010101010101),
+                   highs = UINT64_C(0x8080808080808080);
     size_t i = 0;
     while (i < len) {
         while (i + 8 <= len) {
@@ -206,39 +207,55 @@ struct tok {
     size_t len;
 };
 
+/* The callbacks only record what libcbor saw; the parser acts on it. */
 #define TOK(c) ((struct tok *)(c))
+#define CB_NUM(fn, T, k)                                                                 \
+    static void fn(void *c, T v)                                                         \
+    {                                                                                    \
+        TOK(c)->kind = (k);                                                              \
+        TOK(c)->val = (uint64_t)v;                                                       \
+    }
+#define CB_STR(fn, k)                                                                    \
+    static void fn(void *c, cbor_data s, size_t n)                                       \
+    {                                                                                    \
+        TOK(c)->kind = (k);                                                              \
+        TOK(c)->s = s;                                                                   \
+        TOK(c)->len = n;                                                                 \
+    }
+#define CB_KIND(fn, T, k)                                                                \
+    static void fn(void *c, T v)                                                         \
+    {                                                                                    \
+        (void)v;                                                                         \
+        TOK(c)->kind = (k);                                                              \
+    }
+#define CB_BARE(fn, k)                                                                   \
+    static void fn(void *c)                                                              \
+    {                                                                                    \
+        TOK(c)->kind = (k);                                                              \
+    }
 
-static void cb_u8(void *c, uint8_t v) { TOK(c)->kind = T_UINT, TOK(c)->val = v; }
-static void cb_u16(void *c, uint16_t v) { TOK(c)->kind = T_UINT, TOK(c)->val = v; }
-static void cb_u32(void *c, uint32_t v) { TOK(c)->kind = T_UINT, TOK(c)->val = v; }
-static void cb_u64(void *c, uint64_t v) { TOK(c)->kind = T_UINT, TOK(c)->val = v; }
-static void cb_n8(void *c, uint8_t v) { TOK(c)->kind = T_NEGINT, TOK(c)->val = v; }
-static void cb_n16(void *c, uint16_t v) { TOK(c)->kind = T_NEGINT, TOK(c)->val = v; }
-static void cb_n32(void *c, uint32_t v) { TOK(c)->kind = T_NEGINT, TOK(c)->val = v; }
-static void cb_n64(void *c, uint64_t v) { TOK(c)->kind = T_NEGINT, TOK(c)->val = v; }
-
-static void cb_bstr(void *c, cbor_data s, size_t n)
-{
-    TOK(c)->kind = T_BSTR, TOK(c)->s = s, TOK(c)->len = n;
-}
-
-static void cb_tstr(void *c, cbor_data s, size_t n)
-{
-    TOK(c)->kind = T_TSTR, TOK(c)->s = s, TOK(c)->len = n;
-}
-
-static void cb_bstr_indef(void *c) { TOK(c)->kind = T_BSTR_INDEF; }
-static void cb_tstr_indef(void *c) { TOK(c)->kind = T_TSTR_INDEF; }
-static void cb_array(void *c, size_t n) { TOK(c)->kind = T_ARRAY, TOK(c)->val = n; }
-static void cb_array_indef(void *c) { TOK(c)->kind = T_ARRAY_INDEF; }
-static void cb_map(void *c, size_t n) { TOK(c)->kind = T_MAP, TOK(c)->val = n; }
-static void cb_map_indef(void *c) { TOK(c)->kind = T_MAP_INDEF; }
-static void cb_tag(void *c, uint64_t v) { TOK(c)->kind = T_TAG, TOK(c)->val = v; }
-static void cb_float(void *c, float v) { TOK(c)->kind = T_SIMPLE; }
-static void cb_double(void *c, double v) { TOK(c)->kind = T_SIMPLE; }
-static void cb_simple(void *c) { TOK(c)->kind = T_SIMPLE; }
-static void cb_bool(void *c, bool v) { TOK(c)->kind = T_SIMPLE; }
-static void cb_break(void *c) { TOK(c)->kind = T_BREAK; }
+CB_NUM(cb_u8, uint8_t, T_UINT)
+CB_NUM(cb_u16, uint16_t, T_UINT)
+CB_NUM(cb_u32, uint32_t, T_UINT)
+CB_NUM(cb_u64, uint64_t, T_UINT)
+CB_NUM(cb_n8, uint8_t, T_NEGINT)
+CB_NUM(cb_n16, uint16_t, T_NEGINT)
+CB_NUM(cb_n32, uint32_t, T_NEGINT)
+CB_NUM(cb_n64, uint64_t, T_NEGINT)
+CB_NUM(cb_array, size_t, T_ARRAY)
+CB_NUM(cb_map, size_t, T_MAP)
+CB_NUM(cb_tag, uint64_t, T_TAG)
+CB_STR(cb_bstr, T_BSTR)
+CB_STR(cb_tstr, T_TSTR)
+CB_KIND(cb_float, float, T_SIMPLE)
+CB_KIND(cb_double, double, T_SIMPLE)
+CB_KIND(cb_bool, bool, T_SIMPLE)
+CB_BARE(cb_bstr_indef, T_BSTR_INDEF)
+CB_BARE(cb_tstr_indef, T_TSTR_INDEF)
+CB_BARE(cb_array_indef, T_ARRAY_INDEF)
+CB_BARE(cb_map_indef, T_MAP_INDEF)
+CB_BARE(cb_simple, T_SIMPLE)
+CB_BARE(cb_break, T_BREAK)
 
 /* libcbor's member names for indefinite/definite starts are swapped in its
  * header comments; these assignments follow what the decoder calls. */
@@ -363,7 +380,7 @@ static inline int next_tok(struct dec *d, struct tok *t)
  * count is at most twice the body length, far below 2^61. For indefinite
  * maps the count field holds the parity of the items seen. */
 enum lvl_kind {
-    L_DEF,        /* definite array, map (2n items) or tag (1 item) */
+    L_DEF, /* definite array, map (2n items) or tag (1 item) */
     L_ARRAY_INDEF,
     L_MAP_INDEF,
     L_BSTR_INDEF, /* chunked strings: only chunks of the same type inside */
@@ -371,7 +388,7 @@ enum lvl_kind {
 };
 
 #define LVL(kind, n) ((uint64_t)(n) << 3 | (uint64_t)(kind))
-#define LVL_KIND(v) ((enum lvl_kind)((v) & 7u))
+#define LVL_KIND(v) ((enum lvl_kind)((v)&7u))
 #define LVL_N(v) ((v) >> 3)
 
 /*
@@ -390,11 +407,13 @@ static int skip_item(struct dec *d, unsigned max_depth)
         if ((rc = next_tok(d, &t)))
             return rc;
         if (sp && LVL_KIND(stack[sp - 1]) >= L_BSTR_INDEF) {
-            enum tok_kind want = LVL_KIND(stack[sp - 1]) == L_BSTR_INDEF ? T_BSTR : T_TSTR;
+            enum tok_kind want =
+                LVL_KIND(stack[sp - 1]) == L_BSTR_INDEF ? T_BSTR : T_TSTR;
             if (t.kind == want)
                 continue;
             if (t.kind != T_BREAK)
-                return fail(d, FIDBUS_MALFORMED, "bad chunk in an indefinite-length string");
+                return fail(d, FIDBUS_MALFORMED,
+                            "bad chunk in an indefinite-length string");
             sp--;
             goto item_done;
         }
@@ -440,7 +459,8 @@ static int skip_item(struct dec *d, unsigned max_depth)
         }
         case T_BREAK:
             if (sp == 0 || LVL_KIND(stack[sp - 1]) == L_DEF)
-                return fail(d, FIDBUS_MALFORMED, "break outside an indefinite-length item");
+                return fail(d, FIDBUS_MALFORMED,
+                            "break outside an indefinite-length item");
             if (LVL_KIND(stack[sp - 1]) == L_MAP_INDEF && LVL_N(stack[sp - 1]) != 0)
                 return fail(d, FIDBUS_MALFORMED, "map with a key but no value");
             sp--;
@@ -529,7 +549,8 @@ static int read_str(struct dec *d, const struct str_req *req, struct str_res *re
 {
     struct fidbus_msg *m = d->m;
     bool text = req->major == T_TSTR;
-    struct tok t = {.s = NULL, .len = 0}; /* set by callbacks; quiets -Wmaybe-uninitialized */
+    struct tok t = {.s = NULL,
+                    .len = 0}; /* set by callbacks; quiets -Wmaybe-uninitialized */
     int rc;
 
     res->too_long = res->bad_chars = false;
@@ -574,7 +595,8 @@ static int read_str(struct dec *d, const struct str_req *req, struct str_res *re
             continue;
         if (t.len > limit - total) {
             if (req->mode == S_SLICE)
-                return fail(d, FIDBUS_TOO_LARGE, "chunked strings exceed the decode arena");
+                return fail(d, FIDBUS_TOO_LARGE,
+                            "chunked strings exceed the decode arena");
             keep = false;
             res->too_long = true;
             continue;
@@ -668,10 +690,12 @@ static int read_tags(struct dec *d)
 {
     static const struct str_req key_req = {T_TSTR, S_CSTR, CC_KEY, FIDBUS_MAX_TAG_KEY_LEN,
                                            "tag key is not a text string"};
-    static const struct str_req val_req = {T_TSTR, S_CSTR, CC_NONUL, FIDBUS_MAX_TAG_VALUE_LEN,
+    static const struct str_req val_req = {T_TSTR, S_CSTR, CC_NONUL,
+                                           FIDBUS_MAX_TAG_VALUE_LEN,
                                            "tag value is not a text string"};
     /* Past the 32nd tag only check: the arena has room for 32. */
-    static const struct str_req key_chk = {T_TSTR, S_CHECK, 0, 0, "tag key is not a text string"};
+    static const struct str_req key_chk = {T_TSTR, S_CHECK, 0, 0,
+                                           "tag key is not a text string"};
     static const struct str_req val_chk = {T_TSTR, S_CHECK, 0, 0,
                                            "tag value is not a text string"};
     struct fidbus_msg *m = d->m;
@@ -760,9 +784,12 @@ static int read_value(struct dec *d, uint64_t key)
                                                "message is not a text string"};
     static const struct str_req command_req = {T_TSTR, S_SLICE, 0, 0,
                                                "command is not a text string"};
-    static const struct str_req name_req = {T_TSTR, S_SLICE, 0, 0, "name is not a text string"};
-    static const struct str_req nonce_req = {T_BSTR, S_SLICE, 0, 0, "nonce is not a byte string"};
-    static const struct str_req mac_req = {T_BSTR, S_SLICE, 0, 0, "mac is not a byte string"};
+    static const struct str_req name_req = {T_TSTR, S_SLICE, 0, 0,
+                                            "name is not a text string"};
+    static const struct str_req nonce_req = {T_BSTR, S_SLICE, 0, 0,
+                                             "nonce is not a byte string"};
+    static const struct str_req mac_req = {T_BSTR, S_SLICE, 0, 0,
+                                           "mac is not a byte string"};
     struct fidbus_msg *m = d->m;
     struct fidbus_slice *dst;
     const struct str_req *req;
@@ -836,15 +863,14 @@ static void msg_reset(struct fidbus_msg *m)
     m->arena_used = 0;
 }
 
-int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth, struct fidbus_msg *m)
+int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth,
+                      struct fidbus_msg *m)
 {
     struct dec d = {
-        .p = body,
-        .end = body + len,
         .m = m,
-        .max_depth = max_depth == 0                   ? FIDBUS_MAX_DEPTH_DEFAULT
+        .max_depth = max_depth == 0                  ? FIDBUS_MAX_DEPTH_DEFAULT
                      : max_depth > FB_DEPTH_HARD_MAX ? FB_DEPTH_HARD_MAX
-                                                      : max_depth,
+                                                     : max_depth,
         .chunk_budget = FB_CHUNK_BUDGET,
     };
     uint32_t seen = 0;
@@ -855,6 +881,8 @@ int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth, struc
     msg_reset(m);
     if (!body || len == 0)
         return fail(&d, FIDBUS_MALFORMED, "empty body");
+    d.p = body;
+    d.end = body + len;
     if ((rc = read_map_head(&d, &n, &indef, "message is not a CBOR map")))
         return rc;
     for (i = 0; map_more(&d, indef, n, i); i++) {

@@ -127,10 +127,8 @@ static size_t encoded_bound(const struct fidbus_msg_out *m)
         unsigned key;
         const struct fidbus_slice *s;
     } raw[] = {
-        {FIDBUS_K_PAYLOAD, &m->payload},
-        {FIDBUS_K_RESULT, &m->result},
-        {FIDBUS_K_ARGS, &m->args},
-        {FIDBUS_K_NONCE, &m->nonce},
+        {FIDBUS_K_PAYLOAD, &m->payload}, {FIDBUS_K_RESULT, &m->result},
+        {FIDBUS_K_ARGS, &m->args},       {FIDBUS_K_NONCE, &m->nonce},
         {FIDBUS_K_MAC, &m->mac},
     };
     for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
@@ -264,8 +262,9 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
     return cut;
 }
 
-size_t fidbus_enc_error(uint8_t *out, size_t cap, bool has_seq, uint64_t seq, uint64_t code,
-                        const char *message, bool with_result, uint64_t result)
+size_t fidbus_enc_error(uint8_t *out, size_t cap, bool has_seq, uint64_t seq,
+                        uint64_t code, const char *message, bool with_result,
+                        uint64_t result)
 {
     if (cap > FB_ERROR_FRAME_MAX)
         cap = FB_ERROR_FRAME_MAX;
@@ -307,8 +306,8 @@ size_t fidbus_enc_error(uint8_t *out, size_t cap, bool has_seq, uint64_t seq, ui
     return finish(&w, out);
 }
 
-size_t fidbus_enc_hello(uint8_t *out, size_t cap, const char *server_name, const uint8_t *nonce,
-                        size_t nonce_len)
+size_t fidbus_enc_hello(uint8_t *out, size_t cap, const char *server_name,
+                        const uint8_t *nonce, size_t nonce_len)
 {
     if (cap < FIDBUS_FRAME_HEADER)
         return 0;

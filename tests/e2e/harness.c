@@ -401,8 +401,11 @@ void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *se
         n += snprintf(head + n, sizeof head - n, "tcp = 127.0.0.1:%u\ntcp_auth = none\n",
                       port);
     }
-    if (o->listen_extra)
-        n += snprintf(head + n, sizeof head - n, "%s\n", o->listen_extra);
+    if (o->listen_extra) {
+        char *extra = substitute(t, o->listen_extra);
+        n += snprintf(head + n, sizeof head - n, "%s\n", extra);
+        free(extra);
+    }
     n += snprintf(head + n, sizeof head - n, "\n[control]\nsocket = %s\n\n", t->control);
     ck_assert_int_lt(n, (int)sizeof head);
 

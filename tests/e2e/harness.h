@@ -16,6 +16,9 @@
  * config text a test hands over, "@B@" stands for the build dir and "@D@"
  * for the temp dir.
  *
+ * harness.c runs processes (the daemon, the command-line tools);
+ * harness_wire.c talks to the daemon and reads what plugins wrote.
+ *
  * Every failure is a Check assertion. A failed test's process ends at once
  * (Check's _exit), so cleanup does not depend on it: the daemon has
  * PR_SET_PDEATHSIG and dies with the test process (also when Check kills
@@ -52,7 +55,7 @@ struct fb_e2e_opts {
     unsigned workers;           /* 0: 2 */
     uint32_t max_frame;         /* 0: not written (daemon default) */
     unsigned blocking_threads;  /* 0: not written (daemon default) */
-    const char *listen_extra;   /* more lines for [listen], or NULL */
+    const char *listen_extra;   /* more lines for [listen] (@B@, @D@ work), or NULL */
 };
 
 struct fb_e2e {

@@ -153,10 +153,9 @@ START_TEST(test_e2e_cli_tcp_auth_key_refused)
 {
     struct fb_e2e *t = fb_e2e_new();
     fb_e2e_write(t, "tcp.key", "0123456789abcdef0123456789abcdef\n");
-    char extra[512];
-    snprintf(extra, sizeof extra, "tcp = 127.0.0.1:1\ntcp_auth = key\ntcp_key_file = %s",
-             fb_e2e_file(t, "tcp.key"));
-    struct fb_e2e_opts o = {.listen_extra = extra};
+    struct fb_e2e_opts o = {
+        .listen_extra = "tcp = 127.0.0.1:1\ntcp_auth = key\ntcp_key_file = @D@/tcp.key",
+    };
     fb_e2e_config(t, &o, FB_E2E_LOG);
     int st = fb_e2e_start_fail(t, NULL);
     char *err = fb_e2e_stderr(t);

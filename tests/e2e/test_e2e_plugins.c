@@ -18,21 +18,6 @@
 
 #include "harness.h"
 
-static void ping_ok(struct fidbus_client *c)
-{
-    int rc = fidbus_ping(c);
-    ck_assert_msg(rc == 0, "PING: %s", fidbus_strerror(rc));
-}
-
-static void publish_ack_ok(struct fidbus_client *c, const char *event, uint64_t want)
-{
-    uint64_t res = 99;
-    int rc = fidbus_publish_ack(c, event, NULL, 0, NULL, 0, &res);
-    ck_assert_msg(rc == 0, "publish_ack %s: %s", event, fidbus_strerror(rc));
-    ck_assert_msg(res == want, "publish_ack %s: result %" PRIu64 ", expected %" PRIu64,
-                  event, res, want);
-}
-
 /* ------------------------------------------------------ refused at start */
 
 struct refuse_case {
@@ -96,15 +81,15 @@ START_TEST(test_e2e_clean_shutdown)
 
     struct fidbus_client *a = fb_e2e_connect(t);
     struct fidbus_client *b = fb_e2e_connect(t);
-    publish_ack_ok(a, "sd.life", 1);
+    fb_e2e_publish_ack(a, "sd.life", 1);
     for (int i = 0; i < 3000; i++) {
         ck_assert_int_eq(fidbus_publish(a, "sd.a", NULL, 0, NULL, 0), 0);
         ck_assert_int_eq(fidbus_publish(b, "sd.b", NULL, 0, NULL, 0), 0);
     }
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(fidbus_publish(b, "sd.slow", NULL, 0, NULL, 0), 0);
-    ping_ok(a);
-    ping_ok(b);
+    fb_e2e_ping(a);
+    fb_e2e_ping(b);
     ck_assert_uint_eq(fidbus_client_async_errors(a), 0);
     ck_assert_uint_eq(fidbus_client_async_errors(b), 0);
 
@@ -179,12 +164,12 @@ START_TEST(test_e2e_hop_limit)
     int rc = fidbus_publish_ack(c, "hop.x", NULL, 0, NULL, 0, &res);
     ck_assert_msg(rc == 0 || rc == FIDBUS_EPROTO_CODE(FIDBUS_HANDLER_FAILED),
                   "publish_ack hop.x: %s", fidbus_strerror(rc));
-    ping_ok(c);
+    fb_e2e_ping(c);
     fidbus_client_close(c);
 
     /* the daemon is fine */
     c = fb_e2e_connect(t);
-    publish_ack_ok(c, "hop.ok", 1);
+    fb_e2e_publish_ack(c, "hop.ok", 1);
     fidbus_client_close(c);
 
     char *log = fb_e2e_read(fb_e2e_file(t, "log.txt"), NULL);
@@ -215,7 +200,7 @@ START_TEST(test_e2e_readme_plugin)
     struct fb_e2e *t = fb_e2e_up(NULL, "[plugin hello]\npath = @B@/tests/plugins/hello.so\n"
                                        "[route hello]\nevent = hello.x\nto = demo.hello\n");
     struct fidbus_client *c = fb_e2e_connect(t);
-    publish_ack_ok(c, "hello.x", 1);
+    fb_e2e_publish_ack(c, "hello.x", 1);
     fidbus_client_close(c);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);

@@ -22,7 +22,8 @@ START_TEST(test_funcid_vectors)
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char canonical[FIDBUS_CANONICAL_MAX], hex[FIDBUS_FUNCID_HEX];
         uint64_t id = 0;
-        ck_assert_int_eq(fidbus_funcid_make(v[i].ns, v[i].name, v[i].version, canonical, &id), 0);
+        ck_assert_int_eq(
+            fidbus_funcid_make(v[i].ns, v[i].name, v[i].version, canonical, &id), 0);
         ck_assert_str_eq(canonical, v[i].canonical);
         fidbus_funcid_hex(id, hex);
         ck_assert_str_eq(hex, v[i].hex);
@@ -37,7 +38,8 @@ START_TEST(test_funcid_make_rejects_bad_parts)
     char canonical[FIDBUS_CANONICAL_MAX];
     uint64_t id;
     ck_assert_int_eq(fidbus_funcid_make("demo", "log", "1.0", canonical, &id), -EINVAL);
-    ck_assert_int_eq(fidbus_funcid_make("de.mo", "log", "1.0.0", canonical, &id), -EINVAL);
+    ck_assert_int_eq(fidbus_funcid_make("de.mo", "log", "1.0.0", canonical, &id),
+                     -EINVAL);
     ck_assert_int_eq(fidbus_funcid_make("demo", "", "1.0.0", canonical, &id), -EINVAL);
     ck_assert_int_eq(fidbus_funcid_make("demo", "l@g", "1.0.0", canonical, &id), -EINVAL);
     ck_assert_int_eq(fidbus_funcid_make(NULL, "log", "1.0.0", canonical, &id), -EINVAL);
@@ -83,11 +85,13 @@ START_TEST(test_funcid_semver_parse)
     ck_assert_uint_eq(v.patch, 4294967295u);
 
     static const char *const bad[] = {
-        "", "1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "1.2.03", "1.2.3-rc1", "1.2.3+b",
-        "v1.2.3", "1..3", "1.2.", " 1.2.3", "1.2.3 ", "-1.2.3", "4294967296.0.0", "1.2.x",
+        "",       "1",         "1.2",     "1.2.3.4",        "01.2.3", "1.02.3",
+        "1.2.03", "1.2.3-rc1", "1.2.3+b", "v1.2.3",         "1..3",   "1.2.",
+        " 1.2.3", "1.2.3 ",    "-1.2.3",  "4294967296.0.0", "1.2.x",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        ck_assert_msg(fidbus_semver_parse(bad[i], &v) == -EINVAL, "accepted '%s'", bad[i]);
+        ck_assert_msg(fidbus_semver_parse(bad[i], &v) == -EINVAL, "accepted '%s'",
+                      bad[i]);
     ck_assert_int_eq(fidbus_semver_parse(NULL, &v), -EINVAL);
 }
 END_TEST
@@ -95,7 +99,7 @@ END_TEST
 START_TEST(test_funcid_semver_cmp)
 {
     struct fidbus_semver a, b;
-    static const char *const order[] = {"0.0.1", "0.1.0", "0.9.9", "0.10.0",
+    static const char *const order[] = {"0.0.1", "0.1.0",  "0.9.9", "0.10.0",
                                         "1.0.0", "1.0.10", "2.0.0", "10.0.0"};
     size_t n = sizeof(order) / sizeof(order[0]);
     for (size_t i = 0; i < n; i++) {
@@ -145,13 +149,15 @@ START_TEST(test_funcid_sighash)
     /* SHA-256("event:any"), computed independently (sha256sum). */
     fidbus_sighash("event:any", h);
     fidbus_sighash_hex(h, hex);
-    ck_assert_str_eq(hex, "75c909e5a6de13d4f211c25ef95da0a710aa5082788fb047e2840d3e4ce55b31");
+    ck_assert_str_eq(hex,
+                     "75c909e5a6de13d4f211c25ef95da0a710aa5082788fb047e2840d3e4ce55b31");
     ck_assert_int_eq(fidbus_sighash_parse(hex, back), 0);
     ck_assert_mem_eq(back, h, sizeof(h));
 
     fidbus_sighash("order.created/v2 -> ok", h);
     fidbus_sighash_hex(h, hex);
-    ck_assert_str_eq(hex, "efe0675ea18694620016087e317844673e3b7e6ec81f864cd53588b3f02f399e");
+    ck_assert_str_eq(hex,
+                     "efe0675ea18694620016087e317844673e3b7e6ec81f864cd53588b3f02f399e");
 
     /* Upper case parses to the same bytes; wrong lengths and digits fail. */
     char upper[FIDBUS_SIGHASH_HEX];

@@ -130,7 +130,8 @@ static const struct {
     {"[_ 1, [2, 3], [4, 5]]", "9f01820203820405ff"},
     {"[1, [2, 3], [_ 4, 5]]", "83018202039f0405ff"},
     {"[1, [_ 2, 3], [4, 5]]", "83019f0203ff820405"},
-    {"[_ 1, 2, 3, ..., 25]", "9f0102030405060708090a0b0c0d0e0f101112131415161718181819ff"},
+    {"[_ 1, 2, 3, ..., 25]",
+     "9f0102030405060708090a0b0c0d0e0f101112131415161718181819ff"},
     {"{_ \"a\": 1, \"b\": [_ 2, 3]}", "bf61610161629f0203ffff"},
     {"[\"a\", {_ \"b\": \"c\"}]", "826161bf61626163ff"},
     {"{_ \"Fun\": true, \"Amt\": -2}", "bf6346756ef563416d7421ff"},
@@ -205,8 +206,8 @@ END_TEST
 START_TEST(test_msg_libcbor_gaps)
 {
     static const char *const ok[] = {
-        "c6 00", "c7 00", "d0 00", "d4 f6", "d5 40", "e0", "e7", "f3", "f8 20", "f8 ff",
-        "c6 c6 c6 00", "9f e0 f8 20 ff", "a1 f0 f1",
+        "c6 00", "c7 00", "d0 00", "d4 f6",       "d5 40",          "e0",       "e7",
+        "f3",    "f8 20", "f8 ff", "c6 c6 c6 00", "9f e0 f8 20 ff", "a1 f0 f1",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char hex[128];
@@ -224,47 +225,125 @@ START_TEST(test_msg_rfc8949_not_well_formed)
 {
     static const char *const bad[] = {
         /* end of input in a head */
-        "18", "19", "1a", "1b", "1901", "1a0102", "1b01020304050607", "38", "58", "78", "98",
-        "9a01ff00", "b8", "d8", "f8", "f900", "fa0000", "fb000000",
+        "18",
+        "19",
+        "1a",
+        "1b",
+        "1901",
+        "1a0102",
+        "1b01020304050607",
+        "38",
+        "58",
+        "78",
+        "98",
+        "9a01ff00",
+        "b8",
+        "d8",
+        "f8",
+        "f900",
+        "fa0000",
+        "fb000000",
         /* definite-length strings with short data */
-        "41", "61", "5affffffff00", "5bffffffffffffffff010203", "7affffffff00",
+        "41",
+        "61",
+        "5affffffff00",
+        "5bffffffffffffffff010203",
+        "7affffffff00",
         "7b7fffffffffffffff010203",
         /* definite-length maps and arrays not closed with enough items */
-        "81", "818181818181818181", "8200", "a1", "a20102", "a100", "a2000000",
+        "81",
+        "818181818181818181",
+        "8200",
+        "a1",
+        "a20102",
+        "a100",
+        "a2000000",
         /* tag number not followed by tag content */
         "c0",
         /* indefinite-length strings not closed by a break */
-        "5f4100", "7f6100",
+        "5f4100",
+        "7f6100",
         /* indefinite-length maps and arrays not closed by a break */
-        "9f", "9f0102", "bf", "bf01020102", "819f", "9f8000", "9f9f9f9f9fffffffff",
+        "9f",
+        "9f0102",
+        "bf",
+        "bf01020102",
+        "819f",
+        "9f8000",
+        "9f9f9f9f9fffffffff",
         "9f819f819f9fffffff",
         /* reserved additional information values */
-        "1c", "1d", "1e", "3c", "3d", "3e", "5c", "5d", "5e", "7c", "7d", "7e", "9c", "9d",
-        "9e", "bc", "bd", "be", "dc", "dd", "de", "fc", "fd", "fe",
+        "1c",
+        "1d",
+        "1e",
+        "3c",
+        "3d",
+        "3e",
+        "5c",
+        "5d",
+        "5e",
+        "7c",
+        "7d",
+        "7e",
+        "9c",
+        "9d",
+        "9e",
+        "bc",
+        "bd",
+        "be",
+        "dc",
+        "dd",
+        "de",
+        "fc",
+        "fd",
+        "fe",
         /* reserved two-byte encodings of simple values */
-        "f800", "f801", "f818", "f81f",
+        "f800",
+        "f801",
+        "f818",
+        "f81f",
         /* indefinite-length string chunks not of the correct type */
-        "5f00ff", "5f21ff", "5f6100ff", "5f80ff", "5fa0ff", "5fc000ff", "5fe0ff", "7f4100ff",
+        "5f00ff",
+        "5f21ff",
+        "5f6100ff",
+        "5f80ff",
+        "5fa0ff",
+        "5fc000ff",
+        "5fe0ff",
+        "7f4100ff",
         /* indefinite-length string chunks not definite length */
-        "5f5f4100ffff", "7f7f6100ffff",
+        "5f5f4100ffff",
+        "7f7f6100ffff",
         /* break on its own outside an indefinite-length item */
         "ff",
         /* break in a definite-length array or map or a tag */
-        "81ff", "8200ff", "a1ff", "a1ff00", "a100ff", "a20000ff", "9f81ff",
-        "9f829f819f9fffffffff", "c1ff",
+        "81ff",
+        "8200ff",
+        "a1ff",
+        "a1ff00",
+        "a100ff",
+        "a20000ff",
+        "9f81ff",
+        "9f829f819f9fffffffff",
+        "c1ff",
         /* break in a value position of an indefinite-length map */
-        "bf00ff", "bf000000ff",
+        "bf00ff",
+        "bf000000ff",
         /* major types 0, 1, 6 with additional information 31 */
-        "1f", "3f", "df",
+        "1f",
+        "3f",
+        "df",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char hex[128];
         snprintf(hex, sizeof(hex), "a3 00 03 02 61 78 04 %s", bad[i]);
-        ck_assert_msg(dec_hex(hex, 64) == FIDBUS_MALFORMED, "payload %s accepted", bad[i]);
+        ck_assert_msg(dec_hex(hex, 64) == FIDBUS_MALFORMED, "payload %s accepted",
+                      bad[i]);
         ck_assert_ptr_nonnull(m.why);
         /* And in an unknown key's value. */
         snprintf(hex, sizeof(hex), "a2 00 03 0f %s", bad[i]);
-        ck_assert_msg(dec_hex(hex, 64) == FIDBUS_MALFORMED, "unknown %s accepted", bad[i]);
+        ck_assert_msg(dec_hex(hex, 64) == FIDBUS_MALFORMED, "unknown %s accepted",
+                      bad[i]);
     }
 }
 END_TEST
@@ -299,19 +378,23 @@ static bool slice_is(struct fidbus_slice s, const char *text)
 START_TEST(test_msg_round_trip_every_type)
 {
     static const uint8_t payload[] = {0xa1, 0x61, 0x6e, 0x18, 0x2a}; /* {"n": 42} */
-    static const uint8_t args[] = {0xa1, 0x64, 0x6e, 0x61, 0x6d, 0x65, 0x63, 0x6c, 0x6f, 0x67};
+    static const uint8_t args[] = {0xa1, 0x64, 0x6e, 0x61, 0x6d,
+                                   0x65, 0x63, 0x6c, 0x6f, 0x67};
     static const uint8_t result[] = {0x82, 0x01, 0xf5};
-    static const uint8_t nonce[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    static const uint8_t nonce[] = {1, 2,  3,  4,  5,  6,  7,  8,
+                                    9, 10, 11, 12, 13, 14, 15, 16};
     static const uint8_t mac[32] = {0xaa, 0xbb, [31] = 0xcc};
-    static const struct fidbus_tag tags[] = {{"version", "v2"}, {"region", "cn-east"},
-                                             {"empty", ""}};
+    static const struct fidbus_tag tags[] = {
+        {"version", "v2"}, {"region", "cn-east"}, {"empty", ""}};
 #define B FIDBUS_BIT
     struct fidbus_msg_out o;
 
     /* HELLO */
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_VERSION) |
                                            B(FIDBUS_K_NAME) | B(FIDBUS_K_NONCE),
-                                .type = FIDBUS_MSG_HELLO, .version = 1, .name = "fidbusd",
+                                .type = FIDBUS_MSG_HELLO,
+                                .version = 1,
+                                .name = "fidbusd",
                                 .nonce = {nonce, sizeof(nonce)}};
     round_trip(&o);
     ck_assert_uint_eq(m.type, FIDBUS_MSG_HELLO);
@@ -321,8 +404,10 @@ START_TEST(test_msg_round_trip_every_type)
     ck_assert_mem_eq(m.nonce.ptr, nonce, 16);
 
     /* AUTH */
-    o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_MAC) | B(FIDBUS_K_NAME),
-                                .type = FIDBUS_MSG_AUTH, .name = "client-1",
+    o = (struct fidbus_msg_out){.present =
+                                    B(FIDBUS_K_TYPE) | B(FIDBUS_K_MAC) | B(FIDBUS_K_NAME),
+                                .type = FIDBUS_MSG_AUTH,
+                                .name = "client-1",
                                 .mac = {mac, sizeof(mac)}};
     round_trip(&o);
     ck_assert_uint_eq(m.mac.len, 32);
@@ -332,9 +417,13 @@ START_TEST(test_msg_round_trip_every_type)
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_SEQ) |
                                            B(FIDBUS_K_EVENT) | B(FIDBUS_K_TAGS) |
                                            B(FIDBUS_K_PAYLOAD) | B(FIDBUS_K_FLAGS),
-                                .type = FIDBUS_MSG_PUBLISH, .seq = UINT64_MAX,
-                                .event = "order.created", .tags = tags, .ntags = 3,
-                                .payload = {payload, sizeof(payload)}, .flags = FIDBUS_FLAG_ACK};
+                                .type = FIDBUS_MSG_PUBLISH,
+                                .seq = UINT64_MAX,
+                                .event = "order.created",
+                                .tags = tags,
+                                .ntags = 3,
+                                .payload = {payload, sizeof(payload)},
+                                .flags = FIDBUS_FLAG_ACK};
     round_trip(&o);
     ck_assert_uint_eq(m.seq, UINT64_MAX);
     ck_assert_str_eq(m.event, "order.created");
@@ -351,7 +440,8 @@ START_TEST(test_msg_round_trip_every_type)
     /* ACK */
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_SEQ) |
                                            B(FIDBUS_K_RESULT),
-                                .type = FIDBUS_MSG_ACK, .seq = 9,
+                                .type = FIDBUS_MSG_ACK,
+                                .seq = 9,
                                 .result = {result, sizeof(result)}};
     round_trip(&o);
     ck_assert_mem_eq(m.result.ptr, result, sizeof(result));
@@ -359,7 +449,9 @@ START_TEST(test_msg_round_trip_every_type)
     /* ERROR */
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_SEQ) |
                                            B(FIDBUS_K_CODE) | B(FIDBUS_K_MESSAGE),
-                                .type = FIDBUS_MSG_ERROR, .seq = 3, .code = FIDBUS_NO_ROUTE,
+                                .type = FIDBUS_MSG_ERROR,
+                                .seq = 3,
+                                .code = FIDBUS_NO_ROUTE,
                                 .message = "no route for «x»"};
     round_trip(&o);
     ck_assert_uint_eq(m.code, FIDBUS_NO_ROUTE);
@@ -368,7 +460,9 @@ START_TEST(test_msg_round_trip_every_type)
     /* REQUEST */
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_SEQ) |
                                            B(FIDBUS_K_COMMAND) | B(FIDBUS_K_ARGS),
-                                .type = FIDBUS_MSG_REQUEST, .seq = 1, .command = "plugin.unload",
+                                .type = FIDBUS_MSG_REQUEST,
+                                .seq = 1,
+                                .command = "plugin.unload",
                                 .args = {args, sizeof(args)}};
     round_trip(&o);
     ck_assert(slice_is(m.command, "plugin.unload"));
@@ -378,14 +472,18 @@ START_TEST(test_msg_round_trip_every_type)
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_SEQ) |
                                            B(FIDBUS_K_CODE) | B(FIDBUS_K_MESSAGE) |
                                            B(FIDBUS_K_RESULT),
-                                .type = FIDBUS_MSG_REPLY, .seq = 1, .code = 0, .message = "",
+                                .type = FIDBUS_MSG_REPLY,
+                                .seq = 1,
+                                .code = 0,
+                                .message = "",
                                 .result = {result, sizeof(result)}};
     round_trip(&o);
     ck_assert_uint_eq(m.message.len, 0);
 
     /* PING */
     o = (struct fidbus_msg_out){.present = B(FIDBUS_K_TYPE) | B(FIDBUS_K_SEQ),
-                                .type = FIDBUS_MSG_PING, .seq = 77};
+                                .type = FIDBUS_MSG_PING,
+                                .seq = 77};
     round_trip(&o);
     ck_assert_uint_eq(m.seq, 77);
 #undef B
@@ -395,8 +493,8 @@ END_TEST
 START_TEST(test_msg_encode_rejects_incomplete_input)
 {
     struct fidbus_buf b = {0};
-    struct fidbus_msg_out o = {.present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT),
-                               .type = 3};
+    struct fidbus_msg_out o = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT), .type = 3};
     ck_assert_int_lt(fidbus_msg_encode(&b, &o), 0); /* event NULL */
     o.present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_PAYLOAD);
     ck_assert_int_lt(fidbus_msg_encode(&b, &o), 0); /* empty raw item */
@@ -418,8 +516,8 @@ START_TEST(test_msg_enc_ack_error_hello)
     ck_assert_uint_eq(fidbus_enc_ack(out, n - 1, 12345, 2), 0); /* does not fit */
     ck_assert_uint_eq(fidbus_enc_ack(out, n, 12345, 2), n);
 
-    n = fidbus_enc_error(out, sizeof(out), true, 7, FIDBUS_HANDLER_FAILED, "handler failed",
-                         true, 1);
+    n = fidbus_enc_error(out, sizeof(out), true, 7, FIDBUS_HANDLER_FAILED,
+                         "handler failed", true, 1);
     ck_assert_int_eq(dec(out + 4, n - 4), 0);
     ck_assert_uint_eq(m.type, FIDBUS_MSG_ERROR);
     ck_assert_uint_eq(m.seq, 7);
@@ -470,8 +568,9 @@ END_TEST
 
 START_TEST(test_msg_truncated_at_every_length)
 {
-    static const char *hex = "a6 00 03 01 19 3039 02 68 6f726465722e6372 03 a1 62 6b31 62 7631"
-                             " 04 9f 01 82 02 03 ff 05 01";
+    static const char *hex =
+        "a6 00 03 01 19 3039 02 68 6f726465722e6372 03 a1 62 6b31 62 7631"
+        " 04 9f 01 82 02 03 ff 05 01";
     uint8_t body[128];
     size_t n = unhex(body, sizeof(body), hex);
     ck_assert_int_eq(dec(body, n), 0);
@@ -493,8 +592,8 @@ END_TEST
 
 START_TEST(test_msg_not_a_map)
 {
-    static const char *const bad[] = {"80", "8100", "00", "6161", "f6", "c1 a1 00 08", "ff",
-                                      "9f ff"};
+    static const char *const bad[] = {"80", "8100",        "00", "6161",
+                                      "f6", "c1 a1 00 08", "ff", "9f ff"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(dec_hex(bad[i], 64) == FIDBUS_MALFORMED, "%s accepted", bad[i]);
     ck_assert_int_eq(fidbus_msg_decode(NULL, 0, 64, &m), FIDBUS_MALFORMED);
@@ -504,13 +603,13 @@ END_TEST
 START_TEST(test_msg_wrong_key_types)
 {
     static const char *const bad[] = {
-        "a2 00 08 20 00",       /* negative key */
-        "a2 00 08 61 61 00",    /* text key */
-        "a2 00 08 41 01 00",    /* byte-string key */
-        "a2 00 08 c1 01 00",    /* tagged key */
-        "a2 00 08 80 00",       /* array key */
-        "a2 00 08 f4 00",       /* false as key */
-        "a2 00 08 f9 0000 00",  /* float key */
+        "a2 00 08 20 00",      /* negative key */
+        "a2 00 08 61 61 00",   /* text key */
+        "a2 00 08 41 01 00",   /* byte-string key */
+        "a2 00 08 c1 01 00",   /* tagged key */
+        "a2 00 08 80 00",      /* array key */
+        "a2 00 08 f4 00",      /* false as key */
+        "a2 00 08 f9 0000 00", /* float key */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(dec_hex(bad[i], 64) == FIDBUS_MALFORMED, "%s accepted", bad[i]);
@@ -556,7 +655,8 @@ START_TEST(test_msg_duplicate_key)
     ck_assert_int_eq(dec_hex("a3 00 08 01 01 01 02", 64), FIDBUS_MALFORMED);
     ck_assert_int_eq(dec_hex("a3 00 03 04 00 04 00", 64), FIDBUS_MALFORMED);
     /* Same key once shortest and once not is still a duplicate. */
-    ck_assert_int_eq(dec_hex("a3 00 08 01 01 1b 0000000000000001 02", 64), FIDBUS_MALFORMED);
+    ck_assert_int_eq(dec_hex("a3 00 08 01 01 1b 0000000000000001 02", 64),
+                     FIDBUS_MALFORMED);
     /* Unknown keys may repeat: they are skipped. */
     ck_assert_int_eq(dec_hex("a3 00 08 18 63 00 18 63 01", 64), 0);
 }
@@ -574,16 +674,16 @@ END_TEST
 START_TEST(test_msg_bad_utf8)
 {
     static const char *const bad[] = {
-        "a2 00 03 02 62 c3 28",                   /* event: bad continuation */
-        "a2 00 03 02 7f 61 61 61 ff ff",          /* event chunk: lone 0xff */
-        "a2 00 03 02 7f 61 c3 61 bc ff",          /* event: char split across chunks */
-        "a3 00 03 02 61 61 03 a1 62 c0 80 61 61", /* tag key: overlong */
+        "a2 00 03 02 62 c3 28",                      /* event: bad continuation */
+        "a2 00 03 02 7f 61 61 61 ff ff",             /* event chunk: lone 0xff */
+        "a2 00 03 02 7f 61 c3 61 bc ff",             /* event: char split across chunks */
+        "a3 00 03 02 61 61 03 a1 62 c0 80 61 61",    /* tag key: overlong */
         "a3 00 03 02 61 61 03 a1 61 6b 63 ed a0 80", /* tag value: surrogate */
         "a3 00 03 02 61 61 03 a1 61 6b 64 f4 90 80 80", /* tag value: > U+10FFFF */
-        "a2 00 05 07 61 80",                      /* message */
-        "a2 00 06 09 61 fe",                      /* command */
-        "a2 00 01 0c 62 e2 82",                   /* name: truncated sequence */
-        "a2 00 06 0a a1 61 ff 00",                /* args key */
+        "a2 00 05 07 61 80",                            /* message */
+        "a2 00 06 09 61 fe",                            /* command */
+        "a2 00 01 0c 62 e2 82",                         /* name: truncated sequence */
+        "a2 00 06 0a a1 61 ff 00",                      /* args key */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(dec_hex(bad[i], 64) == FIDBUS_MALFORMED, "%s accepted", bad[i]);
@@ -603,26 +703,26 @@ START_TEST(test_msg_utf8_validator)
         {"\xc2\x80", true},
         {"\xdf\xbf", true},
         {"\xe0\xa0\x80", true},
-        {"\xed\x9f\xbf", true},       /* U+D7FF */
-        {"\xee\x80\x80", true},       /* U+E000 */
-        {"\xef\xbf\xbf", true},       /* U+FFFF */
-        {"\xf0\x90\x80\x80", true},   /* U+10000 */
-        {"\xf4\x8f\xbf\xbf", true},   /* U+10FFFF */
+        {"\xed\x9f\xbf", true},     /* U+D7FF */
+        {"\xee\x80\x80", true},     /* U+E000 */
+        {"\xef\xbf\xbf", true},     /* U+FFFF */
+        {"\xf0\x90\x80\x80", true}, /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", true}, /* U+10FFFF */
         {"abcdefgh\xe6\xb0\xb4xyz", true},
         {"\x80", false},
         {"\xbf", false},
-        {"\xc0\x80", false},          /* overlong NUL */
-        {"\xc1\xbf", false},          /* overlong */
-        {"\xe0\x80\x80", false},      /* overlong */
-        {"\xe0\x9f\xbf", false},      /* overlong */
-        {"\xf0\x80\x80\x80", false},  /* overlong */
-        {"\xf0\x8f\xbf\xbf", false},  /* overlong */
-        {"\xed\xa0\x80", false},      /* U+D800 */
-        {"\xed\xbf\xbf", false},      /* U+DFFF */
-        {"\xf4\x90\x80\x80", false},  /* U+110000 */
+        {"\xc0\x80", false},         /* overlong NUL */
+        {"\xc1\xbf", false},         /* overlong */
+        {"\xe0\x80\x80", false},     /* overlong */
+        {"\xe0\x9f\xbf", false},     /* overlong */
+        {"\xf0\x80\x80\x80", false}, /* overlong */
+        {"\xf0\x8f\xbf\xbf", false}, /* overlong */
+        {"\xed\xa0\x80", false},     /* U+D800 */
+        {"\xed\xbf\xbf", false},     /* U+DFFF */
+        {"\xf4\x90\x80\x80", false}, /* U+110000 */
         {"\xf5\x80\x80\x80", false},
         {"\xff", false},
-        {"\xc3", false},              /* truncated */
+        {"\xc3", false}, /* truncated */
         {"\xe6\xb0", false},
         {"\xf0\x90\x80", false},
         {"\xc3\x28", false},
@@ -631,7 +731,8 @@ START_TEST(test_msg_utf8_validator)
         {"abcdefgh\x80", false},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-        ck_assert_msg(fidbus_utf8_valid((const uint8_t *)v[i].s, strlen(v[i].s)) == v[i].ok,
+        ck_assert_msg(fidbus_utf8_valid((const uint8_t *)v[i].s, strlen(v[i].s)) ==
+                          v[i].ok,
                       "case %zu", i);
     /* NUL is valid UTF-8, but not in a tag value. */
     ck_assert(fidbus_utf8_valid((const uint8_t *)"a\0b", 3));
@@ -736,7 +837,8 @@ START_TEST(test_msg_tag_limits)
                                    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i]);
         n = publish_with(buf, sizeof(buf), "e", 1, tags);
         int rc = dec(buf, n);
-        ck_assert_msg(rc == (count == 32 ? 0 : FIDBUS_INVALID), "%d tags: %d %s", count, rc, m.why);
+        ck_assert_msg(rc == (count == 32 ? 0 : FIDBUS_INVALID), "%d tags: %d %s", count,
+                      rc, m.why);
         if (rc == 0) {
             ck_assert_uint_eq(m.ntags, 32);
             ck_assert_str_eq(m.tags[31].key, "kV");
@@ -827,19 +929,21 @@ START_TEST(test_msg_depth_limit)
         const char *open, *leaf, *close;
         unsigned leaf_depth; /* a leaf that is itself a container adds one */
     } shapes[] = {
-        {"81", "00", "", 0},       /* [[[0]]] */
-        {"a1 00", "00", "", 0},    /* {0: {0: 0}} */
-        {"c1", "00", "", 0},       /* 1(1(0)) tag chain */
-        {"9f", "", "ff", 0},       /* [_ [_ ]] */
-        {"bf 00", "00", "ff", 0},  /* {_ 0: {_ 0: 0}} */
-        {"81", "80", "", 1},       /* innermost [] counts */
-        {"d9 d9f7", "a0", "", 1},  /* self-described, then {} */
+        {"81", "00", "", 0},      /* [[[0]]] */
+        {"a1 00", "00", "", 0},   /* {0: {0: 0}} */
+        {"c1", "00", "", 0},      /* 1(1(0)) tag chain */
+        {"9f", "", "ff", 0},      /* [_ [_ ]] */
+        {"bf 00", "00", "ff", 0}, /* {_ 0: {_ 0: 0}} */
+        {"81", "80", "", 1},      /* innermost [] counts */
+        {"d9 d9f7", "a0", "", 1}, /* self-described, then {} */
     };
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         unsigned d = 64 - shapes[i].leaf_depth;
-        size_t n = nested(buf, sizeof(buf), shapes[i].open, shapes[i].leaf, shapes[i].close, d);
+        size_t n =
+            nested(buf, sizeof(buf), shapes[i].open, shapes[i].leaf, shapes[i].close, d);
         ck_assert_msg(dec(buf, n) == 0, "shape %zu at 64: %s", i, m.why);
-        n = nested(buf, sizeof(buf), shapes[i].open, shapes[i].leaf, shapes[i].close, d + 1);
+        n = nested(buf, sizeof(buf), shapes[i].open, shapes[i].leaf, shapes[i].close,
+                   d + 1);
         ck_assert_msg(dec(buf, n) == FIDBUS_TOO_LARGE, "shape %zu at 65", i);
     }
     /* A custom limit, and a scalar payload at limit 1. */
@@ -850,7 +954,8 @@ START_TEST(test_msg_depth_limit)
     ck_assert_int_eq(fidbus_msg_decode(buf, n, 1, &m), 0);
     /* args counts its own map: {"k": [[0]]} is depth 3. */
     ck_assert_int_eq(dec_hex("a3 00 06 09 61 63 0a a1 61 6b 81 81 00", 3), 0);
-    ck_assert_int_eq(dec_hex("a3 00 06 09 61 63 0a a1 61 6b 81 81 00", 2), FIDBUS_TOO_LARGE);
+    ck_assert_int_eq(dec_hex("a3 00 06 09 61 63 0a a1 61 6b 81 81 00", 2),
+                     FIDBUS_TOO_LARGE);
     /* Limits above the hard cap (1024) are clamped; deep input never
      * recurses: 30000 levels is just TOO_LARGE. */
     n = nested(buf, sizeof(buf), "81", "00", "", 1024);
@@ -969,8 +1074,8 @@ START_TEST(test_msg_check_per_type)
     ck_assert_int_eq(fidbus_msg_check(&m), FIDBUS_MALFORMED); /* AUTH w/o mac */
     ck_assert_int_eq(dec_hex("a1 00 08", 64), 0);
     ck_assert_int_eq(fidbus_msg_check(&m), 0); /* PING */
-    static const char *const unsupported[] = {"a1 00 00", "a1 00 09", "a1 00 10", "a1 00 18 3f",
-                                              "a1 00 1b ffffffffffffffff"};
+    static const char *const unsupported[] = {"a1 00 00", "a1 00 09", "a1 00 10",
+                                              "a1 00 18 3f", "a1 00 1b ffffffffffffffff"};
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
         ck_assert_int_eq(dec_hex(unsupported[i], 64), 0);
         ck_assert_int_eq(fidbus_msg_check(&m), FIDBUS_UNSUPPORTED);

@@ -132,8 +132,9 @@ FIDBUS_API void fidbus_frame_reader_commit(struct fidbus_frame_reader *r, size_t
 /*
  * Next whole frame. Returns 1 and sets *body and *len (a slice of the buffer)
  * when one is complete, 0 when more bytes are needed, FIDBUS_TOO_LARGE for a
- * length above max_frame, FIDBUS_MALFORMED for a zero length. After an error
- * the stream cannot be resynchronised: close the connection.
+ * length above max_frame, -EBADMSG for a zero length (answer it with
+ * FIDBUS_MALFORMED; that code cannot be returned here since it equals 1).
+ * After an error the stream cannot be resynchronised: close the connection.
  */
 FIDBUS_API int fidbus_frame_next(struct fidbus_frame_reader *r, const uint8_t **body,
                       size_t *len);
