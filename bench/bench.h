@@ -37,7 +37,8 @@ struct fb_bench_opts {
     unsigned repeat;
     double rate;             /* latency: offered events per second */
     double seconds;
-    unsigned warmup_ms;      /* latency: sent but not measured */
+    unsigned warmup_ms;      /* latency: sent but not measured, each round */
+    unsigned rounds;         /* latency: alternating rounds, 0 = default */
     bool spin;               /* latency: busy-wait for send deadlines */
     bool echo_baseline;      /* latency against the echo server only */
     bool compare;            /* latency: echo and fidbusd back to back */
@@ -186,7 +187,9 @@ struct fb_bench_lat_result {
     double offered;         /* events/s */
     double achieved;        /* events actually sent per second */
     uint64_t scheduled;
-    uint64_t measured;      /* answered after the warm-up */
+    unsigned rounds;
+    uint64_t warmup_n;      /* events not measured at the start of each round */
+    uint64_t measured;      /* answered after the warm-ups */
     uint64_t answered;
     uint64_t errors;
     uint64_t missing;
@@ -198,10 +201,13 @@ struct fb_bench_lat_result {
     bool ok;
 };
 
-/* One latency run against `target` ("fidbusd", or "echo" for the
- * baseline). Spawns what it needs unless o->bus is set. */
-int fb_bench_latency(const struct fb_bench_opts *o, bool echo,
-                     struct fb_bench_lat_result *res);
+/*
+ * Latency runs: against the echo baseline (echo non-NULL), fidbusd (bus
+ * non-NULL), or both, in o->rounds alternating rounds (default 10 when both,
+ * else 1). Spawns what it needs unless o->bus is set.
+ */
+int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *echo,
+                     struct fb_bench_lat_result *bus);
 
 /* ------------------------------------------------------------- echo.c */
 

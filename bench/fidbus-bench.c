@@ -52,10 +52,11 @@ static void usage(FILE *f)
         "  --repeat K        throughput runs, median reported (default 1; all: 3)\n"
         "  --rate R          latency: offered events/s (default 20000)\n"
         "  --seconds S       latency: duration (default 5)\n"
-        "  --warmup-ms MS    latency: sent but not measured (default 250)\n"
+        "  --warmup-ms MS    latency: sent but not measured, each round (default 50)\n"
+        "  --rounds K        latency: alternating rounds (default 10 with --compare)\n"
         "  --spin            latency: busy-wait for send times instead of sleeping\n"
         "  --baseline echo   latency: measure the in-process libuv echo server\n"
-        "  --compare         latency: echo and fidbusd back to back, side by side\n"
+        "  --compare         latency: echo and fidbusd in alternating rounds, side by side\n"
         "  --bus ADDR        use a running daemon (unix:PATH, PATH, tcp:HOST:PORT)\n"
         "  --tcp             spawned daemon: connect over 127.0.0.1 TCP\n"
         "  --fidbusd PATH    daemon binary (default $FIDBUS_BUILD_DIR/daemon/fidbusd)\n"
@@ -195,12 +196,13 @@ static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
     return rc < 0 ? rc : all_ok ? 0 : 1;
 }
 
-static void print_lat(const struct fb_bench_lat_result *r, const struct fb_bench_opts *o)
+static void print_lat(const struct fb_bench_lat_result *r)
 {
-    fprintf(fb_bench_out, "latency %s: offered %.0f/s, achieved %.0f/s, %llu events "
-            "(%llu measured after %u ms warm-up)\n", r->target, r->offered,
-            r->achieved, (unsigned long long)r->scheduled,
-            (unsigned long long)r->measured, o->warmup_ms);
+    fprintf(fb_bench_out, "latency %s: offered %.0f/s, achieved %.0f/s, %llu events in "
+            "%u round%s (%llu measured, first %llu of each round not)\n", r->target,
+            r->offered, r->achieved, (unsigned long long)r->scheduled, r->rounds,
+            r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
+            (unsigned long long)r->warmup_n);
     fprintf(fb_bench_out, "  p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
             "max %.1f us  errors=%llu missing=%llu\n",
             r->p50, r->p90, r->p99, r->p999, r->max,
@@ -216,6 +218,8 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
                        struct fb_bench_lat_result *bus, json_t *js)
 {
     struct fb_bench_opts lo = *o;
+    bool want_echo = o->echo_baseline || o->compare;
+    bool want_bus = !o->echo_baseline || o->compare;
     bool ok = true;
     int rc;
 
@@ -224,25 +228,22 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
     memset(echo, 0, sizeof(*echo));
     memset(bus, 0, sizeof(*bus));
     fprintf(fb_bench_out, "latency: 1 conn, acked publish, payload %zu B, %.0f/s "
-            "offered for %.1f s%s%s\n", o->payload, o->rate, o->seconds,
-            o->echo_baseline && !o->compare ? " (echo baseline)" : "",
-            o->compare ? " (echo baseline, then fidbusd)" : "");
-    if (o->echo_baseline || o->compare) {
-        if ((rc = fb_bench_latency(&lo, true, echo)) < 0) {
-            fprintf(fb_bench_out, "latency echo: FAILED (%s)\n", strerror(-rc));
-            return rc;
-        }
-        print_lat(echo, o);
+            "offered for %.1f s%s\n", o->payload, o->rate, o->seconds,
+            o->compare ? " each, echo and fidbusd in alternating rounds"
+                       : want_echo ? " (echo baseline)" : "");
+    rc = fb_bench_latency(&lo, want_echo ? echo : NULL, want_bus ? bus : NULL);
+    if (rc < 0) {
+        fprintf(fb_bench_out, "latency: FAILED (%s)\n", strerror(-rc));
+        return rc;
+    }
+    if (want_echo) {
+        print_lat(echo);
         ok = ok && echo->ok;
         if (js)
             json_object_set_new(js, "echo", lat_json(echo));
     }
-    if (!o->echo_baseline || o->compare) {
-        if ((rc = fb_bench_latency(&lo, false, bus)) < 0) {
-            fprintf(fb_bench_out, "latency fidbusd: FAILED (%s)\n", strerror(-rc));
-            return rc;
-        }
-        print_lat(bus, o);
+    if (want_bus) {
+        print_lat(bus);
         ok = ok && bus->ok;
         if (js)
             json_object_set_new(js, "fidbusd", lat_json(bus));
@@ -477,6 +478,7 @@ int main(int argc, char **argv)
         { "rate", required_argument, NULL, 'R' },
         { "seconds", required_argument, NULL, 's' },
         { "warmup-ms", required_argument, NULL, 'W' },
+        { "rounds", required_argument, NULL, 'o' },
         { "spin", no_argument, NULL, 'S' },
         { "baseline", required_argument, NULL, 'b' },
         { "compare", no_argument, NULL, 'C' },
@@ -492,7 +494,7 @@ int main(int argc, char **argv)
     };
     struct fb_bench_opts o = {
         .events = 10000000, .conns = 1, .payload = 64, .rate = 20000,
-        .seconds = 5, .warmup_ms = 250, .timeout_s = 60,
+        .seconds = 5, .warmup_ms = 50, .timeout_s = 60,
     };
     uint64_t v;
     double dv;
@@ -510,6 +512,7 @@ int main(int argc, char **argv)
         case 'R': ok = parse_double(optarg, &o.rate); break;
         case 's': ok = parse_double(optarg, &o.seconds); break;
         case 'W': ok = parse_u64(optarg, &v) && v < 3600000; o.warmup_ms = (unsigned)v; break;
+        case 'o': ok = parse_u64(optarg, &v) && v > 0 && v <= 1000; o.rounds = (unsigned)v; break;
         case 'S': o.spin = true; break;
         case 'b': ok = strcmp(optarg, "echo") == 0; o.echo_baseline = true; break;
         case 'C': o.compare = true; break;

@@ -30,6 +30,9 @@
 #include "pool.h"
 
 #define FB_OUT_HIGH (256u * 1024u)
+/* Events with blocking calls in flight, per connection, before its input
+ * is held back: bounds the event copies one client can park in the pool. */
+#define FB_CONN_MAX_WAITERS 1024u
 #define FB_ERR_RESERVE 4200u /* an ERROR frame with a 4 KiB message */
 
 enum {
@@ -40,6 +43,7 @@ enum {
     C_STOPPING = 1u << 4,   /* daemon shutdown: no more input */
     C_CLOSING = 1u << 5,    /* uv_close called: no more output either */
     C_DRAINING = 1u << 6,   /* after FLUSH_CLOSE: discarding input until EOF */
+    C_IN_INPUT = 1u << 7,   /* process_input is on the stack */
 };
 
 struct fb_ping {
@@ -141,15 +145,35 @@ static void send_error(struct fb_conn *c, bool has_seq, uint64_t seq, int code,
     c->out.len += n;
 }
 
-/* Answer for an acked event once all its handlers have returned. */
+/* Answer for an acked event once all its handlers have returned. A call
+ * refused because the blocking pool is full is BUSY (the daemon shed it)
+ * unless a handler also failed. */
 static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok,
-                         uint32_t failed)
+                         uint32_t failed, uint32_t busy)
 {
-    if (!failed)
+    if (!failed && !busy)
         send_ack(c, seq, ok);
+    else if (!failed)
+        send_error(c, has_seq, seq, FIDBUS_BUSY, true, ok,
+                   "blocking pool full: %u of %u handler calls refused", busy, ok + busy);
     else
         send_error(c, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
-                   "%u of %u handler calls failed", failed, ok + failed);
+                   "%u of %u handler calls failed", failed + busy, ok + failed + busy);
+}
+
+static bool input_blocked(const struct fb_conn *c)
+{
+    return c->out.len >= FB_OUT_HIGH ||
+           c->waiters_created - c->waiters_finished >= FB_CONN_MAX_WAITERS;
+}
+
+/* Input was held back; resume it if what held it back has cleared. */
+static void maybe_unpause(struct fb_conn *c)
+{
+    if ((c->flags & C_PAUSED) && !(c->flags & C_IN_INPUT) && !input_blocked(c)) {
+        c->flags &= ~C_PAUSED;
+        process_input(c, false);
+    }
 }
 
 /* -------------------------------------------------------------- writes */
@@ -240,10 +264,10 @@ static void on_write(uv_write_t *req, int status)
         conn_close(c);
         return;
     }
-    if ((c->flags & C_PAUSED) && c->out.len < FB_OUT_HIGH) {
-        c->flags &= ~C_PAUSED;
-        process_input(c, false);
-        return; /* process_input flushed and restarted reading */
+    if (c->flags & C_PAUSED) {
+        maybe_unpause(c);
+        if (!(c->flags & C_PAUSED))
+            return; /* process_input flushed and restarted reading */
     }
     conn_flush(c);
 }
@@ -322,7 +346,7 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
 {
     wt->done = true;
     if (wt->ack)
-        send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed);
+        send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy);
     unsigned popped = 0;
     while (c->wq_head && c->wq_head->done) {
         struct fb_waiter *h = c->wq_head;
@@ -335,9 +359,13 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
         popped++;
     }
     release_pings(c);
+    c->refs++; /* keep c while it may resume input below */
     conn_flush(c);
     while (popped--)
         conn_unref(c);
+    if (!(c->flags & C_CLOSING))
+        maybe_unpause(c);
+    conn_unref(c);
 }
 
 void fb_conn_job_done(struct fb_job *j)
@@ -388,10 +416,13 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         wt->seq = ev.seq;
         wt->ok += out.ok;
         wt->failed += out.failed + out.refused;
+        wt->busy += out.busy;
+        if (wt->pending == 0) /* every blocking call was refused */
+            waiter_finish(c, wt);
         return;
     }
     if (ack)
-        send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.refused);
+        send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.refused, out.busy);
 }
 
 static void handle_ping(struct fb_conn *c, struct fidbus_msg *m)
@@ -460,10 +491,11 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     if (c->flags & (C_CLOSING | C_FLUSH_CLOSE))
         return;
     uint64_t now = fb_now_ns();
+    c->flags |= C_IN_INPUT;
     urcu_memb_read_lock();
     const struct fb_route_table *t = fb_routes_deref(&w->d->table);
     for (;;) {
-        if (!ignore_cap && c->out.len >= FB_OUT_HIGH) {
+        if (!ignore_cap && input_blocked(c)) {
             c->flags |= C_PAUSED;
             break;
         }
@@ -492,6 +524,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     }
     FB_ROUTES_READ_DONE();
     urcu_memb_read_unlock();
+    c->flags &= ~C_IN_INPUT;
 
     bool want_read = !(c->flags & (C_PAUSED | C_FLUSH_CLOSE | C_STOPPING | C_CLOSING));
     if (!want_read && (c->flags & C_READING)) {

@@ -28,6 +28,7 @@ struct fb_waiter {
     uint64_t seq;
     uint32_t pending;             /* blocking calls not yet finished */
     uint32_t ok, failed;
+    uint32_t busy;                /* calls refused by a full pool queue */
     bool has_seq, ack, done;
 };
 

@@ -81,17 +81,23 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             continue;
         }
         j->waiter = waiter;
-        if (waiter)
-            waiter->pending++;
         /* Counted before the job is visible to the pool, under the read
          * lock: an unload that has waited a grace period sees it. */
-        atomic_fetch_add_explicit(&fn->plugin->inflight, 1, memory_order_acquire);
-        fb_pool_submit(d->pool, j);
+        atomic_fetch_add_explicit(&fn->plugin->inflight, 1, memory_order_relaxed);
+        if (fb_pool_submit(d->pool, j) < 0) {
+            atomic_fetch_sub_explicit(&fn->plugin->inflight, 1, memory_order_relaxed);
+            free(j);
+            out->busy++;
+            continue;
+        }
+        /* Completions are handled on this thread, later: safe to count now. */
+        if (waiter)
+            waiter->pending++;
         out->queued++;
     }
     fb_count(&cnt->dispatched, n);
-    if (out->failed + out->refused)
-        fb_count(&cnt->errors, out->failed + out->refused);
+    if (out->failed + out->refused + out->busy)
+        fb_count(&cnt->errors, out->failed + out->refused + out->busy);
 }
 
 int fb_dispatch_call_blocking(struct fb_job *j)

@@ -22,7 +22,8 @@ struct fb_outcome {
     uint32_t ok;        /* inline calls that succeeded */
     uint32_t failed;    /* inline calls that failed */
     uint32_t queued;    /* blocking calls queued (report to the waiter) */
-    uint32_t refused;   /* blocking calls that could not be queued */
+    uint32_t refused;   /* blocking calls that could not be queued (ENOMEM) */
+    uint32_t busy;      /* blocking calls refused: the pool's queue is full */
 };
 
 /*

@@ -22,6 +22,7 @@ struct fb_pool {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct fb_job *head, *tail;
+    size_t queued, max_queued;
     bool stop;
     unsigned nthreads;
     pthread_t threads[];
@@ -83,6 +84,7 @@ static void *pool_main(void *arg)
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
+        p->queued--;
         pthread_mutex_unlock(&p->lock);
 
         j->rc = fb_dispatch_call_blocking(j);
@@ -108,6 +110,7 @@ int fb_pool_new(struct fb_daemon *d, unsigned nthreads, struct fb_pool **out)
     if (!p)
         return -ENOMEM;
     p->d = d;
+    p->max_queued = (size_t)FB_POOL_QUEUE_PER_THREAD * nthreads;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
     for (unsigned i = 0; i < nthreads; i++) {
@@ -123,10 +126,15 @@ int fb_pool_new(struct fb_daemon *d, unsigned nthreads, struct fb_pool **out)
     return 0;
 }
 
-void fb_pool_submit(struct fb_pool *p, struct fb_job *j)
+int fb_pool_submit(struct fb_pool *p, struct fb_job *j)
 {
     j->next = NULL;
     pthread_mutex_lock(&p->lock);
+    if (p->queued >= p->max_queued) {
+        pthread_mutex_unlock(&p->lock);
+        return -EBUSY;
+    }
+    p->queued++;
     if (p->tail)
         p->tail->next = j;
     else
@@ -134,6 +142,7 @@ void fb_pool_submit(struct fb_pool *p, struct fb_job *j)
     p->tail = j;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    return 0;
 }
 
 struct fb_pool *fb_pool_free(struct fb_pool *p)

@@ -37,9 +37,16 @@ struct fb_job *fb_job_new(struct fb_daemon *d, struct fb_func *fn,
 
 struct fb_pool;
 
+/* Jobs waiting per pool thread before submissions are refused: blocking
+ * handlers are slow by definition, and an unbounded queue of event copies
+ * is how a busy bus runs out of memory. */
+#define FB_POOL_QUEUE_PER_THREAD 1024u
+
 int fb_pool_new(struct fb_daemon *d, unsigned nthreads, struct fb_pool **out);
-/* Queues j (any thread). The pool owns it until it is handed back. */
-void fb_pool_submit(struct fb_pool *p, struct fb_job *j);
+/* Queues j (any thread); the pool owns it until it is handed back.
+ * Returns 0, or -EBUSY when FB_POOL_QUEUE_PER_THREAD * threads jobs are
+ * already waiting (j stays the caller's). */
+int fb_pool_submit(struct fb_pool *p, struct fb_job *j);
 /* Runs every queued job, joins the threads, frees. NULL-safe. */
 struct fb_pool *fb_pool_free(struct fb_pool *p);
 

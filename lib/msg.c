@@ -2,28 +2,23 @@
  * Message decoding and validation (design section 2, <fidbus/proto.h>).
  *
  * fidbus_msg_decode() is the daemon's hot path: every frame goes through it.
- * It drives libcbor's streaming decoder (cbor_stream_decode) one data item
- * head at a time: the callbacks only record what was seen into a token, and
- * a small pull parser here walks the envelope map. No item tree is built,
- * nothing is allocated, and nothing recurses on the C stack:
+ * A small pull parser here walks the envelope map over the token reader of
+ * cbor_scan.h, which reads one data item head at a time with libcbor's
+ * streaming decoder. No item tree is built, nothing is allocated, and
+ * nothing recurses on the C stack:
  *
  *   - payload (4), result (8), args (10) and the values of unknown keys are
- *     skipped with an explicit stack of open containers (skip_item), which
- *     checks well-formedness, bounds the nesting depth, and leaves their
- *     exact original bytes as a slice of the body (never re-encoded);
+ *     skipped with fb_cbor_skip_item(), which checks well-formedness,
+ *     bounds the nesting depth, and leaves their exact original bytes as a
+ *     slice of the body (never re-encoded);
  *   - event id and tags are copied into the message's arena so they can be
  *     NUL-terminated for the plugin API; other text and byte strings are
  *     slices of the body unless they arrive as indefinite-length chunks,
  *     which are concatenated into the arena.
  *
- * Depth: the nesting of a raw item counts the arrays, maps and CBOR tags
- * open at its deepest point, the item itself included: `1` has depth 0,
- * `[1]` and `6(1)` depth 1, `[[1]]` and `{"a": 6(1)}` depth 2. An item
- * deeper than max_depth is TOO_LARGE. Tags count so that a chain of tags
- * cannot nest unboundedly either. Indefinite-length strings do not count
- * (their chunks cannot nest). max_depth 0 means the default (64), and values
- * above FB_DEPTH_HARD_MAX are clamped to it: the container stack lives on
- * the C stack and must have a fixed bound.
+ * Depth (as cbor_scan.h defines it): an item deeper than max_depth is
+ * TOO_LARGE. max_depth 0 means the default (64), and values above
+ * FB_DEPTH_HARD_MAX are clamped to it.
  *
  * Errors: MALFORMED and TOO_LARGE stop decoding at once. INVALID (an event
  * id or tag outside the limits) is remembered and returned only once the
@@ -41,15 +36,14 @@
  */
 #include <string.h>
 
-#include <cbor.h>
-
 #include <fidbus/proto.h>
 
-/* Hard upper bound of max_depth; see above. 8 bytes of C stack per level. */
-#define FB_DEPTH_HARD_MAX 1024u
+#include "cbor_scan.h"
+
 /* Arena bytes reserved for chunked message/command/name/nonce/mac, after
  * the room an event id and 32 tags can take (see FIDBUS_MSG_ARENA). */
 #define FB_CHUNK_BUDGET 4096u
+
 
 /* ------------------------------------------------------------ validators */
 
@@ -182,109 +176,7 @@ const char *fidbus_code_name(int code)
     return names[code];
 }
 
-/* ------------------------------------------------------- token stream */
-
-enum tok_kind {
-    T_UINT,
-    T_NEGINT,
-    T_BSTR,       /* definite byte string: s, len */
-    T_TSTR,       /* definite text string: s, len */
-    T_BSTR_INDEF, /* start of a chunked byte string */
-    T_TSTR_INDEF, /* start of a chunked text string */
-    T_ARRAY,      /* definite array of val items */
-    T_ARRAY_INDEF,
-    T_MAP, /* definite map of val pairs */
-    T_MAP_INDEF,
-    T_TAG,    /* tag number val, one item follows */
-    T_SIMPLE, /* false, true, null, undefined, other simple values, floats */
-    T_BREAK,
-};
-
-struct tok {
-    enum tok_kind kind;
-    uint64_t val;
-    const uint8_t *s;
-    size_t len;
-};
-
-/* The callbacks only record what libcbor saw; the parser acts on it. */
-#define TOK(c) ((struct tok *)(c))
-#define CB_NUM(fn, T, k)                                                                 \
-    static void fn(void *c, T v)                                                         \
-    {                                                                                    \
-        TOK(c)->kind = (k);                                                              \
-        TOK(c)->val = (uint64_t)v;                                                       \
-    }
-#define CB_STR(fn, k)                                                                    \
-    static void fn(void *c, cbor_data s, size_t n)                                       \
-    {                                                                                    \
-        TOK(c)->kind = (k);                                                              \
-        TOK(c)->s = s;                                                                   \
-        TOK(c)->len = n;                                                                 \
-    }
-#define CB_KIND(fn, T, k)                                                                \
-    static void fn(void *c, T v)                                                         \
-    {                                                                                    \
-        (void)v;                                                                         \
-        TOK(c)->kind = (k);                                                              \
-    }
-#define CB_BARE(fn, k)                                                                   \
-    static void fn(void *c)                                                              \
-    {                                                                                    \
-        TOK(c)->kind = (k);                                                              \
-    }
-
-CB_NUM(cb_u8, uint8_t, T_UINT)
-CB_NUM(cb_u16, uint16_t, T_UINT)
-CB_NUM(cb_u32, uint32_t, T_UINT)
-CB_NUM(cb_u64, uint64_t, T_UINT)
-CB_NUM(cb_n8, uint8_t, T_NEGINT)
-CB_NUM(cb_n16, uint16_t, T_NEGINT)
-CB_NUM(cb_n32, uint32_t, T_NEGINT)
-CB_NUM(cb_n64, uint64_t, T_NEGINT)
-CB_NUM(cb_array, size_t, T_ARRAY)
-CB_NUM(cb_map, size_t, T_MAP)
-CB_NUM(cb_tag, uint64_t, T_TAG)
-CB_STR(cb_bstr, T_BSTR)
-CB_STR(cb_tstr, T_TSTR)
-CB_KIND(cb_float, float, T_SIMPLE)
-CB_KIND(cb_double, double, T_SIMPLE)
-CB_KIND(cb_bool, bool, T_SIMPLE)
-CB_BARE(cb_bstr_indef, T_BSTR_INDEF)
-CB_BARE(cb_tstr_indef, T_TSTR_INDEF)
-CB_BARE(cb_array_indef, T_ARRAY_INDEF)
-CB_BARE(cb_map_indef, T_MAP_INDEF)
-CB_BARE(cb_simple, T_SIMPLE)
-CB_BARE(cb_break, T_BREAK)
-
-/* libcbor's member names for indefinite/definite starts are swapped in its
- * header comments; these assignments follow what the decoder calls. */
-static const struct cbor_callbacks tok_callbacks = {
-    .uint8 = cb_u8,
-    .uint16 = cb_u16,
-    .uint32 = cb_u32,
-    .uint64 = cb_u64,
-    .negint8 = cb_n8,
-    .negint16 = cb_n16,
-    .negint32 = cb_n32,
-    .negint64 = cb_n64,
-    .byte_string_start = cb_bstr_indef,
-    .byte_string = cb_bstr,
-    .string = cb_tstr,
-    .string_start = cb_tstr_indef,
-    .indef_array_start = cb_array_indef,
-    .array_start = cb_array,
-    .indef_map_start = cb_map_indef,
-    .map_start = cb_map,
-    .tag = cb_tag,
-    .float2 = cb_float,
-    .float4 = cb_float,
-    .float8 = cb_double,
-    .undefined = cb_simple,
-    .null = cb_simple,
-    .boolean = cb_bool,
-    .indef_break = cb_break,
-};
+/* --------------------------------------------------------- envelope */
 
 struct dec {
     const uint8_t *p, *end;
@@ -305,192 +197,6 @@ static void set_invalid(struct dec *d, const char *why)
     if (!d->invalid_why)
         d->invalid_why = why;
 }
-
-/*
- * Reads the head of the next data item (for strings: the whole definite
- * string) into *t. Returns 0 or FIDBUS_MALFORMED.
- *
- * libcbor 0.8's cbor_stream_decode() reports CBOR_DECODER_ERROR for three
- * groups of initial bytes that RFC 8949 says are well-formed, so they are
- * decoded here before libcbor sees them (checked against every initial
- * byte; tests/unit/test_msg.c carries RFC 8949 Appendix A):
- *   0xc6..0xd4  tags 6..20 in the initial byte (libcbor: "unassigned tag");
- *   0xe0..0xf3  simple values 0..19 (e.g. simple(16) = 0xf0);
- *   0xf8 nn     one-byte simple value (e.g. simple(255) = 0xf8ff); RFC 8949
- *               section 3.3 makes nn < 32 not well-formed, so that stays an
- *               error.
- * One more group is decoded here for speed only: unsigned integers 0..23
- * (0x00-0x17), whose value is the initial byte itself. Every map key and
- * most small values are one, and a cbor_stream_decode() call costs about
- * 6 ns: inlining this one case took a typical PUBLISH from 6.8 to 10.2
- * million decodes per second on one core. Every other head goes through
- * libcbor.
- *
- * Everything else libcbor gets right: the reserved additional information
- * 28-30 and 31 where it has no meaning (0x1c-0x1f, 0x3c-0x3f, 0x5c-0x5e,
- * 0x7c-0x7e, 0x9c-0x9e, 0xbc-0xbe, 0xdc-0xdf, 0xfc-0xfe) are errors, and a
- * truncated head or string is NEDATA. The break byte 0xff is returned as a
- * token; whether it closes anything is the caller's business.
- */
-static inline int next_tok(struct dec *d, struct tok *t)
-{
-    if (d->p >= d->end)
-        return fail(d, FIDBUS_MALFORMED, "truncated CBOR item");
-    uint8_t ib = *d->p;
-    if (ib < 0x18) {
-        t->kind = T_UINT;
-        t->val = ib;
-        d->p++;
-        return 0;
-    }
-    if (ib >= 0xc6 && ib <= 0xd4) {
-        t->kind = T_TAG;
-        t->val = ib - 0xc0u;
-        d->p++;
-        return 0;
-    }
-    if (ib >= 0xe0 && ib <= 0xf3) {
-        t->kind = T_SIMPLE;
-        d->p++;
-        return 0;
-    }
-    if (ib == 0xf8) {
-        if (d->end - d->p < 2)
-            return fail(d, FIDBUS_MALFORMED, "truncated CBOR item");
-        if (d->p[1] < 0x20)
-            return fail(d, FIDBUS_MALFORMED, "simple value below 32 in two bytes");
-        t->kind = T_SIMPLE;
-        d->p += 2;
-        return 0;
-    }
-    struct cbor_decoder_result r =
-        cbor_stream_decode(d->p, (size_t)(d->end - d->p), &tok_callbacks, t);
-    if (r.status == CBOR_DECODER_FINISHED) {
-        d->p += r.read;
-        return 0;
-    }
-    if (r.status == CBOR_DECODER_NEDATA)
-        return fail(d, FIDBUS_MALFORMED, "truncated CBOR item");
-    return fail(d, FIDBUS_MALFORMED, "reserved CBOR initial byte");
-}
-
-/* ------------------------------------------------------- raw items */
-
-/* Container stack entry: remaining item count << 3 | kind. A definite
- * count is at most twice the body length, far below 2^61. For indefinite
- * maps the count field holds the parity of the items seen. */
-enum lvl_kind {
-    L_DEF, /* definite array, map (2n items) or tag (1 item) */
-    L_ARRAY_INDEF,
-    L_MAP_INDEF,
-    L_BSTR_INDEF, /* chunked strings: only chunks of the same type inside */
-    L_TSTR_INDEF,
-};
-
-#define LVL(kind, n) ((uint64_t)(n) << 3 | (uint64_t)(kind))
-#define LVL_KIND(v) ((enum lvl_kind)((v)&7u))
-#define LVL_N(v) ((v) >> 3)
-
-/*
- * Skips one complete data item, checking that it is well-formed and no
- * deeper than max_depth. The item's bytes are [start, d->p) afterwards.
- */
-static int skip_item(struct dec *d, unsigned max_depth)
-{
-    uint64_t stack[FB_DEPTH_HARD_MAX + 1]; /* + 1: a chunked string on top */
-    unsigned sp = 0;                       /* entries in stack */
-    unsigned depth = 0;                    /* containers and tags open */
-    struct tok t;
-    int rc;
-
-    for (;;) {
-        if ((rc = next_tok(d, &t)))
-            return rc;
-        if (sp && LVL_KIND(stack[sp - 1]) >= L_BSTR_INDEF) {
-            enum tok_kind want =
-                LVL_KIND(stack[sp - 1]) == L_BSTR_INDEF ? T_BSTR : T_TSTR;
-            if (t.kind == want)
-                continue;
-            if (t.kind != T_BREAK)
-                return fail(d, FIDBUS_MALFORMED,
-                            "bad chunk in an indefinite-length string");
-            sp--;
-            goto item_done;
-        }
-        switch (t.kind) {
-        case T_UINT:
-        case T_NEGINT:
-        case T_BSTR:
-        case T_TSTR:
-        case T_SIMPLE:
-            break;
-        case T_BSTR_INDEF:
-        case T_TSTR_INDEF:
-            stack[sp++] = LVL(t.kind == T_BSTR_INDEF ? L_BSTR_INDEF : L_TSTR_INDEF, 0);
-            continue;
-        case T_ARRAY:
-        case T_MAP:
-        case T_TAG:
-        case T_ARRAY_INDEF:
-        case T_MAP_INDEF: {
-            if (depth >= max_depth)
-                return fail(d, FIDBUS_TOO_LARGE, "item nested too deep");
-            size_t avail = (size_t)(d->end - d->p);
-            uint64_t n = t.val;
-            if (t.kind == T_MAP) {
-                /* Every item takes at least one byte: a count above the
-                 * bytes left is truncated, and doubling cannot overflow. */
-                if (n > avail / 2)
-                    return fail(d, FIDBUS_MALFORMED, "truncated CBOR map");
-                n *= 2;
-            } else if (t.kind == T_ARRAY && n > avail) {
-                return fail(d, FIDBUS_MALFORMED, "truncated CBOR array");
-            } else if (t.kind == T_TAG) {
-                n = 1;
-            }
-            if ((t.kind == T_ARRAY || t.kind == T_MAP) && n == 0)
-                break; /* empty: complete at once */
-            enum lvl_kind k = t.kind == T_ARRAY_INDEF ? L_ARRAY_INDEF
-                              : t.kind == T_MAP_INDEF ? L_MAP_INDEF
-                                                      : L_DEF;
-            stack[sp++] = LVL(k, k == L_DEF ? n : 0);
-            depth++;
-            continue;
-        }
-        case T_BREAK:
-            if (sp == 0 || LVL_KIND(stack[sp - 1]) == L_DEF)
-                return fail(d, FIDBUS_MALFORMED,
-                            "break outside an indefinite-length item");
-            if (LVL_KIND(stack[sp - 1]) == L_MAP_INDEF && LVL_N(stack[sp - 1]) != 0)
-                return fail(d, FIDBUS_MALFORMED, "map with a key but no value");
-            sp--;
-            depth--;
-            break;
-        }
-    item_done:
-        /* One item completed at the top level: count it against its parent,
-         * closing every definite container that this fills up. */
-        while (sp) {
-            uint64_t *top = &stack[sp - 1];
-            enum lvl_kind k = LVL_KIND(*top);
-            if (k == L_DEF) {
-                *top -= 1u << 3;
-                if (LVL_N(*top) == 0) {
-                    sp--;
-                    depth--;
-                    continue;
-                }
-            } else if (k == L_MAP_INDEF) {
-                *top ^= 1u << 3;
-            }
-            break;
-        }
-        if (sp == 0)
-            return 0;
-    }
-}
-
-/* --------------------------------------------------------- envelope */
 
 enum str_mode {
     S_SLICE, /* a slice of the body; chunks concatenated into the arena */
