@@ -3,13 +3,13 @@
  * full before the daemon binds or loads anything.
  *
  * libinih tokenises (comments, "key = value", indented continuation
- * lines); everything else is ours. Debian builds libinih without
- * INI_HANDLER_LINENO and with a 200-byte line buffer and 50-byte section
- * names, so we feed it through our own reader (ini_parse_stream calls it
- * once per line): the reader counts lines, keeps the whole raw line,
- * refuses lines that would not fit rather than letting libinih split them,
- * and parses section headers itself, so that "[route NAME]" keeps a
- * 64-byte NAME and a section with no keys at all is still seen.
+ * lines); everything else is ours. libinih reads through our own line
+ * source (config_values.c says why), and section headers are parsed here
+ * from the raw line, as Debian's libinih keeps only 50 bytes of a section
+ * name: "[route NAME]" keeps a 64-byte NAME, and a section with no keys at
+ * all is still seen. config_values.c also parses single values (numbers,
+ * modes, log levels, tcp addresses); this file gives them meaning:
+ * sections, keys, the checks that need the whole file, fb_config_*.
  *
  * The rules are strict on purpose: an unknown section or key, a duplicate,
  * or a value out of range is an error naming FILE:LINE, because a typo in
@@ -18,13 +18,11 @@
  * every key but path belongs to the plugin, which checks its own.
  */
 #include "config.h"
+#include "config_values.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,51 +31,12 @@
 
 #include <fidbus/proto.h>
 
-#define SECTION_NAME_MAX 64
-#define ERR_MAX 512
-
 /* Longest path a Unix socket address holds (sun_path minus the NUL). */
 #define SOCK_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
-
-enum section_kind {
-    SEC_NONE = 0, /* before the first header */
-    SEC_DAEMON,
-    SEC_LISTEN,
-    SEC_CONTROL,
-    SEC_PLUGIN,
-    SEC_ROUTE,
-};
 
 static const char *const section_names[] = {
     [SEC_NONE] = "",           [SEC_DAEMON] = "daemon", [SEC_LISTEN] = "listen",
     [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin", [SEC_ROUTE] = "route",
-};
-
-/* Every key of the fixed sections and of [route NAME]. */
-enum key_id {
-    K_WORKERS,
-    K_RUNTIME_DIR,
-    K_STATE_DIR,
-    K_MAX_FRAME,
-    K_MAX_DEPTH,
-    K_LOG_LEVEL,
-    K_BLOCKING_THREADS,
-    K_UNIX,
-    K_UNIX_MODE,
-    K_TCP,
-    K_TCP_AUTH,
-    K_TCP_KEY_FILE,
-    K_SOCKET,
-    K_MODE,
-    K_GROUP,
-    K_R_EVENT,
-    K_R_TAGS,
-    K_R_TO,
-    K_R_MODE,
-    K_R_SPLIT_BY,
-    K_R_PRIORITY,
-    K_R_SIGNATURE,
-    K__COUNT
 };
 
 static const struct {
@@ -107,224 +66,6 @@ static const struct {
     [K_R_PRIORITY] = {SEC_ROUTE, "priority"},
     [K_R_SIGNATURE] = {SEC_ROUTE, "signature"},
 };
-
-/* Where the lines come from: a FILE or a string. */
-struct source {
-    FILE *fp;
-    const char *text;
-    size_t pos;
-};
-
-enum line_kind { LINE_BLANK, LINE_COMMENT, LINE_SECTION, LINE_KEY, LINE_CONT };
-
-struct parser {
-    const char *file; /* for messages */
-    struct fb_config *c;
-    struct source src;
-
-    /* the line libinih is working on */
-    int lineno;
-    char *raw;
-    size_t rawcap;
-    enum line_kind kind;
-    bool prev_key; /* mirrors libinih's prev_name: may continue */
-
-    /* the current section */
-    enum section_kind sec;
-    int sec_line;
-    bool sec_seen[SEC_ROUTE + 1];
-    int sec_first_line[SEC_ROUTE + 1];
-    enum key_id last_key; /* for continuation lines */
-    bool last_key_valid;
-    int key_line[K__COUNT];  /* fixed sections: line each key was set on */
-    int rkey_line[K__COUNT]; /* current route's keys */
-    struct fb_route_spec route;
-    bool in_route;
-    int comma_line;    /* a list line ended in ',' and wants more */
-    bool tcp_loopback; /* [listen] tcp is on a loopback address */
-
-    int err_line; /* first error, 0 = none yet */
-    int rc;
-    char err[ERR_MAX];
-};
-
-static int fail(struct parser *p, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Records the first error only: later ones are usually its consequences. */
-static int fail(struct parser *p, int line, const char *fmt, ...)
-{
-    if (p->err_line || p->rc)
-        return p->rc;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->err, sizeof p->err, fmt, ap);
-    va_end(ap);
-    p->err_line = line > 0 ? line : -1;
-    p->rc = -EINVAL;
-    return p->rc;
-}
-
-static int fail_nomem(struct parser *p)
-{
-    if (p->rc)
-        return p->rc;
-    snprintf(p->err, sizeof p->err, "out of memory");
-    p->err_line = -1;
-    p->rc = -ENOMEM;
-    return p->rc;
-}
-
-static bool failed(const struct parser *p)
-{
-    return p->rc != 0;
-}
-
-/* ------------------------------------------------------------ values */
-
-static bool parse_ulong(const char *v, unsigned long long min, unsigned long long max,
-                        unsigned long long *out)
-{
-    if (!*v)
-        return false;
-    for (const char *s = v; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    errno = 0;
-    unsigned long long x = strtoull(v, NULL, 10);
-    if (errno || x < min || x > max)
-        return false;
-    *out = x;
-    return true;
-}
-
-static bool parse_mode(const char *v, unsigned *out)
-{
-    if (!*v || strlen(v) > 4)
-        return false;
-    unsigned m = 0;
-    for (const char *s = v; *s; s++) {
-        if (*s < '0' || *s > '7')
-            return false;
-        m = m * 8 + (unsigned)(*s - '0');
-    }
-    if (m > 0777)
-        return false;
-    *out = m;
-    return true;
-}
-
-static bool parse_int64(const char *v, int64_t *out)
-{
-    const char *s = v;
-    if (*s == '-' || *s == '+')
-        s++;
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    errno = 0;
-    long long x = strtoll(v, NULL, 10);
-    if (errno)
-        return false;
-    *out = x;
-    return true;
-}
-
-static bool hex64(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!isxdigit((unsigned char)s[n]))
-            return false;
-    return n == 64;
-}
-
-/* 1-64 bytes of [A-Za-z0-9_.-]: route and plugin instance names. */
-static bool section_name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > SECTION_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '_' && c != '.' && c != '-')
-            return false;
-    }
-    return true;
-}
-
-static bool event_pattern_valid(const char *e)
-{
-    size_t n = strlen(e);
-    if (n == 1 && e[0] == '*')
-        return true;
-    if (n >= 3 && e[n - 1] == '*' && e[n - 2] == '.')
-        return fidbus_event_id_valid(e, n - 2);
-    return fidbus_event_id_valid(e, n);
-}
-
-/*
- * "HOST:PORT" with HOST an IPv4 literal, "[IPv6]" or "localhost" (which
- * means 127.0.0.1, so the daemon needs no resolver). Names are refused:
- * what a name resolves to can change under a running daemon, and whether
- * an address is loopback decides whether auth may be off.
- */
-static const char *parse_tcp(const char *v, char **host, uint16_t *port, bool *loopback)
-{
-    const char *colon;
-    char buf[INET6_ADDRSTRLEN + 1];
-    size_t hn;
-    bool v6 = false;
-
-    if (v[0] == '[') {
-        const char *rb = strchr(v, ']');
-        if (!rb || rb[1] != ':')
-            return "must be HOST:PORT with an IPv6 address as [ADDR]:PORT";
-        hn = (size_t)(rb - v - 1);
-        if (hn == 0 || hn >= sizeof buf)
-            return "is not an IPv6 address in [ADDR]:PORT";
-        memcpy(buf, v + 1, hn);
-        colon = rb + 1;
-        v6 = true;
-    } else {
-        colon = strrchr(v, ':');
-        if (!colon || colon == v)
-            return "must be HOST:PORT (an IPv4 address, [IPv6] or localhost)";
-        hn = (size_t)(colon - v);
-        if (hn >= sizeof buf)
-            return "host must be an IPv4 address, [IPv6] or localhost";
-        memcpy(buf, v, hn);
-    }
-    buf[hn] = '\0';
-
-    unsigned long long pv;
-    if (!parse_ulong(colon + 1, 1, 65535, &pv))
-        return "port must be a number from 1 to 65535";
-
-    if (v6) {
-        struct in6_addr a;
-        if (inet_pton(AF_INET6, buf, &a) != 1)
-            return "is not an IPv6 address in [ADDR]:PORT";
-        *loopback = IN6_IS_ADDR_LOOPBACK(&a) ||
-                    (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
-    } else if (strcmp(buf, "localhost") == 0) {
-        strcpy(buf, "127.0.0.1");
-        *loopback = true;
-    } else {
-        struct in_addr a;
-        if (inet_pton(AF_INET, buf, &a) != 1)
-            return "host must be an IPv4 address, [IPv6] or localhost "
-                   "(names are not resolved)";
-        *loopback = (ntohl(a.s_addr) >> 24) == 127;
-    }
-    *host = strdup(buf);
-    if (!*host)
-        return "out of memory";
-    *port = (uint16_t)pv;
-    return NULL;
-}
 
 /* Replaces *slot with a copy of v ("" -> NULL when empty_is_null). */
 static bool set_str(struct parser *p, char **slot, const char *v, bool empty_is_null)
@@ -368,7 +109,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
 
     switch (k) {
     case K_WORKERS:
-        if (!parse_ulong(v, 0, 256, &u))
+        if (!fb_config_parse_ulong(v, 0, 256, &u))
             return fail(p, line,
                         "[%s] %s must be a whole number from 0 to 256 "
                         "(0 = one per CPU), not '%s'",
@@ -376,7 +117,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         c->workers = (unsigned)u;
         break;
     case K_MAX_FRAME:
-        if (!parse_ulong(v, 16, 1073741824ull, &u))
+        if (!fb_config_parse_ulong(v, 16, 1073741824ull, &u))
             return fail(p, line,
                         "[%s] %s must be a whole number from 16 to "
                         "1073741824 (bytes), not '%s'",
@@ -384,7 +125,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         c->max_frame = (uint32_t)u;
         break;
     case K_MAX_DEPTH:
-        if (!parse_ulong(v, 1, 1024, &u))
+        if (!fb_config_parse_ulong(v, 1, 1024, &u))
             return fail(p, line,
                         "[%s] %s must be a whole number from 1 to 1024, "
                         "not '%s'",
@@ -392,7 +133,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         c->max_depth = (unsigned)u;
         break;
     case K_BLOCKING_THREADS:
-        if (!parse_ulong(v, 1, 256, &u))
+        if (!fb_config_parse_ulong(v, 1, 256, &u))
             return fail(p, line,
                         "[%s] %s must be a whole number from 1 to 256, "
                         "not '%s'",
@@ -400,15 +141,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         c->blocking_threads = (unsigned)u;
         break;
     case K_LOG_LEVEL:
-        if (strcmp(v, "error") == 0)
-            c->log_level = FB_LOG_ERROR;
-        else if (strcmp(v, "warn") == 0)
-            c->log_level = FB_LOG_WARN;
-        else if (strcmp(v, "info") == 0)
-            c->log_level = FB_LOG_INFO;
-        else if (strcmp(v, "debug") == 0)
-            c->log_level = FB_LOG_DEBUG;
-        else
+        if (!fb_config_parse_log_level(v, &c->log_level))
             return fail(p, line,
                         "[%s] %s must be error, warn, info or debug, "
                         "not '%s'",
@@ -446,7 +179,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         break;
     case K_UNIX_MODE:
     case K_MODE:
-        if (!parse_mode(v, k == K_MODE ? &c->control_mode : &c->unix_mode))
+        if (!fb_config_parse_mode(v, k == K_MODE ? &c->control_mode : &c->unix_mode))
             return fail(p, line,
                         "[%s] %s must be an octal file mode from 0 to "
                         "0777, not '%s'",
@@ -459,7 +192,8 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         c->tcp_port = 0;
         if (!*v)
             break; /* empty = no TCP listener */
-        const char *why = parse_tcp(v, &c->tcp_host, &c->tcp_port, &p->tcp_loopback);
+        const char *why =
+            fb_config_parse_tcp(v, &c->tcp_host, &c->tcp_port, &p->tcp_loopback);
         if (why)
             return fail(p, line, "[%s] %s = %s: %s", sec, name, v, why);
         set_str(p, &c->tcp, v, false);
@@ -527,7 +261,7 @@ static int route_key(struct parser *p, enum key_id k, const char *v)
     case K_R_EVENT:
         if (!*v)
             return fail(p, line, "route '%s': event must not be empty", rn);
-        if (!event_pattern_valid(v))
+        if (!fb_config_event_pattern_valid(v))
             return fail(p, line,
                         "route '%s': event '%s' must be an event id "
                         "(1-255 bytes of [A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
@@ -560,14 +294,14 @@ static int route_key(struct parser *p, enum key_id k, const char *v)
         set_str(p, &r->split_by, v, false);
         break;
     case K_R_PRIORITY:
-        if (!parse_int64(v, &r->priority))
+        if (!fb_config_parse_int64(v, &r->priority))
             return fail(p, line,
                         "route '%s': priority must be a whole number "
                         "(64-bit, may be negative), not '%s'",
                         rn, v);
         break;
     case K_R_SIGNATURE:
-        if (!hex64(v))
+        if (!fb_config_hex64(v))
             return fail(p, line,
                         "route '%s': signature must be 64 hex digits "
                         "(the SHA-256 sighash of the expected signature)",
@@ -738,7 +472,7 @@ static int begin_section(struct parser *p, char *start)
 
     if (!*arg)
         return fail(p, p->lineno, "section [%s] needs a name: [%s NAME]", word, word);
-    if (!section_name_valid(arg))
+    if (!fb_config_name_valid(arg))
         return fail(p, p->lineno,
                     "%s name '%s' must be 1-64 bytes of "
                     "[A-Za-z0-9_.-]",
@@ -798,18 +532,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
          * indentation mistake. */
         if (p->sec == SEC_ROUTE && p->last_key_valid &&
             (p->last_key == K_R_TO || p->last_key == K_R_TAGS)) {
-            /* libinih 55 keeps inline comments on continuation lines */
             char v[ERR_MAX];
-            snprintf(v, sizeof v, "%s", value);
-            for (char *s = v + 1; *s; s++) {
-                if (*s == ';' && isspace((unsigned char)s[-1])) {
-                    *s = '\0';
-                    break;
-                }
-            }
-            size_t n = strlen(v);
-            while (n > 0 && isspace((unsigned char)v[n - 1]))
-                v[--n] = '\0';
+            fb_config_cont_value(v, sizeof v, value);
             route_list_chunk(p, p->last_key, v);
         } else {
             fail(p, p->lineno,
@@ -876,117 +600,22 @@ static int on_key(void *user, const char *section, const char *name, const char 
     return failed(p) ? 0 : 1;
 }
 
-/* Next raw line (without its newline) into p->raw; false at the end. */
-static bool next_raw(struct parser *p, size_t *len)
-{
-    if (p->src.fp) {
-        ssize_t n = getline(&p->raw, &p->rawcap, p->src.fp);
-        if (n < 0) {
-            if (ferror(p->src.fp)) {
-                snprintf(p->err, sizeof p->err, "read error: %s", strerror(errno));
-                p->err_line = -1;
-                p->rc = -EIO;
-            }
-            return false;
-        }
-        *len = (size_t)n;
-    } else {
-        const char *s = p->src.text + p->src.pos;
-        if (!*s)
-            return false;
-        const char *nl = strchr(s, '\n');
-        size_t n = nl ? (size_t)(nl - s + 1) : strlen(s);
-        if (n + 1 > p->rawcap) {
-            char *r = realloc(p->raw, n + 1);
-            if (!r) {
-                fail_nomem(p);
-                return false;
-            }
-            p->raw = r;
-            p->rawcap = n + 1;
-        }
-        memcpy(p->raw, s, n);
-        p->raw[n] = '\0';
-        p->src.pos += n;
-        *len = n;
-    }
-    if (*len > 0 && p->raw[*len - 1] == '\n')
-        p->raw[--*len] = '\0';
-    return true;
-}
-
 /*
- * libinih's line source. Classifies each line the way libinih will, so
- * the handler knows a continuation from a key, and handles section
- * headers itself. Returning NULL after an error stops the parse there.
+ * libinih's line source: fb_config_read_line() reads and classifies each
+ * line; section headers are handled here, before libinih sees the keys
+ * that follow. Returning NULL after an error stops the parse there.
  */
 static char *reader(char *str, int num, void *stream)
 {
     struct parser *p = stream;
-    size_t len;
+    char *section;
+    char *line = fb_config_read_line(p, str, num, &section);
 
-    if (failed(p) || !next_raw(p, &len))
-        return NULL;
-    p->lineno++;
-    char *line = p->raw;
-    if (memchr(line, '\0', len)) {
-        fail(p, p->lineno, "NUL byte in the line");
-        return NULL;
+    if (line && section) {
+        begin_section(p, section);
+        return failed(p) ? NULL : line;
     }
-    /* libinih would skip a BOM on line 1 itself; we do it so the copy
-     * below and our own classification agree */
-    if (p->lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) {
-        line += 3;
-        len -= 3;
-    }
-    if (len >= (size_t)num - 1) {
-        fail(p, p->lineno,
-             "line longer than %d bytes (continue a long 'to' or "
-             "'tags' list on indented lines)",
-             num - 2);
-        return NULL;
-    }
-
-    char *s = line;
-    while (isspace((unsigned char)*s))
-        s++;
-    if (!*s) {
-        p->kind = LINE_BLANK;
-    } else if (*s == ';' || *s == '#') {
-        p->kind = LINE_COMMENT;
-    } else if (p->prev_key && s > line) {
-        p->kind = LINE_CONT;
-    } else if (*s == '[') {
-        p->kind = LINE_SECTION;
-        p->prev_key = false;
-        /* libinih still gets the line (it must reset its own state) but a
-         * copy: begin_section writes into p->raw */
-        memcpy(str, line, len + 1);
-        begin_section(p, s);
-        return failed(p) ? NULL : str;
-    } else {
-        /* the test libinih makes: '=' or ':' before any inline comment */
-        const char *q = s;
-        bool was_space = false;
-        while (*q && *q != '=' && *q != ':' && !(was_space && *q == ';')) {
-            was_space = isspace((unsigned char)*q);
-            q++;
-        }
-        if (*q != '=' && *q != ':') {
-            fail(p, p->lineno,
-                 "syntax error: expected [section], 'key = value' "
-                 "or a comment");
-            return NULL;
-        }
-        if (q == s) {
-            fail(p, p->lineno, "syntax error: no key name before '%c'", *q);
-            return NULL;
-        }
-        p->kind = LINE_KEY;
-        p->prev_key = true;
-    }
-    memcpy(str, line, len + 1);
-    return str;
+    return line;
 }
 
 /* --------------------------------------------------------- whole file */

@@ -195,6 +195,7 @@ static void on_close(uv_handle_t *h)
         free(p);
     }
     conn_unref(c);
+    fb_worker_maybe_finish(w);
 }
 
 static void conn_close(struct fb_conn *c)
@@ -365,7 +366,9 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
         conn_unref(c);
     if (!(c->flags & C_CLOSING))
         maybe_unpause(c);
+    struct fb_worker *w = c->w;
     conn_unref(c);
+    fb_worker_maybe_finish(w);
 }
 
 void fb_conn_job_done(struct fb_job *j)

@@ -32,9 +32,9 @@ void fb_dispatch_mark_rcu_thread(void)
 static int call_inline(struct fb_func *fn, const struct fidbus_event *ev)
 {
     int rc = fn->handle(fn->ctx, ev);
-    atomic_fetch_add_explicit(&fn->calls, 1, memory_order_relaxed);
+    fb_striped_add(&fn->calls, 1);
     if (rc)
-        atomic_fetch_add_explicit(&fn->errors, 1, memory_order_relaxed);
+        fb_striped_add(&fn->errors, 1);
     return rc;
 }
 
@@ -52,7 +52,7 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
         return;
     }
     out->routed = true;
-    atomic_fetch_add_explicit((_Atomic uint64_t *)&r->matched, 1, memory_order_relaxed);
+    fb_striped_add((struct fb_striped *)&r->matched, 1);
     ev->generation = fb_routes_generation(t);
 
     size_t idx[FB_MAX_TARGETS];

@@ -32,8 +32,8 @@ int fb_func_init(struct fb_func *f, const struct fidbus_function *src,
                  char *err, size_t errlen)
 {
     memset(f, 0, sizeof(*f));
-    atomic_init(&f->calls, 0);
-    atomic_init(&f->errors, 0);
+    memset(&f->calls, 0, sizeof f->calls);
+    memset(&f->errors, 0, sizeof f->errors);
 
     /* fidbus_funcid_make only says -EINVAL; find the part that is wrong
      * first so the operator gets a useful reason. */

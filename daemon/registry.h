@@ -20,6 +20,8 @@
 #include <fidbus/funcid.h>
 #include <fidbus/plugin.h>
 
+#include "stripe.h"
+
 struct fb_plugin;
 
 struct fb_func {
@@ -34,8 +36,8 @@ struct fb_func {
     int (*handle)(void *ctx, const struct fidbus_event *ev);
     void *ctx;                              /* the instance's init ctx */
     struct fb_plugin *plugin;               /* owner */
-    _Atomic uint64_t calls;                 /* invocations */
-    _Atomic uint64_t errors;                /* invocations that failed */
+    struct fb_striped calls;                /* invocations */
+    struct fb_striped errors;               /* invocations that failed */
 };
 
 /*

@@ -458,7 +458,7 @@ int fb_routes_build(const struct fb_route_spec *specs, size_t n,
         r->name = s->name;
         r->mode = s->mode;
         r->split_by = s->split_by;
-        atomic_init(&r->matched, 0);
+        memset(&r->matched, 0, sizeof r->matched);
     }
 
     rc = build_index(t);

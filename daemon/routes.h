@@ -41,7 +41,7 @@ struct fb_route {
     struct fb_route_target *targets;
     size_t ntargets;
     uint64_t total_weight;
-    _Atomic uint64_t matched;
+    struct fb_striped matched;          /* events this route routed */
 };
 
 struct fb_route_table;

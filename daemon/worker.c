@@ -22,7 +22,7 @@
 /* How long a stopping worker waits for clients to take their answers. */
 #define FB_STOP_TIMEOUT_MS 5000
 
-static void maybe_finish(struct fb_worker *w)
+void fb_worker_maybe_finish(struct fb_worker *w)
 {
     if (!w->stopping || atomic_load_explicit(&w->nconns, memory_order_relaxed) ||
         w->nwaiters)
@@ -46,7 +46,7 @@ static void on_stop_timeout(uv_timer_t *t)
 
 static void on_check(uv_check_t *h)
 {
-    maybe_finish(h->data);
+    fb_worker_maybe_finish(h->data);
 }
 
 static void on_async(uv_async_t *a)
@@ -84,7 +84,7 @@ static void on_async(uv_async_t *a)
             fb_conn_begin_stop(c);
         uv_timer_start(&w->stop_timer, on_stop_timeout, FB_STOP_TIMEOUT_MS, 0);
     }
-    maybe_finish(w);
+    fb_worker_maybe_finish(w);
 }
 
 static void worker_main(void *arg)

@@ -59,6 +59,11 @@ void fb_worker_post_done(struct fb_worker *w, struct fb_job *j);
 void fb_worker_stop(struct fb_worker *w);
 /* Joins the thread and frees. NULL-safe. */
 struct fb_worker *fb_worker_join(struct fb_worker *w);
+/* A stopping worker ends its loop once its last connection and waiter are
+ * gone; connections call this when they go (close callbacks run after the
+ * loop's check phase, so the check hook alone would leave the loop asleep
+ * until its stop timer). */
+void fb_worker_maybe_finish(struct fb_worker *w);
 /* Connections currently open. */
 unsigned fb_worker_nconns(const struct fb_worker *w);
 

@@ -11,6 +11,8 @@
  */
 #include "cbor_scan.h"
 
+/* ------------------------------------------------------- token stream */
+
 /* The callbacks only record what libcbor saw; the parser acts on it. */
 #define TOK(c) ((struct tok *)(c))
 #define CB_NUM(fn, T, k)                                                                 \
@@ -129,7 +131,7 @@ int fb_cbor_skip_item(struct fb_cbor_scan *s, unsigned max_depth)
                 continue;
             if (t.kind != T_BREAK)
                 return fb_cbor_fail(s, FIDBUS_MALFORMED,
-                            "bad chunk in an indefinite-length string");
+                                    "bad chunk in an indefinite-length string");
             sp--;
             goto item_done;
         }
@@ -176,7 +178,7 @@ int fb_cbor_skip_item(struct fb_cbor_scan *s, unsigned max_depth)
         case T_BREAK:
             if (sp == 0 || LVL_KIND(stack[sp - 1]) == L_DEF)
                 return fb_cbor_fail(s, FIDBUS_MALFORMED,
-                            "break outside an indefinite-length item");
+                                    "break outside an indefinite-length item");
             if (LVL_KIND(stack[sp - 1]) == L_MAP_INDEF && LVL_N(stack[sp - 1]) != 0)
                 return fb_cbor_fail(s, FIDBUS_MALFORMED, "map with a key but no value");
             sp--;

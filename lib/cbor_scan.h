@@ -119,7 +119,8 @@ static inline int fb_cbor_next_tok(struct fb_cbor_scan *s, struct tok *t)
         if (s->end - s->p < 2)
             return fb_cbor_fail(s, FIDBUS_MALFORMED, "truncated CBOR item");
         if (s->p[1] < 0x20)
-            return fb_cbor_fail(s, FIDBUS_MALFORMED, "simple value below 32 in two bytes");
+            return fb_cbor_fail(s, FIDBUS_MALFORMED,
+                                "simple value below 32 in two bytes");
         t->kind = T_SIMPLE;
         s->p += 2;
         return 0;

@@ -6,7 +6,9 @@
  * The socket itself is non-blocking: every call that has to wait does so
  * in poll() against a deadline taken from the client's timeout, so a
  * stuck server can never hold a caller longer than that. To the caller the
- * API is blocking.
+ * API is blocking. Parsing the address and connecting the socket are in
+ * client_addr.c (shared declarations in client_private.h); this file is
+ * the protocol spoken over the socket.
  *
  * Everything that moves bytes goes through pump(): it writes what is
  * buffered and, at the same time, reads and handles whatever the server
@@ -21,25 +23,21 @@
  * fidbus_publish sends no seq at all: nobody could match it anyway.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include <fidbus/client.h>
+
+#include "client_private.h"
 
 /* Buffered publishes are written once more than this is waiting. */
 #define FB_SEND_THRESHOLD (64u * 1024u)
@@ -87,229 +85,6 @@ struct fidbus_client {
     char last_error[FB_LAST_ERROR_MAX];
     struct fidbus_msg msg;   /* large: decoded into, reused */
 };
-
-/* --------------------------------------------------------------- time */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t deadline_in(int timeout_ms)
-{
-    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-}
-
-/* Milliseconds left for poll(): -1 forever, 0 when the deadline passed. */
-static int remaining(int64_t deadline)
-{
-    if (deadline < 0)
-        return -1;
-    int64_t left = deadline - now_ms();
-    if (left <= 0)
-        return 0;
-    return left > INT_MAX ? INT_MAX : (int)left;
-}
-
-/* ------------------------------------------------------------ address */
-
-struct fb_addr {
-    bool is_unix;
-    struct sockaddr_un un;
-    char host[256];
-    char port[6];
-};
-
-/*
- * "unix:PATH", "tcp:HOST:PORT" ("tcp:[::1]:7878" for IPv6), or a plain
- * path. Anything else that starts like a URL scheme ("udp:...") is refused
- * rather than taken as a relative file name; "./name:x" reaches such a file.
- */
-static int parse_addr(const char *addr, struct fb_addr *a)
-{
-    memset(a, 0, sizeof(*a));
-    if (!addr || !*addr)
-        return -EINVAL;
-
-    if (strncmp(addr, "tcp:", 4) == 0) {
-        const char *h = addr + 4, *hend, *p;
-        if (*h == '[') {
-            hend = strchr(h, ']');
-            if (!hend || hend[1] != ':')
-                return -EINVAL;
-            p = hend + 2;
-            h++;
-        } else {
-            hend = strrchr(h, ':');
-            if (!hend || memchr(h, ':', (size_t)(hend - h)))
-                return -EINVAL;  /* no port, or IPv6 without brackets */
-            p = hend + 1;
-        }
-        size_t hlen = (size_t)(hend - h);
-        size_t plen = strlen(p);
-        if (hlen == 0 || hlen >= sizeof(a->host) || plen == 0 || plen > 5)
-            return -EINVAL;
-        unsigned long port = 0;
-        for (const char *q = p; *q; q++) {
-            if (*q < '0' || *q > '9')
-                return -EINVAL;
-            port = port * 10 + (unsigned long)(*q - '0');
-        }
-        if (port == 0 || port > 65535)
-            return -EINVAL;
-        memcpy(a->host, h, hlen);
-        memcpy(a->port, p, plen);
-        return 0;
-    }
-
-    const char *path = addr;
-    if (strncmp(addr, "unix:", 5) == 0) {
-        path = addr + 5;
-    } else {
-        size_t n = strspn(addr, "abcdefghijklmnopqrstuvwxyz"
-                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
-        if (n > 0 && addr[n] == ':')
-            return -EINVAL;  /* an unknown scheme */
-    }
-    size_t len = strlen(path);
-    if (len == 0)
-        return -EINVAL;
-    if (len >= sizeof(a->un.sun_path))
-        return -ENAMETOOLONG;
-    a->is_unix = true;
-    a->un.sun_family = AF_UNIX;
-    memcpy(a->un.sun_path, path, len + 1);
-    return 0;
-}
-
-static int set_nonblocking(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
-    return 0;
-}
-
-/*
- * A Unix connect only waits when the listener's backlog is full; Linux
- * bounds that wait by SO_SNDTIMEO, which is simpler than retrying a
- * non-blocking connect that fails with EAGAIN.
- */
-static int connect_unix(const struct fb_addr *a, int64_t deadline)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int rc;
-    for (;;) {
-        int left = remaining(deadline);
-        if (left == 0) {
-            rc = -ETIMEDOUT;
-            goto fail;
-        }
-        struct timeval tv = { 0, 0 };
-        if (left > 0) {
-            tv.tv_sec = left / 1000;
-            tv.tv_usec = (left % 1000) * 1000;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (const struct sockaddr *)&a->un, sizeof(a->un)) == 0)
-            break;
-        if (errno == EINTR)
-            continue;
-        rc = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
-        goto fail;
-    }
-    struct timeval zero = { 0, 0 };
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
-    rc = set_nonblocking(fd);
-    if (rc < 0)
-        goto fail;
-    return fd;
-fail:
-    close(fd);
-    return rc;
-}
-
-static int connect_one_tcp(const struct addrinfo *ai, int64_t deadline)
-{
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
-    if (fd < 0)
-        return -errno;
-    int rc = 0;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS) {
-            rc = -errno;
-            goto fail;
-        }
-        for (;;) {
-            struct pollfd p = { .fd = fd, .events = POLLOUT };
-            int n = poll(&p, 1, remaining(deadline));
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                rc = -errno;
-                goto fail;
-            }
-            if (n == 0) {
-                if (remaining(deadline) != 0)
-                    continue;
-                rc = -ETIMEDOUT;
-                goto fail;
-            }
-            break;
-        }
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err) {
-            rc = -err;
-            goto fail;
-        }
-    }
-    /* Small frames go out at once: latency matters more than packets. */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-fail:
-    close(fd);
-    return rc;
-}
-
-static int connect_tcp(const struct fb_addr *a, int64_t deadline)
-{
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_NUMERICSERV,
-    };
-    struct addrinfo *res = NULL;
-    int g = getaddrinfo(a->host, a->port, &hints, &res);
-    if (g != 0) {
-        switch (g) {
-        case EAI_AGAIN: return -EAGAIN;
-        case EAI_MEMORY: return -ENOMEM;
-        case EAI_SYSTEM: return errno ? -errno : -EIO;
-        case EAI_NONAME:
-        case EAI_NODATA:
-        case EAI_FAIL: return -ENXIO;  /* the host name does not resolve */
-        default: return -EINVAL;
-        }
-    }
-    int rc = -EHOSTUNREACH;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        rc = connect_one_tcp(ai, deadline);
-        if (rc >= 0 || rc == -ETIMEDOUT)
-            break;
-    }
-    freeaddrinfo(res);
-    return rc;
-}
 
 /* ------------------------------------------------------------ reading */
 
@@ -752,7 +527,7 @@ int fidbus_client_connect(struct fidbus_client **out, const char *addr,
         return -EINVAL;
     *out = NULL;
     struct fb_addr a;
-    int rc = parse_addr(addr, &a);
+    int rc = fb_addr_parse(addr, &a);
     if (rc < 0)
         return rc;
 
@@ -771,7 +546,7 @@ int fidbus_client_connect(struct fidbus_client **out, const char *addr,
     }
 
     int64_t deadline = deadline_in(c->timeout_ms);
-    rc = a.is_unix ? connect_unix(&a, deadline) : connect_tcp(&a, deadline);
+    rc = fb_addr_connect(&a, deadline);
     if (rc < 0)
         goto fail;
     c->fd = rc;

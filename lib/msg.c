@@ -44,7 +44,6 @@
  * the room an event id and 32 tags can take (see FIDBUS_MSG_ARENA). */
 #define FB_CHUNK_BUDGET 4096u
 
-
 /* ------------------------------------------------------------ validators */
 
 enum {
@@ -179,7 +178,7 @@ const char *fidbus_code_name(int code)
 /* --------------------------------------------------------- envelope */
 
 struct dec {
-    const uint8_t *p, *end;
+    struct fb_cbor_scan in; /* in.why is &m->why */
     struct fidbus_msg *m;
     unsigned max_depth;
     size_t chunk_budget;     /* arena bytes left for chunked plain strings */
@@ -260,7 +259,7 @@ static int read_str(struct dec *d, const struct str_req *req, struct str_res *re
     int rc;
 
     res->too_long = res->bad_chars = false;
-    if ((rc = next_tok(d, &t)))
+    if ((rc = fb_cbor_next_tok(&d->in, &t)))
         return rc;
     if (t.kind == req->major) {
         if (text && (rc = check_text(d, t.s, t.len, req->cls, res)))
@@ -289,7 +288,7 @@ static int read_str(struct dec *d, const struct str_req *req, struct str_res *re
     bool keep = req->mode != S_CHECK;
     size_t limit = req->mode == S_CSTR ? req->max : d->chunk_budget;
     for (;;) {
-        if ((rc = next_tok(d, &t)))
+        if ((rc = fb_cbor_next_tok(&d->in, &t)))
             return rc;
         if (t.kind == T_BREAK)
             break;
@@ -327,7 +326,7 @@ static int read_str(struct dec *d, const struct str_req *req, struct str_res *re
 static int read_uint(struct dec *d, uint64_t *v, const char *what)
 {
     struct tok t;
-    int rc = next_tok(d, &t);
+    int rc = fb_cbor_next_tok(&d->in, &t);
     if (rc)
         return rc;
     if (t.kind != T_UINT)
@@ -340,7 +339,7 @@ static int read_uint(struct dec *d, uint64_t *v, const char *what)
 static int read_map_head(struct dec *d, uint64_t *n, bool *indef, const char *what)
 {
     struct tok t;
-    int rc = next_tok(d, &t);
+    int rc = fb_cbor_next_tok(&d->in, &t);
     if (rc)
         return rc;
     if (t.kind == T_MAP_INDEF) {
@@ -350,7 +349,7 @@ static int read_map_head(struct dec *d, uint64_t *n, bool *indef, const char *wh
     }
     if (t.kind != T_MAP)
         return fail(d, FIDBUS_MALFORMED, what);
-    if (t.val > (size_t)(d->end - d->p) / 2)
+    if (t.val > (size_t)(d->in.end - d->in.p) / 2)
         return fail(d, FIDBUS_MALFORMED, "truncated CBOR map");
     *indef = false;
     *n = t.val;
@@ -362,8 +361,8 @@ static bool map_more(struct dec *d, bool indef, uint64_t n, uint64_t i)
 {
     if (!indef)
         return i < n;
-    if (d->p < d->end && *d->p == 0xff) {
-        d->p++;
+    if (d->in.p < d->in.end && *d->in.p == 0xff) {
+        d->in.p++;
         return false;
     }
     return true;
@@ -449,12 +448,12 @@ static int read_tags(struct dec *d)
 
 static int read_raw(struct dec *d, struct fidbus_slice *out, unsigned max_depth)
 {
-    const uint8_t *start = d->p;
-    int rc = skip_item(d, max_depth);
+    const uint8_t *start = d->in.p;
+    int rc = fb_cbor_skip_item(&d->in, max_depth);
     if (rc)
         return rc;
     out->ptr = start;
-    out->len = (size_t)(d->p - start);
+    out->len = (size_t)(d->in.p - start);
     return 0;
 }
 
@@ -462,7 +461,7 @@ static int read_raw(struct dec *d, struct fidbus_slice *out, unsigned max_depth)
 static int read_args(struct dec *d)
 {
     struct fidbus_msg *m = d->m;
-    const uint8_t *start = d->p;
+    const uint8_t *start = d->in.p;
     uint64_t n, i;
     bool indef;
     int rc = read_map_head(d, &n, &indef, "args is not a map");
@@ -476,11 +475,11 @@ static int read_args(struct dec *d)
         struct str_res k;
         if ((rc = read_str(d, &key_req, &k)))
             return rc;
-        if ((rc = skip_item(d, d->max_depth - 1)))
+        if ((rc = fb_cbor_skip_item(&d->in, d->max_depth - 1)))
             return rc;
     }
     m->args.ptr = start;
-    m->args.len = (size_t)(d->p - start);
+    m->args.len = (size_t)(d->in.p - start);
     return 0;
 }
 
@@ -573,6 +572,7 @@ int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth,
                       struct fidbus_msg *m)
 {
     struct dec d = {
+        .in.why = &m->why,
         .m = m,
         .max_depth = max_depth == 0                  ? FIDBUS_MAX_DEPTH_DEFAULT
                      : max_depth > FB_DEPTH_HARD_MAX ? FB_DEPTH_HARD_MAX
@@ -587,8 +587,8 @@ int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth,
     msg_reset(m);
     if (!body || len == 0)
         return fail(&d, FIDBUS_MALFORMED, "empty body");
-    d.p = body;
-    d.end = body + len;
+    d.in.p = body;
+    d.in.end = body + len;
     if ((rc = read_map_head(&d, &n, &indef, "message is not a CBOR map")))
         return rc;
     for (i = 0; map_more(&d, indef, n, i); i++) {
@@ -603,7 +603,7 @@ int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth,
         if ((rc = read_value(&d, key)))
             return rc;
     }
-    if (d.p != d.end)
+    if (d.in.p != d.in.end)
         return fail(&d, FIDBUS_MALFORMED, "trailing bytes after the message");
     /* Keys whose value is stored as read; event and tags set their own bit
      * only when valid, seq as soon as it is read. */

@@ -207,6 +207,29 @@ static const char *stderr_tail(const struct fb_e2e *t, size_t max)
     return tail;
 }
 
+/* A sanitizer report in a child's output. In sanitizer builds a leak or
+ * error turns the exit status into 1 (ASan's exitcode), which a test that
+ * expects exit 1 could not tell apart, so look for the report itself. */
+static const char *sanitizer_report(const char *text)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "runtime error:", "WARNING: ThreadSanitizer"};
+    for (size_t i = 0; text && i < sizeof marks / sizeof marks[0]; i++) {
+        const char *p = strstr(text, marks[i]);
+        if (p)
+            return p;
+    }
+    return NULL;
+}
+
+static void assert_no_sanitizer_report(const char *path, const char *who)
+{
+    char *text = slurp(path, NULL);
+    const char *rep = sanitizer_report(text);
+    ck_assert_msg(rep == NULL, "%s: sanitizer report:\n%.1500s", who, rep ? rep : "");
+    free(text);
+}
+
 char *fb_e2e_stderr(const struct fb_e2e *t)
 {
     char *s = fb_e2e_read(t->errfile, NULL);
@@ -246,8 +269,10 @@ static void kill_daemon(struct fb_e2e *t, bool dump)
     t->pid = 0;
     if (dump) {
         char *err = slurp(t->errfile, NULL);
-        fprintf(stderr, "---- fidbusd stderr (%s), killed by the harness ----\n%s"
-                        "---- end of fidbusd stderr ----\n", t->dir, err ? err : "");
+        fprintf(stderr,
+                "---- fidbusd stderr (%s), killed by the harness ----\n%s"
+                "---- end of fidbusd stderr ----\n",
+                t->dir, err ? err : "");
         free(err);
     }
 }
@@ -292,8 +317,8 @@ int fb_e2e_main(Suite *s)
         snprintf(path, sizeof path, "%s/%s/fidbusd.stderr", base, e->d_name);
         char *err = slurp(path, NULL);
         if (err && *err)
-            fprintf(stderr, "---- %s (left by a failed test) ----\n%s---- end ----\n", path,
-                    err);
+            fprintf(stderr, "---- %s (left by a failed test) ----\n%s---- end ----\n",
+                    path, err);
         free(err);
     }
     if (d)
@@ -356,6 +381,7 @@ struct fb_e2e *fb_e2e_free(struct fb_e2e *t)
     for (int i = 0; i < MAX_LIVE; i++)
         if (live[i] == t)
             live[i] = NULL;
+    free(t->sections);
     free(t);
     return NULL;
 }
@@ -379,6 +405,13 @@ void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *se
     static const struct fb_e2e_opts defaults;
     if (!o)
         o = &defaults;
+    /* Kept so fb_e2e_start can write it again with another TCP port. */
+    if (o != &t->opts)
+        t->opts = *o;
+    if (sections != t->sections) {
+        free(t->sections);
+        t->sections = xstrdup(sections ? sections : "");
+    }
     char head[4096];
     int n = snprintf(head, sizeof head,
                      "; written by the fidbus e2e harness\n"
@@ -561,7 +594,7 @@ static enum ready_result wait_ready(struct fb_e2e *t, int *status)
                               {.fd = t->pidfd, .events = POLLIN}};
         int left = (int)(deadline - now);
         if (t->pidfd < 0 && left > 20)
-            left = 20;  /* see wait_exit */
+            left = 20; /* see wait_exit */
         poll(p, t->pidfd >= 0 ? 2 : 1, left);
     }
 }
@@ -592,11 +625,31 @@ static void spawn_daemon(struct fb_e2e *t)
     t->pidfd = pidfd_open_(t->pid);
 }
 
+/* Did the daemon fail because its TCP port was taken? free_tcp_port's
+ * port is only free when it looks: something may take it before the daemon
+ * binds it (ephemeral ports of parallel tests' connections, say). */
+static bool port_taken(const struct fb_e2e *t)
+{
+    if (!t->tcp_addr[0] || !t->opts.tcp || !t->sections)
+        return false;
+    char *err = fb_e2e_stderr(t);
+    bool taken = strcasestr(err, "in use") != NULL;
+    free(err);
+    return taken;
+}
+
 void fb_e2e_start(struct fb_e2e *t)
 {
-    spawn_daemon(t);
     int status = 0;
-    enum ready_result r = wait_ready(t, &status);
+    enum ready_result r;
+    for (int attempt = 0;; attempt++) {
+        spawn_daemon(t);
+        r = wait_ready(t, &status);
+        if (r != READY_EXITED || attempt == 3 || !port_taken(t))
+            break;
+        t->pid = 0;
+        fb_e2e_config(t, &t->opts, t->sections);
+    }
     if (r == READY_EXITED) {
         t->pid = 0;
         ck_abort_msg("fidbusd exited before READY=1 (status 0x%x); stderr:\n%s", status,
@@ -622,16 +675,20 @@ int fb_e2e_start_fail(struct fb_e2e *t, double *secs)
     spawn_daemon(t);
     int status = 0;
     enum ready_result r = wait_ready(t, &status);
-    ck_assert_msg(r != READY_OK, "fidbusd became ready although it should refuse the "
-                                 "config; stderr:\n%s", stderr_tail(t, 1500));
-    ck_assert_msg(r == READY_EXITED, "fidbusd neither exited nor became ready within "
-                                     "%d ms; stderr:\n%s", FB_E2E_TIMEOUT_MS,
+    ck_assert_msg(r != READY_OK,
+                  "fidbusd became ready although it should refuse the "
+                  "config; stderr:\n%s",
                   stderr_tail(t, 1500));
+    ck_assert_msg(r == READY_EXITED,
+                  "fidbusd neither exited nor became ready within "
+                  "%d ms; stderr:\n%s",
+                  FB_E2E_TIMEOUT_MS, stderr_tail(t, 1500));
     t->pid = 0;
     if (secs)
         *secs = (double)(fb_e2e_now_ms() - t0) / 1000.0;
     ck_assert_msg(access(t->bus, F_OK) != 0,
                   "fidbusd refused to start but left its socket %s", t->bus);
+    assert_no_sanitizer_report(t->errfile, "fidbusd");
     return status;
 }
 
@@ -651,6 +708,7 @@ int fb_e2e_stop_signal(struct fb_e2e *t, int sig)
     }
     t->pid = 0;
     drain_notify(t);
+    assert_no_sanitizer_report(t->errfile, "fidbusd");
     ck_assert_msg(access(t->bus, F_OK) != 0, "fidbusd exited but left %s", t->bus);
     ck_assert_msg(access(t->control, F_OK) != 0, "fidbusd exited but left %s",
                   t->control);
@@ -695,6 +753,7 @@ int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **er
         waitpid(pid, NULL, 0);
         ck_abort_msg("%s did not finish within %d ms", argv[0], FB_E2E_TIMEOUT_MS);
     }
+    assert_no_sanitizer_report(err_path, argv[0]);
     if (out) {
         *out = fb_e2e_read(out_path, NULL);
         if (!*out)

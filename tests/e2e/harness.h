@@ -19,6 +19,9 @@
  * harness.c runs processes (the daemon, the command-line tools);
  * harness_wire.c talks to the daemon and reads what plugins wrote.
  *
+ * Children run from here (the daemon, the tools) are also checked for
+ * sanitizer reports in their stderr when they exit.
+ *
  * Every failure is a Check assertion. A failed test's process ends at once
  * (Check's _exit), so cleanup does not depend on it: the daemon has
  * PR_SET_PDEATHSIG and dies with the test process (also when Check kills
@@ -39,10 +42,9 @@
 #include <fidbus/proto.h>
 
 /* Config sections used by many tests. */
-#define FB_E2E_LOG                                                             \
-    "[plugin log]\npath = @B@/plugins/log.so\nfile = @D@/log.txt\n"
-#define FB_E2E_COUNT                                                           \
-    "[plugin count]\npath = @B@/plugins/count.so\n"                            \
+#define FB_E2E_LOG "[plugin log]\npath = @B@/plugins/log.so\nfile = @D@/log.txt\n"
+#define FB_E2E_COUNT                                                                     \
+    "[plugin count]\npath = @B@/plugins/count.so\n"                                      \
     "report_file = @D@/count.json\ninterval_ms = 0\n"
 /* [plugin NAME] for tests/plugins/NAME.so, followed by its keys. */
 #define FB_E2E_TP(name) "[plugin " name "]\npath = @B@/tests/plugins/" name ".so\n"
@@ -51,26 +53,28 @@
 #define FB_E2E_TIMEOUT_MS 10000
 
 struct fb_e2e_opts {
-    bool tcp;                   /* loopback TCP listener, tcp_auth = none */
-    unsigned workers;           /* 0: 2 */
-    uint32_t max_frame;         /* 0: not written (daemon default) */
-    unsigned blocking_threads;  /* 0: not written (daemon default) */
-    const char *listen_extra;   /* more lines for [listen] (@B@, @D@ work), or NULL */
+    bool tcp;                  /* loopback TCP listener, tcp_auth = none */
+    unsigned workers;          /* 0: 2 */
+    uint32_t max_frame;        /* 0: not written (daemon default) */
+    unsigned blocking_threads; /* 0: not written (daemon default) */
+    const char *listen_extra;  /* more lines for [listen] (@B@, @D@ work), or NULL */
 };
 
 struct fb_e2e {
-    char dir[128];              /* private temp dir, removed by fb_e2e_free */
-    char conf[160];             /* the config file */
-    char bus[160];              /* Unix bus socket */
-    char control[160];          /* control socket (configured; may be unused) */
-    char bus_addr[170];         /* "unix:" + bus */
-    char tcp_addr[64];          /* "tcp:127.0.0.1:PORT", or "" without TCP */
-    char errfile[160];          /* the daemon's stdout+stderr */
-    char notify[160];           /* our NOTIFY_SOCKET */
+    char dir[128];      /* private temp dir, removed by fb_e2e_free */
+    char conf[160];     /* the config file */
+    char bus[160];      /* Unix bus socket */
+    char control[160];  /* control socket (configured; may be unused) */
+    char bus_addr[170]; /* "unix:" + bus */
+    char tcp_addr[64];  /* "tcp:127.0.0.1:PORT", or "" without TCP */
+    char errfile[160];  /* the daemon's stdout+stderr */
+    char notify[160];   /* our NOTIFY_SOCKET */
     int notify_fd;
-    int pidfd;                  /* -1 if pidfd_open is unavailable */
-    pid_t pid;                  /* 0 when no daemon is running */
-    bool stopping_seen;         /* "STOPPING=1" arrived */
+    int pidfd;               /* -1 if pidfd_open is unavailable */
+    pid_t pid;               /* 0 when no daemon is running */
+    bool stopping_seen;      /* "STOPPING=1" arrived */
+    struct fb_e2e_opts opts; /* what fb_e2e_config was given last */
+    char *sections;          /* (copy) */
 };
 
 /*
@@ -110,7 +114,9 @@ void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *se
 const char *fb_e2e_write(struct fb_e2e *t, const char *name, const char *text);
 
 /* Spawns `fidbusd -c t->conf` and waits for READY=1 (asserts, with the
- * daemon's stderr in the message, if it exits or times out first). */
+ * daemon's stderr in the message, if it exits or times out first). If it
+ * exits because its TCP port was taken meanwhile, the config is written
+ * again with another port and the daemon restarted (up to 3 times). */
 void fb_e2e_start(struct fb_e2e *t);
 /* new + config + start. */
 struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections);
@@ -155,15 +161,15 @@ char *fb_e2e_line_with(const char *text, const char *event, long long seq);
 long long fb_e2e_json_count(const char *json, const char *key);
 
 /* Asserts that text (a plugin's output) has n lines with event and seq. */
-#define FB_E2E_ASSERT_LINES(text, event, seq, n)                               \
-    ck_assert_msg(fb_e2e_lines_with((text), (event), (seq)) == (n),            \
-                  "expected %d line(s) with %s seq=%lld, found %d; file:\n%s", \
-                  (n), (event), (long long)(seq),                              \
-                  fb_e2e_lines_with((text), (event), (seq)), (text) ? (text) : "(missing)")
+#define FB_E2E_ASSERT_LINES(text, event, seq, n)                                         \
+    ck_assert_msg(fb_e2e_lines_with((text), (event), (seq)) == (n),                      \
+                  "expected %d line(s) with %s seq=%lld, found %d; file:\n%s", (n),      \
+                  (event), (long long)(seq), fb_e2e_lines_with((text), (event), (seq)),  \
+                  (text) ? (text) : "(missing)")
 /* Asserts that count's report holds n for key (-1: key absent). */
-#define FB_E2E_ASSERT_COUNT(json, key, n)                                      \
-    ck_assert_msg(fb_e2e_json_count((json), (key)) == (long long)(n),          \
-                  "count report: %s = %lld, expected %lld; report: %s", (key), \
+#define FB_E2E_ASSERT_COUNT(json, key, n)                                                \
+    ck_assert_msg(fb_e2e_json_count((json), (key)) == (long long)(n),                    \
+                  "count report: %s = %lld, expected %lld; report: %s", (key),           \
                   fb_e2e_json_count((json), (key)), (long long)(n), (json))
 
 /* --------------------------------------------------- library connections */
@@ -182,11 +188,11 @@ void fb_e2e_publish_ack(struct fidbus_client *c, const char *event, uint64_t wan
 
 struct fb_e2e_raw {
     int fd;
-    uint8_t *buf;               /* received, not yet consumed bytes */
+    uint8_t *buf; /* received, not yet consumed bytes */
     size_t len, cap;
-    uint8_t *body;              /* the current frame's body (owned copy) */
+    uint8_t *body; /* the current frame's body (owned copy) */
     size_t body_len;
-    struct fidbus_msg msg;      /* the current frame, decoded */
+    struct fidbus_msg msg; /* the current frame, decoded */
 };
 
 /* A socket to the Unix / TCP listener; HELLO is not read yet. */

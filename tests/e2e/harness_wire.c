@@ -34,8 +34,8 @@ bool fb_e2e_wait_contains(const char *path, const char *needle, int timeout_ms)
     *slash = '\0';
     int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     ck_assert_msg(in >= 0, "inotify_init1: %s", strerror(errno));
-    ck_assert_msg(inotify_add_watch(in, dir, IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE |
-                                                 IN_MOVED_TO) >= 0,
+    ck_assert_msg(inotify_add_watch(
+                      in, dir, IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO) >= 0,
                   "inotify_add_watch %s: %s", dir, strerror(errno));
     uint64_t deadline = fb_e2e_now_ms() + (uint64_t)timeout_ms;
     bool found = false;
@@ -149,7 +149,7 @@ long long fb_e2e_json_count(const char *json, const char *key)
         while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
             q++;
         if (*q != ':')
-            continue;  /* a value, not a key */
+            continue; /* a value, not a key */
         q++;
         while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
             q++;
@@ -190,7 +190,7 @@ void fb_e2e_ping(struct fidbus_client *c)
 
 void fb_e2e_publish_n(struct fidbus_client *c, const char *event, int n)
 {
-    static const uint8_t payload[] = {0x44, 1, 2, 3, 4};   /* h'01020304' */
+    static const uint8_t payload[] = {0x44, 1, 2, 3, 4}; /* h'01020304' */
     for (int i = 0; i < n; i++) {
         int rc = fidbus_publish(c, event, NULL, 0, payload, sizeof payload);
         ck_assert_msg(rc == 0, "publish %s #%d: %s", event, i, fidbus_strerror(rc));
@@ -369,8 +369,10 @@ int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
         if (k < 0)
             return -errno;
         if (k == 0) {
-            ck_assert_msg(r->len == 0, "daemon closed in the middle of a frame "
-                                       "(%zu bytes pending)", r->len);
+            ck_assert_msg(r->len == 0,
+                          "daemon closed in the middle of a frame "
+                          "(%zu bytes pending)",
+                          r->len);
             return 0;
         }
         r->len += (size_t)k;
@@ -380,11 +382,16 @@ int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
 static const char *type_name(uint64_t type)
 {
     switch (type) {
-    case FIDBUS_MSG_HELLO: return "HELLO";
-    case FIDBUS_MSG_ACK: return "ACK";
-    case FIDBUS_MSG_ERROR: return "ERROR";
-    case FIDBUS_MSG_REPLY: return "REPLY";
-    default: return "?";
+    case FIDBUS_MSG_HELLO:
+        return "HELLO";
+    case FIDBUS_MSG_ACK:
+        return "ACK";
+    case FIDBUS_MSG_ERROR:
+        return "ERROR";
+    case FIDBUS_MSG_REPLY:
+        return "REPLY";
+    default:
+        return "?";
     }
 }
 
@@ -392,15 +399,17 @@ static void recv_one(struct fb_e2e_raw *r, const char *what)
 {
     int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
     ck_assert_msg(rc == 1, "waiting for %s: %s", what,
-                  rc == 0 ? "the daemon closed the connection"
-                          : rc == -ETIMEDOUT ? "timed out" : strerror(-rc));
+                  rc == 0            ? "the daemon closed the connection"
+                  : rc == -ETIMEDOUT ? "timed out"
+                                     : strerror(-rc));
 }
 
 void fb_e2e_raw_hello(struct fb_e2e_raw *r)
 {
     recv_one(r, "HELLO");
-    ck_assert_msg(r->msg.type == FIDBUS_MSG_HELLO, "first frame is %s (%" PRIu64
-                  "), not HELLO", type_name(r->msg.type), r->msg.type);
+    ck_assert_msg(r->msg.type == FIDBUS_MSG_HELLO,
+                  "first frame is %s (%" PRIu64 "), not HELLO", type_name(r->msg.type),
+                  r->msg.type);
     ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_VERSION) && r->msg.version == 1,
                   "HELLO without version 1");
     ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_NAME) && r->msg.name.len > 0,
@@ -416,15 +425,17 @@ void fb_e2e_raw_expect_ack(struct fb_e2e_raw *r, uint64_t seq, uint64_t result)
     ck_assert_msg(m->type == FIDBUS_MSG_ACK,
                   "expected ACK seq %" PRIu64 ", got %s seq %" PRIu64 " code %" PRIu64
                   " (%s) message \"%.*s\"",
-                  seq, type_name(m->type), m->seq, m->code, fidbus_code_name((int)m->code),
-                  (int)m->message.len, (const char *)m->message.ptr);
+                  seq, type_name(m->type), m->seq, m->code,
+                  fidbus_code_name((int)m->code), (int)m->message.len,
+                  (const char *)m->message.ptr);
     ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_SEQ) && m->seq == seq,
                   "expected ACK seq %" PRIu64 ", got seq %" PRIu64, seq, m->seq);
     uint64_t v = UINT64_MAX;
     ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_RESULT) && fb_e2e_cbor_uint(m->result, &v),
                   "ACK seq %" PRIu64 " has no uint result", seq);
-    ck_assert_msg(v == result, "ACK seq %" PRIu64 ": result %" PRIu64 ", expected %" PRIu64,
-                  seq, v, result);
+    ck_assert_msg(v == result,
+                  "ACK seq %" PRIu64 ": result %" PRIu64 ", expected %" PRIu64, seq, v,
+                  result);
 }
 
 const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
@@ -448,16 +459,18 @@ const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
                       fidbus_code_name(code), seq,
                       fidbus_msg_has(m, FIDBUS_K_SEQ) ? "" : "none ", m->seq);
     else if (seq == -2)
-        ck_assert_msg(!fidbus_msg_has(m, FIDBUS_K_SEQ), "ERROR %s carries seq %" PRIu64
-                      " although none was sent", fidbus_code_name(code), m->seq);
+        ck_assert_msg(!fidbus_msg_has(m, FIDBUS_K_SEQ),
+                      "ERROR %s carries seq %" PRIu64 " although none was sent",
+                      fidbus_code_name(code), m->seq);
     return m;
 }
 
 void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r)
 {
     int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
-    ck_assert_msg(rc != 1, "expected the daemon to close, got %s seq %" PRIu64
-                  " code %" PRIu64 " message \"%.*s\"",
+    ck_assert_msg(rc != 1,
+                  "expected the daemon to close, got %s seq %" PRIu64 " code %" PRIu64
+                  " message \"%.*s\"",
                   type_name(r->msg.type), r->msg.seq, r->msg.code,
                   (int)r->msg.message.len, (const char *)r->msg.message.ptr);
     ck_assert_msg(rc == 0 || rc == -ECONNRESET, "expected the daemon to close: %s",

@@ -39,10 +39,12 @@ static struct fidbus_answer publish_acked(struct fidbus_client *c, uint64_t seq,
 
 /* ------------------------------------------------------------- publish */
 
+/* clang-format off */
 static const char publish_conf[] =
     FB_E2E_LOG FB_E2E_COUNT
     "[route one]\nevent = pub.one\nto = fidbus.log\n"
     "[route fan]\nevent = pub.fan\nto = fidbus.log, fidbus.count\n";
+/* clang-format on */
 
 /* _i: 0 = Unix, 1 = TCP on loopback with tcp_auth = none. */
 START_TEST(test_e2e_publish)
@@ -62,11 +64,13 @@ START_TEST(test_e2e_publish)
 
     const struct fidbus_tag tags[] = {{"color", "teal"}, {"shape", "round-e2e"}};
     /* text "payload-42": shows up as such in CBOR diagnostic notation */
-    static const uint8_t payload[] = {0x6a, 'p', 'a', 'y', 'l', 'o', 'a', 'd', '-', '4', '2'};
-    ck_assert_int_eq(fidbus_publish_seq(c, 101, 0, "pub.one", tags, 2, payload,
-                                        sizeof payload), 0);
+    static const uint8_t payload[] = {0x6a, 'p', 'a', 'y', 'l', 'o',
+                                      'a',  'd', '-', '4', '2'};
+    ck_assert_int_eq(
+        fidbus_publish_seq(c, 101, 0, "pub.one", tags, 2, payload, sizeof payload), 0);
     ck_assert_int_eq(fidbus_publish_seq(c, 102, FIDBUS_FLAG_ACK, "pub.one", tags, 2,
-                                        payload, sizeof payload), 0);
+                                        payload, sizeof payload),
+                     0);
     ck_assert_int_eq(fidbus_flush(c), 0);
     struct fidbus_answer a = {0};
     ck_assert_int_ge(fidbus_client_recv(c, &a, -1), 0);
@@ -94,8 +98,8 @@ START_TEST(test_e2e_publish)
     FB_E2E_ASSERT_LINES(log, "pub.one", -1, 3);
     FB_E2E_ASSERT_LINES(log, "pub.fan", -1, 11);
     char *line = fb_e2e_line_with(log, "pub.one", 101);
-    static const char *const want[] = {"gen=", "color", "teal", "shape", "round-e2e",
-                                       "payload-42"};
+    static const char *const want[] = {"gen=",  "color",     "teal",
+                                       "shape", "round-e2e", "payload-42"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         ck_assert_msg(strstr(line, want[i]), "log line lacks \"%s\": %s", want[i], line);
     free(line);
@@ -115,8 +119,10 @@ END_TEST
 
 START_TEST(test_e2e_no_route)
 {
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_LOG "[route yes]\nevent = nr.yes\n"
                                                   "to = fidbus.log\n");
+    /* clang-format on */
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
     fb_e2e_raw_publish(r, 77, true, "nr.none");
@@ -156,6 +162,7 @@ END_TEST
 
 /* Each route has a target set with a distinct observable outcome: the
  * (ACK | HANDLER_FAILED, result) pair and whether log.txt got a line. */
+/* clang-format off */
 static const char precedence_conf[] =
     FB_E2E_LOG FB_E2E_COUNT FB_E2E_TP("fail")
     "[route exact]\nevent = p.order.created\nto = fidbus.log\n"
@@ -173,18 +180,20 @@ static const char precedence_conf[] =
     "[route tie_a]\nevent = q.tie\nto = fidbus.count\n"
     "[route tx]\nevent = q.t\ntags = region=cn-east\nto = fidbus.log\n"
     "[route ts]\nevent = q.t\ntags = region=*\nto = test.fail\n";
+/* clang-format on */
 
 struct prec_case {
     const char *event;
     struct fidbus_tag tags[2];
     size_t ntags;
-    int code;        /* 0: ACK; else the ERROR code */
+    int code; /* 0: ACK; else the ERROR code */
     uint64_t result;
-    int logged;      /* lines in log.txt for this seq */
+    int logged; /* lines in log.txt for this seq */
     const char *why;
 };
 
 #define HF FIDBUS_HANDLER_FAILED
+/* clang-format off */
 static const struct prec_case prec_cases[] = {
     {"p.order.created", {{0}}, 0, 0, 1, 1, "exact beats prefix and *"},
     {"p.order.created", {{"version", "v1"}}, 1, 0, 1, 1, "unmatched tag falls back"},
@@ -207,6 +216,7 @@ static const struct prec_case prec_cases[] = {
     {"q.t", {{"region", "eu"}}, 1, HF, 0, 0, "* value matches any value"},
     {"q.t", {{0}}, 0, HF, 2, 1, "a tag constraint needs the tag"},
 };
+/* clang-format on */
 
 START_TEST(test_e2e_route_precedence)
 {
@@ -245,9 +255,11 @@ END_TEST
 
 START_TEST(test_e2e_handler_failed)
 {
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_LOG FB_E2E_TP("fail")
                                  "[route both]\nevent = hf.x\nto = test.fail, fidbus.log\n"
                                  "[route only]\nevent = hf.only\nto = test.fail\n");
+    /* clang-format on */
     struct fidbus_client *c = fb_e2e_connect(t);
     uint64_t res = 99;
     int rc = fidbus_publish_ack(c, "hf.x", NULL, 0, NULL, 0, &res);
@@ -299,10 +311,12 @@ START_TEST(test_e2e_blocking_handler)
     /* One pool thread, so the order of slow.txt's lines is the order in
      * which the calls were queued, i.e. dispatched. */
     struct fb_e2e_opts o = {.blocking_threads = 1};
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_LOG FB_E2E_TP("slow")
                                  "delay_ms = 100\nfile = @D@/slow.txt\n"
                                  "[route slow]\nevent = sl.x\nto = test.slow\n"
                                  "[route log]\nevent = sl.log\nto = fidbus.log\n");
+    /* clang-format on */
     const char *slow = fb_e2e_file(t, "slow.txt");
     struct fidbus_client *a = fb_e2e_connect(t);
     struct fidbus_client *b = fb_e2e_connect(t);
@@ -313,7 +327,8 @@ START_TEST(test_e2e_blocking_handler)
     uint64_t took = fb_e2e_now_ms() - t0;
     ck_assert_uint_eq(ans.type, FIDBUS_MSG_ACK);
     ck_assert_uint_eq(ans.result, 1);
-    ck_assert_msg(took >= 100, "ACK after %" PRIu64 " ms, before the 100 ms handler", took);
+    ck_assert_msg(took >= 100, "ACK after %" PRIu64 " ms, before the 100 ms handler",
+                  took);
     char *text = fb_e2e_read(slow, NULL);
     ck_assert_msg(text && strcmp(text, "sl.x 1\n") == 0,
                   "slow.txt when the ACK arrived: \"%s\"", text ? text : "(missing)");
@@ -373,7 +388,7 @@ static void *many_thread(void *p)
     char event[32];
     snprintf(event, sizeof event, "many.c%d", m->idx);
     const struct fidbus_tag tag = {"conn", event};
-    uint8_t payload[16] = {0x4f};   /* bstr(15) */
+    uint8_t payload[16] = {0x4f}; /* bstr(15) */
     for (int i = 0; i < MANY_EVENTS && m->rc == 0; i++) {
         memcpy(payload + 1, &i, sizeof i);
         m->rc = fidbus_publish(c, event, &tag, 1, payload, sizeof payload);
@@ -392,8 +407,10 @@ static void *many_thread(void *p)
 START_TEST(test_e2e_many_events)
 {
     struct fb_e2e_opts o = {.tcp = true, .workers = 2};
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_COUNT "[route many]\nevent = many.*\n"
                                                   "to = fidbus.count\n");
+    /* clang-format on */
     pthread_t th[MANY_CONNS];
     struct many_arg args[MANY_CONNS];
     for (int i = 0; i < MANY_CONNS; i++) {

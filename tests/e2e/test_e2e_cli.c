@@ -26,10 +26,12 @@ static char *run_expect(struct fb_e2e *t, const char *const argv[], int code,
     char cmd[1024] = "";
     for (size_t i = 0; argv[i]; i++) {
         strncat(cmd, i ? " " : "", sizeof cmd - strlen(cmd) - 1);
-        strncat(cmd, i ? argv[i] : strrchr(argv[0], '/') + 1, sizeof cmd - strlen(cmd) - 1);
+        strncat(cmd, i ? argv[i] : strrchr(argv[0], '/') + 1,
+                sizeof cmd - strlen(cmd) - 1);
     }
-    ck_assert_msg(EXIT_IS(st, code), "`%s` ended with %s %d, expected exit %d; "
-                                     "stdout: %s; stderr: %s",
+    ck_assert_msg(EXIT_IS(st, code),
+                  "`%s` ended with %s %d, expected exit %d; "
+                  "stdout: %s; stderr: %s",
                   cmd, WIFEXITED(st) ? "exit" : "signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), code, out, err);
     if (!want_out) {
@@ -69,9 +71,11 @@ START_TEST(test_e2e_cli_check_config_good)
 {
     struct fb_e2e *t = fb_e2e_new();
     struct fb_e2e_opts o = {.tcp = true};
+    /* clang-format off */
     fb_e2e_config(t, &o, FB_E2E_LOG FB_E2E_COUNT
                   "[route all]\nevent = *\ntags = version=v2, region=*\n"
                   "to = fidbus.log, fidbus.count@1.0.0\n");
+    /* clang-format on */
     const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "--check-config", "-c", t->conf,
                           NULL};
     run_expect(t, argv, 0, false);
@@ -83,9 +87,10 @@ END_TEST
 struct bad_conf {
     const char *what;
     const char *text;
-    int line;          /* expected in "FILE:LINE", 0 = not checked */
+    int line; /* expected in "FILE:LINE", 0 = not checked */
 };
 
+/* clang-format off */
 static const struct bad_conf bad_confs[] = {
     {"workers not a number", "[daemon]\nruntime_dir = @D@/run\nworkers = banana\n", 3},
     {"bad log level", "[daemon]\n\nlog_level = chatty\n", 3},
@@ -101,6 +106,7 @@ static const struct bad_conf bad_confs[] = {
     {"bad tcp_auth", "[listen]\ntcp = 127.0.0.1:7878\ntcp_auth = maybe\n", 3},
     {"not INI", "this is not a config\n", 1},
 };
+/* clang-format on */
 
 START_TEST(test_e2e_cli_check_config_bad)
 {
@@ -143,7 +149,8 @@ START_TEST(test_e2e_cli_start_bad_config)
     int st = fb_e2e_start_fail(t, NULL);
     char *err = fb_e2e_stderr(t);
     ck_assert_msg(EXIT_IS(st, 1), "exit status 0x%x; stderr: %s", st, err);
-    ck_assert_msg(strstr(err, "fidbusd.conf:"), "stderr does not give FILE:LINE: %s", err);
+    ck_assert_msg(strstr(err, "fidbusd.conf:"), "stderr does not give FILE:LINE: %s",
+                  err);
     free(err);
     fb_e2e_free(t);
 }
@@ -183,8 +190,9 @@ static void ctl_fail(struct fb_e2e *t, const char *what, const char *const argv[
 {
     char *out = NULL, *err = NULL;
     int st = fb_e2e_run(t, argv, &out, &err);
-    ck_assert_msg(EXIT_IS(st, code), "%s: fidbusctl ended with status 0x%x, expected "
-                                     "exit %d; stderr: %s",
+    ck_assert_msg(EXIT_IS(st, code),
+                  "%s: fidbusctl ended with status 0x%x, expected "
+                  "exit %d; stderr: %s",
                   what, st, code, err);
     assert_one_line(what, err);
     free(out);
@@ -194,13 +202,17 @@ static void ctl_fail(struct fb_e2e *t, const char *what, const char *const argv[
 START_TEST(test_e2e_cli_fidbusctl_publish)
 {
     struct fb_e2e_opts o = {.tcp = true};
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_LOG "[route ctl]\nevent = ctl.*\n"
                                                 "to = fidbus.log\n");
+    /* clang-format on */
     const char *ctl = fb_e2e_built("daemon/fidbusctl");
     const char *bus = t->bus_addr;
     const char *log = fb_e2e_file(t, "log.txt");
     char *text;
 
+    /* argument lists read best one command per line */
+    /* clang-format off */
     /* without --ack: exit 0 once sent; the line shows up */
     const char *a1[] = {ctl, "--bus", bus, "publish", "ctl.noack", NULL};
     run_expect(t, a1, 0, false);
@@ -267,6 +279,8 @@ START_TEST(test_e2e_cli_fidbusctl_publish)
     const char *d1[] = {ctl, "--bus", fb_e2e_file(t, "none.sock"), "publish", "ctl.x",
                         "--ack", NULL};
     ctl_fail(t, "no daemon", d1, 3);
+
+    /* clang-format on */
 
     /* none of the failures reached the log */
     struct fidbus_client *c = fb_e2e_connect(t);

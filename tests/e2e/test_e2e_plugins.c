@@ -23,9 +23,10 @@
 struct refuse_case {
     const char *what;
     const char *sections;
-    const char *needles[3];   /* one stderr line holds all (any case) */
+    const char *needles[3]; /* one stderr line holds all (any case) */
 };
 
+/* clang-format off */
 static const struct refuse_case refuse_cases[] = {
     {"wrong ABI", FB_E2E_TP("bad_abi"), {"bad_abi", "abi", NULL}},
     {"no fidbus_plugin symbol", FB_E2E_TP("no_symbol"), {"no_symbol", "fidbus_plugin", NULL}},
@@ -38,6 +39,7 @@ static const struct refuse_case refuse_cases[] = {
                 "0000000000000000000000000000000000000000000000000000000000000000\n",
      {"r_sig", NULL}},
 };
+/* clang-format on */
 
 START_TEST(test_e2e_plugin_refused)
 {
@@ -63,12 +65,14 @@ END_TEST
 
 /* ------------------------------------------------------------- shutdown */
 
+/* clang-format off */
 static const char shutdown_conf[] =
     FB_E2E_LOG FB_E2E_COUNT FB_E2E_TP("lifecycle") "file = @D@/life.txt\n"
     FB_E2E_TP("slow") "delay_ms = 50\nfile = @D@/slow.txt\n"
     "[route life]\nevent = sd.life\nto = test.life\n"
     "[route slow]\nevent = sd.slow\nto = test.slow\n"
     "[route all]\nevent = sd.*\nto = fidbus.count\n";
+/* clang-format on */
 
 /* _i: 0 = SIGTERM, 1 = SIGINT. */
 START_TEST(test_e2e_clean_shutdown)
@@ -111,12 +115,12 @@ START_TEST(test_e2e_clean_shutdown)
     fidbus_client_close(b);
 
     life = fb_e2e_read(fb_e2e_file(t, "life.txt"), NULL);
-    ck_assert_msg(life && strcmp(life, "init\nfini\n") == 0, "life.txt after exit: \"%s\"",
-                  life ? life : "(missing)");
+    ck_assert_msg(life && strcmp(life, "init\nfini\n") == 0,
+                  "life.txt after exit: \"%s\"", life ? life : "(missing)");
     free(life);
     char *slow = fb_e2e_read(fb_e2e_file(t, "slow.txt"), NULL);
-    ck_assert_msg(slow && fb_e2e_lines_with(slow, "sd.slow", -1) == 3,
-                  "slow.txt: %s", slow ? slow : "(missing)");
+    ck_assert_msg(slow && fb_e2e_lines_with(slow, "sd.slow", -1) == 3, "slow.txt: %s",
+                  slow ? slow : "(missing)");
     free(slow);
     char *json = fb_e2e_read(fb_e2e_file(t, "count.json"), NULL);
     ck_assert_msg(json && fb_e2e_json_count(json, "sd.a") == 3000 &&
@@ -133,9 +137,11 @@ END_TEST
 
 START_TEST(test_e2e_plugin_timer)
 {
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_TP("lifecycle")
                                  "file = @D@/life.txt\ntick_ms = 10\n"
                                  "[route life]\nevent = tm.x\nto = test.life\n");
+    /* clang-format on */
     const char *path = fb_e2e_file(t, "life.txt");
     ck_assert_msg(fb_e2e_wait_contains(path, "tick\ntick\n", FB_E2E_TIMEOUT_MS),
                   "no two ticks of a 10 ms timer within %d ms", FB_E2E_TIMEOUT_MS);
@@ -159,10 +165,12 @@ END_TEST
 
 START_TEST(test_e2e_hop_limit)
 {
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_LOG FB_E2E_TP("republish")
                                  "file = @D@/rep.txt\n"
                                  "[route loop]\nevent = hop.x\nto = test.republish, fidbus.log\n"
                                  "[route ok]\nevent = hop.ok\nto = fidbus.log\n");
+    /* clang-format on */
     struct fidbus_client *c = fb_e2e_connect(t);
     /* Answered either way (the plugin decides what a refused republish
      * means for its own return value); what matters is that it ends. */
@@ -182,15 +190,16 @@ START_TEST(test_e2e_hop_limit)
     int lines = fb_e2e_lines_with(log, "hop.x", -1);
     ck_assert_msg(lines == FIDBUS_MAX_HOPS + 1,
                   "hop.x reached the log %d times, expected the original plus %d "
-                  "republished; log:\n%s", lines, FIDBUS_MAX_HOPS, log ? log : "");
+                  "republished; log:\n%s",
+                  lines, FIDBUS_MAX_HOPS, log ? log : "");
     free(log);
     fb_e2e_stop_ok(t);
 
     char *rep = fb_e2e_read(fb_e2e_file(t, "rep.txt"), NULL);
     unsigned long published = 0, refused = 0;
-    ck_assert_msg(rep && sscanf(rep, "published=%lu loop_refused=%lu", &published,
-                                &refused) == 2,
-                  "rep.txt: %s", rep ? rep : "(missing)");
+    ck_assert_msg(
+        rep && sscanf(rep, "published=%lu loop_refused=%lu", &published, &refused) == 2,
+        "rep.txt: %s", rep ? rep : "(missing)");
     ck_assert_msg(refused == 1 && published == FIDBUS_MAX_HOPS,
                   "rep.txt: %s (expected published=%d loop_refused=1)", rep,
                   FIDBUS_MAX_HOPS);
@@ -203,8 +212,10 @@ END_TEST
 
 START_TEST(test_e2e_readme_plugin)
 {
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(NULL, "[plugin hello]\npath = @B@/tests/plugins/hello.so\n"
                                        "[route hello]\nevent = hello.x\nto = demo.hello\n");
+    /* clang-format on */
     struct fidbus_client *c = fb_e2e_connect(t);
     fb_e2e_publish_ack(c, "hello.x", 1);
     fidbus_client_close(c);

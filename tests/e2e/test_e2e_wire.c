@@ -17,10 +17,12 @@
 
 #include "harness.h"
 
+/* clang-format off */
 static const char publish_conf[] =
     FB_E2E_LOG FB_E2E_COUNT
     "[route one]\nevent = pub.one\nto = fidbus.log\n"
     "[route fan]\nevent = pub.fan\nto = fidbus.log, fidbus.count\n";
+/* clang-format on */
 
 /* Collects n answers from a raw connection, indexed by seq (< 16). */
 struct raw_answer {
@@ -61,7 +63,10 @@ START_TEST(test_e2e_publish_split_writes)
     struct fidbus_msg_out m = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
                    FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-        .type = FIDBUS_MSG_PUBLISH, .seq = 1, .event = "pub.one", .flags = FIDBUS_FLAG_ACK,
+        .type = FIDBUS_MSG_PUBLISH,
+        .seq = 1,
+        .event = "pub.one",
+        .flags = FIDBUS_FLAG_ACK,
     };
     ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
     m.seq = 2;
@@ -73,7 +78,8 @@ START_TEST(test_e2e_publish_split_writes)
     ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
     struct fidbus_msg_out ping = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
-        .type = FIDBUS_MSG_PING, .seq = 4,
+        .type = FIDBUS_MSG_PING,
+        .seq = 4,
     };
     ck_assert_int_eq(fidbus_msg_encode(&b, &ping), 0);
     for (size_t i = 0; i < b.len; i++)
@@ -181,7 +187,9 @@ static bool bad_body(int i, struct fb_e2e_cbor *c, int *code, long long *seq,
     /* PUBLISH {type, seq, event, tags?, payload?} with bad values */
     char long_id[300];
     switch (i) {
-    case 12: case 13: case 14:
+    case 12:
+    case 13:
+    case 14:
         *what = i == 12 ? "id with a space" : i == 13 ? "empty id" : "256-byte id";
         fb_e2e_cb_head(c, FB_E2E_CB_MAP, 3);
         fb_e2e_cb_raw(c, "\x00\x03\x01", 3);
@@ -193,7 +201,12 @@ static bool bad_body(int i, struct fb_e2e_cbor *c, int *code, long long *seq,
         *code = FIDBUS_INVALID;
         *seq = i;
         return true;
-    case 15: case 16: case 17: case 18: case 19: case 20:
+    case 15:
+    case 16:
+    case 17:
+    case 18:
+    case 19:
+    case 20:
         fb_e2e_cb_head(c, FB_E2E_CB_MAP, 4);
         fb_e2e_cb_raw(c, "\x00\x03\x01", 3);
         fb_e2e_cb_head(c, FB_E2E_CB_UINT, (uint64_t)i);
@@ -253,8 +266,10 @@ static bool bad_body(int i, struct fb_e2e_cbor *c, int *code, long long *seq,
 
 START_TEST(test_e2e_bad_frames)
 {
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_COUNT "[route good]\nevent = bf.good\n"
                                                     "to = fidbus.count\n");
+    /* clang-format on */
     struct fidbus_client *good = fb_e2e_connect(t);
     struct fb_e2e_raw *bad = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(bad);
@@ -276,8 +291,9 @@ START_TEST(test_e2e_bad_frames)
                       rc == 0 ? "connection closed" : strerror(-rc));
         ck_assert_msg(m->type == FIDBUS_MSG_ERROR && m->code == (uint64_t)code,
                       "bad body %d (%s): got type %" PRIu64 " code %" PRIu64
-                      " (%s), expected ERROR %s", i, what, m->type, m->code,
-                      fidbus_code_name((int)m->code), fidbus_code_name(code));
+                      " (%s), expected ERROR %s",
+                      i, what, m->type, m->code, fidbus_code_name((int)m->code),
+                      fidbus_code_name(code));
         if (seq >= 0)
             ck_assert_msg(fidbus_msg_has(m, FIDBUS_K_SEQ) && m->seq == (uint64_t)seq,
                           "bad body %d (%s): ERROR without seq %lld", i, what, seq);
@@ -290,7 +306,10 @@ START_TEST(test_e2e_bad_frames)
     struct fidbus_msg_out m = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
                    FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-        .type = FIDBUS_MSG_PUBLISH, .seq = 100, .event = "bf.good", .flags = FIDBUS_FLAG_ACK,
+        .type = FIDBUS_MSG_PUBLISH,
+        .seq = 100,
+        .event = "bf.good",
+        .flags = FIDBUS_FLAG_ACK,
     };
     fb_e2e_raw_msg(bad, &m);
     fb_e2e_raw_expect_ack(bad, 100, 1);
@@ -319,8 +338,10 @@ END_TEST
 START_TEST(test_e2e_too_large)
 {
     struct fb_e2e_opts o = {.max_frame = 4096};
+    /* clang-format off */
     struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_COUNT "[route x]\nevent = tl.x\n"
                                                   "to = fidbus.count\n");
+    /* clang-format on */
     struct fidbus_client *good = fb_e2e_connect(t);
     fb_e2e_publish_n(good, "tl.x", 500);
 
