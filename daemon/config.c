@@ -472,7 +472,7 @@ static int begin_section(struct parser *p, char *start)
 
     if (!*arg)
         return fail(p, p->lineno, "section [%s] needs a name: [%s NAME]", word, word);
-    if (!fb_config_name_valid(arg))
+    if (!fb_config_section_name_valid(arg))
         return fail(p, p->lineno,
                     "%s name '%s' must be 1-64 bytes of "
                     "[A-Za-z0-9_.-]",

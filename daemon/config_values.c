@@ -102,7 +102,7 @@ bool fb_config_hex64(const char *s)
     return n == 64;
 }
 
-bool fb_config_name_valid(const char *s)
+bool fb_config_section_name_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > SECTION_NAME_MAX)

@@ -131,9 +131,9 @@ static inline bool failed(const struct parser *p)
 /* ------------------------------------------------------------ values */
 
 /*
- * Each parser checks the whole value as libinih hands it over (trimmed),
- * trailing text included, and returns false, leaving *out alone, when it
- * does not parse. config.c words the error: it knows the section and key.
+ * Each parser takes the whole value as libinih hands it over (trimmed) and
+ * refuses trailing text; when it returns false, *out is left alone.
+ * config.c words the error: it knows the section, the key and the line.
  */
 
 /* Decimal, from min to max. */
@@ -148,7 +148,7 @@ bool fb_config_parse_log_level(const char *v, enum fb_log_level *out);
 /* Exactly 64 hex digits (a sighash). */
 bool fb_config_hex64(const char *s);
 /* 1-64 bytes of [A-Za-z0-9_.-]: route and plugin instance names. */
-bool fb_config_name_valid(const char *s);
+bool fb_config_section_name_valid(const char *s);
 /* An event id, a prefix "ID.*", or "*". */
 bool fb_config_event_pattern_valid(const char *e);
 

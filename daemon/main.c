@@ -96,8 +96,10 @@ static void default_plugin_dir(char *out, size_t len)
             *slash = '\0';
             char probe[PATH_MAX + 32];
             snprintf(probe, sizeof probe, "%s/../plugins/log.so", exe);
-            if (access(probe, R_OK) == 0) {
-                snprintf(out, len, "%s/../plugins", exe);
+            char real[PATH_MAX];
+            if (access(probe, R_OK) == 0 && realpath(probe, real)) {
+                *strrchr(real, '/') = '\0'; /* drop "/log.so" */
+                snprintf(out, len, "%s", real);
                 return;
             }
         }
