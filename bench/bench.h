@@ -26,25 +26,25 @@
 #include <fidbus/proto.h>
 
 struct fb_bench_opts {
-    const char *fidbusd;     /* daemon binary */
-    const char *plugin_dir;  /* holds count.so and log.so */
-    const char *bus;         /* attach to this bus instead of spawning */
-    bool tcp;                /* spawned daemon: connect over 127.0.0.1 TCP */
-    unsigned workers;        /* 0 = conns, capped at the CPU count */
+    const char *fidbusd;    /* daemon binary */
+    const char *plugin_dir; /* holds count.so and log.so */
+    const char *bus;        /* attach to this bus instead of spawning */
+    bool tcp;               /* spawned daemon: connect over 127.0.0.1 TCP */
+    unsigned workers;       /* 0 = conns, capped at the CPU count */
     uint64_t events;
     unsigned conns;
-    size_t payload;          /* size of the whole CBOR payload item */
+    size_t payload; /* size of the whole CBOR payload item */
     unsigned repeat;
-    double rate;             /* latency: offered events per second */
+    double rate; /* latency: offered events per second */
     double seconds;
-    unsigned warmup_ms;      /* latency: sent but not measured, each round */
-    unsigned rounds;         /* latency: alternating rounds, 0 = default */
-    bool spin;               /* latency: busy-wait for send deadlines */
-    bool echo_baseline;      /* latency against the echo server only */
-    bool compare;            /* latency: echo and fidbusd back to back */
-    int timeout_s;           /* bound on every wait of one run */
+    unsigned warmup_ms; /* latency: sent but not measured, each round */
+    unsigned rounds;    /* latency: alternating rounds, 0 = default */
+    bool spin;          /* latency: busy-wait for send deadlines */
+    bool echo_baseline; /* latency against the echo server only */
+    bool compare;       /* latency: echo and fidbusd back to back */
+    int timeout_s;      /* bound on every wait of one run */
     bool json;
-    bool keep;               /* keep the temp dir for inspection */
+    bool keep; /* keep the temp dir for inspection */
 };
 
 /* Human-readable output goes here: stdout, or stderr with --json. */
@@ -110,22 +110,22 @@ struct fb_bench_daemon_conf {
     const char *fidbusd;
     const char *plugin_dir;
     unsigned workers;
-    bool tcp;        /* also listen on 127.0.0.1:PORT with tcp_auth = none */
-    bool with_log;   /* load log.so (file = /dev/null) too, routed with count */
+    bool tcp;      /* also listen on 127.0.0.1:PORT with tcp_auth = none */
+    bool with_log; /* load log.so (file = /dev/null) too, routed with count */
     bool keep;
-    int timeout_ms;  /* readiness wait */
+    int timeout_ms; /* readiness wait */
 };
 
 struct fb_bench_daemon {
     pid_t pid;
     int pidfd;
     bool running;
-    int exit_status;       /* raw waitpid status once reaped */
+    int exit_status; /* raw waitpid status once reaped */
     bool keep;
-    char dir[256];         /* the temp dir, removed by _free */
-    char addr[300];        /* where to connect: unix:... or tcp:... */
-    char report[300];      /* the count plugin's report_file */
-    char logfile[300];     /* fidbusd's stdout+stderr */
+    char dir[256];     /* the temp dir, removed by _free */
+    char addr[300];    /* where to connect: unix:... or tcp:... */
+    char report[300];  /* the count plugin's report_file */
+    char logfile[300]; /* fidbusd's stdout+stderr */
 };
 
 /*
@@ -141,8 +141,7 @@ int fb_bench_daemon_stop(struct fb_bench_daemon *d, int timeout_ms);
 int fb_bench_daemon_count(const struct fb_bench_daemon *d, const char *event,
                           long long *count, long long *total);
 /* VmRSS and VmHWM of the running daemon, in KiB. */
-int fb_bench_daemon_rss(const struct fb_bench_daemon *d, long *rss_kib,
-                        long *hwm_kib);
+int fb_bench_daemon_rss(const struct fb_bench_daemon *d, long *rss_kib, long *hwm_kib);
 /* CPU time (utime + stime, seconds) of the running daemon, in total and
  * per thread, so a run can show how the load spread over the workers. */
 #define FB_BENCH_MAX_THREADS 64
@@ -164,38 +163,37 @@ struct fb_bench_tp_result {
     unsigned conns, workers;
     size_t payload, frame_len;
     uint64_t sent;
-    uint64_t errors;        /* ERROR frames received */
-    uint64_t first_error;   /* code of the first one */
-    double seconds;         /* first byte written .. last PING ACK */
+    uint64_t errors;      /* ERROR frames received */
+    uint64_t first_error; /* code of the first one */
+    double seconds;       /* first byte written .. last PING ACK */
     double events_per_s;
-    double mb_per_s;        /* frame bytes on the wire, 10^6 B/s */
-    double daemon_cpu;      /* daemon CPU seconds / wall seconds, or -1 */
-    double thread_cpu[8];   /* the same for its busiest threads, descending */
-    unsigned nthreads;      /* threads above 5% */
-    int verify;             /* 0 OK, 1 FAIL, -1 not checked (--bus) */
+    double mb_per_s;      /* frame bytes on the wire, 10^6 B/s */
+    double daemon_cpu;    /* daemon CPU seconds / wall seconds, or -1 */
+    double thread_cpu[8]; /* the same for its busiest threads, descending */
+    unsigned nthreads;    /* threads above 5% */
+    int verify;           /* 0 OK, 1 FAIL, -1 not checked (--bus) */
     long long counted;
-    bool ok;                /* ran to the end, no errors, verify not FAIL */
+    bool ok; /* ran to the end, no errors, verify not FAIL */
 };
 
-int fb_bench_throughput(const struct fb_bench_opts *o,
-                        struct fb_bench_tp_result *res);
+int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result *res);
 
 /* ---------------------------------------------------------- latency.c */
 
 struct fb_bench_lat_result {
-    const char *target;     /* "fidbusd" or "echo" */
-    double offered;         /* events/s */
-    double achieved;        /* events actually sent per second */
+    const char *target; /* "fidbusd" or "echo" */
+    double offered;     /* events/s */
+    double achieved;    /* events actually sent per second */
     uint64_t scheduled;
     unsigned rounds;
-    uint64_t warmup_n;      /* events not measured at the start of each round */
-    uint64_t measured;      /* answered after the warm-ups */
+    uint64_t warmup_n; /* events not measured at the start of each round */
+    uint64_t measured; /* answered after the warm-ups */
     uint64_t answered;
     uint64_t errors;
     uint64_t missing;
-    double p50, p90, p99, p999, max;   /* from the scheduled time, us */
-    double w50, w99, w999;             /* from the actual write, us */
-    double lag_p50, lag_p99, lag_max;  /* sender lateness, microseconds */
+    double p50, p90, p99, p999, max;  /* from the scheduled time, us */
+    double w50, w99, w999;            /* from the actual write, us */
+    double lag_p50, lag_p99, lag_max; /* sender lateness, microseconds */
     int verify;
     long long counted;
     bool ok;

@@ -3,12 +3,11 @@
  *
  * A minimal libuv server on its own thread and loop, listening on a Unix
  * socket (or on 127.0.0.1 when fidbusd is measured over TCP, so both go
- * through the same transport): it reads length-prefixed frames and writes each complete frame
- * back unchanged, all frames of one read in one write. It is the floor
- * for a request/answer round trip through one libuv loop on this machine,
- * so the latency mode measures it and fidbusd in the same run and compares
- * their p99s. It does no decoding and no dispatch: whatever fidbusd adds
- * above it is the cost of being a bus.
+ * through the same transport): it reads length-prefixed frames and writes each complete
+ * frame back unchanged, all frames of one read in one write. It is the floor for a
+ * request/answer round trip through one libuv loop on this machine, so the latency mode
+ * measures it and fidbusd in the same run and compares their p99s. It does no decoding
+ * and no dispatch: whatever fidbusd adds above it is the cost of being a bus.
  */
 #include "bench.h"
 
@@ -25,7 +24,7 @@ struct echo_client {
     union {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
-    } h;                      /* first: the handle pointer is the client's */
+    } h; /* first: the handle pointer is the client's */
     size_t have;
     uint8_t buf[];
 };
@@ -47,7 +46,7 @@ struct fb_bench_echo {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int state;        /* 0 starting, 1 listening, <0 failed (errno) */
+    int state; /* 0 starting, 1 listening, <0 failed (errno) */
     char path[256];
 };
 
@@ -83,8 +82,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     size_t off = 0;
     while (c->have - off >= FIDBUS_FRAME_HEADER) {
         const uint8_t *p = c->buf + off;
-        uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-                       (uint32_t)p[2] << 8 | p[3];
+        uint32_t len =
+            (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
         if (len == 0 || len > FIDBUS_MAX_FRAME_DEFAULT) {
             uv_close((uv_handle_t *)s, on_close_free);
             return;

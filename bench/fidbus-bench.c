@@ -34,7 +34,8 @@ FILE *fb_bench_out;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: fidbus-bench [OPTIONS] MODE\n"
         "modes:\n"
         "  throughput   C connections publish N events without ack, pipelined;\n"
@@ -56,7 +57,8 @@ static void usage(FILE *f)
         "  --rounds K        latency: alternating rounds (default 10 with --compare)\n"
         "  --spin            latency: busy-wait for send times instead of sleeping\n"
         "  --baseline echo   latency: measure the in-process libuv echo server\n"
-        "  --compare         latency: echo and fidbusd in alternating rounds, side by side\n"
+        "  --compare         latency: echo and fidbusd in alternating rounds, side by "
+        "side\n"
         "  --bus ADDR        use a running daemon (unix:PATH, PATH, tcp:HOST:PORT)\n"
         "  --tcp             spawned daemon: connect over 127.0.0.1 TCP\n"
         "  --fidbusd PATH    daemon binary (default $FIDBUS_BUILD_DIR/daemon/fidbusd)\n"
@@ -94,12 +96,14 @@ static void print_verify(int verify, uint64_t sent, long long counted)
 static json_t *tp_json(const struct fb_bench_tp_result *r)
 {
     return json_pack("{s:i, s:i, s:i, s:i, s:I, s:I, s:f, s:f, s:f, s:f, s:s, s:I, s:b}",
-                     "conns", r->conns, "workers", r->workers,
-                     "payload", (int)r->payload, "frame", (int)r->frame_len,
-                     "sent", (json_int_t)r->sent, "errors", (json_int_t)r->errors,
-                     "seconds", r->seconds, "events_per_s", r->events_per_s,
-                     "mb_per_s", r->mb_per_s, "daemon_cpu", r->daemon_cpu,
-                     "verify", r->verify == 0 ? "OK" : r->verify == 1 ? "FAIL" : "skipped",
+                     "conns", r->conns, "workers", r->workers, "payload", (int)r->payload,
+                     "frame", (int)r->frame_len, "sent", (json_int_t)r->sent, "errors",
+                     (json_int_t)r->errors, "seconds", r->seconds, "events_per_s",
+                     r->events_per_s, "mb_per_s", r->mb_per_s, "daemon_cpu",
+                     r->daemon_cpu, "verify",
+                     r->verify == 0   ? "OK"
+                     : r->verify == 1 ? "FAIL"
+                                      : "skipped",
                      "counted", (json_int_t)r->counted, "ok", r->ok);
 }
 
@@ -108,16 +112,16 @@ static json_t *lat_json(const struct fb_bench_lat_result *r)
     return json_pack("{s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f,"
                      " s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:b}",
                      "target", r->target, "offered", r->offered, "achieved", r->achieved,
-                     "scheduled", (json_int_t)r->scheduled,
-                     "measured", (json_int_t)r->measured,
-                     "errors", (json_int_t)r->errors, "missing", (json_int_t)r->missing,
-                     "p50_us", r->p50, "p90_us", r->p90, "p99_us", r->p99,
-                     "p999_us", r->p999, "max_us", r->max,
-                     "from_write_p50_us", r->w50, "from_write_p99_us", r->w99,
-                     "from_write_p999_us", r->w999,
+                     "scheduled", (json_int_t)r->scheduled, "measured",
+                     (json_int_t)r->measured, "errors", (json_int_t)r->errors, "missing",
+                     (json_int_t)r->missing, "p50_us", r->p50, "p90_us", r->p90, "p99_us",
+                     r->p99, "p999_us", r->p999, "max_us", r->max, "from_write_p50_us",
+                     r->w50, "from_write_p99_us", r->w99, "from_write_p999_us", r->w999,
                      "send_lag_p50_us", r->lag_p50, "send_lag_p99_us", r->lag_p99,
-                     "send_lag_max_us", r->lag_max,
-                     "verify", r->verify == 0 ? "OK" : r->verify == 1 ? "FAIL" : "skipped",
+                     "send_lag_max_us", r->lag_max, "verify",
+                     r->verify == 0   ? "OK"
+                     : r->verify == 1 ? "FAIL"
+                                      : "skipped",
                      "ok", r->ok);
 }
 
@@ -143,10 +147,15 @@ static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
     char workers[32] = "";
     if (!o->bus)
         snprintf(workers, sizeof(workers), ", workers=%u", o->workers);
-    fprintf(fb_bench_out, "throughput: %u conn%s%s, payload %zu B, %llu events, "
-            "no ack%s%s\n", o->conns, o->conns == 1 ? "" : "s", workers,
-            o->payload, (unsigned long long)o->events,
-            o->bus ? ", bus " : o->tcp ? ", over TCP" : "", o->bus ? o->bus : "");
+    fprintf(fb_bench_out,
+            "throughput: %u conn%s%s, payload %zu B, %llu events, "
+            "no ack%s%s\n",
+            o->conns, o->conns == 1 ? "" : "s", workers, o->payload,
+            (unsigned long long)o->events,
+            o->bus   ? ", bus "
+            : o->tcp ? ", over TCP"
+                     : "",
+            o->bus ? o->bus : "");
     json_t *arr = json_array();
     unsigned done = 0;
     for (; done < repeat; done++) {
@@ -159,10 +168,11 @@ static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
             all_ok = false;
             break;
         }
-        fprintf(fb_bench_out, "  run %u/%u: %.3f M events/s  %.1f MB/s  "
-                "(%llu in %.3f s, %zu-byte frames", done + 1, repeat,
-                r->events_per_s / 1e6, r->mb_per_s, (unsigned long long)r->sent,
-                r->seconds, r->frame_len);
+        fprintf(fb_bench_out,
+                "  run %u/%u: %.3f M events/s  %.1f MB/s  "
+                "(%llu in %.3f s, %zu-byte frames",
+                done + 1, repeat, r->events_per_s / 1e6, r->mb_per_s,
+                (unsigned long long)r->sent, r->seconds, r->frame_len);
         if (r->daemon_cpu >= 0) {
             fprintf(fb_bench_out, ", daemon CPU %.0f%%", r->daemon_cpu * 100);
             for (unsigned i = 0; i < r->nthreads; i++)
@@ -179,8 +189,8 @@ static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
         *median = runs[done / 2];
         median->ok = all_ok;
         if (done > 1)
-            fprintf(fb_bench_out, "  median of %u: %.3f M events/s  %.1f MB/s\n",
-                    done, median->events_per_s / 1e6, median->mb_per_s);
+            fprintf(fb_bench_out, "  median of %u: %.3f M events/s  %.1f MB/s\n", done,
+                    median->events_per_s / 1e6, median->mb_per_s);
     } else {
         memset(median, 0, sizeof(*median));
     }
@@ -198,19 +208,25 @@ static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
 
 static void print_lat(const struct fb_bench_lat_result *r)
 {
-    fprintf(fb_bench_out, "latency %s: offered %.0f/s, achieved %.0f/s, %llu events in "
-            "%u round%s (%llu measured, first %llu of each round not)\n", r->target,
-            r->offered, r->achieved, (unsigned long long)r->scheduled, r->rounds,
-            r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
+    fprintf(fb_bench_out,
+            "latency %s: offered %.0f/s, achieved %.0f/s, %llu events in "
+            "%u round%s (%llu measured, first %llu of each round not)\n",
+            r->target, r->offered, r->achieved, (unsigned long long)r->scheduled,
+            r->rounds, r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
             (unsigned long long)r->warmup_n);
-    fprintf(fb_bench_out, "  p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
+    fprintf(fb_bench_out,
+            "  p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
             "max %.1f us  errors=%llu missing=%llu\n",
-            r->p50, r->p90, r->p99, r->p999, r->max,
-            (unsigned long long)r->errors, (unsigned long long)r->missing);
-    fprintf(fb_bench_out, "  sender lateness (included above): p50 %.1f us  p99 %.1f us  "
-            "max %.1f us\n", r->lag_p50, r->lag_p99, r->lag_max);
-    fprintf(fb_bench_out, "  from the actual write instead:    p50 %.1f us  p99 %.1f us  "
-            "p99.9 %.1f us\n", r->w50, r->w99, r->w999);
+            r->p50, r->p90, r->p99, r->p999, r->max, (unsigned long long)r->errors,
+            (unsigned long long)r->missing);
+    fprintf(fb_bench_out,
+            "  sender lateness (included above): p50 %.1f us  p99 %.1f us  "
+            "max %.1f us\n",
+            r->lag_p50, r->lag_p99, r->lag_max);
+    fprintf(fb_bench_out,
+            "  from the actual write instead:    p50 %.1f us  p99 %.1f us  "
+            "p99.9 %.1f us\n",
+            r->w50, r->w99, r->w999);
     print_verify(r->verify, r->scheduled, r->counted);
 }
 
@@ -227,10 +243,13 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
         lo.workers = 1;
     memset(echo, 0, sizeof(*echo));
     memset(bus, 0, sizeof(*bus));
-    fprintf(fb_bench_out, "latency: 1 conn, acked publish, payload %zu B, %.0f/s "
-            "offered for %.1f s%s\n", o->payload, o->rate, o->seconds,
-            o->compare ? " each, echo and fidbusd in alternating rounds"
-                       : want_echo ? " (echo baseline)" : "");
+    fprintf(fb_bench_out,
+            "latency: 1 conn, acked publish, payload %zu B, %.0f/s "
+            "offered for %.1f s%s\n",
+            o->payload, o->rate, o->seconds,
+            o->compare  ? " each, echo and fidbusd in alternating rounds"
+            : want_echo ? " (echo baseline)"
+                        : "");
     rc = fb_bench_latency(&lo, want_echo ? echo : NULL, want_bus ? bus : NULL);
     if (rc < 0) {
         fprintf(fb_bench_out, "latency: FAILED (%s)\n", strerror(-rc));
@@ -250,9 +269,9 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
     }
     if (o->compare) {
         double ratio = echo->p99 > 0 ? bus->p99 / echo->p99 : 0;
-        fprintf(fb_bench_out, "  %-8s %9s %9s %9s %9s %9s %11s\n", "", "p50 us",
-                "p90 us", "p99 us", "p99.9 us", "max us", "achieved/s");
-        const struct fb_bench_lat_result *rs[2] = { echo, bus };
+        fprintf(fb_bench_out, "  %-8s %9s %9s %9s %9s %9s %11s\n", "", "p50 us", "p90 us",
+                "p99 us", "p99.9 us", "max us", "achieved/s");
+        const struct fb_bench_lat_result *rs[2] = {echo, bus};
         for (int i = 0; i < 2; i++)
             fprintf(fb_bench_out, "  %-8s %9.1f %9.1f %9.1f %9.1f %9.1f %11.0f\n",
                     rs[i]->target, rs[i]->p50, rs[i]->p90, rs[i]->p99, rs[i]->p999,
@@ -262,8 +281,10 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
             fprintf(fb_bench_out, "  %-8s %9.1f %9s %9.1f %9.1f\n", rs[i]->target,
                     rs[i]->w50, "", rs[i]->w99, rs[i]->w999);
         double wratio = echo->w99 > 0 ? bus->w99 / echo->w99 : 0;
-        fprintf(fb_bench_out, "  p99 ratio fidbusd/echo: %.2f from the scheduled time, "
-                "%.2f from the write (target <= 1.30)\n", ratio, wratio);
+        fprintf(fb_bench_out,
+                "  p99 ratio fidbusd/echo: %.2f from the scheduled time, "
+                "%.2f from the write (target <= 1.30)\n",
+                ratio, wratio);
         if (js) {
             json_object_set_new(js, "p99_ratio", json_real(ratio));
             json_object_set_new(js, "p99_ratio_from_write", json_real(wratio));
@@ -277,7 +298,7 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
 /* Waits for the ACK of the PING with `seq`. */
 static int ping_roundtrip(struct fb_bench_reader *rd, uint64_t seq, int timeout_ms)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     uint64_t deadline = fb_bench_deadline(timeout_ms);
     int rc = fb_bench_encode_ping(&b, seq);
 
@@ -292,7 +313,7 @@ static int ping_roundtrip(struct fb_bench_reader *rd, uint64_t seq, int timeout_
             continue;
         if (n != 0)
             return -EPROTO;
-        struct pollfd pfd = { .fd = rd->fd, .events = POLLIN };
+        struct pollfd pfd = {.fd = rd->fd, .events = POLLIN};
         int ms = fb_bench_ms_left(deadline);
         if (ms == 0 || poll(&pfd, 1, ms) == 0)
             return -ETIMEDOUT;
@@ -308,18 +329,22 @@ static int ping_roundtrip(struct fb_bench_reader *rd, uint64_t seq, int timeout_
 static int run_rss(const struct fb_bench_opts *o, long *rss, long *hwm, json_t *js)
 {
     struct fb_bench_daemon *d = NULL;
-    struct fb_bench_reader rd = { .fd = -1 };
+    struct fb_bench_reader rd = {.fd = -1};
     char err[256] = "";
     int rc, fd = -1;
     struct fb_bench_daemon_conf dc = {
-        .fidbusd = o->fidbusd, .plugin_dir = o->plugin_dir, .workers = o->workers,
-        .tcp = o->tcp, .with_log = true, .keep = o->keep,
+        .fidbusd = o->fidbusd,
+        .plugin_dir = o->plugin_dir,
+        .workers = o->workers,
+        .tcp = o->tcp,
+        .with_log = true,
+        .keep = o->keep,
         .timeout_ms = o->timeout_s * 1000,
     };
 
     if (o->bus) {
         fprintf(stderr, "fidbus-bench: rss measures a daemon it starts itself; "
-                "drop --bus\n");
+                        "drop --bus\n");
         return -EINVAL;
     }
     if ((rc = fb_bench_daemon_start(&d, &dc)) < 0)
@@ -341,9 +366,10 @@ static int run_rss(const struct fb_bench_opts *o, long *rss, long *hwm, json_t *
                  strerror(-rc));
         goto out;
     }
-    fprintf(fb_bench_out, "rss: fidbusd idle (workers=%u%s, count.so + log.so, one "
-            "client after a PING): VmRSS %.2f MiB, VmHWM %.2f MiB\n", o->workers,
-            o->workers ? "" : " = CPUs", *rss / 1024.0, *hwm / 1024.0);
+    fprintf(fb_bench_out,
+            "rss: fidbusd idle (workers=%u%s, count.so + log.so, one "
+            "client after a PING): VmRSS %.2f MiB, VmHWM %.2f MiB\n",
+            o->workers, o->workers ? "" : " = CPUs", *rss / 1024.0, *hwm / 1024.0);
     if (js) {
         json_object_set_new(js, "vmrss_mib", json_real(*rss / 1024.0));
         json_object_set_new(js, "vmhwm_mib", json_real(*hwm / 1024.0));
@@ -400,8 +426,10 @@ static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
 
     FILE *f = fb_bench_out;
     char m[96];
-    fprintf(f, "\n== fidbus-bench summary (throughput: median of %u; noisy machine: "
-            "compare within one run) ==\n", repeat);
+    fprintf(f,
+            "\n== fidbus-bench summary (throughput: median of %u; noisy machine: "
+            "compare within one run) ==\n",
+            repeat);
     row(f, "figure", "measured", "target");
     if (rc1 >= 0 && tp1.sent)
         snprintf(m, sizeof(m), "%.2f M events/s (%.0f MB/s)", tp1.events_per_s / 1e6,
@@ -429,7 +457,10 @@ static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
     row(f, "  sender wakeup lateness p50 (in RTTs)", rc3 >= 0 ? m : "FAILED", "");
     snprintf(m, sizeof(m), "%.2f MiB (VmHWM %.2f MiB)", rss / 1024.0, hwm / 1024.0);
     row(f, "idle RSS, count.so + log.so",
-        o->bus ? "skipped (--bus)" : rc4 >= 0 ? m : "FAILED", "< 8 MiB");
+        o->bus     ? "skipped (--bus)"
+        : rc4 >= 0 ? m
+                   : "FAILED",
+        "< 8 MiB");
     bool ok = rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0;
     row(f, "exactly-once and no errors, every run",
         o->bus ? (ok ? "no errors (not checked: --bus)" : "FAIL") : (ok ? "OK" : "FAIL"),
@@ -470,31 +501,36 @@ static bool parse_double(const char *s, double *out)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "events", required_argument, NULL, 'n' },
-        { "conns", required_argument, NULL, 'c' },
-        { "payload", required_argument, NULL, 'p' },
-        { "workers", required_argument, NULL, 'w' },
-        { "repeat", required_argument, NULL, 'r' },
-        { "rate", required_argument, NULL, 'R' },
-        { "seconds", required_argument, NULL, 's' },
-        { "warmup-ms", required_argument, NULL, 'W' },
-        { "rounds", required_argument, NULL, 'o' },
-        { "spin", no_argument, NULL, 'S' },
-        { "baseline", required_argument, NULL, 'b' },
-        { "compare", no_argument, NULL, 'C' },
-        { "bus", required_argument, NULL, 'B' },
-        { "tcp", no_argument, NULL, 'T' },
-        { "fidbusd", required_argument, NULL, 'f' },
-        { "plugin-dir", required_argument, NULL, 'P' },
-        { "timeout", required_argument, NULL, 't' },
-        { "json", no_argument, NULL, 'j' },
-        { "keep", no_argument, NULL, 'k' },
-        { "help", no_argument, NULL, 'h' },
-        { 0 },
+        {"events", required_argument, NULL, 'n'},
+        {"conns", required_argument, NULL, 'c'},
+        {"payload", required_argument, NULL, 'p'},
+        {"workers", required_argument, NULL, 'w'},
+        {"repeat", required_argument, NULL, 'r'},
+        {"rate", required_argument, NULL, 'R'},
+        {"seconds", required_argument, NULL, 's'},
+        {"warmup-ms", required_argument, NULL, 'W'},
+        {"rounds", required_argument, NULL, 'o'},
+        {"spin", no_argument, NULL, 'S'},
+        {"baseline", required_argument, NULL, 'b'},
+        {"compare", no_argument, NULL, 'C'},
+        {"bus", required_argument, NULL, 'B'},
+        {"tcp", no_argument, NULL, 'T'},
+        {"fidbusd", required_argument, NULL, 'f'},
+        {"plugin-dir", required_argument, NULL, 'P'},
+        {"timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"keep", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
     };
     struct fb_bench_opts o = {
-        .events = 10000000, .conns = 1, .payload = 64, .rate = 20000,
-        .seconds = 5, .warmup_ms = 50, .timeout_s = 60,
+        .events = 10000000,
+        .conns = 1,
+        .payload = 64,
+        .rate = 20000,
+        .seconds = 5,
+        .warmup_ms = 50,
+        .timeout_s = 60,
     };
     uint64_t v;
     double dv;
@@ -504,31 +540,81 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
         bool ok = true;
         switch (opt) {
-        case 'n': ok = parse_u64(optarg, &o.events) && o.events > 0; break;
-        case 'c': ok = parse_u64(optarg, &v) && v > 0 && v <= 1024; o.conns = (unsigned)v; break;
-        case 'p': ok = parse_u64(optarg, &v) && v <= 65536; o.payload = (size_t)v; break;
-        case 'w': ok = parse_u64(optarg, &v) && v <= 256; o.workers = (unsigned)v; break;
-        case 'r': ok = parse_u64(optarg, &v) && v > 0 && v <= 100; o.repeat = (unsigned)v; break;
-        case 'R': ok = parse_double(optarg, &o.rate); break;
-        case 's': ok = parse_double(optarg, &o.seconds); break;
-        case 'W': ok = parse_u64(optarg, &v) && v < 3600000; o.warmup_ms = (unsigned)v; break;
-        case 'o': ok = parse_u64(optarg, &v) && v > 0 && v <= 1000; o.rounds = (unsigned)v; break;
-        case 'S': o.spin = true; break;
-        case 'b': ok = strcmp(optarg, "echo") == 0; o.echo_baseline = true; break;
-        case 'C': o.compare = true; break;
-        case 'B': o.bus = optarg; break;
-        case 'T': o.tcp = true; break;
-        case 'f': o.fidbusd = optarg; break;
-        case 'P': o.plugin_dir = optarg; break;
-        case 't': ok = parse_double(optarg, &dv) && dv < 86400; o.timeout_s = (int)(dv + 0.999); break;
-        case 'j': o.json = true; break;
-        case 'k': o.keep = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'n':
+            ok = parse_u64(optarg, &o.events) && o.events > 0;
+            break;
+        case 'c':
+            ok = parse_u64(optarg, &v) && v > 0 && v <= 1024;
+            o.conns = (unsigned)v;
+            break;
+        case 'p':
+            ok = parse_u64(optarg, &v) && v <= 65536;
+            o.payload = (size_t)v;
+            break;
+        case 'w':
+            ok = parse_u64(optarg, &v) && v <= 256;
+            o.workers = (unsigned)v;
+            break;
+        case 'r':
+            ok = parse_u64(optarg, &v) && v > 0 && v <= 100;
+            o.repeat = (unsigned)v;
+            break;
+        case 'R':
+            ok = parse_double(optarg, &o.rate);
+            break;
+        case 's':
+            ok = parse_double(optarg, &o.seconds);
+            break;
+        case 'W':
+            ok = parse_u64(optarg, &v) && v < 3600000;
+            o.warmup_ms = (unsigned)v;
+            break;
+        case 'o':
+            ok = parse_u64(optarg, &v) && v > 0 && v <= 1000;
+            o.rounds = (unsigned)v;
+            break;
+        case 'S':
+            o.spin = true;
+            break;
+        case 'b':
+            ok = strcmp(optarg, "echo") == 0;
+            o.echo_baseline = true;
+            break;
+        case 'C':
+            o.compare = true;
+            break;
+        case 'B':
+            o.bus = optarg;
+            break;
+        case 'T':
+            o.tcp = true;
+            break;
+        case 'f':
+            o.fidbusd = optarg;
+            break;
+        case 'P':
+            o.plugin_dir = optarg;
+            break;
+        case 't':
+            ok = parse_double(optarg, &dv) && dv < 86400;
+            o.timeout_s = (int)(dv + 0.999);
+            break;
+        case 'j':
+            o.json = true;
+            break;
+        case 'k':
+            o.keep = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
         if (!ok) {
-            fprintf(stderr, "fidbus-bench: bad value for --%s: %s\n",
-                    longopts[idx].name, optarg);
+            fprintf(stderr, "fidbus-bench: bad value for --%s: %s\n", longopts[idx].name,
+                    optarg);
             return 2;
         }
     }

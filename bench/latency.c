@@ -44,10 +44,10 @@ struct lat_target {
     struct fb_bench_daemon *d;
     struct fb_bench_echo *es;
     char echo_dir[256];
-    uint64_t *lat;            /* per seq, ns after its due time; LAT_NONE/ERROR */
-    uint64_t *lag;            /* per seq, ns the sender was late writing it */
+    uint64_t *lat; /* per seq, ns after its due time; LAT_NONE/ERROR */
+    uint64_t *lag; /* per seq, ns the sender was late writing it */
     uint64_t sent, answered, errors, dups, unexpected, first_error;
-    uint64_t send_events, send_ns;  /* for the achieved rate */
+    uint64_t send_events, send_ns; /* for the achieved rate */
     char first_msg[160];
 };
 
@@ -79,7 +79,7 @@ static inline uint64_t due_ns(const struct lat_round *r, uint64_t i)
 static void *lat_sender(void *arg)
 {
     struct lat_round *r = arg;
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     uint64_t i = r->first;
 
     /* The default 50 us of timer slack would be a whole 20,000/s period. */
@@ -91,9 +91,10 @@ static void *lat_sender(void *arg)
                 while ((now = fb_bench_now_ns()) < due)
                     ;
             } else {
-                struct timespec ts = { .tv_sec = (time_t)(due / 1000000000u),
-                                       .tv_nsec = (long)(due % 1000000000u) };
-                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
+                                      .tv_nsec = (long)(due % 1000000000u)};
+                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
+                       EINTR)
                     ;
                 now = fb_bench_now_ns();
             }
@@ -102,8 +103,8 @@ static void *lat_sender(void *arg)
         for (unsigned k = 0; k < LAT_MAX_BATCH && i < r->end && due_ns(r, i) <= now;
              k++, i++) {
             int rc = fb_bench_encode_publish(&b, LAT_EVENT, true, i,
-                                             r->t->echo ? 0 : FIDBUS_FLAG_ACK,
-                                             r->payload, r->plen);
+                                             r->t->echo ? 0 : FIDBUS_FLAG_ACK, r->payload,
+                                             r->plen);
             if (rc < 0) {
                 r->send_rc = rc;
                 snprintf(r->send_err, sizeof(r->send_err), "encode: %s", strerror(-rc));
@@ -175,7 +176,7 @@ static void *lat_receiver(void *arg)
         uint64_t now = fb_bench_now_ns();
         if (n == -EAGAIN) {
             if (now >= end)
-                return NULL;  /* what is still missing is reported as missing */
+                return NULL; /* what is still missing is reported as missing */
             continue;
         }
         if (n == 0) {
@@ -350,8 +351,11 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
         addr = path;
     } else if (!addr) {
         struct fb_bench_daemon_conf dc = {
-            .fidbusd = o->fidbusd, .plugin_dir = o->plugin_dir,
-            .workers = o->workers, .tcp = o->tcp, .keep = o->keep,
+            .fidbusd = o->fidbusd,
+            .plugin_dir = o->plugin_dir,
+            .workers = o->workers,
+            .tcp = o->tcp,
+            .keep = o->keep,
             .timeout_ms = timeout_ms,
         };
         if ((rc = fb_bench_daemon_start(&t->d, &dc)) < 0)
@@ -368,10 +372,11 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
         t->rd.fd = -1;
         return rc;
     }
-    struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
     if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
         return -errno;
-    if (!t->echo && (rc = fb_bench_read_hello(&t->rd, timeout_ms, err, sizeof(err))) < 0) {
+    if (!t->echo &&
+        (rc = fb_bench_read_hello(&t->rd, timeout_ms, err, sizeof(err))) < 0) {
         fprintf(stderr, "fidbus-bench: %s\n", err);
         return rc;
     }
@@ -427,7 +432,7 @@ int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *
         return -EINVAL;
     }
     memset(tg, 0, sizeof(tg));
-    struct fb_bench_lat_result *which[2] = { echo, bus };
+    struct fb_bench_lat_result *which[2] = {echo, bus};
     for (int i = 0; i < 2; i++) {
         if (!which[i])
             continue;
@@ -458,9 +463,13 @@ int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *
              * the other's wake-up pattern. */
             struct lat_target *t = &tg[k % 2 ? nt - 1 - j : j];
             struct lat_round r = {
-                .t = t, .first = round_start(n, rounds, k),
-                .end = round_start(n, rounds, k + 1), .interval_ns = 1e9 / o->rate,
-                .spin = o->spin, .payload = payload, .plen = plen,
+                .t = t,
+                .first = round_start(n, rounds, k),
+                .end = round_start(n, rounds, k + 1),
+                .interval_ns = 1e9 / o->rate,
+                .spin = o->spin,
+                .payload = payload,
+                .plen = plen,
                 .timeout_ms = o->timeout_s * 1000,
             };
             if ((rc = lat_round_run(&r)) < 0)

@@ -29,8 +29,8 @@
 struct tp_conn {
     unsigned id;
     struct fb_bench_reader rd;
-    uint64_t n;                    /* events to send */
-    const uint8_t *chunk;          /* chunk_frames copies of one frame */
+    uint64_t n;           /* events to send */
+    const uint8_t *chunk; /* chunk_frames copies of one frame */
     size_t chunk_frames, frame_len;
     struct fidbus_buf ping;
     uint64_t ping_seq;
@@ -61,8 +61,8 @@ static int tp_drain(struct tp_conn *c)
         if (m->type == FIDBUS_MSG_ERROR) {
             if (c->errors++ == 0) {
                 c->first_error = m->code;
-                snprintf(c->first_msg, sizeof(c->first_msg), "%.*s",
-                         (int)m->message.len, (const char *)m->message.ptr);
+                snprintf(c->first_msg, sizeof(c->first_msg), "%.*s", (int)m->message.len,
+                         (const char *)m->message.ptr);
             }
         } else if (m->type != FIDBUS_MSG_HELLO) {
             c->unexpected++;
@@ -111,11 +111,13 @@ static int tp_send(struct tp_conn *c)
             }
         }
         /* The socket is full (or all is sent): wait, and read what came. */
-        struct pollfd pfd = { .fd = fd, .events = POLLIN | (seg ? POLLOUT : 0) };
+        struct pollfd pfd = {.fd = fd, .events = POLLIN | (seg ? POLLOUT : 0)};
         int ms = fb_bench_ms_left(deadline);
         if (ms == 0 || poll(&pfd, 1, ms) == 0) {
-            snprintf(c->err, sizeof(c->err), "timed out after %d ms (%llu events "
-                     "not yet written)", c->timeout_ms, (unsigned long long)left);
+            snprintf(c->err, sizeof(c->err),
+                     "timed out after %d ms (%llu events "
+                     "not yet written)",
+                     c->timeout_ms, (unsigned long long)left);
             return -ETIMEDOUT;
         }
         if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
@@ -181,7 +183,7 @@ static void *tp_thread(void *arg)
 int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result *res)
 {
     struct fb_bench_daemon *d = NULL;
-    struct fidbus_buf frame = { 0 };
+    struct fidbus_buf frame = {0};
     uint8_t payload[65536 + 8];
     struct tp_conn *conns = NULL;
     uint8_t *chunk = NULL;
@@ -223,8 +225,11 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
 
     if (!addr) {
         struct fb_bench_daemon_conf dc = {
-            .fidbusd = o->fidbusd, .plugin_dir = o->plugin_dir,
-            .workers = o->workers, .tcp = o->tcp, .keep = o->keep,
+            .fidbusd = o->fidbusd,
+            .plugin_dir = o->plugin_dir,
+            .workers = o->workers,
+            .tcp = o->tcp,
+            .keep = o->keep,
             .timeout_ms = timeout_ms,
         };
         if ((rc = fb_bench_daemon_start(&d, &dc)) < 0)

@@ -48,7 +48,7 @@ int fb_bench_ms_left(uint64_t deadline)
 
 static int connect_unix(const char *path, char *err, size_t errlen)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
         snprintf(err, errlen, "socket path too long: %s", path);
@@ -98,15 +98,17 @@ static int connect_tcp(const char *hostport, char *err, size_t errlen)
         host[strlen(host) - 1] = '\0';
     }
 
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "%s: %s", hostport, gai_strerror(rc));
         return -EINVAL;
     }
     if (!is_loopback(res->ai_addr)) {
-        snprintf(err, errlen, "%s is not a loopback address: the bench only "
-                 "uses loopback and Unix sockets", hostport);
+        snprintf(err, errlen,
+                 "%s is not a loopback address: the bench only "
+                 "uses loopback and Unix sockets",
+                 hostport);
         freeaddrinfo(res);
         return -EINVAL;
     }
@@ -152,7 +154,7 @@ size_t fb_bench_payload_item(uint8_t *out, size_t cap, size_t bytes)
      */
     size_t total = bytes, n = 0, hdr = 0;
     for (; total > 0; total--) {
-        static const size_t hdrs[] = { 1, 2, 3, 5 };
+        static const size_t hdrs[] = {1, 2, 3, 5};
         for (size_t i = 0; i < 4 && hdr == 0; i++)
             if (total >= hdrs[i] && bstr_header(total - hdrs[i]) == hdrs[i]) {
                 hdr = hdrs[i];
@@ -197,7 +199,7 @@ int fb_bench_encode_publish(struct fidbus_buf *b, const char *event, bool has_se
         .event = event,
         .seq = seq,
         .flags = flags,
-        .payload = { payload, payload_len },
+        .payload = {payload, payload_len},
     };
 
     if (has_seq)
@@ -303,7 +305,8 @@ int fb_bench_read_hello(struct fb_bench_reader *r, int timeout_ms, char *err,
                 return -EPROTO;
             }
             if (fidbus_msg_has(m, FIDBUS_K_NONCE)) {
-                snprintf(err, errlen, "the server requires authentication; "
+                snprintf(err, errlen,
+                         "the server requires authentication; "
                          "the bench only uses unauthenticated buses");
                 return -EACCES;
             }
@@ -314,7 +317,7 @@ int fb_bench_read_hello(struct fb_bench_reader *r, int timeout_ms, char *err,
                      fidbus_code_name(rc));
             return -EPROTO;
         }
-        struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
         int left = fb_bench_ms_left(deadline);
         if (left == 0 || poll(&pfd, 1, left) == 0) {
             snprintf(err, errlen, "no HELLO within %d ms", timeout_ms);

@@ -25,35 +25,35 @@ struct fb_kv {
 };
 
 struct fb_plugin_conf {
-    char *name;            /* the NAME of [plugin NAME] */
-    char *path;            /* required */
-    struct fb_kv *keys;    /* every key of the section, path included */
+    char *name;         /* the NAME of [plugin NAME] */
+    char *path;         /* required */
+    struct fb_kv *keys; /* every key of the section, path included */
     size_t nkeys;
     int line;
 };
 
 struct fb_config {
-    char *file;            /* path it was read from, or "<embedded>" */
+    char *file; /* path it was read from, or "<embedded>" */
     /* [daemon] */
-    unsigned workers;      /* resolved: 0 in the file means nproc */
+    unsigned workers; /* resolved: 0 in the file means nproc */
     char *runtime_dir;
     char *state_dir;
-    uint32_t max_frame;    /* 16 .. 1 GiB; default 1048576 */
-    unsigned max_depth;    /* 1 .. 1024; default 64 (our addition) */
+    uint32_t max_frame; /* 16 .. 1 GiB; default 1048576 */
+    unsigned max_depth; /* 1 .. 1024; default 64 (our addition) */
     enum fb_log_level log_level;
     unsigned blocking_threads; /* worker pool size, default 4 (our addition) */
     /* [listen] */
-    char *unix_path;       /* NULL = no Unix listener */
+    char *unix_path; /* NULL = no Unix listener */
     unsigned unix_mode;
-    char *tcp;             /* "HOST:PORT" or NULL */
-    char *tcp_host;        /* split from tcp */
+    char *tcp;      /* "HOST:PORT" or NULL */
+    char *tcp_host; /* split from tcp */
     uint16_t tcp_port;
     enum fb_tcp_auth tcp_auth;
     char *tcp_key_file;
     /* [control] */
     char *control_socket;
     unsigned control_mode;
-    char *control_group;   /* NULL if unset */
+    char *control_group; /* NULL if unset */
     /* [plugin NAME] and [route NAME], in file order */
     struct fb_plugin_conf *plugins;
     size_t nplugins;
@@ -69,8 +69,8 @@ struct fb_config {
 int fb_config_load_file(const char *path, struct fb_config **out, char *err,
                         size_t errlen);
 /* Same from a string; `name` is used in messages. */
-int fb_config_load_string(const char *text, const char *name,
-                          struct fb_config **out, char *err, size_t errlen);
+int fb_config_load_string(const char *text, const char *name, struct fb_config **out,
+                          char *err, size_t errlen);
 
 /* NULL-safe; returns NULL. */
 struct fb_config *fb_config_free(struct fb_config *c);

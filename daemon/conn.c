@@ -36,20 +36,20 @@
 #define FB_ERR_RESERVE 4200u /* an ERROR frame with a 4 KiB message */
 
 enum {
-    C_READING = 1u << 0,    /* uv_read_start is in effect */
-    C_PAUSED = 1u << 1,     /* output above FB_OUT_HIGH: input on hold */
-    C_WRITING = 1u << 2,    /* wbuf is being written */
+    C_READING = 1u << 0,     /* uv_read_start is in effect */
+    C_PAUSED = 1u << 1,      /* output above FB_OUT_HIGH: input on hold */
+    C_WRITING = 1u << 2,     /* wbuf is being written */
     C_FLUSH_CLOSE = 1u << 3, /* protocol error: send what is queued, then close */
-    C_STOPPING = 1u << 4,   /* daemon shutdown: no more input */
-    C_CLOSING = 1u << 5,    /* uv_close called: no more output either */
-    C_DRAINING = 1u << 6,   /* after FLUSH_CLOSE: discarding input until EOF */
-    C_IN_INPUT = 1u << 7,   /* process_input is on the stack */
+    C_STOPPING = 1u << 4,    /* daemon shutdown: no more input */
+    C_CLOSING = 1u << 5,     /* uv_close called: no more output either */
+    C_DRAINING = 1u << 6,    /* after FLUSH_CLOSE: discarding input until EOF */
+    C_IN_INPUT = 1u << 7,    /* process_input is on the stack */
 };
 
 struct fb_ping {
     struct fb_ping *next;
     uint64_t seq;
-    uint64_t barrier;       /* waiters that must finish first */
+    uint64_t barrier; /* waiters that must finish first */
 };
 
 struct fb_conn {
@@ -66,7 +66,7 @@ struct fb_conn {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     unsigned flags;
-    unsigned refs;          /* the handle + unfinished waiters */
+    unsigned refs; /* the handle + unfinished waiters */
     uint64_t waiters_created;
     uint64_t waiters_finished;
     struct fb_waiter *wq_head, *wq_tail;
@@ -598,7 +598,8 @@ int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp)
         close(fd);
         return rc;
     }
-    rc = is_tcp ? uv_tcp_init(&w->loop, &c->u.tcp) : uv_pipe_init(&w->loop, &c->u.pipe, 0);
+    rc =
+        is_tcp ? uv_tcp_init(&w->loop, &c->u.tcp) : uv_pipe_init(&w->loop, &c->u.pipe, 0);
     if (rc < 0) {
         fb_error("cannot adopt a client socket: %s", uv_strerror(rc));
         fidbus_frame_reader_destroy(&c->rd);

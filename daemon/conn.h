@@ -23,12 +23,12 @@
 struct fb_conn;
 
 struct fb_waiter {
-    struct fb_waiter *next;       /* the connection's FIFO */
+    struct fb_waiter *next; /* the connection's FIFO */
     struct fb_conn *conn;
     uint64_t seq;
-    uint32_t pending;             /* blocking calls not yet finished */
+    uint32_t pending; /* blocking calls not yet finished */
     uint32_t ok, failed;
-    uint32_t busy;                /* calls refused by a full pool queue */
+    uint32_t busy; /* calls refused by a full pool queue */
     bool has_seq, ack, done;
 };
 

@@ -232,8 +232,8 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         d->nlisteners++;
     }
     if (cfg->tcp_host) {
-        rc = fb_listener_tcp(d, cfg->tcp_host, cfg->tcp_port, &d->listeners[d->nlisteners],
-                             err, errlen);
+        rc = fb_listener_tcp(d, cfg->tcp_host, cfg->tcp_port,
+                             &d->listeners[d->nlisteners], err, errlen);
         if (rc < 0)
             return rc;
         d->nlisteners++;

@@ -33,11 +33,11 @@ struct fb_listener;
 /* Totals, one block per dispatching thread, summed on read (no shared
  * cache line is written on the hot path). Only the owning thread writes. */
 struct fb_counters {
-    _Atomic uint64_t received;    /* PUBLISH frames decoded */
-    _Atomic uint64_t dispatched;  /* handler invocations started */
-    _Atomic uint64_t unrouted;    /* events that matched no route */
-    _Atomic uint64_t errors;      /* handler calls that failed */
-    _Atomic uint64_t bad_frames;  /* protocol errors */
+    _Atomic uint64_t received;   /* PUBLISH frames decoded */
+    _Atomic uint64_t dispatched; /* handler invocations started */
+    _Atomic uint64_t unrouted;   /* events that matched no route */
+    _Atomic uint64_t errors;     /* handler calls that failed */
+    _Atomic uint64_t bad_frames; /* protocol errors */
     struct fb_counters *next;
 } __attribute__((aligned(64)));
 
@@ -46,12 +46,12 @@ struct fb_daemon {
     uv_loop_t *main_loop;
     pthread_t main_thread;
 
-    pthread_mutex_t change_lock;         /* writers: registry, table, plugins */
+    pthread_mutex_t change_lock; /* writers: registry, table, plugins */
     struct fb_registry *reg;
-    struct fb_route_table *table;        /* RCU-published; readers only via
-                                          * rcu_dereference under read lock */
-    uint64_t generation;                 /* of the published table */
-    struct fb_plugin *plugins;           /* loaded instances */
+    struct fb_route_table *table; /* RCU-published; readers only via
+                                   * rcu_dereference under read lock */
+    uint64_t generation;          /* of the published table */
+    struct fb_plugin *plugins;    /* loaded instances */
 
     struct fb_timers *timers;
     struct fb_pool *pool;
@@ -61,11 +61,11 @@ struct fb_daemon {
     unsigned nlisteners;
 
     pthread_mutex_t counters_lock;
-    struct fb_counters *counters;        /* list of per-thread blocks */
+    struct fb_counters *counters; /* list of per-thread blocks */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     bool signals_on;
-    bool rcu_registered;        /* main thread registered with liburcu */
+    bool rcu_registered; /* main thread registered with liburcu */
 
     uint64_t start_ns;
     _Atomic bool stopping;
@@ -83,7 +83,7 @@ static inline void fb_count(_Atomic uint64_t *c, uint64_t n)
                           memory_order_relaxed);
 }
 
-uint64_t fb_now_ns(void);   /* CLOCK_MONOTONIC */
+uint64_t fb_now_ns(void); /* CLOCK_MONOTONIC */
 
 /* Takes ownership of cfg. Sets up nothing outside the process yet. */
 int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out);

@@ -113,9 +113,8 @@ int fb_dispatch_call_blocking(struct fb_job *j)
     return rc;
 }
 
-int fb_dispatch_local(struct fb_daemon *d, const char *id,
-                      const struct fidbus_tag *tags, size_t ntags,
-                      const uint8_t *payload, size_t payload_len)
+int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_tag *tags,
+                      size_t ntags, const uint8_t *payload, size_t payload_len)
 {
     if (!tls_rcu_thread)
         return -EPERM; /* not a daemon thread: it is not an RCU reader */

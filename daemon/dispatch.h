@@ -19,11 +19,11 @@ struct fb_waiter;
 
 struct fb_outcome {
     bool routed;
-    uint32_t ok;        /* inline calls that succeeded */
-    uint32_t failed;    /* inline calls that failed */
-    uint32_t queued;    /* blocking calls queued (report to the waiter) */
-    uint32_t refused;   /* blocking calls that could not be queued (ENOMEM) */
-    uint32_t busy;      /* blocking calls refused: the pool's queue is full */
+    uint32_t ok;      /* inline calls that succeeded */
+    uint32_t failed;  /* inline calls that failed */
+    uint32_t queued;  /* blocking calls queued (report to the waiter) */
+    uint32_t refused; /* blocking calls that could not be queued (ENOMEM) */
+    uint32_t busy;    /* blocking calls refused: the pool's queue is full */
 };
 
 /*
@@ -49,9 +49,8 @@ int fb_dispatch_call_blocking(struct fb_job *j);
  * handled on this thread plus one. Returns handlers reached, -EINVAL,
  * -ELOOP or -ENOENT (see <fidbus/plugin.h>).
  */
-int fb_dispatch_local(struct fb_daemon *d, const char *id,
-                      const struct fidbus_tag *tags, size_t ntags,
-                      const uint8_t *payload, size_t payload_len);
+int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_tag *tags,
+                      size_t ntags, const uint8_t *payload, size_t payload_len);
 
 /* Marks the calling thread as a registered RCU reader that may dispatch
  * (I/O workers, the pool, the main thread); host->publish from any other

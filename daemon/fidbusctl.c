@@ -35,16 +35,16 @@
 
 enum {
     EXIT_OK = 0,
-    EXIT_BUS = 1,     /* the bus answered with an error */
+    EXIT_BUS = 1, /* the bus answered with an error */
     EXIT_USAGE = 2,
-    EXIT_CONN = 3,    /* cannot connect, connection lost, timeout */
+    EXIT_CONN = 3, /* cannot connect, connection lost, timeout */
 };
 
 /* Refuse to slurp more than this from --data-file: no frame is this big. */
 #define MAX_FILE_BYTES (64u * 1024u * 1024u)
 
 struct ctl {
-    const char *socket;   /* control socket (later issue) */
+    const char *socket; /* control socket (later issue) */
     const char *bus;
     bool json;
     char socket_buf[4096];
@@ -158,7 +158,8 @@ static int parse_hex(const char *s, struct fidbus_buf *out)
             continue;
         int d = hex_digit((unsigned char)s[i]);
         if (d < 0)
-            return fail(EXIT_USAGE, "invalid --data-hex: '%c' at position %zu is not a hex digit",
+            return fail(EXIT_USAGE,
+                        "invalid --data-hex: '%c' at position %zu is not a hex digit",
                         s[i], i + 1);
         if (hi < 0) {
             hi = d;
@@ -179,7 +180,8 @@ static int read_file(const char *path, struct fidbus_buf *out)
     bool is_stdin = strcmp(path, "-") == 0;
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
     if (!f)
-        return fail(EXIT_USAGE, "cannot read --data-file '%s': %s", path, strerror(errno));
+        return fail(EXIT_USAGE, "cannot read --data-file '%s': %s", path,
+                    strerror(errno));
     int rc = 0;
     for (;;) {
         if (fidbus_buf_reserve(out, 65536) < 0) {
@@ -229,13 +231,13 @@ static int check_payload(const char *opt, const struct fidbus_buf *p)
 {
     if (p->len == 0)
         return fail(EXIT_USAGE, "%s: empty: a payload is one CBOR item", opt);
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     struct fidbus_msg_out o = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT) |
                    FIDBUS_BIT(FIDBUS_K_PAYLOAD),
         .type = FIDBUS_MSG_PUBLISH,
         .event = "x",
-        .payload = { p->data, p->len },
+        .payload = {p->data, p->len},
     };
     struct fidbus_msg *m = malloc(sizeof(*m));
     size_t extra;
@@ -277,8 +279,9 @@ static int parse_tag(char *arg, struct fidbus_tag *tags, size_t *ntags)
     const char *k = arg, *v = eq + 1;
     int rc = 0;
     if (!fidbus_tag_key_valid(k, strlen(k)))
-        rc = fail(EXIT_USAGE, "invalid tag key '%s': 1-%u characters of A-Z a-z 0-9 _ . -",
-                  k, FIDBUS_MAX_TAG_KEY_LEN);
+        rc =
+            fail(EXIT_USAGE, "invalid tag key '%s': 1-%u characters of A-Z a-z 0-9 _ . -",
+                 k, FIDBUS_MAX_TAG_KEY_LEN);
     else if (!fidbus_tag_value_valid(v, strlen(v)))
         rc = fail(EXIT_USAGE, "invalid value for tag '%s': at most %u bytes of UTF-8", k,
                   FIDBUS_MAX_TAG_VALUE_LEN);
@@ -303,8 +306,8 @@ static void print_json(json_t *obj)
 }
 
 /* Reports a failed call: the exit status says whose fault it was. */
-static int report(const struct ctl *ctl, struct fidbus_client *c, int rc,
-                  int code, bool has_result, uint64_t result)
+static int report(const struct ctl *ctl, struct fidbus_client *c, int rc, int code,
+                  bool has_result, uint64_t result)
 {
     if (code) {
         const char *name = fidbus_code_name(code);
@@ -315,8 +318,8 @@ static int report(const struct ctl *ctl, struct fidbus_client *c, int rc,
             msg = msg ? msg + 2 : "";
         }
         if (ctl->json) {
-            json_t *o = json_pack("{s:b, s:i, s:s, s:s}", "ok", 0, "code", code,
-                                  "error", name, "message", msg);
+            json_t *o = json_pack("{s:b, s:i, s:s, s:s}", "ok", 0, "code", code, "error",
+                                  name, "message", msg);
             if (o && has_result)
                 json_object_set_new(o, "result", json_integer((json_int_t)result));
             if (o)
@@ -329,8 +332,10 @@ static int report(const struct ctl *ctl, struct fidbus_client *c, int rc,
     }
     switch (rc) {
     case -EMSGSIZE:
-        return fail(EXIT_USAGE, "publish failed: the message is larger than the "
-                    "maximum frame (%u bytes)", FIDBUS_MAX_FRAME_DEFAULT);
+        return fail(EXIT_USAGE,
+                    "publish failed: the message is larger than the "
+                    "maximum frame (%u bytes)",
+                    FIDBUS_MAX_FRAME_DEFAULT);
     case -EINVAL:
         return fail(EXIT_USAGE, "publish failed: invalid event id or tags");
     case -ETIMEDOUT:
@@ -346,13 +351,15 @@ static int report(const struct ctl *ctl, struct fidbus_client *c, int rc,
 
 static int connect_bus(const struct ctl *ctl, struct fidbus_client **c)
 {
-    struct fidbus_client_opts opts = { .name = "fidbusctl" };
+    struct fidbus_client_opts opts = {.name = "fidbusctl"};
     int rc = fidbus_client_connect(c, ctl->bus, &opts);
     if (rc == 0)
         return 0;
     if (rc == -EINVAL || rc == -ENAMETOOLONG)
-        return fail(EXIT_USAGE, "invalid bus address '%s': expected unix:PATH, PATH "
-                    "or tcp:HOST:PORT", ctl->bus);
+        return fail(EXIT_USAGE,
+                    "invalid bus address '%s': expected unix:PATH, PATH "
+                    "or tcp:HOST:PORT",
+                    ctl->bus);
     if (fidbus_error_code(rc))
         return fail(EXIT_BUS, "cannot connect to %s: %s", ctl->bus, fidbus_strerror(rc));
     return fail(EXIT_CONN, "cannot connect to %s: %s", ctl->bus, fidbus_strerror(rc));
@@ -366,16 +373,16 @@ static int cmd_publish(struct ctl *ctl, int argc, char **argv)
 {
     enum { O_TAG = 1000, O_JSON_DATA, O_HEX, O_FILE, O_ACK, O_JSON, O_BUS, O_SOCKET };
     static const struct option opts[] = {
-        { "tag", required_argument, NULL, O_TAG },
-        { "data-json", required_argument, NULL, O_JSON_DATA },
-        { "data-hex", required_argument, NULL, O_HEX },
-        { "data-file", required_argument, NULL, O_FILE },
-        { "ack", no_argument, NULL, O_ACK },
-        { "json", no_argument, NULL, O_JSON },
-        { "bus", required_argument, NULL, O_BUS },
-        { "socket", required_argument, NULL, O_SOCKET },
-        { "help", no_argument, NULL, 'h' },
-        { 0 },
+        {"tag", required_argument, NULL, O_TAG},
+        {"data-json", required_argument, NULL, O_JSON_DATA},
+        {"data-hex", required_argument, NULL, O_HEX},
+        {"data-file", required_argument, NULL, O_FILE},
+        {"ack", no_argument, NULL, O_ACK},
+        {"json", no_argument, NULL, O_JSON},
+        {"bus", required_argument, NULL, O_BUS},
+        {"socket", required_argument, NULL, O_SOCKET},
+        {"help", no_argument, NULL, 'h'},
+        {0},
     };
     struct fidbus_tag tags[FIDBUS_MAX_TAGS];
     size_t ntags = 0;
@@ -384,7 +391,7 @@ static int cmd_publish(struct ctl *ctl, int argc, char **argv)
     bool ack = false;
     int c, rc;
 
-    optind = 0;  /* restart GNU getopt on the command's own arguments */
+    optind = 0; /* restart GNU getopt on the command's own arguments */
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
@@ -398,7 +405,7 @@ static int cmd_publish(struct ctl *ctl, int argc, char **argv)
         case O_FILE:
             if (data_opt)
                 return fail(EXIT_USAGE, "only one of --data-json, --data-hex, "
-                            "--data-file may be given");
+                                        "--data-file may be given");
             data_opt = c;
             data_arg = optarg;
             break;
@@ -427,10 +434,12 @@ static int cmd_publish(struct ctl *ctl, int argc, char **argv)
         return fail(EXIT_USAGE, "publish: unexpected argument '%s'", argv[optind + 1]);
     const char *event = argv[optind];
     if (!fidbus_event_id_valid(event, strlen(event)))
-        return fail(EXIT_USAGE, "invalid event id '%s': 1-%u characters of "
-                    "A-Z a-z 0-9 _ . : -", event, FIDBUS_MAX_ID_LEN);
+        return fail(EXIT_USAGE,
+                    "invalid event id '%s': 1-%u characters of "
+                    "A-Z a-z 0-9 _ . : -",
+                    event, FIDBUS_MAX_ID_LEN);
 
-    struct fidbus_buf payload = { 0 };
+    struct fidbus_buf payload = {0};
     rc = 0;
     if (data_opt == O_JSON_DATA) {
         char why[512];
@@ -464,7 +473,8 @@ static int cmd_publish(struct ctl *ctl, int argc, char **argv)
     uint64_t result = 0;
     int status = EXIT_OK;
     if (ack) {
-        rc = fidbus_publish_ack(cl, event, tags, ntags, payload.data, payload.len, &result);
+        rc = fidbus_publish_ack(cl, event, tags, ntags, payload.data, payload.len,
+                                &result);
         int code = fidbus_error_code(rc);
         if (rc < 0) {
             status = report(ctl, cl, rc, code, code == FIDBUS_HANDLER_FAILED, result);
@@ -486,9 +496,11 @@ static int cmd_publish(struct ctl *ctl, int argc, char **argv)
         if (rc < 0)
             status = report(ctl, cl, rc, fidbus_error_code(rc), false, 0);
         else if (fidbus_client_async_errors(cl) > 0)
-            status = report(ctl, cl, rc, fidbus_client_last_error_code(cl)
-                                             ? fidbus_client_last_error_code(cl)
-                                             : FIDBUS_INTERNAL, false, 0);
+            status = report(ctl, cl, rc,
+                            fidbus_client_last_error_code(cl)
+                                ? fidbus_client_last_error_code(cl)
+                                : FIDBUS_INTERNAL,
+                            false, 0);
         else if (ctl->json)
             print_json(json_pack("{s:b}", "ok", 1));
     }
@@ -505,14 +517,14 @@ int main(int argc, char **argv)
 {
     enum { O_SOCKET = 1000, O_BUS, O_JSON, O_VERSION };
     static const struct option opts[] = {
-        { "socket", required_argument, NULL, O_SOCKET },
-        { "bus", required_argument, NULL, O_BUS },
-        { "json", no_argument, NULL, O_JSON },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, O_VERSION },
-        { 0 },
+        {"socket", required_argument, NULL, O_SOCKET},
+        {"bus", required_argument, NULL, O_BUS},
+        {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, O_VERSION},
+        {0},
     };
-    struct ctl ctl = { 0 };
+    struct ctl ctl = {0};
     int c;
 
     opterr = 0;
@@ -541,7 +553,8 @@ int main(int argc, char **argv)
     if (optind >= argc)
         return fail(EXIT_USAGE, "no command given (try --help)");
     if (!ctl.bus)
-        ctl.bus = default_path("FIDBUS_BUS", "bus.sock", ctl.bus_buf, sizeof(ctl.bus_buf));
+        ctl.bus =
+            default_path("FIDBUS_BUS", "bus.sock", ctl.bus_buf, sizeof(ctl.bus_buf));
     if (!ctl.socket)
         ctl.socket = default_path("FIDBUS_CONTROL", "control.sock", ctl.socket_buf,
                                   sizeof(ctl.socket_buf));

@@ -60,8 +60,8 @@ static int put_real(struct fidbus_buf *b, double d)
     unsigned char *p = b->data + b->len;
     size_t cap = b->cap - b->len;
     /* the shorter form only when it round-trips exactly */
-    b->len += (double)f == d ? cbor_encode_single(f, p, cap)
-                             : cbor_encode_double(d, p, cap);
+    b->len +=
+        (double)f == d ? cbor_encode_single(f, p, cap) : cbor_encode_double(d, p, cap);
     return 0;
 }
 
@@ -84,7 +84,8 @@ static int put_value(struct fidbus_buf *b, const json_t *v)
         const char *key;
         json_t *val;
         /* jansson keeps insertion order, so the map keeps the text's order */
-        json_object_foreach((json_t *)v, key, val) {
+        json_object_foreach((json_t *)v, key, val)
+        {
             if (put_text(b, key, strlen(key)) < 0 || put_value(b, val) < 0)
                 return -ENOMEM;
         }
@@ -126,16 +127,15 @@ int fb_json_to_cbor(const char *text, size_t len, uint8_t **out, size_t *out_len
     json_error_t jerr;
     *out = NULL;
     *out_len = 0;
-    json_t *root = json_loadb(text, len,
-                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                              &jerr);
+    json_t *root = json_loadb(
+        text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root) {
         if (err && err_len)
             snprintf(err, err_len, "line %d, column %d: %s", jerr.line, jerr.column,
                      jerr.text);
         return -1;
     }
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     int rc = put_value(&b, root);
     json_decref(root);
     if (rc < 0) {

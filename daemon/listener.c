@@ -26,8 +26,8 @@ struct fb_listener {
     int fd;
     bool is_tcp;
     bool polling;
-    char *path;          /* Unix socket file we created, else NULL */
-    dev_t dev;           /* identity of that file, so we only unlink ours */
+    char *path; /* Unix socket file we created, else NULL */
+    dev_t dev;  /* identity of that file, so we only unlink ours */
     ino_t ino;
     unsigned next_worker;
     char name[300];
@@ -102,7 +102,8 @@ int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
         if (probe >= 0)
             close(probe);
         if (live) {
-            snprintf(err, errlen, "%s is in use by another process (is fidbusd already running?)",
+            snprintf(err, errlen,
+                     "%s is in use by another process (is fidbusd already running?)",
                      path);
             close(fd);
             return -EADDRINUSE;
@@ -146,7 +147,8 @@ int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
 {
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%u", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int g = getaddrinfo(host, portstr, &hints, &ai);

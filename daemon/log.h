@@ -15,8 +15,7 @@ void fb_log_set_level(enum fb_log_level level);
 enum fb_log_level fb_log_get_level(void);
 void fb_log(enum fb_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt,
-             va_list ap);
+void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt, va_list ap);
 
 #define fb_error(...) fb_log(FB_LOG_ERROR, __VA_ARGS__)
 #define fb_warn(...) fb_log(FB_LOG_WARN, __VA_ARGS__)

@@ -20,23 +20,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: fidbusd [-c FILE | --default-config] [--check-config]\n"
-            "       fidbusd --version | --help\n"
-            "\n"
-            "Runs the fidbus event bus in the foreground.\n"
-            "\n"
-            "  -c, --config FILE   configuration file (default " FIDBUS_SYSCONF_CONFIG ")\n"
-            "      --default-config  use the embedded quick-start configuration: sockets\n"
-            "                      and state under $FIDBUS_RUNTIME_DIR, else\n"
-            "                      $XDG_RUNTIME_DIR/fidbus, else /tmp/fidbus-UID; the\n"
-            "                      shipped log and count plugins; every event to both\n"
-            "      --check-config  validate the configuration and exit 0 (valid) or 1\n"
-            "      --version       print the version and exit\n"
-            "  -h, --help          print this help and exit\n"
-            "\n"
-            "Signals: SIGTERM/SIGINT stop cleanly (what was read is finished, every\n"
-            "plugin's fini runs, sockets are removed).\n");
+    fprintf(
+        f,
+        "usage: fidbusd [-c FILE | --default-config] [--check-config]\n"
+        "       fidbusd --version | --help\n"
+        "\n"
+        "Runs the fidbus event bus in the foreground.\n"
+        "\n"
+        "  -c, --config FILE   configuration file (default " FIDBUS_SYSCONF_CONFIG ")\n"
+        "      --default-config  use the embedded quick-start configuration: sockets\n"
+        "                      and state under $FIDBUS_RUNTIME_DIR, else\n"
+        "                      $XDG_RUNTIME_DIR/fidbus, else /tmp/fidbus-UID; the\n"
+        "                      shipped log and count plugins; every event to both\n"
+        "      --check-config  validate the configuration and exit 0 (valid) or 1\n"
+        "      --version       print the version and exit\n"
+        "  -h, --help          print this help and exit\n"
+        "\n"
+        "Signals: SIGTERM/SIGINT stop cleanly (what was read is finished, every\n"
+        "plugin's fini runs, sockets are removed).\n");
 }
 
 /* Replaces every occurrence of key in text (malloc'd result). */
@@ -202,13 +203,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (use_default && cfg->unix_path)
-        fprintf(stderr,
-                "\nfidbusd is running with the embedded default config.\n"
-                "Publish an event from another terminal with:\n"
-                "  ./build/daemon/fidbusctl --bus unix:%s publish demo.hello --tag user=me "
-                "--data-json '{\"hello\": \"world\"}' --ack\n"
-                "Stop it with Ctrl-C.\n\n",
-                cfg->unix_path);
+        fprintf(
+            stderr,
+            "\nfidbusd is running with the embedded default config.\n"
+            "Publish an event from another terminal with:\n"
+            "  ./build/daemon/fidbusctl --bus unix:%s publish demo.hello --tag user=me "
+            "--data-json '{\"hello\": \"world\"}' --ack\n"
+            "Stop it with Ctrl-C.\n\n",
+            cfg->unix_path);
     rc = fb_daemon_run(d);
     fb_daemon_free(d);
     fb_info("stopped");

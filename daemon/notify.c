@@ -30,8 +30,8 @@ int fb_notify(const char *state)
     if (fd < 0)
         return -errno;
     socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
-    ssize_t n = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
-                       salen);
+    ssize_t n =
+        sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
     int rc = n < 0 ? -errno : 0;
     close(fd);
     return rc;

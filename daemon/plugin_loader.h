@@ -20,21 +20,21 @@
 struct fb_daemon;
 
 struct fb_plugin {
-    char *name;                      /* instance name ([plugin NAME]) */
-    char *path;                      /* the file it was loaded from */
-    char *copy_path;                 /* private copy under runtime_dir */
-    void *dl;                        /* dlopen handle */
+    char *name;      /* instance name ([plugin NAME]) */
+    char *path;      /* the file it was loaded from */
+    char *copy_path; /* private copy under runtime_dir */
+    void *dl;        /* dlopen handle */
     const struct fidbus_plugin *desc;
-    void *ctx;                       /* what init stored */
-    bool initialized;                /* init succeeded: fini is owed */
-    struct fb_func *funcs;           /* nfuncs entries, registered */
+    void *ctx;             /* what init stored */
+    bool initialized;      /* init succeeded: fini is owed */
+    struct fb_func *funcs; /* nfuncs entries, registered */
     size_t nfuncs;
-    struct fb_kv *keys;              /* config section, copied */
+    struct fb_kv *keys; /* config section, copied */
     size_t nkeys;
-    struct fidbus_host host;         /* handed to init; handle = this */
+    struct fidbus_host host; /* handed to init; handle = this */
     struct fb_daemon *d;
-    _Atomic uint64_t inflight;       /* blocking calls queued or running */
-    struct fb_plugin *next;          /* daemon's list */
+    _Atomic uint64_t inflight; /* blocking calls queued or running */
+    struct fb_plugin *next;    /* daemon's list */
 };
 
 /*
@@ -43,8 +43,8 @@ struct fb_plugin {
  * funcID conflicts with the registry, calls init, and registers its
  * functions (routes are built by the caller afterwards). On failure
  * nothing is left behind (handle closed, copy removed) and err holds one
- * line naming the plugin and the reason, for the caller to log. Returns 0, or FIDBUS_NOT_FOUND
- * (no such file), FIDBUS_INVALID (not a plugin, wrong ABI, bad names,
+ * line naming the plugin and the reason, for the caller to log. Returns 0, or
+ * FIDBUS_NOT_FOUND (no such file), FIDBUS_INVALID (not a plugin, wrong ABI, bad names,
  * init failed), FIDBUS_CONFLICT, or -ENOMEM.
  */
 int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,

@@ -21,11 +21,11 @@ struct fb_job {
     struct fb_job *next;
     struct fb_daemon *d;
     struct fb_func *fn;
-    struct fb_waiter *waiter;     /* NULL: nobody waits */
-    unsigned hop;                 /* republish depth of the event */
-    int rc;                       /* handler's return value */
-    struct fidbus_event ev;       /* points into storage below */
-    struct fidbus_tag tags[];     /* then id, tag strings, payload */
+    struct fb_waiter *waiter; /* NULL: nobody waits */
+    unsigned hop;             /* republish depth of the event */
+    int rc;                   /* handler's return value */
+    struct fidbus_event ev;   /* points into storage below */
+    struct fidbus_tag tags[]; /* then id, tag strings, payload */
 };
 
 /*

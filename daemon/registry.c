@@ -23,13 +23,13 @@
 #include "registry.h"
 
 struct fb_registry {
-    struct fb_func **fns;   /* sorted by id, ids unique */
+    struct fb_func **fns; /* sorted by id, ids unique */
     size_t n;
     size_t cap;
 };
 
-int fb_func_init(struct fb_func *f, const struct fidbus_function *src,
-                 char *err, size_t errlen)
+int fb_func_init(struct fb_func *f, const struct fidbus_function *src, char *err,
+                 size_t errlen)
 {
     memset(f, 0, sizeof(*f));
     memset(&f->calls, 0, sizeof f->calls);
@@ -43,8 +43,9 @@ int fb_func_init(struct fb_func *f, const struct fidbus_function *src,
         return FIDBUS_INVALID;
     }
     if (!src->name || !fidbus_name_valid(src->name)) {
-        snprintf(err, errlen, "%s: invalid function name '%s' (1-64 bytes of [A-Za-z0-9_-])",
-                 src->ns, src->name ? src->name : "(null)");
+        snprintf(err, errlen,
+                 "%s: invalid function name '%s' (1-64 bytes of [A-Za-z0-9_-])", src->ns,
+                 src->name ? src->name : "(null)");
         return FIDBUS_INVALID;
     }
     if (!src->version || strlen(src->version) > FIDBUS_VERSION_MAX ||
@@ -141,18 +142,16 @@ static void conflict_msg(const struct fb_func *a, const struct fb_func *b, bool 
             snprintf(err, errlen, "function %s (funcID %s) is provided twice%s",
                      b->canonical, hex, bo);
         else
-            snprintf(err, errlen,
-                     "function %s (funcID %s)%s is already registered%s",
+            snprintf(err, errlen, "function %s (funcID %s)%s is already registered%s",
                      b->canonical, hex, bo, ao);
     } else {
-        snprintf(err, errlen,
-                 "funcID collision: %s%s and %s%s both have funcID %s",
+        snprintf(err, errlen, "funcID collision: %s%s and %s%s both have funcID %s",
                  b->canonical, bo, a->canonical, ao, hex);
     }
 }
 
-int fb_registry_check(const struct fb_registry *r, const struct fb_func *fns,
-                      size_t n, char *err, size_t errlen)
+int fb_registry_check(const struct fb_registry *r, const struct fb_func *fns, size_t n,
+                      char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         const struct fb_func *have = fb_registry_lookup(r, fns[i].id);

@@ -26,18 +26,18 @@ struct fb_plugin;
 
 struct fb_func {
     uint64_t id;
-    char canonical[FIDBUS_CANONICAL_MAX];   /* ns.name@version */
+    char canonical[FIDBUS_CANONICAL_MAX]; /* ns.name@version */
     char ns[FIDBUS_NAME_MAX + 1];
     char name[FIDBUS_NAME_MAX + 1];
     char version[FIDBUS_VERSION_MAX + 1];
     struct fidbus_semver semver;
     uint8_t sighash[FIDBUS_SIGHASH_LEN];
-    uint32_t flags;                         /* FIDBUS_FN_* */
+    uint32_t flags; /* FIDBUS_FN_* */
     int (*handle)(void *ctx, const struct fidbus_event *ev);
-    void *ctx;                              /* the instance's init ctx */
-    struct fb_plugin *plugin;               /* owner */
-    struct fb_striped calls;                /* invocations */
-    struct fb_striped errors;               /* invocations that failed */
+    void *ctx;                /* the instance's init ctx */
+    struct fb_plugin *plugin; /* owner */
+    struct fb_striped calls;  /* invocations */
+    struct fb_striped errors; /* invocations that failed */
 };
 
 /*
@@ -45,8 +45,8 @@ struct fb_func {
  * version, computes funcID and sighash). Returns 0 or FIDBUS_INVALID with
  * a reason in err.
  */
-int fb_func_init(struct fb_func *f, const struct fidbus_function *src,
-                 char *err, size_t errlen);
+int fb_func_init(struct fb_func *f, const struct fidbus_function *src, char *err,
+                 size_t errlen);
 
 struct fb_registry;
 
@@ -60,8 +60,8 @@ struct fb_registry *fb_registry_free(struct fb_registry *r);
  * funcID), or a collision inside fns itself, is FIDBUS_CONFLICT with err
  * naming both sides. Returns 0 or FIDBUS_CONFLICT.
  */
-int fb_registry_check(const struct fb_registry *r, const struct fb_func *fns,
-                      size_t n, char *err, size_t errlen);
+int fb_registry_check(const struct fb_registry *r, const struct fb_func *fns, size_t n,
+                      char *err, size_t errlen);
 
 /* Adds n functions (check first). 0 or -ENOMEM (nothing added). */
 int fb_registry_add(struct fb_registry *r, struct fb_func *fns, size_t n);

@@ -18,29 +18,29 @@ enum fb_route_mode {
 
 struct fb_tag_spec {
     char *key;
-    char *value;       /* "*" = present with any value */
+    char *value; /* "*" = present with any value */
 };
 
 struct fb_target_spec {
     char *ns;
     char *name;
-    char *version;     /* NULL = latest loaded version */
-    uint32_t weight;   /* default 1 */
+    char *version;   /* NULL = latest loaded version */
+    uint32_t weight; /* default 1 */
     bool has_weight;
 };
 
 struct fb_route_spec {
     char *name;
-    char *event;       /* exact id, "prefix.*" or "*" */
+    char *event; /* exact id, "prefix.*" or "*" */
     struct fb_tag_spec *tags;
     size_t ntags;
     struct fb_target_spec *to;
     size_t nto;
     enum fb_route_mode mode;
-    char *split_by;    /* NULL unless mode == FB_MODE_SPLIT and set */
+    char *split_by; /* NULL unless mode == FB_MODE_SPLIT and set */
     int64_t priority;
-    char *signature;   /* NULL or 64 hex digits (expected sighash) */
-    int line;          /* config line of the section, 0 if not from a file */
+    char *signature; /* NULL or 64 hex digits (expected sighash) */
+    int line;        /* config line of the section, 0 if not from a file */
 };
 
 #define FB_MAX_TARGETS 64
@@ -57,8 +57,8 @@ int fb_target_parse(const char *text, struct fb_target_spec *out, char *err,
  * Parses a comma-separated target list ("a.b, c.d@1.0.0:5"). Appends to
  * spec->to. Returns 0 or FIDBUS_INVALID with err set.
  */
-int fb_targets_parse_list(const char *text, struct fb_route_spec *spec,
-                          char *err, size_t errlen);
+int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *err,
+                          size_t errlen);
 
 /*
  * Parses "k=v, k2=*" into spec->tags. Returns 0 or FIDBUS_INVALID.
@@ -72,8 +72,7 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
  * split_by only with split, all weights 0, signature hex. Returns 0 or
  * FIDBUS_INVALID with err set.
  */
-int fb_route_spec_validate(const struct fb_route_spec *spec, char *err,
-                           size_t errlen);
+int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t errlen);
 
 /* Deep copy into *dst (zeroed first). 0 or -ENOMEM. */
 int fb_route_spec_copy(struct fb_route_spec *dst, const struct fb_route_spec *src);

@@ -55,7 +55,7 @@ char fb_routes_tsan_gp;
 struct ctag {
     const char *key;
     const char *value;
-    bool any;                       /* value "*" */
+    bool any; /* value "*" */
 };
 
 /* One candidate in a bucket: the route and its constraints, contiguous so
@@ -68,29 +68,29 @@ struct cand {
 
 struct slot {
     uint64_t hash;
-    const char *key;                /* prefix without ".*", or the exact id */
+    const char *key; /* prefix without ".*", or the exact id */
     uint32_t len;
-    uint32_t first;                 /* into the candidate array */
-    uint32_t n;                     /* 0 = empty slot */
+    uint32_t first; /* into the candidate array */
+    uint32_t n;     /* 0 = empty slot */
 };
 
 struct htab {
     struct slot *slots;
-    size_t mask;                    /* slots - 1; 0 slots when empty */
+    size_t mask; /* slots - 1; 0 slots when empty */
     size_t used;
 };
 
 struct fb_route_table {
     uint64_t generation;
     size_t nroutes;
-    struct fb_route *routes;        /* in name order */
-    struct fb_route_spec *specs;    /* the copies routes[].spec point to */
+    struct fb_route *routes;     /* in name order */
+    struct fb_route_spec *specs; /* the copies routes[].spec point to */
     struct fb_route_target *targets;
     struct ctag *ctags;
     struct cand *cands;
     struct htab exact;
     struct htab prefix;
-    const struct cand *star;        /* into cands */
+    const struct cand *star; /* into cands */
     size_t nstar;
     /* Which prefix lengths occur at all, so a lookup only probes the
      * prefix table for '.' positions that can possibly hit. */
@@ -127,7 +127,7 @@ struct entry {
     const char *key;
     size_t len;
     struct cand cand;
-    size_t nexact;                  /* tag constraints with a concrete value */
+    size_t nexact; /* tag constraints with a concrete value */
     int64_t priority;
 };
 
@@ -197,8 +197,8 @@ static void htab_put(struct htab *h, const char *key, size_t len, uint32_t first
 
     while (h->slots[i].n)
         i = (i + 1) & h->mask;
-    h->slots[i] = (struct slot){ .hash = hash, .key = key, .len = (uint32_t)len,
-                                 .first = first, .n = n };
+    h->slots[i] = (struct slot){
+        .hash = hash, .key = key, .len = (uint32_t)len, .first = first, .n = n};
     h->used++;
 }
 
@@ -246,8 +246,9 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
 
     if (s->signature) {
         if (fidbus_sighash_parse(s->signature, want) != 0) {
-            snprintf(err, errlen, "route '%s': invalid signature '%s' (want 64 hex digits)",
-                     s->name, s->signature);
+            snprintf(err, errlen,
+                     "route '%s': invalid signature '%s' (want 64 hex digits)", s->name,
+                     s->signature);
             return FIDBUS_INVALID;
         }
         check_sig = true;
@@ -293,7 +294,7 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
         }
         t->fn = f;
         t->pinned = ts->version != NULL;
-        t->weight = ts->weight;     /* parsers default it to 1 */
+        t->weight = ts->weight; /* parsers default it to 1 */
         r->total_weight += t->weight;
     }
     r->ntargets = s->nto;
@@ -320,7 +321,7 @@ static int build_index(struct fb_route_table *t)
         const struct fb_route *r = &t->routes[i];
         const struct fb_route_spec *s = r->spec;
 
-        e[i].cand = (struct cand){ .route = r, .tags = ct, .ntags = s->ntags };
+        e[i].cand = (struct cand){.route = r, .tags = ct, .ntags = s->ntags};
         for (size_t k = 0; k < s->ntags; k++) {
             ct[k].key = s->tags[k].key;
             ct[k].value = s->tags[k].value;
@@ -434,7 +435,7 @@ int fb_routes_build(const struct fb_route_spec *specs, size_t n,
     struct fb_route_target *tp = t->targets;
     for (size_t k = 0; k < n; k++)
         pos[order[k]] = k;
-    t->nroutes = n;     /* specs are zeroed: a failure can clear them all */
+    t->nroutes = n; /* specs are zeroed: a failure can clear them all */
     for (size_t i = 0; i < n; i++) {
         size_t k = pos[i];
         struct fb_route *r = &t->routes[k];
@@ -544,9 +545,8 @@ static inline const struct fb_route *first_match(const struct fb_route_table *t,
     return NULL;
 }
 
-const struct fb_route *fb_routes_match(const struct fb_route_table *t,
-                                       const char *id, size_t idlen,
-                                       const struct fidbus_tag *tags,
+const struct fb_route *fb_routes_match(const struct fb_route_table *t, const char *id,
+                                       size_t idlen, const struct fidbus_tag *tags,
                                        size_t ntags)
 {
     /* Hashes of the prefixes that end just before a '.', for prefix
@@ -602,7 +602,7 @@ size_t fb_route_split_pick(const struct fb_route *r, const char *value)
         if (x < acc)
             return i;
     }
-    return r->ntargets - 1;   /* unreachable: acc == total_weight > x */
+    return r->ntargets - 1; /* unreachable: acc == total_weight > x */
 }
 
 /* Per-thread xorshift64*: weighted random choice without a shared lock or
@@ -677,8 +677,8 @@ const struct fb_route *fb_routes_at(const struct fb_route_table *t, size_t i)
     return i < t->nroutes ? &t->routes[i] : NULL;
 }
 
-bool fb_routes_uses_plugin(const struct fb_route_table *t,
-                           const struct fb_plugin *p, const char **route_name)
+bool fb_routes_uses_plugin(const struct fb_route_table *t, const struct fb_plugin *p,
+                           const char **route_name)
 {
     if (!t)
         return false;

@@ -30,18 +30,18 @@
 struct fb_route_target {
     struct fb_func *fn;
     uint32_t weight;
-    bool pinned;                 /* version given in the spec */
+    bool pinned; /* version given in the spec */
 };
 
 struct fb_route {
-    const struct fb_route_spec *spec;   /* the table's own copy */
+    const struct fb_route_spec *spec; /* the table's own copy */
     const char *name;
     enum fb_route_mode mode;
-    const char *split_by;               /* NULL if none */
+    const char *split_by; /* NULL if none */
     struct fb_route_target *targets;
     size_t ntargets;
     uint64_t total_weight;
-    struct fb_striped matched;          /* events this route routed */
+    struct fb_striped matched; /* events this route routed */
 };
 
 struct fb_route_table;
@@ -68,9 +68,8 @@ struct fb_route_table *fb_routes_free(struct fb_route_table *t);
  * The route that fires for this event (most specific match, section 4), or
  * NULL. Lock-free, allocation-free; t must be held under the read lock.
  */
-const struct fb_route *fb_routes_match(const struct fb_route_table *t,
-                                       const char *id, size_t idlen,
-                                       const struct fidbus_tag *tags,
+const struct fb_route *fb_routes_match(const struct fb_route_table *t, const char *id,
+                                       size_t idlen, const struct fidbus_tag *tags,
                                        size_t ntags);
 
 /*
@@ -93,8 +92,8 @@ size_t fb_routes_count(const struct fb_route_table *t);
 const struct fb_route *fb_routes_at(const struct fb_route_table *t, size_t i);
 /* Does any route in t target a function of this plugin? Writes the first
  * such route's name to *route_name. */
-bool fb_routes_uses_plugin(const struct fb_route_table *t,
-                           const struct fb_plugin *p, const char **route_name);
+bool fb_routes_uses_plugin(const struct fb_route_table *t, const struct fb_plugin *p,
+                           const char **route_name);
 
 /*
  * Publishes next into *slot with one atomic pointer store and frees the

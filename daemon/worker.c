@@ -189,7 +189,8 @@ struct fb_worker *fb_worker_join(struct fb_worker *w)
     uv_thread_join(&w->thread);
     int rc = uv_loop_close(&w->loop);
     if (rc < 0)
-        fb_warn("worker %u: loop closed with handles left: %s", w->index, uv_strerror(rc));
+        fb_warn("worker %u: loop closed with handles left: %s", w->index,
+                uv_strerror(rc));
     for (size_t i = 0; i < w->nnew; i++)
         close(w->new_fds[i].fd);
     free(w->new_fds);

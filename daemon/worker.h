@@ -31,22 +31,22 @@ struct fb_worker {
     unsigned index;
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t async;          /* new fds, completions, stop */
-    uv_timer_t stop_timer;     /* bounds how long a stop waits for clients */
+    uv_async_t async;      /* new fds, completions, stop */
+    uv_timer_t stop_timer; /* bounds how long a stop waits for clients */
 
-    pthread_mutex_t lock;      /* guards the three fields below */
+    pthread_mutex_t lock; /* guards the three fields below */
     struct fb_new_fd *new_fds;
     size_t nnew, capnew;
-    struct fb_job *done_head;  /* finished blocking jobs, LIFO */
+    struct fb_job *done_head; /* finished blocking jobs, LIFO */
     bool stop_requested;
 
     /* loop-thread only */
     bool stopping;
-    struct fb_conn *conns;     /* doubly linked */
+    struct fb_conn *conns; /* doubly linked */
     _Atomic unsigned nconns;
-    size_t nwaiters;           /* alive waiters: jobs may still post to us */
+    size_t nwaiters; /* alive waiters: jobs may still post to us */
     struct fb_counters *counters;
-    struct fidbus_msg *msg;    /* decode scratch, reused for every frame */
+    struct fidbus_msg *msg; /* decode scratch, reused for every frame */
 };
 
 int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);

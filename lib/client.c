@@ -47,43 +47,43 @@
 #define FB_LAST_ERROR_MAX 4096u
 
 enum fb_wait_kind {
-    FB_WAIT_NONE,   /* only write what is buffered */
-    FB_WAIT_HELLO,  /* the server's first frame */
-    FB_WAIT_SEQ,    /* the answer carrying one seq */
-    FB_WAIT_ANY,    /* the next ACK or ERROR, whatever its seq */
+    FB_WAIT_NONE,  /* only write what is buffered */
+    FB_WAIT_HELLO, /* the server's first frame */
+    FB_WAIT_SEQ,   /* the answer carrying one seq */
+    FB_WAIT_ANY,   /* the next ACK or ERROR, whatever its seq */
 };
 
 /* What one call waits for, and what it got. */
 struct fb_wait {
     enum fb_wait_kind kind;
     uint64_t seq;
-    uint64_t want_type;      /* ACK or REPLY, with FB_WAIT_SEQ */
+    uint64_t want_type; /* ACK or REPLY, with FB_WAIT_SEQ */
     bool done;
     struct fidbus_answer ans;
     bool has_result;
-    bool copy_result;        /* REPLY: keep a malloc'd copy of result */
+    bool copy_result; /* REPLY: keep a malloc'd copy of result */
     uint8_t *result;
     size_t result_len;
-    uint64_t conn_code;      /* a seq-less ERROR seen during the call */
+    uint64_t conn_code; /* a seq-less ERROR seen during the call */
 };
 
 struct fidbus_client {
     int fd;
-    int timeout_ms;          /* -1: wait forever */
+    int timeout_ms; /* -1: wait forever */
     uint32_t max_frame;
-    int dead;                /* 0, or why the connection is unusable */
+    int dead; /* 0, or why the connection is unusable */
     uint64_t next_seq;
     uint64_t async_errors;
     uint64_t last_code;
-    uint64_t version;        /* from HELLO */
+    uint64_t version; /* from HELLO */
     struct fidbus_buf out;
-    size_t out_sent;         /* bytes at the front of out already written */
+    size_t out_sent; /* bytes at the front of out already written */
     struct fidbus_frame_reader rd;
     uint8_t nonce[FB_MAX_NONCE];
     size_t nonce_len;
     char server_name[256];
     char last_error[FB_LAST_ERROR_MAX];
-    struct fidbus_msg msg;   /* large: decoded into, reused */
+    struct fidbus_msg msg; /* large: decoded into, reused */
 };
 
 /* ------------------------------------------------------------ reading */
@@ -128,8 +128,8 @@ static uint64_t error_code_of(const struct fidbus_msg *m)
 }
 
 /* Handles one frame body. Negative only when the stream is unusable. */
-static int handle_frame(struct fidbus_client *c, struct fb_wait *w,
-                        const uint8_t *body, size_t len)
+static int handle_frame(struct fidbus_client *c, struct fb_wait *w, const uint8_t *body,
+                        size_t len)
 {
     struct fidbus_msg *m = &c->msg;
 
@@ -139,7 +139,7 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w,
 
     if (m->type == FIDBUS_MSG_HELLO) {
         if (w->kind != FB_WAIT_HELLO)
-            return 0;  /* only the first one means anything */
+            return 0; /* only the first one means anything */
         if (!fidbus_msg_has(m, FIDBUS_K_VERSION) || m->nonce.len > FB_MAX_NONCE)
             return -EPROTO;
         c->version = m->version;
@@ -153,12 +153,13 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w,
     }
     if (m->type != FIDBUS_MSG_ACK && m->type != FIDBUS_MSG_ERROR &&
         m->type != FIDBUS_MSG_REPLY)
-        return 0;  /* nothing a client acts on; ignore for compatibility */
+        return 0; /* nothing a client acts on; ignore for compatibility */
 
     bool has_seq = fidbus_msg_has(m, FIDBUS_K_SEQ);
     bool is_error = m->type == FIDBUS_MSG_ERROR;
-    uint64_t code = is_error ? error_code_of(m)
-                    : fidbus_msg_has(m, FIDBUS_K_CODE) ? m->code : 0;
+    uint64_t code = is_error                           ? error_code_of(m)
+                    : fidbus_msg_has(m, FIDBUS_K_CODE) ? m->code
+                                                       : 0;
     if (is_error || code != 0) {
         copy_text(c->last_error, sizeof(c->last_error), m->message);
         c->last_code = code;
@@ -167,14 +168,13 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w,
     bool match = false;
     switch (w->kind) {
     case FB_WAIT_HELLO:
-        match = is_error;  /* refused before any HELLO (BUSY, ...) */
+        match = is_error; /* refused before any HELLO (BUSY, ...) */
         break;
     case FB_WAIT_ANY:
         match = m->type != FIDBUS_MSG_REPLY;
         break;
     case FB_WAIT_SEQ:
-        match = has_seq && m->seq == w->seq &&
-                (is_error || m->type == w->want_type);
+        match = has_seq && m->seq == w->seq && (is_error || m->type == w->want_type);
         break;
     case FB_WAIT_NONE:
         break;
@@ -192,8 +192,8 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w,
     w->ans.type = m->type;
     w->ans.seq = has_seq ? m->seq : 0;
     w->ans.code = code;
-    w->has_result = fidbus_msg_has(m, FIDBUS_K_RESULT) &&
-                    raw_uint(m->result, &w->ans.result);
+    w->has_result =
+        fidbus_msg_has(m, FIDBUS_K_RESULT) && raw_uint(m->result, &w->ans.result);
     if (w->copy_result && m->type == FIDBUS_MSG_REPLY && code == 0 &&
         fidbus_msg_has(m, FIDBUS_K_RESULT) && m->result.len) {
         w->result = malloc(m->result.len);
@@ -215,7 +215,7 @@ static int drain_frames(struct fidbus_client *c, struct fb_wait *w)
         if (r == 0)
             return 0;
         if (r != 1)
-            return -EPROTO;  /* a zero or oversized length: cannot resync */
+            return -EPROTO; /* a zero or oversized length: cannot resync */
         int rc = handle_frame(c, w, body, len);
         if (rc < 0)
             return rc;
@@ -269,7 +269,7 @@ static int proto_rc(uint64_t code)
 static int client_fail(struct fidbus_client *c, int rc)
 {
     if (rc == -ETIMEDOUT || rc == -ENOMEM)
-        return rc;  /* the stream is still in step */
+        return rc; /* the stream is still in step */
     if (!c->dead)
         c->dead = fidbus_error_code(rc) ? -ECONNRESET : rc;
     c->out.len = c->out_sent = 0;
@@ -306,7 +306,7 @@ static int pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
         if (!want_out && w->kind == FB_WAIT_NONE)
             return 0;
 
-        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
         if (want_out)
             p.events |= POLLOUT;
         int n = poll(&p, 1, remaining(deadline));
@@ -360,14 +360,14 @@ static int enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o)
     if (rc < 0)
         return rc;
     if (c->out.len - before - FIDBUS_FRAME_HEADER > c->max_frame) {
-        c->out.len = before;  /* the server would drop the connection */
+        c->out.len = before; /* the server would drop the connection */
         return -EMSGSIZE;
     }
     return 0;
 }
 
-static int check_publish(const char *event, const struct fidbus_tag *tags,
-                         size_t ntags, const uint8_t *payload, size_t payload_len)
+static int check_publish(const char *event, const struct fidbus_tag *tags, size_t ntags,
+                         const uint8_t *payload, size_t payload_len)
 {
     if (!event || !fidbus_event_id_valid(event, strnlen(event, FIDBUS_MAX_ID_LEN + 1)))
         return -EINVAL;
@@ -381,7 +381,7 @@ static int check_publish(const char *event, const struct fidbus_tag *tags,
             return -EINVAL;
         for (size_t j = 0; j < i; j++)
             if (strcmp(tags[j].key, k) == 0)
-                return -EINVAL;  /* a map with a duplicate key */
+                return -EINVAL; /* a map with a duplicate key */
     }
     return 0;
 }
@@ -457,7 +457,7 @@ static int send_ping(struct fidbus_client *c, int64_t deadline)
     int rc = enqueue(c, &o);
     if (rc < 0)
         return rc;
-    struct fb_wait w = { .kind = FB_WAIT_SEQ, .seq = o.seq, .want_type = FIDBUS_MSG_ACK };
+    struct fb_wait w = {.kind = FB_WAIT_SEQ, .seq = o.seq, .want_type = FIDBUS_MSG_ACK};
     rc = pump(c, &w, deadline);
     if (rc < 0)
         return rc;
@@ -472,7 +472,7 @@ static int send_ping(struct fidbus_client *c, int64_t deadline)
 static int handshake(struct fidbus_client *c, const struct fidbus_client_opts *opts,
                      int64_t deadline)
 {
-    struct fb_wait w = { .kind = FB_WAIT_HELLO };
+    struct fb_wait w = {.kind = FB_WAIT_HELLO};
     int rc = pump(c, &w, deadline);
     if (rc < 0)
         return rc;
@@ -490,13 +490,13 @@ static int handshake(struct fidbus_client *c, const struct fidbus_client_opts *o
 
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned mac_len = 0;
-    if (!HMAC(EVP_sha256(), opts->key, (int)opts->key_len, c->nonce, c->nonce_len,
-              mac, &mac_len))
+    if (!HMAC(EVP_sha256(), opts->key, (int)opts->key_len, c->nonce, c->nonce_len, mac,
+              &mac_len))
         return -ENOMEM;
     struct fidbus_msg_out o = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_MAC),
         .type = FIDBUS_MSG_AUTH,
-        .mac = { mac, mac_len },
+        .mac = {mac, mac_len},
     };
     if (opts->name) {
         o.present |= FIDBUS_BIT(FIDBUS_K_NAME);
@@ -572,8 +572,8 @@ void fidbus_client_close(struct fidbus_client *c)
 /* ---------------------------------------------------------------- API */
 
 int fidbus_publish(struct fidbus_client *c, const char *event,
-                   const struct fidbus_tag *tags, size_t ntags,
-                   const uint8_t *payload, size_t payload_len)
+                   const struct fidbus_tag *tags, size_t ntags, const uint8_t *payload,
+                   size_t payload_len)
 {
     if (!c)
         return -EINVAL;
@@ -582,13 +582,13 @@ int fidbus_publish(struct fidbus_client *c, const char *event,
 }
 
 int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
-                       const char *event, const struct fidbus_tag *tags,
-                       size_t ntags, const uint8_t *payload, size_t payload_len)
+                       const char *event, const struct fidbus_tag *tags, size_t ntags,
+                       const uint8_t *payload, size_t payload_len)
 {
     if (!c)
         return -EINVAL;
-    int rc = enqueue_publish(c, true, seq, flags, event, tags, ntags, payload,
-                             payload_len);
+    int rc =
+        enqueue_publish(c, true, seq, flags, event, tags, ntags, payload, payload_len);
     return rc < 0 ? rc : maybe_send(c);
 }
 
@@ -596,30 +596,29 @@ int fidbus_flush(struct fidbus_client *c)
 {
     if (!c)
         return -EINVAL;
-    struct fb_wait w = { .kind = FB_WAIT_NONE };
+    struct fb_wait w = {.kind = FB_WAIT_NONE};
     return pump(c, &w, deadline_in(c->timeout_ms));
 }
 
 int fidbus_publish_ack(struct fidbus_client *c, const char *event,
                        const struct fidbus_tag *tags, size_t ntags,
-                       const uint8_t *payload, size_t payload_len,
-                       uint64_t *result)
+                       const uint8_t *payload, size_t payload_len, uint64_t *result)
 {
     if (!c)
         return -EINVAL;
     if (result)
         *result = 0;
     uint64_t seq = internal_seq(c);
-    int rc = enqueue_publish(c, true, seq, FIDBUS_FLAG_ACK, event, tags, ntags,
-                             payload, payload_len);
+    int rc = enqueue_publish(c, true, seq, FIDBUS_FLAG_ACK, event, tags, ntags, payload,
+                             payload_len);
     if (rc < 0)
         return rc;
-    struct fb_wait w = { 0 };
+    struct fb_wait w = {0};
     rc = wait_seq(c, &w, seq, FIDBUS_MSG_ACK);
     if (rc < 0)
         return rc;
     if (result && w.has_result)
-        *result = w.ans.result;  /* HANDLER_FAILED counts successes too */
+        *result = w.ans.result; /* HANDLER_FAILED counts successes too */
     return w.ans.type == FIDBUS_MSG_ACK ? 0 : proto_rc(w.ans.code);
 }
 
@@ -632,12 +631,11 @@ int fidbus_ping(struct fidbus_client *c)
     return send_ping(c, deadline_in(c->timeout_ms));
 }
 
-int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans,
-                       int timeout_ms)
+int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans, int timeout_ms)
 {
     if (!c || !ans)
         return -EINVAL;
-    struct fb_wait w = { .kind = FB_WAIT_ANY };
+    struct fb_wait w = {.kind = FB_WAIT_ANY};
     int rc = pump(c, &w, deadline_in(timeout_ms == -1 ? c->timeout_ms : timeout_ms));
     if (rc < 0)
         return rc;
@@ -647,9 +645,8 @@ int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans,
     return 0;
 }
 
-int fidbus_request(struct fidbus_client *c, const char *command,
-                   const uint8_t *args, size_t args_len,
-                   uint8_t **reply_result, size_t *reply_result_len)
+int fidbus_request(struct fidbus_client *c, const char *command, const uint8_t *args,
+                   size_t args_len, uint8_t **reply_result, size_t *reply_result_len)
 {
     if (reply_result)
         *reply_result = NULL;
@@ -674,13 +671,13 @@ int fidbus_request(struct fidbus_client *c, const char *command,
     int rc = enqueue(c, &o);
     if (rc < 0)
         return rc;
-    struct fb_wait w = { .copy_result = reply_result != NULL };
+    struct fb_wait w = {.copy_result = reply_result != NULL};
     rc = wait_seq(c, &w, o.seq, FIDBUS_MSG_REPLY);
     if (rc < 0 || w.ans.type != FIDBUS_MSG_REPLY || w.ans.code != 0) {
         free(w.result);
         if (rc < 0)
             return rc;
-        return proto_rc(w.ans.code);  /* never 0 here: see handle_frame */
+        return proto_rc(w.ans.code); /* never 0 here: see handle_frame */
     }
     if (reply_result) {
         *reply_result = w.result;

@@ -41,7 +41,7 @@ int fb_addr_parse(const char *addr, struct fb_addr *a)
         } else {
             hend = strrchr(h, ':');
             if (!hend || memchr(h, ':', (size_t)(hend - h)))
-                return -EINVAL;  /* no port, or IPv6 without brackets */
+                return -EINVAL; /* no port, or IPv6 without brackets */
             p = hend + 1;
         }
         size_t hlen = (size_t)(hend - h);
@@ -68,7 +68,7 @@ int fb_addr_parse(const char *addr, struct fb_addr *a)
         size_t n = strspn(addr, "abcdefghijklmnopqrstuvwxyz"
                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
         if (n > 0 && addr[n] == ':')
-            return -EINVAL;  /* an unknown scheme */
+            return -EINVAL; /* an unknown scheme */
     }
     size_t len = strlen(path);
     if (len == 0)
@@ -106,7 +106,7 @@ static int connect_unix(const struct fb_addr *a, int64_t deadline)
             rc = -ETIMEDOUT;
             goto fail;
         }
-        struct timeval tv = { 0, 0 };
+        struct timeval tv = {0, 0};
         if (left > 0) {
             tv.tv_sec = left / 1000;
             tv.tv_usec = (left % 1000) * 1000;
@@ -119,7 +119,7 @@ static int connect_unix(const struct fb_addr *a, int64_t deadline)
         rc = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
         goto fail;
     }
-    struct timeval zero = { 0, 0 };
+    struct timeval zero = {0, 0};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
     rc = set_nonblocking(fd);
     if (rc < 0)
@@ -143,7 +143,7 @@ static int connect_one_tcp(const struct addrinfo *ai, int64_t deadline)
             goto fail;
         }
         for (;;) {
-            struct pollfd p = { .fd = fd, .events = POLLOUT };
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
             int n = poll(&p, 1, remaining(deadline));
             if (n < 0 && errno == EINTR)
                 continue;
@@ -188,13 +188,18 @@ static int connect_tcp(const struct fb_addr *a, int64_t deadline)
     int g = getaddrinfo(a->host, a->port, &hints, &res);
     if (g != 0) {
         switch (g) {
-        case EAI_AGAIN: return -EAGAIN;
-        case EAI_MEMORY: return -ENOMEM;
-        case EAI_SYSTEM: return errno ? -errno : -EIO;
+        case EAI_AGAIN:
+            return -EAGAIN;
+        case EAI_MEMORY:
+            return -ENOMEM;
+        case EAI_SYSTEM:
+            return errno ? -errno : -EIO;
         case EAI_NONAME:
         case EAI_NODATA:
-        case EAI_FAIL: return -ENXIO;  /* the host name does not resolve */
-        default: return -EINVAL;
+        case EAI_FAIL:
+            return -ENXIO; /* the host name does not resolve */
+        default:
+            return -EINVAL;
         }
     }
     int rc = -EHOSTUNREACH;

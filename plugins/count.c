@@ -91,7 +91,8 @@ static _Atomic uint64_t *count_of(struct count_ctx *c, unsigned slot)
     unsigned st = tls_stripe;
     if (!st)
         st = tls_stripe =
-            atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) % STRIPES + 1;
+            atomic_fetch_add_explicit(&next_stripe, 1, memory_order_relaxed) % STRIPES +
+            1;
     return &c->counts[st - 1][slot];
 }
 

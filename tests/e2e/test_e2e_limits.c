@@ -42,7 +42,8 @@ static long vm_rss_kib(pid_t pid)
 START_TEST(test_e2e_limits_slow_reader)
 {
     struct fb_e2e_opts o = {.workers = 1};
-    struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_COUNT "[route all]\nevent = *\nto = fidbus.count\n");
+    struct fb_e2e *t =
+        fb_e2e_up(&o, FB_E2E_COUNT "[route all]\nevent = *\nto = fidbus.count\n");
 
     struct fb_e2e_raw *slow = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(slow);
@@ -61,8 +62,10 @@ START_TEST(test_e2e_limits_slow_reader)
                 struct fidbus_msg_out m = {
                     .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
                                FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-                    .type = FIDBUS_MSG_PUBLISH, .seq = written + (uint64_t)i + 1,
-                    .event = "lim.slow", .flags = FIDBUS_FLAG_ACK,
+                    .type = FIDBUS_MSG_PUBLISH,
+                    .seq = written + (uint64_t)i + 1,
+                    .event = "lim.slow",
+                    .flags = FIDBUS_FLAG_ACK,
                 };
                 ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
             }
@@ -79,8 +82,10 @@ START_TEST(test_e2e_limits_slow_reader)
         struct pollfd p = {.fd = slow->fd, .events = POLLOUT};
         stalled = poll(&p, 1, 1000) == 0;
     }
-    ck_assert_msg(stalled, "wrote %llu acked events without reading an ACK: the daemon "
-                  "never pushed back", (unsigned long long)written);
+    ck_assert_msg(stalled,
+                  "wrote %llu acked events without reading an ACK: the daemon "
+                  "never pushed back",
+                  (unsigned long long)written);
     /* Bounded: far below the tens of MB unbounded buffering would take. */
     long rss = vm_rss_kib(t->pid);
     ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB while held back", rss);
@@ -102,7 +107,8 @@ START_TEST(test_e2e_limits_slow_reader)
             fb_e2e_raw_expect_ack(slow, next, 1);
             next++;
         } else {
-            ssize_t n = send(slow->fd, b.data + off, b.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ssize_t n =
+                send(slow->fd, b.data + off, b.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0)
                 off += (size_t)n;
         }
@@ -133,8 +139,9 @@ END_TEST
 START_TEST(test_e2e_limits_pool_busy)
 {
     struct fb_e2e_opts o = {.workers = 2, .blocking_threads = 1};
-    struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_TP("slow") "delay_ms = 2\n"
-                                     "[route slow]\nevent = lim.slow\nto = test.slow\n");
+    struct fb_e2e *t = fb_e2e_up(
+        &o, FB_E2E_TP("slow") "delay_ms = 2\n"
+                              "[route slow]\nevent = lim.slow\nto = test.slow\n");
     enum { CONNS = 2, N = 800 };
     struct fb_e2e_raw *r[CONNS];
     for (int c = 0; c < CONNS; c++) {
@@ -190,8 +197,9 @@ END_TEST
 START_TEST(test_e2e_limits_conn_waiters)
 {
     struct fb_e2e_opts o = {.workers = 1, .blocking_threads = 2};
-    struct fb_e2e *t = fb_e2e_up(&o, FB_E2E_TP("slow") "delay_ms = 1\n"
-                                     "[route slow]\nevent = lim.w\nto = test.slow\n");
+    struct fb_e2e *t =
+        fb_e2e_up(&o, FB_E2E_TP("slow") "delay_ms = 1\n"
+                                        "[route slow]\nevent = lim.w\nto = test.slow\n");
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
     enum { N = 3000 };

@@ -43,11 +43,11 @@ struct peer {
     char path[100];
     char addr[200];
     int lfd;
-    int fd;               /* accepted socket, when the script hands it over */
+    int fd; /* accepted socket, when the script hands it over */
     pthread_t th;
     script_fn script;
-    int arg;              /* scenario parameter for the script */
-    char bad[256];        /* first failed expectation in the script */
+    int arg;       /* scenario parameter for the script */
+    char bad[256]; /* first failed expectation in the script */
     /* what the script saw */
     char event[256];
     char command[64];
@@ -70,10 +70,10 @@ static void peer_fail(struct peer *p, int line, const char *fmt, ...)
     va_end(ap);
 }
 
-#define PEER_CHECK(p, cond)                                                   \
-    do {                                                                      \
-        if (!(cond))                                                          \
-            peer_fail((p), __LINE__, "%s", #cond);                            \
+#define PEER_CHECK(p, cond)                                                              \
+    do {                                                                                 \
+        if (!(cond))                                                                     \
+            peer_fail((p), __LINE__, "%s", #cond);                                       \
     } while (0)
 
 /* ------------------------------------------------------------ peer I/O */
@@ -95,7 +95,7 @@ static void send_bytes(struct peer *p, int fd, const uint8_t *data, size_t len,
 
 static void send_msg(struct peer *p, int fd, const struct fidbus_msg_out *o, size_t chunk)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     if (fidbus_msg_encode(&b, o) != 0)
         peer_fail(p, __LINE__, "encode failed");
     else
@@ -145,7 +145,7 @@ static bool read_exact(int fd, uint8_t *buf, size_t len)
 {
     size_t off = 0;
     while (off < len) {
-        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (poll(&pf, 1, PEER_WAIT_MS) <= 0)
             return false;
         ssize_t n = recv(fd, buf + off, len - off, 0);
@@ -164,9 +164,11 @@ static bool recv_msg(struct peer *p, int fd, struct fidbus_buf *keep)
         peer_fail(p, __LINE__, "no frame from the client");
         return false;
     }
-    size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+    size_t len =
+        (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
     keep->len = 0;
-    if (len == 0 || fidbus_buf_reserve(keep, len) != 0 || !read_exact(fd, keep->data, len)) {
+    if (len == 0 || fidbus_buf_reserve(keep, len) != 0 ||
+        !read_exact(fd, keep->data, len)) {
         peer_fail(p, __LINE__, "bad frame from the client");
         return false;
     }
@@ -187,7 +189,7 @@ static bool recv_msg(struct peer *p, int fd, struct fidbus_buf *keep)
 static void wait_eof(int fd)
 {
     uint8_t buf[4096];
-    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
     while (poll(&pf, 1, PEER_WAIT_MS) > 0 && recv(fd, buf, sizeof(buf), 0) > 0)
         ;
 }
@@ -197,7 +199,7 @@ static void wait_eof(int fd)
 static void *peer_main(void *arg)
 {
     struct peer *p = arg;
-    struct pollfd pf = { .fd = p->lfd, .events = POLLIN };
+    struct pollfd pf = {.fd = p->lfd, .events = POLLIN};
     if (poll(&pf, 1, PEER_WAIT_MS) <= 0) {
         peer_fail(p, __LINE__, "nobody connected");
         return NULL;
@@ -230,7 +232,7 @@ static struct peer *peer_unix(script_fn script, int arg)
     snprintf(p->addr, sizeof(p->addr), "unix:%s", p->path);
     p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(p->lfd, 0);
-    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
     snprintf(un.sun_path, sizeof(un.sun_path), "%s", p->path);
     ck_assert_int_eq(bind(p->lfd, (struct sockaddr *)&un, sizeof(un)), 0);
     ck_assert_int_eq(listen(p->lfd, 4), 0);
@@ -247,7 +249,7 @@ static struct peer *peer_tcp(script_fn script, int arg, bool v6)
     p->script = script;
     p->arg = arg;
     p->lfd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_storage ss = {0};
     socklen_t len;
     if (v6) {
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
@@ -261,7 +263,8 @@ static struct peer *peer_tcp(script_fn script, int arg, bool v6)
         len = sizeof(*s4);
     }
     if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *)&ss, len) != 0 ||
-        listen(p->lfd, 4) != 0 || getsockname(p->lfd, (struct sockaddr *)&ss, &len) != 0) {
+        listen(p->lfd, 4) != 0 ||
+        getsockname(p->lfd, (struct sockaddr *)&ss, &len) != 0) {
         ck_assert_msg(v6, "IPv4 loopback unavailable: %s", strerror(errno));
         if (p->lfd >= 0)
             close(p->lfd);
@@ -294,7 +297,7 @@ static void peer_end(struct peer *p)
 
 static struct fidbus_client *connect_ok(struct peer *p, int timeout_ms)
 {
-    struct fidbus_client_opts o = { .timeout_ms = timeout_ms };
+    struct fidbus_client_opts o = {.timeout_ms = timeout_ms};
     struct fidbus_client *c = NULL;
     int rc = fidbus_client_connect(&c, p->addr, &o);
     ck_assert_msg(rc == 0, "connect %s: %s", p->addr, fidbus_strerror(rc));
@@ -321,7 +324,7 @@ static void s_hello_wait(struct peer *p, int fd)
 /* Answers one acked publish with ACK(result = p->arg). */
 static void s_ack(struct peer *p, int fd)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, NULL, 0, 0);
     if (recv_msg(p, fd, &b)) {
         PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PUBLISH);
@@ -338,12 +341,13 @@ static void s_ack(struct peer *p, int fd)
 /* Answers one acked publish with ERROR(code = p->arg). */
 static void s_error(struct peer *p, int fd)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, NULL, 0, 0);
     if (recv_msg(p, fd, &b)) {
         bool failed = p->arg == FIDBUS_HANDLER_FAILED;
         send_error(p, fd, true, p->msg.seq, (uint64_t)p->arg,
-                   failed ? "handler demo.x failed" : "no route matches 'x'", failed, 1, 0);
+                   failed ? "handler demo.x failed" : "no route matches 'x'", failed, 1,
+                   0);
     }
     wait_eof(fd);
     fidbus_buf_free(&b);
@@ -354,7 +358,7 @@ static void s_error(struct peer *p, int fd)
 /* Everything one byte per write, with an unrelated ERROR before the ACK. */
 static void s_split(struct peer *p, int fd)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, NULL, 0, 1);
     if (recv_msg(p, fd, &b)) {
         send_error(p, fd, true, 999, FIDBUS_INVALID, "bad tag value", false, 0, 1);
@@ -369,7 +373,7 @@ static void s_split(struct peer *p, int fd)
 /* Reads one frame, then hangs up without answering. */
 static void s_close(struct peer *p, int fd)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, NULL, 0, 0);
     recv_msg(p, fd, &b);
     fidbus_buf_free(&b);
@@ -387,21 +391,22 @@ static void s_silent(struct peer *p, int fd)
 }
 
 static const uint8_t test_key[] = "0123456789abcdef0123456789abcdef";
-static const uint8_t test_nonce[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+static const uint8_t test_nonce[16] = {1, 2,  3,  4,  5,  6,  7,  8,
+                                       9, 10, 11, 12, 13, 14, 15, 16};
 
 /* HELLO with a nonce; checks AUTH, then acks the PING or refuses. */
 static void s_auth(struct peer *p, int fd)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, test_nonce, sizeof(test_nonce), 0);
     if (p->arg == 0 || !recv_msg(p, fd, &b)) {
-        wait_eof(fd);  /* the client is expected to give up */
+        wait_eof(fd); /* the client is expected to give up */
         goto out;
     }
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned mac_len = 0;
-    HMAC(EVP_sha256(), test_key, sizeof(test_key) - 1, test_nonce, sizeof(test_nonce), mac,
-         &mac_len);
+    HMAC(EVP_sha256(), test_key, sizeof(test_key) - 1, test_nonce, sizeof(test_nonce),
+         mac, &mac_len);
     PEER_CHECK(p, p->msg.type == FIDBUS_MSG_AUTH);
     p->mac_ok = p->msg.mac.len == mac_len && memcmp(p->msg.mac.ptr, mac, mac_len) == 0;
     p->name_ok = p->msg.name.len == 4 && memcmp(p->msg.name.ptr, "unit", 4) == 0;
@@ -423,15 +428,15 @@ out:
 /* One REQUEST: "ok" gets REPLY code 0 with result [1, 2]; others NOT_FOUND. */
 static void s_request(struct peer *p, int fd)
 {
-    static const uint8_t result[] = { 0x82, 0x01, 0x02 };
-    struct fidbus_buf b = { 0 };
+    static const uint8_t result[] = {0x82, 0x01, 0x02};
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, NULL, 0, 0);
     if (recv_msg(p, fd, &b)) {
         PEER_CHECK(p, p->msg.type == FIDBUS_MSG_REQUEST);
         snprintf(p->command, sizeof(p->command), "%.*s", (int)p->msg.command.len,
                  (const char *)p->msg.command.ptr);
         /* args arrive byte-exact: the test sent {"name": "r"} */
-        static const uint8_t args[] = { 0xa1, 0x64, 'n', 'a', 'm', 'e', 0x61, 'r' };
+        static const uint8_t args[] = {0xa1, 0x64, 'n', 'a', 'm', 'e', 0x61, 'r'};
         PEER_CHECK(p, p->msg.args.len == sizeof(args) &&
                           memcmp(p->msg.args.ptr, args, sizeof(args)) == 0);
         bool ok = strcmp(p->command, "ok") == 0;
@@ -442,7 +447,7 @@ static void s_request(struct peer *p, int fd)
             .type = FIDBUS_MSG_REPLY,
             .seq = p->msg.seq,
             .code = ok ? 0 : FIDBUS_NOT_FOUND,
-            .result = { result, sizeof(result) },
+            .result = {result, sizeof(result)},
             .message = "no such route 'r'",
         };
         send_msg(p, fd, &o, 0);
@@ -456,7 +461,7 @@ static void s_request(struct peer *p, int fd)
 /* Two pipelined publishes (seq 1 and 2): ACK for 1, ERROR for 2. */
 static void s_pipeline(struct peer *p, int fd)
 {
-    struct fidbus_buf b = { 0 };
+    struct fidbus_buf b = {0};
     send_hello(p, fd, 1, NULL, 0, 0);
     if (recv_msg(p, fd, &b) && recv_msg(p, fd, &b)) {
         PEER_CHECK(p, p->msg.seq == 2);
@@ -480,7 +485,7 @@ static int64_t mono_ms(void)
 
 static bool readable(int fd)
 {
-    struct pollfd pf = { .fd = fd, .events = POLLIN };
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
     return poll(&pf, 1, 0) == 1;
 }
 
@@ -511,9 +516,11 @@ static void handover_end(struct peer *p)
 START_TEST(test_client_bad_addresses)
 {
     static const char *const bad[] = {
-        "", "unix:", "tcp:", "tcp:host", "tcp::80", "tcp:host:", "tcp:host:0",
-        "tcp:host:65536", "tcp:host:12a", "tcp:[::1", "tcp:[::1]80", "tcp:[]:80",
-        "tcp:::1:80", "udp:x", "http://x",
+        "",           "unix:",          "tcp:",
+        "tcp:host",   "tcp::80",        "tcp:host:",
+        "tcp:host:0", "tcp:host:65536", "tcp:host:12a",
+        "tcp:[::1",   "tcp:[::1]80",    "tcp:[]:80",
+        "tcp:::1:80", "udp:x",          "http://x",
     };
     struct fidbus_client *c = (struct fidbus_client *)1;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -541,8 +548,8 @@ START_TEST(test_client_connect_unix_and_plain_path)
     peer_end(p);
 
     p = peer_unix(s_hello_wait, 1);
-    struct fidbus_client_opts o = { 0 };
-    ck_assert_int_eq(fidbus_client_connect(&c, p->path, &o), 0);  /* no "unix:" */
+    struct fidbus_client_opts o = {0};
+    ck_assert_int_eq(fidbus_client_connect(&c, p->path, &o), 0); /* no "unix:" */
     ck_assert_str_eq(fidbus_client_server_name(c), "test-peer");
     fidbus_client_close(c);
     peer_end(p);
@@ -560,7 +567,7 @@ START_TEST(test_client_connect_tcp)
     peer_end(p);
 
     p = peer_tcp(s_hello_wait, 1, true);
-    if (p) {  /* IPv6 loopback may be disabled in a container */
+    if (p) { /* IPv6 loopback may be disabled in a container */
         c = connect_ok(p, 0);
         fidbus_client_close(c);
         peer_end(p);
@@ -577,7 +584,7 @@ START_TEST(test_client_connect_refused)
     snprintf(path, sizeof(path), "%s/bus.sock", dir);
     snprintf(addr, sizeof(addr), "unix:%s", path);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
     snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&un, sizeof(un)), 0);
     struct fidbus_client *c;
@@ -603,7 +610,9 @@ START_TEST(test_client_auth)
     /* a nonce and a key: AUTH with the right HMAC and our name, then PING */
     struct peer *p = peer_unix(s_auth, 1);
     struct fidbus_client_opts o = {
-        .name = "unit", .key = test_key, .key_len = sizeof(test_key) - 1,
+        .name = "unit",
+        .key = test_key,
+        .key_len = sizeof(test_key) - 1,
     };
     struct fidbus_client *c = NULL;
     ck_assert_int_eq(fidbus_client_connect(&c, p->addr, &o), 0);
@@ -633,30 +642,37 @@ START_TEST(test_client_publish_buffers_until_flush)
     struct peer *p;
     int srv;
     struct fidbus_client *c = connect_handover(&p, &srv);
-    static const struct fidbus_tag tags[] = { { "region", "eu" }, { "version", "v2" } };
-    static const uint8_t payload[] = { 0xa1, 0x61, 'n', 0x01 };  /* {"n": 1} */
+    static const struct fidbus_tag tags[] = {{"region", "eu"}, {"version", "v2"}};
+    static const uint8_t payload[] = {0xa1, 0x61, 'n', 0x01}; /* {"n": 1} */
 
-    ck_assert_int_eq(fidbus_publish(c, "order.created", tags, 2, payload, sizeof(payload)), 0);
+    ck_assert_int_eq(
+        fidbus_publish(c, "order.created", tags, 2, payload, sizeof(payload)), 0);
     ck_assert_int_eq(fidbus_publish(c, "bare", NULL, 0, NULL, 0), 0);
     ck_assert_int_eq(fidbus_publish_seq(c, 7, 0, "with.seq", NULL, 0, NULL, 0), 0);
-    ck_assert(!readable(srv));  /* buffered, nothing sent yet */
+    ck_assert(!readable(srv)); /* buffered, nothing sent yet */
     ck_assert_int_eq(fidbus_flush(c), 0);
 
-    struct fidbus_buf want = { 0 };
+    struct fidbus_buf want = {0};
     struct fidbus_msg_out o1 = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT) |
                    FIDBUS_BIT(FIDBUS_K_TAGS) | FIDBUS_BIT(FIDBUS_K_PAYLOAD),
-        .type = FIDBUS_MSG_PUBLISH, .event = "order.created", .tags = tags, .ntags = 2,
-        .payload = { payload, sizeof(payload) },
+        .type = FIDBUS_MSG_PUBLISH,
+        .event = "order.created",
+        .tags = tags,
+        .ntags = 2,
+        .payload = {payload, sizeof(payload)},
     };
     struct fidbus_msg_out o2 = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT),
-        .type = FIDBUS_MSG_PUBLISH, .event = "bare",
+        .type = FIDBUS_MSG_PUBLISH,
+        .event = "bare",
     };
     struct fidbus_msg_out o3 = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT) |
                    FIDBUS_BIT(FIDBUS_K_SEQ),
-        .type = FIDBUS_MSG_PUBLISH, .event = "with.seq", .seq = 7,
+        .type = FIDBUS_MSG_PUBLISH,
+        .event = "with.seq",
+        .seq = 7,
     };
     ck_assert_int_eq(fidbus_msg_encode(&want, &o1), 0);
     ck_assert_int_eq(fidbus_msg_encode(&want, &o2), 0);
@@ -664,7 +680,7 @@ START_TEST(test_client_publish_buffers_until_flush)
     uint8_t *got = malloc(want.len);
     ck_assert(read_exact(srv, got, want.len));
     ck_assert_mem_eq(got, want.data, want.len);
-    ck_assert(!readable(srv));  /* and nothing else */
+    ck_assert(!readable(srv)); /* and nothing else */
     free(got);
     fidbus_buf_free(&want);
     fidbus_client_close(c);
@@ -677,16 +693,18 @@ START_TEST(test_client_publish_sends_above_64k)
     struct peer *p;
     int srv;
     struct fidbus_client *c = connect_handover(&p, &srv);
-    uint8_t payload[1003] = { 0x59, 0x03, 0xe8 };  /* a 1000-byte bstr */
+    uint8_t payload[1003] = {0x59, 0x03, 0xe8}; /* a 1000-byte bstr */
 
-    struct fidbus_buf one = { 0 };
+    struct fidbus_buf one = {0};
     struct fidbus_msg_out o = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT) |
                    FIDBUS_BIT(FIDBUS_K_PAYLOAD),
-        .type = FIDBUS_MSG_PUBLISH, .event = "bulk", .payload = { payload, sizeof(payload) },
+        .type = FIDBUS_MSG_PUBLISH,
+        .event = "bulk",
+        .payload = {payload, sizeof(payload)},
     };
     ck_assert_int_eq(fidbus_msg_encode(&one, &o), 0);
-    size_t n = 65536 / one.len + 1;  /* the first count above 64 KiB */
+    size_t n = 65536 / one.len + 1; /* the first count above 64 KiB */
     for (size_t i = 0; i + 1 < n; i++)
         ck_assert_int_eq(fidbus_publish(c, "bulk", NULL, 0, payload, sizeof(payload)), 0);
     ck_assert(!readable(srv));
@@ -720,9 +738,9 @@ START_TEST(test_client_invalid_publish_sends_nothing)
         tags[i].key = keys[i];
         tags[i].value = "v";
     }
-    struct fidbus_tag bad_key[] = { { "a b", "v" } };
-    struct fidbus_tag dup[] = { { "k", "1" }, { "k", "2" } };
-    struct fidbus_tag bad_utf8[] = { { "k", "\xff" } };
+    struct fidbus_tag bad_key[] = {{"a b", "v"}};
+    struct fidbus_tag dup[] = {{"k", "1"}, {"k", "2"}};
+    struct fidbus_tag bad_utf8[] = {{"k", "\xff"}};
     uint64_t n = 99;
 
     ck_assert_int_eq(fidbus_publish(c, "", NULL, 0, NULL, 0), -EINVAL);
@@ -730,7 +748,8 @@ START_TEST(test_client_invalid_publish_sends_nothing)
     ck_assert_int_eq(fidbus_publish(c, "bad id", NULL, 0, NULL, 0), -EINVAL);
     ck_assert_int_eq(fidbus_publish(c, "bad/id", NULL, 0, NULL, 0), -EINVAL);
     ck_assert_int_eq(fidbus_publish(c, long_id, NULL, 0, NULL, 0), -EINVAL);
-    ck_assert_int_eq(fidbus_publish(c, "ok", tags, FIDBUS_MAX_TAGS + 1, NULL, 0), -EINVAL);
+    ck_assert_int_eq(fidbus_publish(c, "ok", tags, FIDBUS_MAX_TAGS + 1, NULL, 0),
+                     -EINVAL);
     ck_assert_int_eq(fidbus_publish(c, "ok", bad_key, 1, NULL, 0), -EINVAL);
     ck_assert_int_eq(fidbus_publish(c, "ok", dup, 2, NULL, 0), -EINVAL);
     ck_assert_int_eq(fidbus_publish(c, "ok", bad_utf8, 1, NULL, 0), -EINVAL);
@@ -744,7 +763,7 @@ START_TEST(test_client_invalid_publish_sends_nothing)
     ck_assert_int_eq(fidbus_publish(c, long_id, tags, FIDBUS_MAX_TAGS, NULL, 0), 0);
 
     ck_assert(!readable(srv));
-    fidbus_client_close(c);  /* flushes the one valid publish */
+    fidbus_client_close(c); /* flushes the one valid publish */
     uint8_t hdr[4];
     ck_assert(read_exact(srv, hdr, 4));
     handover_end(p);
@@ -755,7 +774,7 @@ START_TEST(test_client_publish_ack_result)
 {
     struct peer *p = peer_unix(s_ack, 2);
     struct fidbus_client *c = connect_ok(p, 0);
-    static const struct fidbus_tag tags[] = { { "user", "42" } };
+    static const struct fidbus_tag tags[] = {{"user", "42"}};
     uint64_t n = 0;
     ck_assert_int_eq(fidbus_publish_ack(c, "order.paid", tags, 1, NULL, 0, &n), 0);
     ck_assert_uint_eq(n, 2);
@@ -779,7 +798,7 @@ START_TEST(test_client_protocol_error)
     ck_assert_uint_eq(n, 0);
     ck_assert_str_eq(fidbus_client_last_error(c), "no route matches 'x'");
     ck_assert_int_eq(fidbus_client_last_error_code(c), FIDBUS_NO_ROUTE);
-    ck_assert_uint_eq(fidbus_client_async_errors(c), 0);  /* it was the answer */
+    ck_assert_uint_eq(fidbus_client_async_errors(c), 0); /* it was the answer */
     fidbus_client_close(c);
     peer_end(p);
 
@@ -844,7 +863,7 @@ END_TEST
 
 START_TEST(test_client_request)
 {
-    static const uint8_t args[] = { 0xa1, 0x64, 'n', 'a', 'm', 'e', 0x61, 'r' };
+    static const uint8_t args[] = {0xa1, 0x64, 'n', 'a', 'm', 'e', 0x61, 'r'};
     struct peer *p = peer_unix(s_request, 0);
     struct fidbus_client *c = connect_ok(p, 0);
     uint8_t *res = NULL;
@@ -926,7 +945,8 @@ static void check_json(const char *json, const char *hex)
 START_TEST(test_client_json_cbor)
 {
     check_json("{\"a\": [1, -2, 1.5, true, false, null, \"x\"]}",
-               "a1616187012" "1fa3fc00000f5f4f66178");
+               "a1616187012"
+               "1fa3fc00000f5f4f66178");
     check_json("0", "00");
     check_json("23", "17");
     check_json("24", "1818");
@@ -935,22 +955,22 @@ START_TEST(test_client_json_cbor)
     check_json("-4294967297", "3b0000000100000000");
     check_json("9223372036854775807", "1b7fffffffffffffff");
     check_json("-9223372036854775808", "3b7fffffffffffffff");
-    check_json("1.0", "fa3f800000");           /* a real stays a float */
-    check_json("0.1", "fb3fb999999999999a");   /* not exact in float32 */
+    check_json("1.0", "fa3f800000");         /* a real stays a float */
+    check_json("0.1", "fb3fb999999999999a"); /* not exact in float32 */
     check_json("\"\"", "60");
     check_json("\"h\\u00e9\"", "6368c3a9");
     check_json("\"a\\u0000b\"", "63610062");
     check_json("[]", "80");
     check_json("{}", "a0");
-    check_json("{\"z\": 1, \"a\": 2}", "a2617a01616102");  /* text order kept */
+    check_json("{\"z\": 1, \"a\": 2}", "a2617a01616102"); /* text order kept */
 
-    static const char *const bad[] = { "[1, 2", "{\"a\": 1, \"a\": 2}", "", "tru", "1 2" };
+    static const char *const bad[] = {"[1, 2", "{\"a\": 1, \"a\": 2}", "", "tru", "1 2"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint8_t *out = (uint8_t *)1;
         size_t len = 1;
         char err[256] = "";
-        ck_assert_int_eq(fb_json_to_cbor(bad[i], strlen(bad[i]), &out, &len, err,
-                                         sizeof(err)), -1);
+        ck_assert_int_eq(
+            fb_json_to_cbor(bad[i], strlen(bad[i]), &out, &len, err, sizeof(err)), -1);
         ck_assert_ptr_null(out);
         ck_assert_msg(strncmp(err, "line 1, column ", 15) == 0, "%s", err);
         ck_assert_ptr_null(strchr(err, '\n'));

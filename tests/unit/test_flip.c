@@ -35,12 +35,12 @@
 #include "routes.h"
 
 #define NREADERS 4
-#define NFUNCS 4          /* a1 a2 (set A), b1 b2 (set B) */
-#define MIN_EVENTS 1000   /* per reader, even if the writer is quick */
+#define NFUNCS 4        /* a1 a2 (set A), b1 b2 (set B) */
+#define MIN_EVENTS 1000 /* per reader, even if the writer is quick */
 
 /* Per function: which set it belongs to and how often it ran. */
 struct fctx {
-    int set;                      /* 1 = A (odd generations), 0 = B (even) */
+    int set; /* 1 = A (odd generations), 0 = B (even) */
     _Atomic uint64_t hits;
 };
 
@@ -53,13 +53,13 @@ static atomic_bool writer_done;
 struct reader {
     pthread_t thread;
     unsigned id;
-    uint64_t sent_fan;            /* events sent to the fan-out route */
-    uint64_t sent_split;          /* events sent to the split route */
-    uint64_t bad_set;             /* a target from the wrong generation */
-    uint64_t bad_count;           /* wrong number of targets / no route */
-    uint64_t bad_order;           /* generation went backwards */
+    uint64_t sent_fan;   /* events sent to the fan-out route */
+    uint64_t sent_split; /* events sent to the split route */
+    uint64_t bad_set;    /* a target from the wrong generation */
+    uint64_t bad_count;  /* wrong number of targets / no route */
+    uint64_t bad_order;  /* generation went backwards */
     uint64_t first_gen, last_gen;
-    uint64_t gens_seen;           /* generation changes observed */
+    uint64_t gens_seen; /* generation changes observed */
 };
 
 static int handler(void *ctx, const struct fidbus_event *ev)
@@ -82,18 +82,18 @@ static void *reader_main(void *arg)
     for (;;) {
         /* Read writer_done before the event, so the last event after it
          * flips is routed by the final table. */
-        bool last = atomic_load_explicit(&writer_done, memory_order_acquire) &&
-                    i >= MIN_EVENTS;
+        bool last =
+            atomic_load_explicit(&writer_done, memory_order_acquire) && i >= MIN_EVENTS;
         bool split = i % 2;
         const char *id = split ? "order.split" : "order.created";
         snprintf(user, sizeof(user), "u%u-%llu", rd->id, (unsigned long long)i);
-        struct fidbus_tag tags[2] = { { "region", "cn-east" }, { "user", user } };
+        struct fidbus_tag tags[2] = {{"region", "cn-east"}, {"user", user}};
 
         urcu_memb_read_lock();
         const struct fb_route_table *t = fb_routes_deref(&slot);
         uint64_t gen = fb_routes_generation(t);
         const struct fb_route *r = fb_routes_match(t, id, strlen(id), tags, 2);
-        struct fidbus_event ev = { .id = id, .tags = tags, .ntags = 2, .generation = gen };
+        struct fidbus_event ev = {.id = id, .tags = tags, .ntags = 2, .generation = gen};
 
         if (gen < rd->last_gen)
             rd->bad_order++;
@@ -187,10 +187,13 @@ static void *writer_main(void *arg)
 START_TEST(test_flip_concurrent)
 {
     static const char *const names[NFUNCS][2] = {
-        { "a", "one" }, { "a", "two" }, { "b", "one" }, { "b", "two" },
+        {"a", "one"},
+        {"a", "two"},
+        {"b", "one"},
+        {"b", "two"},
     };
     struct reader rd[NREADERS];
-    struct writer w = { .flips = 5000 };
+    struct writer w = {.flips = 5000};
     const char *env = getenv("FIDBUS_FLIP_COUNT");
     char err[256];
 
@@ -199,9 +202,11 @@ START_TEST(test_flip_concurrent)
 
     ck_assert_int_eq(fb_registry_new(&reg), 0);
     for (int i = 0; i < NFUNCS; i++) {
-        struct fidbus_function src = { .ns = names[i][0], .name = names[i][1],
-                                       .version = "1.0.0", .signature = "s",
-                                       .handle = handler };
+        struct fidbus_function src = {.ns = names[i][0],
+                                      .name = names[i][1],
+                                      .version = "1.0.0",
+                                      .signature = "s",
+                                      .handle = handler};
         ck_assert_int_eq(fb_func_init(&funcs[i], &src, err, sizeof(err)), 0);
         ctxs[i].set = i < 2;
         funcs[i].ctx = &ctxs[i];
@@ -211,7 +216,8 @@ START_TEST(test_flip_concurrent)
     set_specs(spec_b, "b.one, b.two", "b.one:70, b.two:30");
 
     struct fb_route_table *t0;
-    ck_assert_msg(fb_routes_build(spec_a, 2, reg, 1, &t0, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(fb_routes_build(spec_a, 2, reg, 1, &t0, err, sizeof(err)) == 0, "%s",
+                  err);
     rcu_assign_pointer(slot, t0);
     atomic_store(&writer_done, false);
 
@@ -247,12 +253,13 @@ START_TEST(test_flip_concurrent)
     ck_assert_uint_eq(hits, calls);
     ck_assert_uint_eq(w.final_gen, (uint64_t)w.flips + 1);
 
-    fprintf(stderr, "flip: %u flips in %.2f s (%.0f flips/s), %llu events, "
+    fprintf(stderr,
+            "flip: %u flips in %.2f s (%.0f flips/s), %llu events, "
             "%llu generation changes seen by readers\n",
             w.flips, w.seconds, w.flips / (w.seconds > 0 ? w.seconds : 1e-9),
             (unsigned long long)(fan + split), (unsigned long long)gens);
 
-    fb_routes_publish(&slot, NULL);   /* frees the last table */
+    fb_routes_publish(&slot, NULL); /* frees the last table */
     ck_assert_ptr_null(slot);
     fb_route_spec_clear(&spec_a[0]);
     fb_route_spec_clear(&spec_a[1]);

@@ -123,8 +123,8 @@ START_TEST(test_hotpath_no_alloc_per_event)
              dir, dir, dir, build);
     struct fb_config *cfg = NULL;
     char err[512];
-    ck_assert_msg(fb_config_load_string(conf, "hotpath", &cfg, err, sizeof err) == 0, "%s",
-                  err);
+    ck_assert_msg(fb_config_load_string(conf, "hotpath", &cfg, err, sizeof err) == 0,
+                  "%s", err);
     ck_assert_int_eq(fb_daemon_new(cfg, &daemon_obj), 0);
 
     int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -150,8 +150,8 @@ START_TEST(test_hotpath_no_alloc_per_event)
 
     /* warm-up: buffers reach their working size, count sees the id */
     for (int i = 0; i < 20000; i++)
-        ck_assert_int_eq(fidbus_publish(c, "order.created", tags, 2, payload, sizeof payload),
-                         0);
+        ck_assert_int_eq(
+            fidbus_publish(c, "order.created", tags, 2, payload, sizeof payload), 0);
     ck_assert_int_eq(fidbus_ping(c), 0);
     for (int i = 0; i < 100; i++)
         ck_assert_int_eq(fidbus_publish_ack(c, "order.created", tags, 2, payload,

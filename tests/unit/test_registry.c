@@ -23,7 +23,11 @@ static int nop(void *ctx, const struct fidbus_event *ev)
 static void mk(struct fb_func *f, const char *ns, const char *name, const char *ver)
 {
     struct fidbus_function src = {
-        .ns = ns, .name = name, .version = ver, .signature = "sig", .handle = nop,
+        .ns = ns,
+        .name = name,
+        .version = ver,
+        .signature = "sig",
+        .handle = nop,
     };
     char err[256];
 
@@ -35,8 +39,12 @@ START_TEST(test_registry_func_init)
     struct fb_func f;
     uint8_t want[FIDBUS_SIGHASH_LEN];
     struct fidbus_function src = {
-        .ns = "demo", .name = "log", .version = "1.0.0",
-        .signature = "event:any", .flags = FIDBUS_FN_BLOCKING, .handle = nop,
+        .ns = "demo",
+        .name = "log",
+        .version = "1.0.0",
+        .signature = "event:any",
+        .flags = FIDBUS_FN_BLOCKING,
+        .handle = nop,
     };
     char err[256] = "";
 
@@ -59,8 +67,8 @@ START_TEST(test_registry_func_init_invalid)
 {
     struct fb_func f;
     char err[256];
-    struct fidbus_function src = { .ns = "de mo", .name = "log", .version = "1.0.0",
-                                   .signature = "", .handle = nop };
+    struct fidbus_function src = {
+        .ns = "de mo", .name = "log", .version = "1.0.0", .signature = "", .handle = nop};
 
     ck_assert_int_eq(fb_func_init(&f, &src, err, sizeof(err)), FIDBUS_INVALID);
     ck_assert_ptr_nonnull(strstr(err, "namespace"));
@@ -196,8 +204,8 @@ START_TEST(test_registry_latest_semver)
     mk(&f[0], "demo", "log", "1.9.0");
     mk(&f[1], "demo", "log", "1.10.0");
     mk(&f[2], "demo", "log", "1.2.30");
-    mk(&f[3], "demo", "logx", "9.0.0");   /* other name, not a candidate */
-    mk(&f[4], "demox", "log", "9.0.0");   /* other namespace */
+    mk(&f[3], "demo", "logx", "9.0.0"); /* other name, not a candidate */
+    mk(&f[4], "demox", "log", "9.0.0"); /* other namespace */
     ck_assert_int_eq(fb_registry_new(&r), 0);
     ck_assert_int_eq(fb_registry_add(r, f, 5), 0);
 
@@ -221,7 +229,7 @@ START_TEST(test_registry_remove)
     mk(&a[0], "demo", "log", "1.0.0");
     mk(&a[1], "demo", "count", "1.0.0");
     mk(&b[0], "acme", "audit", "2.1.0");
-    mk(&stranger, "demo", "count", "1.0.0");   /* same id as a[1], never added */
+    mk(&stranger, "demo", "count", "1.0.0"); /* same id as a[1], never added */
     ck_assert_int_eq(fb_registry_new(&r), 0);
     ck_assert_int_eq(fb_registry_add(r, a, 2), 0);
     ck_assert_int_eq(fb_registry_add(r, b, 1), 0);
@@ -243,7 +251,7 @@ START_TEST(test_registry_remove)
     ck_assert_int_eq(fb_registry_add(r, a, 2), 0);
     ck_assert_uint_eq(fb_registry_count(r), 3);
     fb_registry_remove(r, b, 1);
-    fb_registry_remove(r, b, 1);   /* twice is harmless */
+    fb_registry_remove(r, b, 1); /* twice is harmless */
     ck_assert_uint_eq(fb_registry_count(r), 2);
     fb_registry_free(r);
 }

@@ -44,9 +44,8 @@ extern "C" {
 /* The protocol code inside a return value, or 0 if it is not one. */
 static inline int fidbus_error_code(int rc)
 {
-    return rc <= -FIDBUS_ERR_BASE && rc > -FIDBUS_ERR_BASE - 256
-               ? -rc - FIDBUS_ERR_BASE
-               : 0;
+    return rc <= -FIDBUS_ERR_BASE && rc > -FIDBUS_ERR_BASE - 256 ? -rc - FIDBUS_ERR_BASE
+                                                                 : 0;
 }
 
 /* A static description of any return value ("NO_ROUTE: ...", strerror). */
@@ -55,11 +54,11 @@ FIDBUS_API const char *fidbus_strerror(int rc);
 struct fidbus_client;
 
 struct fidbus_client_opts {
-    const char *name;          /* sent in AUTH; may be NULL */
-    const uint8_t *key;        /* shared key for TCP auth; NULL = none */
+    const char *name;   /* sent in AUTH; may be NULL */
+    const uint8_t *key; /* shared key for TCP auth; NULL = none */
     size_t key_len;
-    int timeout_ms;            /* for connect and each wait; 0 = 10000 */
-    uint32_t max_frame;        /* 0 = FIDBUS_MAX_FRAME_DEFAULT */
+    int timeout_ms;     /* for connect and each wait; 0 = 10000 */
+    uint32_t max_frame; /* 0 = FIDBUS_MAX_FRAME_DEFAULT */
 };
 
 /*
@@ -69,7 +68,7 @@ struct fidbus_client_opts {
  * when it asks for it).
  */
 FIDBUS_API int fidbus_client_connect(struct fidbus_client **out, const char *addr,
-                          const struct fidbus_client_opts *opts);
+                                     const struct fidbus_client_opts *opts);
 
 /* Flushes what is buffered (best effort), closes and frees. NULL-safe. */
 FIDBUS_API void fidbus_client_close(struct fidbus_client *c);
@@ -81,8 +80,8 @@ FIDBUS_API void fidbus_client_close(struct fidbus_client *c);
  * anything is sent), or a send error.
  */
 FIDBUS_API int fidbus_publish(struct fidbus_client *c, const char *event,
-                   const struct fidbus_tag *tags, size_t ntags,
-                   const uint8_t *payload, size_t payload_len);
+                              const struct fidbus_tag *tags, size_t ntags,
+                              const uint8_t *payload, size_t payload_len);
 
 /* Sends everything buffered. 0 or a negative errno. */
 FIDBUS_API int fidbus_flush(struct fidbus_client *c);
@@ -94,9 +93,9 @@ FIDBUS_API int fidbus_flush(struct fidbus_client *c);
  * HANDLER_FAILED *result still gets the success count).
  */
 FIDBUS_API int fidbus_publish_ack(struct fidbus_client *c, const char *event,
-                       const struct fidbus_tag *tags, size_t ntags,
-                       const uint8_t *payload, size_t payload_len,
-                       uint64_t *result);
+                                  const struct fidbus_tag *tags, size_t ntags,
+                                  const uint8_t *payload, size_t payload_len,
+                                  uint64_t *result);
 
 /*
  * Sends PING and waits for its ACK: when it returns 0, every message sent
@@ -113,16 +112,17 @@ FIDBUS_API int fidbus_ping(struct fidbus_client *c);
  * on a client that mixes both, pick yours with the top bit set.
  */
 FIDBUS_API int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
-                       const char *event, const struct fidbus_tag *tags,
-                       size_t ntags, const uint8_t *payload, size_t payload_len);
+                                  const char *event, const struct fidbus_tag *tags,
+                                  size_t ntags, const uint8_t *payload,
+                                  size_t payload_len);
 struct fidbus_answer {
-    uint64_t type;    /* FIDBUS_MSG_ACK or FIDBUS_MSG_ERROR */
+    uint64_t type; /* FIDBUS_MSG_ACK or FIDBUS_MSG_ERROR */
     uint64_t seq;
-    uint64_t code;    /* 0 for ACK */
-    uint64_t result;  /* ACK result, or the ERROR's result if any */
+    uint64_t code;   /* 0 for ACK */
+    uint64_t result; /* ACK result, or the ERROR's result if any */
 };
 FIDBUS_API int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans,
-                       int timeout_ms);
+                                  int timeout_ms);
 
 /*
  * Control socket request: sends REQUEST {command, args} (args: one encoded
@@ -132,8 +132,8 @@ FIDBUS_API int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer 
  * available from fidbus_client_last_error.
  */
 FIDBUS_API int fidbus_request(struct fidbus_client *c, const char *command,
-                   const uint8_t *args, size_t args_len,
-                   uint8_t **reply_result, size_t *reply_result_len);
+                              const uint8_t *args, size_t args_len,
+                              uint8_t **reply_result, size_t *reply_result_len);
 
 /* The server's message for the last protocol error ("" if none). Valid
  * until the next call on c. */

@@ -22,13 +22,13 @@
 extern "C" {
 #endif
 
-#define FIDBUS_NAME_MAX 64        /* namespace and name: 1-64 bytes */
-#define FIDBUS_VERSION_MAX 64     /* text of a semantic version */
+#define FIDBUS_NAME_MAX 64    /* namespace and name: 1-64 bytes */
+#define FIDBUS_VERSION_MAX 64 /* text of a semantic version */
 /* "ns" "." "name" "@" version, plus NUL */
 #define FIDBUS_CANONICAL_MAX (FIDBUS_NAME_MAX * 2 + FIDBUS_VERSION_MAX + 3)
 #define FIDBUS_SIGHASH_LEN 32
-#define FIDBUS_FUNCID_HEX 17      /* 16 hex digits + NUL */
-#define FIDBUS_SIGHASH_HEX 65     /* 64 hex digits + NUL */
+#define FIDBUS_FUNCID_HEX 17  /* 16 hex digits + NUL */
+#define FIDBUS_SIGHASH_HEX 65 /* 64 hex digits + NUL */
 
 /* A parsed MAJOR.MINOR.PATCH (no pre-release or build suffix). */
 struct fidbus_semver {
@@ -40,7 +40,8 @@ FIDBUS_API bool fidbus_name_valid(const char *s);
 /* Strict MAJOR.MINOR.PATCH, decimal, no leading zeros. Returns 0 or -EINVAL. */
 FIDBUS_API int fidbus_semver_parse(const char *s, struct fidbus_semver *out);
 /* <0, 0, >0 like strcmp. */
-FIDBUS_API int fidbus_semver_cmp(const struct fidbus_semver *a, const struct fidbus_semver *b);
+FIDBUS_API int fidbus_semver_cmp(const struct fidbus_semver *a,
+                                 const struct fidbus_semver *b);
 
 /*
  * Validates ns, name and version, writes the canonical name into
@@ -48,7 +49,7 @@ FIDBUS_API int fidbus_semver_cmp(const struct fidbus_semver *a, const struct fid
  * Returns 0 or -EINVAL.
  */
 FIDBUS_API int fidbus_funcid_make(const char *ns, const char *name, const char *version,
-                       char *canonical, uint64_t *id);
+                                  char *canonical, uint64_t *id);
 /* funcID of an already-canonical name (no validation). */
 FIDBUS_API uint64_t fidbus_funcid(const char *canonical);
 /* 16 lowercase hex digits + NUL into out[FIDBUS_FUNCID_HEX]. */

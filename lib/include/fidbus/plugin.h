@@ -105,12 +105,12 @@ struct fidbus_event {
     const char *id;                /* event id, NUL-terminated */
     const struct fidbus_tag *tags; /* ntags tags, in the order sent */
     size_t ntags;
-    const uint8_t *payload;        /* the payload item's raw CBOR bytes, zero
-                                    * copy; exactly as the publisher sent them */
-    size_t payload_len;            /* NULL and 0 when the event has none */
-    uint64_t seq;                  /* publisher's seq (0 if none) */
-    uint64_t generation;           /* of the route table that routed it */
-    uint64_t recv_ns;              /* CLOCK_MONOTONIC when its frame was read */
+    const uint8_t *payload; /* the payload item's raw CBOR bytes, zero
+                             * copy; exactly as the publisher sent them */
+    size_t payload_len;     /* NULL and 0 when the event has none */
+    uint64_t seq;           /* publisher's seq (0 if none) */
+    uint64_t generation;    /* of the route table that routed it */
+    uint64_t recv_ns;       /* CLOCK_MONOTONIC when its frame was read */
 };
 
 /*
@@ -168,10 +168,10 @@ struct fidbus_function {
 
 /* The one exported symbol. */
 struct fidbus_plugin {
-    uint32_t abi;                     /* FIDBUS_PLUGIN_ABI */
-    const char *name;                 /* for logs and listings */
-    const char *version;              /* the plugin's own version, free text */
-    const char *description;          /* one line */
+    uint32_t abi;            /* FIDBUS_PLUGIN_ABI */
+    const char *name;        /* for logs and listings */
+    const char *version;     /* the plugin's own version, free text */
+    const char *description; /* one line */
     /* Called once, on the daemon's main thread, before any handler. May be
      * NULL. 0 = ok; otherwise the load fails. */
     int (*init)(const struct fidbus_host *host, void **ctx);

@@ -108,15 +108,15 @@ FIDBUS_API const char *fidbus_code_name(int code);
  */
 struct fidbus_frame_reader {
     uint8_t *buf;
-    size_t cap;       /* allocated bytes */
-    size_t start;     /* first unconsumed byte */
-    size_t end;       /* one past the last received byte */
+    size_t cap;   /* allocated bytes */
+    size_t start; /* first unconsumed byte */
+    size_t end;   /* one past the last received byte */
     uint32_t max_frame;
 };
 
 /* initial_cap 0 picks a default (64 KiB). Returns 0 or -ENOMEM. */
 FIDBUS_API int fidbus_frame_reader_init(struct fidbus_frame_reader *r, uint32_t max_frame,
-                             size_t initial_cap);
+                                        size_t initial_cap);
 FIDBUS_API void fidbus_frame_reader_destroy(struct fidbus_frame_reader *r);
 
 /*
@@ -125,7 +125,7 @@ FIDBUS_API void fidbus_frame_reader_destroy(struct fidbus_frame_reader *r);
  * little is left). Returns 0 or -ENOMEM.
  */
 FIDBUS_API int fidbus_frame_reader_space(struct fidbus_frame_reader *r, uint8_t **ptr,
-                              size_t *len);
+                                         size_t *len);
 /* n bytes were written at the pointer the last _space call returned. */
 FIDBUS_API void fidbus_frame_reader_commit(struct fidbus_frame_reader *r, size_t n);
 
@@ -137,7 +137,7 @@ FIDBUS_API void fidbus_frame_reader_commit(struct fidbus_frame_reader *r, size_t
  * After an error the stream cannot be resynchronised: close the connection.
  */
 FIDBUS_API int fidbus_frame_next(struct fidbus_frame_reader *r, const uint8_t **body,
-                      size_t *len);
+                                 size_t *len);
 
 /* Bytes received but not yet handed out as frames. */
 static inline size_t fidbus_frame_reader_pending(const struct fidbus_frame_reader *r)
@@ -167,10 +167,9 @@ struct fidbus_tag {
  * can be NUL-terminated (the plugin API wants C strings); other strings are
  * copied only when they arrive as indefinite-length chunks.
  */
-#define FIDBUS_MSG_ARENA                                                        \
-    (FIDBUS_MAX_ID_LEN + 1 +                                                    \
-     FIDBUS_MAX_TAGS * (FIDBUS_MAX_TAG_KEY_LEN + FIDBUS_MAX_TAG_VALUE_LEN + 2) + \
-     4096)
+#define FIDBUS_MSG_ARENA                                                                 \
+    (FIDBUS_MAX_ID_LEN + 1 +                                                             \
+     FIDBUS_MAX_TAGS * (FIDBUS_MAX_TAG_KEY_LEN + FIDBUS_MAX_TAG_VALUE_LEN + 2) + 4096)
 
 /*
  * A decoded message. Everything points either into the body given to
@@ -189,19 +188,19 @@ struct fidbus_msg {
     uint64_t flags;
     uint64_t code;
     uint64_t version;
-    const char *event;            /* NUL-terminated, in the arena */
+    const char *event; /* NUL-terminated, in the arena */
     size_t event_len;
     struct fidbus_tag tags[FIDBUS_MAX_TAGS];
     size_t ntags;
-    struct fidbus_slice payload;  /* raw CBOR of the item, byte-exact */
-    struct fidbus_slice result;   /* raw CBOR */
-    struct fidbus_slice args;     /* raw CBOR (a map) */
-    struct fidbus_slice message;  /* text */
-    struct fidbus_slice command;  /* text */
-    struct fidbus_slice name;     /* text */
-    struct fidbus_slice nonce;    /* bytes */
-    struct fidbus_slice mac;      /* bytes */
-    const char *why;              /* static reason text after a failed decode */
+    struct fidbus_slice payload; /* raw CBOR of the item, byte-exact */
+    struct fidbus_slice result;  /* raw CBOR */
+    struct fidbus_slice args;    /* raw CBOR (a map) */
+    struct fidbus_slice message; /* text */
+    struct fidbus_slice command; /* text */
+    struct fidbus_slice name;    /* text */
+    struct fidbus_slice nonce;   /* bytes */
+    struct fidbus_slice mac;     /* bytes */
+    const char *why;             /* static reason text after a failed decode */
     size_t arena_used;
     char arena[FIDBUS_MSG_ARENA];
 };
@@ -224,7 +223,7 @@ static inline bool fidbus_msg_has(const struct fidbus_msg *m, enum fidbus_key k)
  * the caller's business (fidbus_msg_check).
  */
 FIDBUS_API int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth,
-                      struct fidbus_msg *m);
+                                 struct fidbus_msg *m);
 
 /*
  * Type-specific checks after a successful decode: PUBLISH needs `event`,
@@ -249,7 +248,7 @@ struct fidbus_buf {
     size_t cap;
 };
 
-FIDBUS_API int fidbus_buf_reserve(struct fidbus_buf *b, size_t extra);  /* 0 / -ENOMEM */
+FIDBUS_API int fidbus_buf_reserve(struct fidbus_buf *b, size_t extra); /* 0 / -ENOMEM */
 FIDBUS_API int fidbus_buf_append(struct fidbus_buf *b, const void *p, size_t n);
 FIDBUS_API void fidbus_buf_free(struct fidbus_buf *b);
 
@@ -261,11 +260,11 @@ FIDBUS_API void fidbus_buf_free(struct fidbus_buf *b);
 struct fidbus_msg_out {
     uint32_t present;
     uint64_t type, seq, flags, code, version;
-    const char *event;                 /* NUL-terminated */
+    const char *event; /* NUL-terminated */
     const struct fidbus_tag *tags;
     size_t ntags;
     struct fidbus_slice payload, result, args;
-    const char *message, *command, *name;  /* NUL-terminated */
+    const char *message, *command, *name; /* NUL-terminated */
     struct fidbus_slice nonce, mac;
 };
 
@@ -282,10 +281,10 @@ FIDBUS_API int fidbus_msg_encode(struct fidbus_buf *b, const struct fidbus_msg_o
  */
 FIDBUS_API size_t fidbus_enc_ack(uint8_t *out, size_t cap, uint64_t seq, uint64_t result);
 FIDBUS_API size_t fidbus_enc_error(uint8_t *out, size_t cap, bool has_seq, uint64_t seq,
-                        uint64_t code, const char *message, bool with_result,
-                        uint64_t result);
+                                   uint64_t code, const char *message, bool with_result,
+                                   uint64_t result);
 FIDBUS_API size_t fidbus_enc_hello(uint8_t *out, size_t cap, const char *server_name,
-                        const uint8_t *nonce, size_t nonce_len);
+                                   const uint8_t *nonce, size_t nonce_len);
 
 #ifdef __cplusplus
 }
