@@ -116,6 +116,10 @@ struct fb_bench_daemon_conf {
     int timeout_ms; /* readiness wait */
 };
 
+/* The conf the command line asks for: no log.so, and --timeout for the
+ * readiness wait. */
+struct fb_bench_daemon_conf fb_bench_daemon_conf_for(const struct fb_bench_opts *o);
+
 struct fb_bench_daemon {
     pid_t pid;
     int pidfd;

@@ -332,15 +332,8 @@ static int run_rss(const struct fb_bench_opts *o, long *rss, long *hwm, json_t *
     struct fb_bench_reader rd = {.fd = -1};
     char err[256] = "";
     int rc, fd = -1;
-    struct fb_bench_daemon_conf dc = {
-        .fidbusd = o->fidbusd,
-        .plugin_dir = o->plugin_dir,
-        .workers = o->workers,
-        .tcp = o->tcp,
-        .with_log = true,
-        .keep = o->keep,
-        .timeout_ms = o->timeout_s * 1000,
-    };
+    struct fb_bench_daemon_conf dc = fb_bench_daemon_conf_for(o);
+    dc.with_log = true;
 
     if (o->bus) {
         fprintf(stderr, "fidbus-bench: rss measures a daemon it starts itself; "

@@ -350,14 +350,7 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
             snprintf(path, sizeof(path), "tcp:127.0.0.1:%d", port);
         addr = path;
     } else if (!addr) {
-        struct fb_bench_daemon_conf dc = {
-            .fidbusd = o->fidbusd,
-            .plugin_dir = o->plugin_dir,
-            .workers = o->workers,
-            .tcp = o->tcp,
-            .keep = o->keep,
-            .timeout_ms = timeout_ms,
-        };
+        struct fb_bench_daemon_conf dc = fb_bench_daemon_conf_for(o);
         if ((rc = fb_bench_daemon_start(&t->d, &dc)) < 0)
             return rc;
         addr = t->d->addr;

@@ -224,6 +224,18 @@ static void reap(struct fb_bench_daemon *d)
     d->running = false;
 }
 
+struct fb_bench_daemon_conf fb_bench_daemon_conf_for(const struct fb_bench_opts *o)
+{
+    return (struct fb_bench_daemon_conf){
+        .fidbusd = o->fidbusd,
+        .plugin_dir = o->plugin_dir,
+        .workers = o->workers,
+        .tcp = o->tcp,
+        .keep = o->keep,
+        .timeout_ms = o->timeout_s * 1000,
+    };
+}
+
 int fb_bench_daemon_start(struct fb_bench_daemon **out,
                           const struct fb_bench_daemon_conf *c)
 {

@@ -224,14 +224,7 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
         memcpy(chunk + i * frame.len, frame.data, frame.len);
 
     if (!addr) {
-        struct fb_bench_daemon_conf dc = {
-            .fidbusd = o->fidbusd,
-            .plugin_dir = o->plugin_dir,
-            .workers = o->workers,
-            .tcp = o->tcp,
-            .keep = o->keep,
-            .timeout_ms = timeout_ms,
-        };
+        struct fb_bench_daemon_conf dc = fb_bench_daemon_conf_for(o);
         if ((rc = fb_bench_daemon_start(&d, &dc)) < 0)
             goto out;
         addr = d->addr;

@@ -99,6 +99,19 @@ static const char *known_keys(enum section_kind sec, char *buf, size_t len)
     return buf;
 }
 
+/* A whole number from min to max into *out, or false after an error that
+ * gives the range, then note (" (bytes)"), so bound and message agree. */
+static bool whole_number(struct parser *p, enum key_id k, const char *v,
+                         unsigned long long min, unsigned long long max, const char *note,
+                         unsigned long long *out)
+{
+    if (fb_config_parse_ulong(v, min, max, out))
+        return true;
+    fail(p, p->lineno, "[%s] %s must be a whole number from %llu to %llu%s, not '%s'",
+         section_names[keys[k].sec], keys[k].name, min, max, note, v);
+    return false;
+}
+
 static int fixed_key(struct parser *p, enum key_id k, const char *v)
 {
     struct fb_config *c = p->c;
@@ -109,35 +122,23 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
 
     switch (k) {
     case K_WORKERS:
-        if (!fb_config_parse_ulong(v, 0, 256, &u))
-            return fail(p, line,
-                        "[%s] %s must be a whole number from 0 to 256 "
-                        "(0 = one per CPU), not '%s'",
-                        sec, name, v);
+        if (!whole_number(p, k, v, 0, 256, " (0 = one per CPU)", &u))
+            return p->rc;
         c->workers = (unsigned)u;
         break;
     case K_MAX_FRAME:
-        if (!fb_config_parse_ulong(v, 16, 1073741824ull, &u))
-            return fail(p, line,
-                        "[%s] %s must be a whole number from 16 to "
-                        "1073741824 (bytes), not '%s'",
-                        sec, name, v);
+        if (!whole_number(p, k, v, 16, 1073741824ull, " (bytes)", &u))
+            return p->rc;
         c->max_frame = (uint32_t)u;
         break;
     case K_MAX_DEPTH:
-        if (!fb_config_parse_ulong(v, 1, 1024, &u))
-            return fail(p, line,
-                        "[%s] %s must be a whole number from 1 to 1024, "
-                        "not '%s'",
-                        sec, name, v);
+        if (!whole_number(p, k, v, 1, 1024, "", &u))
+            return p->rc;
         c->max_depth = (unsigned)u;
         break;
     case K_BLOCKING_THREADS:
-        if (!fb_config_parse_ulong(v, 1, 256, &u))
-            return fail(p, line,
-                        "[%s] %s must be a whole number from 1 to 256, "
-                        "not '%s'",
-                        sec, name, v);
+        if (!whole_number(p, k, v, 1, 256, "", &u))
+            return p->rc;
         c->blocking_threads = (unsigned)u;
         break;
     case K_LOG_LEVEL:
@@ -159,23 +160,16 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
                 v, false);
         break;
     case K_UNIX:
-        /* empty = no Unix listener (TCP only) */
-        if (*v && strlen(v) > SOCK_PATH_MAX)
-            return fail(p, line,
-                        "[%s] %s: the path is %zu bytes, longer than "
-                        "the %zu a Unix socket address holds",
-                        sec, name, strlen(v), SOCK_PATH_MAX);
-        set_str(p, &c->unix_path, v, true);
-        break;
     case K_SOCKET:
-        if (!*v)
+        /* [listen] unix may be empty: no Unix listener (TCP only) */
+        if (k == K_SOCKET && !*v)
             return fail(p, line, "[%s] %s must not be empty", sec, name);
         if (strlen(v) > SOCK_PATH_MAX)
             return fail(p, line,
                         "[%s] %s: the path is %zu bytes, longer than "
                         "the %zu a Unix socket address holds",
                         sec, name, strlen(v), SOCK_PATH_MAX);
-        set_str(p, &c->control_socket, v, false);
+        set_str(p, k == K_UNIX ? &c->unix_path : &c->control_socket, v, k == K_UNIX);
         break;
     case K_UNIX_MODE:
     case K_MODE:
@@ -261,7 +255,7 @@ static int route_key(struct parser *p, enum key_id k, const char *v)
     case K_R_EVENT:
         if (!*v)
             return fail(p, line, "route '%s': event must not be empty", rn);
-        if (!fb_config_event_pattern_valid(v))
+        if (!fb_event_pattern_valid(v))
             return fail(p, line,
                         "route '%s': event '%s' must be an event id "
                         "(1-255 bytes of [A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
@@ -301,7 +295,7 @@ static int route_key(struct parser *p, enum key_id k, const char *v)
                         rn, v);
         break;
     case K_R_SIGNATURE:
-        if (!fb_config_hex64(v))
+        if (!fb_sighash_valid(v))
             return fail(p, line,
                         "route '%s': signature must be 64 hex digits "
                         "(the SHA-256 sighash of the expected signature)",
@@ -472,7 +466,7 @@ static int begin_section(struct parser *p, char *start)
 
     if (!*arg)
         return fail(p, p->lineno, "section [%s] needs a name: [%s NAME]", word, word);
-    if (!fb_config_section_name_valid(arg))
+    if (!fb_route_name_valid(arg))
         return fail(p, p->lineno,
                     "%s name '%s' must be 1-64 bytes of "
                     "[A-Za-z0-9_.-]",

@@ -24,8 +24,6 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include <fidbus/proto.h>
-
 /* ------------------------------------------------------------ values */
 
 bool fb_config_parse_ulong(const char *v, unsigned long long min, unsigned long long max,
@@ -91,38 +89,6 @@ bool fb_config_parse_log_level(const char *v, enum fb_log_level *out)
     else
         return false;
     return true;
-}
-
-bool fb_config_hex64(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!isxdigit((unsigned char)s[n]))
-            return false;
-    return n == 64;
-}
-
-bool fb_config_section_name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > SECTION_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '_' && c != '.' && c != '-')
-            return false;
-    }
-    return true;
-}
-
-bool fb_config_event_pattern_valid(const char *e)
-{
-    size_t n = strlen(e);
-    if (n == 1 && e[0] == '*')
-        return true;
-    if (n >= 3 && e[n - 1] == '*' && e[n - 2] == '.')
-        return fidbus_event_id_valid(e, n - 2);
-    return fidbus_event_id_valid(e, n);
 }
 
 /*

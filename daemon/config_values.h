@@ -19,7 +19,6 @@
 
 #include "config.h"
 
-#define SECTION_NAME_MAX 64
 #define ERR_MAX 512
 
 enum section_kind {
@@ -145,12 +144,6 @@ bool fb_config_parse_mode(const char *v, unsigned *out);
 bool fb_config_parse_int64(const char *v, int64_t *out);
 /* error, warn, info or debug. */
 bool fb_config_parse_log_level(const char *v, enum fb_log_level *out);
-/* Exactly 64 hex digits (a sighash). */
-bool fb_config_hex64(const char *s);
-/* 1-64 bytes of [A-Za-z0-9_.-]: route and plugin instance names. */
-bool fb_config_section_name_valid(const char *s);
-/* An event id, a prefix "ID.*", or "*". */
-bool fb_config_event_pattern_valid(const char *e);
 
 /*
  * [listen] tcp: "HOST:PORT" with HOST an IPv4 literal, "[IPv6]" or

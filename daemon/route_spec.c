@@ -3,7 +3,8 @@
  * lists) into struct fb_route_spec, and the checks that need nothing but
  * the spec itself. Whether a target names a loaded function, and whether
  * its sighash matches, is decided later by fb_routes_build against the
- * registry.
+ * registry. The rules for single values (route names, event patterns,
+ * sighashes) live here too, and config.c applies them to its lines.
  *
  * Every failure returns FIDBUS_INVALID with a reason that names the route,
  * the offending piece of text and what is wrong with it, because the
@@ -66,6 +67,49 @@ static void trim(const char **s, size_t *n)
     }
     while (*n > 0 && isspace((unsigned char)(*s)[*n - 1]))
         (*n)--;
+}
+
+/*
+ * A comma-separated list, walked in place. An empty item (",," or a
+ * trailing comma) is yielded like any other, so the caller can name it.
+ */
+struct list_iter {
+    const char *p, *end;
+    bool done;
+};
+
+/* Opens text (NULL reads as empty), trimmed, and returns the most items it
+ * can hold, one more than its commas, so one allocation does; 0 when it is
+ * empty, and then list_next yields nothing. */
+static size_t list_open(struct list_iter *li, const char *text)
+{
+    const char *p = text ? text : "";
+    size_t all = strlen(p);
+    trim(&p, &all);
+    *li = (struct list_iter){.p = p, .end = p + all, .done = all == 0};
+    if (all == 0)
+        return 0;
+    size_t count = 1;
+    for (const char *q = p; q < li->end; q++)
+        count += *q == ',';
+    return count;
+}
+
+/* The next item, trimmed, in *item and *n; false after the last one. */
+static bool list_next(struct list_iter *li, const char **item, size_t *n)
+{
+    if (li->done)
+        return false;
+    const char *comma = memchr(li->p, ',', (size_t)(li->end - li->p));
+    const char *item_end = comma ? comma : li->end;
+    *item = li->p;
+    *n = (size_t)(item_end - li->p);
+    trim(item, n);
+    if (comma)
+        li->p = comma + 1;
+    else
+        li->done = true;
+    return true;
 }
 
 static void target_clear(struct fb_target_spec *t)
@@ -216,19 +260,12 @@ int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *er
     size_t old_n = spec->nto;
     int rc = 0;
 
-    const char *p = text ? text : "";
-    size_t all = strlen(p);
-    trim(&p, &all);
-    if (all == 0) {
+    struct list_iter li;
+    size_t count = list_open(&li, text);
+    if (count == 0) {
         set_err(err, errlen, "%s'to' lists no targets", pre);
         return FIDBUS_INVALID;
     }
-
-    /* Room for the most a valid list can hold, so one allocation does. */
-    const char *end = p + all;
-    size_t count = 1;
-    for (const char *q = p; q < end; q++)
-        count += *q == ',';
     if (old_n + count > FB_MAX_TARGETS) {
         set_err(err, errlen, "%smore than %d targets", pre, FB_MAX_TARGETS);
         return FIDBUS_INVALID;
@@ -240,12 +277,9 @@ int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *er
     }
     spec->to = to;
 
-    while (p <= end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        const char *item_end = comma ? comma : end;
-        const char *it = p;
-        size_t n = (size_t)(item_end - p);
-        trim(&it, &n);
+    const char *it;
+    size_t n;
+    while (list_next(&li, &it, &n)) {
         if (n == 0) {
             set_err(err, errlen, "%sempty target in 'to' (stray comma?)", pre);
             rc = FIDBUS_INVALID;
@@ -268,9 +302,6 @@ int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *er
             }
         }
         spec->to[spec->nto++] = t;
-        if (!comma)
-            break;
-        p = comma + 1;
     }
     return 0;
 
@@ -294,16 +325,10 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
     size_t old_n = spec->ntags;
     int rc = 0;
 
-    const char *p = text ? text : "";
-    size_t all = strlen(p);
-    trim(&p, &all);
-    if (all == 0)
+    struct list_iter li;
+    size_t count = list_open(&li, text);
+    if (count == 0)
         return 0; /* no constraints */
-
-    const char *end = p + all;
-    size_t count = 1;
-    for (const char *q = p; q < end; q++)
-        count += *q == ',';
     if (old_n + count > FIDBUS_MAX_TAGS) {
         set_err(err, errlen, "%smore than %u tags", pre, FIDBUS_MAX_TAGS);
         return FIDBUS_INVALID;
@@ -315,12 +340,9 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
     }
     spec->tags = tags;
 
-    while (p <= end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        const char *item_end = comma ? comma : end;
-        const char *it = p;
-        size_t n = (size_t)(item_end - p);
-        trim(&it, &n);
+    const char *it;
+    size_t n;
+    while (list_next(&li, &it, &n)) {
         int tl = n > 200 ? 200 : (int)n;
         if (n == 0) {
             set_err(err, errlen, "%sempty tag in 'tags' (stray comma?)", pre);
@@ -369,9 +391,6 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
             }
         }
         spec->tags[spec->ntags++] = t;
-        if (!comma)
-            break;
-        p = comma + 1;
     }
     return 0;
 
@@ -381,7 +400,7 @@ fail:
     return rc;
 }
 
-static bool route_name_valid(const char *s)
+bool fb_route_name_valid(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > ROUTE_NAME_MAX)
@@ -394,7 +413,7 @@ static bool route_name_valid(const char *s)
     return true;
 }
 
-static bool event_pattern_valid(const char *e)
+bool fb_event_pattern_valid(const char *e)
 {
     size_t n = strlen(e);
     if (n == 1 && e[0] == '*')
@@ -406,7 +425,7 @@ static bool event_pattern_valid(const char *e)
     return fidbus_event_id_valid(e, n);
 }
 
-static bool hex64(const char *s)
+bool fb_sighash_valid(const char *s)
 {
     size_t n = 0;
     for (; s[n]; n++)
@@ -417,7 +436,7 @@ static bool hex64(const char *s)
 
 int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t errlen)
 {
-    if (!spec->name || !route_name_valid(spec->name)) {
+    if (!spec->name || !fb_route_name_valid(spec->name)) {
         set_err(err, errlen, "route name '%.80s' must be 1-64 bytes of [A-Za-z0-9_.-]",
                 spec->name ? spec->name : "");
         return FIDBUS_INVALID;
@@ -428,7 +447,7 @@ int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t e
         set_err(err, errlen, "route '%s': no event pattern (set 'event')", rn);
         return FIDBUS_INVALID;
     }
-    if (!event_pattern_valid(spec->event)) {
+    if (!fb_event_pattern_valid(spec->event)) {
         set_err(err, errlen,
                 "route '%s': event '%.260s' must be an event id (1-255 bytes of "
                 "[A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
@@ -533,7 +552,7 @@ int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t e
         return FIDBUS_INVALID;
     }
 
-    if (spec->signature && !hex64(spec->signature)) {
+    if (spec->signature && !fb_sighash_valid(spec->signature)) {
         set_err(err, errlen,
                 "route '%s': signature must be 64 hex digits (the SHA-256 sighash)", rn);
         return FIDBUS_INVALID;

@@ -74,6 +74,17 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
  */
 int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t errlen);
 
+/*
+ * The single-value rules, shared with the config parser so a file and the
+ * control socket accept exactly the same text. fb_route_name_valid: 1-64
+ * bytes of [A-Za-z0-9_.-] (NULL is not), also the rule for [plugin NAME].
+ * fb_event_pattern_valid: an event id, a prefix "ID.*", or "*".
+ * fb_sighash_valid: exactly 64 hex digits.
+ */
+bool fb_route_name_valid(const char *s);
+bool fb_event_pattern_valid(const char *e);
+bool fb_sighash_valid(const char *s);
+
 /* Deep copy into *dst (zeroed first). 0 or -ENOMEM. */
 int fb_route_spec_copy(struct fb_route_spec *dst, const struct fb_route_spec *src);
 /* Frees what spec owns (not spec itself); leaves it zeroed. */

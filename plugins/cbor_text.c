@@ -458,9 +458,12 @@ static struct fb_ct_frame *push(struct fb_ct *s, enum frame_kind kind, bool inde
     return f;
 }
 
-/* A scalar rendered as text. */
+/* A scalar rendered as text. Called straight from callbacks, so it does
+ * their check for a walk that has already failed. */
 static void scalar(struct fb_ct *s, const char *text)
 {
+    if (s->failed)
+        return;
     begin_item(s, false);
     fb_ct_puts(s, text);
     end_item(s);
@@ -554,15 +557,20 @@ static void on_bytes(void *ctx, cbor_data p, size_t n)
     end_item(s);
 }
 
-static void on_bytes_start(void *ctx)
+/* An indefinite-length string (FR_BYTES or FR_TEXT): its chunks follow. */
+static void string_start(struct fb_ct *s, enum frame_kind kind)
 {
-    struct fb_ct *s = ctx;
     if (s->failed)
         return;
-    begin_item(s, false);
-    if (!push(s, FR_BYTES, true, 0))
+    begin_item(s, kind == FR_TEXT);
+    if (!push(s, kind, true, 0))
         return;
     fb_ct_puts(s, json_mode(s) ? "\"" : "(_ ");
+}
+
+static void on_bytes_start(void *ctx)
+{
+    string_start(ctx, FR_BYTES);
 }
 
 static void on_text(void *ctx, cbor_data p, size_t n)
@@ -593,17 +601,15 @@ static void on_text(void *ctx, cbor_data p, size_t n)
 
 static void on_text_start(void *ctx)
 {
-    struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
-    begin_item(s, true);
-    if (!push(s, FR_TEXT, true, 0))
-        return;
-    fb_ct_puts(s, json_mode(s) ? "\"" : "(_ ");
+    string_start(ctx, FR_TEXT);
 }
 
+/* An array or map header (n items or pairs, unless indef). Called straight
+ * from callbacks, so it does their check for a failed walk. */
 static void container(struct fb_ct *s, enum frame_kind kind, bool indef, uint64_t n)
 {
+    if (s->failed)
+        return;
     begin_item(s, false);
     if (s->failed)
         return;
@@ -623,25 +629,17 @@ static void container(struct fb_ct *s, enum frame_kind kind, bool indef, uint64_
 
 static void on_array(void *ctx, size_t n)
 {
-    struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
-    container(s, FR_ARRAY, false, n);
+    container(ctx, FR_ARRAY, false, n);
 }
 
 static void on_indef_array(void *ctx)
 {
-    struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
-    container(s, FR_ARRAY, true, 0);
+    container(ctx, FR_ARRAY, true, 0);
 }
 
 static void on_map(void *ctx, size_t n)
 {
     struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
     if (n > UINT64_MAX / 2) {
         s->failed = true;
         return;
@@ -651,10 +649,7 @@ static void on_map(void *ctx, size_t n)
 
 static void on_indef_map(void *ctx)
 {
-    struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
-    container(s, FR_MAP, true, 0);
+    container(ctx, FR_MAP, true, 0);
 }
 
 static void on_tag(void *ctx, uint64_t tag)
@@ -694,25 +689,17 @@ static void on_float(void *ctx, float v)
 static void on_undefined(void *ctx)
 {
     struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
     scalar(s, json_mode(s) ? "null" : "undefined");
 }
 
 static void on_null(void *ctx)
 {
-    struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
-    scalar(s, "null");
+    scalar(ctx, "null");
 }
 
 static void on_bool(void *ctx, bool v)
 {
-    struct fb_ct *s = ctx;
-    if (s->failed)
-        return;
-    scalar(s, v ? "true" : "false");
+    scalar(ctx, v ? "true" : "false");
 }
 
 static void on_break(void *ctx)
