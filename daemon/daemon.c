@@ -21,6 +21,7 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "control.h"
 #include "dispatch.h"
 #include "listener.h"
 #include "log.h"
@@ -261,6 +262,11 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         }
         fb_info("listening on %s", fb_listener_name(d->listeners[i]));
     }
+    if (cfg->control_socket) {
+        if ((rc = fb_control_new(d, &d->control, err, errlen)) < 0)
+            return rc;
+        fb_info("control socket on unix:%s", cfg->control_socket);
+    }
     if ((rc = start_signals(d)) < 0) {
         snprintf(err, errlen, "signals: %s", uv_strerror(rc));
         return rc;
@@ -289,6 +295,7 @@ void fb_daemon_stop(struct fb_daemon *d)
     if (atomic_exchange(&d->stopping, true))
         return;
     fb_notify("STOPPING=1\nSTATUS=shutting down");
+    fb_control_stop(d->control);
     for (unsigned i = 0; i < d->nlisteners; i++) {
         fb_listener_close(d->listeners[i]);
         d->listeners[i] = NULL;
@@ -312,6 +319,8 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     if (!d)
         return NULL;
     atomic_store(&d->stopping, true);
+    /* The control thread reads the table and plugins: it goes first. */
+    d->control = fb_control_free(d->control);
     for (unsigned i = 0; i < d->nlisteners; i++)
         fb_listener_close(d->listeners[i]);
     for (unsigned i = 0; i < d->nworkers; i++)

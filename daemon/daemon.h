@@ -7,7 +7,9 @@
  *     timers) and makes every change (plugins, routes) under change_lock;
  *   - I/O workers (cfg->workers): each runs its own uv loop and owns the
  *     connections handed to it; they dispatch inline handlers;
- *   - the blocking pool (cfg->blocking_threads): FIDBUS_FN_BLOCKING calls.
+ *   - the blocking pool (cfg->blocking_threads): FIDBUS_FN_BLOCKING calls;
+ *   - the control thread (control.c): serves the control socket and runs
+ *     control commands under change_lock, off the main loop and workers.
  * Every thread that dispatches is registered with liburcu (memb flavour).
  */
 #ifndef FB_DAEMON_H
@@ -29,6 +31,7 @@ struct fb_timers;
 struct fb_pool;
 struct fb_worker;
 struct fb_listener;
+struct fb_control;
 
 /* Totals, one block per dispatching thread, summed on read (no shared
  * cache line is written on the hot path). Only the owning thread writes. */
@@ -59,6 +62,7 @@ struct fb_daemon {
     unsigned nworkers;
     struct fb_listener **listeners;
     unsigned nlisteners;
+    struct fb_control *control; /* the control socket and its thread */
 
     pthread_mutex_t counters_lock;
     struct fb_counters *counters; /* list of per-thread blocks */
@@ -89,9 +93,9 @@ uint64_t fb_now_ns(void); /* CLOCK_MONOTONIC */
 int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out);
 /*
  * Brings the daemon up in this order: runtime and state dirs, blocking
- * pool, plugins, routes, listeners bound, workers, accepting, signals,
- * READY=1. On failure returns non-zero with err naming what failed; what
- * was started is torn down by fb_daemon_free.
+ * pool, plugins, routes, listeners bound, workers, accepting, control
+ * socket, signals, READY=1. On failure returns non-zero with err naming
+ * what failed; what was started is torn down by fb_daemon_free.
  */
 int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen);
 /* Runs the main loop until SIGTERM/SIGINT has been handled; returns the

@@ -74,8 +74,8 @@ static struct fb_listener *listener_alloc(struct fb_daemon *d, int fd, bool is_t
     return l;
 }
 
-int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
-                     struct fb_listener **out, char *err, size_t errlen)
+int fb_unix_listen(const char *path, unsigned mode, gid_t group, int *fd_out,
+                   struct stat *st_out, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
@@ -120,6 +120,15 @@ int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
         close(fd);
         return rc;
     }
+    /* The group is set before the mode opens the socket to it. */
+    if (group != (gid_t)-1 && chown(path, (uid_t)-1, group) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "chgrp %s to gid %u: %s", path, (unsigned)group,
+                 strerror(errno));
+        unlink(path);
+        close(fd);
+        return rc;
+    }
     if (chmod(path, mode) < 0 || listen(fd, SOMAXCONN) < 0 || stat(path, &st) < 0) {
         rc = -errno;
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -127,6 +136,26 @@ int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
         close(fd);
         return rc;
     }
+    *fd_out = fd;
+    *st_out = st;
+    return 0;
+}
+
+void fb_unix_unlink_own(const char *path, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino)
+        unlink(path);
+}
+
+int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
+                     struct fb_listener **out, char *err, size_t errlen)
+{
+    int fd;
+    struct stat st;
+    int rc = fb_unix_listen(path, mode, (gid_t)-1, &fd, &st, err, errlen);
+    if (rc < 0)
+        return rc;
     struct fb_listener *l = listener_alloc(d, fd, false);
     if (!l || !(l->path = strdup(path))) {
         free(l);
@@ -210,11 +239,8 @@ void fb_listener_close(struct fb_listener *l)
 {
     if (!l)
         return;
-    if (l->path) {
-        struct stat st;
-        if (stat(l->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
-            unlink(l->path);
-    }
+    if (l->path)
+        fb_unix_unlink_own(l->path, l->dev, l->ino);
     if (l->polling) {
         uv_poll_stop(&l->poll);
         uv_close((uv_handle_t *)&l->poll, on_poll_closed);

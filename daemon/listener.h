@@ -10,6 +10,8 @@
 #define FB_LISTENER_H
 
 #include <stdbool.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #include "daemon.h"
 
@@ -24,6 +26,19 @@ int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
                      struct fb_listener **out, char *err, size_t errlen);
 int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
                     struct fb_listener **out, char *err, size_t errlen);
+/*
+ * The Unix-socket half of fb_listener_unix, shared with the control
+ * socket: refuses a path another process accepts on, replaces a stale
+ * socket file, binds under a strict umask, sets the group (unless group is
+ * (gid_t)-1) and then mode, and listens. On success *fd_out is a
+ * non-blocking listening socket the caller owns and *st_out identifies the
+ * file it created (for fb_unix_unlink_own). Returns 0 or -errno, err set.
+ */
+int fb_unix_listen(const char *path, unsigned mode, gid_t group, int *fd_out,
+                   struct stat *st_out, char *err, size_t errlen);
+/* Removes path only if it is still the socket file we created: a daemon
+ * that lost its file to a newer one must not delete the newer one's. */
+void fb_unix_unlink_own(const char *path, dev_t dev, ino_t ino);
 /* Starts accepting on the main loop. */
 int fb_listener_start(struct fb_listener *l);
 /* Stops accepting, closes the socket, removes the socket file we made.

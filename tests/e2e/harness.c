@@ -439,7 +439,13 @@ void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *se
         n += snprintf(head + n, sizeof head - n, "%s\n", extra);
         free(extra);
     }
-    n += snprintf(head + n, sizeof head - n, "\n[control]\nsocket = %s\n\n", t->control);
+    n += snprintf(head + n, sizeof head - n, "\n[control]\nsocket = %s\n", t->control);
+    if (o->control_extra) {
+        char *extra = substitute(t, o->control_extra);
+        n += snprintf(head + n, sizeof head - n, "%s\n", extra);
+        free(extra);
+    }
+    n += snprintf(head + n, sizeof head - n, "\n");
     ck_assert_int_lt(n, (int)sizeof head);
 
     char *body = substitute(t, sections ? sections : "");

@@ -58,6 +58,7 @@ struct fb_e2e_opts {
     uint32_t max_frame;        /* 0: not written (daemon default) */
     unsigned blocking_threads; /* 0: not written (daemon default) */
     const char *listen_extra;  /* more lines for [listen] (@B@, @D@ work), or NULL */
+    const char *control_extra; /* more lines for [control] (mode, group), or NULL */
 };
 
 struct fb_e2e {

@@ -1,0 +1,39 @@
+/*
+ * The control socket (design section 6): a Unix socket of its own, served
+ * by its own thread and uv loop (the control thread), so control work --
+ * listings now; table builds, dlopen, fsync and grace-period waits later --
+ * never runs on an I/O worker or the main loop.
+ *
+ * Same framing as the bus. The daemon sends HELLO, then every REQUEST
+ * gets exactly one REPLY {seq, code, message, result}; a frame that is not
+ * a decodable REQUEST gets an ERROR and the connection stays open (a
+ * zero-length or too-large frame closes it, as on the bus). The peer is
+ * checked with SO_PEERCRED when it connects: the daemon's uid, root, or a
+ * member of [control] group may run commands; every REQUEST from anyone
+ * else is answered UNAUTHORIZED and nothing runs.
+ */
+#ifndef FB_CONTROL_H
+#define FB_CONTROL_H
+
+#include <stddef.h>
+
+#include "daemon.h"
+
+struct fb_control;
+
+/*
+ * Binds cfg->control_socket (mode cfg->control_mode, group
+ * cfg->control_group; a stale file is replaced, a live one refused) and
+ * starts the control thread. Call once the bus listeners are bound and the
+ * workers run: their names and count are copied now. Returns 0 with *out
+ * set, or -errno with err naming the socket or the unknown group.
+ */
+int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err,
+                   size_t errlen);
+/* Removes the socket file (if still ours) and asks the control thread to
+ * close every connection and end. Any thread; idempotent; does not wait. */
+void fb_control_stop(struct fb_control *ctl);
+/* Stops, joins the control thread and frees. NULL-safe; returns NULL. */
+struct fb_control *fb_control_free(struct fb_control *ctl);
+
+#endif

@@ -1,0 +1,458 @@
+/*
+ * The control commands of design section 6. This first part answers the
+ * read-only ones (status, plugin.list, func.list, route.list, stats);
+ * every command that changes something answers UNSUPPORTED until it is
+ * written, and the args helpers at the bottom are there for those.
+ *
+ * Results are built as a libcbor item tree and serialised once. Building
+ * never stops halfway on an allocation failure: struct cb remembers that
+ * one happened and the command answers INTERNAL instead of a partial map.
+ */
+#include "control_cmds.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <fidbus/funcid.h>
+#include <fidbus/plugin.h>
+
+#include "build_config.h"
+#include "plugin_loader.h"
+#include "registry.h"
+#include "routes.h"
+
+/* ------------------------------------------------------------ building */
+
+struct cb {
+    bool oom;
+};
+
+static cbor_item_t *mk_map(struct cb *b, size_t n)
+{
+    cbor_item_t *m = cbor_new_definite_map(n);
+    if (!m)
+        b->oom = true;
+    return m;
+}
+
+static cbor_item_t *mk_array(struct cb *b, size_t n)
+{
+    cbor_item_t *a = cbor_new_definite_array(n);
+    if (!a)
+        b->oom = true;
+    return a;
+}
+
+/* Adds key => v to map and drops our reference to v (map_add takes its
+ * own), so v is freed here if it could not be added. */
+static void put(struct cb *b, cbor_item_t *map, const char *key, cbor_item_t *v)
+{
+    cbor_item_t *k = cbor_build_string(key);
+    if (!map || !k || !v || !cbor_map_add(map, (struct cbor_pair){.key = k, .value = v}))
+        b->oom = true;
+    if (k)
+        cbor_decref(&k);
+    if (v)
+        cbor_decref(&v);
+}
+
+static void push(struct cb *b, cbor_item_t *array, cbor_item_t *v)
+{
+    if (!array || !v || !cbor_array_push(array, v))
+        b->oom = true;
+    if (v)
+        cbor_decref(&v);
+}
+
+/* Integers in their shortest encoding, as the wire protocol writes them. */
+static cbor_item_t *u64(uint64_t v)
+{
+    if (v <= UINT8_MAX)
+        return cbor_build_uint8((uint8_t)v);
+    if (v <= UINT16_MAX)
+        return cbor_build_uint16((uint16_t)v);
+    if (v <= UINT32_MAX)
+        return cbor_build_uint32((uint32_t)v);
+    return cbor_build_uint64(v);
+}
+
+static cbor_item_t *i64(int64_t v)
+{
+    if (v >= 0)
+        return u64((uint64_t)v);
+    cbor_item_t *n = u64((uint64_t)(-1 - v)); /* CBOR stores -1 - value */
+    if (n)
+        cbor_mark_negint(n);
+    return n;
+}
+
+/* Text, or null for a NULL string. */
+static cbor_item_t *text(const char *s)
+{
+    return s ? cbor_build_string(s) : cbor_new_null();
+}
+
+static cbor_item_t *funcid_text(uint64_t id)
+{
+    char hex[FIDBUS_FUNCID_HEX];
+    fidbus_funcid_hex(id, hex);
+    return cbor_build_string(hex);
+}
+
+/* ------------------------------------------------------------ commands */
+
+static size_t plugin_count(const struct fb_daemon *d)
+{
+    size_t n = 0;
+    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
+        n++;
+    return n;
+}
+
+static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
+{
+    struct fb_daemon *d = env->d;
+    cbor_item_t *listeners = mk_array(b, env->nlisteners);
+    for (size_t i = 0; i < env->nlisteners; i++)
+        push(b, listeners, text(env->listeners[i]));
+
+    cbor_item_t *m = mk_map(b, 9);
+    put(b, m, "version", text(FIDBUS_VERSION));
+    put(b, m, "pid", u64((uint64_t)getpid()));
+    put(b, m, "uptime_s", u64((fb_now_ns() - d->start_ns) / 1000000000u));
+    put(b, m, "generation", u64(d->generation));
+    put(b, m, "workers", u64(d->nworkers));
+    put(b, m, "listeners", listeners);
+    put(b, m, "plugins", u64(plugin_count(d)));
+    put(b, m, "routes", u64(fb_routes_count(d->table)));
+    put(b, m, "functions", u64(fb_registry_count(d->reg)));
+    return m;
+}
+
+static cbor_item_t *cmd_plugin_list(const struct fb_ctl_env *env, struct cb *b)
+{
+    struct fb_daemon *d = env->d;
+    cbor_item_t *plugins = mk_array(b, plugin_count(d));
+    for (const struct fb_plugin *p = d->plugins; p; p = p->next) {
+        cbor_item_t *fns = mk_array(b, p->nfuncs);
+        for (size_t i = 0; i < p->nfuncs; i++)
+            push(b, fns, funcid_text(p->funcs[i].id));
+        cbor_item_t *e = mk_map(b, 4);
+        put(b, e, "name", text(p->name));
+        put(b, e, "version", text(p->desc ? p->desc->version : NULL));
+        put(b, e, "path", text(p->path));
+        put(b, e, "functions", fns);
+        push(b, plugins, e);
+    }
+    cbor_item_t *m = mk_map(b, 1);
+    put(b, m, "plugins", plugins);
+    return m;
+}
+
+static cbor_item_t *cmd_func_list(const struct fb_ctl_env *env, struct cb *b)
+{
+    const struct fb_registry *reg = env->d->reg;
+    size_t n = fb_registry_count(reg);
+    cbor_item_t *fns = mk_array(b, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct fb_func *f = fb_registry_at(reg, i);
+        char sig[FIDBUS_SIGHASH_HEX];
+        fidbus_sighash_hex(f->sighash, sig);
+        cbor_item_t *e = mk_map(b, 5);
+        put(b, e, "id", funcid_text(f->id));
+        put(b, e, "canonical", text(f->canonical));
+        put(b, e, "sighash", text(sig));
+        put(b, e, "plugin", text(f->plugin ? f->plugin->name : NULL));
+        put(b, e, "blocking", cbor_build_bool((f->flags & FIDBUS_FN_BLOCKING) != 0));
+        push(b, fns, e);
+    }
+    cbor_item_t *m = mk_map(b, 1);
+    put(b, m, "functions", fns);
+    return m;
+}
+
+/* The target as the operator wrote it, without the weight (that has a key
+ * of its own): "ns.name" for latest, "ns.name@1.2.3" when pinned. */
+static cbor_item_t *target_text(const struct fb_target_spec *t)
+{
+    char buf[FIDBUS_CANONICAL_MAX];
+    if (t->version)
+        snprintf(buf, sizeof buf, "%s.%s@%s", t->ns, t->name, t->version);
+    else
+        snprintf(buf, sizeof buf, "%s.%s", t->ns, t->name);
+    return cbor_build_string(buf);
+}
+
+static cbor_item_t *route_entry(const struct fb_route *r, struct cb *b)
+{
+    const struct fb_route_spec *s = r->spec;
+    cbor_item_t *tags = mk_map(b, s->ntags);
+    for (size_t i = 0; i < s->ntags; i++)
+        put(b, tags, s->tags[i].key, text(s->tags[i].value));
+    /* The table keeps targets in the order of the spec's `to`. */
+    cbor_item_t *to = mk_array(b, r->ntargets);
+    for (size_t i = 0; i < r->ntargets && i < s->nto; i++) {
+        cbor_item_t *t = mk_map(b, 3);
+        put(b, t, "target", target_text(&s->to[i]));
+        put(b, t, "id", funcid_text(r->targets[i].fn->id));
+        put(b, t, "weight", u64(r->targets[i].weight));
+        push(b, to, t);
+    }
+    cbor_item_t *e = mk_map(b, 8);
+    put(b, e, "name", text(r->name));
+    put(b, e, "event", text(s->event));
+    put(b, e, "tags", tags);
+    put(b, e, "to", to);
+    put(b, e, "mode", text(r->mode == FB_MODE_SPLIT ? "split" : "all"));
+    put(b, e, "split_by", text(r->split_by));
+    put(b, e, "priority", i64(s->priority));
+    put(b, e, "signature", text(s->signature));
+    return e;
+}
+
+static cbor_item_t *cmd_route_list(const struct fb_ctl_env *env, struct cb *b)
+{
+    const struct fb_route_table *t = env->d->table;
+    size_t n = fb_routes_count(t);
+    cbor_item_t *routes = mk_array(b, n);
+    for (size_t i = 0; i < n; i++) /* fb_routes_at is in name order */
+        push(b, routes, route_entry(fb_routes_at(t, i), b));
+    cbor_item_t *m = mk_map(b, 2);
+    put(b, m, "generation", u64(env->d->generation));
+    put(b, m, "routes", routes);
+    return m;
+}
+
+static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
+{
+    struct fb_daemon *d = env->d;
+    uint64_t tot[5];
+    fb_counters_sum(d, tot);
+
+    const struct fb_route_table *t = d->table;
+    size_t nr = fb_routes_count(t);
+    uint64_t routed = 0;
+    cbor_item_t *routes = mk_map(b, nr);
+    for (size_t i = 0; i < nr; i++) {
+        const struct fb_route *r = fb_routes_at(t, i);
+        uint64_t matched = fb_striped_sum(&r->matched);
+        routed += matched;
+        cbor_item_t *e = mk_map(b, 1);
+        put(b, e, "matched", u64(matched));
+        put(b, routes, r->name, e);
+    }
+    /* Only the running table for now: an older table's count goes with it
+     * when it is freed. Keeping retired generations' totals is the job of
+     * the change that makes tables change at run time. */
+    char gen[24];
+    snprintf(gen, sizeof gen, "%" PRIu64, fb_routes_generation(t));
+    cbor_item_t *gens = mk_map(b, 1);
+    put(b, gens, gen, u64(routed));
+
+    /* Per-function latency (p50_ns, p99_ns) is not measured yet: the
+     * dispatch path takes no timestamps per handler call. The keys are
+     * omitted rather than reported as 0 until a sampled histogram lands. */
+    size_t nf = fb_registry_count(d->reg);
+    cbor_item_t *fns = mk_map(b, nf);
+    for (size_t i = 0; i < nf; i++) {
+        struct fb_func *f = fb_registry_at(d->reg, i);
+        char hex[FIDBUS_FUNCID_HEX];
+        fidbus_funcid_hex(f->id, hex);
+        cbor_item_t *e = mk_map(b, 2);
+        put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
+        put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
+        put(b, fns, hex, e);
+    }
+
+    cbor_item_t *m = mk_map(b, 8);
+    put(b, m, "received", u64(tot[0]));
+    put(b, m, "dispatched", u64(tot[1]));
+    put(b, m, "unrouted", u64(tot[2]));
+    put(b, m, "errors", u64(tot[3]));
+    put(b, m, "bad_frames", u64(tot[4]));
+    put(b, m, "generations", gens);
+    put(b, m, "routes", routes);
+    put(b, m, "functions", fns);
+    return m;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+typedef cbor_item_t *(*cmd_fn)(const struct fb_ctl_env *env, struct cb *b);
+
+static const struct {
+    const char *name;
+    cmd_fn fn; /* NULL: in the design, not written yet */
+} commands[] = {
+    {"status", cmd_status},
+    {"stats", cmd_stats},
+    {"plugin.list", cmd_plugin_list},
+    {"plugin.load", NULL},
+    {"plugin.unload", NULL},
+    {"plugin.reload", NULL},
+    {"func.list", cmd_func_list},
+    {"route.list", cmd_route_list},
+    {"route.add", NULL},
+    {"route.del", NULL},
+    {"route.apply", NULL},
+    {"route.test", NULL},
+    {"config.reload", NULL},
+    {"config.export", NULL},
+};
+
+void fb_ctl_run(const struct fb_ctl_env *env, const char *command, size_t command_len,
+                struct fidbus_slice args, struct fb_ctl_reply *out)
+{
+    (void)args; /* no read-only command takes any */
+    memset(out, 0, sizeof *out);
+    size_t i = 0, n = sizeof commands / sizeof commands[0];
+    while (i < n && !(strlen(commands[i].name) == command_len &&
+                      memcmp(commands[i].name, command, command_len) == 0))
+        i++;
+    if (i == n) {
+        out->code = FIDBUS_UNSUPPORTED;
+        snprintf(out->message, sizeof out->message, "unknown command '%.*s'",
+                 (int)(command_len > 128 ? 128 : command_len), command);
+        return;
+    }
+    if (!commands[i].fn) {
+        out->code = FIDBUS_UNSUPPORTED;
+        snprintf(out->message, sizeof out->message, "%s is not implemented yet",
+                 commands[i].name);
+        return;
+    }
+
+    struct cb b = {0};
+    pthread_mutex_lock(&env->d->change_lock);
+    cbor_item_t *root = commands[i].fn(env, &b);
+    pthread_mutex_unlock(&env->d->change_lock);
+
+    unsigned char *buf = NULL;
+    size_t cap = 0, len = 0;
+    if (root && !b.oom)
+        len = cbor_serialize_alloc(root, &buf, &cap);
+    if (root)
+        cbor_decref(&root);
+    if (!len) {
+        free(buf);
+        out->code = FIDBUS_INTERNAL;
+        snprintf(out->message, sizeof out->message, "%s: out of memory",
+                 commands[i].name);
+        return;
+    }
+    out->result = buf;
+    out->result_len = len;
+}
+
+/* ---------------------------------------------------------------- args */
+
+/* A text item's bytes (definite or chunked) as a malloc'd C string. */
+static int text_dup(const cbor_item_t *s, char **out, size_t *outlen)
+{
+    size_t len = 0;
+    if (cbor_string_is_definite(s)) {
+        len = cbor_string_length(s);
+    } else {
+        cbor_item_t **ch = cbor_string_chunks_handle(s);
+        for (size_t i = 0; i < cbor_string_chunk_count(s); i++)
+            len += cbor_string_length(ch[i]);
+    }
+    char *p = malloc(len + 1);
+    if (!p)
+        return -ENOMEM;
+    if (cbor_string_is_definite(s)) {
+        if (len)
+            memcpy(p, cbor_string_handle(s), len);
+    } else {
+        cbor_item_t **ch = cbor_string_chunks_handle(s);
+        size_t at = 0;
+        for (size_t i = 0; i < cbor_string_chunk_count(s); i++) {
+            size_t l = cbor_string_length(ch[i]);
+            if (l)
+                memcpy(p + at, cbor_string_handle(ch[i]), l);
+            at += l;
+        }
+    }
+    p[len] = '\0';
+    *out = p;
+    *outlen = len;
+    return 0;
+}
+
+int fb_ctl_args_load(struct fidbus_slice args, cbor_item_t **out, char *err,
+                     size_t errlen)
+{
+    if (args.len == 0) {
+        *out = cbor_new_definite_map(0);
+        return *out ? 0 : -ENOMEM;
+    }
+    struct cbor_load_result res;
+    cbor_item_t *item = cbor_load(args.ptr, args.len, &res);
+    if (!item) {
+        if (res.error.code == CBOR_ERR_MEMERROR)
+            return -ENOMEM;
+        snprintf(err, errlen, "args are not well-formed CBOR (at byte %zu)",
+                 res.error.position);
+        return FIDBUS_INVALID;
+    }
+    if (res.read != args.len || !cbor_isa_map(item)) {
+        cbor_decref(&item);
+        snprintf(err, errlen, "args must be one CBOR map");
+        return FIDBUS_INVALID;
+    }
+    *out = item;
+    return 0;
+}
+
+cbor_item_t *fb_ctl_arg(const cbor_item_t *map, const char *key)
+{
+    if (!map || !cbor_isa_map(map))
+        return NULL;
+    struct cbor_pair *pairs = cbor_map_handle(map);
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < cbor_map_size(map); i++) {
+        if (!cbor_isa_string(pairs[i].key))
+            continue;
+        char *k;
+        size_t len;
+        if (text_dup(pairs[i].key, &k, &len) < 0)
+            return NULL;
+        bool eq = len == klen && memcmp(k, key, klen) == 0;
+        free(k);
+        if (eq)
+            return pairs[i].value;
+    }
+    return NULL;
+}
+
+int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char **out,
+                    char *err, size_t errlen)
+{
+    *out = NULL;
+    cbor_item_t *v = fb_ctl_arg(map, key);
+    if (!v) {
+        if (!required)
+            return 0;
+        snprintf(err, errlen, "missing argument '%s'", key);
+        return FIDBUS_INVALID;
+    }
+    if (!cbor_isa_string(v)) {
+        snprintf(err, errlen, "argument '%s' must be text", key);
+        return FIDBUS_INVALID;
+    }
+    char *s;
+    size_t len;
+    if (text_dup(v, &s, &len) < 0)
+        return -ENOMEM;
+    if (strlen(s) != len) {
+        free(s);
+        snprintf(err, errlen, "argument '%s' contains a NUL byte", key);
+        return FIDBUS_INVALID;
+    }
+    *out = s;
+    return 0;
+}

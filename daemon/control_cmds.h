@@ -1,0 +1,70 @@
+/*
+ * Control commands (design section 6): one function per command, each
+ * turning a REQUEST's args into a REPLY's code, message and CBOR result.
+ *
+ * They run on the control thread only (control.c), one at a time, with
+ * the daemon's change_lock held for the whole command: writers hold that
+ * lock too, so the registry, the published table and the plugin list
+ * cannot change underneath a listing and no RCU read lock is needed.
+ * Results are CBOR maps with text keys, built with libcbor's item API (the
+ * control socket is not a hot path).
+ */
+#ifndef FB_CONTROL_CMDS_H
+#define FB_CONTROL_CMDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cbor.h>
+
+#include <fidbus/proto.h>
+
+#include "daemon.h"
+
+/* What the commands may read besides the daemon: facts fixed at start-up
+ * that the control thread keeps its own copy of (the listeners free
+ * themselves on the main loop during shutdown, so their names are copied). */
+struct fb_ctl_env {
+    struct fb_daemon *d;
+    char **listeners; /* "unix:PATH" / "tcp:HOST:PORT" */
+    size_t nlisteners;
+};
+
+/* A command's answer. result is malloc'd CBOR (caller frees), NULL for
+ * none; message is set when code != 0. */
+struct fb_ctl_reply {
+    int code;
+    char message[1024];
+    uint8_t *result;
+    size_t result_len;
+};
+
+/*
+ * Runs one command (command: command_len bytes of UTF-8, not
+ * NUL-terminated; args: the REQUEST's raw CBOR args, len 0 if absent).
+ * Takes and releases d->change_lock. Fills *out; never fails otherwise.
+ */
+void fb_ctl_run(const struct fb_ctl_env *env, const char *command, size_t command_len,
+                struct fidbus_slice args, struct fb_ctl_reply *out);
+
+/*
+ * Args helpers for the commands that take args. fb_ctl_args_load decodes
+ * the raw args (cbor_load) into *out, which the caller releases with
+ * cbor_decref; absent args (len 0) give an empty map. Returns 0, or
+ * FIDBUS_INVALID with err set when args are not one well-formed CBOR map,
+ * or -ENOMEM.
+ */
+int fb_ctl_args_load(struct fidbus_slice args, cbor_item_t **out, char *err,
+                     size_t errlen);
+/* The value of text key `key` in map, borrowed from it; NULL if absent. */
+cbor_item_t *fb_ctl_arg(const cbor_item_t *map, const char *key);
+/*
+ * Text value of `key` as a malloc'd NUL-terminated string in *out (NULL
+ * when absent and not required). Returns 0, FIDBUS_INVALID with err set
+ * (missing but required, not text, contains NUL), or -ENOMEM.
+ */
+int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char **out,
+                    char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,518 @@
+/*
+ * daemon/ctl_render.c -- control results for people and for scripts
+ * (see ctl_render.h).
+ *
+ * Not a hot path: the REPLY's bytes go through cbor_load, then into a
+ * jansson tree, and the tables are drawn from that tree. Column widths
+ * are measured first so every table lines up; cells never hold spaces
+ * (lists are joined with ","), so `awk '{print $1}'` works on them.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cbor.h>
+
+#include "ctl_render.h"
+
+/* Out of memory in a command-line tool: say so on one line and stop. */
+static void *oom(void *p)
+{
+    if (!p) {
+        fputs("fidbusctl: out of memory\n", stderr);
+        exit(1);
+    }
+    return p;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return oom(n < 0 ? NULL : s);
+}
+
+/* -------------------------------------------------------- CBOR -> JSON */
+
+static json_t *to_json(const cbor_item_t *it);
+
+/* Text or bytes, definite or chunked, as one malloc'd buffer. */
+static uint8_t *string_bytes(const cbor_item_t *it, size_t *len)
+{
+    bool bytes = cbor_isa_bytestring(it);
+    if (bytes ? cbor_bytestring_is_definite(it) : cbor_string_is_definite(it)) {
+        size_t n = bytes ? cbor_bytestring_length(it) : cbor_string_length(it);
+        uint8_t *p = oom(malloc(n + 1));
+        memcpy(p, bytes ? cbor_bytestring_handle(it) : cbor_string_handle(it), n);
+        *len = n;
+        return p;
+    }
+    size_t nch = bytes ? cbor_bytestring_chunk_count(it) : cbor_string_chunk_count(it);
+    cbor_item_t **ch = bytes ? cbor_bytestring_chunks_handle(it)
+                             : cbor_string_chunks_handle(it);
+    size_t total = 0;
+    for (size_t i = 0; i < nch; i++)
+        total += bytes ? cbor_bytestring_length(ch[i]) : cbor_string_length(ch[i]);
+    uint8_t *p = oom(malloc(total + 1));
+    size_t off = 0;
+    for (size_t i = 0; i < nch; i++) {
+        size_t n = bytes ? cbor_bytestring_length(ch[i]) : cbor_string_length(ch[i]);
+        memcpy(p + off, bytes ? cbor_bytestring_handle(ch[i]) : cbor_string_handle(ch[i]),
+               n);
+        off += n;
+    }
+    *len = total;
+    return p;
+}
+
+static json_t *hex_json(const uint8_t *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char *s = oom(malloc(2 * n + 1));
+    for (size_t i = 0; i < n; i++) {
+        s[2 * i] = digits[p[i] >> 4];
+        s[2 * i + 1] = digits[p[i] & 15];
+    }
+    s[2 * n] = '\0';
+    json_t *j = json_string(s);
+    free(s);
+    return j;
+}
+
+/* A map key as object key text. */
+static char *key_text(const cbor_item_t *k)
+{
+    if (cbor_isa_string(k)) {
+        size_t n;
+        char *s = (char *)string_bytes(k, &n);
+        s[n] = '\0';
+        return s;
+    }
+    json_t *j = to_json(k);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    /* a text rendering of a text-like key loses its quotes */
+    if (s && s[0] == '"') {
+        size_t n = strlen(s);
+        memmove(s, s + 1, n - 2);
+        s[n - 2] = '\0';
+    }
+    return oom(s);
+}
+
+static json_t *to_json(const cbor_item_t *it)
+{
+    switch (cbor_typeof(it)) {
+    case CBOR_TYPE_UINT: {
+        uint64_t v = cbor_get_int(it);
+        return v <= INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
+    }
+    case CBOR_TYPE_NEGINT: {
+        uint64_t v = cbor_get_int(it); /* the value is -1 - v */
+        return v < INT64_MAX ? json_integer(-1 - (json_int_t)v)
+                             : json_real(-1.0 - (double)v);
+    }
+    case CBOR_TYPE_BYTESTRING: {
+        size_t n;
+        uint8_t *p = string_bytes(it, &n);
+        json_t *j = hex_json(p, n);
+        free(p);
+        return j;
+    }
+    case CBOR_TYPE_STRING: {
+        size_t n;
+        uint8_t *p = string_bytes(it, &n);
+        json_t *j = json_stringn((const char *)p, n);
+        if (!j) /* not UTF-8 after all: show the bytes rather than lose them */
+            j = hex_json(p, n);
+        free(p);
+        return j;
+    }
+    case CBOR_TYPE_ARRAY: {
+        json_t *a = json_array();
+        cbor_item_t **h = cbor_array_handle(it);
+        for (size_t i = 0; a && i < cbor_array_size(it); i++)
+            if (json_array_append_new(a, to_json(h[i])) < 0) {
+                json_decref(a);
+                a = NULL;
+            }
+        return a;
+    }
+    case CBOR_TYPE_MAP: {
+        json_t *o = json_object();
+        struct cbor_pair *h = cbor_map_handle(it);
+        for (size_t i = 0; o && i < cbor_map_size(it); i++) {
+            char *k = key_text(h[i].key);
+            if (json_object_set_new(o, k, to_json(h[i].value)) < 0) {
+                json_decref(o);
+                o = NULL;
+            }
+            free(k);
+        }
+        return o;
+    }
+    case CBOR_TYPE_TAG: {
+        cbor_item_t *inner = cbor_tag_item(it);
+        json_t *j = to_json(inner);
+        cbor_decref(&inner);
+        return j;
+    }
+    case CBOR_TYPE_FLOAT_CTRL:
+        if (cbor_is_bool(it))
+            return json_boolean(cbor_get_bool(it));
+        if (cbor_float_ctrl_is_ctrl(it))
+            return json_null(); /* null, undefined, other simple values */
+        {
+            double d = cbor_float_get_float(it);
+            return isfinite(d) ? json_real(d) : json_null();
+        }
+    }
+    return json_null();
+}
+
+int fb_ctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
+                       size_t why_len)
+{
+    *out = NULL;
+    if (len == 0) {
+        *out = oom(json_object());
+        return 0;
+    }
+    struct cbor_load_result res;
+    cbor_item_t *item = cbor_load(p, len, &res);
+    if (!item || res.error.code != CBOR_ERR_NONE) {
+        snprintf(why, why_len, "the result is not well-formed CBOR (error %d at byte %zu)",
+                 (int)res.error.code, res.error.position);
+        if (item)
+            cbor_decref(&item);
+        return -1;
+    }
+    if (res.read != len) {
+        snprintf(why, why_len, "%zu bytes after the result's CBOR item", len - res.read);
+        cbor_decref(&item);
+        return -1;
+    }
+    *out = oom(to_json(item));
+    cbor_decref(&item);
+    return 0;
+}
+
+/* ---------------------------------------------------------- text cells */
+
+/* A value as one line of text; list items joined by sep. */
+static char *value_text(const json_t *v, const char *sep)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return oom(strdup(json_string_length(v) ? json_string_value(v) : "-"));
+    case JSON_INTEGER:
+        return xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    case JSON_REAL:
+        return xasprintf("%.17g", json_real_value(v));
+    case JSON_TRUE:
+        return oom(strdup("yes"));
+    case JSON_FALSE:
+        return oom(strdup("no"));
+    case JSON_NULL:
+        return oom(strdup("-"));
+    case JSON_ARRAY: {
+        if (json_array_size(v) == 0)
+            return oom(strdup("-"));
+        char *s = oom(strdup(""));
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            char *t = value_text(e, sep);
+            char *n = xasprintf("%s%s%s", s, i ? sep : "", t);
+            free(t);
+            free(s);
+            s = n;
+        }
+        return s;
+    }
+    case JSON_OBJECT:
+        break;
+    }
+    if (json_object_size(v) == 0)
+        return oom(strdup("-"));
+    return oom(json_dumps(v, JSON_COMPACT));
+}
+
+/* A column of an object: its text, "-" when absent. */
+static char *field(const json_t *o, const char *key)
+{
+    const json_t *v = json_is_object(o) ? json_object_get(o, key) : NULL;
+    return v ? value_text(v, ",") : oom(strdup("-"));
+}
+
+/* --------------------------------------------------------------- tables */
+
+struct table {
+    size_t ncols, nrows, cap;
+    char **cells; /* row-major; row 0 is the header */
+};
+
+static void table_init(struct table *t, const char *const *header, size_t ncols)
+{
+    *t = (struct table){.ncols = ncols};
+    char **row = oom(calloc(ncols, sizeof(*row)));
+    for (size_t i = 0; i < ncols; i++)
+        row[i] = oom(strdup(header[i]));
+    t->cells = row;
+    t->nrows = t->cap = 1;
+}
+
+/* Takes the ncols malloc'd strings of row. */
+static void table_add(struct table *t, char **row)
+{
+    if (t->nrows == t->cap) {
+        t->cap *= 2;
+        t->cells = oom(reallocarray(t->cells, t->cap * t->ncols, sizeof(char *)));
+    }
+    memcpy(t->cells + t->nrows * t->ncols, row, t->ncols * sizeof(char *));
+    t->nrows++;
+}
+
+/* Prints and frees. */
+static void table_print(FILE *out, struct table *t)
+{
+    size_t *w = oom(calloc(t->ncols, sizeof(*w)));
+    for (size_t r = 0; r < t->nrows; r++)
+        for (size_t c = 0; c < t->ncols; c++) {
+            size_t n = strlen(t->cells[r * t->ncols + c]);
+            if (n > w[c])
+                w[c] = n;
+        }
+    for (size_t r = 0; r < t->nrows; r++) {
+        for (size_t c = 0; c < t->ncols; c++) {
+            const char *s = t->cells[r * t->ncols + c];
+            if (c + 1 < t->ncols)
+                fprintf(out, "%-*s  ", (int)w[c], s);
+            else
+                fprintf(out, "%s\n", s);
+            free(t->cells[r * t->ncols + c]);
+        }
+    }
+    free(t->cells);
+    free(w);
+}
+
+/* "key: value" for every key, or only the scalar ones. */
+static void key_values(FILE *out, const json_t *o, bool scalars_only)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v)
+    {
+        if (scalars_only && (json_is_object(v) || json_is_array(v)))
+            continue;
+        char *s = value_text(v, ", ");
+        fprintf(out, "%s: %s\n", k, s);
+        free(s);
+    }
+}
+
+static void render_plugins(FILE *out, const json_t *r)
+{
+    static const char *const h[] = {"NAME", "VERSION", "PATH", "FUNCTIONS"};
+    struct table t;
+    table_init(&t, h, 4);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(r, "plugins"), i, p)
+    {
+        char *row[] = {field(p, "name"), field(p, "version"), field(p, "path"),
+                       field(p, "functions")};
+        table_add(&t, row);
+    }
+    table_print(out, &t);
+}
+
+static void render_functions(FILE *out, const json_t *r)
+{
+    static const char *const h[] = {"ID", "CANONICAL", "SIGHASH", "PLUGIN", "BLOCKING"};
+    struct table t;
+    table_init(&t, h, 5);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(r, "functions"), i, f)
+    {
+        char *sig = field(f, "sighash");
+        if (strlen(sig) > 16)
+            sig[16] = '\0'; /* enough to tell signatures apart by eye */
+        char *row[] = {field(f, "id"), field(f, "canonical"), sig, field(f, "plugin"),
+                       field(f, "blocking")};
+        table_add(&t, row);
+    }
+    table_print(out, &t);
+}
+
+/* tags {k: v} -> "k=v,k2=v2" */
+static char *tags_text(const json_t *tags)
+{
+    if (!json_is_object(tags) || json_object_size(tags) == 0)
+        return oom(strdup("-"));
+    char *s = oom(strdup(""));
+    const char *k;
+    json_t *v;
+    bool first = true;
+    json_object_foreach((json_t *)tags, k, v)
+    {
+        char *vt = json_is_string(v) ? oom(strdup(json_string_value(v)))
+                                     : value_text(v, ",");
+        char *n = xasprintf("%s%s%s=%s", s, first ? "" : ",", k, vt);
+        free(vt);
+        free(s);
+        s = n;
+        first = false;
+    }
+    return s;
+}
+
+/* to [{target, id, weight}] -> "target(id):weight,..." */
+static char *targets_text(const json_t *to)
+{
+    if (!json_is_array(to) || json_array_size(to) == 0)
+        return oom(strdup("-"));
+    char *s = oom(strdup(""));
+    size_t i;
+    json_t *e;
+    json_array_foreach(to, i, e)
+    {
+        char *tg = field(e, "target"), *id = field(e, "id"), *w = field(e, "weight");
+        char *n = xasprintf("%s%s%s(%s):%s", s, i ? "," : "", tg, id, w);
+        free(tg);
+        free(id);
+        free(w);
+        free(s);
+        s = n;
+    }
+    return s;
+}
+
+static void render_routes(FILE *out, const json_t *r)
+{
+    char *gen = field(r, "generation");
+    fprintf(out, "generation: %s\n", gen);
+    free(gen);
+    static const char *const h[] = {"NAME", "EVENT", "TAGS", "TO", "MODE", "PRIORITY"};
+    struct table t;
+    table_init(&t, h, 6);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(r, "routes"), i, e)
+    {
+        char *mode = field(e, "mode");
+        const json_t *sb = json_object_get(e, "split_by");
+        if (json_is_string(sb) && json_string_length(sb)) {
+            char *m = xasprintf("%s(%s)", mode, json_string_value(sb));
+            free(mode);
+            mode = m;
+        }
+        char *row[] = {field(e, "name"),
+                       field(e, "event"),
+                       tags_text(json_object_get(e, "tags")),
+                       targets_text(json_object_get(e, "to")),
+                       mode,
+                       field(e, "priority")};
+        table_add(&t, row);
+    }
+    table_print(out, &t);
+}
+
+static void render_stats(FILE *out, const json_t *r)
+{
+    key_values(out, r, true);
+
+    const char *k;
+    json_t *v;
+    const json_t *gens = json_object_get(r, "generations");
+    if (json_is_object(gens)) {
+        static const char *const h[] = {"GENERATION", "EVENTS"};
+        struct table t;
+        table_init(&t, h, 2);
+        json_object_foreach((json_t *)gens, k, v)
+        {
+            char *row[] = {oom(strdup(k)), value_text(v, ",")};
+            table_add(&t, row);
+        }
+        fputc('\n', out);
+        table_print(out, &t);
+    }
+    const json_t *routes = json_object_get(r, "routes");
+    if (json_is_object(routes)) {
+        static const char *const h[] = {"ROUTE", "MATCHED"};
+        struct table t;
+        table_init(&t, h, 2);
+        json_object_foreach((json_t *)routes, k, v)
+        {
+            char *row[] = {oom(strdup(k)), field(v, "matched")};
+            table_add(&t, row);
+        }
+        fputc('\n', out);
+        table_print(out, &t);
+    }
+    const json_t *funcs = json_object_get(r, "functions");
+    if (json_is_object(funcs)) {
+        static const char *const h[] = {"FUNCTION", "CALLS", "ERRORS", "P50_NS",
+                                        "P99_NS"};
+        struct table t;
+        table_init(&t, h, 5);
+        json_object_foreach((json_t *)funcs, k, v)
+        {
+            char *row[] = {oom(strdup(k)), field(v, "calls"), field(v, "errors"),
+                           field(v, "p50_ns"), field(v, "p99_ns")};
+            table_add(&t, row);
+        }
+        fputc('\n', out);
+        table_print(out, &t);
+    }
+    /* anything else the daemon added later, as it is */
+    json_object_foreach((json_t *)r, k, v)
+    {
+        if (!json_is_object(v) && !json_is_array(v))
+            continue;
+        if (!strcmp(k, "generations") || !strcmp(k, "routes") || !strcmp(k, "functions"))
+            continue;
+        char *s = value_text(v, ", ");
+        fprintf(out, "%s: %s\n", k, s);
+        free(s);
+    }
+}
+
+void fb_ctl_render_table(FILE *out, const char *command, const json_t *result)
+{
+    if (!json_is_object(result)) {
+        char *s = value_text(result, ", ");
+        fprintf(out, "%s\n", s);
+        free(s);
+        return;
+    }
+    if (!strcmp(command, "plugin.list")) {
+        render_plugins(out, result);
+    } else if (!strcmp(command, "func.list")) {
+        render_functions(out, result);
+    } else if (!strcmp(command, "route.list")) {
+        render_routes(out, result);
+    } else if (!strcmp(command, "stats")) {
+        render_stats(out, result);
+    } else if (!strcmp(command, "config.export") &&
+               json_is_string(json_object_get(result, "config"))) {
+        /* the config file itself, ready to redirect into a file */
+        fputs(json_string_value(json_object_get(result, "config")), out);
+    } else if (json_object_size(result) == 0) {
+        fputs("ok\n", out);
+    } else {
+        key_values(out, result, false);
+    }
+}

@@ -1,0 +1,38 @@
+/*
+ * daemon/ctl_render.h -- how fidbusctl shows a control REPLY's result.
+ *
+ * A result is one CBOR map with text keys (DESIGN section 6). It is first
+ * turned into JSON -- the direct rendering `--json` prints -- and the
+ * human tables are drawn from that JSON, so both outputs always agree.
+ *
+ * CBOR -> JSON: maps -> objects (a key that is not text becomes its JSON
+ * text, e.g. 7 -> "7"), arrays -> arrays, text -> strings, integers ->
+ * integers (beyond int64: a real), floats -> reals (NaN and infinities ->
+ * null), true/false/null/undefined -> true/false/null/null, byte strings ->
+ * lowercase hex text, tags -> their content.
+ */
+#ifndef FB_CTL_RENDER_H
+#define FB_CTL_RENDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+/*
+ * Parses `len` bytes (exactly one CBOR item; len 0 means "no result" and
+ * gives an empty object) into a new JSON value in *out. Returns 0, or -1
+ * with a one-line reason in why.
+ */
+int fb_ctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
+                       size_t why_len);
+
+/*
+ * Writes the human-readable form of `result` for the design command
+ * `command` ("status", "plugin.list", ...): a table where the command has
+ * one, otherwise "key: value" lines ("ok" for an empty result).
+ */
+void fb_ctl_render_table(FILE *out, const char *command, const json_t *result);
+
+#endif
