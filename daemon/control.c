@@ -1,7 +1,8 @@
 /*
  * The control socket's thread: accept, check the peer, read frames, run
  * one command at a time, write the REPLY. See control.h for the protocol
- * rules and control_cmds.c for the commands.
+ * rules and control_cmds.c for the commands; the socket's reading,
+ * writing and error close are stream.c's, shared with bus connections.
  *
  * Everything here except fb_control_new/stop/free runs on the control
  * thread, so connection state needs no locks. Commands run synchronously
@@ -15,7 +16,6 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,43 +26,29 @@
 
 #include <fidbus/proto.h>
 
-#include "build_config.h"
 #include "control_cmds.h"
 #include "listener.h"
 #include "log.h"
+#include "stream.h"
 
-/* Replies pending in the kernel's and libuv's hands before a client's
- * input is held back: one client that does not read its replies cannot
- * make the daemon buffer without bound. */
+/* Reply bytes the kernel has not taken yet before a client's input is
+ * held back: one client that does not read its replies cannot make the
+ * daemon buffer without bound. */
 #define CTL_OUT_HIGH (4u * 1024u * 1024u)
-#define CTL_ERR_RESERVE 4200u /* an ERROR frame with a 4 KiB message */
 
 enum {
-    K_READING = 1u << 0,     /* uv_read_start is in effect */
-    K_PAUSED = 1u << 1,      /* too many reply bytes pending: input on hold */
-    K_FLUSH_CLOSE = 1u << 2, /* bad frame length: ERROR sent, then shutdown */
-    K_CLOSING = 1u << 3,     /* uv_close called */
+    K_PAUSED = FB_S_USER, /* too many reply bytes pending: input on hold */
 };
 
 struct fb_control;
 
 struct ctl_conn {
+    struct fb_stream st; /* the socket; freed from its close callback */
     struct fb_control *ctl;
-    uv_pipe_t pipe;
-    uv_shutdown_t sreq;
-    struct fidbus_frame_reader rd;
-    unsigned flags;
-    size_t wpending; /* bytes in unfinished uv_writes */
     uid_t uid;
     bool allowed;
     bool warned; /* the refusal was logged once for this connection */
     struct ctl_conn *prev, *next;
-};
-
-struct ctl_write {
-    uv_write_t req;
-    struct ctl_conn *c;
-    struct fidbus_buf buf;
 };
 
 struct fb_control {
@@ -89,11 +75,11 @@ struct fb_control {
 
 static void process_input(struct ctl_conn *c);
 
-/* ------------------------------------------------------------- writing */
+/* ------------------------------------------------------------- answers */
 
-static void conn_on_close(uv_handle_t *h)
+static void conn_closed(struct fb_stream *st)
 {
-    struct ctl_conn *c = h->data;
+    struct ctl_conn *c = fb_stream_owner(st, struct ctl_conn, st);
     struct fb_control *ctl = c->ctl;
     if (c->prev)
         c->prev->next = c->next;
@@ -101,88 +87,18 @@ static void conn_on_close(uv_handle_t *h)
         ctl->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    fidbus_frame_reader_destroy(&c->rd);
+    fb_stream_destroy(&c->st);
     free(c);
 }
 
-static void conn_close(struct ctl_conn *c)
+static bool conn_written(struct fb_stream *st)
 {
-    if (c->flags & K_CLOSING)
-        return;
-    c->flags |= K_CLOSING;
-    c->flags &= ~K_READING;
-    uv_close((uv_handle_t *)&c->pipe, conn_on_close);
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    struct ctl_write *w = req->data;
-    struct ctl_conn *c = w->c;
-    c->wpending -= w->buf.len;
-    fidbus_buf_free(&w->buf);
-    free(w);
-    /* On uv_close pending writes end with UV_ECANCELED before the close
-     * callback, so c is still valid here. */
-    if (c->flags & K_CLOSING)
-        return;
-    if (status < 0) {
-        conn_close(c);
-        return;
+    if ((st->flags & K_PAUSED) && fb_stream_pending(st) < CTL_OUT_HIGH) {
+        st->flags &= ~K_PAUSED;
+        process_input(fb_stream_owner(st, struct ctl_conn, st));
+        return true;
     }
-    if ((c->flags & K_PAUSED) && c->wpending < CTL_OUT_HIGH) {
-        c->flags &= ~K_PAUSED;
-        process_input(c);
-    }
-}
-
-/* Hands one encoded frame (b's bytes, taken over) to libuv. */
-static void send_buf(struct ctl_conn *c, struct fidbus_buf *b)
-{
-    struct ctl_write *w = calloc(1, sizeof *w);
-    if (!w) {
-        fidbus_buf_free(b);
-        fb_error("control: out of memory answering a client; closing it");
-        conn_close(c);
-        return;
-    }
-    w->c = c;
-    w->buf = *b;
-    *b = (struct fidbus_buf){0};
-    w->req.data = w;
-    uv_buf_t ub = uv_buf_init((char *)w->buf.data, (unsigned)w->buf.len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &ub, 1, on_write);
-    if (rc < 0) {
-        fidbus_buf_free(&w->buf);
-        free(w);
-        conn_close(c);
-        return;
-    }
-    c->wpending += w->buf.len;
-}
-
-static void send_error(struct ctl_conn *c, bool has_seq, uint64_t seq, int code,
-                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static void send_error(struct ctl_conn *c, bool has_seq, uint64_t seq, int code,
-                       const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    struct fidbus_buf b = {0};
-    size_t n = 0;
-    if (fidbus_buf_reserve(&b, CTL_ERR_RESERVE) == 0)
-        n = fidbus_enc_error(b.data, b.cap, has_seq, seq, (uint64_t)code, msg, false, 0);
-    if (!n) {
-        fidbus_buf_free(&b);
-        fb_error("control: out of memory answering a client; closing it");
-        conn_close(c);
-        return;
-    }
-    b.len = n;
-    send_buf(c, &b);
+    return false;
 }
 
 static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
@@ -205,22 +121,19 @@ static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
         o.present |= FIDBUS_BIT(FIDBUS_K_RESULT);
         o.result = (struct fidbus_slice){r->result, r->result_len};
     }
-    struct fidbus_buf b = {0};
-    int rc = fidbus_msg_encode(&b, &o);
+    if (c->st.flags & FB_S_CLOSING)
+        return;
+    int rc = fidbus_msg_encode(&c->st.out, &o);
     if (rc < 0) {
-        fidbus_buf_free(&b);
         if (rc == -ENOMEM) {
-            fb_error("control: out of memory answering a client; closing it");
-            conn_close(c);
+            fb_stream_oom(&c->st);
             return;
         }
         /* -EMSGSIZE: the result does not fit a frame */
         struct fb_ctl_reply big = {.code = FIDBUS_INTERNAL};
         snprintf(big.message, sizeof big.message, "result too large for one frame");
         send_reply(c, m, &big);
-        return;
     }
-    send_buf(c, &b);
 }
 
 /* ------------------------------------------------------------- reading */
@@ -233,16 +146,17 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
     if (rc == 0)
         rc = fidbus_msg_check(m);
     if (rc) {
-        send_error(c, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
-                   rc > 0 ? rc : FIDBUS_INTERNAL, "%s",
-                   m->why ? m->why : fidbus_code_name(rc));
+        fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
+                             rc > 0 ? rc : FIDBUS_INTERNAL, false, 0, "%s",
+                             m->why ? m->why : fidbus_code_name(rc));
         return;
     }
     if (m->type != FIDBUS_MSG_REQUEST) {
-        send_error(c, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq, FIDBUS_UNSUPPORTED,
-                   "message type %llu is not accepted on the control socket "
-                   "(send REQUEST)",
-                   (unsigned long long)m->type);
+        fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
+                             FIDBUS_UNSUPPORTED, false, 0,
+                             "message type %llu is not accepted on the control socket "
+                             "(send REQUEST)",
+                             (unsigned long long)m->type);
         return;
     }
     struct fb_ctl_reply r = {0};
@@ -262,106 +176,61 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
     free(r.result);
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    struct ctl_conn *c = h->data;
-    uint8_t *p;
-    size_t len;
-    if (fidbus_frame_reader_space(&c->rd, &p, &len) < 0) {
-        buf->base = NULL;
-        buf->len = 0; /* libuv reports UV_ENOBUFS */
-        return;
-    }
-    buf->base = (char *)p;
-    buf->len = len;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct ctl_conn *c = s->data;
-    if (nread > 0) {
-        fidbus_frame_reader_commit(&c->rd, (size_t)nread);
-        process_input(c);
-        return;
-    }
-    if (nread < 0)
-        conn_close(c); /* EOF, error or out of memory */
-}
-
-/* After a bad frame length: discard input until the client closes, so our
- * ERROR is not lost to a reset (the bus does the same). */
-static void on_drain_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    struct ctl_conn *c = h->data;
-    buf->base = (char *)c->rd.buf;
-    buf->len = c->rd.cap;
-}
-
-static void on_drain_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    if (nread < 0)
-        conn_close(s->data);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    struct ctl_conn *c = req->data;
-    if (c->flags & K_CLOSING)
-        return;
-    c->rd.start = c->rd.end = 0;
-    if (status < 0 ||
-        uv_read_start((uv_stream_t *)&c->pipe, on_drain_alloc, on_drain_read) < 0)
-        conn_close(c);
-}
-
 static void process_input(struct ctl_conn *c)
 {
     for (;;) {
-        if (c->flags & (K_CLOSING | K_FLUSH_CLOSE))
+        if (c->st.flags & (FB_S_CLOSING | FB_S_FLUSH_CLOSE))
             break;
-        if (c->wpending >= CTL_OUT_HIGH) {
-            c->flags |= K_PAUSED;
+        if (fb_stream_pending(&c->st) >= CTL_OUT_HIGH) {
+            c->st.flags |= K_PAUSED;
             break;
         }
         const uint8_t *body;
         size_t len;
-        int rc = fidbus_frame_next(&c->rd, &body, &len);
+        int rc = fidbus_frame_next(&c->st.rd, &body, &len);
         if (rc == 1) {
             handle_frame(c, body, len);
+            fb_stream_flush(&c->st);
             continue;
         }
         if (rc == 0)
             break;
         /* A bad length cannot be resynchronised: answer and close. */
         if (rc == FIDBUS_TOO_LARGE)
-            send_error(c, false, 0, rc, "frame longer than max_frame (%u bytes); closing",
-                       (unsigned)c->ctl->d->cfg->max_frame);
+            fb_stream_send_error(&c->st, false, 0, rc, false, 0,
+                                 "frame longer than max_frame (%u bytes); closing",
+                                 (unsigned)c->ctl->d->cfg->max_frame);
         else
-            send_error(c, false, 0, FIDBUS_MALFORMED, "zero-length frame; closing");
-        if (c->flags & K_CLOSING)
+            fb_stream_send_error(&c->st, false, 0, FIDBUS_MALFORMED, false, 0,
+                                 "zero-length frame; closing");
+        if (c->st.flags & FB_S_CLOSING)
             break;
-        c->flags |= K_FLUSH_CLOSE;
-        uv_read_stop((uv_stream_t *)&c->pipe);
-        c->flags &= ~K_READING;
-        /* uv_shutdown waits for the queued ERROR to be written. */
-        c->sreq.data = c;
-        if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, on_shutdown) < 0)
-            conn_close(c);
+        c->st.flags |= FB_S_FLUSH_CLOSE;
+        fb_stream_read_stop(&c->st);
+        /* Shuts down once the ERROR is written, then drains until EOF. */
+        fb_stream_flush(&c->st);
         return;
     }
-    if (c->flags & K_CLOSING)
+    if (c->st.flags & FB_S_CLOSING)
         return;
-    bool want = !(c->flags & (K_PAUSED | K_FLUSH_CLOSE));
-    if (!want && (c->flags & K_READING)) {
-        uv_read_stop((uv_stream_t *)&c->pipe);
-        c->flags &= ~K_READING;
-    } else if (want && !(c->flags & K_READING)) {
-        if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) < 0)
-            conn_close(c);
-        else
-            c->flags |= K_READING;
-    }
+    bool want = !(c->st.flags & (K_PAUSED | FB_S_FLUSH_CLOSE));
+    if (!want)
+        fb_stream_read_stop(&c->st);
+    else if (!(c->st.flags & FB_S_READING))
+        fb_stream_read_start(&c->st);
 }
+
+static void conn_input(struct fb_stream *st)
+{
+    process_input(fb_stream_owner(st, struct ctl_conn, st));
+}
+
+static const struct fb_stream_ops conn_ops = {
+    .who = "control: ",
+    .input = conn_input,
+    .written = conn_written,
+    .closed = conn_closed,
+};
 
 /* ---------------------------------------------------------- the peer */
 
@@ -424,43 +293,28 @@ static void conn_new(struct fb_control *ctl, int fd)
         return;
     }
     c->ctl = ctl;
-    if (fidbus_frame_reader_init(&c->rd, ctl->d->cfg->max_frame, 4096) < 0) {
+    if (fb_stream_init(&c->st, &ctl->loop, false, ctl->d->cfg->max_frame, 4096,
+                       &conn_ops) < 0) {
         free(c);
         close(fd);
         return;
     }
-    int rc = uv_pipe_init(&ctl->loop, &c->pipe, 0);
-    if (rc < 0) {
-        fb_error("control: cannot adopt a client socket: %s", uv_strerror(rc));
-        fidbus_frame_reader_destroy(&c->rd);
-        free(c);
-        close(fd);
-        return;
-    }
-    c->pipe.data = c;
     c->next = ctl->conns;
     if (ctl->conns)
         ctl->conns->prev = c;
     ctl->conns = c;
     check_peer(ctl, c, fd);
-    if ((rc = uv_pipe_open(&c->pipe, fd)) < 0) {
-        fb_error("control: cannot adopt a client socket: %s", uv_strerror(rc));
+    if (fb_stream_open(&c->st, fd, false) < 0) {
         close(fd);
-        conn_close(c);
+        fb_stream_close(&c->st);
         return;
     }
-    struct fidbus_buf b = {0};
-    size_t n = 0;
-    if (fidbus_buf_reserve(&b, 128) == 0)
-        n = fidbus_enc_hello(b.data, b.cap, "fidbusd/" FIDBUS_VERSION, NULL, 0);
-    if (!n) {
-        fidbus_buf_free(&b);
-        conn_close(c);
+    if (fb_stream_send_hello(&c->st) < 0) {
+        fb_stream_close(&c->st);
         return;
     }
-    b.len = n;
-    send_buf(c, &b);
-    if (!(c->flags & K_CLOSING))
+    fb_stream_flush(&c->st);
+    if (!(c->st.flags & FB_S_CLOSING))
         process_input(c);
 }
 
@@ -499,7 +353,7 @@ static void on_async(uv_async_t *a)
     uv_poll_stop(&ctl->poll);
     uv_close((uv_handle_t *)&ctl->poll, NULL);
     for (struct ctl_conn *c = ctl->conns; c; c = c->next)
-        conn_close(c);
+        fb_stream_close(&c->st);
     uv_close((uv_handle_t *)&ctl->async, NULL);
     /* The loop ends once these close callbacks have run. */
 }

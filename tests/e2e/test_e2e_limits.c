@@ -266,6 +266,82 @@ START_TEST(test_e2e_limits_client_vanishes)
 }
 END_TEST
 
+/*
+ * A client pushes acked publishes until the daemon holds it back (answers
+ * pending, input no longer read), then closes without reading a single
+ * ACK. The daemon's next write fails; it must still read and dispatch every
+ * frame the client sent (hundreds of KiB are still unread in the socket),
+ * dropping only the answers. Each complete frame written is counted once.
+ */
+START_TEST(test_e2e_limits_slow_reader_vanishes)
+{
+    struct fb_e2e_opts o = {.workers = 1};
+    struct fb_e2e *t =
+        fb_e2e_up(&o, FB_E2E_COUNT "[route all]\nevent = *\nto = fidbus.count\n");
+
+    struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
+    fb_e2e_raw_hello(r);
+    ck_assert_int_eq(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK), 0);
+    enum { MAX = 3000000, CHUNK = 1000 };
+    struct fidbus_buf b = {0};
+    uint64_t frames = 0; /* complete frames in fully written chunks */
+    size_t off = 0;
+    bool stalled = false;
+    while (frames < MAX && !stalled) {
+        if (off == b.len) {
+            b.len = off = 0;
+            for (int i = 0; i < CHUNK; i++) {
+                struct fidbus_msg_out m = {
+                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
+                    .type = FIDBUS_MSG_PUBLISH,
+                    .seq = frames + (uint64_t)i + 1,
+                    .event = "lim.v",
+                    .flags = FIDBUS_FLAG_ACK,
+                };
+                ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
+            }
+        }
+        ssize_t n = send(r->fd, b.data + off, b.len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            if (off == b.len)
+                frames += CHUNK;
+            continue;
+        }
+        ck_assert_int_eq(errno, EAGAIN);
+        struct pollfd p = {.fd = r->fd, .events = POLLOUT};
+        stalled = poll(&p, 1, 1000) == 0;
+    }
+    ck_assert_msg(stalled, "the daemon never pushed back");
+    /* complete frames of the partly written chunk */
+    if (off < b.len) {
+        size_t pos = 0;
+        while (pos + 4 <= off) {
+            size_t len = (size_t)b.data[pos] << 24 | (size_t)b.data[pos + 1] << 16 |
+                         (size_t)b.data[pos + 2] << 8 | b.data[pos + 3];
+            if (pos + 4 + len > off)
+                break;
+            frames++;
+            pos += 4 + len;
+        }
+    }
+    fidbus_buf_free(&b);
+    fb_e2e_raw_close(r); /* unread ACKs in our receive queue: the daemon's writes fail */
+
+    /* the daemon is fine and serves others */
+    struct fidbus_client *c = fb_e2e_connect(t);
+    fb_e2e_publish_ack(c, "lim.after", 1);
+    fidbus_client_close(c);
+
+    fb_e2e_stop_ok(t);
+    char *json = fb_e2e_read(fb_e2e_file(t, "count.json"), NULL);
+    FB_E2E_ASSERT_COUNT(json, "lim.v", (long long)frames);
+    free(json);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *e2e_limits_suite(void)
 {
     Suite *s = suite_create("e2e_limits");
@@ -275,6 +351,7 @@ static Suite *e2e_limits_suite(void)
     tcase_add_test(tc, test_e2e_limits_pool_busy);
     tcase_add_test(tc, test_e2e_limits_conn_waiters);
     tcase_add_test(tc, test_e2e_limits_client_vanishes);
+    tcase_add_test(tc, test_e2e_limits_slow_reader_vanishes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,83 @@
+/*
+ * daemon/fidbusctl.h -- what the parts of fidbusctl share (private).
+ *
+ * fidbusctl.c holds main, the global options, the command dispatch and the
+ * exit-code conventions every command reports through;
+ * fidbusctl_publish.c is the `publish` command, fidbusctl_control.c the
+ * commands sent to the control socket.
+ */
+#ifndef FB_FIDBUSCTL_H
+#define FB_FIDBUSCTL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <fidbus/client.h>
+
+enum {
+    EXIT_OK = 0,
+    EXIT_BUS = 1, /* the bus answered with an error */
+    EXIT_USAGE = 2,
+    EXIT_CONN = 3, /* cannot connect, connection lost, timeout */
+};
+
+struct ctl {
+    const char *socket; /* control socket */
+    const char *bus;
+    bool json;
+    char socket_buf[4096];
+    char bus_buf[4096];
+};
+
+/*
+ * getopt values of the options main takes and every command takes again
+ * (--json, --bus, --socket); below the commands' own values, which start
+ * at 1000.
+ */
+enum {
+    CTL_OPT_SOCKET = 900,
+    CTL_OPT_BUS,
+    CTL_OPT_JSON,
+};
+
+/* One line "fidbusctl: ..." on stderr; returns status. */
+int fb_ctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* getopt's complaint, in our one-line form. */
+int fb_ctl_bad_option(int c, char **argv);
+
+/* Applies c when it is one of CTL_OPT_*; false for any other option. */
+bool fb_ctl_global_option(struct ctl *ctl, int c);
+
+/* The whole of path ('-' = stdin); `what` names it in errors. */
+int fb_ctl_read_file(const char *what, const char *path, struct fidbus_buf *out);
+
+/* Prints obj as one line of compact JSON and drops it (NULL-safe). */
+void fb_ctl_print_json(json_t *obj);
+
+/*
+ * The daemon answered `words` ("publish", "route add", ...) with error
+ * `code` and message `msg`: the --json error object (with "result" when
+ * has_result) and the stderr line; returns EXIT_BUS.
+ */
+int fb_ctl_refused(const struct ctl *ctl, const char *words, int code, const char *msg,
+                   bool has_result, uint64_t result);
+
+/*
+ * `words` failed without an answer from the `peer` ("bus", "daemon") at
+ * addr: timeout, connection closed or any other error; returns EXIT_CONN.
+ */
+int fb_ctl_lost(const char *words, const char *peer, const char *addr, int rc);
+
+/* Flushes stdout; a failed write turns a success into EXIT_CONN. */
+int fb_ctl_flush(int status);
+
+int fb_ctl_publish(struct ctl *ctl, int argc, char **argv);
+
+/* True when word starts a control command (status, plugin, route ...). */
+bool fb_ctl_is_control_group(const char *word);
+int fb_ctl_control(struct ctl *ctl, int argc, char **argv);
+
+#endif
