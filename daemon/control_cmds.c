@@ -1,8 +1,9 @@
 /*
  * The control commands of design section 6. This first part answers the
- * read-only ones (status, plugin.list, func.list, route.list, stats);
- * every command that changes something answers UNSUPPORTED until it is
- * written, and the args helpers at the bottom are there for those.
+ * read-only ones (status, plugin.list, func.list, route.list, stats,
+ * route.test against the running table, config.export: its text is
+ * written by control_export.c); every command that changes something
+ * answers UNSUPPORTED until it is written.
  *
  * Results are built as a libcbor item tree and serialised once. Building
  * never stops halfway on an allocation failure: struct cb remembers that
@@ -280,34 +281,183 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
     return m;
 }
 
+/* ---------------------------------------------------------- route.test */
+
+static int text_dup(const cbor_item_t *s, char **out, size_t *outlen);
+
+/* An event's tags as route.test takes them, owned. */
+struct test_tags {
+    struct fidbus_tag tags[FIDBUS_MAX_TAGS];
+    size_t ntags;
+};
+
+static void test_tags_clear(struct test_tags *tt)
+{
+    for (size_t i = 0; i < tt->ntags; i++) {
+        free((char *)tt->tags[i].key);
+        free((char *)tt->tags[i].value);
+    }
+    tt->ntags = 0;
+}
+
+/* args.tags checked by the rules a PUBLISH's tags meet (lib/msg.c), so
+ * the answer is about an event the bus would accept. */
+static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *err,
+                          size_t errlen)
+{
+    const cbor_item_t *m = fb_ctl_arg(args, "tags");
+    if (!m || cbor_is_null(m))
+        return 0;
+    if (!cbor_isa_map(m)) {
+        snprintf(err, errlen, "argument 'tags' must be a map of text => text");
+        return FIDBUS_INVALID;
+    }
+    if (cbor_map_size(m) > FIDBUS_MAX_TAGS) {
+        snprintf(err, errlen, "more than %u tags", FIDBUS_MAX_TAGS);
+        return FIDBUS_INVALID;
+    }
+    struct cbor_pair *pairs = cbor_map_handle(m);
+    for (size_t i = 0; i < cbor_map_size(m); i++) {
+        if (!cbor_isa_string(pairs[i].key) || !cbor_isa_string(pairs[i].value)) {
+            snprintf(err, errlen, "argument 'tags': keys and values must be text");
+            return FIDBUS_INVALID;
+        }
+        char *k = NULL, *v = NULL;
+        size_t kl, vl;
+        if (text_dup(pairs[i].key, &k, &kl) < 0 ||
+            text_dup(pairs[i].value, &v, &vl) < 0) {
+            free(k);
+            return -ENOMEM;
+        }
+        tt->tags[tt->ntags].key = k;
+        tt->tags[tt->ntags].value = v;
+        tt->ntags++; /* owned from here, whatever the checks say */
+        if (!fidbus_tag_key_valid(k, kl)) {
+            snprintf(err, errlen, "tag key '%.64s' is not 1-64 bytes of [A-Za-z0-9_.-]",
+                     k);
+            return FIDBUS_INVALID;
+        }
+        if (!fidbus_tag_value_valid(v, vl)) {
+            snprintf(err, errlen,
+                     "tag '%s': the value is not 0-255 bytes of UTF-8 without NUL", k);
+            return FIDBUS_INVALID;
+        }
+        for (size_t j = 0; j + 1 < tt->ntags; j++) {
+            if (strcmp(tt->tags[j].key, k) == 0) {
+                snprintf(err, errlen, "duplicate tag key '%s'", k);
+                return FIDBUS_INVALID;
+            }
+        }
+    }
+    return 0;
+}
+
+/* What dispatch would do with this event under the running table, except
+ * that a split route without its split_by tag (a weighted random choice
+ * per event) answers every target it may choose from. */
+static cbor_item_t *cmd_route_test(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                   struct cb *b, struct fb_ctl_reply *out)
+{
+    if (fb_ctl_arg(args, "apply")) {
+        out->code = FIDBUS_UNSUPPORTED;
+        snprintf(out->message, sizeof out->message,
+                 "route.test with apply is not implemented yet");
+        return NULL;
+    }
+    char *event = NULL;
+    struct test_tags tt = {.ntags = 0};
+    cbor_item_t *m = NULL;
+    int rc =
+        fb_ctl_arg_text(args, "event", true, &event, out->message, sizeof out->message);
+    if (rc == 0 && !fidbus_event_id_valid(event, strlen(event))) {
+        snprintf(out->message, sizeof out->message,
+                 "event '%.255s' is not an event id (1-255 bytes of [A-Za-z0-9_.:-])",
+                 event);
+        rc = FIDBUS_INVALID;
+    }
+    if (rc == 0)
+        rc = test_tags_load(args, &tt, out->message, sizeof out->message);
+    if (rc < 0) {
+        b->oom = true; /* answered as INTERNAL by fb_ctl_run */
+        goto done;
+    }
+    if (rc > 0) {
+        out->code = rc;
+        goto done;
+    }
+
+    const struct fb_route_table *t = env->d->table;
+    const struct fb_route *r =
+        t ? fb_routes_match(t, event, strlen(event), tt.tags, tt.ntags) : NULL;
+    const char *by = NULL;
+    if (r && r->mode == FB_MODE_SPLIT && r->split_by)
+        for (size_t i = 0; i < tt.ntags && !by; i++)
+            if (strcmp(tt.tags[i].key, r->split_by) == 0)
+                by = tt.tags[i].value;
+    cbor_item_t *targets = mk_array(b, !r ? 0 : by ? 1 : r->ntargets);
+    if (by)
+        push(b, targets, funcid_text(r->targets[fb_route_split_pick(r, by)].fn->id));
+    else
+        for (size_t i = 0; r && i < r->ntargets; i++)
+            push(b, targets, funcid_text(r->targets[i].fn->id));
+
+    m = mk_map(b, 3);
+    put(b, m, "route", text(r ? r->name : NULL));
+    put(b, m, "targets", targets);
+    put(b, m, "generation", u64(env->d->generation));
+done:
+    free(event);
+    test_tags_clear(&tt);
+    return m;
+}
+
+/* ------------------------------------------------------- config.export */
+
+static cbor_item_t *cmd_config_export(const struct fb_ctl_env *env, struct cb *b)
+{
+    char *conf = NULL;
+    if (fb_ctl_export_config(env->d, &conf) < 0) {
+        b->oom = true;
+        return NULL;
+    }
+    cbor_item_t *m = mk_map(b, 1);
+    put(b, m, "config", cbor_build_string(conf));
+    free(conf);
+    return m;
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 typedef cbor_item_t *(*cmd_fn)(const struct fb_ctl_env *env, struct cb *b);
+/* A command with args: on failure it sets out->code and out->message and
+ * returns NULL. */
+typedef cbor_item_t *(*cmd_args_fn)(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                    struct cb *b, struct fb_ctl_reply *out);
 
 static const struct {
     const char *name;
-    cmd_fn fn; /* NULL: in the design, not written yet */
+    cmd_fn fn; /* NULL: in the design, not written yet (or takes args) */
+    cmd_args_fn afn;
 } commands[] = {
-    {"status", cmd_status},
-    {"stats", cmd_stats},
-    {"plugin.list", cmd_plugin_list},
-    {"plugin.load", NULL},
-    {"plugin.unload", NULL},
-    {"plugin.reload", NULL},
-    {"func.list", cmd_func_list},
-    {"route.list", cmd_route_list},
-    {"route.add", NULL},
-    {"route.del", NULL},
-    {"route.apply", NULL},
-    {"route.test", NULL},
-    {"config.reload", NULL},
-    {"config.export", NULL},
+    {"status", cmd_status, NULL},
+    {"stats", cmd_stats, NULL},
+    {"plugin.list", cmd_plugin_list, NULL},
+    {"plugin.load", NULL, NULL},
+    {"plugin.unload", NULL, NULL},
+    {"plugin.reload", NULL, NULL},
+    {"func.list", cmd_func_list, NULL},
+    {"route.list", cmd_route_list, NULL},
+    {"route.add", NULL, NULL},
+    {"route.del", NULL, NULL},
+    {"route.apply", NULL, NULL},
+    {"route.test", NULL, cmd_route_test},
+    {"config.reload", NULL, NULL},
+    {"config.export", cmd_config_export, NULL},
 };
 
 void fb_ctl_run(const struct fb_ctl_env *env, const char *command, size_t command_len,
                 struct fidbus_slice args, struct fb_ctl_reply *out)
 {
-    (void)args; /* no read-only command takes any */
     memset(out, 0, sizeof *out);
     size_t i = 0, n = sizeof commands / sizeof commands[0];
     while (i < n && !(strlen(commands[i].name) == command_len &&
@@ -319,17 +469,39 @@ void fb_ctl_run(const struct fb_ctl_env *env, const char *command, size_t comman
                  (int)(command_len > 128 ? 128 : command_len), command);
         return;
     }
-    if (!commands[i].fn) {
+    if (!commands[i].fn && !commands[i].afn) {
         out->code = FIDBUS_UNSUPPORTED;
         snprintf(out->message, sizeof out->message, "%s is not implemented yet",
                  commands[i].name);
         return;
     }
 
+    /* Only commands that take args decode them: the others answer
+     * whatever args a client sends, as they always did. */
+    cbor_item_t *amap = NULL;
+    if (commands[i].afn) {
+        int rc = fb_ctl_args_load(args, &amap, out->message, sizeof out->message);
+        if (rc) {
+            out->code = rc < 0 ? FIDBUS_INTERNAL : rc;
+            if (rc < 0)
+                snprintf(out->message, sizeof out->message, "%s: out of memory",
+                         commands[i].name);
+            return;
+        }
+    }
+
     struct cb b = {0};
     pthread_mutex_lock(&env->d->change_lock);
-    cbor_item_t *root = commands[i].fn(env, &b);
+    cbor_item_t *root =
+        commands[i].afn ? commands[i].afn(env, amap, &b, out) : commands[i].fn(env, &b);
     pthread_mutex_unlock(&env->d->change_lock);
+    if (amap)
+        cbor_decref(&amap);
+    if (out->code) {
+        if (root)
+            cbor_decref(&root);
+        return;
+    }
 
     unsigned char *buf = NULL;
     size_t cap = 0, len = 0;

@@ -67,4 +67,12 @@ cbor_item_t *fb_ctl_arg(const cbor_item_t *map, const char *key);
 int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char **out,
                     char *err, size_t errlen);
 
+/*
+ * config.export's text (control_export.c): a config file that, loaded by
+ * a fresh daemon, gives the running plugins and routes, with the
+ * [daemon], [listen] and [control] settings of the running config.
+ * Caller holds d->change_lock. Returns 0 with a malloc'd *out, or -ENOMEM.
+ */
+int fb_ctl_export_config(const struct fb_daemon *d, char **out);
+
 #endif

@@ -120,8 +120,8 @@ static void any_sighash(char out[FIDBUS_SIGHASH_HEX])
 static char *ctl(struct fb_e2e *t, int code, char **err, const char *a1, const char *a2,
                  const char *a3, const char *a4)
 {
-    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, a1,
-                          a2, a3, a4, NULL};
+    const char *argv[] = {
+        fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, a1, a2, a3, a4, NULL};
     char *out = NULL, *e = NULL;
     int st = fb_e2e_run(t, argv, &out, &e);
     ck_assert_msg(EXIT_IS(st, code),
@@ -524,9 +524,9 @@ START_TEST(test_e2e_control_cli_json)
     json_array_foreach(ps, i, p)
     {
         if (strcmp(json_string_value(json_object_get(p, "name")), "log") == 0)
-            seen = !strcmp(json_string_value(
-                               json_array_get(json_object_get(p, "functions"), 0)),
-                           log_id);
+            seen = !strcmp(
+                json_string_value(json_array_get(json_object_get(p, "functions"), 0)),
+                log_id);
     }
     ck_assert_msg(seen, "plugin list --json lacks log with %s", log_id);
     json_decref(j);
@@ -573,6 +573,265 @@ START_TEST(test_e2e_control_cli_json)
 }
 END_TEST
 
+/* ------------------------------------------------ route.test, config.export */
+
+/* Precedence (design section 4): exact > prefix > '*'; more tags win. The
+ * '*' route needs a tag, so an event without it matches nothing. */
+#define TEST_SECTIONS                                                                    \
+    FB_E2E_LOG FB_E2E_COUNT "[route exact]\nevent = a.b\nto = fidbus.log\n"              \
+                            "[route tagged]\nevent = a.b\ntags = region=*\n"             \
+                            "to = fidbus.count\n"                                        \
+                            "[route prefix]\nevent = a.*\nto = fidbus.count\n"           \
+                            "[route star]\nevent = *\ntags = only=*\n"                   \
+                            "to = fidbus.log, fidbus.count\n"                            \
+                            "[route split]\nevent = s.x\nto = fidbus.log:1, "            \
+                            "fidbus.count:1\nmode = split\nsplit_by = user\n"
+
+/* REQUEST route.test {event, tags: {k: v}} (k NULL: no tags; event NULL:
+ * no event; apply: an "apply" key too). Returns the rc; the result map in
+ * *out when it is 0. */
+static int route_test(struct fidbus_client *c, const char *event, const char *k,
+                      const char *v, bool apply, cbor_item_t **out)
+{
+    cbor_item_t *args = cbor_new_definite_map(3);
+    if (event)
+        ck_assert(cbor_map_add(
+            args, (struct cbor_pair){.key = cbor_move(cbor_build_string("event")),
+                                     .value = cbor_move(cbor_build_string(event))}));
+    if (k) {
+        cbor_item_t *tags = cbor_new_definite_map(1);
+        ck_assert(cbor_map_add(
+            tags, (struct cbor_pair){.key = cbor_move(cbor_build_string(k)),
+                                     .value = cbor_move(cbor_build_string(v))}));
+        ck_assert(cbor_map_add(
+            args, (struct cbor_pair){.key = cbor_move(cbor_build_string("tags")),
+                                     .value = cbor_move(tags)}));
+    }
+    if (apply)
+        ck_assert(cbor_map_add(
+            args, (struct cbor_pair){.key = cbor_move(cbor_build_string("apply")),
+                                     .value = cbor_move(cbor_new_definite_map(0))}));
+    unsigned char *buf = NULL;
+    size_t cap = 0, len = cbor_serialize_alloc(args, &buf, &cap);
+    cbor_decref(&args);
+    ck_assert_uint_gt(len, 0);
+    uint8_t *res = NULL;
+    size_t rlen = 0;
+    int rc = fidbus_request(c, "route.test", buf, len, &res, &rlen);
+    free(buf);
+    if (out)
+        *out = NULL;
+    if (rc == 0) {
+        struct cbor_load_result lr;
+        cbor_item_t *it = cbor_load(res, rlen, &lr);
+        ck_assert_msg(it && cbor_isa_map(it), "route.test: result is not a map");
+        ck_assert(out);
+        *out = it;
+    }
+    free(res);
+    return rc;
+}
+
+/* Asserts route.test answers route `want` (NULL: none) and returns how
+ * many targets; the first is copied to first. */
+static size_t expect_route(struct fidbus_client *c, const char *event, const char *k,
+                           const char *v, const char *want, char first[FIDBUS_FUNCID_HEX])
+{
+    cbor_item_t *r = NULL;
+    int rc = route_test(c, event, k, v, false, &r);
+    ck_assert_msg(rc == 0, "route.test %s: %s (%s)", event, fidbus_strerror(rc),
+                  fidbus_client_last_error(c));
+    ck_assert_uint_eq(muint(r, "generation"), 1);
+    cbor_item_t *route = mget(r, "route");
+    if (want)
+        ck_assert_msg(text_is(route, want), "route.test %s %s=%s: expected route %s",
+                      event, k ? k : "", v ? v : "", want);
+    else
+        ck_assert_msg(route && cbor_is_null(route), "route.test %s: expected null",
+                      event);
+    cbor_item_t *ts = mget(r, "targets");
+    ck_assert_msg(ts && cbor_isa_array(ts), "targets is not an array");
+    size_t n = cbor_array_size(ts);
+    if (first && n) {
+        cbor_item_t *t0 = cbor_array_handle(ts)[0];
+        ck_assert(cbor_isa_string(t0) && cbor_string_length(t0) == FIDBUS_FUNCID_HEX - 1);
+        memcpy(first, cbor_string_handle(t0), FIDBUS_FUNCID_HEX - 1);
+        first[FIDBUS_FUNCID_HEX - 1] = '\0';
+    }
+    cbor_decref(&r);
+    return n;
+}
+
+START_TEST(test_e2e_control_route_test)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, TEST_SECTIONS);
+    struct fidbus_client *c = connect_control(t);
+    char log_id[FIDBUS_FUNCID_HEX], count_id[FIDBUS_FUNCID_HEX], got[FIDBUS_FUNCID_HEX];
+    hex_id("fidbus.log@1.0.0", log_id);
+    hex_id("fidbus.count@1.0.0", count_id);
+
+    ck_assert_uint_eq(expect_route(c, "a.b", NULL, NULL, "exact", got), 1);
+    ck_assert_str_eq(got, log_id);
+    ck_assert_uint_eq(expect_route(c, "a.b", "region", "eu", "tagged", got), 1);
+    ck_assert_str_eq(got, count_id);
+    ck_assert_uint_eq(expect_route(c, "a.c.d", "region", "eu", "prefix", got), 1);
+    ck_assert_str_eq(got, count_id);
+    ck_assert_uint_eq(expect_route(c, "zzz", "only", "1", "star", got), 2);
+    ck_assert_str_eq(got, log_id);
+    ck_assert_uint_eq(expect_route(c, "zzz", NULL, NULL, NULL, NULL), 0);
+    ck_assert_uint_eq(expect_route(c, "a", "region", "eu", NULL, NULL), 0);
+
+    /* split by user: one target, the same every time for one user */
+    char first[FIDBUS_FUNCID_HEX];
+    ck_assert_uint_eq(expect_route(c, "s.x", "user", "alice", "split", first), 1);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_uint_eq(expect_route(c, "s.x", "user", "alice", "split", got), 1);
+        ck_assert_str_eq(got, first);
+    }
+    /* two users out of a few land on different targets with 1:1 weights */
+    bool other = false;
+    char name[16];
+    for (int i = 0; i < 32 && !other; i++) {
+        snprintf(name, sizeof name, "u%d", i);
+        ck_assert_uint_eq(expect_route(c, "s.x", "user", name, "split", got), 1);
+        other = strcmp(got, first) != 0;
+    }
+    ck_assert_msg(other, "32 users all split to %s", first);
+    /* without the split_by tag: every target it may choose from */
+    ck_assert_uint_eq(expect_route(c, "s.x", NULL, NULL, "split", NULL), 2);
+
+    /* bad input */
+    int rc = route_test(c, "bad id!", NULL, NULL, false, NULL);
+    ck_assert_msg(fidbus_error_code(rc) == FIDBUS_INVALID, "bad id: %s",
+                  fidbus_strerror(rc));
+    ck_assert_msg(strstr(fidbus_client_last_error(c), "bad id!"), "message: %s",
+                  fidbus_client_last_error(c));
+    rc = route_test(c, NULL, NULL, NULL, false, NULL);
+    ck_assert_msg(fidbus_error_code(rc) == FIDBUS_INVALID, "no event: %s",
+                  fidbus_strerror(rc));
+    rc = route_test(c, "a.b", "bad key", "x", false, NULL);
+    ck_assert_msg(fidbus_error_code(rc) == FIDBUS_INVALID, "bad tag key: %s",
+                  fidbus_strerror(rc));
+    rc = route_test(c, "a.b", NULL, NULL, true, NULL);
+    ck_assert_msg(fidbus_error_code(rc) == FIDBUS_UNSUPPORTED, "apply: %s",
+                  fidbus_strerror(rc));
+
+    /* fidbusctl */
+    char *out = ctl(t, 0, NULL, "route", "test", "a.b", "--tag=region=eu");
+    ck_assert_msg(strstr(out, "route: tagged\n") && strstr(out, count_id), "%s", out);
+    free(out);
+    out = ctl(t, 0, NULL, "--json", "route", "test", "a.c");
+    json_t *j = json_loads(out, 0, NULL);
+    ck_assert_msg(json_is_object(j), "--json route test: %s", out);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "route")), "prefix");
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "targets"), 0)),
+                     count_id);
+    json_decref(j);
+    free(out);
+
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* Long tag values so the tags list takes continuation lines. */
+#define V50 "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
+#define EXPORT_SECTIONS                                                                  \
+    TEST_SECTIONS "[route long]\nevent = l.x\ntags = k1=" V50 ", k2=" V50 ",\n"          \
+                  "  k3=" V50 ", k4=*, k5=" V50                                          \
+                  "\nto = fidbus.log@1.0.0, fidbus.count:7\n"                            \
+                  "priority = -3\nsignature = @SIG@\n"
+
+/* The CBOR of result[key], serialised, for comparing two daemons. */
+static unsigned char *part(cbor_item_t *r, const char *key, size_t *len)
+{
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    cbor_item_t *v = mget(r, key);
+    ck_assert_msg(v, "no '%s'", key);
+    *len = cbor_serialize_alloc(v, &buf, &cap);
+    ck_assert_uint_gt(*len, 0);
+    return buf;
+}
+
+START_TEST(test_e2e_control_config_export)
+{
+    char sig[FIDBUS_SIGHASH_HEX];
+    any_sighash(sig);
+    char sections[2048];
+    const char *at = strstr(EXPORT_SECTIONS, "@SIG@");
+    snprintf(sections, sizeof sections, "%.*s%s%s", (int)(at - EXPORT_SECTIONS),
+             EXPORT_SECTIONS, sig, at + 5);
+    struct fb_e2e *t = fb_e2e_up(NULL, sections);
+    struct fidbus_client *c = connect_control(t);
+
+    cbor_item_t *r = request(c, "config.export");
+    cbor_item_t *conf = mget(r, "config");
+    ck_assert_msg(conf && cbor_isa_string(conf) && cbor_string_is_definite(conf),
+                  "config is not text");
+    char *text =
+        strndup((const char *)cbor_string_handle(conf), cbor_string_length(conf));
+    cbor_decref(&r);
+    ck_assert_msg(strncmp(text, "; exported by fidbusd ", 22) == 0 &&
+                      strstr(text, "generation 1\n") && strstr(text, "[route long]\n") &&
+                      strstr(text, ",\n    k"),
+                  "export:\n%s", text);
+
+    const char *file = fb_e2e_write(t, "export.conf", text);
+    const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "--check-config", "-c", file,
+                          NULL};
+    char *out = NULL, *err = NULL;
+    int st = fb_e2e_run(t, argv, &out, &err);
+    ck_assert_msg(EXIT_IS(st, 0), "--check-config: 0x%x: %s%s\nfile:\n%s", st, out, err,
+                  text);
+    free(out);
+    free(err);
+
+    size_t rl1, pl1, rl2, pl2;
+    r = request(c, "route.list");
+    unsigned char *routes1 = part(r, "routes", &rl1);
+    cbor_decref(&r);
+    r = request(c, "plugin.list");
+    unsigned char *plugins1 = part(r, "plugins", &pl1);
+    cbor_decref(&r);
+
+    out = ctl(t, 0, NULL, "config", "export", NULL, NULL);
+    ck_assert_msg(strstr(out, "[plugin count]\n") && strstr(out, "[route split]\n"), "%s",
+                  out);
+    free(out);
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+
+    /* the same paths serve a second daemon once the first is gone */
+    FILE *f = fopen(t->conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+    fb_e2e_start(t);
+    c = connect_control(t);
+    r = request(c, "route.list");
+    unsigned char *routes2 = part(r, "routes", &rl2);
+    cbor_decref(&r);
+    r = request(c, "plugin.list");
+    unsigned char *plugins2 = part(r, "plugins", &pl2);
+    cbor_decref(&r);
+    ck_assert_msg(rl1 == rl2 && memcmp(routes1, routes2, rl1) == 0,
+                  "route.list differs after export");
+    ck_assert_msg(pl1 == pl2 && memcmp(plugins1, plugins2, pl1) == 0,
+                  "plugin.list differs after export");
+
+    free(routes1);
+    free(routes2);
+    free(plugins1);
+    free(plugins2);
+    free(text);
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *e2e_control_suite(void)
 {
     Suite *s = suite_create("e2e.control");
@@ -586,6 +845,8 @@ static Suite *e2e_control_suite(void)
     tcase_add_test(tc, test_e2e_control_unauthorized);
     tcase_add_test(tc, test_e2e_control_cli_tables);
     tcase_add_test(tc, test_e2e_control_cli_json);
+    tcase_add_test(tc, test_e2e_control_route_test);
+    tcase_add_test(tc, test_e2e_control_config_export);
     suite_add_tcase(s, tc);
     return s;
 }
