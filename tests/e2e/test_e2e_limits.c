@@ -33,6 +33,57 @@ static long vm_rss_kib(pid_t pid)
 }
 
 /*
+ * Acked publishes of `event`, written without reading a single answer,
+ * PUSH_CHUNK pre-encoded frames at a time on a non-blocking socket, until the
+ * daemon stops reading us (the socket stays full for a second) or PUSH_MAX
+ * frames are out. *b keeps the current chunk and *off how much of it was
+ * written; returns the frames of fully written chunks. Asserts the stall:
+ * 3M acked events would be 36 MB of ACKs if the daemon buffered them all.
+ */
+enum { PUSH_MAX = 3000000, PUSH_CHUNK = 1000 };
+
+static uint64_t push_until_held_back(int fd, const char *event, struct fidbus_buf *b,
+                                     size_t *off)
+{
+    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    uint64_t written = 0;
+    bool stalled = false;
+    *off = b->len = 0;
+    while (written < PUSH_MAX && !stalled) {
+        if (*off == b->len) {
+            b->len = *off = 0;
+            for (int i = 0; i < PUSH_CHUNK; i++) {
+                struct fidbus_msg_out m = {
+                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
+                    .type = FIDBUS_MSG_PUBLISH,
+                    .seq = written + (uint64_t)i + 1,
+                    .event = event,
+                    .flags = FIDBUS_FLAG_ACK,
+                };
+                ck_assert_int_eq(fidbus_msg_encode(b, &m), 0);
+            }
+        }
+        ssize_t n = send(fd, b->data + *off, b->len - *off, MSG_NOSIGNAL);
+        if (n > 0) {
+            *off += (size_t)n;
+            if (*off == b->len)
+                written += PUSH_CHUNK;
+            continue;
+        }
+        ck_assert_int_eq(errno, EAGAIN);
+        /* The daemon stopped reading us if the socket stays full. */
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        stalled = poll(&p, 1, 1000) == 0;
+    }
+    ck_assert_msg(stalled,
+                  "wrote %llu acked events without reading an ACK: the daemon "
+                  "never pushed back",
+                  (unsigned long long)written);
+    return written;
+}
+
+/*
  * A client that sends acked publishes and never reads its ACKs. The
  * daemon must stop reading from it (so our non-blocking writes stall)
  * rather than buffer answers without bound; its memory stays small; other
@@ -47,45 +98,9 @@ START_TEST(test_e2e_limits_slow_reader)
 
     struct fb_e2e_raw *slow = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(slow);
-    ck_assert_int_eq(fcntl(slow->fd, F_SETFL, fcntl(slow->fd, F_GETFL) | O_NONBLOCK), 0);
-
-    /* Up to 3M events (36 MB of ACKs if the daemon buffered them all). */
-    enum { MAX = 3000000, CHUNK = 1000 };
     struct fidbus_buf b = {0};
-    uint64_t written = 0;
-    bool stalled = false;
-    size_t off = 0;
-    while (written < MAX && !stalled) {
-        if (off == b.len) {
-            b.len = off = 0;
-            for (int i = 0; i < CHUNK; i++) {
-                struct fidbus_msg_out m = {
-                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
-                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-                    .type = FIDBUS_MSG_PUBLISH,
-                    .seq = written + (uint64_t)i + 1,
-                    .event = "lim.slow",
-                    .flags = FIDBUS_FLAG_ACK,
-                };
-                ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
-            }
-        }
-        ssize_t n = send(slow->fd, b.data + off, b.len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-            if (off == b.len)
-                written += CHUNK;
-            continue;
-        }
-        ck_assert_int_eq(errno, EAGAIN);
-        /* The daemon stopped reading us if the socket stays full. */
-        struct pollfd p = {.fd = slow->fd, .events = POLLOUT};
-        stalled = poll(&p, 1, 1000) == 0;
-    }
-    ck_assert_msg(stalled,
-                  "wrote %llu acked events without reading an ACK: the daemon "
-                  "never pushed back",
-                  (unsigned long long)written);
+    size_t off;
+    uint64_t written = push_until_held_back(slow->fd, "lim.slow", &b, &off);
     /* Bounded: far below the tens of MB unbounded buffering would take. */
     long rss = vm_rss_kib(t->pid);
     ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB while held back", rss);
@@ -97,7 +112,7 @@ START_TEST(test_e2e_limits_slow_reader)
 
     /* Finish the partly written chunk, then read: every ACK, in order. */
     ck_assert_int_eq(fcntl(slow->fd, F_SETFL, fcntl(slow->fd, F_GETFL) & ~O_NONBLOCK), 0);
-    uint64_t total = off < b.len ? written + CHUNK : written;
+    uint64_t total = off < b.len ? written + PUSH_CHUNK : written;
     uint64_t next = 1;
     while (off < b.len) {
         /* Interleave reading so neither side blocks on a full buffer. */
@@ -281,39 +296,9 @@ START_TEST(test_e2e_limits_slow_reader_vanishes)
 
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
-    ck_assert_int_eq(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK), 0);
-    enum { MAX = 3000000, CHUNK = 1000 };
     struct fidbus_buf b = {0};
-    uint64_t frames = 0; /* complete frames in fully written chunks */
-    size_t off = 0;
-    bool stalled = false;
-    while (frames < MAX && !stalled) {
-        if (off == b.len) {
-            b.len = off = 0;
-            for (int i = 0; i < CHUNK; i++) {
-                struct fidbus_msg_out m = {
-                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
-                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-                    .type = FIDBUS_MSG_PUBLISH,
-                    .seq = frames + (uint64_t)i + 1,
-                    .event = "lim.v",
-                    .flags = FIDBUS_FLAG_ACK,
-                };
-                ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
-            }
-        }
-        ssize_t n = send(r->fd, b.data + off, b.len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-            if (off == b.len)
-                frames += CHUNK;
-            continue;
-        }
-        ck_assert_int_eq(errno, EAGAIN);
-        struct pollfd p = {.fd = r->fd, .events = POLLOUT};
-        stalled = poll(&p, 1, 1000) == 0;
-    }
-    ck_assert_msg(stalled, "the daemon never pushed back");
+    size_t off;
+    uint64_t frames = push_until_held_back(r->fd, "lim.v", &b, &off);
     /* complete frames of the partly written chunk */
     if (off < b.len) {
         size_t pos = 0;
