@@ -254,18 +254,24 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
     cbor_item_t *gens = mk_map(b, 1);
     put(b, gens, gen, u64(routed));
 
-    /* Per-function latency (p50_ns, p99_ns) is not measured yet: the
-     * dispatch path takes no timestamps per handler call. The keys are
-     * omitted rather than reported as 0 until a sampled histogram lands. */
+    /* p50_ns/p99_ns come from sampled timings (daemon/latency.h); they are
+     * left out for a function that has not run yet rather than given as 0. */
     size_t nf = fb_registry_count(d->reg);
     cbor_item_t *fns = mk_map(b, nf);
     for (size_t i = 0; i < nf; i++) {
         struct fb_func *f = fb_registry_at(d->reg, i);
         char hex[FIDBUS_FUNCID_HEX];
         fidbus_funcid_hex(f->id, hex);
-        cbor_item_t *e = mk_map(b, 2);
+        uint64_t samples = 0;
+        uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
+        uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
+        cbor_item_t *e = mk_map(b, samples ? 4 : 2);
         put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
         put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
+        if (samples) {
+            put(b, e, "p50_ns", u64(p50));
+            put(b, e, "p99_ns", u64(p99));
+        }
         put(b, fns, hex, e);
     }
 

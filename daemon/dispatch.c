@@ -31,8 +31,14 @@ void fb_dispatch_mark_rcu_thread(void)
 
 static int call_inline(struct fb_func *fn, const struct fidbus_event *ev)
 {
+    /* Sampled timing (latency.h): this thread's stripe of the call count. */
+    _Atomic uint64_t *mine = &fn->calls.s[fb_stripe_id()].v;
+    bool timed = atomic_load_explicit(mine, memory_order_relaxed) % FB_LAT_SAMPLE == 0;
+    uint64_t t0 = timed ? fb_now_ns() : 0;
     int rc = fn->handle(fn->ctx, ev);
-    fb_striped_add(&fn->calls, 1);
+    if (timed)
+        fb_lat_record(&fn->latency, fb_now_ns() - t0);
+    atomic_fetch_add_explicit(mine, 1, memory_order_relaxed);
     if (rc)
         fb_striped_add(&fn->errors, 1);
     return rc;

@@ -20,6 +20,7 @@
 #include <fidbus/funcid.h>
 #include <fidbus/plugin.h>
 
+#include "latency.h"
 #include "stripe.h"
 
 struct fb_plugin;
@@ -34,10 +35,11 @@ struct fb_func {
     uint8_t sighash[FIDBUS_SIGHASH_LEN];
     uint32_t flags; /* FIDBUS_FN_* */
     int (*handle)(void *ctx, const struct fidbus_event *ev);
-    void *ctx;                /* the instance's init ctx */
-    struct fb_plugin *plugin; /* owner */
-    struct fb_striped calls;  /* invocations */
-    struct fb_striped errors; /* invocations that failed */
+    void *ctx;                 /* the instance's init ctx */
+    struct fb_plugin *plugin;  /* owner */
+    struct fb_striped calls;   /* invocations */
+    struct fb_striped errors;  /* invocations that failed */
+    struct fb_latency latency; /* sampled handler run times */
 };
 
 /*

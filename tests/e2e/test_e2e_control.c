@@ -280,6 +280,11 @@ START_TEST(test_e2e_control_stats_counts)
     ck_assert_uint_eq(muint(mget(fn, id), "errors"), 0);
     hex_id("fidbus.count@1.0.0", id);
     ck_assert_uint_eq(muint(mget(fn, id), "calls"), N_ROUTED);
+    /* sampled handler latency: present once a function has run */
+    uint64_t p50 = muint(mget(fn, id), "p50_ns"), p99 = muint(mget(fn, id), "p99_ns");
+    ck_assert_uint_gt(p50, 0);
+    ck_assert_uint_ge(p99, p50);
+    ck_assert_uint_lt(p99, 1000000000u);
     cbor_decref(&r);
 
     /* an acked publish is counted before its ACK is sent */

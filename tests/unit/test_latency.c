@@ -1,0 +1,79 @@
+/* Sampled handler-latency histograms: bucket mapping and quantiles. */
+#include <check.h>
+#include <stdlib.h>
+
+#include "latency.h"
+
+/* Buckets grow with the value and cover every uint64_t. */
+START_TEST(test_latency_buckets_monotonic)
+{
+    unsigned prev = 0;
+    for (uint64_t v = 0; v < 100000; v++) {
+        unsigned b = fb_lat_bucket(v);
+        ck_assert_uint_ge(b, prev);
+        ck_assert_uint_lt(b, FB_LAT_BUCKETS);
+        prev = b;
+    }
+    ck_assert_uint_lt(fb_lat_bucket(UINT64_MAX), FB_LAT_BUCKETS);
+    ck_assert_uint_eq(fb_lat_bucket(0), 0);
+    ck_assert_uint_eq(fb_lat_bucket(3), 3);
+    ck_assert_uint_ne(fb_lat_bucket(1000), fb_lat_bucket(2000));
+}
+END_TEST
+
+START_TEST(test_latency_empty_is_zero)
+{
+    static struct fb_latency l;
+    uint64_t n = 99;
+    ck_assert_uint_eq(fb_lat_quantile(&l, 0.5, &n), 0);
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+/* 99 samples of 1000 ns and one of 1 ms: p50 ~1000, p99 ~1000, p100 ~1 ms,
+ * each within the histogram's 25% resolution. */
+START_TEST(test_latency_quantiles_within_resolution)
+{
+    static struct fb_latency l;
+    for (int i = 0; i < 99; i++)
+        fb_lat_record(&l, 1000);
+    fb_lat_record(&l, 1000000);
+    uint64_t n = 0;
+    uint64_t p50 = fb_lat_quantile(&l, 0.50, &n);
+    ck_assert_uint_eq(n, 100);
+    ck_assert_uint_ge(p50, 750);
+    ck_assert_uint_le(p50, 1250);
+    uint64_t p99 = fb_lat_quantile(&l, 0.99, NULL);
+    ck_assert_uint_ge(p99, 750);
+    ck_assert_uint_le(p99, 1250);
+    uint64_t pmax = fb_lat_quantile(&l, 1.0, NULL);
+    ck_assert_uint_ge(pmax, 750000);
+    ck_assert_uint_le(pmax, 1250000);
+
+    /* a spread: 1..10000 ns uniformly; p50 ~5000, p99 ~9900 */
+    static struct fb_latency u;
+    for (uint64_t v = 1; v <= 10000; v++)
+        fb_lat_record(&u, v);
+    p50 = fb_lat_quantile(&u, 0.50, NULL);
+    p99 = fb_lat_quantile(&u, 0.99, NULL);
+    ck_assert_uint_ge(p50, 3750);
+    ck_assert_uint_le(p50, 6250);
+    ck_assert_uint_ge(p99, 7425);
+    ck_assert_uint_le(p99, 12375);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("latency");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_latency_buckets_monotonic);
+    tcase_add_test(tc, test_latency_empty_is_zero);
+    tcase_add_test(tc, test_latency_quantiles_within_resolution);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
