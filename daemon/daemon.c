@@ -166,6 +166,16 @@ static int start_signals(struct fb_daemon *d)
     return 0;
 }
 
+static void stop_signals(struct fb_daemon *d)
+{
+    if (!d->signals_on)
+        return;
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    d->signals_on = false;
+}
+
 int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
 {
     const struct fb_config *cfg = d->cfg;
@@ -302,12 +312,7 @@ void fb_daemon_stop(struct fb_daemon *d)
     }
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_stop(d->workers[i]);
-    if (d->signals_on) {
-        uv_close((uv_handle_t *)&d->sig_term, NULL);
-        uv_close((uv_handle_t *)&d->sig_int, NULL);
-        uv_close((uv_handle_t *)&d->sig_hup, NULL);
-        d->signals_on = false;
-    }
+    stop_signals(d);
     /* The workers finish on their own threads; the main loop ends when
      * its last handle (plugin timers excepted) is gone. Timers keep it
      * alive, so stop it explicitly and join below in fb_daemon_free. */
@@ -349,11 +354,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         fb_plugin_unload(d, p);
     }
 
-    if (d->signals_on) {
-        uv_close((uv_handle_t *)&d->sig_term, NULL);
-        uv_close((uv_handle_t *)&d->sig_int, NULL);
-        uv_close((uv_handle_t *)&d->sig_hup, NULL);
-    }
+    stop_signals(d);
     if (d->timers)
         fb_timers_close(d->timers);
     if (d->main_loop) {

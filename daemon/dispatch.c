@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 
 #include <urcu/urcu-memb.h>
 
@@ -124,29 +123,19 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
 {
     if (!tls_rcu_thread)
         return -EPERM; /* not a daemon thread: it is not an RCU reader */
-    if (!id || (ntags && !tags) || (payload_len && !payload))
+    if (!fidbus_event_valid(id, tags, ntags) || (payload_len && !payload))
         return -EINVAL;
-    size_t idlen = strlen(id);
-    if (!fidbus_event_id_valid(id, idlen) || ntags > FIDBUS_MAX_TAGS)
-        return -EINVAL;
-    for (size_t i = 0; i < ntags; i++) {
-        if (!tags[i].key || !tags[i].value ||
-            !fidbus_tag_key_valid(tags[i].key, strlen(tags[i].key)) ||
-            !fidbus_tag_value_valid(tags[i].value, strlen(tags[i].value)))
-            return -EINVAL;
-    }
     if (tls_hop >= FIDBUS_MAX_HOPS)
         return -ELOOP;
 
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    size_t idlen = strlen(id);
     struct fidbus_event ev = {
         .id = id,
         .tags = ntags ? tags : NULL,
         .ntags = ntags,
         .payload = payload_len ? payload : NULL,
         .payload_len = payload_len,
-        .recv_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+        .recv_ns = fb_now_ns(),
     };
     struct fb_counters *cnt = fb_counters_self(d);
     fb_count(&cnt->received, 1);

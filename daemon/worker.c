@@ -199,8 +199,3 @@ struct fb_worker *fb_worker_join(struct fb_worker *w)
     free(w);
     return NULL;
 }
-
-unsigned fb_worker_nconns(const struct fb_worker *w)
-{
-    return atomic_load_explicit(&w->nconns, memory_order_relaxed);
-}

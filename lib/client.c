@@ -369,20 +369,8 @@ static int enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o)
 static int check_publish(const char *event, const struct fidbus_tag *tags, size_t ntags,
                          const uint8_t *payload, size_t payload_len)
 {
-    if (!event || !fidbus_event_id_valid(event, strnlen(event, FIDBUS_MAX_ID_LEN + 1)))
+    if (!fidbus_event_valid(event, tags, ntags) || (payload_len && !payload))
         return -EINVAL;
-    if (ntags > FIDBUS_MAX_TAGS || (ntags && !tags) || (payload_len && !payload))
-        return -EINVAL;
-    for (size_t i = 0; i < ntags; i++) {
-        const char *k = tags[i].key, *v = tags[i].value;
-        if (!k || !v ||
-            !fidbus_tag_key_valid(k, strnlen(k, FIDBUS_MAX_TAG_KEY_LEN + 1)) ||
-            !fidbus_tag_value_valid(v, strnlen(v, FIDBUS_MAX_TAG_VALUE_LEN + 1)))
-            return -EINVAL;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(tags[j].key, k) == 0)
-                return -EINVAL; /* a map with a duplicate key */
-    }
     return 0;
 }
 

@@ -153,6 +153,26 @@ bool fidbus_tag_value_valid(const char *value, size_t len)
     return utf8_scan((const uint8_t *)value, len, true);
 }
 
+bool fidbus_event_valid(const char *id, const struct fidbus_tag *tags, size_t ntags)
+{
+    /* strnlen: a string past its limit is invalid however long it is */
+    if (!id || !fidbus_event_id_valid(id, strnlen(id, FIDBUS_MAX_ID_LEN + 1)))
+        return false;
+    if (ntags > FIDBUS_MAX_TAGS || (ntags && !tags))
+        return false;
+    for (size_t i = 0; i < ntags; i++) {
+        const char *k = tags[i].key, *v = tags[i].value;
+        if (!k || !v ||
+            !fidbus_tag_key_valid(k, strnlen(k, FIDBUS_MAX_TAG_KEY_LEN + 1)) ||
+            !fidbus_tag_value_valid(v, strnlen(v, FIDBUS_MAX_TAG_VALUE_LEN + 1)))
+            return false;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(tags[j].key, k) == 0)
+                return false;
+    }
+    return true;
+}
+
 const char *fidbus_code_name(int code)
 {
     static const char *const names[] = {

@@ -692,6 +692,39 @@ START_TEST(test_msg_bad_utf8)
 }
 END_TEST
 
+/* What a client or plugin may publish: the wire rules, checked on C strings. */
+START_TEST(test_msg_event_valid)
+{
+    struct fidbus_tag ok[] = {{"user", "u1"}, {"region", ""}};
+    ck_assert(fidbus_event_valid("order.created", ok, 2));
+    ck_assert(fidbus_event_valid("order.created", NULL, 0));
+    ck_assert(!fidbus_event_valid(NULL, NULL, 0));
+    ck_assert(!fidbus_event_valid("bad id", NULL, 0));
+    ck_assert(!fidbus_event_valid("x", NULL, 1));
+    struct fidbus_tag dup[] = {{"user", "a"}, {"user", "b"}};
+    ck_assert(!fidbus_event_valid("x", dup, 2));
+    struct fidbus_tag badkey[] = {{"a b", "v"}};
+    ck_assert(!fidbus_event_valid("x", badkey, 1));
+    struct fidbus_tag nullv[] = {{"k", NULL}};
+    ck_assert(!fidbus_event_valid("x", nullv, 1));
+    char longv[FIDBUS_MAX_TAG_VALUE_LEN + 2];
+    memset(longv, 'v', sizeof longv - 1);
+    longv[sizeof longv - 1] = '\0';
+    struct fidbus_tag toolong[] = {{"k", longv}};
+    ck_assert(!fidbus_event_valid("x", toolong, 1));
+    longv[FIDBUS_MAX_TAG_VALUE_LEN] = '\0'; /* exactly the limit */
+    ck_assert(fidbus_event_valid("x", toolong, 1));
+    struct fidbus_tag many[FIDBUS_MAX_TAGS + 1];
+    char keys[FIDBUS_MAX_TAGS + 1][8];
+    for (size_t i = 0; i <= FIDBUS_MAX_TAGS; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%zu", i);
+        many[i] = (struct fidbus_tag){keys[i], "v"};
+    }
+    ck_assert(fidbus_event_valid("x", many, FIDBUS_MAX_TAGS));
+    ck_assert(!fidbus_event_valid("x", many, FIDBUS_MAX_TAGS + 1));
+}
+END_TEST
+
 START_TEST(test_msg_utf8_validator)
 {
     static const struct {
@@ -1125,6 +1158,7 @@ Suite *msg_suite(void)
     tcase_add_test(tc, test_msg_seq_recovered_on_error);
     tcase_add_test(tc, test_msg_check_per_type);
     tcase_add_test(tc, test_msg_code_names);
+    tcase_add_test(tc, test_msg_event_valid);
     suite_add_tcase(s, tc);
     return s;
 }

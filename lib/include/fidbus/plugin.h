@@ -133,7 +133,7 @@ struct fidbus_host {
     /* Publishes a new event into the bus, routed like any other. The event
      * is dispatched before publish returns (blocking targets are queued).
      * Data is copied as needed; the caller keeps ownership. Returns the
-     * number of handlers it reached (>= 0), -EINVAL for a bad id or tags,
+     * number of handlers it reached (>= 0), -EINVAL for a bad id or tags (a tag key given twice included),
      * -ELOOP when the event has already been republished FIDBUS_MAX_HOPS
      * times (a handler that republishes what it receives cannot loop
      * forever), -ENOENT when it matches no route. */

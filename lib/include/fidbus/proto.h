@@ -238,6 +238,13 @@ FIDBUS_API bool fidbus_event_id_valid(const char *id, size_t len);
 FIDBUS_API bool fidbus_tag_key_valid(const char *key, size_t len);
 FIDBUS_API bool fidbus_tag_value_valid(const char *value, size_t len);
 FIDBUS_API bool fidbus_utf8_valid(const uint8_t *s, size_t len);
+/*
+ * An event a client or plugin is about to publish, as C strings: the id,
+ * at most FIDBUS_MAX_TAGS tags each with a valid key and value, and no key
+ * twice (the decoder refuses duplicate tag keys as INVALID too).
+ */
+FIDBUS_API bool fidbus_event_valid(const char *id, const struct fidbus_tag *tags,
+                                   size_t ntags);
 
 /* ------------------------------------------------------------- encoding */
 
