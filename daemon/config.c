@@ -18,6 +18,7 @@
  * every key but path belongs to the plugin, which checks its own.
  */
 #include "config.h"
+#include "state.h"
 #include "config_values.h"
 
 #include <ctype.h>
@@ -737,20 +738,61 @@ static int load(struct parser *p, struct fb_config **out, char *err, size_t errl
     return 0;
 }
 
+/* A config file bigger than this is not a config file. */
+#define CONFIG_MAX_BYTES (16u * 1024u * 1024u)
+
 int fb_config_load_file(const char *path, struct fb_config **out, char *err,
                         size_t errlen)
 {
-    struct parser p = {.file = path};
+    /* Read whole, so the hash state.cbor records is of exactly the bytes
+     * parsed (design section 6, "the latest intent wins"). */
     *out = NULL;
-    p.src.fp = fopen(path, "re");
-    if (!p.src.fp) {
+    FILE *fp = fopen(path, "re");
+    if (!fp) {
         int e = errno;
         if (err && errlen)
             snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
         return -e;
     }
-    int rc = load(&p, out, err, errlen);
-    fclose(p.src.fp);
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            size_t ncap = cap ? cap * 2 : 8192;
+            char *n = ncap <= CONFIG_MAX_BYTES + 8192 ? realloc(text, ncap) : NULL;
+            if (!n) {
+                rc = ncap <= CONFIG_MAX_BYTES + 8192 ? -ENOMEM : -EFBIG;
+                break;
+            }
+            text = n;
+            cap = ncap;
+        }
+        size_t r = fread(text + len, 1, cap - len - 1, fp);
+        len += r;
+        if (r == 0) {
+            if (ferror(fp))
+                rc = -EIO;
+            break;
+        }
+        if (len > CONFIG_MAX_BYTES) {
+            rc = -EFBIG;
+            break;
+        }
+    }
+    fclose(fp);
+    if (rc == 0 && memchr(text, '\0', len))
+        rc = -EINVAL;
+    if (rc < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot read: %s", path,
+                     rc == -EINVAL ? "it contains a NUL byte" : strerror(-rc));
+        free(text);
+        return rc;
+    }
+    text[len] = '\0';
+    rc = fb_config_load_string(text, path, out, err, errlen);
+    free(text);
     return rc;
 }
 
@@ -759,7 +801,10 @@ int fb_config_load_string(const char *text, const char *name, struct fb_config *
 {
     struct parser p = {.file = name ? name : "<string>"};
     p.src.text = text ? text : "";
-    return load(&p, out, err, errlen);
+    int rc = load(&p, out, err, errlen);
+    if (rc == 0)
+        fb_sha256_hex(p.src.text, strlen(p.src.text), (*out)->hash);
+    return rc;
 }
 
 struct fb_config *fb_config_free(struct fb_config *c)

@@ -33,7 +33,8 @@ struct fb_plugin_conf {
 };
 
 struct fb_config {
-    char *file; /* path it was read from, or "<embedded>" */
+    char *file;    /* path it was read from, or "<embedded>" */
+    char hash[65]; /* SHA-256 (hex) of the text parsed */
     /* [daemon] */
     unsigned workers; /* resolved: 0 in the file means nproc */
     char *runtime_dir;

@@ -62,10 +62,11 @@ struct fb_control {
 
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t async; /* stop */
-    uv_poll_t poll;   /* accept */
+    uv_async_t async; /* stop, reload */
+    uv_poll_t poll;   /* accept; only with a socket (fd >= 0) */
     bool loop_ok, handles_ok, thread_ok;
     _Atomic bool stop_requested;
+    _Atomic bool reload_requested;
 
     /* control thread only */
     bool closing;
@@ -347,11 +348,16 @@ static void on_accept(uv_poll_t *h, int status, int events)
 static void on_async(uv_async_t *a)
 {
     struct fb_control *ctl = a->data;
+    if (atomic_exchange(&ctl->reload_requested, false) && !ctl->closing &&
+        !atomic_load(&ctl->stop_requested))
+        fb_ctl_reload_from_signal(&ctl->env);
     if (!atomic_load(&ctl->stop_requested) || ctl->closing)
         return;
     ctl->closing = true;
-    uv_poll_stop(&ctl->poll);
-    uv_close((uv_handle_t *)&ctl->poll, NULL);
+    if (ctl->fd >= 0) {
+        uv_poll_stop(&ctl->poll);
+        uv_close((uv_handle_t *)&ctl->poll, NULL);
+    }
     for (struct ctl_conn *c = ctl->conns; c; c = c->next)
         fb_stream_close(&c->st);
     uv_close((uv_handle_t *)&ctl->async, NULL);
@@ -402,20 +408,24 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
         ctl->env.nlisteners++;
     }
 
+    /* Without a socket the thread still runs: SIGHUP's reload is a
+     * change like any other and happens here, off the main loop. */
     struct stat st;
-    rc = fb_unix_listen(cfg->control_socket, cfg->control_mode, ctl->gid, &ctl->fd, &st,
-                        err, errlen);
-    if (rc < 0) {
-        ctl->fd = -1;
-        fb_control_free(ctl);
-        return rc;
-    }
-    ctl->dev = st.st_dev;
-    ctl->ino = st.st_ino;
-    if (!(ctl->path = strdup(cfg->control_socket))) {
-        unlink(cfg->control_socket);
-        rc = -ENOMEM;
-        goto oom;
+    if (cfg->control_socket) {
+        rc = fb_unix_listen(cfg->control_socket, cfg->control_mode, ctl->gid, &ctl->fd, &st,
+                            err, errlen);
+        if (rc < 0) {
+            ctl->fd = -1;
+            fb_control_free(ctl);
+            return rc;
+        }
+        ctl->dev = st.st_dev;
+        ctl->ino = st.st_ino;
+        if (!(ctl->path = strdup(cfg->control_socket))) {
+            unlink(cfg->control_socket);
+            rc = -ENOMEM;
+            goto oom;
+        }
     }
 
     if ((rc = uv_loop_init(&ctl->loop)) < 0)
@@ -424,13 +434,13 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     if ((rc = uv_async_init(&ctl->loop, &ctl->async, on_async)) < 0)
         goto uv_fail;
     ctl->async.data = ctl;
-    if ((rc = uv_poll_init(&ctl->loop, &ctl->poll, ctl->fd)) < 0) {
+    if (ctl->fd >= 0 && (rc = uv_poll_init(&ctl->loop, &ctl->poll, ctl->fd)) < 0) {
         uv_close((uv_handle_t *)&ctl->async, NULL);
         goto uv_fail;
     }
     ctl->poll.data = ctl;
     ctl->handles_ok = true;
-    if ((rc = uv_poll_start(&ctl->poll, UV_READABLE, on_accept)) < 0 ||
+    if ((ctl->fd >= 0 && (rc = uv_poll_start(&ctl->poll, UV_READABLE, on_accept)) < 0) ||
         (rc = uv_thread_create(&ctl->thread, control_thread, ctl)) < 0)
         goto uv_fail;
     ctl->thread_ok = true;
@@ -438,13 +448,22 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     return 0;
 
 uv_fail:
-    snprintf(err, errlen, "control socket %s: %s", cfg->control_socket, uv_strerror(rc));
+    snprintf(err, errlen, "control thread (socket %s): %s",
+             cfg->control_socket ? cfg->control_socket : "none", uv_strerror(rc));
     fb_control_free(ctl);
     return rc;
 oom:
     snprintf(err, errlen, "control socket: out of memory");
     fb_control_free(ctl);
     return -ENOMEM;
+}
+
+void fb_control_reload(struct fb_control *ctl)
+{
+    if (!ctl || !ctl->thread_ok)
+        return;
+    atomic_store(&ctl->reload_requested, true);
+    uv_async_send(&ctl->async);
 }
 
 void fb_control_stop(struct fb_control *ctl)
@@ -467,7 +486,8 @@ struct fb_control *fb_control_free(struct fb_control *ctl)
         uv_thread_join(&ctl->thread);
     } else if (ctl->handles_ok) {
         /* Never ran: close the handles on this thread. */
-        uv_close((uv_handle_t *)&ctl->poll, NULL);
+        if (ctl->fd >= 0)
+            uv_close((uv_handle_t *)&ctl->poll, NULL);
         uv_close((uv_handle_t *)&ctl->async, NULL);
     }
     if (ctl->loop_ok) {

@@ -22,7 +22,8 @@
 struct fb_control;
 
 /*
- * Binds cfg->control_socket (mode cfg->control_mode, group
+ * Starts the control thread, which makes every runtime change, and, when
+ * cfg->control_socket is set, binds it (mode cfg->control_mode, group
  * cfg->control_group; a stale file is replaced, a live one refused) and
  * starts the control thread. Call once the bus listeners are bound and the
  * workers run: their names and count are copied now. Returns 0 with *out
@@ -30,6 +31,9 @@ struct fb_control;
  */
 int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err,
                    size_t errlen);
+/* SIGHUP: asks the control thread to run config.reload (any thread;
+ * returns at once; repeated requests before it runs merge into one). */
+void fb_control_reload(struct fb_control *ctl);
 /* Removes the socket file (if still ours) and asks the control thread to
  * close every connection and end. Any thread; idempotent; does not wait. */
 void fb_control_stop(struct fb_control *ctl);

@@ -22,87 +22,10 @@
 #include <fidbus/plugin.h>
 
 #include "build_config.h"
+#include "ctl_cbor.h"
 #include "plugin_loader.h"
 #include "registry.h"
 #include "routes.h"
-
-/* ------------------------------------------------------------ building */
-
-struct cb {
-    bool oom;
-};
-
-static cbor_item_t *mk_map(struct cb *b, size_t n)
-{
-    cbor_item_t *m = cbor_new_definite_map(n);
-    if (!m)
-        b->oom = true;
-    return m;
-}
-
-static cbor_item_t *mk_array(struct cb *b, size_t n)
-{
-    cbor_item_t *a = cbor_new_definite_array(n);
-    if (!a)
-        b->oom = true;
-    return a;
-}
-
-/* Adds key => v to map and drops our reference to v (map_add takes its
- * own), so v is freed here if it could not be added. */
-static void put(struct cb *b, cbor_item_t *map, const char *key, cbor_item_t *v)
-{
-    cbor_item_t *k = cbor_build_string(key);
-    if (!map || !k || !v || !cbor_map_add(map, (struct cbor_pair){.key = k, .value = v}))
-        b->oom = true;
-    if (k)
-        cbor_decref(&k);
-    if (v)
-        cbor_decref(&v);
-}
-
-static void push(struct cb *b, cbor_item_t *array, cbor_item_t *v)
-{
-    if (!array || !v || !cbor_array_push(array, v))
-        b->oom = true;
-    if (v)
-        cbor_decref(&v);
-}
-
-/* Integers in their shortest encoding, as the wire protocol writes them. */
-static cbor_item_t *u64(uint64_t v)
-{
-    if (v <= UINT8_MAX)
-        return cbor_build_uint8((uint8_t)v);
-    if (v <= UINT16_MAX)
-        return cbor_build_uint16((uint16_t)v);
-    if (v <= UINT32_MAX)
-        return cbor_build_uint32((uint32_t)v);
-    return cbor_build_uint64(v);
-}
-
-static cbor_item_t *i64(int64_t v)
-{
-    if (v >= 0)
-        return u64((uint64_t)v);
-    cbor_item_t *n = u64((uint64_t)(-1 - v)); /* CBOR stores -1 - value */
-    if (n)
-        cbor_mark_negint(n);
-    return n;
-}
-
-/* Text, or null for a NULL string. */
-static cbor_item_t *text(const char *s)
-{
-    return s ? cbor_build_string(s) : cbor_new_null();
-}
-
-static cbor_item_t *funcid_text(uint64_t id)
-{
-    char hex[FIDBUS_FUNCID_HEX];
-    fidbus_funcid_hex(id, hex);
-    return cbor_build_string(hex);
-}
 
 /* ------------------------------------------------------------ commands */
 
@@ -236,23 +159,23 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
 
     const struct fb_route_table *t = d->table;
     size_t nr = fb_routes_count(t);
-    uint64_t routed = 0;
     cbor_item_t *routes = mk_map(b, nr);
     for (size_t i = 0; i < nr; i++) {
         const struct fb_route *r = fb_routes_at(t, i);
-        uint64_t matched = fb_striped_sum(&r->matched);
-        routed += matched;
         cbor_item_t *e = mk_map(b, 1);
-        put(b, e, "matched", u64(matched));
+        put(b, e, "matched", u64(fb_striped_sum(&r->matched->n)));
         put(b, routes, r->name, e);
     }
-    /* Only the running table for now: an older table's count goes with it
-     * when it is freed. Keeping retired generations' totals is the job of
-     * the change that makes tables change at run time. */
+    /* The running table and the last FB_GEN_HISTORY retired ones (their
+     * totals are final: taken after the grace period of their flip). */
     char gen[24];
+    cbor_item_t *gens = mk_map(b, d->ngens + 1);
+    for (size_t i = 0; i < d->ngens; i++) {
+        snprintf(gen, sizeof gen, "%" PRIu64, d->gens[i].generation);
+        put(b, gens, gen, u64(d->gens[i].routed));
+    }
     snprintf(gen, sizeof gen, "%" PRIu64, fb_routes_generation(t));
-    cbor_item_t *gens = mk_map(b, 1);
-    put(b, gens, gen, u64(routed));
+    put(b, gens, gen, u64(fb_routes_routed(t)));
 
     /* p50_ns/p99_ns come from sampled timings (daemon/latency.h); they are
      * left out for a function that has not run yet rather than given as 0. */
@@ -265,7 +188,9 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         uint64_t samples = 0;
         uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
         uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        cbor_item_t *e = mk_map(b, samples ? 4 : 2);
+        cbor_item_t *e = mk_map(b, samples ? 6 : 4);
+        put(b, e, "canonical", text(f->canonical));
+        put(b, e, "plugin", text(f->plugin ? f->plugin->name : NULL));
         put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
         put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
         if (samples) {
@@ -275,7 +200,8 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         put(b, fns, hex, e);
     }
 
-    cbor_item_t *m = mk_map(b, 8);
+    cbor_item_t *m = mk_map(b, 9);
+    put(b, m, "generation", u64(d->generation));
     put(b, m, "received", u64(tot[0]));
     put(b, m, "dispatched", u64(tot[1]));
     put(b, m, "unrouted", u64(tot[2]));
@@ -364,13 +290,8 @@ static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *e
 static cbor_item_t *cmd_route_test(const struct fb_ctl_env *env, const cbor_item_t *args,
                                    struct cb *b, struct fb_ctl_reply *out)
 {
-    if (fb_ctl_arg(args, "apply")) {
-        out->code = FIDBUS_UNSUPPORTED;
-        snprintf(out->message, sizeof out->message,
-                 "route.test with apply is not implemented yet");
-        return NULL;
-    }
     char *event = NULL;
+    struct fb_route_table *proposed = NULL;
     struct test_tags tt = {.ntags = 0};
     cbor_item_t *m = NULL;
     int rc =
@@ -383,6 +304,10 @@ static cbor_item_t *cmd_route_test(const struct fb_ctl_env *env, const cbor_item
     }
     if (rc == 0)
         rc = test_tags_load(args, &tt, out->message, sizeof out->message);
+    const cbor_item_t *apply = fb_ctl_arg(args, "apply");
+    if (rc == 0 && apply)
+        rc = fb_ctl_apply_table(env->d, apply, &proposed, out->message,
+                                sizeof out->message);
     if (rc < 0) {
         b->oom = true; /* answered as INTERNAL by fb_ctl_run */
         goto done;
@@ -392,7 +317,7 @@ static cbor_item_t *cmd_route_test(const struct fb_ctl_env *env, const cbor_item
         goto done;
     }
 
-    const struct fb_route_table *t = env->d->table;
+    const struct fb_route_table *t = proposed ? proposed : env->d->table;
     const struct fb_route *r =
         t ? fb_routes_match(t, event, strlen(event), tt.tags, tt.ntags) : NULL;
     const char *by = NULL;
@@ -410,8 +335,9 @@ static cbor_item_t *cmd_route_test(const struct fb_ctl_env *env, const cbor_item
     m = mk_map(b, 3);
     put(b, m, "route", text(r ? r->name : NULL));
     put(b, m, "targets", targets);
-    put(b, m, "generation", u64(env->d->generation));
+    put(b, m, "generation", u64(fb_routes_generation(t)));
 done:
+    fb_routes_free(proposed);
     free(event);
     test_tags_clear(&tt);
     return m;
@@ -448,16 +374,16 @@ static const struct {
     {"status", cmd_status, NULL},
     {"stats", cmd_stats, NULL},
     {"plugin.list", cmd_plugin_list, NULL},
-    {"plugin.load", NULL, NULL},
-    {"plugin.unload", NULL, NULL},
-    {"plugin.reload", NULL, NULL},
+    {"plugin.load", NULL, fb_ctl_plugin_load},
+    {"plugin.unload", NULL, fb_ctl_plugin_unload},
+    {"plugin.reload", NULL, fb_ctl_plugin_reload},
     {"func.list", cmd_func_list, NULL},
     {"route.list", cmd_route_list, NULL},
-    {"route.add", NULL, NULL},
-    {"route.del", NULL, NULL},
-    {"route.apply", NULL, NULL},
+    {"route.add", NULL, fb_ctl_route_add},
+    {"route.del", NULL, fb_ctl_route_del},
+    {"route.apply", NULL, fb_ctl_route_apply},
     {"route.test", NULL, cmd_route_test},
-    {"config.reload", NULL, NULL},
+    {"config.reload", NULL, fb_ctl_config_reload},
     {"config.export", cmd_config_export, NULL},
 };
 

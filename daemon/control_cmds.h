@@ -75,4 +75,39 @@ int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char
  */
 int fb_ctl_export_config(const struct fb_daemon *d, char **out);
 
+/*
+ * The commands that change the running set (control_change.c). Each has
+ * the shape of fb_ctl_run's table: on success it returns the result map;
+ * on failure it sets out->code and out->message and returns NULL.
+ * Caller holds d->change_lock.
+ */
+struct cb;
+cbor_item_t *fb_ctl_route_add(const struct fb_ctl_env *env, const cbor_item_t *args,
+                              struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_route_del(const struct fb_ctl_env *env, const cbor_item_t *args,
+                              struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_route_apply(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_plugin_load(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                  struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                  struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                  struct cb *b, struct fb_ctl_reply *out);
+
+/*
+ * route.test's dry run: the table a route.apply with these args would
+ * publish (generation + 1), built but never published; the caller frees
+ * it with fb_routes_free. 0 or a protocol code with err set, or -ENOMEM.
+ */
+struct fb_route_table;
+int fb_ctl_apply_table(struct fb_daemon *d, const cbor_item_t *apply,
+                       struct fb_route_table **out, char *err, size_t errlen);
+
+/* SIGHUP: config.reload with RELOADING=1 / READY=1 around it, the outcome
+ * logged. Control thread; takes the change lock. */
+void fb_ctl_reload_from_signal(const struct fb_ctl_env *env);
+
 #endif

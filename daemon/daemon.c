@@ -21,6 +21,7 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "change.h"
 #include "control.h"
 #include "dispatch.h"
 #include "listener.h"
@@ -28,6 +29,7 @@
 #include "notify.h"
 #include "plugin_loader.h"
 #include "pool.h"
+#include "state.h"
 #include "timers.h"
 #include "worker.h"
 
@@ -77,17 +79,108 @@ void fb_counters_sum(struct fb_daemon *d, uint64_t out[5])
     pthread_mutex_unlock(&d->counters_lock);
 }
 
-/* --------------------------------------------------------------- flip */
+/* ------------------------------------------------------ the first set */
 
-int fb_daemon_apply_routes(struct fb_daemon *d, const struct fb_route_spec *specs,
-                           size_t n, char *err, size_t errlen)
+/* Sets state.cbor aside (as KIND-time) and says so. */
+static void set_state_aside(struct fb_daemon *d, const char *kind, const char *why)
 {
-    struct fb_route_table *t = NULL;
-    int rc = fb_routes_build(specs, n, d->reg, d->generation + 1, &t, err, errlen);
-    if (rc)
+    char name[256] = "";
+    int rc = fb_state_set_aside(d->state, kind, name, sizeof name);
+    if (rc < 0)
+        fb_error("%s/%s: %s; could not rename it: %s", d->cfg->state_dir, FB_STATE_FILE,
+                 why, strerror(-rc));
+    else
+        fb_warn("%s/%s: %s; kept as %s", d->cfg->state_dir, FB_STATE_FILE, why, name);
+}
+
+static size_t plugin_count(const struct fb_daemon *d)
+{
+    size_t n = 0;
+    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
+        n++;
+    return n;
+}
+
+/*
+ * The latest intent wins (design section 6): state.cbor written from this
+ * very config text is the config plus every acknowledged runtime change,
+ * so it is restored; a config edited since is the admin's newer intent,
+ * so it is applied and the old state kept aside. Either way the
+ * generation continues from the state's, so it never goes back.
+ */
+static int start_set(struct fb_daemon *d, char *err, size_t errlen)
+{
+    const struct fb_config *cfg = d->cfg;
+    struct fb_change_result res;
+    struct fb_state st = {0};
+    char why[1024];
+    int rc;
+
+    snprintf(d->config_hash, sizeof d->config_hash, "%s", cfg->hash);
+    rc = fb_state_open(cfg->state_dir, &d->state, why, sizeof why);
+    if (rc) {
+        snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, why);
         return rc;
-    fb_routes_publish(&d->table, t);
-    d->generation++;
+    }
+    rc = fb_state_load(d->state, &st, why, sizeof why);
+    bool restore = false;
+    if (rc == 0) {
+        d->generation = st.generation;
+        if (strcmp(st.config_hash, cfg->hash) == 0)
+            restore = true;
+        else
+            set_state_aside(d, "bak",
+                            "the config file changed since it was written, so the "
+                            "config is applied");
+    } else if (rc == FIDBUS_INVALID) {
+        char line[1200];
+        snprintf(line, sizeof line, "unusable (%s), so the config is applied", why);
+        set_state_aside(d, "corrupt", line);
+    } else if (rc != -ENOENT) {
+        /* Unreadable is not corrupt: refuse rather than overwrite it. */
+        snprintf(err, errlen, "%s", why);
+        return rc;
+    }
+
+    if (restore) {
+        struct fb_change c = {
+            .load = st.set.plugins,
+            .nload = st.set.nplugins,
+            .routes = st.set.routes,
+            .nroutes = st.set.nroutes,
+        };
+        rc = fb_change_commit(d, &c, &res, why, sizeof why);
+        if (rc == 0) {
+            fb_info("restored %zu plugin%s and %zu route%s from %s/%s", st.set.nplugins,
+                    st.set.nplugins == 1 ? "" : "s", st.set.nroutes,
+                    st.set.nroutes == 1 ? "" : "s", cfg->state_dir, FB_STATE_FILE);
+            fb_change_result_clear(&res);
+            fb_state_clear(&st);
+            return 0;
+        }
+        char line[1200];
+        snprintf(line, sizeof line, "cannot be restored (%s), so the config is applied",
+                 why);
+        set_state_aside(d, "bak", line);
+    }
+    fb_state_clear(&st);
+
+    struct fb_change c = {
+        .load = cfg->plugins,
+        .nload = cfg->nplugins,
+        .routes = cfg->routes,
+        .nroutes = cfg->nroutes,
+    };
+    rc = fb_change_commit(d, &c, &res, why, sizeof why);
+    if (rc) {
+        if (res.failed_load != SIZE_MAX)
+            snprintf(err, errlen, "%s:%d: %s", cfg->file, cfg->plugins[res.failed_load].line,
+                     why);
+        else
+            snprintf(err, errlen, "%s: %s", cfg->file, why);
+        return rc;
+    }
+    fb_change_result_clear(&res);
     return 0;
 }
 
@@ -144,7 +237,8 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     struct fb_daemon *d = s->data;
     if (signum == SIGHUP) {
-        fb_warn("SIGHUP: configuration reload is not supported yet; ignoring");
+        fb_info("SIGHUP: reloading the configuration");
+        fb_control_reload(d->control);
         return;
     }
     fb_info("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -196,6 +290,7 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
                  strerror(-rc));
         return rc;
     }
+    fb_plugin_sweep_copies(cfg->runtime_dir);
     if ((rc = fb_timers_new(d->main_loop, &d->timers)) < 0) {
         snprintf(err, errlen, "timers: %s", uv_strerror(rc));
         return rc;
@@ -207,27 +302,10 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
 
     /* Plugins and routes, under the change lock like any later change. */
     pthread_mutex_lock(&d->change_lock);
-    struct fb_plugin **tail = &d->plugins;
-    for (size_t i = 0; i < cfg->nplugins; i++) {
-        struct fb_plugin *p = NULL;
-        char perr[512];
-        rc = fb_plugin_load(d, &cfg->plugins[i], &p, perr, sizeof perr);
-        if (rc) {
-            pthread_mutex_unlock(&d->change_lock);
-            snprintf(err, errlen, "%s:%d: %s", cfg->file, cfg->plugins[i].line, perr);
-            return rc;
-        }
-        /* load order is kept so shutdown can fini in reverse */
-        *tail = p;
-        tail = &p->next;
-    }
-    char rerr[512];
-    rc = fb_daemon_apply_routes(d, cfg->routes, cfg->nroutes, rerr, sizeof rerr);
+    rc = start_set(d, err, errlen);
     pthread_mutex_unlock(&d->change_lock);
-    if (rc) {
-        snprintf(err, errlen, "%s: routes: %s", cfg->file, rerr);
+    if (rc)
         return rc;
-    }
 
     /* Listeners: bound now, accepting once the workers run. */
     d->listeners = calloc(2, sizeof *d->listeners);
@@ -272,24 +350,23 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         }
         fb_info("listening on %s", fb_listener_name(d->listeners[i]));
     }
-    if (cfg->control_socket) {
-        if ((rc = fb_control_new(d, &d->control, err, errlen)) < 0)
-            return rc;
+    if ((rc = fb_control_new(d, &d->control, err, errlen)) < 0)
+        return rc;
+    if (cfg->control_socket)
         fb_info("control socket on unix:%s", cfg->control_socket);
-    }
     if ((rc = start_signals(d)) < 0) {
         snprintf(err, errlen, "signals: %s", uv_strerror(rc));
         return rc;
     }
 
-    size_t nroutes = fb_routes_count(d->table);
+    size_t nroutes = fb_routes_count(d->table), nplugins = plugin_count(d);
     fb_info("ready: %u worker%s, %zu plugin%s, %zu route%s, generation %llu", d->nworkers,
-            d->nworkers == 1 ? "" : "s", cfg->nplugins, cfg->nplugins == 1 ? "" : "s",
-            nroutes, nroutes == 1 ? "" : "s", (unsigned long long)d->generation);
+            d->nworkers == 1 ? "" : "s", nplugins, nplugins == 1 ? "" : "s", nroutes,
+            nroutes == 1 ? "" : "s", (unsigned long long)d->generation);
     char status[256];
     snprintf(status, sizeof status,
              "READY=1\nSTATUS=%zu plugins, %zu routes, generation %llu\nMAINPID=%ld",
-             cfg->nplugins, nroutes, (unsigned long long)d->generation, (long)getpid());
+             nplugins, nroutes, (unsigned long long)d->generation, (long)getpid());
     fb_notify(status);
     return 0;
 }
@@ -365,6 +442,8 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         free(d->main_loop);
     }
     d->reg = fb_registry_free(d->reg);
+    d->state = fb_state_close(d->state);
+    free(d->embedded_config);
     while (d->counters) {
         struct fb_counters *c = d->counters;
         d->counters = c->next;

@@ -32,6 +32,15 @@ struct fb_pool;
 struct fb_worker;
 struct fb_listener;
 struct fb_control;
+struct fb_state_file;
+
+/* Retired tables whose totals stats still shows, per generation. */
+#define FB_GEN_HISTORY 16
+
+struct fb_gen_count {
+    uint64_t generation;
+    uint64_t routed;
+};
 
 /* Totals, one block per dispatching thread, summed on read (no shared
  * cache line is written on the hot path). Only the owning thread writes. */
@@ -54,7 +63,14 @@ struct fb_daemon {
     struct fb_route_table *table; /* RCU-published; readers only via
                                    * rcu_dereference under read lock */
     uint64_t generation;          /* of the published table */
-    struct fb_plugin *plugins;    /* loaded instances */
+    struct fb_plugin *plugins;    /* loaded instances, in load order */
+    struct fb_state_file *state;  /* state.cbor (NULL: not kept) */
+    char config_hash[65];         /* of the config the set derives from */
+    /* For config.reload: the --default-config text (NULL: re-read
+     * cfg->file). */
+    char *embedded_config;
+    struct fb_gen_count gens[FB_GEN_HISTORY]; /* retired, oldest first */
+    size_t ngens;
 
     struct fb_timers *timers;
     struct fb_pool *pool;
@@ -105,15 +121,5 @@ int fb_daemon_run(struct fb_daemon *d);
 void fb_daemon_stop(struct fb_daemon *d);
 /* Joins, calls every plugin's fini, removes sockets, frees. NULL-safe. */
 struct fb_daemon *fb_daemon_free(struct fb_daemon *d);
-
-/*
- * The build-and-flip operation: builds a table from specs against the
- * current registry with generation+1, publishes it with one pointer swap
- * and frees the old table after a grace period. Caller holds change_lock
- * and is not an RCU reader (main/control thread). Returns 0 or the build's
- * protocol code with err set; on error nothing changes.
- */
-int fb_daemon_apply_routes(struct fb_daemon *d, const struct fb_route_spec *specs,
-                           size_t n, char *err, size_t errlen);
 
 #endif

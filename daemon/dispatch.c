@@ -57,7 +57,8 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
         return;
     }
     out->routed = true;
-    fb_striped_add((struct fb_striped *)&r->matched, 1);
+    fb_striped_add(&r->matched->n, 1);
+    fb_routes_count_routed(t);
     ev->generation = fb_routes_generation(t);
 
     size_t idx[FB_MAX_TARGETS];

@@ -108,7 +108,9 @@ static void default_plugin_dir(char *out, size_t len)
     snprintf(out, len, "%s", FIDBUS_PLUGIN_INSTALL_DIR);
 }
 
-static int load_default(struct fb_config **cfg, char *err, size_t errlen)
+/* The embedded config with its placeholders filled in; *text (malloc'd)
+ * is kept for config.reload. */
+static int load_default(struct fb_config **cfg, char **text, char *err, size_t errlen)
 {
     char runtime[PATH_MAX], plugins[PATH_MAX];
     default_runtime_dir(runtime, sizeof runtime);
@@ -121,7 +123,10 @@ static int load_default(struct fb_config **cfg, char *err, size_t errlen)
         return -ENOMEM;
     }
     int rc = fb_config_load_string(b, "<embedded default>", cfg, err, errlen);
-    free(b);
+    if (rc == 0)
+        *text = b;
+    else
+        free(b);
     return rc;
 }
 
@@ -173,7 +178,8 @@ int main(int argc, char **argv)
 
     struct fb_config *cfg = NULL;
     char err[1024] = "";
-    int rc = use_default ? load_default(&cfg, err, sizeof err)
+    char *embedded = NULL;
+    int rc = use_default ? load_default(&cfg, &embedded, err, sizeof err)
                          : fb_config_load_file(file ? file : FIDBUS_SYSCONF_CONFIG, &cfg,
                                                err, sizeof err);
     if (rc) {
@@ -185,6 +191,7 @@ int main(int argc, char **argv)
                cfg->nplugins, cfg->nplugins == 1 ? "" : "s", cfg->nroutes,
                cfg->nroutes == 1 ? "" : "s");
         fb_config_free(cfg);
+        free(embedded);
         return 0;
     }
     fb_log_set_level(cfg->log_level);
@@ -194,8 +201,10 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "fidbusd: %s\n", strerror(-rc));
         fb_config_free(cfg);
+        free(embedded);
         return 1;
     }
+    d->embedded_config = embedded;
     rc = fb_daemon_start(d, err, sizeof err);
     if (rc) {
         fb_error("%s", err);

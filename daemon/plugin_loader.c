@@ -17,11 +17,13 @@
  */
 #include "plugin_loader.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,7 +152,10 @@ static int make_copy(const char *runtime_dir, const char *name, const char *src,
     safe[n] = '\0';
 
     char *tmpl = NULL;
-    if (asprintf(&tmpl, "%s/%s.XXXXXX.so", dir, n ? safe : "plugin") < 0) {
+    /* The pid in the name lets the next start tell a copy left by a
+     * process that died (kill -9) from one in use. */
+    if (asprintf(&tmpl, "%s/%s.%ld.XXXXXX.so", dir, n ? safe : "plugin", (long)getpid()) <
+        0) {
         say(why, whylen, "out of memory");
         return -ENOMEM;
     }
@@ -223,6 +228,46 @@ static int make_copy(const char *runtime_dir, const char *name, const char *src,
     }
     *out = tmpl;
     return 0;
+}
+
+void fb_plugin_sweep_copies(const char *runtime_dir)
+{
+    char dir[PATH_MAX];
+    if (snprintf(dir, sizeof dir, "%s/plugins", runtime_dir) >= (int)sizeof dir)
+        return;
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return;
+    struct dirent *e;
+    unsigned n = 0;
+    while ((e = readdir(dh))) {
+        /* NAME.PID.XXXXXX.so: the pid is the second field from the end */
+        size_t len = strlen(e->d_name);
+        if (len < 12 || strcmp(e->d_name + len - 3, ".so") != 0)
+            continue;
+        char name[256];
+        snprintf(name, sizeof name, "%s", e->d_name);
+        name[len - 3] = '\0';
+        char *rnd = strrchr(name, '.');
+        if (!rnd)
+            continue;
+        *rnd = '\0';
+        char *pid_s = strrchr(name, '.');
+        if (!pid_s)
+            continue;
+        char *end;
+        long pid = strtol(pid_s + 1, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno == EPERM)
+            continue; /* alive: another daemon's, leave it */
+        if (unlinkat(dirfd(dh), e->d_name, 0) == 0)
+            n++;
+    }
+    closedir(dh);
+    if (n)
+        fb_info("removed %u private plugin cop%s left by a daemon that is gone from %s", n,
+                n == 1 ? "y" : "ies", dir);
 }
 
 /* ---- load and unload ------------------------------------------------ */
@@ -298,7 +343,8 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
 {
     char why[512] = "";
     int rc;
-    const char *name = pc->name ? pc->name : "?";
+    /* No name: the plugin's own, known once it is open. */
+    const char *name = pc->name ? pc->name : "plugin";
     const char *path = pc->path ? pc->path : "";
 
     struct fb_plugin *p = calloc(1, sizeof *p);
@@ -329,8 +375,16 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
         say(why, sizeof why, "not a regular file");
         goto fail;
     }
+    p->src_dev = st.st_dev;
+    p->src_ino = st.st_ino;
+    p->src_size = st.st_size;
+    p->src_mtime = st.st_mtim;
 
-    rc = make_copy(d->cfg->runtime_dir, name, path, &p->copy_path, why, sizeof why);
+    /* Unnamed: the file's name, until the plugin's own name is known. */
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    rc = make_copy(d->cfg->runtime_dir, pc->name ? name : base, path, &p->copy_path, why,
+                   sizeof why);
     if (rc < 0) {
         if (rc != -ENOMEM)
             rc = FIDBUS_INTERNAL;
@@ -355,6 +409,23 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
         say(why, sizeof why, "plugin ABI %u, daemon supports %d", (unsigned)p->desc->abi,
             FIDBUS_PLUGIN_ABI);
         goto fail;
+    }
+    if (!pc->name) {
+        const char *own = p->desc->name;
+        if (!own || !fb_route_name_valid(own)) {
+            rc = FIDBUS_INVALID;
+            say(why, sizeof why,
+                "the plugin's own name is not a valid instance name: give one");
+            goto fail;
+        }
+        char *dup = strdup(own);
+        if (!dup) {
+            rc = -ENOMEM;
+            say(why, sizeof why, "out of memory");
+            goto fail;
+        }
+        free(p->name);
+        p->name = dup;
     }
     if (!p->desc->functions || p->desc->nfunctions == 0) {
         rc = FIDBUS_INVALID;
@@ -425,7 +496,10 @@ fail:
     unwind(d, p);
 refuse : {
     char line[1024];
-    say(line, sizeof line, "plugin %s (%s): %s", name, path, why);
+    if (pc->name)
+        say(line, sizeof line, "plugin %s (%s): %s", name, path, why);
+    else
+        say(line, sizeof line, "plugin %s: %s", path, why);
     /* One line, logged by the caller, who adds where the request came
      * from (config file and line, later the control client). */
     if (err && errlen)

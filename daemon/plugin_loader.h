@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include <fidbus/plugin.h>
 
@@ -34,11 +36,18 @@ struct fb_plugin {
     struct fidbus_host host; /* handed to init; handle = this */
     struct fb_daemon *d;
     _Atomic uint64_t inflight; /* blocking calls queued or running */
+    /* The original file when it was loaded: config.reload reloads an
+     * instance whose file changed on disk since. */
+    dev_t src_dev;
+    ino_t src_ino;
+    off_t src_size;
+    struct timespec src_mtime;
     struct fb_plugin *next;    /* daemon's list */
 };
 
 /*
- * Loads one plugin instance: copies pc->path to a private file under the
+ * Loads one plugin instance (pc->name NULL: named after the plugin's own
+ * name field, which must then be a valid instance name): copies pc->path to a private file under the
  * runtime dir, dlopens it, checks the ABI and every function, refuses
  * funcID conflicts with the registry, calls init, and registers its
  * functions (routes are built by the caller afterwards). On failure
@@ -57,6 +66,10 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
  * dlcloses and removes the private copy. Frees p.
  */
 void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p);
+
+/* Removes private copies under RUNTIME/plugins left by daemons that are
+ * no longer running (killed before they could clean up). Start-up. */
+void fb_plugin_sweep_copies(const char *runtime_dir);
 
 /* The value of key in the instance's section, NULL if unset. */
 const char *fb_plugin_config(const struct fb_plugin *p, const char *key);

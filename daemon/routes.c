@@ -82,6 +82,7 @@ struct htab {
 
 struct fb_route_table {
     uint64_t generation;
+    struct fb_striped routed; /* events routed by this table */
     size_t nroutes;
     struct fb_route *routes;     /* in name order */
     struct fb_route_spec *specs; /* the copies routes[].spec point to */
@@ -96,6 +97,57 @@ struct fb_route_table {
      * prefix table for '.' positions that can possibly hit. */
     uint64_t prefix_lens[4];
 };
+
+/* ------------------------------------------------------------ counters */
+
+static struct fb_route_counter *counter_new(void)
+{
+    struct fb_route_counter *c = aligned_alloc(64, sizeof(*c));
+    if (c) {
+        memset(c, 0, sizeof(*c));
+        atomic_init(&c->refs, 1);
+    }
+    return c;
+}
+
+static void counter_put(struct fb_route_counter *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
+void fb_routes_inherit_counters(struct fb_route_table *t, const struct fb_route_table *prev)
+{
+    if (!t || !prev)
+        return;
+    /* Both tables are in name order: one merge walk. */
+    size_t j = 0;
+    for (size_t i = 0; i < t->nroutes; i++) {
+        struct fb_route *r = &t->routes[i];
+        int c = 1;
+        while (j < prev->nroutes && (c = strcmp(prev->routes[j].name, r->name)) < 0)
+            j++;
+        if (j == prev->nroutes)
+            break;
+        if (c != 0 || prev->routes[j].matched == r->matched)
+            continue;
+        struct fb_route_counter *keep = prev->routes[j].matched;
+        atomic_fetch_add(&keep->refs, 1);
+        /* t is not published yet: nobody counts into its own counter. */
+        counter_put(r->matched);
+        r->matched = keep;
+    }
+}
+
+uint64_t fb_routes_routed(const struct fb_route_table *t)
+{
+    return t ? fb_striped_sum(&t->routed) : 0;
+}
+
+void fb_routes_count_routed(const struct fb_route_table *t)
+{
+    fb_striped_add((struct fb_striped *)&t->routed, 1);
+}
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 #define FNV_PRIME 0x100000001b3ull
@@ -459,7 +511,11 @@ int fb_routes_build(const struct fb_route_spec *specs, size_t n,
         r->name = s->name;
         r->mode = s->mode;
         r->split_by = s->split_by;
-        memset(&r->matched, 0, sizeof r->matched);
+        r->matched = counter_new();
+        if (!r->matched) {
+            rc = -ENOMEM;
+            goto fail;
+        }
     }
 
     rc = build_index(t);
@@ -480,8 +536,11 @@ struct fb_route_table *fb_routes_free(struct fb_route_table *t)
 {
     if (!t)
         return NULL;
-    for (size_t i = 0; i < t->nroutes; i++)
+    for (size_t i = 0; i < t->nroutes; i++) {
         fb_route_spec_clear(&t->specs[i]);
+        if (t->routes)
+            counter_put(t->routes[i].matched);
+    }
     free(t->exact.slots);
     free(t->prefix.slots);
     free(t->cands);
@@ -697,7 +756,8 @@ bool fb_routes_uses_plugin(const struct fb_route_table *t, const struct fb_plugi
 
 /* -------------------------------------------------------------- publish */
 
-void fb_routes_publish(struct fb_route_table **slot, struct fb_route_table *next)
+struct fb_route_table *fb_routes_publish(struct fb_route_table **slot,
+                                         struct fb_route_table *next)
 {
     struct fb_route_table *old;
 
@@ -717,5 +777,5 @@ void fb_routes_publish(struct fb_route_table **slot, struct fb_route_table *next
      * the grace period guarantees. */
     __tsan_acquire(&fb_routes_tsan_gp);
 #endif
-    fb_routes_free(old);
+    return old;
 }

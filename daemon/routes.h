@@ -41,7 +41,15 @@ struct fb_route {
     struct fb_route_target *targets;
     size_t ntargets;
     uint64_t total_weight;
-    struct fb_striped matched; /* events this route routed */
+    /* Events this route routed. Shared with the same-named route of the
+     * tables before and after it (fb_routes_inherit_counters), so the
+     * count survives flips; freed with the last table that holds it. */
+    struct fb_route_counter *matched;
+};
+
+struct fb_route_counter {
+    struct fb_striped n;
+    _Atomic uint32_t refs;
 };
 
 struct fb_route_table;
@@ -86,7 +94,20 @@ size_t fb_route_select(const struct fb_route *r, const struct fidbus_tag *tags,
  * and restarts: FNV-1a 64 of the value, mixed, modulo total weight). */
 size_t fb_route_split_pick(const struct fb_route *r, const char *value);
 
+/*
+ * Makes every route of t that has a same-named route in prev count into
+ * prev's counter (t's own fresh counter is dropped), so per-route totals
+ * run on across a flip. Call after fb_routes_build, before publishing t;
+ * prev may be NULL. Writers only (the change lock's holder).
+ */
+void fb_routes_inherit_counters(struct fb_route_table *t, const struct fb_route_table *prev);
+
 uint64_t fb_routes_generation(const struct fb_route_table *t);
+/* Events this table routed (one per event, whatever its fan-out): the
+ * per-generation count of stats. */
+uint64_t fb_routes_routed(const struct fb_route_table *t);
+/* The dispatcher's count of one routed event. */
+void fb_routes_count_routed(const struct fb_route_table *t);
 size_t fb_routes_count(const struct fb_route_table *t);
 /* i-th route in name order. */
 const struct fb_route *fb_routes_at(const struct fb_route_table *t, size_t i);
@@ -96,12 +117,14 @@ bool fb_routes_uses_plugin(const struct fb_route_table *t, const struct fb_plugi
                            const char **route_name);
 
 /*
- * Publishes next into *slot with one atomic pointer store and frees the
- * previous table after a grace period. Blocks for the grace period: call
- * it from a control/main thread that is not an RCU reader, never from an
- * I/O loop callback.
+ * Publishes next into *slot with one atomic pointer store, waits for a
+ * grace period and returns the previous table, which no reader can see any
+ * more: the caller reads its final counts and frees it. Blocks for the
+ * grace period: call it from a control/main thread that is not an RCU
+ * reader, never from an I/O loop callback.
  */
-void fb_routes_publish(struct fb_route_table **slot, struct fb_route_table *next);
+struct fb_route_table *fb_routes_publish(struct fb_route_table **slot,
+                                         struct fb_route_table *next);
 
 /*
  * The reader's load of a published slot: rcu_dereference as liburcu does

@@ -19,6 +19,13 @@
  * frees the object only after the last close callback. fb_timers_close
  * therefore comes last at shutdown, after every plugin is unloaded and
  * every thread that could call in (I/O workers, the pool) has stopped.
+ *
+ * Plugins are loaded and unloaded on the control thread, so cancelling an
+ * owner's timers must work off the loop too: its timers are marked dead
+ * and unlinked under the lock (a dead timer's callback is skipped), the
+ * caller waits until no callback of that owner is running, and the loop
+ * closes the handles when the async wakes it. After that return the
+ * plugin's fini can run without racing one of its own timer callbacks.
  */
 #include "timers.h"
 
@@ -39,7 +46,9 @@ struct fb_timer {
     uint64_t repeat_ms;
     void (*cb)(void *arg);
     void *arg;
-    struct fb_timer *prev, *next; /* live list, under t->lock */
+    bool linked;                  /* in the live list; under t->lock */
+    bool dead;                    /* cancelled off the loop; under t->lock */
+    struct fb_timer *prev, *next; /* live or dead list, under t->lock */
 };
 
 enum req_kind { REQ_START, REQ_STOP };
@@ -60,7 +69,10 @@ struct fb_timers {
     uv_async_t async;
     pthread_mutex_t lock;
     struct req *queue, *queue_tail; /* under lock */
-    struct fb_timer *live;          /* under lock; changed on main thread only */
+    struct fb_timer *live;          /* under lock */
+    struct fb_timer *dead;          /* under lock: for the loop to close */
+    void *running;                  /* under lock: owner of the callback running */
+    pthread_cond_t idle;            /* signalled when running goes NULL */
     _Atomic uint64_t next_id;
     unsigned nhandles; /* main thread only */
     bool closing;      /* main thread only */
@@ -74,6 +86,7 @@ static bool on_loop_thread(const struct fb_timers *t)
 static void maybe_free(struct fb_timers *t)
 {
     if (t->closing && t->nhandles == 0) {
+        pthread_cond_destroy(&t->idle);
         pthread_mutex_destroy(&t->lock);
         free(t);
     }
@@ -98,6 +111,7 @@ static void async_closed(uv_handle_t *h)
 /* Caller holds t->lock. */
 static void unlink_live(struct fb_timers *t, struct fb_timer *tm)
 {
+    tm->linked = false;
     if (tm->prev)
         tm->prev->next = tm->next;
     else
@@ -112,8 +126,14 @@ static void unlink_live(struct fb_timers *t, struct fb_timer *tm)
 static void retire(struct fb_timers *t, struct fb_timer *tm)
 {
     pthread_mutex_lock(&t->lock);
-    unlink_live(t, tm);
+    bool mine = tm->linked;
+    if (mine)
+        unlink_live(t, tm);
     pthread_mutex_unlock(&t->lock);
+    /* Unlinked by an off-loop cancel: it sits in the dead list, which
+     * closes it. */
+    if (!mine)
+        return;
     uv_timer_stop(&tm->h);
     uv_close((uv_handle_t *)&tm->h, timer_closed);
 }
@@ -121,16 +141,50 @@ static void retire(struct fb_timers *t, struct fb_timer *tm)
 static void timer_fired(uv_timer_t *h)
 {
     struct fb_timer *tm = h->data;
+    struct fb_timers *t = tm->t;
     void (*cb)(void *) = tm->cb;
     void *arg = tm->arg;
+    void *owner = tm->owner;
 
     /* A one-shot timer is retired before its callback, so a timer_stop
      * of its own id from inside the callback answers -ENOENT and nothing
      * touches it twice. Its memory stays valid until the close callback,
      * which runs in a later loop phase. */
-    if (tm->repeat_ms == 0)
-        retire(tm->t, tm);
+    pthread_mutex_lock(&t->lock);
+    if (tm->dead) {
+        pthread_mutex_unlock(&t->lock);
+        return;
+    }
+    t->running = owner;
+    bool once = tm->repeat_ms == 0;
+    if (once)
+        unlink_live(t, tm);
+    pthread_mutex_unlock(&t->lock);
+    if (once) {
+        uv_timer_stop(&tm->h);
+        uv_close((uv_handle_t *)&tm->h, timer_closed);
+    }
     cb(arg);
+    pthread_mutex_lock(&t->lock);
+    t->running = NULL;
+    pthread_cond_broadcast(&t->idle);
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Loop thread: closes what off-loop cancels left in the dead list. */
+static void close_dead(struct fb_timers *t)
+{
+    pthread_mutex_lock(&t->lock);
+    struct fb_timer *tm = t->dead;
+    t->dead = NULL;
+    pthread_mutex_unlock(&t->lock);
+    while (tm) {
+        struct fb_timer *next = tm->next;
+        tm->prev = tm->next = NULL;
+        uv_timer_stop(&tm->h);
+        uv_close((uv_handle_t *)&tm->h, timer_closed);
+        tm = next;
+    }
 }
 
 /* Main thread. Returns 0 or -errno; on error nothing is left running. */
@@ -163,6 +217,7 @@ static int start_now(struct fb_timers *t, void *owner, uint64_t id, uint64_t aft
     if (t->live)
         t->live->prev = tm;
     t->live = tm;
+    tm->linked = true;
     pthread_mutex_unlock(&t->lock);
     return 0;
 }
@@ -180,6 +235,7 @@ static void drain_queue(uv_async_t *a)
 {
     struct fb_timers *t = a->data;
 
+    close_dead(t);
     pthread_mutex_lock(&t->lock);
     struct req *q = t->queue;
     t->queue = t->queue_tail = NULL;
@@ -222,8 +278,10 @@ int fb_timers_new(uv_loop_t *loop, struct fb_timers **out)
         free(t);
         return -rc;
     }
+    pthread_cond_init(&t->idle, NULL);
     rc = uv_async_init(loop, &t->async, drain_queue);
     if (rc < 0) {
+        pthread_cond_destroy(&t->idle);
         pthread_mutex_destroy(&t->lock);
         free(t);
         return rc;
@@ -242,6 +300,7 @@ void fb_timers_close(struct fb_timers *t)
     if (!t || t->closing)
         return;
     t->closing = true;
+    close_dead(t);
 
     pthread_mutex_lock(&t->lock);
     struct req *q = t->queue;
@@ -386,15 +445,34 @@ void fb_timers_cancel_owner(struct fb_timers *t, void *owner)
         }
     }
     struct fb_timer *mine = NULL;
+    bool here = on_loop_thread(t);
     for (struct fb_timer *tm = t->live, *next; tm; tm = next) {
         next = tm->next;
         if (tm->owner != owner)
             continue;
         unlink_live(t, tm);
-        tm->next = mine;
-        mine = tm;
+        if (here) {
+            tm->next = mine;
+            mine = tm;
+        } else {
+            tm->dead = true;
+            tm->next = t->dead;
+            t->dead = tm;
+        }
+    }
+    if (!here) {
+        /* A callback of owner that started before we took the lock may
+         * still be running on the loop: fini must not race it. */
+        while (t->running == owner)
+            pthread_cond_wait(&t->idle, &t->lock);
     }
     pthread_mutex_unlock(&t->lock);
+    if (!here) {
+        /* Off-loop callers (the control thread) are joined before
+         * fb_timers_close, so the async is still open. */
+        uv_async_send(&t->async);
+        return;
+    }
 
     while (mine) {
         struct fb_timer *next = mine->next;

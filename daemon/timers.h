@@ -25,8 +25,9 @@ int fb_timer_start(struct fb_timers *t, void *owner, uint64_t after_ms,
                    uint64_t *timer_id);
 /* 0 or -ENOENT (no such timer of this owner). */
 int fb_timer_stop(struct fb_timers *t, void *owner, uint64_t timer_id);
-/* Cancels every timer of owner. Main thread only; on return no callback
- * of owner runs again. */
+/* Cancels every timer of owner, from any thread: on return no callback of
+ * owner is running or will run again (off the loop it waits for a running
+ * one to finish; the loop closes the handles later). */
 void fb_timers_cancel_owner(struct fb_timers *t, void *owner);
 
 #endif

@@ -176,7 +176,7 @@ static void *writer_main(void *arg)
                                 sizeof(w->err));
         if (w->rc)
             break;
-        fb_routes_publish(&slot, t);
+        fb_routes_free(fb_routes_publish(&slot, t));
         w->final_gen = gen;
     }
     w->seconds = now_s() - t0;
@@ -259,7 +259,7 @@ START_TEST(test_flip_concurrent)
             w.flips, w.seconds, w.flips / (w.seconds > 0 ? w.seconds : 1e-9),
             (unsigned long long)(fan + split), (unsigned long long)gens);
 
-    fb_routes_publish(&slot, NULL); /* frees the last table */
+    fb_routes_free(fb_routes_publish(&slot, NULL)); /* frees the last table */
     ck_assert_ptr_null(slot);
     fb_route_spec_clear(&spec_a[0]);
     fb_route_spec_clear(&spec_a[1]);

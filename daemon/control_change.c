@@ -1,0 +1,726 @@
+/*
+ * The control commands that change the running set: route.add, route.del,
+ * route.apply, plugin.load, plugin.unload, plugin.reload, config.reload,
+ * and the proposed table of route.test's dry run.
+ *
+ * Each turns its args into one struct fb_change (change.h) -- the complete
+ * new route set, the instances to load and to drop -- and commits it: all
+ * checks happen before the flip, and a refusal leaves the running table,
+ * its generation and state.cbor untouched. They run on the control thread
+ * with the change lock held (fb_ctl_run).
+ */
+#include "control_cmds.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "change.h"
+#include "ctl_cbor.h"
+#include "log.h"
+#include "notify.h"
+#include "plugin_loader.h"
+#include "routes.h"
+#include "spec_cbor.h"
+
+/* ---------------------------------------------------------------- sets */
+
+/* A proposed route set: shallow entries (pointing into the running table)
+ * plus the specs decoded from the request, which it owns. */
+struct set {
+    struct fb_route_spec *v;
+    size_t n;
+    struct fb_route_spec *owned;
+    size_t nowned;
+};
+
+static void set_clear(struct set *s)
+{
+    for (size_t i = 0; i < s->nowned; i++)
+        fb_route_spec_clear(&s->owned[i]);
+    free(s->owned);
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+static ssize_t set_find(const struct set *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].name, name) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void set_remove(struct set *s, size_t i)
+{
+    memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof(s->v[0]));
+    s->n--;
+}
+
+/* Room for `more` entries; the current routes when s is empty and fresh. */
+static int set_start(const struct fb_daemon *d, struct set *s, size_t more, bool empty)
+{
+    struct fb_route_spec *cur = NULL;
+    size_t n = 0;
+    if (!empty && fb_change_current_routes(d, &cur, &n) < 0)
+        return -ENOMEM;
+    s->v = realloc(cur, (n + more + 1) * sizeof(*s->v));
+    if (!s->v) {
+        free(cur);
+        return -ENOMEM;
+    }
+    s->n = n;
+    s->owned = calloc(more + 1, sizeof(*s->owned));
+    return s->owned ? 0 : -ENOMEM;
+}
+
+/* Decodes a route map and adds it (room was made by set_start). A name
+ * already in the set is a CONFLICT. */
+static int set_add(struct set *s, const cbor_item_t *map, char *err, size_t errlen)
+{
+    struct fb_route_spec *r = &s->owned[s->nowned];
+    int rc = fb_route_from_cbor(map, r, err, errlen);
+    if (rc)
+        return rc;
+    s->nowned++;
+    if (set_find(s, r->name) >= 0) {
+        snprintf(err, errlen,
+                 "route '%s' already exists (delete it in the same route.apply to "
+                 "replace it)",
+                 r->name);
+        return FIDBUS_CONFLICT;
+    }
+    s->v[s->n++] = *r;
+    return 0;
+}
+
+static int fail(struct fb_ctl_reply *out, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct fb_ctl_reply *out, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->message, sizeof out->message, fmt, ap);
+    va_end(ap);
+    out->code = code;
+    return code;
+}
+
+/* A negative rc (out of memory) becomes INTERNAL; codes pass through. */
+static void answer_rc(struct fb_ctl_reply *out, int rc, const char *what)
+{
+    if (rc < 0) {
+        out->code = FIDBUS_INTERNAL;
+        snprintf(out->message, sizeof out->message, "%s: %s", what, strerror(-rc));
+    } else {
+        out->code = rc;
+    }
+}
+
+static cbor_item_t *generation_result(struct cb *b, uint64_t gen)
+{
+    cbor_item_t *m = mk_map(b, 1);
+    put(b, m, "generation", u64(gen));
+    return m;
+}
+
+static int commit_routes(struct fb_daemon *d, const struct set *s, uint64_t *gen,
+                         struct fb_ctl_reply *out)
+{
+    struct fb_change c = {.routes = s->v, .nroutes = s->n};
+    struct fb_change_result res;
+    int rc = fb_change_commit(d, &c, &res, out->message, sizeof out->message);
+    if (rc) {
+        answer_rc(out, rc, "route change");
+        return rc;
+    }
+    *gen = res.generation;
+    fb_change_result_clear(&res);
+    return 0;
+}
+
+/* ----------------------------------------------------------- route.add */
+
+cbor_item_t *fb_ctl_route_add(const struct fb_ctl_env *env, const cbor_item_t *args,
+                              struct cb *b, struct fb_ctl_reply *out)
+{
+    const cbor_item_t *route = fb_ctl_arg(args, "route");
+    if (!route) {
+        fail(out, FIDBUS_INVALID, "missing argument 'route'");
+        return NULL;
+    }
+    struct set s = {0};
+    uint64_t gen = 0;
+    int rc = set_start(env->d, &s, 1, false);
+    if (rc == 0)
+        rc = set_add(&s, route, out->message, sizeof out->message);
+    if (rc == 0)
+        rc = commit_routes(env->d, &s, &gen, out);
+    else
+        answer_rc(out, rc, "route.add");
+    if (rc == 0)
+        fb_info("control: route %s added (generation %" PRIu64 ")", s.owned[0].name, gen);
+    set_clear(&s);
+    return rc ? NULL : generation_result(b, gen);
+}
+
+/* ----------------------------------------------------------- route.del */
+
+cbor_item_t *fb_ctl_route_del(const struct fb_ctl_env *env, const cbor_item_t *args,
+                              struct cb *b, struct fb_ctl_reply *out)
+{
+    char *name = NULL;
+    struct set s = {0};
+    uint64_t gen = 0;
+    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    if (rc == 0)
+        rc = set_start(env->d, &s, 0, false);
+    if (rc == 0) {
+        ssize_t i = set_find(&s, name);
+        if (i < 0)
+            rc = fail(out, FIDBUS_NOT_FOUND, "no route named '%s'", name);
+        else
+            set_remove(&s, (size_t)i);
+    } else {
+        answer_rc(out, rc, "route.del");
+    }
+    if (rc == 0 && (rc = commit_routes(env->d, &s, &gen, out)) == 0)
+        fb_info("control: route %s deleted (generation %" PRIu64 ")", name, gen);
+    set_clear(&s);
+    free(name);
+    return rc ? NULL : generation_result(b, gen);
+}
+
+/* --------------------------------------------------------- route.apply */
+
+/*
+ * The set a route.apply with these args gives: the running routes (none
+ * with replace), minus every name in `del` (each must exist), plus every
+ * route in `add` (whose names must then be free). So replacing a route is
+ * a del and an add of one name in one apply.
+ */
+static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct set *s,
+                     char *err, size_t errlen)
+{
+    if (!cbor_isa_map(args)) {
+        snprintf(err, errlen, "route.apply args must be a map {add, del, replace}");
+        return FIDBUS_INVALID;
+    }
+    struct cbor_pair *kv = cbor_map_handle(args);
+    for (size_t i = 0; i < cbor_map_size(args); i++) {
+        const cbor_item_t *k = kv[i].key;
+        static const char *const known[] = {"add", "del", "replace"};
+        bool ok = false;
+        for (size_t j = 0; j < 3 && !ok; j++)
+            ok = cbor_isa_string(k) && cbor_string_is_definite(k) &&
+                 cbor_string_length(k) == strlen(known[j]) &&
+                 memcmp(cbor_string_handle(k), known[j], strlen(known[j])) == 0;
+        if (!ok) {
+            snprintf(err, errlen, "route.apply: unknown argument (expected add, del, replace)");
+            return FIDBUS_INVALID;
+        }
+    }
+    const cbor_item_t *add = fb_ctl_arg(args, "add");
+    const cbor_item_t *del = fb_ctl_arg(args, "del");
+    const cbor_item_t *rep = fb_ctl_arg(args, "replace");
+    if (add && !cbor_isa_array(add)) {
+        snprintf(err, errlen, "route.apply: 'add' must be an array of routes");
+        return FIDBUS_INVALID;
+    }
+    if (del && !cbor_isa_array(del)) {
+        snprintf(err, errlen, "route.apply: 'del' must be an array of route names");
+        return FIDBUS_INVALID;
+    }
+    if (rep && !cbor_is_bool(rep)) {
+        snprintf(err, errlen, "route.apply: 'replace' must be true or false");
+        return FIDBUS_INVALID;
+    }
+    bool replace = rep && cbor_get_bool(rep);
+    size_t nadd = add ? cbor_array_size(add) : 0;
+
+    int rc = set_start(d, s, nadd, false);
+    if (rc)
+        return rc;
+    for (size_t i = 0; del && i < cbor_array_size(del); i++) {
+        cbor_item_t *it = cbor_array_handle(del)[i];
+        if (!cbor_isa_string(it) || !cbor_string_is_definite(it) ||
+            cbor_string_length(it) > 64) {
+            snprintf(err, errlen, "route.apply: 'del' item %zu is not a route name", i);
+            return FIDBUS_INVALID;
+        }
+        char name[65];
+        memcpy(name, cbor_string_handle(it), cbor_string_length(it));
+        name[cbor_string_length(it)] = '\0';
+        ssize_t at = set_find(s, name);
+        if (at < 0) {
+            snprintf(err, errlen, "route.apply: cannot delete '%s': no such route", name);
+            return FIDBUS_NOT_FOUND;
+        }
+        set_remove(s, (size_t)at);
+    }
+    if (replace)
+        s->n = 0;
+    for (size_t i = 0; i < nadd; i++) {
+        rc = set_add(s, cbor_array_handle(add)[i], err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+cbor_item_t *fb_ctl_route_apply(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                struct cb *b, struct fb_ctl_reply *out)
+{
+    struct set s = {0};
+    uint64_t gen = 0;
+    int rc = apply_set(env->d, args, &s, out->message, sizeof out->message);
+    if (rc)
+        answer_rc(out, rc, "route.apply");
+    else if ((rc = commit_routes(env->d, &s, &gen, out)) == 0)
+        fb_info("control: route.apply: %zu route%s (generation %" PRIu64 ")", s.n,
+                s.n == 1 ? "" : "s", gen);
+    set_clear(&s);
+    return rc ? NULL : generation_result(b, gen);
+}
+
+int fb_ctl_apply_table(struct fb_daemon *d, const cbor_item_t *apply,
+                       struct fb_route_table **out, char *err, size_t errlen)
+{
+    struct set s = {0};
+    int rc = apply_set(d, apply, &s, err, errlen);
+    if (rc == 0)
+        rc = fb_routes_build(s.v, s.n, d->reg, d->generation + 1, out, err, errlen);
+    set_clear(&s);
+    return rc;
+}
+
+/* ------------------------------------------------------------- plugins */
+
+static struct fb_plugin *find_plugin(const struct fb_daemon *d, const char *name)
+{
+    for (struct fb_plugin *p = d->plugins; p; p = p->next)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+/* The routes whose targets call into p, "a, b, c", in *names (malloc'd). */
+static size_t routes_using(const struct fb_daemon *d, const struct fb_plugin *p,
+                           char **names)
+{
+    size_t n = 0, len = 0;
+    char *buf = NULL;
+    for (size_t i = 0; i < fb_routes_count(d->table); i++) {
+        const struct fb_route *r = fb_routes_at(d->table, i);
+        bool uses = false;
+        for (size_t k = 0; k < r->ntargets && !uses; k++)
+            uses = r->targets[k].fn->plugin == p;
+        if (!uses)
+            continue;
+        size_t add = strlen(r->name) + 2;
+        char *nb = realloc(buf, len + add + 1);
+        if (!nb)
+            break;
+        buf = nb;
+        len += (size_t)sprintf(buf + len, "%s%s", n ? ", " : "", r->name);
+        n++;
+    }
+    *names = buf;
+    return n;
+}
+
+/* The entry of plugin.list for p, plus the new generation. */
+static cbor_item_t *plugin_result(struct cb *b, const struct fb_plugin *p, uint64_t gen)
+{
+    cbor_item_t *fns = mk_array(b, p->nfuncs);
+    for (size_t i = 0; i < p->nfuncs; i++)
+        push(b, fns, funcid_text(p->funcs[i].id));
+    cbor_item_t *e = mk_map(b, 5);
+    put(b, e, "name", text(p->name));
+    put(b, e, "version", text(p->desc ? p->desc->version : NULL));
+    put(b, e, "path", text(p->path));
+    put(b, e, "functions", fns);
+    put(b, e, "generation", u64(gen));
+    return e;
+}
+
+/* Commits loading pc (replacing `drop` when not NULL) with the running
+ * routes; answers the new instance's entry. */
+static cbor_item_t *commit_plugin(const struct fb_ctl_env *env, const struct fb_plugin_conf *pc,
+                                  struct fb_plugin *drop, struct cb *b,
+                                  struct fb_ctl_reply *out, const char *verb)
+{
+    struct fb_daemon *d = env->d;
+    struct set s = {0};
+    int rc = set_start(d, &s, 0, false);
+    if (rc) {
+        answer_rc(out, rc, verb);
+        return NULL;
+    }
+    struct fb_change c = {
+        .load = pc,
+        .nload = 1,
+        .drop = drop ? &drop : NULL,
+        .ndrop = drop ? 1 : 0,
+        .routes = s.v,
+        .nroutes = s.n,
+    };
+    struct fb_change_result res;
+    rc = fb_change_commit(d, &c, &res, out->message, sizeof out->message);
+    set_clear(&s);
+    if (rc) {
+        answer_rc(out, rc, verb);
+        fb_warn("control: %s refused: %s", verb, out->message);
+        return NULL;
+    }
+    const struct fb_plugin *p = res.loaded[0];
+    fb_info("control: %s %s from %s (generation %" PRIu64 ")", verb, p->name, p->path,
+            res.generation);
+    cbor_item_t *m = plugin_result(b, p, res.generation);
+    fb_change_result_clear(&res);
+    return m;
+}
+
+cbor_item_t *fb_ctl_plugin_load(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                struct cb *b, struct fb_ctl_reply *out)
+{
+    struct fb_plugin_conf pc;
+    int rc = fb_plugin_conf_from_cbor(args, &pc, out->message, sizeof out->message);
+    if (rc) {
+        answer_rc(out, rc, "plugin.load");
+        return NULL;
+    }
+    cbor_item_t *m = NULL;
+    if (pc.path[0] != '/')
+        fail(out, FIDBUS_INVALID, "plugin.load: path '%s' must be absolute", pc.path);
+    else if (pc.name && find_plugin(env->d, pc.name))
+        fail(out, FIDBUS_CONFLICT, "plugin instance '%s' is already loaded", pc.name);
+    else
+        m = commit_plugin(env, &pc, NULL, b, out, "plugin.load");
+    fb_plugin_conf_clear(&pc);
+    return m;
+}
+
+cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                  struct cb *b, struct fb_ctl_reply *out)
+{
+    struct fb_daemon *d = env->d;
+    char *name = NULL, *users = NULL;
+    cbor_item_t *m = NULL;
+    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    if (rc) {
+        answer_rc(out, rc, "plugin.unload");
+        return NULL;
+    }
+    struct fb_plugin *p = find_plugin(d, name);
+    if (!p) {
+        fail(out, FIDBUS_NOT_FOUND, "no plugin instance named '%s'", name);
+        goto done;
+    }
+    size_t n = routes_using(d, p, &users);
+    if (n) {
+        fail(out, FIDBUS_CONFLICT, "plugin '%s' is in use by route%s %s: delete or move %s first",
+             name, n == 1 ? "" : "s", users ? users : "?", n == 1 ? "it" : "them");
+        goto done;
+    }
+    struct set s = {0};
+    if ((rc = set_start(d, &s, 0, false)) < 0) {
+        answer_rc(out, rc, "plugin.unload");
+        goto done;
+    }
+    struct fb_change c = {.drop = &p, .ndrop = 1, .routes = s.v, .nroutes = s.n};
+    struct fb_change_result res;
+    rc = fb_change_commit(d, &c, &res, out->message, sizeof out->message);
+    set_clear(&s);
+    if (rc) {
+        answer_rc(out, rc, "plugin.unload");
+        goto done;
+    }
+    fb_info("control: plugin %s unloaded (generation %" PRIu64 ")", name, res.generation);
+    m = generation_result(b, res.generation);
+    fb_change_result_clear(&res);
+done:
+    free(users);
+    free(name);
+    return m;
+}
+
+cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                  struct cb *b, struct fb_ctl_reply *out)
+{
+    struct fb_daemon *d = env->d;
+    char *name = NULL, *path = NULL;
+    cbor_item_t *m = NULL;
+    struct fb_plugin_conf pc = {0};
+    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    if (rc == 0)
+        rc = fb_ctl_arg_text(args, "path", false, &path, out->message, sizeof out->message);
+    if (rc) {
+        answer_rc(out, rc, "plugin.reload");
+        goto done;
+    }
+    struct fb_plugin *p = find_plugin(d, name);
+    if (!p) {
+        fail(out, FIDBUS_NOT_FOUND, "no plugin instance named '%s'", name);
+        goto done;
+    }
+    if (path && path[0] != '/') {
+        fail(out, FIDBUS_INVALID, "plugin.reload: path '%s' must be absolute", path);
+        goto done;
+    }
+    /* Same instance name and config, the file from path or where it came
+     * from (which may have been overwritten in place). */
+    struct fb_plugin_conf cur = {
+        .name = p->name, .path = p->path, .keys = p->keys, .nkeys = p->nkeys};
+    if (fb_plugin_conf_copy(&pc, &cur) < 0) {
+        answer_rc(out, -ENOMEM, "plugin.reload");
+        goto done;
+    }
+    if (path) {
+        free(pc.path);
+        pc.path = path;
+        path = NULL;
+        for (size_t i = 0; i < pc.nkeys; i++) {
+            if (strcmp(pc.keys[i].key, "path") != 0)
+                continue;
+            char *v = strdup(pc.path);
+            if (!v) {
+                answer_rc(out, -ENOMEM, "plugin.reload");
+                goto done;
+            }
+            free(pc.keys[i].value);
+            pc.keys[i].value = v;
+        }
+    }
+    m = commit_plugin(env, &pc, p, b, out, "plugin.reload");
+done:
+    fb_plugin_conf_clear(&pc);
+    free(path);
+    free(name);
+    return m;
+}
+
+/* ------------------------------------------------------- config.reload */
+
+static bool same_keys(const struct fb_plugin *p, const struct fb_plugin_conf *pc)
+{
+    if (p->nkeys != pc->nkeys)
+        return false;
+    for (size_t i = 0; i < pc->nkeys; i++)
+        if (strcmp(p->keys[i].key, pc->keys[i].key) != 0 ||
+            strcmp(p->keys[i].value, pc->keys[i].value) != 0)
+            return false;
+    return true;
+}
+
+/* The running instance still is what pc describes: same file (not
+ * replaced on disk since it was loaded) and same config. */
+static bool unchanged(const struct fb_plugin *p, const struct fb_plugin_conf *pc)
+{
+    struct stat st;
+    if (strcmp(p->path, pc->path) != 0 || !same_keys(p, pc) || stat(pc->path, &st) < 0)
+        return false;
+    return st.st_dev == p->src_dev && st.st_ino == p->src_ino &&
+           st.st_size == p->src_size && st.st_mtim.tv_sec == p->src_mtime.tv_sec &&
+           st.st_mtim.tv_nsec == p->src_mtime.tv_nsec;
+}
+
+/* The [daemon], [listen] and [control] keys whose new values need a
+ * restart (the reload applies plugins, routes and log_level). */
+static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config *a,
+                         const struct fb_config *n)
+{
+#define STR_DIFF(x) ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
+    struct {
+        const char *key;
+        bool differs;
+    } keys[] = {
+        {"workers", a->workers != n->workers},
+        {"runtime_dir", STR_DIFF(runtime_dir)},
+        {"state_dir", STR_DIFF(state_dir)},
+        {"max_frame", a->max_frame != n->max_frame},
+        {"max_depth", a->max_depth != n->max_depth},
+        {"blocking_threads", a->blocking_threads != n->blocking_threads},
+        {"unix", STR_DIFF(unix_path)},
+        {"unix_mode", a->unix_mode != n->unix_mode},
+        {"tcp", STR_DIFF(tcp)},
+        {"tcp_auth", a->tcp_auth != n->tcp_auth},
+        {"tcp_key_file", STR_DIFF(tcp_key_file)},
+        {"control.socket", STR_DIFF(control_socket)},
+        {"control.mode", a->control_mode != n->control_mode},
+        {"control.group", STR_DIFF(control_group)},
+    };
+#undef STR_DIFF
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (keys[i].differs)
+            push(b, arr, text(keys[i].key));
+}
+
+static cbor_item_t *name_array(struct cb *b, const char *const *names, size_t n)
+{
+    cbor_item_t *a = mk_array(b, n);
+    for (size_t i = 0; i < n; i++)
+        push(b, a, text(names[i]));
+    return a;
+}
+
+cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                  struct cb *b, struct fb_ctl_reply *out)
+{
+    struct fb_daemon *d = env->d;
+    struct fb_config *cfg = NULL;
+    char why[1024];
+    int rc = d->embedded_config
+                 ? fb_config_load_string(d->embedded_config, d->cfg->file, &cfg, why,
+                                         sizeof why)
+                 : fb_config_load_file(d->cfg->file, &cfg, why, sizeof why);
+    if (rc) {
+        fail(out, FIDBUS_INVALID, "config not reloaded, nothing changed: %s", why);
+        return NULL;
+    }
+
+    size_t nrun = 0;
+    for (struct fb_plugin *p = d->plugins; p; p = p->next)
+        nrun++;
+    size_t nr = fb_routes_count(d->table);
+    struct fb_plugin **drop = calloc(nrun + 1, sizeof(*drop));
+    const struct fb_plugin_conf **loadp = calloc(cfg->nplugins + 1, sizeof(*loadp));
+    struct fb_plugin_conf *load = calloc(cfg->nplugins + 1, sizeof(*load));
+    const char **kept = calloc(cfg->nplugins + 1, sizeof(*kept));
+    const char **reloaded = calloc(cfg->nplugins + 1, sizeof(*reloaded));
+    const char **added = calloc(cfg->nplugins + 1, sizeof(*added));
+    const char **dropped = calloc(nrun + 1, sizeof(*dropped));
+    const char **dropped_routes = calloc(nr + 1, sizeof(*dropped_routes));
+    char **names = calloc(nrun + 1, sizeof(*names));
+    cbor_item_t *m = NULL;
+    size_t ndrop = 0, nload = 0, nkept = 0, nreloaded = 0, nadded = 0, ndropped = 0,
+           ndr = 0, nnames = 0;
+    if (!drop || !loadp || !load || !kept || !reloaded || !added || !dropped ||
+        !dropped_routes || !names) {
+        answer_rc(out, -ENOMEM, "config.reload");
+        goto done;
+    }
+    (void)loadp;
+
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        const struct fb_plugin_conf *pc = &cfg->plugins[i];
+        struct fb_plugin *p = find_plugin(d, pc->name);
+        if (p && unchanged(p, pc)) {
+            kept[nkept++] = pc->name;
+            continue;
+        }
+        if (p) {
+            drop[ndrop++] = p;
+            reloaded[nreloaded++] = pc->name;
+        } else {
+            added[nadded++] = pc->name;
+        }
+        load[nload++] = *pc; /* shallow: cfg owns the strings */
+    }
+    for (struct fb_plugin *p = d->plugins; p; p = p->next) {
+        bool wanted = false;
+        for (size_t i = 0; i < cfg->nplugins && !wanted; i++)
+            wanted = strcmp(cfg->plugins[i].name, p->name) == 0;
+        if (wanted)
+            continue;
+        drop[ndrop++] = p;
+        /* the instance is gone after the commit: keep its name */
+        if (!(names[nnames] = strdup(p->name))) {
+            answer_rc(out, -ENOMEM, "config.reload");
+            goto done;
+        }
+        dropped[ndropped++] = names[nnames++];
+    }
+    /* Route names are read before the commit frees the old table. */
+    for (size_t i = 0; i < nr; i++) {
+        const char *rn = fb_routes_at(d->table, i)->name;
+        bool wanted = false;
+        for (size_t k = 0; k < cfg->nroutes && !wanted; k++)
+            wanted = strcmp(cfg->routes[k].name, rn) == 0;
+        if (!wanted)
+            dropped_routes[ndr++] = rn;
+    }
+    cbor_item_t *dr = name_array(b, dropped_routes, ndr);
+
+    struct fb_change c = {
+        .load = load,
+        .nload = nload,
+        .drop = drop,
+        .ndrop = ndrop,
+        .routes = cfg->routes,
+        .nroutes = cfg->nroutes,
+        .config_hash = cfg->hash,
+    };
+    struct fb_change_result res;
+    rc = fb_change_commit(d, &c, &res, why, sizeof why);
+    if (rc) {
+        cbor_decref(&dr);
+        if (res.failed_load != SIZE_MAX)
+            fail(out, rc < 0 ? FIDBUS_INTERNAL : rc,
+                 "config not reloaded, nothing changed: %s:%d: %s", cfg->file,
+                 load[res.failed_load].line, why);
+        else
+            fail(out, rc < 0 ? FIDBUS_INTERNAL : rc,
+                 "config not reloaded, nothing changed: %s: %s", cfg->file, why);
+        goto done;
+    }
+    if (cfg->log_level != d->cfg->log_level) {
+        fb_log_set_level(cfg->log_level);
+        d->cfg->log_level = cfg->log_level;
+    }
+    cbor_item_t *restart = mk_array(b, 16);
+    restart_keys(b, restart, d->cfg, cfg);
+    m = mk_map(b, 8);
+    put(b, m, "generation", u64(res.generation));
+    put(b, m, "loaded_plugins", name_array(b, added, nadded));
+    put(b, m, "reloaded_plugins", name_array(b, reloaded, nreloaded));
+    put(b, m, "unchanged_plugins", name_array(b, kept, nkept));
+    put(b, m, "dropped_plugins", name_array(b, dropped, ndropped));
+    put(b, m, "dropped_routes", dr);
+    put(b, m, "restart_needed", restart);
+    fb_info("config reloaded from %s: generation %" PRIu64 ", %zu plugin%s loaded, %zu "
+            "reloaded, %zu dropped, %zu route%s dropped",
+            cfg->file, res.generation, nadded, nadded == 1 ? "" : "s", nreloaded, ndropped,
+            ndr, ndr == 1 ? "" : "s");
+    fb_change_result_clear(&res);
+
+done:
+    for (size_t i = 0; i < nnames; i++)
+        free(names[i]);
+    free(names);
+    free(drop);
+    free(loadp);
+    free(load);
+    free(kept);
+    free(reloaded);
+    free(added);
+    free(dropped);
+    free(dropped_routes);
+    fb_config_free(cfg);
+    return m;
+}
+
+void fb_ctl_reload_from_signal(const struct fb_ctl_env *env)
+{
+    char msg[64];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* systemd's Type=notify-reload wants RELOADING=1 with the time. */
+    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull +
+                 (unsigned long long)ts.tv_nsec / 1000u);
+    fb_notify(msg);
+    struct fb_ctl_reply r;
+    fb_ctl_run(env, "config.reload", strlen("config.reload"),
+               (struct fidbus_slice){NULL, 0}, &r);
+    if (r.code)
+        fb_error("SIGHUP: %s", r.message);
+    free(r.result);
+    fb_notify("READY=1");
+}
