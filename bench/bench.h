@@ -6,13 +6,16 @@
  * SIGTERM at the end, the count plugin's report for the exactly-once
  * check); wire.c has the socket and frame helpers; throughput.c and
  * latency.c are the two load generators; echo.c is the in-process libuv
- * echo server used as the latency baseline.
+ * echo server used as the latency baseline; change.c times control
+ * requests (route changes, plugin reloads) under throughput.c's load.
  *
  * The bench talks to the daemon with raw sockets rather than through
  * <fidbus/client.h>: the throughput mode writes a pre-encoded frame
  * replicated into a large buffer, and the latency mode needs a separate
  * sender and receiver thread on one connection, neither of which the
- * blocking client API is meant for.
+ * blocking client API is meant for. Control requests (change.c) do go
+ * through fidbus_request: one blocking REQUEST/REPLY at a time is exactly
+ * what is measured there.
  */
 #ifndef FB_BENCH_H
 #define FB_BENCH_H
@@ -181,6 +184,67 @@ struct fb_bench_tp_result {
 };
 
 int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result *res);
+
+/*
+ * The same publishers, running until stopped (change.c's load): `conns`
+ * connections, one thread each, writing PUBLISH frames of `event` without
+ * ack as fast as the daemon takes them; every wait is bounded by
+ * timeout_ms from the start. *frame_len gets the frame size.
+ */
+struct fb_bench_pubs;
+int fb_bench_pubs_start(struct fb_bench_pubs **out, const char *addr, unsigned conns,
+                        size_t payload, const char *event, int timeout_ms,
+                        size_t *frame_len);
+/* Events fully written so far on all connections (for 100 ms samples). */
+uint64_t fb_bench_pubs_written(struct fb_bench_pubs *p);
+/* Stops them: each connection finishes its frame, sends a PING and waits
+ * for its ACK (the barrier), then everything is closed and freed. *sent
+ * gets the events written, *errors the ERROR frames received. 0 or a
+ * negative errno (a connection failed; printed). */
+int fb_bench_pubs_stop(struct fb_bench_pubs *p, uint64_t *sent, uint64_t *errors);
+
+/* ----------------------------------------------------------- change.c */
+
+enum {
+    FB_BENCH_CH_BASELINE, /* publishing, no changes */
+    FB_BENCH_CH_ROUTE,    /* route.add / route.del of a side route, alternating */
+    FB_BENCH_CH_APPLY,    /* route.apply moving a split route's weights */
+    FB_BENCH_CH_RELOAD,   /* plugin.reload of the routed count instance */
+    FB_BENCH_CH_PHASES
+};
+
+struct fb_bench_ch_phase {
+    const char *name;
+    double seconds;
+    uint64_t changes; /* REQUESTs answered with code 0 */
+    uint64_t failed;  /* answered with an error, or not answered */
+    double per_s;
+    double p50_ms, p99_ms, max_ms; /* REQUEST written .. REPLY read */
+    double eps;                    /* publishers' events/s over the phase */
+    double eps_min;                /* its slowest 100 ms bucket */
+    unsigned buckets;
+};
+
+struct fb_bench_ch_result {
+    unsigned conns, workers;
+    size_t frame_len;
+    struct fb_bench_ch_phase ph[FB_BENCH_CH_PHASES];
+    uint64_t sent, errors;
+    /* The daemon's `stats` after the publishers' PING barriers. */
+    bool have_stats;
+    uint64_t received, dispatched, unrouted, daemon_errors;
+    unsigned reports; /* count.so reports summed: one per instance */
+    long long counted;
+    int verify; /* 0 OK, 1 FAIL */
+    bool ok;
+};
+
+/*
+ * Route changes and plugin reloads under full publishing load: spawns a
+ * daemon, starts o->conns publishers, then runs the phases above for
+ * o->seconds each while sampling events/s every 100 ms.
+ */
+int fb_bench_change(const struct fb_bench_opts *o, struct fb_bench_ch_result *res);
 
 /* ---------------------------------------------------------- latency.c */
 

@@ -11,6 +11,11 @@
  *
  * Afterwards the daemon is stopped with SIGTERM and the count plugin's
  * final report must show exactly the number of events sent.
+ *
+ * The same publisher, run until told to stop instead of for N events
+ * (fb_bench_pubs_*), is the load under which the change mode (change.c)
+ * times route changes and plugin reloads; it publishes the count of
+ * events written so far for that mode's 100 ms samples.
  */
 #include "bench.h"
 
@@ -18,6 +23,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,7 +35,13 @@
 struct tp_conn {
     unsigned id;
     struct fb_bench_reader rd;
-    uint64_t n;           /* events to send */
+    uint64_t n;           /* events to send (a cap when stop is set) */
+    const atomic_bool *stop; /* NULL, or: publish until it becomes true */
+    /* Bytes of whole PUBLISH frames written: every segment is whole
+     * frames and is finished before the next, so at the end this is
+     * exactly sent * frame_len. Written by the thread only, read by a
+     * sampler while it runs. */
+    _Atomic uint64_t data_bytes;
     const uint8_t *chunk; /* chunk_frames copies of one frame */
     size_t chunk_frames, frame_len;
     struct fidbus_buf ping;
@@ -86,6 +98,8 @@ static int tp_send(struct tp_conn *c)
     for (;;) {
         if (seg == NULL || off == seg_len) {
             off = 0;
+            if (c->stop && atomic_load_explicit(c->stop, memory_order_relaxed))
+                left = 0;
             if (left > 0) {
                 uint64_t k = left < c->chunk_frames ? left : c->chunk_frames;
                 seg = c->chunk;
@@ -103,6 +117,12 @@ static int tp_send(struct tp_conn *c)
             ssize_t w = write(fd, seg + off, seg_len - off);
             if (w > 0) {
                 off += (size_t)w;
+                if (seg != c->ping.data)
+                    atomic_store_explicit(&c->data_bytes,
+                                          atomic_load_explicit(&c->data_bytes,
+                                                               memory_order_relaxed) +
+                                              (uint64_t)w,
+                                          memory_order_relaxed);
                 continue;
             }
             if (w < 0 && errno != EAGAIN && errno != EINTR) {
@@ -337,5 +357,146 @@ out:
     free(chunk);
     fidbus_buf_free(&frame);
     fb_bench_daemon_free(d);
+    return rc;
+}
+
+/* ------------------------------------------ publishers until stopped */
+
+struct fb_bench_pubs {
+    unsigned n, connected, started;
+    struct tp_conn *conns;
+    pthread_t *th;
+    pthread_barrier_t start;
+    atomic_bool stop;
+    uint8_t *chunk;
+    struct fidbus_buf frame;
+};
+
+static void pubs_free(struct fb_bench_pubs *p)
+{
+    for (unsigned i = 0; i < p->connected; i++) {
+        if (p->conns[i].rd.fd >= 0)
+            close(p->conns[i].rd.fd);
+        fb_bench_reader_destroy(&p->conns[i].rd);
+        fidbus_buf_free(&p->conns[i].ping);
+    }
+    free(p->conns);
+    free(p->th);
+    free(p->chunk);
+    fidbus_buf_free(&p->frame);
+    free(p);
+}
+
+int fb_bench_pubs_start(struct fb_bench_pubs **out, const char *addr, unsigned conns,
+                        size_t payload, const char *event, int timeout_ms,
+                        size_t *frame_len)
+{
+    uint8_t pl[65536 + 8];
+    int rc;
+
+    *out = NULL;
+    if (payload > sizeof(pl) - 8)
+        return -EINVAL;
+    struct fb_bench_pubs *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->n = conns;
+    atomic_init(&p->stop, false);
+    size_t plen = fb_bench_payload_item(pl, sizeof(pl), payload);
+    if ((rc = fb_bench_encode_publish(&p->frame, event, false, 0, 0, pl, plen)) < 0)
+        goto fail;
+    size_t flen = p->frame.len;
+    size_t chunk_frames = TP_CHUNK / flen ? TP_CHUNK / flen : 1;
+    p->chunk = malloc(chunk_frames * flen);
+    p->conns = calloc(conns, sizeof(*p->conns));
+    p->th = calloc(conns, sizeof(*p->th));
+    if (!p->chunk || !p->conns || !p->th) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < chunk_frames; i++)
+        memcpy(p->chunk + i * flen, p->frame.data, flen);
+
+    for (unsigned i = 0; i < conns; i++) {
+        struct tp_conn *c = &p->conns[i];
+        char err[256];
+        c->id = i;
+        c->n = UINT64_MAX;
+        c->stop = &p->stop;
+        atomic_init(&c->data_bytes, 0);
+        c->chunk = p->chunk;
+        c->chunk_frames = chunk_frames;
+        c->frame_len = flen;
+        c->ping_seq = TP_PING_SEQ + i;
+        c->start = &p->start;
+        c->timeout_ms = timeout_ms;
+        c->rd.fd = -1;
+        int fd = fb_bench_connect(addr, err, sizeof(err));
+        if (fd < 0) {
+            fprintf(stderr, "fidbus-bench: %s\n", err);
+            rc = fd;
+            goto fail;
+        }
+        if ((rc = fb_bench_reader_init(&c->rd, fd)) < 0) {
+            close(fd);
+            goto fail;
+        }
+        p->connected++;
+        if ((rc = fb_bench_encode_ping(&c->ping, c->ping_seq)) < 0 ||
+            (rc = fb_bench_read_hello(&c->rd, timeout_ms, err, sizeof(err))) < 0) {
+            fprintf(stderr, "fidbus-bench: publisher %u: %s\n", i, err);
+            goto fail;
+        }
+    }
+    pthread_barrier_init(&p->start, NULL, conns);
+    for (; p->started < conns; p->started++)
+        if ((rc = -pthread_create(&p->th[p->started], NULL, tp_thread,
+                                  &p->conns[p->started])) < 0)
+            break;
+    if (p->started < conns) {
+        /* Threads already waiting at the barrier can never pass it. */
+        fprintf(stderr, "fidbus-bench: pthread_create: %s\n", strerror(-rc));
+        exit(2);
+    }
+    *frame_len = flen;
+    *out = p;
+    return 0;
+
+fail:
+    pubs_free(p);
+    return rc;
+}
+
+uint64_t fb_bench_pubs_written(struct fb_bench_pubs *p)
+{
+    uint64_t bytes = 0;
+
+    for (unsigned i = 0; i < p->n; i++)
+        bytes += atomic_load_explicit(&p->conns[i].data_bytes, memory_order_relaxed);
+    return bytes / p->frame.len;
+}
+
+int fb_bench_pubs_stop(struct fb_bench_pubs *p, uint64_t *sent, uint64_t *errors)
+{
+    int rc = 0;
+
+    *sent = *errors = 0;
+    atomic_store(&p->stop, true);
+    for (unsigned i = 0; i < p->started; i++)
+        pthread_join(p->th[i], NULL);
+    pthread_barrier_destroy(&p->start);
+    for (unsigned i = 0; i < p->n; i++) {
+        struct tp_conn *c = &p->conns[i];
+        if (c->rc < 0) {
+            fprintf(stderr, "fidbus-bench: publisher %u: %s\n", i, c->err);
+            rc = c->rc;
+        }
+        *sent += atomic_load(&c->data_bytes) / p->frame.len;
+        if (c->errors && !*errors)
+            fprintf(stderr, "fidbus-bench: publisher %u: ERROR %s: %s\n", i,
+                    fidbus_code_name((int)c->first_error), c->first_msg);
+        *errors += c->errors;
+    }
+    pubs_free(p);
     return rc;
 }

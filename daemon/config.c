@@ -18,6 +18,7 @@
  * every key but path belongs to the plugin, which checks its own.
  */
 #include "config.h"
+#include "spec_cbor.h"
 #include "state.h"
 #include "config_values.h"
 
@@ -647,6 +648,46 @@ static int default_sock(struct parser *p, char **slot, const char *leaf, const c
 }
 
 /* Checks that need the whole file, and the defaults that depend on it. */
+/*
+ * Every plugin and route must also pass the control socket's decoders
+ * (spec_cbor.h): state.cbor stores them in that shape, and a section this
+ * parser took but the state loader refused would get the state set aside
+ * at the next start. Round-tripping each one through CBOR keeps the two
+ * rule sets one.
+ */
+static int check_representable(struct parser *p)
+{
+    struct fb_config *c = p->c;
+    char why[512];
+    for (size_t i = 0; i < c->nplugins; i++) {
+        struct fb_plugin_conf tmp;
+        cbor_item_t *it = fb_plugin_conf_to_cbor(&c->plugins[i]);
+        if (!it)
+            return fail_nomem(p);
+        int rc = fb_plugin_conf_from_cbor(it, &tmp, why, sizeof why);
+        cbor_decref(&it);
+        if (rc < 0)
+            return fail_nomem(p);
+        if (rc)
+            return fail(p, c->plugins[i].line, "[plugin %s] %s", c->plugins[i].name, why);
+        fb_plugin_conf_clear(&tmp);
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct fb_route_spec tmp;
+        cbor_item_t *it = fb_route_to_cbor(&c->routes[i]);
+        if (!it)
+            return fail_nomem(p);
+        int rc = fb_route_from_cbor(it, &tmp, why, sizeof why);
+        cbor_decref(&it);
+        if (rc < 0)
+            return fail_nomem(p);
+        if (rc)
+            return fail(p, c->routes[i].line, "%s", why);
+        fb_route_spec_clear(&tmp);
+    }
+    return 0;
+}
+
 static int finish_file(struct parser *p)
 {
     struct fb_config *c = p->c;
@@ -689,7 +730,7 @@ static int finish_file(struct parser *p)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
     }
-    return 0;
+    return check_representable(p);
 }
 
 static int load(struct parser *p, struct fb_config **out, char *err, size_t errlen)

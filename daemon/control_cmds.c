@@ -1,13 +1,12 @@
 /*
- * The control commands of design section 6. This first part answers the
+ * The control commands of design section 6: the table of commands, the
  * read-only ones (status, plugin.list, func.list, route.list, stats,
- * route.test against the running table, config.export: its text is
- * written by control_export.c); every command that changes something
- * answers UNSUPPORTED until it is written.
+ * route.test; config.export's text is written by control_export.c) and
+ * args decoding. The commands that change something are in
+ * control_change.c.
  *
- * Results are built as a libcbor item tree and serialised once. Building
- * never stops halfway on an allocation failure: struct cb remembers that
- * one happened and the command answers INTERNAL instead of a partial map.
+ * Results are built as a libcbor item tree (ctl_cbor.h) and serialised
+ * once.
  */
 #include "control_cmds.h"
 

@@ -66,7 +66,8 @@ static void list_begin(struct list_out *lo, FILE *f, const char *key)
 static void list_item(struct list_out *lo, const char *item)
 {
     size_t il = strlen(item);
-    if (lo->started && lo->col + 2 + il > LINE_MAX_BYTES) {
+    /* + 1: the comma that ends this line if another item follows */
+    if (lo->started && lo->col + 2 + il + 1 > LINE_MAX_BYTES) {
         fputs(",\n    ", lo->f);
         lo->col = 4;
     } else if (lo->started) {

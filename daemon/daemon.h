@@ -4,12 +4,13 @@
  *
  * Threads:
  *   - main thread: runs main_loop (listeners' accept, signals, plugin
- *     timers) and makes every change (plugins, routes) under change_lock;
+ *     timers) and builds the first set at start-up under change_lock;
  *   - I/O workers (cfg->workers): each runs its own uv loop and owns the
  *     connections handed to it; they dispatch inline handlers;
  *   - the blocking pool (cfg->blocking_threads): FIDBUS_FN_BLOCKING calls;
- *   - the control thread (control.c): serves the control socket and runs
- *     control commands under change_lock, off the main loop and workers.
+ *   - the control thread (control.c): serves the control socket and makes
+ *     every runtime change (change.c) under change_lock, off the main loop
+ *     and workers; SIGHUP's config reload runs there too.
  * Every thread that dispatches is registered with liburcu (memb flavour).
  */
 #ifndef FB_DAEMON_H

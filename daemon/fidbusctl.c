@@ -50,6 +50,7 @@ static const char usage_text[] =
     "      publish one event; with --ack wait for the daemon's ACK and print\n"
     "      how many handlers succeeded\n"
     "  status | stats                      the daemon's state and counters\n"
+    "  stats --prometheus                  the counters as Prometheus text\n"
     "  plugin list                         plugins and their funcIDs\n"
     "  plugin load PATH [--name NAME] [--config JSON]\n"
     "  plugin unload NAME\n"

@@ -6,7 +6,8 @@
  * command name, the positional arguments and which options apply. The
  * command line becomes the REQUEST's args map (built as JSON, sent as
  * CBOR); the REPLY's result is rendered by ctl_render.c, or printed as
- * one line of JSON with --json.
+ * one line of JSON with --json (or, for stats --prometheus, as Prometheus
+ * text by ctl_prom.c).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 
 #include <fidbus/client.h>
 
+#include "ctl_prom.h"
 #include "ctl_render.h"
 #include "fidbusctl.h"
 #include "json_cbor.h"
@@ -37,6 +39,7 @@ enum {
     CO_SIGNATURE = 1u << 8,
     CO_REPLACE = 1u << 9,
     CO_APPLY = 1u << 10,
+    CO_PROMETHEUS = 1u << 11,
 };
 
 struct control_cmd {
@@ -49,7 +52,7 @@ struct control_cmd {
 
 static const struct control_cmd control_cmds[] = {
     {"status", NULL, "status", "", 0, 0},
-    {"stats", NULL, "stats", "", 0, 0},
+    {"stats", NULL, "stats", " [--prometheus]", 0, CO_PROMETHEUS},
     {"plugin", "list", "plugin.list", "", 0, 0},
     {"plugin", "load", "plugin.load", " PATH [--name NAME] [--config JSON]", 1,
      CO_NAME | CO_CONFIG},
@@ -133,7 +136,7 @@ static int add_kv(const char *what, const char *arg, json_t *obj)
 /* The command's options (after its words) into args / route. */
 static int control_options(struct ctl *ctl, const struct control_cmd *cc, int argc,
                            char **argv, json_t *args, json_t *route, json_t *tags,
-                           json_t *to, bool *help)
+                           json_t *to, bool *help, bool *prom)
 {
     enum {
         O_NAME = 1000,
@@ -147,6 +150,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
         O_SIGNATURE,
         O_REPLACE,
         O_APPLY,
+        O_PROMETHEUS,
     };
     static const struct option opts[] = {
         {"json", no_argument, NULL, CTL_OPT_JSON},
@@ -163,6 +167,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
         {"signature", required_argument, NULL, O_SIGNATURE},
         {"replace", no_argument, NULL, O_REPLACE},
         {"apply", required_argument, NULL, O_APPLY},
+        {"prometheus", no_argument, NULL, O_PROMETHEUS},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -233,6 +238,9 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
             json_object_set_new(args, "apply", a);
             break;
         }
+        case O_PROMETHEUS:
+            *prom = true;
+            break;
         case 'h':
             *help = true;
             return 0;
@@ -267,9 +275,9 @@ static int control_positional(const struct control_cmd *cc, char **pos, json_t *
     return 0;
 }
 
-/* Sends the REQUEST and renders the REPLY. */
+/* Sends the REQUEST and renders the REPLY (as Prometheus text with prom). */
 static int control_call(const struct ctl *ctl, const char *words,
-                        const struct control_cmd *cc, json_t *args)
+                        const struct control_cmd *cc, json_t *args, bool prom)
 {
     uint8_t *abuf = NULL;
     size_t alen = 0;
@@ -329,6 +337,9 @@ static int control_call(const struct ctl *ctl, const char *words,
                 status = fb_ctl_fail(EXIT_BUS, "%s: out of memory", words);
             free(s);
             json_decref(j);
+        } else if (prom) {
+            fb_ctl_render_prometheus(stdout, j);
+            json_decref(j);
         } else {
             fb_ctl_render_table(stdout, cc->command, j);
             json_decref(j);
@@ -363,11 +374,14 @@ int fb_ctl_control(struct ctl *ctl, int argc, char **argv)
 
     json_t *args = json_object(), *route = json_object(), *tags = json_object(),
            *to = json_array();
-    bool help = false;
+    bool help = false, prom = false;
     int rc = args && route && tags && to ? 0 : fb_ctl_fail(EXIT_USAGE, "out of memory");
     if (rc == 0)
         rc = control_options(ctl, cc, argc - skip, argv + skip, args, route, tags, to,
-                             &help);
+                             &help, &prom);
+    if (rc == 0 && !help && prom && ctl->json)
+        rc = fb_ctl_fail(EXIT_USAGE, "%s: --prometheus and --json do not go together",
+                         words);
     if (rc == 0 && help) {
         printf("usage: fidbusctl [--socket CONTROL] [--json] %s%s\n", words, cc->args);
         goto out;
@@ -399,7 +413,7 @@ int fb_ctl_control(struct ctl *ctl, int argc, char **argv)
         }
         json_object_set(args, "route", route);
     }
-    rc = control_call(ctl, words, cc, args);
+    rc = control_call(ctl, words, cc, args, prom);
 out:
     json_decref(args);
     json_decref(route);

@@ -12,8 +12,9 @@
  *
  * Every step of a load is undone, in reverse order, if a later one fails;
  * the refusal is one line ("plugin NAME (PATH): reason") that goes both to
- * the caller and to the log. Loading and unloading run on the main thread
- * with the change lock held; the host table's calls run on any thread.
+ * the caller and to the log. Loading and unloading run with the change
+ * lock held (the main thread at start-up, the control thread afterwards);
+ * the host table's calls run on any thread.
  */
 #include "plugin_loader.h"
 

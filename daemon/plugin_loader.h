@@ -1,8 +1,8 @@
 /*
  * Plugin loader (design section 5): private copy, dlopen, ABI check, name
  * validation, funcIDs, conflict refusal, init, and the host table a plugin
- * sees. Loading and unloading run on the daemon's main thread with the
- * change lock held; handlers run elsewhere.
+ * sees. Loading and unloading run with the change lock held (change.c);
+ * handlers run elsewhere.
  */
 #ifndef FB_PLUGIN_LOADER_H
 #define FB_PLUGIN_LOADER_H

@@ -1,0 +1,310 @@
+/*
+ * daemon/ctl_prom.c -- the stats result as Prometheus text (format 0.0.4).
+ *
+ * fidbusctl_control.c calls fb_ctl_render_prometheus instead of the table
+ * renderer for `stats --prometheus`. Each metric family is written whole
+ * (# HELP, # TYPE, then its samples) because the format requires a
+ * family's samples to be contiguous; a family is announced only when its
+ * first sample is written, so a daemon that leaves a key out (an older
+ * one has no `generation`, a function that never ran has no quantiles)
+ * yields no empty families.
+ *
+ * Latency: the daemon reports p50/p99 from sampled timings but no sum or
+ * count of durations, and a `summary` without _sum and _count is not valid
+ * exposition, so the quantiles are gauges with a `quantile` label -- the
+ * same series names a summary would have, typed honestly.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_prom.h"
+
+struct family {
+    const char *name, *type, *help;
+    bool started;
+};
+
+struct label {
+    const char *name, *value; /* value NULL: the label is left out */
+};
+
+/* Large enough for any int64 or "%.17g" double. */
+#define VALUE_MAX 40
+
+static void family_start(FILE *out, struct family *f)
+{
+    if (f->started)
+        return;
+    f->started = true;
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+}
+
+/* The three escapes the format defines for label values. */
+static void write_label_value(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '\\':
+            fputs("\\\\", out);
+            break;
+        case '"':
+            fputs("\\\"", out);
+            break;
+        case '\n':
+            fputs("\\n", out);
+            break;
+        default:
+            fputc(*s, out);
+        }
+    }
+}
+
+static void sample(FILE *out, struct family *f, const struct label *labels, size_t nl,
+                   const char *value)
+{
+    family_start(out, f);
+    fputs(f->name, out);
+    bool first = true;
+    for (size_t i = 0; i < nl; i++) {
+        if (!labels[i].value)
+            continue;
+        fprintf(out, "%s%s=\"", first ? "{" : ",", labels[i].name);
+        write_label_value(out, labels[i].value);
+        fputc('"', out);
+        first = false;
+    }
+    fprintf(out, "%s %s\n", first ? "" : "}", value);
+}
+
+/*
+ * A double as the format's Go-style float: NaN, +Inf, -Inf, or the
+ * shortest of %.15g / %.17g that reads back as the same value.
+ */
+static void real_text(double d, char *buf, size_t cap)
+{
+    if (isnan(d))
+        snprintf(buf, cap, "NaN");
+    else if (isinf(d))
+        snprintf(buf, cap, "%s", d > 0 ? "+Inf" : "-Inf");
+    else {
+        snprintf(buf, cap, "%.15g", d);
+        if (strtod(buf, NULL) != d)
+            snprintf(buf, cap, "%.17g", d);
+    }
+}
+
+/* A number as a sample value; false for anything else (no sample). */
+static bool value_text(const json_t *v, char *buf, size_t cap)
+{
+    if (json_is_integer(v))
+        snprintf(buf, cap, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_real(v))
+        real_text(json_real_value(v), buf, cap);
+    else
+        return false;
+    return true;
+}
+
+/*
+ * Nanoseconds as seconds. Integers are converted in decimal, digit for
+ * digit (1500 -> 0.0000015), so no binary rounding shows up in the output.
+ */
+static bool seconds_text(const json_t *v, char *buf, size_t cap)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        json_int_t ns = json_integer_value(v);
+        json_int_t s = ns / 1000000000, frac = ns % 1000000000;
+        if (frac == 0) {
+            snprintf(buf, cap, "%" JSON_INTEGER_FORMAT, s);
+            return true;
+        }
+        int n = snprintf(buf, cap, "%" JSON_INTEGER_FORMAT ".%09" JSON_INTEGER_FORMAT, s,
+                         frac);
+        while (n > 0 && (size_t)n < cap && buf[n - 1] == '0')
+            buf[--n] = '\0';
+        return true;
+    }
+    if (json_is_number(v)) {
+        real_text(json_number_value(v) / 1e9, buf, cap);
+        return true;
+    }
+    return false;
+}
+
+/* Generation numbers sort as numbers, everything else as bytes. */
+static int key_cmp(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    size_t lx = strlen(x), ly = strlen(y);
+    bool digits =
+        lx && ly && strspn(x, "0123456789") == lx && strspn(y, "0123456789") == ly;
+    if (digits && lx != ly)
+        return lx < ly ? -1 : 1;
+    return strcmp(x, y);
+}
+
+/*
+ * obj's keys in order, borrowed from obj, in a malloc'd *out; *out is NULL
+ * when obj is empty or memory is short (the caller then walks obj
+ * unsorted: complete output matters more than its order).
+ */
+static size_t sorted_keys(const json_t *obj, const char ***out)
+{
+    *out = NULL;
+    size_t n = json_is_object(obj) ? json_object_size(obj) : 0;
+    if (n == 0)
+        return 0;
+    const char **keys = malloc(n * sizeof(*keys));
+    if (!keys)
+        return 0;
+    size_t i = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v)
+    {
+        (void)v;
+        keys[i++] = k;
+    }
+    qsort(keys, n, sizeof(*keys), key_cmp);
+    *out = keys;
+    return n;
+}
+
+typedef void each_fn(FILE *out, struct family *f, const char *key, const json_t *v);
+
+/* fn for every member of obj, in key order when memory allows. */
+static void for_each_sorted(FILE *out, struct family *f, const json_t *obj, each_fn *fn)
+{
+    if (!json_is_object(obj))
+        return;
+    const char **keys;
+    size_t n = sorted_keys(obj, &keys);
+    if (keys) {
+        for (size_t i = 0; i < n; i++)
+            fn(out, f, keys[i], json_object_get(obj, keys[i]));
+        free(keys);
+        return;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v)
+    {
+        fn(out, f, k, v);
+    }
+}
+
+static void scalar(FILE *out, struct family *f, const json_t *stats, const char *key)
+{
+    char val[VALUE_MAX];
+    if (value_text(json_object_get(stats, key), val, sizeof(val)))
+        sample(out, f, NULL, 0, val);
+}
+
+static void each_generation(FILE *out, struct family *f, const char *key, const json_t *v)
+{
+    char val[VALUE_MAX];
+    struct label l[] = {{"generation", key}};
+    if (value_text(v, val, sizeof(val)))
+        sample(out, f, l, 1, val);
+}
+
+static void each_route(FILE *out, struct family *f, const char *key, const json_t *v)
+{
+    char val[VALUE_MAX];
+    struct label l[] = {{"route", key}};
+    if (value_text(json_object_get(v, "matched"), val, sizeof(val)))
+        sample(out, f, l, 1, val);
+}
+
+/* A function's labels: canonical and plugin only when the daemon gives them. */
+static void func_labels(struct label l[4], const char *id, const json_t *v)
+{
+    l[0] = (struct label){"funcid", id};
+    l[1] =
+        (struct label){"canonical", json_string_value(json_object_get(v, "canonical"))};
+    l[2] = (struct label){"plugin", json_string_value(json_object_get(v, "plugin"))};
+    l[3] = (struct label){"quantile", NULL};
+}
+
+static void each_func_calls(FILE *out, struct family *f, const char *key, const json_t *v)
+{
+    char val[VALUE_MAX];
+    struct label l[4];
+    func_labels(l, key, v);
+    if (value_text(json_object_get(v, "calls"), val, sizeof(val)))
+        sample(out, f, l, 4, val);
+}
+
+static void each_func_errors(FILE *out, struct family *f, const char *key,
+                             const json_t *v)
+{
+    char val[VALUE_MAX];
+    struct label l[4];
+    func_labels(l, key, v);
+    if (value_text(json_object_get(v, "errors"), val, sizeof(val)))
+        sample(out, f, l, 4, val);
+}
+
+static void each_func_duration(FILE *out, struct family *f, const char *key,
+                               const json_t *v)
+{
+    static const struct {
+        const char *key, *quantile;
+    } q[] = {{"p50_ns", "0.5"}, {"p99_ns", "0.99"}};
+    char val[VALUE_MAX];
+    struct label l[4];
+    func_labels(l, key, v);
+    for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+        l[3].value = q[i].quantile;
+        if (seconds_text(json_object_get(v, q[i].key), val, sizeof(val)))
+            sample(out, f, l, 4, val);
+    }
+}
+
+void fb_ctl_render_prometheus(FILE *out, const json_t *stats)
+{
+    struct family received = {"fidbus_received_total", "counter",
+                              "Events received from publishers.", false};
+    struct family dispatched = {"fidbus_dispatched_total", "counter",
+                                "Handler calls started.", false};
+    struct family unrouted = {"fidbus_unrouted_total", "counter",
+                              "Events no route matched.", false};
+    struct family errors = {"fidbus_handler_errors_total", "counter",
+                            "Handler calls that failed.", false};
+    struct family bad = {"fidbus_bad_frames_total", "counter",
+                         "Protocol errors: frames that could not be decoded.", false};
+    struct family gen = {"fidbus_table_generation", "gauge",
+                         "Generation of the running route table.", false};
+    struct family gens = {"fidbus_generation_routed_total", "counter",
+                          "Events routed, by route table generation.", false};
+    struct family routes = {"fidbus_route_matched_total", "counter",
+                            "Events matched, by route.", false};
+    struct family calls = {"fidbus_function_calls_total", "counter",
+                           "Handler calls, by function.", false};
+    struct family ferrors = {"fidbus_function_errors_total", "counter",
+                             "Failed handler calls, by function.", false};
+    struct family duration = {
+        "fidbus_function_duration_seconds", "gauge",
+        "Handler latency quantiles from sampled timings, in seconds (a gauge: "
+        "no _sum or _count is reported).",
+        false};
+
+    if (!json_is_object(stats))
+        return;
+    scalar(out, &received, stats, "received");
+    scalar(out, &dispatched, stats, "dispatched");
+    scalar(out, &unrouted, stats, "unrouted");
+    scalar(out, &errors, stats, "errors");
+    scalar(out, &bad, stats, "bad_frames");
+    scalar(out, &gen, stats, "generation");
+    for_each_sorted(out, &gens, json_object_get(stats, "generations"), each_generation);
+    for_each_sorted(out, &routes, json_object_get(stats, "routes"), each_route);
+    const json_t *fns = json_object_get(stats, "functions");
+    for_each_sorted(out, &calls, fns, each_func_calls);
+    for_each_sorted(out, &ferrors, fns, each_func_errors);
+    for_each_sorted(out, &duration, fns, each_func_duration);
+}
