@@ -22,11 +22,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <urcu/urcu-memb.h>
 #include <uv.h>
 
 #include <fidbus/proto.h>
 
 #include "control_cmds.h"
+#include "dispatch.h"
 #include "listener.h"
 #include "log.h"
 #include "stream.h"
@@ -367,7 +369,13 @@ static void on_async(uv_async_t *a)
 static void control_thread(void *arg)
 {
     struct fb_control *ctl = arg;
+    /* Plugin init and fini run here and may publish (host->publish), as
+     * they may at start-up on the main thread: that makes this thread an
+     * RCU reader too. It publishes tables only outside a read section. */
+    urcu_memb_register_thread();
+    fb_dispatch_mark_rcu_thread();
     uv_run(&ctl->loop, UV_RUN_DEFAULT);
+    urcu_memb_unregister_thread();
 }
 
 int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size_t errlen)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -114,6 +115,28 @@ static int load_args_file(const char *opt, const char *path, json_t **out)
     return rc;
 }
 
+/*
+ * A plugin path as the daemon needs it: absolute, since its working
+ * directory is not ours. Relative to ours, not resolved further (a
+ * symlink stays a symlink, so a reload follows it again).
+ */
+static json_t *abs_path(const char *path)
+{
+    if (path[0] == '/')
+        return json_string(path);
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd))
+        return json_string(path); /* the daemon says why it cannot use it */
+    size_t n = strlen(cwd);
+    char *full = malloc(n + strlen(path) + 2);
+    if (!full)
+        return json_string(path);
+    sprintf(full, "%s/%s", cwd, path[0] == '.' && path[1] == '/' ? path + 2 : path);
+    json_t *j = json_string(full);
+    free(full);
+    return j;
+}
+
 /* K=V into obj[K] = V. */
 static int add_kv(const char *what, const char *arg, json_t *obj)
 {
@@ -187,7 +210,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
             json_object_set_new(args, "name", json_string(optarg));
             break;
         case O_PATH:
-            json_object_set_new(args, "path", json_string(optarg));
+            json_object_set_new(args, "path", abs_path(optarg));
             break;
         case O_CONFIG: {
             json_error_t e;
@@ -256,7 +279,7 @@ static int control_positional(const struct control_cmd *cc, char **pos, json_t *
                               json_t *route)
 {
     if (strcmp(cc->command, "plugin.load") == 0)
-        json_object_set_new(args, "path", json_string(pos[0]));
+        json_object_set_new(args, "path", abs_path(pos[0]));
     else if (strcmp(cc->command, "route.add") == 0) {
         json_object_set_new(route, "name", json_string(pos[0]));
         json_object_set_new(route, "event", json_string(pos[1]));
