@@ -26,6 +26,7 @@
 #include "log.h"
 #include "notify.h"
 #include "plugin_loader.h"
+#include "registry.h"
 #include "routes.h"
 #include "spec_cbor.h"
 
@@ -89,7 +90,15 @@ static int set_add(struct set *s, const cbor_item_t *map, char *err, size_t errl
     if (rc)
         return rc;
     s->nowned++;
-    if (set_find(s, r->name) >= 0) {
+    ssize_t at = set_find(s, r->name);
+    bool twice = false; /* the other one came from this request too */
+    for (size_t i = 0; at >= 0 && i + 1 < s->nowned && !twice; i++)
+        twice = s->v[at].name == s->owned[i].name;
+    if (twice) {
+        snprintf(err, errlen, "route '%s' is given twice in 'add'", r->name);
+        return FIDBUS_CONFLICT;
+    }
+    if (at >= 0) {
         snprintf(err, errlen,
                  "route '%s' already exists (delete it in the same route.apply to "
                  "replace it)",
@@ -310,7 +319,23 @@ static struct fb_plugin *find_plugin(const struct fb_daemon *d, const char *name
     return NULL;
 }
 
-/* The routes whose targets call into p, "a, b, c", in *names (malloc'd). */
+/* Does another instance than p provide fn's namespace.name? */
+static bool other_provider(const struct fb_daemon *d, const struct fb_func *fn,
+                           const struct fb_plugin *p)
+{
+    for (size_t i = 0; i < fb_registry_count(d->reg); i++) {
+        const struct fb_func *f = fb_registry_at(d->reg, i);
+        if (f->plugin != p && strcmp(f->ns, fn->ns) == 0 &&
+            strcmp(f->name, fn->name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The routes that hold p, "a, b, c", in *names (malloc'd): a pinned
+ * target bound to one of its functions, or a "latest" one that no other
+ * instance could take over (otherwise the unload's flip moves it to the
+ * highest version left, as a load moves it to a higher one). */
 static size_t routes_using(const struct fb_daemon *d, const struct fb_plugin *p,
                            char **names)
 {
@@ -320,7 +345,8 @@ static size_t routes_using(const struct fb_daemon *d, const struct fb_plugin *p,
         const struct fb_route *r = fb_routes_at(d->table, i);
         bool uses = false;
         for (size_t k = 0; k < r->ntargets && !uses; k++)
-            uses = r->targets[k].fn->plugin == p;
+            uses = r->targets[k].fn->plugin == p &&
+                   (r->targets[k].pinned || !other_provider(d, r->targets[k].fn, p));
         if (!uses)
             continue;
         size_t add = strlen(r->name) + 2;
@@ -590,7 +616,6 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
         nrun++;
     size_t nr = fb_routes_count(d->table);
     struct fb_plugin **drop = calloc(nrun + 1, sizeof(*drop));
-    const struct fb_plugin_conf **loadp = calloc(cfg->nplugins + 1, sizeof(*loadp));
     struct fb_plugin_conf *load = calloc(cfg->nplugins + 1, sizeof(*load));
     const char **kept = calloc(cfg->nplugins + 1, sizeof(*kept));
     const char **reloaded = calloc(cfg->nplugins + 1, sizeof(*reloaded));
@@ -601,12 +626,11 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
     cbor_item_t *m = NULL;
     size_t ndrop = 0, nload = 0, nkept = 0, nreloaded = 0, nadded = 0, ndropped = 0,
            ndr = 0, nnames = 0;
-    if (!drop || !loadp || !load || !kept || !reloaded || !added || !dropped ||
+    if (!drop || !load || !kept || !reloaded || !added || !dropped ||
         !dropped_routes || !names) {
         answer_rc(out, -ENOMEM, "config.reload");
         goto done;
     }
-    (void)loadp;
 
     for (size_t i = 0; i < cfg->nplugins; i++) {
         const struct fb_plugin_conf *pc = &cfg->plugins[i];
@@ -695,7 +719,6 @@ done:
         free(names[i]);
     free(names);
     free(drop);
-    free(loadp);
     free(load);
     free(kept);
     free(reloaded);
