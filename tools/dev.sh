@@ -7,7 +7,8 @@
 #                        build, and the concurrency tests under TSan
 #   tools/dev.sh deps    only install the Debian packages
 #   tools/dev.sh build   only build (preset "default", into build/)
-#   tools/dev.sh soak    longer concurrency run under TSan
+#   tools/dev.sh soak    longer concurrency runs under TSan (unit.flip, and the
+#                        zero-loss e2e.soak for 300 s)
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -58,7 +59,11 @@ test)
 soak)
     deps; build tsan
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_FLIP_COUNT=50000 \
-        ctest --preset tsan -R 'unit.flip' --timeout 3600 ;;
+        ctest --preset tsan -R 'unit.flip' --timeout 3600
+    # zero loss under change for 5 minutes (e2e.soak; run directly: ctest
+    # would stop it at its 300 s timeout)
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_SOAK_SECONDS=300 \
+        FIDBUS_BUILD_DIR="$(pwd)/build-tsan" ./build-tsan/tests/test_e2e_soak ;;
 *)
     echo "usage: tools/dev.sh run|test|deps|build|soak" >&2
     exit 2 ;;

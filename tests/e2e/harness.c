@@ -738,6 +738,21 @@ char *fb_e2e_stop_report(struct fb_e2e *t)
     return json;
 }
 
+void fb_e2e_kill9(struct fb_e2e *t)
+{
+    ck_assert_msg(t->pid > 0, "no daemon to kill");
+    ck_assert_msg(kill(t->pid, SIGKILL) == 0, "kill: %s", strerror(errno));
+    int status = 0;
+    if (!wait_exit(t->pid, t->pidfd, FB_E2E_TIMEOUT_MS, &status))
+        ck_abort_msg("fidbusd did not die within %d ms of SIGKILL", FB_E2E_TIMEOUT_MS);
+    t->pid = 0;
+    drain_notify(t);
+    /* A report the sanitizers printed before the kill is still a failure. */
+    assert_no_sanitizer_report(t->errfile, "fidbusd");
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                  "fidbusd was not killed by SIGKILL (status 0x%x)", status);
+}
+
 int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err)
 {
     static unsigned runs;

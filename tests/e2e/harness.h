@@ -135,6 +135,10 @@ void fb_e2e_stop_ok(struct fb_e2e *t);
 /* fb_e2e_stop_ok, then the count plugin's report (FB_E2E_COUNT's
  * report_file, written at fini), malloc'd; asserts it exists. */
 char *fb_e2e_stop_report(struct fb_e2e *t);
+/* A crash: SIGKILL, waits for the daemon (asserting it died of SIGKILL).
+ * Its sockets and files stay behind as after a real kill -9;
+ * fb_e2e_start runs it again in place (same config file and dirs). */
+void fb_e2e_kill9(struct fb_e2e *t);
 
 /* Runs argv[0] (a path) with argv, stdout and stderr captured; returns the
  * wait status and, when out/err are non-NULL, malloc'd NUL-terminated
