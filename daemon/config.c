@@ -726,6 +726,11 @@ static int finish_file(struct parser *p)
                         "tcp_auth = none on a loopback address");
     }
 
+    /* A group is allowed in only if it can connect: with `group` set and
+     * no `mode`, the socket is group-writable. */
+    if (c->control_group && !p->key_line[K_MODE])
+        c->control_mode = 0660;
+
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;

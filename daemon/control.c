@@ -154,6 +154,20 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
                              m->why ? m->why : fidbus_code_name(rc));
         return;
     }
+    if (m->type == FIDBUS_MSG_PING) {
+        /* The barrier works on every socket (proto/README.md): the
+         * requests before it have all been answered, in order. */
+        if (c->st.flags & FB_S_CLOSING)
+            return;
+        size_t cap;
+        uint8_t *p = fb_stream_space(&c->st, 32, &cap);
+        size_t n = p ? fidbus_enc_ack(p, cap, m->seq, 0) : 0;
+        if (!n)
+            fb_stream_oom(&c->st);
+        else
+            c->st.out.len += n;
+        return;
+    }
     if (m->type != FIDBUS_MSG_REQUEST) {
         fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
                              FIDBUS_UNSUPPORTED, false, 0,

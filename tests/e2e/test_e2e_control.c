@@ -371,6 +371,17 @@ START_TEST(test_e2e_control_malformed_frame)
                   "status after a malformed frame failed with code %llu",
                   (unsigned long long)r->msg.code);
     ck_assert_msg(fidbus_msg_has(&r->msg, FIDBUS_K_RESULT), "REPLY without a result");
+
+    /* PING is the same barrier here as on the bus: ACK with its seq */
+    struct fidbus_msg_out ping = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
+        .type = FIDBUS_MSG_PING,
+        .seq = 78,
+    };
+    fb_e2e_raw_msg(r, &ping);
+    ck_assert_int_eq(fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS), 1);
+    ck_assert_uint_eq(r->msg.type, FIDBUS_MSG_ACK);
+    ck_assert_uint_eq(r->msg.seq, 78);
     fb_e2e_raw_close(r);
 
     fb_e2e_stop_ok(t);

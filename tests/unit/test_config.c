@@ -60,6 +60,18 @@ static const char *source_dir(void)
 
 /* ------------------------------------------------------- whole files */
 
+/* A group is useless on a 0600 socket: without `mode` it gets 0660. */
+START_TEST(test_config_control_group_mode)
+{
+    struct fb_config *c = load_ok("[control]\ngroup = adm\n");
+    ck_assert_uint_eq(c->control_mode, 0660);
+    fb_config_free(c);
+    c = load_ok("[control]\ngroup = adm\nmode = 0600\n");
+    ck_assert_uint_eq(c->control_mode, 0600);
+    fb_config_free(c);
+}
+END_TEST
+
 START_TEST(test_config_example_parses)
 {
     char path[4096];
@@ -767,6 +779,7 @@ static Suite *config_suite(void)
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("file");
     tcase_add_test(tc, test_config_example_parses);
+    tcase_add_test(tc, test_config_control_group_mode);
     tcase_add_test(tc, test_config_default_parses);
     tcase_add_test(tc, test_config_empty_gives_defaults);
     tcase_add_test(tc, test_config_runtime_dir_moves_sockets);
