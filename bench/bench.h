@@ -223,6 +223,7 @@ struct fb_bench_ch_phase {
     double eps;                    /* publishers' events/s over the phase */
     double eps_min;                /* its slowest 100 ms bucket */
     unsigned buckets;
+    double daemon_cpu, bench_cpu; /* CPU seconds / wall seconds (1 = a core) */
 };
 
 struct fb_bench_ch_result {
@@ -233,6 +234,13 @@ struct fb_bench_ch_result {
     /* The daemon's `stats` after the publishers' PING barriers. */
     bool have_stats;
     uint64_t received, dispatched, unrouted, daemon_errors;
+    /* The floor under every REPLY: the same save as the daemon's (write
+     * state.cbor's size to a temp file, fdatasync, rename, fsync the dir),
+     * timed by the bench in the same filesystem: [0] before the load
+     * starts, [1] under it (between the baseline and the first changes). */
+    unsigned save_n[2];
+    size_t save_bytes;
+    double save_p50_ms[2], save_p99_ms[2];
     unsigned reports; /* count.so reports summed: one per instance */
     long long counted;
     int verify; /* 0 OK, 1 FAIL */

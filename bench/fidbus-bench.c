@@ -5,6 +5,7 @@
  *   fidbus-bench latency --rate R --seconds S [--payload BYTES]
  *                        [--baseline echo | --compare]
  *   fidbus-bench rss
+ *   fidbus-bench change [--seconds S] [--conns C] [--workers W]
  *   fidbus-bench all
  *
  * By default every run starts its own fidbusd from the build tree (see
@@ -17,6 +18,7 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <fidbus/client.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -43,16 +45,18 @@ static void usage(FILE *f)
         "  latency      acked publishes at a fixed offered rate (open loop);\n"
         "               reports p50/p90/p99/p99.9/max round trip\n"
         "  rss          idle VmRSS/VmHWM of fidbusd with count.so and log.so\n"
+        "  change       route changes and plugin reloads under full publishing\n"
+        "               load: REQUEST->REPLY p50/p99/max, changes/s, events/s dip\n"
         "  all          the issue's figures in one go, with a summary table\n"
         "options:\n"
         "  --events N        throughput: events in total (default 10000000)\n"
-        "  --conns C         throughput: publisher connections (default 1)\n"
+        "  --conns C         throughput, change: publisher connections (default 1)\n"
         "  --payload BYTES   size of the CBOR payload item (default 64)\n"
-        "  --workers W       fidbusd workers (default: throughput min(C, CPUs),\n"
+        "  --workers W       fidbusd workers (default: throughput, change min(C, CPUs),\n"
         "                    latency 1, rss the daemon's default)\n"
         "  --repeat K        throughput runs, median reported (default 1; all: 3)\n"
         "  --rate R          latency: offered events/s (default 20000)\n"
-        "  --seconds S       latency: duration (default 5)\n"
+        "  --seconds S       latency: duration; change: each phase's (default 5)\n"
         "  --warmup-ms MS    latency: sent but not measured, each round (default 50)\n"
         "  --rounds K        latency: alternating rounds (default 10 with --compare)\n"
         "  --spin            latency: busy-wait for send times instead of sleeping\n"
@@ -383,6 +387,131 @@ out:
     return rc;
 }
 
+static json_t *ch_phase_json(const struct fb_bench_ch_phase *p)
+{
+    return json_pack("{s:s, s:f, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                     "phase", p->name, "seconds", p->seconds, "changes",
+                     (json_int_t)p->changes, "failed", (json_int_t)p->failed, "per_s",
+                     p->per_s, "reply_p50_ms", p->p50_ms, "reply_p99_ms", p->p99_ms,
+                     "reply_max_ms", p->max_ms, "events_per_s", p->eps,
+                     "events_per_s_min_100ms", p->eps_min, "daemon_cpu", p->daemon_cpu,
+                     "bench_cpu", p->bench_cpu);
+}
+
+/* 1 - during/baseline, in percent (negative: faster than the baseline). */
+static double dip_pct(const struct fb_bench_ch_result *r, int phase)
+{
+    double base = r->ph[FB_BENCH_CH_BASELINE].eps;
+
+    return base > 0 ? (1 - r->ph[phase].eps / base) * 100 : 0;
+}
+
+static void print_changes(const char *label, const char *what,
+                          const struct fb_bench_ch_phase *p, const char *target)
+{
+    fprintf(fb_bench_out,
+            "%s: %llu %s in %.1f s = %.0f/s; reply p50 %.2f ms p99 %.2f ms max %.2f ms"
+            "%s%s%s\n",
+            label, (unsigned long long)p->changes, what, p->seconds, p->per_s, p->p50_ms,
+            p->p99_ms, p->max_ms, *target ? "  (" : "", target, *target ? ")" : "");
+    if (p->failed)
+        fprintf(fb_bench_out, "  FAILED requests: %llu\n", (unsigned long long)p->failed);
+}
+
+static int run_change(const struct fb_bench_opts *o, struct fb_bench_ch_result *r,
+                      json_t *js)
+{
+    if (o->bus) {
+        fprintf(stderr, "fidbus-bench: change needs the control socket of a daemon it "
+                        "starts itself; drop --bus\n");
+        return -EINVAL;
+    }
+    fprintf(fb_bench_out,
+            "change: %u publisher conn%s, workers=%u, payload %zu B, no ack; phases of "
+            "%.1f s: baseline, route add/del, route.apply, plugin.reload\n",
+            o->conns, o->conns == 1 ? "" : "s", o->workers, o->payload, o->seconds);
+    int rc = fb_bench_change(o, r);
+    if (rc < 0) {
+        fprintf(fb_bench_out, "change: FAILED (%s)\n", fidbus_strerror(rc));
+        if (js)
+            json_object_set_new(js, "ok", json_false());
+        return rc;
+    }
+    const struct fb_bench_ch_phase *ph = r->ph;
+    fprintf(
+        fb_bench_out,
+        "the save alone, done by the bench (%zu B: write, fdatasync, rename, fsync "
+        "dir): idle p50 %.2f ms p99 %.2f ms, under the load p50 %.2f ms p99 %.2f ms\n",
+        r->save_bytes, r->save_p50_ms[0], r->save_p99_ms[0], r->save_p50_ms[1],
+        r->save_p99_ms[1]);
+    print_changes("route change", "changes", &ph[FB_BENCH_CH_ROUTE],
+                  "route.add/route.del of a side route; target >= 500/s, p99 < 10 ms");
+    print_changes("route.apply", "transactions", &ph[FB_BENCH_CH_APPLY],
+                  "del + add moving a split route's weights");
+    print_changes("plugin reload", "reloads", &ph[FB_BENCH_CH_RELOAD],
+                  "the routed count instance; target >= 10/s");
+    fprintf(fb_bench_out,
+            "events/s: baseline %.2f M, during changes %.2f M (dip %.0f%%), during "
+            "route.apply %.2f M (dip %.0f%%), during reloads %.2f M (dip %.0f%%)\n",
+            ph[FB_BENCH_CH_BASELINE].eps / 1e6, ph[FB_BENCH_CH_ROUTE].eps / 1e6,
+            dip_pct(r, FB_BENCH_CH_ROUTE), ph[FB_BENCH_CH_APPLY].eps / 1e6,
+            dip_pct(r, FB_BENCH_CH_APPLY), ph[FB_BENCH_CH_RELOAD].eps / 1e6,
+            dip_pct(r, FB_BENCH_CH_RELOAD));
+    fprintf(fb_bench_out,
+            "  slowest 100 ms bucket: baseline %.2f M, changes %.2f M, route.apply "
+            "%.2f M, reloads %.2f M\n",
+            ph[FB_BENCH_CH_BASELINE].eps_min / 1e6, ph[FB_BENCH_CH_ROUTE].eps_min / 1e6,
+            ph[FB_BENCH_CH_APPLY].eps_min / 1e6, ph[FB_BENCH_CH_RELOAD].eps_min / 1e6);
+    fprintf(fb_bench_out, "  CPU (100%% = one core) daemon / bench:");
+    for (int i = 0; i < FB_BENCH_CH_PHASES; i++)
+        fprintf(fb_bench_out, "%s %s %.0f%% / %.0f%%", i ? "," : "", ph[i].name,
+                ph[i].daemon_cpu * 100, ph[i].bench_cpu * 100);
+    fprintf(fb_bench_out, "\n");
+    bool stats_ok = r->have_stats && r->received == r->sent && r->unrouted == 0 &&
+                    r->daemon_errors == 0;
+    fprintf(fb_bench_out,
+            "stats: %s received=%llu dispatched=%llu unrouted=%llu errors=%llu "
+            "(sent=%llu, ERROR frames=%llu)\n",
+            stats_ok ? "OK" : "FAIL", (unsigned long long)r->received,
+            (unsigned long long)r->dispatched, (unsigned long long)r->unrouted,
+            (unsigned long long)r->daemon_errors, (unsigned long long)r->sent,
+            (unsigned long long)r->errors);
+    fprintf(fb_bench_out,
+            "verify: %s sent=%llu counted=%lld (summed over %u count "
+            "instances' reports)\n",
+            r->verify == 0 ? "OK" : "FAIL", (unsigned long long)r->sent, r->counted,
+            r->reports);
+    if (js) {
+        json_t *arr = json_array();
+        for (int i = 0; i < FB_BENCH_CH_PHASES; i++)
+            json_array_append_new(arr, ch_phase_json(&ph[i]));
+        json_object_set_new(js, "phases", arr);
+        json_object_set_new(js, "conns", json_integer(r->conns));
+        json_object_set_new(js, "workers", json_integer(r->workers));
+        json_object_set_new(js, "frame", json_integer((json_int_t)r->frame_len));
+        json_object_set_new(js, "save_idle_p50_ms", json_real(r->save_p50_ms[0]));
+        json_object_set_new(js, "save_idle_p99_ms", json_real(r->save_p99_ms[0]));
+        json_object_set_new(js, "save_loaded_p50_ms", json_real(r->save_p50_ms[1]));
+        json_object_set_new(js, "save_loaded_p99_ms", json_real(r->save_p99_ms[1]));
+        json_object_set_new(js, "dip_route_pct",
+                            json_real(dip_pct(r, FB_BENCH_CH_ROUTE)));
+        json_object_set_new(js, "dip_apply_pct",
+                            json_real(dip_pct(r, FB_BENCH_CH_APPLY)));
+        json_object_set_new(js, "dip_reload_pct",
+                            json_real(dip_pct(r, FB_BENCH_CH_RELOAD)));
+        json_object_set_new(js, "sent", json_integer((json_int_t)r->sent));
+        json_object_set_new(js, "received", json_integer((json_int_t)r->received));
+        json_object_set_new(js, "dispatched", json_integer((json_int_t)r->dispatched));
+        json_object_set_new(js, "unrouted", json_integer((json_int_t)r->unrouted));
+        json_object_set_new(js, "daemon_errors",
+                            json_integer((json_int_t)r->daemon_errors));
+        json_object_set_new(js, "counted", json_integer(r->counted));
+        json_object_set_new(js, "verify", json_string(r->verify == 0 ? "OK" : "FAIL"));
+        json_object_set_new(js, "ok", json_boolean(r->ok));
+    }
+    return r->ok ? 0 : 1;
+}
+
 static void row(FILE *f, const char *figure, const char *measured, const char *target)
 {
     if (*target)
@@ -396,10 +525,12 @@ static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
     struct fb_bench_opts t = *o;
     struct fb_bench_tp_result tp1, tp2;
     struct fb_bench_lat_result echo, bus;
+    struct fb_bench_ch_result ch = {0};
     long rss = -1, hwm = -1;
-    int rc1, rc2, rc3, rc4 = 0;
+    int rc1, rc2, rc3, rc4 = 0, rc5 = 0;
     json_t *j1 = js ? json_object() : NULL, *j2 = js ? json_object() : NULL;
     json_t *j3 = js ? json_object() : NULL, *j4 = js ? json_object() : NULL;
+    json_t *j5 = js ? json_object() : NULL;
 
     t.conns = 1;
     t.workers = 1;
@@ -415,6 +546,9 @@ static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
         t = *o;
         t.workers = 0;
         rc4 = run_rss(&t, &rss, &hwm, j4);
+        t = *o;
+        t.workers = default_tp_workers(&t);
+        rc5 = run_change(&t, &ch, j5);
     }
 
     FILE *f = fb_bench_out;
@@ -454,7 +588,22 @@ static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
         : rc4 >= 0 ? m
                    : "FAILED",
         "< 8 MiB");
-    bool ok = rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0;
+    const struct fb_bench_ch_phase *cr = &ch.ph[FB_BENCH_CH_ROUTE];
+    const struct fb_bench_ch_phase *cl = &ch.ph[FB_BENCH_CH_RELOAD];
+    const char *ch_state = o->bus ? "skipped (--bus)" : "FAILED";
+    snprintf(m, sizeof(m), "%.2f / %.2f / %.2f ms", cr->p50_ms, cr->p99_ms, cr->max_ms);
+    row(f, "route change REPLY p50/p99/max, under load",
+        !o->bus && rc5 >= 0 ? m : ch_state, "p99 < 10 ms");
+    snprintf(m, sizeof(m), "%.0f/s", cr->per_s);
+    row(f, "durable route changes/s, under load", !o->bus && rc5 >= 0 ? m : ch_state,
+        ">= 500/s");
+    snprintf(m, sizeof(m), "%.1f/s (REPLY p99 %.1f ms)", cl->per_s, cl->p99_ms);
+    row(f, "plugin reloads/s, under load", !o->bus && rc5 >= 0 ? m : ch_state, ">= 10/s");
+    snprintf(m, sizeof(m), "%.0f%% (%.2f M -> %.2f M events/s)",
+             dip_pct(&ch, FB_BENCH_CH_ROUTE), ch.ph[FB_BENCH_CH_BASELINE].eps / 1e6,
+             cr->eps / 1e6);
+    row(f, "events/s dip during route changes", !o->bus && rc5 >= 0 ? m : ch_state, "");
+    bool ok = rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0 && rc5 == 0;
     row(f, "exactly-once and no errors, every run",
         o->bus ? (ok ? "no errors (not checked: --bus)" : "FAIL") : (ok ? "OK" : "FAIL"),
         "");
@@ -463,6 +612,7 @@ static int run_all(const struct fb_bench_opts *o, unsigned repeat, json_t *js)
         json_object_set_new(js, "throughput_2conns", j2);
         json_object_set_new(js, "latency", j3);
         json_object_set_new(js, "rss", j4);
+        json_object_set_new(js, "change", j5);
         json_object_set_new(js, "ok", json_boolean(ok));
     }
     return ok ? 0 : 1;
@@ -650,6 +800,10 @@ int main(int argc, char **argv)
     } else if (strcmp(mode, "rss") == 0) {
         long rss, hwm;
         rc = run_rss(&o, &rss, &hwm, js);
+    } else if (strcmp(mode, "change") == 0) {
+        struct fb_bench_ch_result ch;
+        o.workers = default_tp_workers(&o);
+        rc = run_change(&o, &ch, js);
     } else if (strcmp(mode, "all") == 0) {
         rc = run_all(&o, o.repeat ? o.repeat : 3, js);
     } else {

@@ -35,7 +35,7 @@
 struct tp_conn {
     unsigned id;
     struct fb_bench_reader rd;
-    uint64_t n;           /* events to send (a cap when stop is set) */
+    uint64_t n;              /* events to send (a cap when stop is set) */
     const atomic_bool *stop; /* NULL, or: publish until it becomes true */
     /* Bytes of whole PUBLISH frames written: every segment is whole
      * frames and is finished before the next, so at the end this is
@@ -90,6 +90,7 @@ static int tp_send(struct tp_conn *c)
     uint64_t left = c->n;
     const uint8_t *seg = NULL;
     size_t seg_len = 0, off = 0;
+    uint64_t data_bytes = 0;
     bool ping_queued = false;
 
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
@@ -117,12 +118,11 @@ static int tp_send(struct tp_conn *c)
             ssize_t w = write(fd, seg + off, seg_len - off);
             if (w > 0) {
                 off += (size_t)w;
-                if (seg != c->ping.data)
-                    atomic_store_explicit(&c->data_bytes,
-                                          atomic_load_explicit(&c->data_bytes,
-                                                               memory_order_relaxed) +
-                                              (uint64_t)w,
+                if (seg != c->ping.data) {
+                    data_bytes += (uint64_t)w;
+                    atomic_store_explicit(&c->data_bytes, data_bytes,
                                           memory_order_relaxed);
+                }
                 continue;
             }
             if (w < 0 && errno != EAGAIN && errno != EINTR) {
