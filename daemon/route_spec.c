@@ -24,10 +24,7 @@
 
 #define ROUTE_NAME_MAX 64
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void fb_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0)
         return;
@@ -153,15 +150,15 @@ static int target_parse_range(const char *text, size_t len, struct fb_target_spe
     int tl = len > 200 ? 200 : (int)len; /* keeps messages one short line */
 
     if (len == 0) {
-        set_err(err, errlen, "empty target");
+        fb_set_err(err, errlen, "empty target");
         return FIDBUS_INVALID;
     }
     const char *end = text + len;
     const char *dot = memchr(text, '.', len);
     if (!dot) {
-        set_err(err, errlen,
-                "target '%.*s': must be NAMESPACE.NAME[@MAJOR.MINOR.PATCH][:WEIGHT]", tl,
-                text);
+        fb_set_err(err, errlen,
+                   "target '%.*s': must be NAMESPACE.NAME[@MAJOR.MINOR.PATCH][:WEIGHT]",
+                   tl, text);
         return FIDBUS_INVALID;
     }
     const char *colon = memchr(text, ':', len);
@@ -170,9 +167,9 @@ static int target_parse_range(const char *text, size_t len, struct fb_target_spe
     const char *name_end = at ? at : spec_end;
 
     if (dot > name_end) {
-        set_err(err, errlen,
-                "target '%.*s': must be NAMESPACE.NAME[@MAJOR.MINOR.PATCH][:WEIGHT]", tl,
-                text);
+        fb_set_err(err, errlen,
+                   "target '%.*s': must be NAMESPACE.NAME[@MAJOR.MINOR.PATCH][:WEIGHT]",
+                   tl, text);
         return FIDBUS_INVALID;
     }
 
@@ -182,36 +179,36 @@ static int target_parse_range(const char *text, size_t len, struct fb_target_spe
         out->version = dup_range(at + 1, (size_t)(spec_end - at - 1));
     if (!out->ns || !out->name || (at && !out->version)) {
         target_clear(out);
-        set_err(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
 
     if (!fidbus_name_valid(out->ns)) {
-        set_err(err, errlen,
-                "target '%.*s': namespace '%s' must be 1-64 bytes of [A-Za-z0-9_-]", tl,
-                text, out->ns);
+        fb_set_err(err, errlen,
+                   "target '%.*s': namespace '%s' must be 1-64 bytes of [A-Za-z0-9_-]",
+                   tl, text, out->ns);
         goto invalid;
     }
     if (!fidbus_name_valid(out->name)) {
-        set_err(err, errlen,
-                "target '%.*s': name '%s' must be 1-64 bytes of [A-Za-z0-9_-]", tl, text,
-                out->name);
+        fb_set_err(err, errlen,
+                   "target '%.*s': name '%s' must be 1-64 bytes of [A-Za-z0-9_-]", tl,
+                   text, out->name);
         goto invalid;
     }
     if (out->version) {
         struct fidbus_semver sv;
         if (fidbus_semver_parse(out->version, &sv) != 0) {
-            set_err(err, errlen, "target '%.*s': version must be MAJOR.MINOR.PATCH", tl,
-                    text);
+            fb_set_err(err, errlen, "target '%.*s': version must be MAJOR.MINOR.PATCH",
+                       tl, text);
             goto invalid;
         }
     }
     out->weight = 1;
     if (colon) {
         if (parse_weight(colon + 1, (size_t)(end - colon - 1), &out->weight) != 0) {
-            set_err(err, errlen,
-                    "target '%.*s': weight must be a whole number from 0 to %u", tl, text,
-                    FB_MAX_WEIGHT);
+            fb_set_err(err, errlen,
+                       "target '%.*s': weight must be a whole number from 0 to %u", tl,
+                       text, FB_MAX_WEIGHT);
             goto invalid;
         }
         out->has_weight = true;
@@ -228,7 +225,7 @@ int fb_target_parse(const char *text, struct fb_target_spec *out, char *err,
 {
     if (!text) {
         memset(out, 0, sizeof *out);
-        set_err(err, errlen, "empty target");
+        fb_set_err(err, errlen, "empty target");
         return FIDBUS_INVALID;
     }
     return target_parse_range(text, strlen(text), out, err, errlen);
@@ -263,16 +260,16 @@ int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *er
     struct list_iter li;
     size_t count = list_open(&li, text);
     if (count == 0) {
-        set_err(err, errlen, "%s'to' lists no targets", pre);
+        fb_set_err(err, errlen, "%s'to' lists no targets", pre);
         return FIDBUS_INVALID;
     }
     if (old_n + count > FB_MAX_TARGETS) {
-        set_err(err, errlen, "%smore than %d targets", pre, FB_MAX_TARGETS);
+        fb_set_err(err, errlen, "%smore than %d targets", pre, FB_MAX_TARGETS);
         return FIDBUS_INVALID;
     }
     struct fb_target_spec *to = realloc(spec->to, (old_n + count) * sizeof *to);
     if (!to) {
-        set_err(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     spec->to = to;
@@ -281,21 +278,21 @@ int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *er
     size_t n;
     while (list_next(&li, &it, &n)) {
         if (n == 0) {
-            set_err(err, errlen, "%sempty target in 'to' (stray comma?)", pre);
+            fb_set_err(err, errlen, "%sempty target in 'to' (stray comma?)", pre);
             rc = FIDBUS_INVALID;
             goto fail;
         }
         struct fb_target_spec t;
         rc = target_parse_range(it, n, &t, sub, sizeof sub);
         if (rc != 0) {
-            set_err(err, errlen, "%s%s", pre, sub);
+            fb_set_err(err, errlen, "%s%s", pre, sub);
             goto fail;
         }
         for (size_t i = 0; i < spec->nto; i++) {
             if (same_target(&spec->to[i], &t)) {
                 char tt[FIDBUS_CANONICAL_MAX];
                 target_text(&t, tt, sizeof tt);
-                set_err(err, errlen, "%starget '%s' is listed twice", pre, tt);
+                fb_set_err(err, errlen, "%starget '%s' is listed twice", pre, tt);
                 target_clear(&t);
                 rc = FIDBUS_INVALID;
                 goto fail;
@@ -330,12 +327,12 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
     if (count == 0)
         return 0; /* no constraints */
     if (old_n + count > FIDBUS_MAX_TAGS) {
-        set_err(err, errlen, "%smore than %u tags", pre, FIDBUS_MAX_TAGS);
+        fb_set_err(err, errlen, "%smore than %u tags", pre, FIDBUS_MAX_TAGS);
         return FIDBUS_INVALID;
     }
     struct fb_tag_spec *tags = realloc(spec->tags, (old_n + count) * sizeof *tags);
     if (!tags) {
-        set_err(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     spec->tags = tags;
@@ -345,14 +342,14 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
     while (list_next(&li, &it, &n)) {
         int tl = n > 200 ? 200 : (int)n;
         if (n == 0) {
-            set_err(err, errlen, "%sempty tag in 'tags' (stray comma?)", pre);
+            fb_set_err(err, errlen, "%sempty tag in 'tags' (stray comma?)", pre);
             rc = FIDBUS_INVALID;
             goto fail;
         }
         const char *eq = memchr(it, '=', n);
         if (!eq) {
-            set_err(err, errlen, "%stag '%.*s' must be KEY=VALUE (VALUE '*' = any)", pre,
-                    tl, it);
+            fb_set_err(err, errlen, "%stag '%.*s' must be KEY=VALUE (VALUE '*' = any)",
+                       pre, tl, it);
             rc = FIDBUS_INVALID;
             goto fail;
         }
@@ -363,28 +360,29 @@ int fb_tags_parse_list(const char *text, struct fb_route_spec *spec, char *err,
         struct fb_tag_spec t = {dup_range(k, kn), dup_range(v, vn)};
         if (!t.key || !t.value) {
             tag_clear(&t);
-            set_err(err, errlen, "out of memory");
+            fb_set_err(err, errlen, "out of memory");
             rc = -ENOMEM;
             goto fail;
         }
         if (!fidbus_tag_key_valid(t.key, kn)) {
-            set_err(err, errlen, "%stag '%.*s': key must be 1-64 bytes of [A-Za-z0-9_.-]",
-                    pre, tl, it);
+            fb_set_err(err, errlen,
+                       "%stag '%.*s': key must be 1-64 bytes of [A-Za-z0-9_.-]", pre, tl,
+                       it);
             tag_clear(&t);
             rc = FIDBUS_INVALID;
             goto fail;
         }
         if (!tag_value_ok(t.value)) {
-            set_err(err, errlen,
-                    "%stag '%.*s': value must be '*' or 0-255 bytes of UTF-8", pre, tl,
-                    it);
+            fb_set_err(err, errlen,
+                       "%stag '%.*s': value must be '*' or 0-255 bytes of UTF-8", pre, tl,
+                       it);
             tag_clear(&t);
             rc = FIDBUS_INVALID;
             goto fail;
         }
         for (size_t i = 0; i < spec->ntags; i++) {
             if (strcmp(spec->tags[i].key, t.key) == 0) {
-                set_err(err, errlen, "%stag key '%s' is given twice", pre, t.key);
+                fb_set_err(err, errlen, "%stag key '%s' is given twice", pre, t.key);
                 tag_clear(&t);
                 rc = FIDBUS_INVALID;
                 goto fail;
@@ -437,57 +435,57 @@ bool fb_sighash_valid(const char *s)
 int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t errlen)
 {
     if (!spec->name || !fb_route_name_valid(spec->name)) {
-        set_err(err, errlen, "route name '%.80s' must be 1-64 bytes of [A-Za-z0-9_.-]",
-                spec->name ? spec->name : "");
+        fb_set_err(err, errlen, "route name '%.80s' must be 1-64 bytes of [A-Za-z0-9_.-]",
+                   spec->name ? spec->name : "");
         return FIDBUS_INVALID;
     }
     const char *rn = spec->name;
 
     if (!spec->event || !spec->event[0]) {
-        set_err(err, errlen, "route '%s': no event pattern (set 'event')", rn);
+        fb_set_err(err, errlen, "route '%s': no event pattern (set 'event')", rn);
         return FIDBUS_INVALID;
     }
     if (!fb_event_pattern_valid(spec->event)) {
-        set_err(err, errlen,
-                "route '%s': event '%.260s' must be an event id (1-255 bytes of "
-                "[A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
-                rn, spec->event);
+        fb_set_err(err, errlen,
+                   "route '%s': event '%.260s' must be an event id (1-255 bytes of "
+                   "[A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
+                   rn, spec->event);
         return FIDBUS_INVALID;
     }
 
     if (spec->ntags > FIDBUS_MAX_TAGS) {
-        set_err(err, errlen, "route '%s': more than %u tags", rn, FIDBUS_MAX_TAGS);
+        fb_set_err(err, errlen, "route '%s': more than %u tags", rn, FIDBUS_MAX_TAGS);
         return FIDBUS_INVALID;
     }
     for (size_t i = 0; i < spec->ntags; i++) {
         const struct fb_tag_spec *t = &spec->tags[i];
         if (!t->key || !fidbus_tag_key_valid(t->key, strlen(t->key))) {
-            set_err(err, errlen,
-                    "route '%s': tag key '%.80s' must be 1-64 bytes of [A-Za-z0-9_.-]",
-                    rn, t->key ? t->key : "");
+            fb_set_err(err, errlen,
+                       "route '%s': tag key '%.80s' must be 1-64 bytes of [A-Za-z0-9_.-]",
+                       rn, t->key ? t->key : "");
             return FIDBUS_INVALID;
         }
         if (!t->value || !tag_value_ok(t->value)) {
-            set_err(err, errlen,
-                    "route '%s': tag '%s': value must be '*' or 0-255 bytes of UTF-8", rn,
-                    t->key);
+            fb_set_err(err, errlen,
+                       "route '%s': tag '%s': value must be '*' or 0-255 bytes of UTF-8",
+                       rn, t->key);
             return FIDBUS_INVALID;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(spec->tags[j].key, t->key) == 0) {
-                set_err(err, errlen, "route '%s': tag key '%s' is given twice", rn,
-                        t->key);
+                fb_set_err(err, errlen, "route '%s': tag key '%s' is given twice", rn,
+                           t->key);
                 return FIDBUS_INVALID;
             }
         }
     }
 
     if (spec->nto == 0) {
-        set_err(err, errlen, "route '%s': no targets (set 'to')", rn);
+        fb_set_err(err, errlen, "route '%s': no targets (set 'to')", rn);
         return FIDBUS_INVALID;
     }
     if (spec->nto > FB_MAX_TARGETS) {
-        set_err(err, errlen, "route '%s': more than %d targets", rn, FB_MAX_TARGETS);
+        fb_set_err(err, errlen, "route '%s': more than %d targets", rn, FB_MAX_TARGETS);
         return FIDBUS_INVALID;
     }
     uint64_t total = 0;
@@ -495,32 +493,33 @@ int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t e
         const struct fb_target_spec *t = &spec->to[i];
         if (!t->ns || !fidbus_name_valid(t->ns) || !t->name ||
             !fidbus_name_valid(t->name)) {
-            set_err(err, errlen,
-                    "route '%s': target '%.64s.%.64s': namespace and name must be "
-                    "1-64 bytes of [A-Za-z0-9_-]",
-                    rn, t->ns ? t->ns : "", t->name ? t->name : "");
+            fb_set_err(err, errlen,
+                       "route '%s': target '%.64s.%.64s': namespace and name must be "
+                       "1-64 bytes of [A-Za-z0-9_-]",
+                       rn, t->ns ? t->ns : "", t->name ? t->name : "");
             return FIDBUS_INVALID;
         }
         char tt[FIDBUS_CANONICAL_MAX + 16];
         target_text(t, tt, sizeof tt);
         struct fidbus_semver sv;
         if (t->version && fidbus_semver_parse(t->version, &sv) != 0) {
-            set_err(err, errlen,
-                    "route '%s': target '%s': version must be "
-                    "MAJOR.MINOR.PATCH",
-                    rn, tt);
+            fb_set_err(err, errlen,
+                       "route '%s': target '%s': version must be "
+                       "MAJOR.MINOR.PATCH",
+                       rn, tt);
             return FIDBUS_INVALID;
         }
         if (t->weight > FB_MAX_WEIGHT) {
-            set_err(err, errlen,
-                    "route '%s': target '%s': weight must be a whole "
-                    "number from 0 to %u",
-                    rn, tt, FB_MAX_WEIGHT);
+            fb_set_err(err, errlen,
+                       "route '%s': target '%s': weight must be a whole "
+                       "number from 0 to %u",
+                       rn, tt, FB_MAX_WEIGHT);
             return FIDBUS_INVALID;
         }
         for (size_t j = 0; j < i; j++) {
             if (same_target(&spec->to[j], t)) {
-                set_err(err, errlen, "route '%s': target '%s' is listed twice", rn, tt);
+                fb_set_err(err, errlen, "route '%s': target '%s' is listed twice", rn,
+                           tt);
                 return FIDBUS_INVALID;
             }
         }
@@ -528,40 +527,40 @@ int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t e
     }
 
     if (spec->mode != FB_MODE_ALL && spec->mode != FB_MODE_SPLIT) {
-        set_err(err, errlen, "route '%s': mode must be 'all' or 'split'", rn);
+        fb_set_err(err, errlen, "route '%s': mode must be 'all' or 'split'", rn);
         return FIDBUS_INVALID;
     }
     if (spec->split_by) {
         if (spec->mode != FB_MODE_SPLIT) {
-            set_err(err, errlen, "route '%s': split_by needs mode = split", rn);
+            fb_set_err(err, errlen, "route '%s': split_by needs mode = split", rn);
             return FIDBUS_INVALID;
         }
         if (!fidbus_tag_key_valid(spec->split_by, strlen(spec->split_by))) {
-            set_err(err, errlen,
-                    "route '%s': split_by '%.80s' must be a tag key (1-64 bytes of "
-                    "[A-Za-z0-9_.-])",
-                    rn, spec->split_by);
+            fb_set_err(err, errlen,
+                       "route '%s': split_by '%.80s' must be a tag key (1-64 bytes of "
+                       "[A-Za-z0-9_.-])",
+                       rn, spec->split_by);
             return FIDBUS_INVALID;
         }
     }
     if (spec->mode == FB_MODE_SPLIT && total == 0) {
-        set_err(err, errlen,
-                "route '%s': mode = split needs at least one target with a weight "
-                "above 0",
-                rn);
+        fb_set_err(err, errlen,
+                   "route '%s': mode = split needs at least one target with a weight "
+                   "above 0",
+                   rn);
         return FIDBUS_INVALID;
     }
 
     if (spec->signature && !fb_sighash_valid(spec->signature)) {
-        set_err(err, errlen,
-                "route '%s': signature must be 64 hex digits (the SHA-256 sighash)", rn);
+        fb_set_err(err, errlen,
+                   "route '%s': signature must be 64 hex digits (the SHA-256 sighash)",
+                   rn);
         return FIDBUS_INVALID;
     }
     return 0;
 }
 
-/* strdup of an optional string: NULL stays NULL, *ok turns false on ENOMEM. */
-static char *dup_opt(const char *s, bool *ok)
+char *fb_dup_opt(const char *s, bool *ok)
 {
     if (!s)
         return NULL;
@@ -578,10 +577,10 @@ int fb_route_spec_copy(struct fb_route_spec *dst, const struct fb_route_spec *sr
     dst->mode = src->mode;
     dst->priority = src->priority;
     dst->line = src->line;
-    dst->name = dup_opt(src->name, &ok);
-    dst->event = dup_opt(src->event, &ok);
-    dst->split_by = dup_opt(src->split_by, &ok);
-    dst->signature = dup_opt(src->signature, &ok);
+    dst->name = fb_dup_opt(src->name, &ok);
+    dst->event = fb_dup_opt(src->event, &ok);
+    dst->split_by = fb_dup_opt(src->split_by, &ok);
+    dst->signature = fb_dup_opt(src->signature, &ok);
 
     if (src->ntags) {
         dst->tags = calloc(src->ntags, sizeof *dst->tags);
@@ -590,8 +589,8 @@ int fb_route_spec_copy(struct fb_route_spec *dst, const struct fb_route_spec *sr
         } else {
             dst->ntags = src->ntags;
             for (size_t i = 0; i < src->ntags; i++) {
-                dst->tags[i].key = dup_opt(src->tags[i].key, &ok);
-                dst->tags[i].value = dup_opt(src->tags[i].value, &ok);
+                dst->tags[i].key = fb_dup_opt(src->tags[i].key, &ok);
+                dst->tags[i].value = fb_dup_opt(src->tags[i].value, &ok);
             }
         }
     }
@@ -604,9 +603,9 @@ int fb_route_spec_copy(struct fb_route_spec *dst, const struct fb_route_spec *sr
             for (size_t i = 0; i < src->nto; i++) {
                 const struct fb_target_spec *s = &src->to[i];
                 struct fb_target_spec *d = &dst->to[i];
-                d->ns = dup_opt(s->ns, &ok);
-                d->name = dup_opt(s->name, &ok);
-                d->version = dup_opt(s->version, &ok);
+                d->ns = fb_dup_opt(s->ns, &ok);
+                d->name = fb_dup_opt(s->name, &ok);
+                d->version = fb_dup_opt(s->version, &ok);
                 d->weight = s->weight;
                 d->has_weight = s->has_weight;
             }

@@ -18,6 +18,9 @@
  * blank, a ',' or '=' inside a tag, a "key = value" line past the parser's
  * 198 bytes, an unknown key in a route map, a wrong type) is refused with
  * FIDBUS_INVALID and a message naming the route or plugin and the key.
+ *
+ * Routes are in spec_cbor.c, plugins in plugin_cbor.c, and the CBOR
+ * helpers both use in cbor_util.c.
  */
 #ifndef FB_SPEC_CBOR_H
 #define FB_SPEC_CBOR_H

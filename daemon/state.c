@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 
 #include <fidbus/proto.h>
 
+#include "cbor_util.h"
 #include "spec_cbor.h"
 
 #define STATE_TMP FB_STATE_FILE ".tmp"
@@ -45,19 +45,6 @@ struct fb_state_file {
     int dirfd;
     char *dir; /* for messages */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------- values */
 
@@ -102,42 +89,6 @@ void fb_sha256_hex(const void *data, size_t len, char out[FB_HASH_HEX])
 }
 
 /* ----------------------------------------------------------- encoding */
-
-static cbor_item_t *build_uint(uint64_t v)
-{
-    if (v <= UINT8_MAX)
-        return cbor_build_uint8((uint8_t)v);
-    if (v <= UINT32_MAX)
-        return cbor_build_uint32((uint32_t)v);
-    return cbor_build_uint64(v);
-}
-
-static cbor_item_t *build_int(int64_t v)
-{
-    return v >= 0 ? build_uint((uint64_t)v) : cbor_build_negint64((uint64_t)(-(v + 1)));
-}
-
-/* Adds key => value to a definite map sized for it, dropping the caller's
- * reference to value (cbor_map_add takes its own). NULL value fails. */
-static bool put(cbor_item_t *map, const char *key, cbor_item_t *value)
-{
-    cbor_item_t *k = cbor_build_string(key);
-    bool ok =
-        k && value && cbor_map_add(map, (struct cbor_pair){.key = k, .value = value});
-    if (k)
-        cbor_decref(&k);
-    if (value)
-        cbor_decref(&value);
-    return ok;
-}
-
-static bool push(cbor_item_t *array, cbor_item_t *value)
-{
-    bool ok = value && cbor_array_push(array, value);
-    if (value)
-        cbor_decref(&value);
-    return ok;
-}
 
 /* Bytes of a text item at most: the string and its longest header. */
 static size_t text_bound(const char *s)
@@ -185,19 +136,19 @@ int fb_state_encode(const struct fb_state *st, uint8_t **out, size_t *outlen)
     *out = NULL;
     *outlen = 0;
     for (size_t i = 0; ok && i < rs->nplugins; i++)
-        ok = push(plugins, fb_plugin_conf_to_cbor(&rs->plugins[i]));
+        ok = fb_cbor_push(plugins, fb_plugin_conf_to_cbor(&rs->plugins[i]));
     for (size_t i = 0; ok && i < rs->nroutes; i++)
-        ok = push(routes, fb_route_to_cbor(&rs->routes[i]));
-    ok = ok && put(root, "format", build_uint(STATE_FORMAT));
-    ok = ok && put(root, "config_hash", cbor_build_string(st->config_hash));
-    ok = ok && put(root, "generation", build_uint(st->generation));
-    ok = ok && put(root, "written_at", build_int(st->written_at));
+        ok = fb_cbor_push(routes, fb_route_to_cbor(&rs->routes[i]));
+    ok = ok && fb_cbor_put(root, "format", fb_cbor_uint(STATE_FORMAT));
+    ok = ok && fb_cbor_put(root, "config_hash", cbor_build_string(st->config_hash));
+    ok = ok && fb_cbor_put(root, "generation", fb_cbor_uint(st->generation));
+    ok = ok && fb_cbor_put(root, "written_at", fb_cbor_int(st->written_at));
     if (ok) {
-        ok = put(root, "plugins", plugins);
+        ok = fb_cbor_put(root, "plugins", plugins);
         plugins = NULL;
     }
     if (ok) {
-        ok = put(root, "routes", routes);
+        ok = fb_cbor_put(root, "routes", routes);
         routes = NULL;
     }
     if (plugins)
@@ -273,7 +224,7 @@ static int decode_plugins(const cbor_item_t *arr, struct fb_runset *rs, char *er
                           size_t errlen)
 {
     if (!cbor_isa_array(arr)) {
-        set_err(err, errlen, "'plugins' is not an array");
+        fb_set_err(err, errlen, "'plugins' is not an array");
         return FIDBUS_INVALID;
     }
     size_t n = cbor_array_size(arr);
@@ -282,7 +233,7 @@ static int decode_plugins(const cbor_item_t *arr, struct fb_runset *rs, char *er
         return 0;
     rs->plugins = calloc(n, sizeof *rs->plugins);
     if (!rs->plugins) {
-        set_err(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -293,12 +244,13 @@ static int decode_plugins(const cbor_item_t *arr, struct fb_runset *rs, char *er
         rs->nplugins++;
         /* a running instance always has a name: the daemon picked one */
         if (!pc->name) {
-            set_err(err, errlen, "plugin %zu (path %.200s) has no name", i + 1, pc->path);
+            fb_set_err(err, errlen, "plugin %zu (path %.200s) has no name", i + 1,
+                       pc->path);
             return FIDBUS_INVALID;
         }
         for (size_t j = 0; j + 1 < rs->nplugins; j++) {
             if (strcmp(rs->plugins[j].name, pc->name) == 0) {
-                set_err(err, errlen, "plugin '%s' appears twice", pc->name);
+                fb_set_err(err, errlen, "plugin '%s' appears twice", pc->name);
                 return FIDBUS_INVALID;
             }
         }
@@ -310,7 +262,7 @@ static int decode_routes(const cbor_item_t *arr, struct fb_runset *rs, char *err
                          size_t errlen)
 {
     if (!cbor_isa_array(arr)) {
-        set_err(err, errlen, "'routes' is not an array");
+        fb_set_err(err, errlen, "'routes' is not an array");
         return FIDBUS_INVALID;
     }
     size_t n = cbor_array_size(arr);
@@ -319,7 +271,7 @@ static int decode_routes(const cbor_item_t *arr, struct fb_runset *rs, char *err
         return 0;
     rs->routes = calloc(n, sizeof *rs->routes);
     if (!rs->routes) {
-        set_err(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -330,7 +282,7 @@ static int decode_routes(const cbor_item_t *arr, struct fb_runset *rs, char *err
         rs->nroutes++;
         for (size_t j = 0; j + 1 < rs->nroutes; j++) {
             if (strcmp(rs->routes[j].name, r->name) == 0) {
-                set_err(err, errlen, "route '%s' appears twice", r->name);
+                fb_set_err(err, errlen, "route '%s' appears twice", r->name);
                 return FIDBUS_INVALID;
             }
         }
@@ -344,43 +296,39 @@ static int decode_value(enum state_key k, const cbor_item_t *v, struct fb_state 
     switch (k) {
     case SK_FORMAT:
         if (!cbor_isa_uint(v)) {
-            set_err(err, errlen, "'format' is not an unsigned integer");
+            fb_set_err(err, errlen, "'format' is not an unsigned integer");
             return FIDBUS_INVALID;
         }
         if (cbor_get_int(v) != STATE_FORMAT) {
-            set_err(err, errlen,
-                    "format %" PRIu64 " is not supported (this daemon reads %d)",
-                    cbor_get_int(v), STATE_FORMAT);
+            fb_set_err(err, errlen,
+                       "format %" PRIu64 " is not supported (this daemon reads %d)",
+                       cbor_get_int(v), STATE_FORMAT);
             return FIDBUS_INVALID;
         }
         return 0;
     case SK_HASH:
         if (!cbor_isa_string(v) || !cbor_string_is_definite(v) ||
             cbor_string_length(v) != FB_HASH_HEX - 1) {
-            set_err(err, errlen, "'config_hash' is not 64 hex digits");
+            fb_set_err(err, errlen, "'config_hash' is not 64 hex digits");
             return FIDBUS_INVALID;
         }
         memcpy(out->config_hash, cbor_string_handle(v), FB_HASH_HEX - 1);
         out->config_hash[FB_HASH_HEX - 1] = '\0';
         if (!fb_sighash_valid(out->config_hash)) {
-            set_err(err, errlen, "'config_hash' is not 64 hex digits");
+            fb_set_err(err, errlen, "'config_hash' is not 64 hex digits");
             return FIDBUS_INVALID;
         }
         return 0;
     case SK_GENERATION:
         if (!cbor_isa_uint(v)) {
-            set_err(err, errlen, "'generation' is not an unsigned integer");
+            fb_set_err(err, errlen, "'generation' is not an unsigned integer");
             return FIDBUS_INVALID;
         }
         out->generation = cbor_get_int(v);
         return 0;
     case SK_WRITTEN_AT:
-        if (cbor_isa_uint(v) && cbor_get_int(v) <= INT64_MAX) {
-            out->written_at = (int64_t)cbor_get_int(v);
-        } else if (cbor_isa_negint(v) && cbor_get_int(v) <= INT64_MAX) {
-            out->written_at = -1 - (int64_t)cbor_get_int(v);
-        } else {
-            set_err(err, errlen, "'written_at' is not a 64-bit integer");
+        if (!fb_cbor_get_int64(v, &out->written_at)) {
+            fb_set_err(err, errlen, "'written_at' is not a 64-bit integer");
             return FIDBUS_INVALID;
         }
         return 0;
@@ -398,7 +346,7 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
 {
     memset(out, 0, sizeof *out);
     if (len == 0) {
-        set_err(err, errlen, "empty file");
+        fb_set_err(err, errlen, "empty file");
         return FIDBUS_INVALID;
     }
 
@@ -407,28 +355,29 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
     if (!root) {
         switch (res.error.code) {
         case CBOR_ERR_NOTENOUGHDATA:
-            set_err(err, errlen, "truncated at byte %zu", len);
+            fb_set_err(err, errlen, "truncated at byte %zu", len);
             return FIDBUS_INVALID;
         case CBOR_ERR_MEMERROR:
             /* a real shortage, or sizes no file of ours declares: not
              * knowing which, do not have a good file set aside */
-            set_err(err, errlen, "out of memory decoding %zu bytes", len);
+            fb_set_err(err, errlen, "out of memory decoding %zu bytes", len);
             return -ENOMEM;
         default:
-            set_err(err, errlen, "not CBOR (malformed at byte %zu)", res.error.position);
+            fb_set_err(err, errlen, "not CBOR (malformed at byte %zu)",
+                       res.error.position);
             return FIDBUS_INVALID;
         }
     }
 
     int rc = 0;
     if (res.read != len) {
-        set_err(err, errlen, "not CBOR: trailing data after byte %zu of %zu", res.read,
-                len);
+        fb_set_err(err, errlen, "not CBOR: trailing data after byte %zu of %zu", res.read,
+                   len);
         rc = FIDBUS_INVALID;
         goto out;
     }
     if (!cbor_isa_map(root)) {
-        set_err(err, errlen, "not a state file: the top level is not a map");
+        fb_set_err(err, errlen, "not a state file: the top level is not a map");
         rc = FIDBUS_INVALID;
         goto out;
     }
@@ -444,7 +393,7 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
             if (!key_eq(pairs[i].key, state_keys[k]))
                 continue;
             if (vals[k]) {
-                set_err(err, errlen, "key '%s' appears twice", state_keys[k]);
+                fb_set_err(err, errlen, "key '%s' appears twice", state_keys[k]);
                 rc = FIDBUS_INVALID;
                 goto out;
             }
@@ -453,7 +402,7 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
     }
     for (int k = 0; k < SK__COUNT; k++) {
         if (!vals[k]) {
-            set_err(err, errlen, "missing '%s'", state_keys[k]);
+            fb_set_err(err, errlen, "missing '%s'", state_keys[k]);
             rc = FIDBUS_INVALID;
             goto out;
         }
@@ -477,20 +426,21 @@ int fb_state_open(const char *state_dir, struct fb_state_file **out, char *err,
     *out = NULL;
     if (mkdir(state_dir, 0750) != 0 && errno != EEXIST) {
         int e = errno;
-        set_err(err, errlen, "state dir %s: cannot create: %s", state_dir, strerror(e));
+        fb_set_err(err, errlen, "state dir %s: cannot create: %s", state_dir,
+                   strerror(e));
         return -e;
     }
     int fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        set_err(err, errlen, "state dir %s: cannot open: %s", state_dir, strerror(e));
+        fb_set_err(err, errlen, "state dir %s: cannot open: %s", state_dir, strerror(e));
         return -e;
     }
     struct fb_state_file *sf = calloc(1, sizeof *sf);
     if (!sf || !(sf->dir = strdup(state_dir))) {
         free(sf);
         close(fd);
-        set_err(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     sf->dirfd = fd;
@@ -562,28 +512,28 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
     int fd = openat(sf->dirfd, FB_STATE_FILE, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        set_err(err, errlen, "%s/%s: cannot open: %s", sf->dir, FB_STATE_FILE,
-                strerror(e));
+        fb_set_err(err, errlen, "%s/%s: cannot open: %s", sf->dir, FB_STATE_FILE,
+                   strerror(e));
         return -e;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        set_err(err, errlen, "%s/%s: cannot stat: %s", sf->dir, FB_STATE_FILE,
-                strerror(e));
+        fb_set_err(err, errlen, "%s/%s: cannot stat: %s", sf->dir, FB_STATE_FILE,
+                   strerror(e));
         return -e;
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        set_err(err, errlen, "%s/%s: not a regular file", sf->dir, FB_STATE_FILE);
+        fb_set_err(err, errlen, "%s/%s: not a regular file", sf->dir, FB_STATE_FILE);
         return FIDBUS_INVALID;
     }
     if ((uint64_t)st.st_size > STATE_MAX_BYTES) {
         close(fd);
-        set_err(err, errlen,
-                "%s/%s: %lld bytes, more than the %u MiB a state file may be", sf->dir,
-                FB_STATE_FILE, (long long)st.st_size, STATE_MAX_BYTES >> 20);
+        fb_set_err(err, errlen,
+                   "%s/%s: %lld bytes, more than the %u MiB a state file may be", sf->dir,
+                   FB_STATE_FILE, (long long)st.st_size, STATE_MAX_BYTES >> 20);
         return FIDBUS_INVALID;
     }
 
@@ -592,13 +542,13 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
     int rc = read_all(fd, (size_t)st.st_size, STATE_MAX_BYTES, &buf, &len);
     close(fd);
     if (rc == 1) {
-        set_err(err, errlen, "%s/%s: more than the %u MiB a state file may be", sf->dir,
-                FB_STATE_FILE, STATE_MAX_BYTES >> 20);
+        fb_set_err(err, errlen, "%s/%s: more than the %u MiB a state file may be",
+                   sf->dir, FB_STATE_FILE, STATE_MAX_BYTES >> 20);
         return FIDBUS_INVALID;
     }
     if (rc < 0) {
-        set_err(err, errlen, "%s/%s: cannot read: %s", sf->dir, FB_STATE_FILE,
-                strerror(-rc));
+        fb_set_err(err, errlen, "%s/%s: cannot read: %s", sf->dir, FB_STATE_FILE,
+                   strerror(-rc));
         return rc;
     }
 
@@ -606,7 +556,7 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
     rc = fb_state_decode(buf, len, out, why, sizeof why);
     free(buf);
     if (rc)
-        set_err(err, errlen, "%s/%s: %s", sf->dir, FB_STATE_FILE, why);
+        fb_set_err(err, errlen, "%s/%s: %s", sf->dir, FB_STATE_FILE, why);
     return rc;
 }
 
@@ -616,7 +566,7 @@ static int save_failed(struct fb_state_file *sf, int fd, const char *step, int e
     if (fd >= 0)
         close(fd);
     unlinkat(sf->dirfd, STATE_TMP, 0);
-    set_err(err, errlen, "%s/%s: %s: %s", sf->dir, STATE_TMP, step, strerror(e));
+    fb_set_err(err, errlen, "%s/%s: %s: %s", sf->dir, STATE_TMP, step, strerror(e));
     return -e;
 }
 
@@ -627,8 +577,8 @@ int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err
     size_t len;
     int rc = fb_state_encode(st, &buf, &len);
     if (rc) {
-        set_err(err, errlen, "%s/%s: encoding: %s", sf->dir, FB_STATE_FILE,
-                strerror(-rc));
+        fb_set_err(err, errlen, "%s/%s: encoding: %s", sf->dir, FB_STATE_FILE,
+                   strerror(-rc));
         return rc;
     }
 
@@ -664,7 +614,7 @@ int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err
      * is in doubt, so the file is not touched again. */
     if (fsync(sf->dirfd) != 0) {
         int e = errno;
-        set_err(err, errlen, "%s: fsync of the state dir: %s", sf->dir, strerror(e));
+        fb_set_err(err, errlen, "%s: fsync of the state dir: %s", sf->dir, strerror(e));
         return -e;
     }
     return 0;

@@ -229,6 +229,16 @@ static struct fidbus_client *connect_control(const struct fb_e2e *t)
     return c;
 }
 
+/* The end of a test: the connections closed (bus may be NULL), a clean
+ * stop asserted, the test dir freed. */
+static void finish(struct fb_e2e *t, struct fidbus_client *c, struct fidbus_client *bus)
+{
+    fidbus_client_close(bus);
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+
 static long long generation(struct fidbus_client *c)
 {
     json_t *s = ok(c, "status", NULL);
@@ -531,10 +541,7 @@ START_TEST(test_e2e_change_route_add)
     assert_unchanged(c, before, "refused fidbusctl route add");
     json_decref(before);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -570,10 +577,7 @@ START_TEST(test_e2e_change_route_del)
     assert_route_names(c, "rc");
     ck_assert_int_eq(generation(c), 3);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -672,10 +676,7 @@ START_TEST(test_e2e_change_route_apply)
     ctl_refused(t, "route apply", "CONFLICT", "c1", "route", "apply", cf, NULL);
     ck_assert_int_eq(generation(c), 6);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -751,10 +752,7 @@ START_TEST(test_e2e_change_route_test_apply)
     free(out);
     ck_assert_int_eq(generation(c), 1);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -877,10 +875,7 @@ START_TEST(test_e2e_change_plugin_load)
     ck_assert_int_eq(fn_calls(c, VER2_FN), 0);
 
     free(count_so);
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -924,9 +919,7 @@ START_TEST(test_e2e_change_plugin_unload)
     free(out);
     assert_plugin_names(c, "count");
 
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, NULL);
 }
 END_TEST
 
@@ -1012,10 +1005,7 @@ START_TEST(test_e2e_change_plugin_reload)
     ck_assert_int_eq(pub(bus, "p.x", NULL, NULL), 1);
     ck_assert_int_eq(fn_calls(c, VER2_FN), 2); /* a new instance's counters */
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -1073,10 +1063,7 @@ START_TEST(test_e2e_change_two_versions)
     m = refused(c, FIDBUS_CONFLICT, "plugin.unload", "{'name':'ver2'}");
     ASSERT_HAS(m, "lt");
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -1214,10 +1201,7 @@ START_TEST(test_e2e_change_sighup)
     json_decref(before);
     ck_assert_int_eq(pub(bus, "h.x", NULL, NULL), 1);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -1293,10 +1277,7 @@ START_TEST(test_e2e_change_stats_generations)
                      N + M + K);
     json_decref(s);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 
@@ -1508,10 +1489,7 @@ START_TEST(test_e2e_change_canary)
     fprintf(stderr, "test_e2e_change_canary: %d of %d users (%.2f%%) on 2.0.0 at 95/5\n",
             v2, USERS, 100.0 * v2 / USERS);
 
-    fidbus_client_close(bus);
-    fidbus_client_close(c);
-    fb_e2e_stop_ok(t);
-    fb_e2e_free(t);
+    finish(t, c, bus);
 }
 END_TEST
 

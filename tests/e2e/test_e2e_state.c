@@ -309,6 +309,29 @@ static void assert_logged(const struct fb_e2e *t, const char *what)
     free(err);
 }
 
+/* Closes c, kills the daemon with kill -9 and starts it again in place;
+ * returns a new control connection. */
+static struct fidbus_client *kill9_restart(struct fb_e2e *t, struct fidbus_client *c)
+{
+    fidbus_client_close(c);
+    fb_e2e_kill9(t);
+    fb_e2e_start(t);
+    return connect_control(t);
+}
+
+/* What the set-aside tests change before the restart: a route and a
+ * plugin instance the config does not have. */
+static void add_rt_and_extra(struct fidbus_client *c)
+{
+    cbor_item_t *r =
+        req_ok(c, "route.add",
+               "{'route': {'name': 'rt', 'event': 'r.x', 'to': ['fidbus.log']}}");
+    cbor_decref(&r);
+    r = req_ok(c, "plugin.load",
+               "{'path': '@B@/tests/plugins/ver1.so', 'name': 'extra'}");
+    cbor_decref(&r);
+}
+
 /* ------------------------------------------------------------- tests */
 
 #define BASE                                                                             \
@@ -353,11 +376,8 @@ START_TEST(test_e2e_state_restored_after_kill9)
         listing_has(&before, "\"v2extra\"") && !listing_has(&before, "\"hello\"") &&
             listing_has(&before, "\"pinned\"") && listing_has(&before, "\"added\""),
         "the changes are not in the listings:\n%s", before.text);
-    fidbus_client_close(c);
 
-    fb_e2e_kill9(t);
-    fb_e2e_start(t);
-    c = connect_control(t);
+    c = kill9_restart(t, c);
     struct listing after = listing_take(c);
     ASSERT_SAME_LISTING(before, after, "after kill -9");
     ck_assert_msg(after.generation >= before.generation,
@@ -433,11 +453,8 @@ START_TEST(test_e2e_state_failed_change_not_saved)
     ck_assert_msg(cur && nlen == slen && memcmp(cur, saved, slen) == 0,
                   "a refused change rewrote state.cbor");
     free(cur);
-    fidbus_client_close(c);
 
-    fb_e2e_kill9(t);
-    fb_e2e_start(t);
-    c = connect_control(t);
+    c = kill9_restart(t, c);
     struct listing after = listing_take(c);
     ASSERT_SAME_LISTING(before, after, "after kill -9");
     ck_assert_uint_ge(after.generation, before.generation);
@@ -499,13 +516,7 @@ START_TEST(test_e2e_state_corrupt_file_set_aside)
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = connect_control(t);
     struct listing cfg = listing_take(c);
-    cbor_item_t *r =
-        req_ok(c, "route.add",
-               "{'route': {'name': 'rt', 'event': 'r.x', 'to': ['fidbus.log']}}");
-    cbor_decref(&r);
-    r = req_ok(c, "plugin.load",
-               "{'path': '@B@/tests/plugins/ver1.so', 'name': 'extra'}");
-    cbor_decref(&r);
+    add_rt_and_extra(c);
     fidbus_client_close(c);
     fb_e2e_kill9(t);
 
@@ -520,12 +531,9 @@ START_TEST(test_e2e_state_corrupt_file_set_aside)
                   damage_name[how]);
     ck_assert_int_eq(aside_files(t, "state.cbor.bak-", NULL), 0);
     assert_logged(t, name);
-    fidbus_client_close(c);
 
     /* the daemon wrote a good state again: a second crash is uneventful */
-    fb_e2e_kill9(t);
-    fb_e2e_start(t);
-    c = connect_control(t);
+    c = kill9_restart(t, c);
     struct listing again = listing_take(c);
     ASSERT_SAME_LISTING(cfg, again, "the restart after the one that set the state aside");
     ck_assert_uint_ge(again.generation, after.generation);
@@ -545,13 +553,7 @@ START_TEST(test_e2e_state_edited_config_wins)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = connect_control(t);
-    cbor_item_t *r =
-        req_ok(c, "route.add",
-               "{'route': {'name': 'rt', 'event': 'r.x', 'to': ['fidbus.log']}}");
-    cbor_decref(&r);
-    r = req_ok(c, "plugin.load",
-               "{'path': '@B@/tests/plugins/ver1.so', 'name': 'extra'}");
-    cbor_decref(&r);
+    add_rt_and_extra(c);
     struct listing before = listing_take(c);
     fidbus_client_close(c);
     fb_e2e_kill9(t);
@@ -582,12 +584,9 @@ START_TEST(test_e2e_state_edited_config_wins)
     ck_assert_msg(kept && blen == slen && memcmp(kept, saved, slen) == 0,
                   "%s is not the old state", name);
     assert_logged(t, name);
-    fidbus_client_close(c);
 
     /* the config is unchanged from now on: the new state is restored */
-    fb_e2e_kill9(t);
-    fb_e2e_start(t);
-    c = connect_control(t);
+    c = kill9_restart(t, c);
     struct listing again = listing_take(c);
     ASSERT_SAME_LISTING(after, again, "a restart with the edited config unchanged");
     ck_assert_int_eq(aside_files(t, "state.cbor.bak-", NULL), 1);
