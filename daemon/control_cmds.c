@@ -329,7 +329,9 @@ static cbor_item_t *cmd_route_test(const struct fb_ctl_env *env, const cbor_item
         push(b, targets, funcid_text(r->targets[fb_route_split_pick(r, by)].fn->id));
     else
         for (size_t i = 0; r && i < r->ntargets; i++)
-            push(b, targets, funcid_text(r->targets[i].fn->id));
+            /* a split never picks a weight-0 target; fan-out calls all */
+            if (r->mode == FB_MODE_ALL || r->targets[i].weight)
+                push(b, targets, funcid_text(r->targets[i].fn->id));
 
     m = mk_map(b, 3);
     put(b, m, "route", text(r ? r->name : NULL));

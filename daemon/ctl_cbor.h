@@ -15,6 +15,8 @@
 
 #include <fidbus/funcid.h>
 
+#include "cbor_util.h"
+
 
 struct cb {
     bool oom;
@@ -60,23 +62,12 @@ static inline void push(struct cb *b, cbor_item_t *array, cbor_item_t *v)
 /* Integers in their shortest encoding, as the wire protocol writes them. */
 static inline cbor_item_t *u64(uint64_t v)
 {
-    if (v <= UINT8_MAX)
-        return cbor_build_uint8((uint8_t)v);
-    if (v <= UINT16_MAX)
-        return cbor_build_uint16((uint16_t)v);
-    if (v <= UINT32_MAX)
-        return cbor_build_uint32((uint32_t)v);
-    return cbor_build_uint64(v);
+    return fb_cbor_uint(v);
 }
 
 static inline cbor_item_t *i64(int64_t v)
 {
-    if (v >= 0)
-        return u64((uint64_t)v);
-    cbor_item_t *n = u64((uint64_t)(-1 - v)); /* CBOR stores -1 - value */
-    if (n)
-        cbor_mark_negint(n);
-    return n;
+    return fb_cbor_int(v);
 }
 
 /* Text, or null for a NULL string. */
