@@ -34,6 +34,7 @@
 #include <fidbus/proto.h>
 
 #include "cbor_util.h"
+#include "log.h"
 #include "spec_cbor.h"
 
 #define STATE_TMP FB_STATE_FILE ".tmp"
@@ -610,13 +611,13 @@ int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err
         return save_failed(sf, -1, "close", errno, err, errlen);
     if (renameat(sf->dirfd, STATE_TMP, sf->dirfd, FB_STATE_FILE) != 0)
         return save_failed(sf, -1, "rename to " FB_STATE_FILE, errno, err, errlen);
-    /* The new state is in place; only its durability across a power cut
-     * is in doubt, so the file is not touched again. */
-    if (fsync(sf->dirfd) != 0) {
-        int e = errno;
-        fb_set_err(err, errlen, "%s: fsync of the state dir: %s", sf->dir, strerror(e));
-        return -e;
-    }
+    /* The new state is in place and a restart reads it, so the change
+     * stands (failing it now would leave state.cbor saying otherwise);
+     * only its survival across a power cut is in doubt: say so. */
+    if (fsync(sf->dirfd) != 0)
+        fb_warn("%s: fsync of the state dir failed (%s): the last change may not "
+                "survive a power cut",
+                sf->dir, strerror(errno));
     return 0;
 }
 

@@ -80,7 +80,8 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
 /*
  * Saves st atomically and durably (tmp file, write, fdatasync, rename,
  * fsync of the dir). On failure state.cbor is left as it was, the tmp file
- * removed, and -errno returned with err naming the step.
+ * removed, and -errno returned with err naming the step. A failed fsync of
+ * the dir after the rename is only logged: state.cbor already holds st.
  */
 int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err,
                   size_t errlen);
