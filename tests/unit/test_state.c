@@ -249,7 +249,7 @@ static void plugin_spec(struct fb_plugin_conf *pc, const char *name, size_t extr
     pc->keys = calloc(pc->nkeys, sizeof *pc->keys);
     pc->keys[0] = (struct fb_kv){xstrdup("path"), xstrdup(pc->path)};
     for (size_t i = 0; i < extra; i++) {
-        char k[16], v[32];
+        char k[32], v[48];
         snprintf(k, sizeof k, "key%zu", i);
         snprintf(v, sizeof v, "value %zu; x=y", i);
         pc->keys[1 + i] = (struct fb_kv){xstrdup(k), xstrdup(v)};
