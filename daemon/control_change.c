@@ -364,14 +364,7 @@ static size_t routes_using(const struct fb_daemon *d, const struct fb_plugin *p,
 /* The entry of plugin.list for p, plus the new generation. */
 static cbor_item_t *plugin_result(struct cb *b, const struct fb_plugin *p, uint64_t gen)
 {
-    cbor_item_t *fns = mk_array(b, p->nfuncs);
-    for (size_t i = 0; i < p->nfuncs; i++)
-        push(b, fns, funcid_text(p->funcs[i].id));
-    cbor_item_t *e = mk_map(b, 5);
-    put(b, e, "name", text(p->name));
-    put(b, e, "version", text(p->desc ? p->desc->version : NULL));
-    put(b, e, "path", text(p->path));
-    put(b, e, "functions", fns);
+    cbor_item_t *e = fb_ctl_plugin_entry(b, p, 1);
     put(b, e, "generation", u64(gen));
     return e;
 }

@@ -56,21 +56,25 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     return m;
 }
 
+cbor_item_t *fb_ctl_plugin_entry(struct cb *b, const struct fb_plugin *p, size_t room)
+{
+    cbor_item_t *fns = mk_array(b, p->nfuncs);
+    for (size_t i = 0; i < p->nfuncs; i++)
+        push(b, fns, funcid_text(p->funcs[i].id));
+    cbor_item_t *e = mk_map(b, 4 + room);
+    put(b, e, "name", text(p->name));
+    put(b, e, "version", text(p->desc ? p->desc->version : NULL));
+    put(b, e, "path", text(p->path));
+    put(b, e, "functions", fns);
+    return e;
+}
+
 static cbor_item_t *cmd_plugin_list(const struct fb_ctl_env *env, struct cb *b)
 {
     struct fb_daemon *d = env->d;
     cbor_item_t *plugins = mk_array(b, plugin_count(d));
-    for (const struct fb_plugin *p = d->plugins; p; p = p->next) {
-        cbor_item_t *fns = mk_array(b, p->nfuncs);
-        for (size_t i = 0; i < p->nfuncs; i++)
-            push(b, fns, funcid_text(p->funcs[i].id));
-        cbor_item_t *e = mk_map(b, 4);
-        put(b, e, "name", text(p->name));
-        put(b, e, "version", text(p->desc ? p->desc->version : NULL));
-        put(b, e, "path", text(p->path));
-        put(b, e, "functions", fns);
-        push(b, plugins, e);
-    }
+    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
+        push(b, plugins, fb_ctl_plugin_entry(b, p, 0));
     cbor_item_t *m = mk_map(b, 1);
     put(b, m, "plugins", plugins);
     return m;

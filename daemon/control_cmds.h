@@ -97,6 +97,11 @@ cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_
 cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out);
 
+/* plugin.list's entry for p ({name, version, path, functions}) with room
+ * for `room` more keys. */
+struct fb_plugin;
+cbor_item_t *fb_ctl_plugin_entry(struct cb *b, const struct fb_plugin *p, size_t room);
+
 /*
  * route.test's dry run: the table a route.apply with these args would
  * publish (generation + 1), built but never published; the caller frees
