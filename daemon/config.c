@@ -18,6 +18,7 @@
  * every key but path belongs to the plugin, which checks its own.
  */
 #include "config.h"
+#include "auth.h"
 #include "spec_cbor.h"
 #include "state.h"
 #include "config_values.h"
@@ -31,6 +32,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fidbus/client.h>
 #include <fidbus/proto.h>
 
 /* Longest path a Unix socket address holds (sun_path minus the NUL). */
@@ -719,11 +721,17 @@ static int finish_file(struct parser *p)
                         "on a loopback address (127.0.0.0/8, [::1] or localhost), "
                         "not on %s",
                         c->tcp);
-        if (c->tcp_auth == FB_TCP_AUTH_KEY)
-            return fail(p, auth_line,
-                        "tcp_auth = key is not supported yet (TCP "
-                        "authentication arrives with the service work); use "
-                        "tcp_auth = none on a loopback address");
+        if (c->tcp_auth == FB_TCP_AUTH_KEY) {
+            if (!c->tcp_key_file)
+                return fail(p, auth_line,
+                            "[listen] tcp_auth = key needs tcp_key_file, the file "
+                            "holding the shared key");
+            char why[256];
+            if (fb_auth_key_load(c->tcp_key_file, &c->tcp_key, &c->tcp_key_len, why,
+                                 sizeof why) < 0)
+                return fail(p, p->key_line[K_TCP_KEY_FILE],
+                            "[listen] tcp_key_file %s: %s", c->tcp_key_file, why);
+        }
     }
 
     /* A group is allowed in only if it can connect: with `group` set and
@@ -864,6 +872,7 @@ struct fb_config *fb_config_free(struct fb_config *c)
     free(c->tcp);
     free(c->tcp_host);
     free(c->tcp_key_file);
+    fidbus_key_free(c->tcp_key, c->tcp_key_len);
     free(c->control_socket);
     free(c->control_group);
     for (size_t i = 0; i < c->nplugins; i++) {

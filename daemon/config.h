@@ -3,9 +3,11 @@
  * libinih and validated in full before anything is bound or loaded.
  *
  * Every key of the contract is parsed and checked here, including those
- * whose features arrive in later work ([control], tcp_auth = key): a
- * config error is reported as "FILE:LINE: reason" and the daemon exits
- * non-zero without touching the system.
+ * whose features arrive in later work: a config error is reported as
+ * "FILE:LINE: reason" and the daemon exits non-zero without touching the
+ * system. With a TCP listener and tcp_auth = key, loading also reads the
+ * key file (and refuses one that others may read), so a bad key stops the
+ * daemon before it binds anything, and --check-config catches it too.
  */
 #ifndef FB_CONFIG_H
 #define FB_CONFIG_H
@@ -50,7 +52,9 @@ struct fb_config {
     char *tcp_host; /* split from tcp */
     uint16_t tcp_port;
     enum fb_tcp_auth tcp_auth;
-    char *tcp_key_file;
+    char *tcp_key_file; /* required with tcp and tcp_auth = key */
+    uint8_t *tcp_key;   /* its key, read at load (auth.h); else NULL */
+    size_t tcp_key_len;
     /* [control] */
     char *control_socket;
     unsigned control_mode;

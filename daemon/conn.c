@@ -12,15 +12,23 @@
  * daemon buffer without bound. Once FB_OUT_HIGH bytes of answers are
  * pending, the connection stops decoding frames and stops reading until
  * the write drains; the unread frames stay in the reader's buffer.
+ *
+ * Authentication (auth.h): a TCP connection with `tcp_auth = key` keeps a
+ * struct fb_auth until its first frame, a valid AUTH, arrives; until then
+ * every frame goes to auth_frame instead of the dispatcher. That is the
+ * only test the hot path pays for it.
  */
 #include "conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <urcu/urcu-memb.h>
 
+#include "auth.h"
 #include "dispatch.h"
 #include "log.h"
 #include "pool.h"
@@ -36,6 +44,7 @@ enum {
     C_PAUSED = FB_S_USER << 0,   /* output above FB_OUT_HIGH: input on hold */
     C_STOPPING = FB_S_USER << 1, /* daemon shutdown: no more input */
     C_IN_INPUT = FB_S_USER << 2, /* process_input is on the stack */
+    C_AUTHED = FB_S_USER << 3,   /* passed AUTH: a second AUTH is refused */
 };
 
 struct fb_ping {
@@ -53,6 +62,9 @@ struct fb_conn {
     struct fb_waiter *wq_head, *wq_tail;
     struct fb_ping *ping_head, *ping_tail;
     struct fb_conn *prev, *next;
+    /* Awaiting AUTH, or refused and lingering until the close; NULL on
+     * Unix, unauthenticated TCP and once AUTH succeeded. */
+    struct fb_auth *auth;
 };
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
@@ -127,6 +139,7 @@ static void conn_closed(struct fb_stream *st)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
+    c->auth = fb_auth_free(c->auth);
     while (c->ping_head) {
         struct fb_ping *p = c->ping_head;
         c->ping_head = p->next;
@@ -236,6 +249,72 @@ void fb_conn_job_done(struct fb_job *j)
         waiter_finish(wt->conn, wt);
 }
 
+/* ---------------------------------------------------------------- auth */
+
+/* Every authentication failure: UNAUTHORIZED, then the flush-and-close
+ * of a protocol error (stream.h), bounded by the linger timer. */
+static void auth_refuse(struct fb_conn *c, bool has_seq, uint64_t seq, const char *why)
+{
+    fb_count(&c->w->counters->bad_frames, 1);
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    char host[64] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->st.u.tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        }
+    }
+    fb_warn("tcp client %s port %d refused: %s", host, port, why);
+    fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_UNAUTHORIZED, false, 0,
+                         "%s; closing", why);
+    c->st.flags |= FB_S_FLUSH_CLOSE;
+    fb_auth_linger(c->auth);
+}
+
+/* The first frame of a connection that requires AUTH. */
+static void auth_frame(struct fb_conn *c, const uint8_t *body, size_t len)
+{
+    const struct fb_config *cfg = c->w->d->cfg;
+    struct fidbus_msg *m = c->w->msg;
+    int rc = fidbus_msg_decode(body, len, cfg->max_depth, m);
+    if (rc == 0)
+        rc = fidbus_msg_check(m);
+    bool has_seq = rc == 0 && fidbus_msg_has(m, FIDBUS_K_SEQ);
+    if (rc || m->type != FIDBUS_MSG_AUTH) {
+        auth_refuse(c, has_seq, m->seq,
+                    "authentication required: the first frame must be AUTH");
+        return;
+    }
+    if (!fb_auth_verify(c->auth, cfg->tcp_key, cfg->tcp_key_len, m->mac.ptr,
+                        m->mac.len)) {
+        auth_refuse(c, has_seq, m->seq, "AUTH refused: wrong key");
+        return;
+    }
+    c->auth = fb_auth_free(c->auth);
+    c->st.flags |= C_AUTHED;
+    c->st.rd.max_frame = cfg->max_frame;
+}
+
+/* The AUTH deadline passed (or, after a refusal, the linger time). */
+static void auth_expired(void *arg)
+{
+    struct fb_conn *c = arg;
+    if (c->st.flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING | FB_S_CLOSING)) {
+        fb_stream_close(&c->st);
+        return;
+    }
+    char why[80];
+    snprintf(why, sizeof why, "no AUTH within %u ms", fb_auth_deadline_ms());
+    auth_refuse(c, false, 0, why);
+    fb_stream_read_stop(&c->st);
+    fb_stream_flush(&c->st);
+}
+
 /* -------------------------------------------------------------- frames */
 
 static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
@@ -308,6 +387,10 @@ static void handle_frame(struct fb_conn *c, const struct fb_route_table *t,
                          const uint8_t *body, size_t len, uint64_t now)
 {
     struct fb_worker *w = c->w;
+    if (__builtin_expect(c->auth != NULL, 0)) {
+        auth_frame(c, body, len);
+        return;
+    }
     struct fidbus_msg *m = w->msg;
     int rc = fidbus_msg_decode(body, len, w->d->cfg->max_depth, m);
     if (rc == 0)
@@ -326,7 +409,12 @@ static void handle_frame(struct fb_conn *c, const struct fb_route_table *t,
         handle_ping(c, m);
         return;
     case FIDBUS_MSG_AUTH:
-        return; /* this listener requires no authentication */
+        /* Once is the protocol; a second AUTH is refused like a bad one.
+         * A listener that requires no authentication ignores AUTH. */
+        if (c->st.flags & C_AUTHED)
+            auth_refuse(c, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
+                        "AUTH again on an authenticated connection");
+        return;
     case FIDBUS_MSG_REQUEST:
         fb_count(&w->counters->bad_frames, 1);
         fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
@@ -369,6 +457,15 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
         if (rc == 0)
             break;
         /* A bad length cannot be resynchronised: answer and close. */
+        if (c->auth) {
+            char why[96];
+            snprintf(why, sizeof why,
+                     "authentication required: a frame before AUTH is empty or over %u "
+                     "bytes",
+                     (unsigned)c->st.rd.max_frame);
+            auth_refuse(c, false, 0, why);
+            break;
+        }
         fb_count(&w->counters->bad_frames, 1);
         if (rc == FIDBUS_TOO_LARGE)
             fb_stream_send_error(&c->st, false, 0, rc, false, 0,
@@ -441,7 +538,19 @@ int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp)
         fb_stream_close(&c->st);
         return rc;
     }
-    if (fb_stream_send_hello(&c->st) < 0) {
+    if (is_tcp && w->d->cfg->tcp_auth == FB_TCP_AUTH_KEY) {
+        if ((rc = fb_auth_new(&c->auth, &w->loop, auth_expired, c)) < 0) {
+            fb_stream_close(&c->st);
+            return rc;
+        }
+        if (c->st.rd.max_frame > FB_AUTH_MAX_FRAME)
+            c->st.rd.max_frame = FB_AUTH_MAX_FRAME;
+        rc =
+            fb_stream_send_hello_nonce(&c->st, fb_auth_nonce(c->auth), FB_AUTH_NONCE_LEN);
+    } else {
+        rc = fb_stream_send_hello(&c->st);
+    }
+    if (rc < 0) {
         fb_stream_close(&c->st);
         return -ENOMEM;
     }

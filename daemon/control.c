@@ -433,7 +433,12 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     /* Without a socket the thread still runs: SIGHUP's reload is a
      * change like any other and happens here, off the main loop. */
     struct stat st;
-    if (cfg->control_socket) {
+    if (d->act.control >= 0) {
+        /* Passed by the service manager, which owns the file, its mode and
+         * group: no path, so nothing is unlinked at stop. */
+        ctl->fd = d->act.control;
+        d->act.control = -1;
+    } else if (cfg->control_socket) {
         rc = fb_unix_listen(cfg->control_socket, cfg->control_mode, ctl->gid, &ctl->fd, &st,
                             err, errlen);
         if (rc < 0) {

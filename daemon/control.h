@@ -25,7 +25,9 @@ struct fb_control;
  * Starts the control thread, which makes every runtime change, and, when
  * cfg->control_socket is set, binds it (mode cfg->control_mode, group
  * cfg->control_group; a stale file is replaced, a live one refused) and
- * starts the control thread. Call once the bus listeners are bound and the
+ * starts the control thread. A socket passed by the service manager
+ * (d->act.control, activation.h) is taken over instead of binding one; its
+ * file is left alone at stop. Call once the bus listeners are bound and the
  * workers run: their names and count are copied now. Returns 0 with *out
  * set, or -errno with err naming the socket or the unknown group.
  */

@@ -724,19 +724,12 @@ done:
 
 void fb_ctl_reload_from_signal(const struct fb_ctl_env *env)
 {
-    char msg[64];
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    /* systemd's Type=notify-reload wants RELOADING=1 with the time. */
-    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
-             (unsigned long long)ts.tv_sec * 1000000ull +
-                 (unsigned long long)ts.tv_nsec / 1000u);
-    fb_notify(msg);
+    fb_notify_reloading();
     struct fb_ctl_reply r;
     fb_ctl_run(env, "config.reload", strlen("config.reload"),
                (struct fidbus_slice){NULL, 0}, &r);
     if (r.code)
         fb_error("SIGHUP: %s", r.message);
     free(r.result);
-    fb_notify("READY=1");
+    fb_notify_ready(env->d);
 }

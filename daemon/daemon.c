@@ -21,6 +21,7 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "activation.h"
 #include "change.h"
 #include "control.h"
 #include "dispatch.h"
@@ -214,6 +215,7 @@ int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out)
     d->cfg = cfg;
     d->main_thread = pthread_self();
     d->start_ns = fb_now_ns();
+    fb_activation_init(&d->act);
     pthread_mutex_init(&d->change_lock, NULL);
     pthread_mutex_init(&d->counters_lock, NULL);
     d->main_loop = malloc(sizeof *d->main_loop);
@@ -276,6 +278,10 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* First: a bad passed socket stops us before anything is loaded, and
+     * the LISTEN_* variables are gone before any other thread runs. */
+    if ((rc = fb_activation_take(cfg, &d->act, err, errlen)) < 0)
+        return rc;
     urcu_memb_register_thread();
     d->rcu_registered = true;
     fb_dispatch_mark_rcu_thread();
@@ -313,14 +319,27 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    if (cfg->unix_path) {
+    if (d->act.bus >= 0) {
+        rc =
+            fb_listener_unix_fd(d, d->act.bus, &d->listeners[d->nlisteners], err, errlen);
+        if (rc < 0)
+            return rc;
+        d->act.bus = -1;
+        d->nlisteners++;
+    } else if (cfg->unix_path) {
         rc = fb_listener_unix(d, cfg->unix_path, cfg->unix_mode,
                               &d->listeners[d->nlisteners], err, errlen);
         if (rc < 0)
             return rc;
         d->nlisteners++;
     }
-    if (cfg->tcp_host) {
+    if (d->act.tcp >= 0) {
+        rc = fb_listener_tcp_fd(d, d->act.tcp, &d->listeners[d->nlisteners], err, errlen);
+        if (rc < 0)
+            return rc;
+        d->act.tcp = -1;
+        d->nlisteners++;
+    } else if (cfg->tcp_host) {
         rc = fb_listener_tcp(d, cfg->tcp_host, cfg->tcp_port,
                              &d->listeners[d->nlisteners], err, errlen);
         if (rc < 0)
@@ -350,9 +369,10 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         }
         fb_info("listening on %s", fb_listener_name(d->listeners[i]));
     }
+    bool control_passed = d->act.control >= 0;
     if ((rc = fb_control_new(d, &d->control, err, errlen)) < 0)
         return rc;
-    if (cfg->control_socket)
+    if (cfg->control_socket && !control_passed)
         fb_info("control socket on unix:%s", cfg->control_socket);
     if ((rc = start_signals(d)) < 0) {
         snprintf(err, errlen, "signals: %s", uv_strerror(rc));
@@ -363,11 +383,7 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     fb_info("ready: %u worker%s, %zu plugin%s, %zu route%s, generation %llu", d->nworkers,
             d->nworkers == 1 ? "" : "s", nplugins, nplugins == 1 ? "" : "s", nroutes,
             nroutes == 1 ? "" : "s", (unsigned long long)d->generation);
-    char status[256];
-    snprintf(status, sizeof status,
-             "READY=1\nSTATUS=%zu plugins, %zu routes, generation %llu\nMAINPID=%ld",
-             nplugins, nroutes, (unsigned long long)d->generation, (long)getpid());
-    fb_notify(status);
+    fb_notify_ready(d);
     return 0;
 }
 
@@ -381,7 +397,7 @@ void fb_daemon_stop(struct fb_daemon *d)
 {
     if (atomic_exchange(&d->stopping, true))
         return;
-    fb_notify("STOPPING=1\nSTATUS=shutting down");
+    fb_notify_stopping();
     fb_control_stop(d->control);
     for (unsigned i = 0; i < d->nlisteners; i++) {
         fb_listener_close(d->listeners[i]);
@@ -411,6 +427,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         fb_worker_join(d->workers[i]);
     free(d->workers);
     free(d->listeners);
+    fb_activation_close(&d->act);
     d->pool = fb_pool_free(d->pool);
 
     /* No thread dispatches any more: the table can go without a grace

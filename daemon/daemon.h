@@ -23,6 +23,7 @@
 
 #include <uv.h>
 
+#include "activation.h"
 #include "config.h"
 #include "registry.h"
 #include "routes.h"
@@ -80,6 +81,9 @@ struct fb_daemon {
     struct fb_listener **listeners;
     unsigned nlisteners;
     struct fb_control *control; /* the control socket and its thread */
+    /* Sockets the service manager passed (activation.h); a field goes
+     * to -1 when its listener or the control socket takes it over. */
+    struct fb_activation act;
 
     pthread_mutex_t counters_lock;
     struct fb_counters *counters; /* list of per-thread blocks */

@@ -42,7 +42,8 @@
 #define MAX_FILE_BYTES (64u * 1024u * 1024u)
 
 static const char usage_text[] =
-    "usage: fidbusctl [--socket CONTROL] [--bus ADDR] [--json] COMMAND ...\n"
+    "usage: fidbusctl [--socket CONTROL] [--bus ADDR] [--key-file FILE] [--json]\n"
+    "                 COMMAND ...\n"
     "\n"
     "commands:\n"
     "  publish EVENT [--tag K=V]... [--data-json JSON | --data-hex HEX |\n"
@@ -72,6 +73,8 @@ static const char usage_text[] =
     "                   /tmp/fidbus-$UID)\n"
     "  --socket PATH    control socket (default: $FIDBUS_CONTROL, else control.sock\n"
     "                   in the same places)\n"
+    "  --key-file FILE  the shared key for a tcp: bus that requires auth\n"
+    "                   (default: $FIDBUS_KEY_FILE; mode 0600 or 0400)\n"
     "  --json           machine-readable output on stdout\n"
     "  --help, --version\n"
     "\n"
@@ -154,6 +157,9 @@ bool fb_ctl_global_option(struct ctl *ctl, int c)
         return true;
     case CTL_OPT_SOCKET:
         ctl->socket = optarg;
+        return true;
+    case CTL_OPT_KEY_FILE:
+        ctl->key_file = optarg;
         return true;
     default:
         return false;
@@ -247,6 +253,7 @@ int main(int argc, char **argv)
         {"socket", required_argument, NULL, CTL_OPT_SOCKET},
         {"bus", required_argument, NULL, CTL_OPT_BUS},
         {"json", no_argument, NULL, CTL_OPT_JSON},
+        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, O_VERSION},
         {0},
@@ -278,6 +285,11 @@ int main(int argc, char **argv)
     if (!ctl.socket)
         ctl.socket = default_path("FIDBUS_CONTROL", "control.sock", ctl.socket_buf,
                                   sizeof(ctl.socket_buf));
+
+    if (!ctl.key_file) {
+        const char *k = getenv("FIDBUS_KEY_FILE");
+        ctl.key_file = k && *k ? k : NULL;
+    }
 
     const char *cmd = argv[optind];
     if (strcmp(cmd, "publish") == 0)

@@ -26,6 +26,7 @@ enum {
 struct ctl {
     const char *socket; /* control socket */
     const char *bus;
+    const char *key_file; /* --key-file, else $FIDBUS_KEY_FILE; may be NULL */
     bool json;
     char socket_buf[4096];
     char bus_buf[4096];
@@ -40,6 +41,7 @@ enum {
     CTL_OPT_SOCKET = 900,
     CTL_OPT_BUS,
     CTL_OPT_JSON,
+    CTL_OPT_KEY_FILE,
 };
 
 /* One line "fidbusctl: ..." on stderr; returns status. */

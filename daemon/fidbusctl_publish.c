@@ -174,7 +174,19 @@ static int report(const struct ctl *ctl, struct fidbus_client *c, int rc, int co
 static int connect_bus(const struct ctl *ctl, struct fidbus_client **c)
 {
     struct fidbus_client_opts opts = {.name = "fidbusctl"};
+    uint8_t *key = NULL;
+    size_t key_len = 0;
+    /* Only TCP listeners ask for the key; a Unix bus never sees it. */
+    if (ctl->key_file && strncmp(ctl->bus, "tcp:", 4) == 0) {
+        int krc = fidbus_key_load(ctl->key_file, &key, &key_len);
+        if (krc < 0)
+            return fb_ctl_fail(EXIT_USAGE, "key file '%s': %s", ctl->key_file,
+                               fidbus_key_strerror(krc));
+        opts.key = key;
+        opts.key_len = key_len;
+    }
     int rc = fidbus_client_connect(c, ctl->bus, &opts);
+    fidbus_key_free(key, key_len);
     if (rc == 0)
         return 0;
     if (rc == -EINVAL || rc == -ENAMETOOLONG)
@@ -188,7 +200,8 @@ static int connect_bus(const struct ctl *ctl, struct fidbus_client **c)
 }
 
 static const char publish_usage[] =
-    "usage: fidbusctl [--bus ADDR] [--json] publish EVENT [--tag K=V]...\n"
+    "usage: fidbusctl [--bus ADDR] [--key-file FILE] [--json] publish EVENT\n"
+    "           [--tag K=V]...\n"
     "           [--data-json JSON | --data-hex HEX | --data-file FILE] [--ack]\n";
 
 int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
@@ -203,6 +216,7 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
         {"json", no_argument, NULL, CTL_OPT_JSON},
         {"bus", required_argument, NULL, CTL_OPT_BUS},
         {"socket", required_argument, NULL, CTL_OPT_SOCKET},
+        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
         {"help", no_argument, NULL, 'h'},
         {0},
     };

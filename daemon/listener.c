@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "log.h"
 #include "worker.h"
 
@@ -215,6 +216,32 @@ int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
     snprintf(l->name, sizeof l->name, v6 ? "tcp:[%s]:%u" : "tcp:%s:%u", host, port);
     *out = l;
     return 0;
+}
+
+/* A passed socket: no path of ours (never unlinked, mode untouched). */
+static int listener_adopt(struct fb_daemon *d, int fd, bool is_tcp,
+                          struct fb_listener **out, char *err, size_t errlen)
+{
+    struct fb_listener *l = listener_alloc(d, fd, is_tcp);
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    fb_activation_describe(fd, l->name, sizeof l->name);
+    *out = l;
+    return 0;
+}
+
+int fb_listener_unix_fd(struct fb_daemon *d, int fd, struct fb_listener **out, char *err,
+                        size_t errlen)
+{
+    return listener_adopt(d, fd, false, out, err, errlen);
+}
+
+int fb_listener_tcp_fd(struct fb_daemon *d, int fd, struct fb_listener **out, char *err,
+                       size_t errlen)
+{
+    return listener_adopt(d, fd, true, out, err, errlen);
 }
 
 int fb_listener_start(struct fb_listener *l)

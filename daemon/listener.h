@@ -27,6 +27,16 @@ int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
 int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
                     struct fb_listener **out, char *err, size_t errlen);
 /*
+ * The same for a listening socket passed by the service manager
+ * (activation.h), already checked and non-blocking. On success the
+ * listener owns fd; closing it leaves the socket file alone. On failure
+ * the caller still owns fd.
+ */
+int fb_listener_unix_fd(struct fb_daemon *d, int fd, struct fb_listener **out, char *err,
+                        size_t errlen);
+int fb_listener_tcp_fd(struct fb_daemon *d, int fd, struct fb_listener **out, char *err,
+                       size_t errlen);
+/*
  * The Unix-socket half of fb_listener_unix, shared with the control
  * socket: refuses a path another process accepts on, replaces a stale
  * socket file, binds under a strict umask, sets the group (unless group is

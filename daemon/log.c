@@ -1,13 +1,19 @@
 /*
  * Line-at-a-time logging to stderr. The level test is a relaxed atomic load
  * so a disabled debug line costs one compare on the hot path.
+ *
+ * No timestamps in either format: a terminal user has the shell, and
+ * journald (or any supervisor's log) stamps every line itself, so ours
+ * would be a second one.
  */
 #include "log.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static _Atomic int log_level = FB_LOG_INFO;
@@ -15,6 +21,31 @@ static _Atomic int log_level = FB_LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 /* syslog priorities for sd-daemon(3) style prefixes */
 static const char *const level_prio[] = {"<3>", "<4>", "<6>", "<7>"};
+
+/* -1 not decided yet, then 0 or 1. Deciding twice (a race between two
+ * first lines) gives the same answer, so no lock. */
+static _Atomic int to_journal = -1;
+
+/*
+ * journald's rule (sd_journal_stream_fd(3), systemd.exec(5)): JOURNAL_STREAM
+ * is "DEV:INO" of the stream systemd connected, and it counts only while
+ * stderr is still that stream -- a child whose stderr was redirected to a
+ * file inherits the variable and must not put "<N>" into the file.
+ */
+static bool stderr_is_journal(void)
+{
+    int v = atomic_load_explicit(&to_journal, memory_order_relaxed);
+    if (v >= 0)
+        return v;
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    v = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+        fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+        (unsigned long long)st.st_ino == ino;
+    atomic_store_explicit(&to_journal, v, memory_order_relaxed);
+    return v;
+}
 
 void fb_log_set_level(enum fb_log_level level)
 {
@@ -35,7 +66,7 @@ void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt, va_li
 
     char line[2048];
     int n;
-    if (getenv("JOURNAL_STREAM"))
+    if (stderr_is_journal())
         n = snprintf(line, sizeof line, "%s", level_prio[level]);
     else
         n = snprintf(line, sizeof line, "fidbusd: %s: ", level_names[level]);

@@ -1,8 +1,8 @@
 /*
  * The daemon's log: one line per message on stderr, "LEVEL: text", which
- * journald picks up under systemd (a "<N>" syslog prefix is added when
- * JOURNAL_STREAM is set so the journal sees the level). Thread-safe: each
- * line goes out in one write(2).
+ * journald picks up under systemd (a "<N>" syslog prefix replaces
+ * "fidbusd: LEVEL: " when JOURNAL_STREAM names our stderr, so the journal
+ * sees the level). Thread-safe: each line goes out in one write(2).
  */
 #ifndef FB_LOG_H
 #define FB_LOG_H

@@ -77,9 +77,16 @@ void fb_stream_oom(struct fb_stream *s)
 
 int fb_stream_send_hello(struct fb_stream *s)
 {
+    return fb_stream_send_hello_nonce(s, NULL, 0);
+}
+
+int fb_stream_send_hello_nonce(struct fb_stream *s, const uint8_t *nonce,
+                               size_t nonce_len)
+{
     size_t cap;
-    uint8_t *p = fb_stream_space(s, 128, &cap);
-    size_t n = p ? fidbus_enc_hello(p, cap, "fidbusd/" FIDBUS_VERSION, NULL, 0) : 0;
+    uint8_t *p = fb_stream_space(s, 128 + nonce_len, &cap);
+    size_t n =
+        p ? fidbus_enc_hello(p, cap, "fidbusd/" FIDBUS_VERSION, nonce, nonce_len) : 0;
     if (!n)
         return -ENOMEM;
     s->out.len += n;

@@ -107,6 +107,9 @@ void fb_stream_read_stop(struct fb_stream *s);
 
 /* Queues HELLO; -ENOMEM if it cannot. */
 int fb_stream_send_hello(struct fb_stream *s);
+/* The same with a nonce (auth.h): the client must answer with AUTH. */
+int fb_stream_send_hello_nonce(struct fb_stream *s, const uint8_t *nonce,
+                               size_t nonce_len);
 /* Queues an ERROR (message truncated to 1 KiB); closes if out of memory. */
 void fb_stream_send_error(struct fb_stream *s, bool has_seq, uint64_t seq, int code,
                           bool with_result, uint64_t result, const char *fmt, ...)

@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libuv1-dev libcbor-dev libssl-dev check
-liburcu-dev libinih-dev libjansson-dev"
+liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {

@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,6 +394,7 @@ struct fb_e2e *fb_e2e_free(struct fb_e2e *t)
         close(t->notify_fd);
     if (t->pidfd >= 0)
         close(t->pidfd);
+    free(t->notify_log);
     remove_tree(t->dir);
     for (int i = 0; i < MAX_LIVE; i++)
         if (live[i] == t)
@@ -485,30 +487,44 @@ const char *fb_e2e_write(struct fb_e2e *t, const char *name, const char *text)
 
 /* ------------------------------------------------------ child processes */
 
-/* environ without NOTIFY_SOCKET, plus `extra` if non-NULL. Caller frees
- * the array (not the strings, except the last one it added). */
-static char **child_env(const char *extra)
+/* Variables of ours a child must not inherit: the daemon's are set
+ * explicitly. */
+static bool env_private(const char *e)
+{
+    return strncmp(e, "NOTIFY_SOCKET=", 14) == 0 || strncmp(e, "LISTEN_", 7) == 0;
+}
+
+/* environ without NOTIFY_SOCKET and LISTEN_*, plus the nextra strings of
+ * extra, plus one empty slot before the NULL for spawn's LISTEN_PID. Caller
+ * frees the array (not the strings). */
+static char **child_env_v(const char *const *extra, size_t nextra)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    char **env = calloc(n + 2, sizeof *env);
+    char **env = calloc(n + nextra + 2, sizeof *env);
     ck_assert_msg(env != NULL, "out of memory");
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0)
+        if (!env_private(environ[i]))
             env[k++] = environ[i];
-    if (extra)
-        env[k++] = (char *)extra;
+    for (size_t i = 0; i < nextra; i++)
+        env[k++] = (char *)extra[i];
     env[k] = NULL;
     return env;
 }
 
+static char **child_env(const char *extra)
+{
+    return child_env_v(&extra, extra ? 1 : 0);
+}
+
 /* fork + exec with stdout/stderr to out_path/err_path (may be equal). The
  * child dies with us (PR_SET_PDEATHSIG) and inherits no descriptor but
- * 0-2. */
-static pid_t spawn(const char *const argv[], char **env, const char *out_path,
-                   const char *err_path)
+ * 0-2 and, when nfds > 0, fds[i] as 3 + i with LISTEN_PID=its pid added to
+ * env (in the slot child_env_v leaves). */
+static pid_t spawn_fds(const char *const argv[], char **env, const char *out_path,
+                       const char *err_path, const int *fds, size_t nfds)
 {
     pid_t parent = getpid();
     fflush(NULL);
@@ -528,13 +544,37 @@ static pid_t spawn(const char *const argv[], char **env, const char *out_path,
         dup2(in, 0);
         dup2(out, 1);
         dup2(err, 2);
-        syscall(SYS_close_range, 3u, ~0u, 0u);
+        /* Out of the way first, so fds[i] and 3 + j cannot collide. */
+        int high[16];
+        if (nfds > 16)
+            _exit(125);
+        for (size_t i = 0; i < nfds; i++)
+            if ((high[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
+                _exit(125);
+        for (size_t i = 0; i < nfds; i++)
+            if (dup2(high[i], 3 + (int)i) < 0)
+                _exit(125);
+        syscall(SYS_close_range, 3u + (unsigned)nfds, ~0u, 0u);
+        char pidvar[40];
+        if (nfds) {
+            snprintf(pidvar, sizeof pidvar, "LISTEN_PID=%ld", (long)getpid());
+            size_t k = 0;
+            while (env[k])
+                k++;
+            env[k] = pidvar; /* the spare slot; env[k + 1] is NULL */
+        }
         signal(SIGPIPE, SIG_DFL);
         execve(argv[0], (char *const *)argv, env);
         dprintf(2, "e2e harness: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     return pid;
+}
+
+static pid_t spawn(const char *const argv[], char **env, const char *out_path,
+                   const char *err_path)
+{
+    return spawn_fds(argv, env, out_path, err_path, NULL, 0);
 }
 
 static int pidfd_open_(pid_t pid)
@@ -576,6 +616,21 @@ static bool wait_exit(pid_t pid, int pidfd, int timeout_ms, int *status)
 
 enum ready_result { READY_OK, READY_EXITED, READY_TIMEOUT };
 
+/* Keeps a datagram for fb_e2e_notify_log, with its empty-line separator. */
+static void notify_append(struct fb_e2e *t, const char *dg, size_t n)
+{
+    char *p = realloc(t->notify_log, t->notify_len + n + 3);
+    ck_assert_msg(p != NULL, "out of memory");
+    t->notify_log = p;
+    memcpy(p + t->notify_len, dg, n);
+    t->notify_len += n;
+    /* "\n\n" ends each datagram, whether or not it ended in a newline. */
+    if (n == 0 || dg[n - 1] != '\n')
+        p[t->notify_len++] = '\n';
+    p[t->notify_len++] = '\n';
+    p[t->notify_len] = '\0';
+}
+
 /* Drains the notify socket, noting READY=1 / STOPPING=1. */
 static bool drain_notify(struct fb_e2e *t)
 {
@@ -588,6 +643,7 @@ static bool drain_notify(struct fb_e2e *t)
         if (n < 0)
             break;
         dg[n] = '\0';
+        notify_append(t, dg, (size_t)n);
         for (char *line = strtok(dg, "\n"); line; line = strtok(NULL, "\n")) {
             if (strcmp(line, "READY=1") == 0)
                 ready = true;
@@ -621,26 +677,107 @@ static enum ready_result wait_ready(struct fb_e2e *t, int *status)
     }
 }
 
+const char *fb_e2e_notify_log(struct fb_e2e *t)
+{
+    if (t->notify_fd >= 0)
+        drain_notify(t);
+    return t->notify_log ? t->notify_log : "";
+}
+
+/* Is `line` one of the lines of the datagram [p, end)? */
+static bool dg_has_line(const char *p, const char *end, const char *line)
+{
+    size_t ll = strlen(line);
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if ((size_t)(le - p) == ll && memcmp(p, line, ll) == 0)
+            return true;
+        p = le + 1;
+    }
+    return false;
+}
+
+char *fb_e2e_notify_wait(struct fb_e2e *t, const char *line, int timeout_ms)
+{
+    ck_assert_msg(t->notify_fd >= 0, "no notify socket (daemon never spawned)");
+    uint64_t deadline = fb_e2e_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        drain_notify(t);
+        while (t->notify_log && t->notify_pos < t->notify_len) {
+            const char *dg = t->notify_log + t->notify_pos;
+            const char *sep = strstr(dg, "\n\n");
+            ck_assert(sep != NULL);
+            t->notify_pos = (size_t)(sep + 2 - t->notify_log);
+            if (dg_has_line(dg, sep, line)) {
+                char *copy = strndup(dg, (size_t)(sep - dg));
+                ck_assert_msg(copy != NULL, "out of memory");
+                return copy;
+            }
+        }
+        uint64_t now = fb_e2e_now_ms();
+        if (now >= deadline)
+            return NULL;
+        struct pollfd p = {.fd = t->notify_fd, .events = POLLIN};
+        poll(&p, 1, (int)(deadline - now));
+    }
+}
+
+static void spawn_daemon_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp);
+
 static void spawn_daemon(struct fb_e2e *t)
+{
+    spawn_daemon_with(t, NULL);
+}
+
+static void spawn_daemon_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp)
 {
     ck_assert_msg(t->pid == 0, "daemon already running");
     if (t->notify_fd < 0) {
         t->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         ck_assert_msg(t->notify_fd >= 0, "socket: %s", strerror(errno));
         struct sockaddr_un sa;
-        fb_e2e_sun(&sa, t->notify);
-        ck_assert_msg(bind(t->notify_fd, (struct sockaddr *)&sa, sizeof sa) == 0,
-                      "bind %s: %s", t->notify, strerror(errno));
+        socklen_t sl = sizeof sa;
+        if (sp && sp->notify_abstract) {
+            /* Unique per test: the abstract namespace is per network
+             * namespace, not per directory. */
+            const char *base = strrchr(t->dir, '/');
+            snprintf(t->notify, sizeof t->notify, "@fidbus-e2e-%ld-%s", (long)getpid(),
+                     base ? base + 1 : t->dir);
+            memset(&sa, 0, sizeof sa);
+            sa.sun_family = AF_UNIX;
+            size_t n = strlen(t->notify);
+            memcpy(sa.sun_path + 1, t->notify + 1, n - 1);
+            sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+        } else {
+            fb_e2e_sun(&sa, t->notify);
+        }
+        ck_assert_msg(bind(t->notify_fd, (struct sockaddr *)&sa, sl) == 0, "bind %s: %s",
+                      t->notify, strerror(errno));
     }
     drain_notify(t);
     t->stopping_seen = false;
+    t->notify_len = t->notify_pos = 0;
+    if (t->notify_log)
+        t->notify_log[0] = '\0';
 
-    char envvar[200];
+    char envvar[200], fdsvar[40], namesvar[300];
+    const char *extra[3] = {envvar, fdsvar, namesvar};
+    size_t nextra = 1;
     snprintf(envvar, sizeof envvar, "NOTIFY_SOCKET=%s", t->notify);
-    char **env = child_env(envvar);
+    size_t nfds = sp ? sp->nfds : 0;
+    if (nfds) {
+        snprintf(fdsvar, sizeof fdsvar, "LISTEN_FDS=%zu", nfds);
+        nextra++;
+        if (sp->fdnames) {
+            snprintf(namesvar, sizeof namesvar, "LISTEN_FDNAMES=%s", sp->fdnames);
+            nextra++;
+        }
+    }
+    char **env = child_env_v(extra, nextra);
     const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "-c", t->conf, NULL};
     ck_assert_msg(access(argv[0], X_OK) == 0, "%s: %s", argv[0], strerror(errno));
-    t->pid = spawn(argv, env, t->errfile, t->errfile);
+    t->pid = spawn_fds(argv, env, t->errfile, t->errfile, nfds ? sp->fds : NULL, nfds);
     free(env);
     if (t->pidfd >= 0)
         close(t->pidfd);
@@ -683,6 +820,20 @@ void fb_e2e_start(struct fb_e2e *t)
     ck_assert_msg(access(t->bus, F_OK) == 0, "READY=1 but no socket %s", t->bus);
 }
 
+void fb_e2e_start_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp)
+{
+    int status = 0;
+    spawn_daemon_with(t, sp);
+    enum ready_result r = wait_ready(t, &status);
+    if (r == READY_EXITED) {
+        t->pid = 0;
+        ck_abort_msg("fidbusd exited before READY=1 (status 0x%x); stderr:\n%s", status,
+                     stderr_tail(t, 1500));
+    }
+    ck_assert_msg(r == READY_OK, "fidbusd sent no READY=1 within %d ms; stderr:\n%s",
+                  FB_E2E_TIMEOUT_MS, stderr_tail(t, 1500));
+}
+
 struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections)
 {
     struct fb_e2e *t = fb_e2e_new();
@@ -693,8 +844,13 @@ struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections)
 
 int fb_e2e_start_fail(struct fb_e2e *t, double *secs)
 {
+    return fb_e2e_start_fail_with(t, NULL, secs);
+}
+
+int fb_e2e_start_fail_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp, double *secs)
+{
     uint64_t t0 = fb_e2e_now_ms();
-    spawn_daemon(t);
+    spawn_daemon_with(t, sp);
     int status = 0;
     enum ready_result r = wait_ready(t, &status);
     ck_assert_msg(r != READY_OK,
@@ -708,8 +864,10 @@ int fb_e2e_start_fail(struct fb_e2e *t, double *secs)
     t->pid = 0;
     if (secs)
         *secs = (double)(fb_e2e_now_ms() - t0) / 1000.0;
-    ck_assert_msg(access(t->bus, F_OK) != 0,
-                  "fidbusd refused to start but left its socket %s", t->bus);
+    /* With passed sockets the test made the files, not the daemon. */
+    if (!sp || !sp->nfds)
+        ck_assert_msg(access(t->bus, F_OK) != 0,
+                      "fidbusd refused to start but left its socket %s", t->bus);
     assert_no_sanitizer_report(t->errfile, "fidbusd");
     return status;
 }
@@ -719,7 +877,19 @@ int fb_e2e_stop(struct fb_e2e *t)
     return fb_e2e_stop_signal(t, SIGTERM);
 }
 
+static int stop_common(struct fb_e2e *t, int sig, bool check_files);
+
 int fb_e2e_stop_signal(struct fb_e2e *t, int sig)
+{
+    return stop_common(t, sig, true);
+}
+
+int fb_e2e_stop_passed(struct fb_e2e *t)
+{
+    return stop_common(t, SIGTERM, false);
+}
+
+static int stop_common(struct fb_e2e *t, int sig, bool check_files)
 {
     ck_assert_msg(t->pid > 0, "no daemon to stop");
     ck_assert_msg(kill(t->pid, sig) == 0, "kill: %s", strerror(errno));
@@ -731,6 +901,8 @@ int fb_e2e_stop_signal(struct fb_e2e *t, int sig)
     t->pid = 0;
     drain_notify(t);
     assert_no_sanitizer_report(t->errfile, "fidbusd");
+    if (!check_files)
+        return status;
     ck_assert_msg(access(t->bus, F_OK) != 0, "fidbusd exited but left %s", t->bus);
     ck_assert_msg(access(t->control, F_OK) != 0, "fidbusd exited but left %s",
                   t->control);

@@ -69,11 +69,15 @@ struct fb_e2e {
     char bus_addr[170]; /* "unix:" + bus */
     char tcp_addr[64];  /* "tcp:127.0.0.1:PORT", or "" without TCP */
     char errfile[160];  /* the daemon's stdout+stderr */
-    char notify[160];   /* our NOTIFY_SOCKET */
+    char notify[160];   /* our NOTIFY_SOCKET ("@NAME": abstract) */
     int notify_fd;
-    int pidfd;               /* -1 if pidfd_open is unavailable */
-    pid_t pid;               /* 0 when no daemon is running */
-    bool stopping_seen;      /* "STOPPING=1" arrived */
+    int pidfd;          /* -1 if pidfd_open is unavailable */
+    pid_t pid;          /* 0 when no daemon is running */
+    bool stopping_seen; /* "STOPPING=1" arrived */
+    char *notify_log;   /* every datagram since the last spawn, each
+                         * followed by an empty line (fb_e2e_notify_log) */
+    size_t notify_len;
+    size_t notify_pos;       /* fb_e2e_notify_wait looked up to here */
     struct fb_e2e_opts opts; /* what fb_e2e_config was given last */
     char *sections;          /* (copy) */
 };
@@ -125,11 +129,46 @@ struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections);
  * within FB_E2E_TIMEOUT_MS without sending READY=1, and that no bus socket
  * was created. Returns the wait status; *secs gets the time it took. */
 int fb_e2e_start_fail(struct fb_e2e *t, double *secs);
+/* Socket activation as systemd does it: fds[i] becomes descriptor 3 + i in
+ * the daemon (and nothing else above 2 is inherited), with LISTEN_FDS =
+ * nfds, LISTEN_PID = the daemon's own pid (set in the child between fork
+ * and exec) and LISTEN_FDNAMES = fdnames unless it is NULL. The caller
+ * keeps its fds. */
+struct fb_e2e_spawn {
+    const int *fds;
+    size_t nfds;
+    const char *fdnames;
+    /* Bind the harness's notify socket in the abstract namespace and pass
+     * it as "@NAME" (for this and every later spawn of t). Only on the
+     * first spawn of t. */
+    bool notify_abstract;
+};
+/* fb_e2e_start / fb_e2e_start_fail with passed sockets (sp may be NULL).
+ * fb_e2e_start_with makes one attempt (no TCP port retry) and does not
+ * check the bus socket file; fb_e2e_start_fail_with checks that no bus
+ * socket was created only when no fds are passed. */
+void fb_e2e_start_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp);
+int fb_e2e_start_fail_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp, double *secs);
+
+/* The daemon's sd_notify datagrams since it was last spawned, in the order
+ * they arrived, each followed by an empty line ("READY=1\nSTATUS=...\n\n").
+ * Reads what is pending first. Owned by t; valid until the next harness
+ * call on t. */
+const char *fb_e2e_notify_log(struct fb_e2e *t);
+/* Waits up to timeout_ms for a datagram with the line `line` (exactly),
+ * looking only at datagrams after the one the previous call returned;
+ * returns a malloc'd copy of it, or NULL on timeout. */
+char *fb_e2e_notify_wait(struct fb_e2e *t, const char *line, int timeout_ms);
+
 /* SIGTERM, waits (asserting it exits in time), asserts the sockets were
  * removed; returns the wait status. */
 int fb_e2e_stop(struct fb_e2e *t);
 /* The same with another signal (SIGINT). */
 int fb_e2e_stop_signal(struct fb_e2e *t, int sig);
+/* fb_e2e_stop for a daemon given its sockets (fb_e2e_start_with): the
+ * socket files are the service manager's and stay, so they are not
+ * checked. */
+int fb_e2e_stop_passed(struct fb_e2e *t);
 /* fb_e2e_stop and assert a normal exit with status 0. */
 void fb_e2e_stop_ok(struct fb_e2e *t);
 /* fb_e2e_stop_ok, then the count plugin's report (FB_E2E_COUNT's

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -156,10 +157,13 @@ START_TEST(test_e2e_cli_start_bad_config)
 }
 END_TEST
 
+/* tcp_auth = key with a key file others may read: refused before binding
+ * (test_e2e_auth covers the working key). */
 START_TEST(test_e2e_cli_tcp_auth_key_refused)
 {
     struct fb_e2e *t = fb_e2e_new();
-    fb_e2e_write(t, "tcp.key", "0123456789abcdef0123456789abcdef\n");
+    const char *key = fb_e2e_write(t, "tcp.key", "0123456789abcdef0123456789abcdef\n");
+    ck_assert_int_eq(chmod(key, 0644), 0);
     struct fb_e2e_opts o = {
         .listen_extra = "tcp = 127.0.0.1:1\ntcp_auth = key\ntcp_key_file = @D@/tcp.key",
     };
@@ -167,7 +171,7 @@ START_TEST(test_e2e_cli_tcp_auth_key_refused)
     int st = fb_e2e_start_fail(t, NULL);
     char *err = fb_e2e_stderr(t);
     ck_assert_msg(EXIT_IS(st, 1), "exit status 0x%x; stderr: %s", st, err);
-    const char *const needles[] = {"not supported yet", NULL};
+    const char *const needles[] = {"tcp_key_file", "mode 0600 or 0400", NULL};
     ck_assert_msg(fb_e2e_has_line(err, needles), "stderr: %s", err);
     free(err);
     fb_e2e_free(t);

@@ -56,6 +56,7 @@ struct peer {
     size_t ntags;
     bool mac_ok;
     bool name_ok;
+    long first; /* s_backlog: the first event number on the new connection */
     struct fidbus_msg msg;
 };
 
@@ -472,6 +473,150 @@ static void s_pipeline(struct peer *p, int fd)
     fidbus_buf_free(&b);
     close(fd);
     p->fd = -1;
+}
+
+/* ------------------------------------------------ reconnecting scripts */
+
+/* The next connection on the listening socket, or -1 after PEER_WAIT_MS. */
+static int accept_next(struct peer *p)
+{
+    struct pollfd pf = {.fd = p->lfd, .events = POLLIN};
+    if (poll(&pf, 1, PEER_WAIT_MS) <= 0) {
+        peer_fail(p, __LINE__, "the client did not reconnect");
+        return -1;
+    }
+    int fd = accept(p->lfd, NULL, NULL);
+    if (fd < 0)
+        peer_fail(p, __LINE__, "accept: %s", strerror(errno));
+    return fd;
+}
+
+/* HELLO with a nonce, then the client's AUTH (checked) and PING (acked). */
+static bool auth_exchange(struct peer *p, int fd, struct fidbus_buf *b)
+{
+    send_hello(p, fd, 1, test_nonce, sizeof(test_nonce), 0);
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned mac_len = 0;
+    HMAC(EVP_sha256(), test_key, sizeof(test_key) - 1, test_nonce, sizeof(test_nonce),
+         mac, &mac_len);
+    if (!recv_msg(p, fd, b))
+        return false;
+    PEER_CHECK(p, p->msg.type == FIDBUS_MSG_AUTH);
+    PEER_CHECK(p, p->msg.mac.len == mac_len && memcmp(p->msg.mac.ptr, mac, mac_len) == 0);
+    if (!recv_msg(p, fd, b))
+        return false;
+    PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PING);
+    send_ack(p, fd, p->msg.seq, 0, 0);
+    return true;
+}
+
+/*
+ * Auth on both connections. The first takes an acked publish and hangs up
+ * without answering; the second must get that same frame again (same seq)
+ * after a fresh AUTH, and answers it with ACK(result 7).
+ */
+static void s_resend(struct peer *p, int fd)
+{
+    struct fidbus_buf b = {0};
+    if (auth_exchange(p, fd, &b) && recv_msg(p, fd, &b)) {
+        PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PUBLISH);
+        PEER_CHECK(p, strcmp(p->event, "first.try") == 0);
+    }
+    uint64_t seq = p->seq;
+    close(fd);
+    p->fd = fd = accept_next(p);
+    if (fd >= 0 && auth_exchange(p, fd, &b) && recv_msg(p, fd, &b)) {
+        PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PUBLISH);
+        PEER_CHECK(p, p->msg.flags & FIDBUS_FLAG_ACK);
+        PEER_CHECK(p, p->msg.seq == seq);
+        PEER_CHECK(p, strcmp(p->event, "first.try") == 0);
+        send_ack(p, fd, p->msg.seq, 7, 0);
+        wait_eof(fd);
+    }
+    if (fd >= 0)
+        close(fd);
+    p->fd = -1;
+    fidbus_buf_free(&b);
+}
+
+/*
+ * The first connection answers one PING and hangs up while the client is
+ * idle; the second must carry the un-acked publishes buffered meanwhile,
+ * in order, then a PING. p->arg counts the publishes the script saw.
+ */
+static void s_idle_close(struct peer *p, int fd)
+{
+    struct fidbus_buf b = {0};
+    send_hello(p, fd, 1, NULL, 0, 0);
+    if (recv_msg(p, fd, &b)) {
+        PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PING);
+        send_ack(p, fd, p->msg.seq, 0, 0);
+    }
+    close(fd);
+    p->fd = fd = accept_next(p);
+    if (fd >= 0) {
+        send_hello(p, fd, 1, NULL, 0, 0);
+        static const char *const want[] = {"buffered.one", "buffered.two"};
+        for (int i = 0; i < 2 && recv_msg(p, fd, &b); i++) {
+            PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PUBLISH);
+            PEER_CHECK(p, strcmp(p->event, want[i]) == 0);
+            p->arg++;
+        }
+        if (recv_msg(p, fd, &b)) {
+            PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PING);
+            send_ack(p, fd, p->msg.seq, 0, 0);
+        }
+        wait_eof(fd);
+        close(fd);
+    }
+    p->fd = -1;
+    fidbus_buf_free(&b);
+}
+
+/*
+ * The first connection is never read (the client's writes back up), and is
+ * dropped when the second arrives; on the second the script reads
+ * publishes "n.I" until a PING, checking that the numbers run without a
+ * gap, and records the first in p->first and how many in p->arg.
+ */
+static void s_backlog(struct peer *p, int fd)
+{
+    struct fidbus_buf b = {0};
+    send_hello(p, fd, 1, NULL, 0, 0);
+    int fd2 = accept_next(p);
+    close(fd);
+    p->fd = fd = fd2;
+    if (fd < 0)
+        return;
+    send_hello(p, fd, 1, NULL, 0, 0);
+    long next = -1;
+    while (recv_msg(p, fd, &b)) {
+        if (p->msg.type == FIDBUS_MSG_PING) {
+            send_ack(p, fd, p->msg.seq, 0, 0);
+            break;
+        }
+        long n = strncmp(p->event, "n.", 2) == 0 ? strtol(p->event + 2, NULL, 10) : -2;
+        PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PUBLISH);
+        PEER_CHECK(p, next < 0 || n == next);
+        if (next < 0)
+            p->first = n;
+        next = n + 1;
+        p->arg++;
+    }
+    wait_eof(fd);
+    close(fd);
+    p->fd = -1;
+    fidbus_buf_free(&b);
+}
+
+/* HELLO, then gone for good: the connection and the listener close. */
+static void s_vanish(struct peer *p, int fd)
+{
+    send_hello(p, fd, 1, NULL, 0, 0);
+    close(fd);
+    p->fd = -1;
+    close(p->lfd);
+    p->lfd = -1;
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -908,6 +1053,149 @@ START_TEST(test_client_pipeline_recv)
 }
 END_TEST
 
+static struct fidbus_client *connect_reconnecting(struct peer *p, int timeout_ms,
+                                                  uint32_t max_frame, size_t buffer,
+                                                  bool key)
+{
+    struct fidbus_client_opts o = {
+        .timeout_ms = timeout_ms,
+        .max_frame = max_frame,
+        .reconnect_max_ms = 100,
+        .reconnect_buffer = buffer,
+    };
+    if (key) {
+        o.key = test_key;
+        o.key_len = sizeof(test_key) - 1;
+        o.name = "unit";
+    }
+    struct fidbus_client *c = NULL;
+    int rc = fidbus_client_connect(&c, p->addr, &o);
+    ck_assert_msg(rc == 0, "connect %s: %s", p->addr, fidbus_strerror(rc));
+    return c;
+}
+
+/* Waits until the peer's end of the client's socket is closed. */
+static void wait_hangup(struct fidbus_client *c)
+{
+    struct pollfd pf = {.fd = fidbus_client_fd(c), .events = POLLIN};
+    ck_assert_int_eq(poll(&pf, 1, PEER_WAIT_MS), 1);
+}
+
+START_TEST(test_client_reconnect_resends_unanswered)
+{
+    struct peer *p = peer_unix(s_resend, 0);
+    struct fidbus_client *c = connect_reconnecting(p, 0, 0, 0, true);
+    ck_assert_uint_eq(fidbus_client_reconnects(c), 0);
+    uint64_t n = 0;
+    ck_assert_int_eq(fidbus_publish_ack(c, "first.try", NULL, 0, NULL, 0, &n), 0);
+    ck_assert_uint_eq(n, 7);
+    ck_assert_uint_eq(fidbus_client_reconnects(c), 1);
+    ck_assert_uint_eq(fidbus_client_unanswered(c), 0);
+    fidbus_client_close(c);
+    peer_end(p);
+}
+END_TEST
+
+START_TEST(test_client_reconnect_after_idle_close)
+{
+    struct peer *p = peer_unix(s_idle_close, 0);
+    struct fidbus_client *c = connect_reconnecting(p, 0, 0, 0, false);
+    ck_assert_int_eq(fidbus_ping(c), 0);
+    wait_hangup(c);
+    /* Buffered on the dead connection: nothing of them was written. */
+    ck_assert_int_eq(fidbus_publish(c, "buffered.one", NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(fidbus_publish(c, "buffered.two", NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(fidbus_ping(c), 0);
+    ck_assert_uint_eq(fidbus_client_reconnects(c), 1);
+    fidbus_client_close(c);
+    int seen = p->arg;
+    peer_end(p);
+    ck_assert_int_eq(seen, 2);
+}
+END_TEST
+
+START_TEST(test_client_reconnect_carries_unwritten_publishes)
+{
+    struct peer *p = peer_unix(s_backlog, 0);
+    struct fidbus_client *c = connect_reconnecting(p, 300, 0, 4u << 20, false);
+    static uint8_t payload[1003] = {0x59, 0x03, 0xe8}; /* a 1000-byte string */
+    /* A small send buffer: the first write-out (64 KiB) stops mid-frame. */
+    int sndbuf = 16384;
+    ck_assert_int_eq(
+        setsockopt(fidbus_client_fd(c), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf),
+        0);
+    /* Publish until the socket is full and a write-out timed out (the
+     * event that said so is queued all the same). */
+    int n = 0, rc = 0;
+    while (rc == 0 && n < 3000) {
+        char ev[32];
+        snprintf(ev, sizeof ev, "n.%d", n++);
+        rc = fidbus_publish(c, ev, NULL, 0, payload, sizeof payload);
+    }
+    ck_assert_int_eq(rc, -ETIMEDOUT);
+    /* The connection breaks under the client: what was written to it is
+     * gone, what was not (whole frames only) goes on the next one. */
+    ck_assert_int_eq(shutdown(fidbus_client_fd(c), SHUT_RDWR), 0);
+    ck_assert_int_eq(fidbus_ping(c), 0);
+    ck_assert_uint_eq(fidbus_client_reconnects(c), 1);
+    fidbus_client_close(c);
+    long first = p->first;
+    int seen = p->arg;
+    peer_end(p);
+    ck_assert_int_gt(first, 0);             /* some were written before */
+    ck_assert_int_eq((int)first + seen, n); /* and the rest all came, in order */
+    ck_assert_int_gt(seen, 0);
+}
+END_TEST
+
+START_TEST(test_client_reconnect_buffer_bound)
+{
+    struct peer *p = peer_unix(s_vanish, 0);
+    /* max_frame 64: the bound may be as small as 68 bytes; ask for 256. */
+    struct fidbus_client *c = connect_reconnecting(p, 200, 64, 256, false);
+    wait_hangup(c);
+    int64_t t0 = mono_ms();
+    ck_assert_int_eq(fidbus_ping(c), -ETIMEDOUT); /* retried for its timeout */
+    ck_assert_int_ge(mono_ms() - t0, 190);
+    ck_assert_int_eq(fidbus_client_fd(c), -1);
+
+    /* Acked publishes are kept until the bound, then refused. */
+    int kept = 0, rc = 0;
+    for (uint64_t seq = 1; seq <= 100 && rc == 0; seq++) {
+        rc = fidbus_publish_seq(c, seq | (UINT64_C(1) << 63), FIDBUS_FLAG_ACK,
+                                "kept.event", NULL, 0, NULL, 0);
+        if (rc == 0)
+            kept++;
+    }
+    ck_assert_int_eq(rc, -ENOBUFS);
+    ck_assert_int_gt(kept, 2);
+    ck_assert_int_lt(kept, 100);
+    ck_assert_uint_eq(fidbus_client_unanswered(c), (size_t)kept);
+    ck_assert_int_eq(fidbus_publish(c, "kept.event", NULL, 0, NULL, 0), -ENOBUFS);
+    ck_assert_int_eq(fidbus_publish_ack(c, "kept.event", NULL, 0, NULL, 0, NULL),
+                     -ENOBUFS);
+    ck_assert_str_eq(fidbus_strerror(-ENOBUFS), "No buffer space available");
+    ck_assert_uint_eq(fidbus_client_unanswered(c), (size_t)kept);
+    ck_assert_uint_eq(fidbus_client_reconnects(c), 0);
+    fidbus_client_close(c); /* does not wait for a reconnection */
+    peer_end(p);
+}
+END_TEST
+
+START_TEST(test_client_no_reconnect_by_default)
+{
+    struct peer *p = peer_unix(s_vanish, 0);
+    struct fidbus_client *c = connect_ok(p, 0);
+    wait_hangup(c);
+    ck_assert_int_eq(fidbus_ping(c), -ECONNRESET);
+    ck_assert_int_eq(fidbus_publish(c, "x", NULL, 0, NULL, 0), -ECONNRESET);
+    ck_assert_uint_eq(fidbus_client_reconnects(c), 0);
+    ck_assert_uint_eq(fidbus_client_unanswered(c), 0);
+    fidbus_client_close(c);
+    peer_end(p);
+}
+END_TEST
+
 START_TEST(test_client_strerror)
 {
     ck_assert_str_eq(fidbus_strerror(0), "success");
@@ -998,6 +1286,11 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_client_timeout);
     tcase_add_test(tc, test_client_request);
     tcase_add_test(tc, test_client_pipeline_recv);
+    tcase_add_test(tc, test_client_reconnect_resends_unanswered);
+    tcase_add_test(tc, test_client_reconnect_after_idle_close);
+    tcase_add_test(tc, test_client_reconnect_carries_unwritten_publishes);
+    tcase_add_test(tc, test_client_reconnect_buffer_bound);
+    tcase_add_test(tc, test_client_no_reconnect_by_default);
     tcase_add_test(tc, test_client_strerror);
     tcase_add_test(tc, test_client_json_cbor);
     suite_add_tcase(s, tc);

@@ -337,9 +337,10 @@ static const struct {
      "tcp_auth = none is only allowed on a loopback address"},
     {"[listen]\ntcp = [::]:7878\ntcp_auth = none\n", 3, "loopback"},
     {"[listen]\ntcp = 127.0.0.1:7878\ntcp_auth = key\n", 3,
-     "tcp_auth = key is not supported yet (TCP authentication arrives with the "
-     "service work); use tcp_auth = none on a loopback address"},
-    {"[listen]\ntcp = 127.0.0.1:7878\n", 2, "tcp_auth = key is not supported yet"},
+     "[listen] tcp_auth = key needs tcp_key_file"},
+    {"[listen]\ntcp = 127.0.0.1:7878\n", 2, "tcp_auth = key needs tcp_key_file"},
+    {"[listen]\ntcp = 127.0.0.1:7878\ntcp_key_file = /nonexistent/fidbus.key\n", 3,
+     "[listen] tcp_key_file /nonexistent/fidbus.key: No such file"},
     {"[listen]\ntcp_auth = maybe\n", 2, "key or none"},
     {"[listen]\nunix =\n", 2, "no listener"},
     {"[listen]\nunix = "

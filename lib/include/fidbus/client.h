@@ -59,6 +59,9 @@ struct fidbus_client_opts {
     size_t key_len;
     int timeout_ms;     /* for connect and each wait; 0 = 10000 */
     uint32_t max_frame; /* 0 = FIDBUS_MAX_FRAME_DEFAULT */
+    /* Reconnection (see "Reconnecting" below); 0 = off, as before. */
+    unsigned reconnect_max_ms; /* > 0: reconnect, backoff capped at this */
+    size_t reconnect_buffer;   /* bytes kept for re-sending; 0 = 1 MiB */
 };
 
 /*
@@ -145,8 +148,77 @@ FIDBUS_API int fidbus_client_last_error_code(const struct fidbus_client *c);
 FIDBUS_API uint64_t fidbus_client_async_errors(const struct fidbus_client *c);
 /* The server name from HELLO ("" before it arrives). */
 FIDBUS_API const char *fidbus_client_server_name(const struct fidbus_client *c);
-/* The socket, for poll(). */
+/* The socket, for poll(); -1 while a reconnecting client is disconnected. */
 FIDBUS_API int fidbus_client_fd(const struct fidbus_client *c);
+
+/*
+ * Reconnecting. With opts->reconnect_max_ms > 0 a client that loses its
+ * connection (a write error, end of stream, a reset, a stream it cannot
+ * parse; a timeout is not a loss) connects again by itself, with the
+ * HELLO/AUTH handshake of fidbus_client_connect. Attempts back off: the
+ * first right away, then after 50 ms, doubling up to reconnect_max_ms,
+ * each delay drawn from the upper half of its step (jitter). One attempt
+ * may take up to the client's timeout. fidbus_client_connect itself does
+ * not retry: a client starts connected or not at all. The key and name
+ * in opts are copied for later handshakes.
+ *
+ * What is re-sent: every acked-mode PUBLISH (fidbus_publish_ack, or
+ * fidbus_publish_seq with FIDBUS_FLAG_ACK) is kept, byte for byte and
+ * with its seq, until its ACK or ERROR arrives, and is sent again on each
+ * new connection until then. Acked events are so delivered AT LEAST
+ * ONCE: a handler may see one twice when the daemon handled it but went
+ * away before its ACK reached the client. Un-acked publishes that were
+ * still wholly in the client's write buffer are sent on the new
+ * connection; those already written to the old socket may be lost (the
+ * kernel accepted them; the daemon may not have read them).
+ *
+ * While disconnected: fidbus_publish and fidbus_publish_seq buffer (and
+ * try one reconnection when the backoff allows) and return 0; a publish
+ * that would make the kept bytes -- acked frames without an answer, plus
+ * everything buffered while disconnected -- exceed reconnect_buffer
+ * (default 1 MiB, never less than one max_frame) fails with -ENOBUFS and
+ * is not queued. That bound also holds while connected, for a pipelining
+ * caller with many acked publishes in flight: fidbus_client_recv frees
+ * room. Calls that wait (fidbus_flush, fidbus_publish_ack, fidbus_ping,
+ * fidbus_client_recv, fidbus_request) keep reconnecting within their own
+ * timeout and return -ETIMEDOUT if it runs out first; the acked publish
+ * stays queued and is still sent when the connection is back (its later
+ * answer is dropped, as after any timeout). fidbus_request is never
+ * re-sent: a REQUEST written before the connection was lost returns
+ * -ECONNRESET, since the daemon may or may not have applied it.
+ * fidbus_client_close does not wait for a reconnection: what is still
+ * queued then is dropped.
+ */
+/* Successful reconnections so far (0 without reconnect_max_ms). */
+FIDBUS_API uint64_t fidbus_client_reconnects(const struct fidbus_client *c);
+/* Acked-mode publishes sent or queued and not yet answered (0 without
+ * reconnect_max_ms): what a reconnection would re-send. */
+FIDBUS_API size_t fidbus_client_unanswered(const struct fidbus_client *c);
+
+/*
+ * The shared key for TCP authentication (fidbus_client_opts.key), read
+ * from a file with the rules fidbusd applies to its own tcp_key_file:
+ * the file must be a regular file that neither group nor others may
+ * access (mode 0600 or 0400) and that is owned by the calling user or
+ * root (a root caller accepts any owner); the key is its bytes with one
+ * trailing "\n" removed, FIDBUS_KEY_MIN to FIDBUS_KEY_MAX bytes of them.
+ * A key is generated with, for instance:
+ *
+ *     (umask 077; head -c 32 /dev/urandom | base64 > tcp.key)
+ *
+ * Returns 0 with a malloc'd *key of *len bytes, which the caller releases
+ * with fidbus_key_free; or a negative errno: what open(2) fails with
+ * (-ENOENT, -EACCES, ...), -EINVAL (not a regular file), -EPERM (mode or
+ * owner), -EFBIG (too long), -ENODATA (empty or too short), -ENOMEM.
+ * fidbus_key_strerror words these in the rules' terms.
+ */
+#define FIDBUS_KEY_MIN 16
+#define FIDBUS_KEY_MAX 4096
+FIDBUS_API int fidbus_key_load(const char *path, uint8_t **key, size_t *len);
+/* Wipes and frees a key from fidbus_key_load. NULL-safe. */
+FIDBUS_API void fidbus_key_free(uint8_t *key, size_t len);
+/* A static description of fidbus_key_load's return value. */
+FIDBUS_API const char *fidbus_key_strerror(int rc);
 
 #ifdef __cplusplus
 }
