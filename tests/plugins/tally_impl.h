@@ -36,32 +36,11 @@ struct tally {
     _Atomic uint64_t sum;
 };
 
-/* The value of a CBOR unsigned integer that is the whole payload. */
-static int tally_uint(const uint8_t *p, size_t n, uint64_t *v)
-{
-    if (!p || n == 0 || (p[0] >> 5) != 0)
-        return -1;
-    unsigned ai = p[0] & 0x1f;
-    size_t len = ai < 24    ? 0
-                 : ai == 24 ? 1
-                 : ai == 25 ? 2
-                 : ai == 26 ? 4
-                 : ai == 27 ? 8
-                            : 9;
-    if (len == 9 || n != 1 + len)
-        return -1;
-    uint64_t x = ai < 24 ? ai : 0;
-    for (size_t i = 0; i < len; i++)
-        x = x << 8 | p[1 + i];
-    *v = x;
-    return 0;
-}
-
 static int tally_handle(void *ctx, const struct fidbus_event *ev)
 {
     struct tally *t = ctx;
     uint64_t v;
-    if (tally_uint(ev->payload, ev->payload_len, &v) < 0)
+    if (tp_payload_uint(ev->payload, ev->payload_len, &v) < 0)
         return -1;
     atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->sum, v, memory_order_relaxed);

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,29 @@ static inline int tp_append(const char *path, const char *text)
     int rc = w == (ssize_t)n ? 0 : w < 0 ? -errno : -EIO;
     close(fd);
     return rc;
+}
+
+/* The value of a CBOR unsigned integer that is the whole payload (the
+ * counting test plugins take one number per event). 0, or -1 if the
+ * payload is anything else. */
+static inline int tp_payload_uint(const uint8_t *p, size_t n, uint64_t *v)
+{
+    if (!p || n == 0 || (p[0] >> 5) != 0)
+        return -1;
+    unsigned ai = p[0] & 0x1f;
+    size_t len = ai < 24    ? 0
+                 : ai == 24 ? 1
+                 : ai == 25 ? 2
+                 : ai == 26 ? 4
+                 : ai == 27 ? 8
+                            : 9;
+    if (len == 9 || n != 1 + len)
+        return -1;
+    uint64_t x = ai < 24 ? ai : 0;
+    for (size_t i = 0; i < len; i++)
+        x = x << 8 | p[1 + i];
+    *v = x;
+    return 0;
 }
 
 /* A non-negative integer config key, or def if unset; -1 if malformed. */
