@@ -6,11 +6,15 @@
  * The socket itself is non-blocking: every call that has to wait does so
  * in poll() against a deadline taken from the client's timeout, so a
  * stuck server can never hold a caller longer than that. To the caller the
- * API is blocking. Parsing the address and connecting the socket are in
- * client_addr.c (shared declarations in client_private.h); this file is
- * the protocol spoken over the socket.
+ * API is blocking. This file is the protocol spoken over the socket:
+ * reading and handling answers, the write buffer, connecting, publishing.
+ * The other pieces, sharing struct fidbus_client through
+ * client_private.h: client_addr.c (parsing the address, connecting the
+ * socket), client_request.c (the handshake, PING, REQUEST and
+ * fidbus_client_recv), client_reconnect.c (everything a reconnecting
+ * client does differently).
  *
- * Everything that moves bytes goes through pump(): it writes what is
+ * Everything that moves bytes goes through fb_client_pump(): it writes what is
  * buffered and, at the same time, reads and handles whatever the server
  * sends, until the call's wait is satisfied. Reading while writing matters:
  * the server answers a burst of bad publishes with ERRORs, and if we never
@@ -22,16 +26,18 @@
  * its own fidbus_publish_seq seqs with them uses the top-bit half.
  * fidbus_publish sends no seq at all: nobody could match it anyway.
  *
- * Reconnection (opt-in, opts->reconnect_max_ms) wraps pump(): the single
- * connection loop is pump_once(), which reports a lost connection as
- * FB_LOST instead of marking the client dead; pump() then reconnects
- * (reconnect_once: connect, handshake, re-queue the pending acked
- * frames from client_reconnect.c, then what was buffered meanwhile) and
+ * Reconnection (opt-in, opts->reconnect_max_ms) wraps the single
+ * connection loop, fb_client_pump_once() here, which reports a lost
+ * connection as FB_LOST instead of marking the client dead;
+ * fb_client_pump() in client_reconnect.c then reconnects (connect,
+ * handshake, re-queue the pending acked frames, then what was buffered
+ * meanwhile) and
  * carries on with the same wait until its deadline. To know which
  * buffered frames were never begun on the old socket, the write buffer
  * keeps whole frames at its front (out_frame marks the frame being
  * written) instead of being compacted at an arbitrary byte.
  */
+#include <errno.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -43,9 +49,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include <fidbus/client.h>
 
 #include "client_private.h"
@@ -53,73 +56,8 @@
 /* Buffered publishes are written once more than this is waiting. */
 #define FB_SEND_THRESHOLD (64u * 1024u)
 #define FB_DEFAULT_TIMEOUT_MS 10000
-#define FB_SEQ_INTERNAL (UINT64_C(1) << 63)
-#define FB_MAX_NONCE 256u
-#define FB_LAST_ERROR_MAX 4096u
-#define FB_RECONNECT_BUFFER_DEFAULT (1024u * 1024u)
-/* pump_once: the connection was lost and a reconnecting client may
- * carry on (never returned to the API's callers). */
-#define FB_LOST 1
 
-enum fb_wait_kind {
-    FB_WAIT_NONE,  /* only write what is buffered */
-    FB_WAIT_HELLO, /* the server's first frame */
-    FB_WAIT_SEQ,   /* the answer carrying one seq */
-    FB_WAIT_ANY,   /* the next ACK or ERROR, whatever its seq */
-};
-
-/* What one call waits for, and what it got. */
-struct fb_wait {
-    enum fb_wait_kind kind;
-    uint64_t seq;
-    uint64_t want_type; /* ACK or REPLY, with FB_WAIT_SEQ */
-    bool done;
-    struct fidbus_answer ans;
-    bool has_result;
-    bool copy_result; /* REPLY: keep a malloc'd copy of result */
-    uint8_t *result;
-    size_t result_len;
-    uint64_t conn_code; /* a seq-less ERROR seen during the call */
-    bool is_ping;       /* re-send PING(seq) after a reconnection */
-    bool no_reconnect;  /* a lost connection ends the wait with 0 (buffered) */
-};
-
-struct fidbus_client {
-    int fd;
-    int timeout_ms; /* -1: wait forever */
-    uint32_t max_frame;
-    int dead; /* 0, or why the connection is unusable */
-    uint64_t next_seq;
-    uint64_t async_errors;
-    uint64_t last_code;
-    uint64_t version; /* from HELLO */
-    struct fidbus_buf out;
-    size_t out_sent; /* bytes at the front of out already written */
-    struct fidbus_frame_reader rd;
-    uint8_t nonce[FB_MAX_NONCE];
-    size_t nonce_len;
-    char server_name[256];
-    char last_error[FB_LAST_ERROR_MAX];
-    /* Reconnection, when opts->reconnect_max_ms > 0. While disconnected,
-     * fd is -1 and out holds only un-acked publishes; acked ones live in
-     * pend (always, connected or not, until answered). */
-    bool reconnect;
-    bool handshaking; /* inside reconnect_once: failures end the attempt */
-    unsigned backoff_max_ms;
-    unsigned backoff_ms; /* current step; 0 after a success */
-    int64_t next_attempt;
-    size_t buffer_max;
-    size_t out_frame; /* start of the frame holding byte out_sent */
-    uint64_t reconnects;
-    uint64_t rng;
-    struct fb_addr addr;
-    char *name;
-    uint8_t *key;
-    size_t key_len;
-    struct fb_pending pend;
-    struct fidbus_msg msg; /* large: decoded into, reused */
-};
-
+/* ------------------------------------------------------------ reading */
 /* ------------------------------------------------------------ reading */
 
 /* A raw CBOR unsigned integer, as ACK and ERROR carry in `result`. */
@@ -282,7 +220,7 @@ static int read_some(struct fidbus_client *c)
 }
 
 /* The whole size of the frame starting at off in out (header included). */
-static size_t frame_size(const struct fidbus_client *c, size_t off)
+size_t fb_client_frame_size(const struct fidbus_client *c, size_t off)
 {
     const uint8_t *h = c->out.data + off;
     return FIDBUS_FRAME_HEADER +
@@ -298,8 +236,8 @@ static int write_some(struct fidbus_client *c)
         if (c->out_sent == c->out.len) {
             c->out.len = c->out_sent = c->out_frame = 0;
         } else if (c->reconnect) {
-            while (c->out_frame + frame_size(c, c->out_frame) <= c->out_sent)
-                c->out_frame += frame_size(c, c->out_frame);
+            while (c->out_frame + fb_client_frame_size(c, c->out_frame) <= c->out_sent)
+                c->out_frame += fb_client_frame_size(c, c->out_frame);
         }
         return 0;
     }
@@ -308,17 +246,11 @@ static int write_some(struct fidbus_client *c)
     return errno == EPIPE ? -ECONNRESET : -errno;
 }
 
-static int proto_rc(uint64_t code)
-{
-    return code > 0 && code < 256 ? FIDBUS_EPROTO_CODE(code) : -EPROTO;
-}
-
-static void conn_lost(struct fidbus_client *c);
-
 /*
  * The connection cannot be used any more: later calls get `rc` at once.
  * A reconnecting client instead drops the connection and returns FB_LOST
- * (or, inside a handshake, the error itself: reconnect_once cleans up).
+ * (or, inside a handshake, the error itself: the reconnection attempt in
+ * client_reconnect.c cleans up).
  */
 static int client_fail(struct fidbus_client *c, int rc)
 {
@@ -327,7 +259,7 @@ static int client_fail(struct fidbus_client *c, int rc)
     if (c->reconnect) {
         if (c->handshaking)
             return rc;
-        conn_lost(c);
+        fb_client_conn_lost(c);
         return FB_LOST;
     }
     if (!c->dead)
@@ -349,13 +281,13 @@ static int closed(struct fidbus_client *c, struct fb_wait *w)
     if (lost == FB_LOST)
         return FB_LOST;
     if (rc == 0)
-        rc = w->conn_code ? proto_rc(w->conn_code) : -ECONNRESET;
+        rc = w->conn_code ? fb_client_proto_rc(w->conn_code) : -ECONNRESET;
     return rc;
 }
 
 /* Writes what is buffered and reads answers until w is satisfied, on
  * the current connection. */
-static int pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
+int fb_client_pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
 {
     if (c->dead)
         return c->dead;
@@ -409,15 +341,13 @@ static int pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t deadlin
     }
 }
 
-static int pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline);
-
 /* ------------------------------------------------------------ sending */
 
 /* Appends one frame to out; *at (may be NULL) gets where it starts. */
 static int enqueue_at(struct fidbus_client *c, const struct fidbus_msg_out *o, size_t *at)
 {
     /* A reconnecting client drops only whole frames from the front, so
-     * the buffer always starts at a frame (see conn_lost). */
+     * the buffer always starts at a frame (see fb_client_conn_lost). */
     size_t from = c->reconnect ? c->out_frame : c->out_sent;
     if (from && c->out_sent < c->out.len) {
         memmove(c->out.data, c->out.data + from, c->out.len - from);
@@ -438,7 +368,7 @@ static int enqueue_at(struct fidbus_client *c, const struct fidbus_msg_out *o, s
     return 0;
 }
 
-static int enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o)
+int fb_client_enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o)
 {
     return enqueue_at(c, o, NULL);
 }
@@ -516,88 +446,18 @@ static int maybe_send(struct fidbus_client *c)
         if (c->fd < 0)
             return 0;
         struct fb_wait w = {.kind = FB_WAIT_NONE, .no_reconnect = true};
-        return pump(c, &w, deadline_in(c->timeout_ms));
+        return fb_client_pump(c, &w, deadline_in(c->timeout_ms));
     }
     return fidbus_flush(c);
 }
 
-static uint64_t internal_seq(struct fidbus_client *c)
-{
-    /* 1, 2, 3, ...: small numbers read well in logs; callers of
-     * fidbus_publish_seq keep to the top-bit half. */
-    return ++c->next_seq & ~FB_SEQ_INTERNAL;
-}
-
-static int wait_seq(struct fidbus_client *c, struct fb_wait *w, uint64_t seq,
-                    uint64_t want_type)
+int fb_client_wait_seq(struct fidbus_client *c, struct fb_wait *w, uint64_t seq,
+                       uint64_t want_type)
 {
     w->kind = FB_WAIT_SEQ;
     w->seq = seq;
     w->want_type = want_type;
-    return pump(c, w, deadline_in(c->timeout_ms));
-}
-
-/* ------------------------------------------------------------ connect */
-
-static int send_ping(struct fidbus_client *c, int64_t deadline)
-{
-    struct fidbus_msg_out o = {
-        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
-        .type = FIDBUS_MSG_PING,
-        .seq = internal_seq(c),
-    };
-    int rc = enqueue(c, &o);
-    if (rc < 0)
-        return rc;
-    struct fb_wait w = {
-        .kind = FB_WAIT_SEQ, .seq = o.seq, .want_type = FIDBUS_MSG_ACK, .is_ping = true};
-    rc = pump(c, &w, deadline);
-    if (rc < 0)
-        return rc;
-    return w.ans.type == FIDBUS_MSG_ACK ? 0 : proto_rc(w.ans.code);
-}
-
-/*
- * HELLO, then AUTH when the server sent a nonce. The protocol has no
- * answer to AUTH, so a PING follows it: its ACK proves the key was
- * accepted, and a refusal surfaces here instead of on the first publish.
- */
-static int handshake(struct fidbus_client *c, const char *name, const uint8_t *key,
-                     size_t key_len, int64_t deadline)
-{
-    struct fb_wait w = {.kind = FB_WAIT_HELLO};
-    int rc = pump(c, &w, deadline);
-    if (rc < 0)
-        return rc;
-    if (w.ans.type == FIDBUS_MSG_ERROR)
-        return proto_rc(w.ans.code);
-    if (c->version != FIDBUS_PROTO_VERSION)
-        return -EPROTONOSUPPORT;
-    if (c->nonce_len == 0)
-        return 0;
-    if (!key) {
-        snprintf(c->last_error, sizeof(c->last_error),
-                 "the server requires a key and none was given");
-        return FIDBUS_EPROTO_CODE(FIDBUS_UNAUTHORIZED);
-    }
-
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned mac_len = 0;
-    if (!HMAC(EVP_sha256(), key, (int)key_len, c->nonce, c->nonce_len, mac, &mac_len))
-        return -ENOMEM;
-    struct fidbus_msg_out o = {
-        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_MAC),
-        .type = FIDBUS_MSG_AUTH,
-        .mac = {mac, mac_len},
-    };
-    if (name) {
-        o.present |= FIDBUS_BIT(FIDBUS_K_NAME);
-        o.name = name;
-    }
-    rc = enqueue(c, &o);
-    if (rc < 0)
-        return rc;
-    return send_ping(c, deadline);
+    return fb_client_pump(c, w, deadline_in(c->timeout_ms));
 }
 
 static struct fidbus_client *client_free(struct fidbus_client *c)
@@ -616,196 +476,6 @@ static struct fidbus_client *client_free(struct fidbus_client *c)
     }
     free(c);
     return NULL;
-}
-
-/* ------------------------------------------------------- reconnection */
-
-/* Remembers what later handshakes need. 0 or -ENOMEM. */
-static int reconnect_setup(struct fidbus_client *c, const struct fb_addr *a,
-                           const struct fidbus_client_opts *opts)
-{
-    c->reconnect = true;
-    c->addr = *a;
-    c->backoff_max_ms = opts->reconnect_max_ms;
-    c->buffer_max =
-        opts->reconnect_buffer ? opts->reconnect_buffer : FB_RECONNECT_BUFFER_DEFAULT;
-    /* Any frame the client may send must fit, or it could never be kept. */
-    if (c->buffer_max < (size_t)c->max_frame + FIDBUS_FRAME_HEADER)
-        c->buffer_max = (size_t)c->max_frame + FIDBUS_FRAME_HEADER;
-    c->rng = ((uint64_t)now_ms() << 20) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)c;
-    if (!c->rng)
-        c->rng = 1;
-    if (opts->name && !(c->name = strdup(opts->name)))
-        return -ENOMEM;
-    if (opts->key) {
-        c->key = malloc(opts->key_len ? opts->key_len : 1);
-        if (!c->key)
-            return -ENOMEM;
-        memcpy(c->key, opts->key, opts->key_len);
-        c->key_len = opts->key_len;
-    }
-    return 0;
-}
-
-/* Is the frame body an un-acked PUBLISH (worth carrying over)? */
-static bool unacked_publish(struct fidbus_client *c, const uint8_t *body, size_t len)
-{
-    struct fidbus_msg *m = &c->msg;
-    if (fidbus_msg_decode(body, len, FIDBUS_MAX_DEPTH_DEFAULT, m) != 0)
-        return false;
-    return m->type == FIDBUS_MSG_PUBLISH &&
-           !(fidbus_msg_has(m, FIDBUS_K_FLAGS) && (m->flags & FIDBUS_FLAG_ACK));
-}
-
-/*
- * Drops the connection. Un-acked publishes not yet begun on it stay in
- * out, in order; everything else there goes: acked frames have their
- * copy in pend, and a PING is sent again by the wait that wanted it.
- */
-static void conn_lost(struct fidbus_client *c)
-{
-    close(c->fd);
-    c->fd = -1;
-    size_t off = c->out_frame, keep = 0;
-    if (off < c->out.len && c->out_sent > off)
-        off += frame_size(c, off); /* partly written: lost with the socket */
-    while (off < c->out.len) {
-        size_t n = frame_size(c, off);
-        if (unacked_publish(c, c->out.data + off + FIDBUS_FRAME_HEADER,
-                            n - FIDBUS_FRAME_HEADER)) {
-            memmove(c->out.data + keep, c->out.data + off, n);
-            keep += n;
-        }
-        off += n;
-    }
-    c->out.len = keep;
-    c->out_sent = c->out_frame = 0;
-    c->rd.start = c->rd.end = 0; /* a new stream starts with a new frame */
-    c->backoff_ms = 0;
-    c->next_attempt = now_ms(); /* the first attempt goes at once */
-}
-
-/*
- * One attempt: connect, handshake, then queue the pending acked frames
- * followed by what was buffered meanwhile. On failure the next attempt is
- * scheduled after the backoff. 0 or a negative errno / protocol code.
- */
-static int reconnect_once(struct fidbus_client *c)
-{
-    int64_t deadline = deadline_in(c->timeout_ms);
-    int rc = fb_addr_connect(&c->addr, deadline);
-    if (rc >= 0) {
-        /* The handshake runs on an empty buffer: with auth, nothing but
-         * AUTH may come first. */
-        struct fidbus_buf held = c->out;
-        c->out = (struct fidbus_buf){0};
-        c->out_sent = c->out_frame = 0;
-        c->fd = rc;
-        c->nonce_len = 0;
-        c->handshaking = true;
-        rc = handshake(c, c->name, c->key, c->key_len, deadline);
-        c->handshaking = false;
-        size_t left = c->out.len - c->out_sent;
-        if (rc == 0 && fidbus_buf_reserve(&c->out, c->pend.bytes + held.len + left) != 0)
-            rc = -ENOMEM;
-        if (rc == 0) {
-            if (left && c->out_sent)
-                memmove(c->out.data, c->out.data + c->out_sent, left);
-            c->out.len = left;
-            c->out_sent = c->out_frame = 0;
-            fb_pending_append_all(&c->pend, &c->out); /* reserved above */
-            if (held.len)
-                fidbus_buf_append(&c->out, held.data, held.len);
-            fidbus_buf_free(&held);
-            c->backoff_ms = 0;
-            c->reconnects++;
-            return 0;
-        }
-        close(c->fd);
-        c->fd = -1;
-        fidbus_buf_free(&c->out);
-        c->out = held;
-        c->out_sent = c->out_frame = 0;
-        c->rd.start = c->rd.end = 0;
-    }
-    unsigned delay;
-    c->backoff_ms = fb_backoff_next(c->backoff_ms, c->backoff_max_ms, &c->rng, &delay);
-    c->next_attempt = now_ms() + delay;
-    return rc;
-}
-
-/* One attempt if the backoff allows it; for calls that do not wait. */
-static void reconnect_if_due(struct fidbus_client *c)
-{
-    if (c->reconnect && c->fd < 0 && now_ms() >= c->next_attempt)
-        (void)reconnect_once(c);
-}
-
-/* Connects again, retrying with backoff until the deadline. */
-static int wait_connected(struct fidbus_client *c, int64_t deadline)
-{
-    while (c->fd < 0) {
-        int64_t now = now_ms();
-        if (now >= c->next_attempt) {
-            if (reconnect_once(c) == -ENOMEM)
-                return -ENOMEM;
-            continue;
-        }
-        int left = remaining(deadline);
-        if (left == 0)
-            return -ETIMEDOUT;
-        int64_t wait = c->next_attempt - now;
-        if (left > 0 && wait > left)
-            wait = left;
-        /* waiting out the backoff: nothing to poll for */
-        poll(NULL, 0, (int)wait);
-    }
-    return 0;
-}
-
-/*
- * Notices a connection the daemon closed while the client was idle (a
- * restart), before a call writes into it: end of stream with nothing
- * unread. Answers already received are left for the call to read.
- */
-static void probe_connection(struct fidbus_client *c)
-{
-    if (!c->reconnect || c->fd < 0 || fidbus_frame_reader_pending(&c->rd))
-        return;
-    uint8_t b;
-    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-        conn_lost(c);
-}
-
-static int pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
-{
-    if (!c->reconnect || c->handshaking)
-        return pump_once(c, w, deadline);
-    for (;;) {
-        if (c->fd < 0) {
-            if (w->no_reconnect)
-                return 0;
-            int rc = wait_connected(c, deadline);
-            if (rc < 0)
-                return rc;
-            if (w->is_ping) {
-                struct fidbus_msg_out o = {
-                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
-                    .type = FIDBUS_MSG_PING,
-                    .seq = w->seq,
-                };
-                if ((rc = enqueue(c, &o)) < 0)
-                    return rc;
-            }
-        }
-        int rc = pump_once(c, w, deadline);
-        if (rc != FB_LOST)
-            return rc;
-        /* A REQUEST may have been applied: the caller must decide. */
-        if (w->kind == FB_WAIT_SEQ && w->want_type == FIDBUS_MSG_REPLY)
-            return -ECONNRESET;
-    }
 }
 
 int fidbus_client_connect(struct fidbus_client **out, const char *addr,
@@ -838,10 +508,10 @@ int fidbus_client_connect(struct fidbus_client **out, const char *addr,
     if (rc < 0)
         goto fail;
     c->fd = rc;
-    rc = opts ? handshake(c, opts->name, opts->key, opts->key_len, deadline)
-              : handshake(c, NULL, NULL, 0, deadline);
+    rc = opts ? fb_client_handshake(c, opts->name, opts->key, opts->key_len, deadline)
+              : fb_client_handshake(c, NULL, NULL, 0, deadline);
     if (rc == 0 && opts && opts->reconnect_max_ms)
-        rc = reconnect_setup(c, &a, opts);
+        rc = fb_client_reconnect_setup(c, &a, opts);
     if (rc < 0)
         goto fail;
     *out = c;
@@ -858,7 +528,7 @@ void fidbus_client_close(struct fidbus_client *c)
     if (c->reconnect) {
         struct fb_wait w = {.kind = FB_WAIT_NONE, .no_reconnect = true};
         if (c->fd >= 0 && c->out_sent < c->out.len)
-            (void)pump(c, &w, deadline_in(c->timeout_ms));
+            (void)fb_client_pump(c, &w, deadline_in(c->timeout_ms));
     } else if (!c->dead && c->out_sent < c->out.len) {
         (void)fidbus_flush(c);
     }
@@ -873,7 +543,7 @@ int fidbus_publish(struct fidbus_client *c, const char *event,
 {
     if (!c)
         return -EINVAL;
-    reconnect_if_due(c);
+    fb_client_reconnect_if_due(c);
     int rc = enqueue_publish(c, false, 0, 0, event, tags, ntags, payload, payload_len);
     return rc < 0 ? rc : maybe_send(c);
 }
@@ -884,7 +554,7 @@ int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
 {
     if (!c)
         return -EINVAL;
-    reconnect_if_due(c);
+    fb_client_reconnect_if_due(c);
     int rc =
         enqueue_publish(c, true, seq, flags, event, tags, ntags, payload, payload_len);
     return rc < 0 ? rc : maybe_send(c);
@@ -895,8 +565,8 @@ int fidbus_flush(struct fidbus_client *c)
     if (!c)
         return -EINVAL;
     struct fb_wait w = {.kind = FB_WAIT_NONE};
-    probe_connection(c);
-    return pump(c, &w, deadline_in(c->timeout_ms));
+    fb_client_probe(c);
+    return fb_client_pump(c, &w, deadline_in(c->timeout_ms));
 }
 
 int fidbus_publish_ack(struct fidbus_client *c, const char *event,
@@ -907,97 +577,19 @@ int fidbus_publish_ack(struct fidbus_client *c, const char *event,
         return -EINVAL;
     if (result)
         *result = 0;
-    probe_connection(c);
-    uint64_t seq = internal_seq(c);
+    fb_client_probe(c);
+    uint64_t seq = fb_client_next_seq(c);
     int rc = enqueue_publish(c, true, seq, FIDBUS_FLAG_ACK, event, tags, ntags, payload,
                              payload_len);
     if (rc < 0)
         return rc;
     struct fb_wait w = {0};
-    rc = wait_seq(c, &w, seq, FIDBUS_MSG_ACK);
+    rc = fb_client_wait_seq(c, &w, seq, FIDBUS_MSG_ACK);
     if (rc < 0)
         return rc;
     if (result && w.has_result)
         *result = w.ans.result; /* HANDLER_FAILED counts successes too */
-    return w.ans.type == FIDBUS_MSG_ACK ? 0 : proto_rc(w.ans.code);
-}
-
-int fidbus_ping(struct fidbus_client *c)
-{
-    if (!c)
-        return -EINVAL;
-    if (c->dead)
-        return c->dead;
-    int64_t deadline = deadline_in(c->timeout_ms);
-    if (c->reconnect) {
-        probe_connection(c);
-        int rc = wait_connected(c, deadline);
-        if (rc < 0)
-            return rc;
-    }
-    return send_ping(c, deadline);
-}
-
-int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans, int timeout_ms)
-{
-    if (!c || !ans)
-        return -EINVAL;
-    struct fb_wait w = {.kind = FB_WAIT_ANY};
-    int rc = pump(c, &w, deadline_in(timeout_ms == -1 ? c->timeout_ms : timeout_ms));
-    if (rc < 0)
-        return rc;
-    *ans = w.ans;
-    if (!w.has_result)
-        ans->result = 0;
-    return 0;
-}
-
-int fidbus_request(struct fidbus_client *c, const char *command, const uint8_t *args,
-                   size_t args_len, uint8_t **reply_result, size_t *reply_result_len)
-{
-    if (reply_result)
-        *reply_result = NULL;
-    if (reply_result_len)
-        *reply_result_len = 0;
-    if (!c || !command || !*command || (args_len && !args))
-        return -EINVAL;
-    if (c->dead)
-        return c->dead;
-    if (c->reconnect) {
-        probe_connection(c);
-        int rc = wait_connected(c, deadline_in(c->timeout_ms));
-        if (rc < 0)
-            return rc;
-    }
-    struct fidbus_msg_out o = {
-        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
-                   FIDBUS_BIT(FIDBUS_K_COMMAND),
-        .type = FIDBUS_MSG_REQUEST,
-        .seq = internal_seq(c),
-        .command = command,
-    };
-    if (args_len) {
-        o.present |= FIDBUS_BIT(FIDBUS_K_ARGS);
-        o.args.ptr = args;
-        o.args.len = args_len;
-    }
-    int rc = enqueue(c, &o);
-    if (rc < 0)
-        return rc;
-    struct fb_wait w = {.copy_result = reply_result != NULL};
-    rc = wait_seq(c, &w, o.seq, FIDBUS_MSG_REPLY);
-    if (rc < 0 || w.ans.type != FIDBUS_MSG_REPLY || w.ans.code != 0) {
-        free(w.result);
-        if (rc < 0)
-            return rc;
-        return proto_rc(w.ans.code); /* never 0 here: see handle_frame */
-    }
-    if (reply_result) {
-        *reply_result = w.result;
-        if (reply_result_len)
-            *reply_result_len = w.result_len;
-    }
-    return 0;
+    return w.ans.type == FIDBUS_MSG_ACK ? 0 : fb_client_proto_rc(w.ans.code);
 }
 
 const char *fidbus_client_last_error(const struct fidbus_client *c)

@@ -1,6 +1,6 @@
 /*
- * lib/client_private.h -- what lib/client.c, lib/client_addr.c and
- * lib/client_reconnect.c share.
+ * lib/client_private.h -- what lib/client.c, client_addr.c,
+ * client_request.c and client_reconnect.c share.
  * Private to libfidbus (not installed); the library is built with
  * -fvisibility=hidden, so the fb_ functions below are not exported.
  *
@@ -11,6 +11,7 @@
 #ifndef FB_CLIENT_PRIVATE_H
 #define FB_CLIENT_PRIVATE_H
 
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include <fidbus/client.h>
 #include <fidbus/proto.h>
 
 /* --------------------------------------------------------------- time */
@@ -114,5 +116,124 @@ void fb_pending_free(struct fb_pending *p);
  */
 unsigned fb_backoff_next(unsigned cur_ms, unsigned max_ms, uint64_t *rng,
                          unsigned *delay_ms);
+
+/* ------------------------------------------------------------ client */
+
+#define FB_SEQ_INTERNAL (UINT64_C(1) << 63)
+#define FB_MAX_NONCE 256u
+#define FB_LAST_ERROR_MAX 4096u
+/* fb_client_pump_once: the connection was lost and a reconnecting client
+ * may carry on (never returned to the API's callers). */
+#define FB_LOST 1
+
+enum fb_wait_kind {
+    FB_WAIT_NONE,  /* only write what is buffered */
+    FB_WAIT_HELLO, /* the server's first frame */
+    FB_WAIT_SEQ,   /* the answer carrying one seq */
+    FB_WAIT_ANY,   /* the next ACK or ERROR, whatever its seq */
+};
+
+/* What one call waits for, and what it got. */
+struct fb_wait {
+    enum fb_wait_kind kind;
+    uint64_t seq;
+    uint64_t want_type; /* ACK or REPLY, with FB_WAIT_SEQ */
+    bool done;
+    struct fidbus_answer ans;
+    bool has_result;
+    bool copy_result; /* REPLY: keep a malloc'd copy of result */
+    uint8_t *result;
+    size_t result_len;
+    uint64_t conn_code; /* a seq-less ERROR seen during the call */
+    bool is_ping;       /* re-send PING(seq) after a reconnection */
+    bool no_reconnect;  /* a lost connection ends the wait with 0 (buffered) */
+};
+
+struct fidbus_client {
+    int fd;
+    int timeout_ms; /* -1: wait forever */
+    uint32_t max_frame;
+    int dead; /* 0, or why the connection is unusable */
+    uint64_t next_seq;
+    uint64_t async_errors;
+    uint64_t last_code;
+    uint64_t version; /* from HELLO */
+    struct fidbus_buf out;
+    size_t out_sent; /* bytes at the front of out already written */
+    struct fidbus_frame_reader rd;
+    uint8_t nonce[FB_MAX_NONCE];
+    size_t nonce_len;
+    char server_name[256];
+    char last_error[FB_LAST_ERROR_MAX];
+    /* Reconnection, when opts->reconnect_max_ms > 0. While disconnected,
+     * fd is -1 and out holds only un-acked publishes; acked ones live in
+     * pend (always, connected or not, until answered). */
+    bool reconnect;
+    bool handshaking; /* inside a reconnection attempt: failures end it */
+    unsigned backoff_max_ms;
+    unsigned backoff_ms; /* current step; 0 after a success */
+    int64_t next_attempt;
+    size_t buffer_max;
+    size_t out_frame; /* start of the frame holding byte out_sent */
+    uint64_t reconnects;
+    uint64_t rng;
+    struct fb_addr addr;
+    char *name;
+    uint8_t *key;
+    size_t key_len;
+    struct fb_pending pend;
+    struct fidbus_msg msg; /* large: decoded into, reused */
+};
+
+static inline int fb_client_proto_rc(uint64_t code)
+{
+    return code > 0 && code < 256 ? FIDBUS_EPROTO_CODE(code) : -EPROTO;
+}
+
+static inline uint64_t fb_client_next_seq(struct fidbus_client *c)
+{
+    /* 1, 2, 3, ...: small numbers read well in logs; callers of
+     * fidbus_publish_seq keep to the top-bit half. */
+    return ++c->next_seq & ~FB_SEQ_INTERNAL;
+}
+
+/* client.c */
+
+/* Writes what is buffered and reads answers until w is satisfied, on the
+ * current connection only. 0, FB_LOST (reconnecting client), or a
+ * negative errno / protocol code. */
+int fb_client_pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t deadline);
+/* Appends one encoded frame to the write buffer. 0, -ENOMEM, -EMSGSIZE. */
+int fb_client_enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o);
+/* Waits (the client's timeout) for the answer of type want_type to seq. */
+int fb_client_wait_seq(struct fidbus_client *c, struct fb_wait *w, uint64_t seq,
+                       uint64_t want_type);
+/* The whole size of the frame starting at off in c->out (header included). */
+size_t fb_client_frame_size(const struct fidbus_client *c, size_t off);
+
+/* client_request.c */
+
+/* HELLO, then AUTH and a PING when the server sent a nonce. key (may be
+ * NULL) and name are only read. 0 or a negative errno / protocol code. */
+int fb_client_handshake(struct fidbus_client *c, const char *name, const uint8_t *key,
+                        size_t key_len, int64_t deadline);
+
+/* client_reconnect.c */
+
+/* fb_client_pump_once, reconnecting (until deadline) when the client
+ * asked for it; the pump every call uses. */
+int fb_client_pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline);
+/* Remembers what later handshakes need (copies of name and key). 0 or
+ * -ENOMEM. */
+int fb_client_reconnect_setup(struct fidbus_client *c, const struct fb_addr *a,
+                              const struct fidbus_client_opts *opts);
+/* Drops the connection, keeping what must be sent again. */
+void fb_client_conn_lost(struct fidbus_client *c);
+/* One attempt if the backoff allows it; for calls that do not wait. */
+void fb_client_reconnect_if_due(struct fidbus_client *c);
+/* Connects again, retrying with backoff until the deadline. */
+int fb_client_wait_connected(struct fidbus_client *c, int64_t deadline);
+/* Notices a connection the daemon closed while the client was idle. */
+void fb_client_probe(struct fidbus_client *c);
 
 #endif
