@@ -11,6 +11,11 @@
  * before its ACK reached the client, then re-sent) are allowed and
  * reported on stderr ("restart: ...").
  *
+ * It runs twice: with the daemon binding its bus socket itself each time,
+ * and under socket activation, the test holding the listening socket as
+ * systemd would and passing it to every run (LISTEN_FDS/LISTEN_PID/
+ * LISTEN_FDNAMES).
+ *
  * The handler is tests/plugins/seen.so: it counts each event number (the
  * payload) and appends one record of counts per daemon run at fini; the
  * test adds the records up.
@@ -30,6 +35,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,8 +192,10 @@ static void *publisher(void *arg)
     return NULL;
 }
 
-/* The daemon got SIGTERM from us: wait for it like fb_e2e_stop does. */
-static void wait_stopped(struct fb_e2e *t)
+/* The daemon got SIGTERM from us: wait for it like fb_e2e_stop does. A
+ * daemon that bound its own bus socket removes it; a passed one is the
+ * manager's and stays. */
+static void wait_stopped(struct fb_e2e *t, bool passed)
 {
     uint64_t deadline = fb_e2e_now_ms() + FB_E2E_TIMEOUT_MS;
     int status = 0;
@@ -213,12 +223,21 @@ static void wait_stopped(struct fb_e2e *t)
                       !strstr(err, "runtime error:"),
                   "sanitizer report from fidbusd:\n%s", err);
     free(err);
-    ck_assert_msg(access(t->bus, F_OK) != 0, "fidbusd exited but left %s", t->bus);
+    if (passed)
+        ck_assert_msg(access(t->bus, F_OK) == 0, "fidbusd removed the passed %s", t->bus);
+    else
+        ck_assert_msg(access(t->bus, F_OK) != 0, "fidbusd exited but left %s", t->bus);
 }
 
-START_TEST(test_restart_reconnecting_publisher_loses_nothing)
+/*
+ * The whole scenario on a running daemon t: with sp NULL, every restart
+ * is fb_e2e_start (the daemon binds the bus socket again); otherwise it is
+ * fb_e2e_start_with(sp), the same passed sockets each time, as systemd
+ * restarts a socket-activated service. `what` names the run in the report.
+ */
+static void run_restarts(struct fb_e2e *t, const struct fb_e2e_spawn *sp,
+                         const char *what)
 {
-    struct fb_e2e *t = fb_e2e_up(NULL, config);
     struct pub *p = calloc(1, sizeof *p);
     ck_assert_ptr_nonnull(p);
     snprintf(p->addr, sizeof p->addr, "%s", t->bus_addr);
@@ -241,8 +260,16 @@ START_TEST(test_restart_reconnecting_publisher_loses_nothing)
         p->go = k;
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
-        wait_stopped(t);
-        fb_e2e_start(t); /* same config, same socket path */
+        wait_stopped(t, sp != NULL);
+        if (sp) {
+            fb_e2e_start_with(t, sp); /* the same listening sockets */
+            char *err = fb_e2e_stderr(t);
+            const char *adopt[] = {"adopting", t->bus, "bus socket", NULL};
+            ck_assert_msg(fb_e2e_has_line(err, adopt), "run %d: adoption not logged: %s",
+                          k + 1, err);
+            free(err);
+        } else
+            fb_e2e_start(t); /* same config, same socket path */
     }
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_msg(p->err[0] == '\0', "publisher: %s", p->err);
@@ -250,7 +277,9 @@ START_TEST(test_restart_reconnecting_publisher_loses_nothing)
         ck_assert_msg(p->answers[i] == 1, "event %d: %d answers", i, p->answers[i]);
     ck_assert_msg(p->reconnects == STOPS, "%llu reconnections, expected %d",
                   (unsigned long long)p->reconnects, STOPS);
-    fb_e2e_stop_ok(t);
+    int status = sp ? fb_e2e_stop_passed(t) : fb_e2e_stop(t);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "fidbusd did not exit 0 (status 0x%x)", status);
 
     /* One record per daemon run: "SEEN", max (LE32), max LE16 counts. */
     size_t len = 0;
@@ -272,13 +301,57 @@ START_TEST(test_restart_reconnecting_publisher_loses_nothing)
         dups += n - 1;
     }
     fprintf(stderr,
-            "restart: %d acked events over %d daemon restarts: all handled, %llu "
+            "restart (%s): %d acked events over %d daemon restarts: all handled, %llu "
             "handler calls, %llu duplicates; in flight at the stops: %zu, %zu\n",
-            N, STOPS, total, dups, p->in_flight[1], p->in_flight[2]);
+            what, N, STOPS, total, dups, p->in_flight[1], p->in_flight[2]);
     free(rec);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+START_TEST(test_restart_reconnecting_publisher_loses_nothing)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, config);
+    run_restarts(t, NULL, "rebinding");
+    fb_e2e_free(t);
+}
+END_TEST
+
+/*
+ * The same through socket activation: the test holds the listening bus
+ * socket, as systemd's fidbusd.socket does, and every fidbusd run gets it
+ * as fd 3 with LISTEN_FDS=1, LISTEN_FDNAMES=bus and LISTEN_PID set to the
+ * daemon's own pid in the child between fork and exec (the harness).
+ * Between two runs the socket keeps listening, so the publisher's
+ * reconnection is queued in its backlog and served by the next run
+ * instead of failing; at the end the socket file is still there, the
+ * manager's, and the daemon of each run logged that it adopted it.
+ */
+START_TEST(test_restart_socket_activated_loses_nothing)
+{
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, NULL, config);
+    ck_assert_msg(mkdir(fb_e2e_file(t, "run"), 0755) == 0 || errno == EEXIST,
+                  "mkdir run: %s", strerror(errno));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_un sa;
+    fb_e2e_sun(&sa, t->bus);
+    unlink(t->bus);
+    ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "bind %s: %s", t->bus,
+                  strerror(errno));
+    ck_assert_msg(listen(fd, 64) == 0, "listen: %s", strerror(errno));
+    struct fb_e2e_spawn sp = {.fds = &fd, .nfds = 1, .fdnames = "bus"};
+    fb_e2e_start_with(t, &sp);
+    char *err = fb_e2e_stderr(t);
+    const char *adopt[] = {"adopting", t->bus, "bus socket", NULL};
+    ck_assert_msg(fb_e2e_has_line(err, adopt), "adoption not logged: %s", err);
+    free(err);
+
+    run_restarts(t, &sp, "socket activation");
+    ck_assert_msg(access(t->bus, F_OK) == 0, "the passed %s is gone", t->bus);
+    close(fd);
     fb_e2e_free(t);
 }
 END_TEST
@@ -289,6 +362,7 @@ static Suite *e2e_restart_suite(void)
     TCase *tc = tcase_create("restart");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_restart_reconnecting_publisher_loses_nothing);
+    tcase_add_test(tc, test_restart_socket_activated_loses_nothing);
     suite_add_tcase(s, tc);
     return s;
 }
