@@ -183,7 +183,11 @@ int main(int argc, char **argv)
                          : fb_config_load_file(file ? file : FIDBUS_SYSCONF_CONFIG, &cfg,
                                                err, sizeof err);
     if (rc) {
-        fprintf(stderr, "fidbusd: %s\n", err);
+        /* Through the logger, not fprintf: under systemd this is the one
+         * line that says why the unit failed, and journald needs its <3>
+         * to file it as an error. On a terminal (--check-config included)
+         * it reads "fidbusd: error: FILE:LINE: ...". */
+        fb_error("%s", err);
         return 1;
     }
     if (check) {
@@ -199,7 +203,7 @@ int main(int argc, char **argv)
     struct fb_daemon *d = NULL;
     rc = fb_daemon_new(cfg, &d);
     if (rc < 0) {
-        fprintf(stderr, "fidbusd: %s\n", strerror(-rc));
+        fb_error("cannot set the daemon up: %s", strerror(-rc));
         fb_config_free(cfg);
         free(embedded);
         return 1;

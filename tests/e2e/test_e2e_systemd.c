@@ -473,6 +473,40 @@ START_TEST(test_e2e_systemd_journal_prefix)
 }
 END_TEST
 
+/* A config the daemon refuses is its last word under systemd: it goes
+ * through the logger too, as an error ("<3>") for journald, and with the
+ * usual "fidbusd: error: " on a terminal. */
+START_TEST(test_e2e_systemd_config_error_priority)
+{
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, NULL, "[route r]\nevent = x\nto = fidbus.log\nmode = sideways\n");
+    fb_e2e_write(t, "fidbusd.stderr", "");
+    struct stat st;
+    ck_assert(stat(t->errfile, &st) == 0);
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    ck_assert(setenv("JOURNAL_STREAM", js, 1) == 0);
+    int status = fb_e2e_start_fail(t, NULL);
+    unsetenv("JOURNAL_STREAM");
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(EXIT_IS(status, 1), "exit status 0x%x; stderr: %s", status, err);
+    ck_assert_msg(strncmp(err, "<3>", 3) == 0 && strstr(err, "fidbusd.conf:") &&
+                      every_line_starts(err, "<3>", NULL),
+                  "the config error is not one <3> journal line: %s", err);
+    free(err);
+
+    status = fb_e2e_start_fail(t, NULL);
+    err = fb_e2e_stderr(t);
+    ck_assert_msg(EXIT_IS(status, 1), "exit status 0x%x; stderr: %s", status, err);
+    ck_assert_msg(strncmp(err, "fidbusd: error: ", 16) == 0 &&
+                      strstr(err, "fidbusd.conf:"),
+                  "on a terminal the config error reads: %s", err);
+    free(err);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *e2e_systemd_suite(void)
 {
     Suite *s = suite_create("e2e.systemd");
@@ -485,6 +519,7 @@ static Suite *e2e_systemd_suite(void)
     tcase_add_test(tc, test_e2e_systemd_listen_unknown_name);
     tcase_add_test(tc, test_e2e_systemd_listen_refused);
     tcase_add_test(tc, test_e2e_systemd_journal_prefix);
+    tcase_add_test(tc, test_e2e_systemd_config_error_priority);
     suite_add_tcase(s, tc);
     return s;
 }
