@@ -367,6 +367,16 @@ START_TEST(test_e2e_auth_fidbusctl)
     free(out);
     free(err);
 
+    /* Control commands take every global option after the command as
+     * well, --key-file included (their socket needs no key). */
+    const char *const ctl_after[] = {ctl, "status", "--socket",  t->control, "--key-file",
+                                     key, "--bus",  t->tcp_addr, NULL};
+    st = fb_e2e_run(t, ctl_after, &out, &err);
+    ck_assert_msg(EXIT_IS(st, 0), "status --key-file: 0x%x; stdout %s; stderr %s", st,
+                  out, err);
+    free(out);
+    free(err);
+
     /* No key: the daemon's refusal, exit 1. */
     const char *const nokey[] = {ctl, "--bus", t->tcp_addr, "publish", "auth.ctl", NULL};
     st = fb_e2e_run(t, nokey, &out, &err);
