@@ -29,11 +29,11 @@ _fidbusctl()
         cword=$COMP_CWORD
     fi
 
-    local global="--socket --bus --json --help --version"
+    local global="--socket --bus --key-file --json --help --version"
 
     # an option's argument
     case $prev in
-    --socket | --data-file | --apply | --path)
+    --socket | --key-file | --data-file | --apply | --path)
         COMPREPLY=($(compgen -f -- "$cur"))
         compopt -o filenames 2>/dev/null
         return ;;
@@ -62,8 +62,8 @@ _fidbusctl()
             sock=${words[i + 1]}
             skip=1 ;;
         --socket=*) sock=${w#--socket=} ;;
-        --bus | --tag | --data-json | --data-hex | --data-file | --name | --config | \
-            --path | --to | --mode | --split-by | --priority | --signature | --apply)
+        --bus | --key-file | --tag | --data-json | --data-hex | --data-file | --name | \
+            --config | --path | --to | --mode | --split-by | --priority | --signature | --apply)
             skip=1 ;;
         -*) ;;
         *) pos+=("$w") ;;
