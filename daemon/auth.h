@@ -31,7 +31,7 @@
 #define FB_AUTH_NONCE_LEN 32
 #define FB_AUTH_MAC_LEN 32 /* SHA-256 */
 /* How long a TCP client has to send its AUTH after connecting. A
- * configurable key is later work; FIDBUS_AUTH_DEADLINE_MS in the
+ * configurable deadline is later work; FIDBUS_AUTH_DEADLINE_MS in the
  * environment overrides it, read once -- a hook for the tests, not a
  * documented setting. */
 #define FB_AUTH_DEADLINE_MS 10000u
