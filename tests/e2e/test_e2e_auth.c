@@ -154,6 +154,19 @@ START_TEST(test_e2e_auth_right_key)
     fb_e2e_publish_ack(c, "auth.ok", 1);
     fb_e2e_publish_n(c, "auth.ok", 3);
     fb_e2e_ping(c);
+    /* Once authenticated, the pre-AUTH frame cap (FB_AUTH_MAX_FRAME, 4 KiB)
+     * is lifted: a 60 KB payload (a CBOR byte string) is an ordinary event. */
+    size_t big_len = 3 + 60000;
+    uint8_t *big = calloc(1, big_len);
+    ck_assert_ptr_nonnull(big);
+    big[0] = 0x59; /* bytes, 16-bit length */
+    big[1] = 60000 >> 8;
+    big[2] = 60000 & 0xff;
+    uint64_t handled = 0;
+    rc = fidbus_publish_ack(c, "auth.ok", NULL, 0, big, big_len, &handled);
+    ck_assert_msg(rc == 0 && handled == 1, "60 KB publish after AUTH: %s (%s)",
+                  fidbus_strerror(rc), fidbus_client_last_error(c));
+    free(big);
     fidbus_client_close(c);
 
     /* The same over the raw wire, AUTH pipelined with a PUBLISH. */
@@ -175,7 +188,7 @@ START_TEST(test_e2e_auth_right_key)
     rc = fidbus_client_connect(&c, t->tcp_addr, NULL);
     ck_assert_int_eq(rc, FIDBUS_EPROTO_CODE(FIDBUS_UNAUTHORIZED));
     ck_assert_ptr_null(c);
-    stop_expect_count(t, "auth.ok", 1 + 3 + 1 + 1);
+    stop_expect_count(t, "auth.ok", 1 + 3 + 1 + 1 + 1);
     fb_e2e_free(t);
 }
 END_TEST
