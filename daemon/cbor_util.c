@@ -37,6 +37,123 @@ const char *fb_cbor_value_problem(const char *v, bool line_start)
     return NULL;
 }
 
+/* ------------------------------------------------- bounded loading */
+
+enum plaus_kind { P_SCALAR, P_DEF, P_INDEF, P_TAG, P_BREAK };
+
+struct plaus {
+    enum plaus_kind kind;
+    uint64_t n; /* items a definite container holds (pairs count twice) */
+};
+
+static void pl_array(void *ctx, size_t n)
+{
+    ((struct plaus *)ctx)->kind = P_DEF;
+    ((struct plaus *)ctx)->n = n;
+}
+
+static void pl_map(void *ctx, size_t n)
+{
+    ((struct plaus *)ctx)->kind = P_DEF;
+    /* a count this large cannot be backed by bytes anyway */
+    ((struct plaus *)ctx)->n = n > SIZE_MAX / 2 ? SIZE_MAX : 2 * (uint64_t)n;
+}
+
+static void pl_indef(void *ctx)
+{
+    ((struct plaus *)ctx)->kind = P_INDEF;
+}
+
+static void pl_tag(void *ctx, uint64_t v)
+{
+    ((struct plaus *)ctx)->kind = P_TAG;
+}
+
+static void pl_break(void *ctx)
+{
+    ((struct plaus *)ctx)->kind = P_BREAK;
+}
+
+/* 0 when buf's first item is plausible (or not CBOR at all: cbor_load
+ * then says why), else the offset + 1 of the head that is not, with
+ * *short_data set when it claims more items than bytes follow. */
+static size_t implausible_at(const uint8_t *buf, size_t len, unsigned max_depth,
+                             bool *short_data)
+{
+    struct cbor_callbacks cb = cbor_empty_callbacks;
+    cb.array_start = pl_array;
+    cb.map_start = pl_map;
+    cb.indef_array_start = pl_indef;
+    cb.indef_map_start = pl_indef;
+    cb.byte_string_start = pl_indef;
+    cb.string_start = pl_indef;
+    cb.tag = pl_tag;
+    cb.indef_break = pl_break;
+    /* items still owed by each open container; UINT64_MAX = indefinite */
+    uint64_t stack[FB_CBOR_LOAD_DEPTH + 1];
+    unsigned depth = 0;
+    if (max_depth > FB_CBOR_LOAD_DEPTH)
+        max_depth = FB_CBOR_LOAD_DEPTH;
+    size_t off = 0;
+    do {
+        struct plaus pl = {.kind = P_SCALAR};
+        struct cbor_decoder_result r = cbor_stream_decode(buf + off, len - off, &cb, &pl);
+        if (r.status != CBOR_DECODER_FINISHED)
+            return 0;
+        size_t head = off;
+        off += r.read;
+        bool done = false; /* this head completed an item */
+        switch (pl.kind) {
+        case P_DEF:
+            if (pl.n > len - off) {
+                *short_data = true;
+                return head + 1;
+            }
+            if (pl.n == 0) {
+                done = true;
+                break;
+            }
+            /* fall through */
+        case P_TAG:
+        case P_INDEF:
+            if (depth == max_depth)
+                return head + 1;
+            stack[depth++] = pl.kind == P_DEF ? pl.n : pl.kind == P_TAG ? 1 : UINT64_MAX;
+            break;
+        case P_BREAK:
+            if (!depth || stack[depth - 1] != UINT64_MAX)
+                return 0; /* a stray break: cbor_load refuses it */
+            depth--;
+            done = true;
+            break;
+        case P_SCALAR:
+            done = true;
+            break;
+        }
+        while (done && depth && stack[depth - 1] != UINT64_MAX) {
+            done = --stack[depth - 1] == 0;
+            if (done)
+                depth--;
+        }
+    } while (depth);
+    return 0;
+}
+
+cbor_item_t *fb_cbor_load(const uint8_t *buf, size_t len, unsigned max_depth,
+                          struct cbor_load_result *res)
+{
+    bool short_data = false;
+    size_t bad = implausible_at(buf, len, max_depth, &short_data);
+    if (bad) {
+        memset(res, 0, sizeof *res);
+        /* what cbor_load itself would say, had it the memory */
+        res->error.code = short_data ? CBOR_ERR_NOTENOUGHDATA : CBOR_ERR_MALFORMATED;
+        res->error.position = bad - 1;
+        return NULL;
+    }
+    return cbor_load(buf, len, res);
+}
+
 /* ---------------------------------------------------------- reading */
 
 int fb_cbor_text_dup(const cbor_item_t *it, char **out)

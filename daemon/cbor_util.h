@@ -39,6 +39,24 @@ const char *fb_cbor_value_problem(const char *v, bool line_start);
 
 /* ---------------------------------------------------------- reading */
 
+/* Deepest nesting a control args map or state.cbor may have: the deepest
+ * shape we read (route.test's apply.add[i].tags) is five levels. */
+#define FB_CBOR_LOAD_DEPTH 16
+
+/*
+ * cbor_load for bytes from outside (control args, state.cbor), after a
+ * pass that refuses what libcbor would turn into a huge allocation or a
+ * deep recursion: a definite array or map that claims more items than
+ * there are bytes left (libcbor allocates the claimed count up front, so
+ * five bytes could ask for 32 GiB), or nesting deeper than max_depth
+ * (cbor_decref recurses). Such input gets NULL with res->error.code
+ * CBOR_ERR_NOTENOUGHDATA (the claimed items cannot be there) or
+ * CBOR_ERR_MALFORMATED (too deep), res->error.position at the head;
+ * everything else is exactly cbor_load. Found by tests/fuzz/fuzz_request.
+ */
+cbor_item_t *fb_cbor_load(const uint8_t *buf, size_t len, unsigned max_depth,
+                          struct cbor_load_result *res);
+
 enum fb_cbor_text_rc { FB_CBOR_TEXT_OK = 0, FB_CBOR_NOT_TEXT = 1, FB_CBOR_TEXT_NUL = 2 };
 
 /*

@@ -10,6 +10,8 @@
  */
 #include "control_cmds.h"
 
+#include "cbor_util.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -500,7 +502,7 @@ int fb_ctl_args_load(struct fidbus_slice args, cbor_item_t **out, char *err,
         return *out ? 0 : -ENOMEM;
     }
     struct cbor_load_result res;
-    cbor_item_t *item = cbor_load(args.ptr, args.len, &res);
+    cbor_item_t *item = fb_cbor_load(args.ptr, args.len, FB_CBOR_LOAD_DEPTH, &res);
     if (!item) {
         if (res.error.code == CBOR_ERR_MEMERROR)
             return -ENOMEM;

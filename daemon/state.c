@@ -352,15 +352,15 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
     }
 
     struct cbor_load_result res;
-    cbor_item_t *root = cbor_load(buf, len, &res);
+    cbor_item_t *root = fb_cbor_load(buf, len, FB_CBOR_LOAD_DEPTH, &res);
     if (!root) {
         switch (res.error.code) {
         case CBOR_ERR_NOTENOUGHDATA:
             fb_set_err(err, errlen, "truncated at byte %zu", len);
             return FIDBUS_INVALID;
         case CBOR_ERR_MEMERROR:
-            /* a real shortage, or sizes no file of ours declares: not
-             * knowing which, do not have a good file set aside */
+            /* a real shortage (sizes no bytes back were refused as
+             * malformed above): do not have a good file set aside */
             fb_set_err(err, errlen, "out of memory decoding %zu bytes", len);
             return -ENOMEM;
         default:

@@ -9,11 +9,14 @@
 #   tools/dev.sh build   only build (preset "default", into build/)
 #   tools/dev.sh soak    longer concurrency runs under TSan (unit.flip, and the
 #                        zero-loss e2e.soak for 300 s)
+#   tools/dev.sh fuzz [SECONDS]
+#                        build the libFuzzer targets (clang, ASan+UBSan) and run
+#                        each for SECONDS (default 600) on a scratch corpus
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libuv1-dev libcbor-dev libssl-dev check
-liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser"
+liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser clang"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -27,6 +30,31 @@ deps() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+}
+
+# Runs every fuzz target for $1 seconds on a scratch copy of its corpus
+# (new inputs stay out of the tree). A finding stops with its file named
+# and a non-zero exit; tests/fuzz/README.md says how to keep it.
+fuzz() {
+    secs=$1
+    root=$(pwd)
+    build fuzz
+    work=$(mktemp -d "${TMPDIR:-/tmp}/fidbus-fuzz.XXXXXX")
+    for t in msg request config state; do
+        cp -r "tests/fuzz/corpus/$t" "$work/$t"
+        cp -r "tests/fuzz/regress/$t/." "$work/$t/" 2>/dev/null || true
+        echo "== fuzz_$t for $secs s"
+        if ! (cd "$work" && "$root/build-fuzz/tests/fuzz/fuzz_$t" -dict="$root/tests/fuzz/$t.dict" \
+            -max_len=8192 -rss_limit_mb=2048 -timeout=10 -max_total_time="$secs" \
+            -artifact_prefix="$work/found-$t-" -print_final_stats=1 "$work/$t" \
+            >"$work/$t.log" 2>&1); then
+            tail -40 "$work/$t.log"
+            echo "dev.sh: fuzz_$t found a problem: $(ls "$work"/found-$t-* 2>/dev/null)" >&2
+            return 1
+        fi
+        grep -E '^stat::number_of_executed_units|DONE' "$work/$t.log" | tail -2
+    done
+    rm -rf "$work"
 }
 
 build() {
@@ -55,7 +83,11 @@ test)
     echo "== TSan build: concurrency tests"
     build tsan
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_FLIP_COUNT=2000 \
-        ctest --preset tsan -R 'unit.flip|e2e\.' ;;
+        ctest --preset tsan -R 'unit.flip|e2e\.'
+    echo "== fuzz targets: 20 s each (tools/dev.sh fuzz SECONDS for longer)"
+    fuzz 20 ;;
+fuzz)
+    deps; fuzz "${2:-600}" ;;
 soak)
     deps; build tsan
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_FLIP_COUNT=50000 \
@@ -65,6 +97,6 @@ soak)
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_SOAK_SECONDS=300 \
         FIDBUS_BUILD_DIR="$(pwd)/build-tsan" ./build-tsan/tests/test_e2e_soak ;;
 *)
-    echo "usage: tools/dev.sh run|test|deps|build|soak" >&2
+    echo "usage: tools/dev.sh run|test|deps|build|soak|fuzz [SECONDS]" >&2
     exit 2 ;;
 esac

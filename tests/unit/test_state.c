@@ -23,6 +23,7 @@
 #include "config.h"
 #include "route_spec.h"
 #include "spec_cbor.h"
+#include "cbor_util.h"
 #include "state.h"
 
 #define SIG64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -688,6 +689,30 @@ START_TEST(test_state_encode_decode)
 }
 END_TEST
 
+/* Sizes no bytes back and nesting past FB_CBOR_LOAD_DEPTH are refused as
+ * invalid files before libcbor allocates (found by fuzz_state: a
+ * 9-byte array head asked for 15 GB). */
+START_TEST(test_state_decode_implausible)
+{
+    struct fb_state out;
+    static const uint8_t huge[] = {0xa1, 0x65, 'r', 'o', 'u', 't', 'e',
+                                   0x9b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
+    ck_assert_int_eq(fb_state_decode(huge, sizeof huge, &out, err, sizeof err),
+                     FIDBUS_INVALID);
+    ck_assert_msg(strstr(err, "truncated"), "%s", err);
+    uint8_t deep[FB_CBOR_LOAD_DEPTH + 2];
+    memset(deep, 0x81, sizeof deep); /* [[[...[0]...]]] one level too deep */
+    deep[sizeof deep - 1] = 0x00;
+    ck_assert_int_eq(fb_state_decode(deep, sizeof deep, &out, err, sizeof err),
+                     FIDBUS_INVALID);
+    ck_assert_msg(strstr(err, "malformed"), "%s", err);
+    /* the deepest allowed still loads (and is then refused for its shape) */
+    ck_assert_int_eq(fb_state_decode(deep + 1, sizeof deep - 1, &out, err, sizeof err),
+                     FIDBUS_INVALID);
+    ck_assert_msg(!strstr(err, "malformed"), "%s", err);
+}
+END_TEST
+
 START_TEST(test_state_decode_refusals)
 {
     struct fb_state in, out;
@@ -983,6 +1008,7 @@ static Suite *state_suite(void)
     Suite *s = suite_create("state");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_state_route_round_trip);
+    tcase_add_test(tc, test_state_decode_implausible);
     tcase_add_test(tc, test_state_route_minimal_and_chunked);
     tcase_add_test(tc, test_state_route_refusals);
     tcase_add_test(tc, test_state_plugin_round_trip);
