@@ -21,6 +21,8 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <fidbus/funcid.h>
+
 #include "change.h"
 #include "ctl_cbor.h"
 #include "log.h"
@@ -187,7 +189,8 @@ cbor_item_t *fb_ctl_route_del(const struct fb_ctl_env *env, const cbor_item_t *a
     char *name = NULL;
     struct set s = {0};
     uint64_t gen = 0;
-    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    int rc =
+        fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
     if (rc == 0)
         rc = set_start(env->d, &s, 0, false);
     if (rc == 0) {
@@ -231,7 +234,8 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
                  cbor_string_length(k) == strlen(known[j]) &&
                  memcmp(cbor_string_handle(k), known[j], strlen(known[j])) == 0;
         if (!ok) {
-            snprintf(err, errlen, "route.apply: unknown argument (expected add, del, replace)");
+            snprintf(err, errlen,
+                     "route.apply: unknown argument (expected add, del, replace)");
             return FIDBUS_INVALID;
         }
     }
@@ -371,9 +375,10 @@ static cbor_item_t *plugin_result(struct cb *b, const struct fb_plugin *p, uint6
 
 /* Commits loading pc (replacing `drop` when not NULL) with the running
  * routes; answers the new instance's entry. */
-static cbor_item_t *commit_plugin(const struct fb_ctl_env *env, const struct fb_plugin_conf *pc,
-                                  struct fb_plugin *drop, struct cb *b,
-                                  struct fb_ctl_reply *out, const char *verb)
+static cbor_item_t *commit_plugin(const struct fb_ctl_env *env,
+                                  const struct fb_plugin_conf *pc, struct fb_plugin *drop,
+                                  struct cb *b, struct fb_ctl_reply *out,
+                                  const char *verb)
 {
     struct fb_daemon *d = env->d;
     struct set s = {0};
@@ -426,13 +431,46 @@ cbor_item_t *fb_ctl_plugin_load(const struct fb_ctl_env *env, const cbor_item_t 
     return m;
 }
 
+/* func.release: lifts a quarantine (registry.h). The flag lives on the
+ * function entry the route tables point at, so no table is rebuilt. */
+cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                 struct cb *b, struct fb_ctl_reply *out)
+{
+    char *hex = NULL;
+    cbor_item_t *m = NULL;
+    uint64_t id;
+    int rc = fb_ctl_arg_text(args, "id", true, &hex, out->message, sizeof out->message);
+    if (rc) {
+        answer_rc(out, rc, "func.release");
+        return NULL;
+    }
+    if (strlen(hex) != 16 || fidbus_funcid_parse(hex, &id) != 0) {
+        fail(out, FIDBUS_INVALID, "id must be a funcID of 16 hex digits, not '%.64s'",
+             hex);
+        goto done;
+    }
+    struct fb_func *f = fb_registry_lookup(env->d->reg, id);
+    if (!f) {
+        fail(out, FIDBUS_NOT_FOUND, "no function with funcID %s", hex);
+        goto done;
+    }
+    bool was = fb_func_release(f);
+    m = mk_map(b, 2);
+    put(b, m, "id", funcid_text(f->id));
+    put(b, m, "released", cbor_build_bool(was));
+done:
+    free(hex);
+    return m;
+}
+
 cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out)
 {
     struct fb_daemon *d = env->d;
     char *name = NULL, *users = NULL;
     cbor_item_t *m = NULL;
-    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    int rc =
+        fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
     if (rc) {
         answer_rc(out, rc, "plugin.unload");
         return NULL;
@@ -444,8 +482,9 @@ cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_
     }
     size_t n = routes_using(d, p, &users);
     if (n) {
-        fail(out, FIDBUS_CONFLICT, "plugin '%s' is in use by route%s %s: delete or move %s first",
-             name, n == 1 ? "" : "s", users ? users : "?", n == 1 ? "it" : "them");
+        fail(out, FIDBUS_CONFLICT,
+             "plugin '%s' is in use by route%s %s: delete or move %s first", name,
+             n == 1 ? "" : "s", users ? users : "?", n == 1 ? "it" : "them");
         goto done;
     }
     struct set s = {0};
@@ -477,9 +516,11 @@ cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_
     char *name = NULL, *path = NULL;
     cbor_item_t *m = NULL;
     struct fb_plugin_conf pc = {0};
-    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    int rc =
+        fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
     if (rc == 0)
-        rc = fb_ctl_arg_text(args, "path", false, &path, out->message, sizeof out->message);
+        rc = fb_ctl_arg_text(args, "path", false, &path, out->message,
+                             sizeof out->message);
     if (rc) {
         answer_rc(out, rc, "plugin.reload");
         goto done;
@@ -555,7 +596,8 @@ static bool unchanged(const struct fb_plugin *p, const struct fb_plugin_conf *pc
 static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config *a,
                          const struct fb_config *n)
 {
-#define STR_DIFF(x) ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
+#define STR_DIFF(x)                                                                      \
+    ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
     struct {
         const char *key;
         bool differs;
@@ -566,6 +608,8 @@ static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config 
         {"max_frame", a->max_frame != n->max_frame},
         {"max_depth", a->max_depth != n->max_depth},
         {"blocking_threads", a->blocking_threads != n->blocking_threads},
+        {"handler_deadline_ms", a->handler_deadline_ms != n->handler_deadline_ms},
+        {"quarantine_after", a->quarantine_after != n->quarantine_after},
         {"unix", STR_DIFF(unix_path)},
         {"unix_mode", a->unix_mode != n->unix_mode},
         {"tcp", STR_DIFF(tcp)},
@@ -619,8 +663,8 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
     cbor_item_t *m = NULL;
     size_t ndrop = 0, nload = 0, nkept = 0, nreloaded = 0, nadded = 0, ndropped = 0,
            ndr = 0, nnames = 0;
-    if (!drop || !load || !kept || !reloaded || !added || !dropped ||
-        !dropped_routes || !names) {
+    if (!drop || !load || !kept || !reloaded || !added || !dropped || !dropped_routes ||
+        !names) {
         answer_rc(out, -ENOMEM, "config.reload");
         goto done;
     }
@@ -703,8 +747,8 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
     put(b, m, "restart_needed", restart);
     fb_info("config reloaded from %s: generation %" PRIu64 ", %zu plugin%s loaded, %zu "
             "reloaded, %zu dropped, %zu route%s dropped",
-            cfg->file, res.generation, nadded, nadded == 1 ? "" : "s", nreloaded, ndropped,
-            ndr, ndr == 1 ? "" : "s");
+            cfg->file, res.generation, nadded, nadded == 1 ? "" : "s", nreloaded,
+            ndropped, ndr, ndr == 1 ? "" : "s");
     fb_change_result_clear(&res);
 
 done:
