@@ -189,8 +189,7 @@ cbor_item_t *fb_ctl_route_del(const struct fb_ctl_env *env, const cbor_item_t *a
     char *name = NULL;
     struct set s = {0};
     uint64_t gen = 0;
-    int rc =
-        fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
     if (rc == 0)
         rc = set_start(env->d, &s, 0, false);
     if (rc == 0) {
@@ -234,8 +233,7 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
                  cbor_string_length(k) == strlen(known[j]) &&
                  memcmp(cbor_string_handle(k), known[j], strlen(known[j])) == 0;
         if (!ok) {
-            snprintf(err, errlen,
-                     "route.apply: unknown argument (expected add, del, replace)");
+            snprintf(err, errlen, "route.apply: unknown argument (expected add, del, replace)");
             return FIDBUS_INVALID;
         }
     }
@@ -375,10 +373,9 @@ static cbor_item_t *plugin_result(struct cb *b, const struct fb_plugin *p, uint6
 
 /* Commits loading pc (replacing `drop` when not NULL) with the running
  * routes; answers the new instance's entry. */
-static cbor_item_t *commit_plugin(const struct fb_ctl_env *env,
-                                  const struct fb_plugin_conf *pc, struct fb_plugin *drop,
-                                  struct cb *b, struct fb_ctl_reply *out,
-                                  const char *verb)
+static cbor_item_t *commit_plugin(const struct fb_ctl_env *env, const struct fb_plugin_conf *pc,
+                                  struct fb_plugin *drop, struct cb *b,
+                                  struct fb_ctl_reply *out, const char *verb)
 {
     struct fb_daemon *d = env->d;
     struct set s = {0};
@@ -469,8 +466,7 @@ cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_
     struct fb_daemon *d = env->d;
     char *name = NULL, *users = NULL;
     cbor_item_t *m = NULL;
-    int rc =
-        fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
     if (rc) {
         answer_rc(out, rc, "plugin.unload");
         return NULL;
@@ -482,9 +478,8 @@ cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_
     }
     size_t n = routes_using(d, p, &users);
     if (n) {
-        fail(out, FIDBUS_CONFLICT,
-             "plugin '%s' is in use by route%s %s: delete or move %s first", name,
-             n == 1 ? "" : "s", users ? users : "?", n == 1 ? "it" : "them");
+        fail(out, FIDBUS_CONFLICT, "plugin '%s' is in use by route%s %s: delete or move %s first",
+             name, n == 1 ? "" : "s", users ? users : "?", n == 1 ? "it" : "them");
         goto done;
     }
     struct set s = {0};
@@ -516,11 +511,9 @@ cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_
     char *name = NULL, *path = NULL;
     cbor_item_t *m = NULL;
     struct fb_plugin_conf pc = {0};
-    int rc =
-        fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
+    int rc = fb_ctl_arg_text(args, "name", true, &name, out->message, sizeof out->message);
     if (rc == 0)
-        rc = fb_ctl_arg_text(args, "path", false, &path, out->message,
-                             sizeof out->message);
+        rc = fb_ctl_arg_text(args, "path", false, &path, out->message, sizeof out->message);
     if (rc) {
         answer_rc(out, rc, "plugin.reload");
         goto done;
@@ -596,8 +589,7 @@ static bool unchanged(const struct fb_plugin *p, const struct fb_plugin_conf *pc
 static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config *a,
                          const struct fb_config *n)
 {
-#define STR_DIFF(x)                                                                      \
-    ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
+#define STR_DIFF(x) ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
     struct {
         const char *key;
         bool differs;
@@ -663,8 +655,8 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
     cbor_item_t *m = NULL;
     size_t ndrop = 0, nload = 0, nkept = 0, nreloaded = 0, nadded = 0, ndropped = 0,
            ndr = 0, nnames = 0;
-    if (!drop || !load || !kept || !reloaded || !added || !dropped || !dropped_routes ||
-        !names) {
+    if (!drop || !load || !kept || !reloaded || !added || !dropped ||
+        !dropped_routes || !names) {
         answer_rc(out, -ENOMEM, "config.reload");
         goto done;
     }
@@ -747,8 +739,8 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
     put(b, m, "restart_needed", restart);
     fb_info("config reloaded from %s: generation %" PRIu64 ", %zu plugin%s loaded, %zu "
             "reloaded, %zu dropped, %zu route%s dropped",
-            cfg->file, res.generation, nadded, nadded == 1 ? "" : "s", nreloaded,
-            ndropped, ndr, ndr == 1 ? "" : "s");
+            cfg->file, res.generation, nadded, nadded == 1 ? "" : "s", nreloaded, ndropped,
+            ndr, ndr == 1 ? "" : "s");
     fb_change_result_clear(&res);
 
 done:
