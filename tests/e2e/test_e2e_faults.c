@@ -12,6 +12,8 @@
  *     PUBLISH gets HANDLER_FAILED with result 0), a success in between
  *     resets the run; `fidbusctl func release ID` brings it back;
  *     func.release answers NOT_FOUND / INVALID for unknown / bad ids;
+ *   - a split route whose pick for a key is quarantined skips that key's
+ *     events instead of moving them to another target;
  *   - bad values for the two keys stop the daemon at start.
  *
  * Handlers are tests/plugins/flaky.so (fails on the tag fail=1, the
@@ -318,7 +320,8 @@ START_TEST(test_e2e_faults_quarantine)
 
     /* The tables show it. */
     char *list = ctl(t, 0, NULL, "func", "list", (const char *)NULL);
-    ck_assert_msg(strstr(list, "QUARANTINED") && count_lines(list, FLAKY_FN, "yes") == 1, "%s", list);
+    ck_assert_msg(strstr(list, "QUARANTINED") && count_lines(list, FLAKY_FN, "yes") == 1,
+                  "%s", list);
     free(list);
     char *prom = ctl(t, 0, NULL, "stats", "--prometheus", (const char *)NULL);
     ck_assert_msg(count_lines(prom, "fidbus_function_quarantined{", "} 1") == 2, "%s",
@@ -364,6 +367,55 @@ START_TEST(test_e2e_faults_quarantine)
     ck_assert_msg(strstr(err, "INVALID"), "%s", err);
     free(out);
     free(err);
+
+    fidbus_client_close(bus);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* A split route whose pick for a key is quarantined: that key's events
+ * are skipped (HANDLER_FAILED, result 0), not moved to the other target;
+ * keys that pick the other target are unaffected. */
+START_TEST(test_e2e_faults_quarantine_split)
+{
+    struct fb_e2e *t =
+        up_with("quarantine_after = 3\n", FB_E2E_COUNT QUAR_SECTIONS
+                "[route sp]\nevent = sp.x\nto = " FLAKY_FN
+                ":1, fidbus.count@1.0.0:1\nmode = split\nsplit_by = user\n");
+    fb_e2e_start(t);
+    struct fidbus_client *bus = fb_e2e_connect(t);
+    char flaky[FIDBUS_FUNCID_HEX];
+    hex_id(FLAKY_FN, flaky);
+    /* One user that picks flaky and one that picks count (route test). */
+    char to_flaky[16] = "", to_count[16] = "";
+    for (int u = 0; u < 200 && !(to_flaky[0] && to_count[0]); u++) {
+        char tag[32], user[16];
+        snprintf(user, sizeof user, "u%d", u);
+        snprintf(tag, sizeof tag, "user=%s", user);
+        char *out = ctl(t, 0, NULL, "--json", "route", "test", "sp.x", "--tag", tag,
+                        (const char *)NULL);
+        bool picks_flaky = strstr(out, flaky) != NULL;
+        snprintf(picks_flaky ? to_flaky : to_count, 16, "%s", user);
+        free(out);
+    }
+    ck_assert_msg(to_flaky[0] && to_count[0], "no user for one of the targets");
+
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(pub(bus, "q.x", true, NULL), -FIDBUS_HANDLER_FAILED);
+    ck_assert(quarantined(t, FLAKY_FN));
+
+    struct fidbus_tag tf = {"user", to_flaky}, tc = {"user", to_count};
+    uint64_t res = 99;
+    int rc = fidbus_publish_ack(bus, "sp.x", &tf, 1, NULL, 0, &res);
+    ck_assert_int_eq(fidbus_error_code(rc), FIDBUS_HANDLER_FAILED);
+    ck_assert_uint_eq(res, 0);
+    rc = fidbus_publish_ack(bus, "sp.x", &tc, 1, NULL, 0, &res);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(res, 1);
+    ck_assert_int_eq(fn_stat(t, FLAKY_FN, "calls"), 3);
+    ck_assert_int_eq(fn_stat(t, FLAKY_FN, "skipped"), 1);
+    ck_assert_int_eq(fn_stat(t, "fidbus.count@1.0.0", "calls"), 1);
 
     fidbus_client_close(bus);
     fb_e2e_stop_ok(t);
@@ -418,6 +470,7 @@ static Suite *e2e_faults_suite(void)
     tcase_add_test(tc, test_e2e_faults_deadline);
     tcase_add_test(tc, test_e2e_faults_deadline_off);
     tcase_add_test(tc, test_e2e_faults_quarantine);
+    tcase_add_test(tc, test_e2e_faults_quarantine_split);
     tcase_add_test(tc, test_e2e_faults_quarantine_off);
     tcase_add_test(tc, test_e2e_faults_bad_config);
     suite_add_tcase(s, tc);
