@@ -54,6 +54,8 @@ static const struct {
     [K_MAX_DEPTH] = {SEC_DAEMON, "max_depth"},
     [K_LOG_LEVEL] = {SEC_DAEMON, "log_level"},
     [K_BLOCKING_THREADS] = {SEC_DAEMON, "blocking_threads"},
+    [K_HANDLER_DEADLINE_MS] = {SEC_DAEMON, "handler_deadline_ms"},
+    [K_QUARANTINE_AFTER] = {SEC_DAEMON, "quarantine_after"},
     [K_UNIX] = {SEC_LISTEN, "unix"},
     [K_UNIX_MODE] = {SEC_LISTEN, "unix_mode"},
     [K_TCP] = {SEC_LISTEN, "tcp"},
@@ -144,6 +146,16 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         if (!whole_number(p, k, v, 1, 256, "", &u))
             return p->rc;
         c->blocking_threads = (unsigned)u;
+        break;
+    case K_HANDLER_DEADLINE_MS:
+        if (!whole_number(p, k, v, 0, 86400000, " (milliseconds, 0 = off)", &u))
+            return p->rc;
+        c->handler_deadline_ms = (uint32_t)u;
+        break;
+    case K_QUARANTINE_AFTER:
+        if (!whole_number(p, k, v, 0, 1000000, " (0 = off)", &u))
+            return p->rc;
+        c->quarantine_after = (uint32_t)u;
         break;
     case K_LOG_LEVEL:
         if (!fb_config_parse_log_level(v, &c->log_level))
@@ -624,6 +636,7 @@ static void set_defaults(struct fb_config *c)
     c->max_depth = FIDBUS_MAX_DEPTH_DEFAULT;
     c->log_level = FB_LOG_INFO;
     c->blocking_threads = 4;
+    c->handler_deadline_ms = 5000;
     c->unix_mode = 0660;
     c->control_mode = 0600;
     c->tcp_auth = FB_TCP_AUTH_KEY;

@@ -45,6 +45,10 @@ struct fb_config {
     unsigned max_depth; /* 1 .. 1024; default 64 (our addition) */
     enum fb_log_level log_level;
     unsigned blocking_threads; /* worker pool size, default 4 (our addition) */
+    /* A blocking call running longer is logged and counted; 0 = off. */
+    uint32_t handler_deadline_ms; /* default 5000 */
+    /* Consecutive failures that quarantine a function; 0 = never. */
+    uint32_t quarantine_after; /* default 0 */
     /* [listen] */
     char *unix_path; /* NULL = no Unix listener */
     unsigned unix_mode;

@@ -39,6 +39,8 @@ enum key_id {
     K_MAX_DEPTH,
     K_LOG_LEVEL,
     K_BLOCKING_THREADS,
+    K_HANDLER_DEADLINE_MS,
+    K_QUARANTINE_AFTER,
     K_UNIX,
     K_UNIX_MODE,
     K_TCP,

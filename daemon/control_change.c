@@ -21,6 +21,8 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <fidbus/funcid.h>
+
 #include "change.h"
 #include "ctl_cbor.h"
 #include "log.h"
@@ -426,6 +428,38 @@ cbor_item_t *fb_ctl_plugin_load(const struct fb_ctl_env *env, const cbor_item_t 
     return m;
 }
 
+/* func.release: lifts a quarantine (registry.h). The flag lives on the
+ * function entry the route tables point at, so no table is rebuilt. */
+cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                 struct cb *b, struct fb_ctl_reply *out)
+{
+    char *hex = NULL;
+    cbor_item_t *m = NULL;
+    uint64_t id;
+    int rc = fb_ctl_arg_text(args, "id", true, &hex, out->message, sizeof out->message);
+    if (rc) {
+        answer_rc(out, rc, "func.release");
+        return NULL;
+    }
+    if (strlen(hex) != 16 || fidbus_funcid_parse(hex, &id) != 0) {
+        fail(out, FIDBUS_INVALID, "id must be a funcID of 16 hex digits, not '%.64s'",
+             hex);
+        goto done;
+    }
+    struct fb_func *f = fb_registry_lookup(env->d->reg, id);
+    if (!f) {
+        fail(out, FIDBUS_NOT_FOUND, "no function with funcID %s", hex);
+        goto done;
+    }
+    bool was = fb_func_release(f);
+    m = mk_map(b, 2);
+    put(b, m, "id", funcid_text(f->id));
+    put(b, m, "released", cbor_build_bool(was));
+done:
+    free(hex);
+    return m;
+}
+
 cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out)
 {
@@ -566,6 +600,8 @@ static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config 
         {"max_frame", a->max_frame != n->max_frame},
         {"max_depth", a->max_depth != n->max_depth},
         {"blocking_threads", a->blocking_threads != n->blocking_threads},
+        {"handler_deadline_ms", a->handler_deadline_ms != n->handler_deadline_ms},
+        {"quarantine_after", a->quarantine_after != n->quarantine_after},
         {"unix", STR_DIFF(unix_path)},
         {"unix_mode", a->unix_mode != n->unix_mode},
         {"tcp", STR_DIFF(tcp)},

@@ -25,6 +25,7 @@
 #include "build_config.h"
 #include "ctl_cbor.h"
 #include "plugin_loader.h"
+#include "pool.h"
 #include "registry.h"
 #include "routes.h"
 
@@ -91,12 +92,13 @@ static cbor_item_t *cmd_func_list(const struct fb_ctl_env *env, struct cb *b)
         const struct fb_func *f = fb_registry_at(reg, i);
         char sig[FIDBUS_SIGHASH_HEX];
         fidbus_sighash_hex(f->sighash, sig);
-        cbor_item_t *e = mk_map(b, 5);
+        cbor_item_t *e = mk_map(b, 6);
         put(b, e, "id", funcid_text(f->id));
         put(b, e, "canonical", text(f->canonical));
         put(b, e, "sighash", text(sig));
         put(b, e, "plugin", text(f->plugin ? f->plugin->name : NULL));
         put(b, e, "blocking", cbor_build_bool((f->flags & FIDBUS_FN_BLOCKING) != 0));
+        put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
         push(b, fns, e);
     }
     cbor_item_t *m = mk_map(b, 1);
@@ -193,11 +195,14 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         uint64_t samples = 0;
         uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
         uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        cbor_item_t *e = mk_map(b, samples ? 6 : 4);
+        cbor_item_t *e = mk_map(b, samples ? 9 : 7);
         put(b, e, "canonical", text(f->canonical));
         put(b, e, "plugin", text(f->plugin ? f->plugin->name : NULL));
         put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
         put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
+        put(b, e, "late", u64(atomic_load_explicit(&f->late, memory_order_relaxed)));
+        put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));
+        put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
         if (samples) {
             put(b, e, "p50_ns", u64(p50));
             put(b, e, "p99_ns", u64(p99));
@@ -205,13 +210,14 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         put(b, fns, hex, e);
     }
 
-    cbor_item_t *m = mk_map(b, 9);
+    cbor_item_t *m = mk_map(b, 10);
     put(b, m, "generation", u64(d->generation));
     put(b, m, "received", u64(tot[0]));
     put(b, m, "dispatched", u64(tot[1]));
     put(b, m, "unrouted", u64(tot[2]));
     put(b, m, "errors", u64(tot[3]));
     put(b, m, "bad_frames", u64(tot[4]));
+    put(b, m, "late", u64(fb_pool_late_total(d->pool)));
     put(b, m, "generations", gens);
     put(b, m, "routes", routes);
     put(b, m, "functions", fns);
@@ -385,6 +391,7 @@ static const struct {
     {"plugin.unload", NULL, fb_ctl_plugin_unload},
     {"plugin.reload", NULL, fb_ctl_plugin_reload},
     {"func.list", cmd_func_list, NULL},
+    {"func.release", NULL, fb_ctl_func_release},
     {"route.list", cmd_route_list, NULL},
     {"route.add", NULL, fb_ctl_route_add},
     {"route.del", NULL, fb_ctl_route_del},

@@ -94,6 +94,8 @@ cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_
                                   struct cb *b, struct fb_ctl_reply *out);
 cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out);
+cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                 struct cb *b, struct fb_ctl_reply *out);
 cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out);
 

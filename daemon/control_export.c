@@ -133,6 +133,8 @@ static void write_fixed(FILE *f, const struct fb_config *c)
             "blocking_threads = %u\n",
             c->workers, c->runtime_dir, c->state_dir, c->max_frame, c->max_depth,
             fb_log_level_name(c->log_level), c->blocking_threads);
+    fprintf(f, "handler_deadline_ms = %" PRIu32 "\nquarantine_after = %" PRIu32 "\n",
+            c->handler_deadline_ms, c->quarantine_after);
 
     /* an empty unix means "no Unix listener" */
     fprintf(f, "\n[listen]\nunix = %s\nunix_mode = %04o\n",

@@ -249,6 +249,38 @@ static void each_func_errors(FILE *out, struct family *f, const char *key,
         sample(out, f, l, 4, val);
 }
 
+/* late, skipped (counters) and quarantined (true/false as a 1/0 gauge). */
+static void func_field(FILE *out, struct family *f, const char *key, const json_t *v,
+                       const char *field)
+{
+    char val[VALUE_MAX];
+    struct label l[4];
+    func_labels(l, key, v);
+    const json_t *x = json_object_get(v, field);
+    if (json_is_boolean(x))
+        snprintf(val, sizeof val, "%d", json_is_true(x) ? 1 : 0);
+    else if (!value_text(x, val, sizeof(val)))
+        return;
+    sample(out, f, l, 4, val);
+}
+
+static void each_func_late(FILE *out, struct family *f, const char *key, const json_t *v)
+{
+    func_field(out, f, key, v, "late");
+}
+
+static void each_func_skipped(FILE *out, struct family *f, const char *key,
+                              const json_t *v)
+{
+    func_field(out, f, key, v, "skipped");
+}
+
+static void each_func_quarantined(FILE *out, struct family *f, const char *key,
+                                  const json_t *v)
+{
+    func_field(out, f, key, v, "quarantined");
+}
+
 static void each_func_duration(FILE *out, struct family *f, const char *key,
                                const json_t *v)
 {
@@ -287,6 +319,15 @@ void fb_ctl_render_prometheus(FILE *out, const json_t *stats)
                            "Handler calls, by function.", false};
     struct family ferrors = {"fidbus_function_errors_total", "counter",
                              "Failed handler calls, by function.", false};
+    struct family late = {"fidbus_handler_late_total", "counter",
+                          "Blocking calls that ran past handler_deadline_ms.", false};
+    struct family flate = {"fidbus_function_late_total", "counter",
+                           "Blocking calls past handler_deadline_ms, by function.",
+                           false};
+    struct family fskipped = {"fidbus_function_skipped_total", "counter",
+                              "Calls skipped while quarantined, by function.", false};
+    struct family fquar = {"fidbus_function_quarantined", "gauge",
+                           "1 while the function is quarantined.", false};
     struct family duration = {
         "fidbus_function_duration_seconds", "gauge",
         "Handler latency quantiles from sampled timings, in seconds (a gauge: "
@@ -300,11 +341,15 @@ void fb_ctl_render_prometheus(FILE *out, const json_t *stats)
     scalar(out, &unrouted, stats, "unrouted");
     scalar(out, &errors, stats, "errors");
     scalar(out, &bad, stats, "bad_frames");
+    scalar(out, &late, stats, "late");
     scalar(out, &gen, stats, "generation");
     for_each_sorted(out, &gens, json_object_get(stats, "generations"), each_generation);
     for_each_sorted(out, &routes, json_object_get(stats, "routes"), each_route);
     const json_t *fns = json_object_get(stats, "functions");
     for_each_sorted(out, &calls, fns, each_func_calls);
     for_each_sorted(out, &ferrors, fns, each_func_errors);
+    for_each_sorted(out, &flate, fns, each_func_late);
+    for_each_sorted(out, &fskipped, fns, each_func_skipped);
+    for_each_sorted(out, &fquar, fns, each_func_quarantined);
     for_each_sorted(out, &duration, fns, each_func_duration);
 }

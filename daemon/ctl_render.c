@@ -340,9 +340,10 @@ static void render_plugins(FILE *out, const json_t *r)
 
 static void render_functions(FILE *out, const json_t *r)
 {
-    static const char *const h[] = {"ID", "CANONICAL", "SIGHASH", "PLUGIN", "BLOCKING"};
+    static const char *const h[] = {"ID",     "CANONICAL", "SIGHASH",
+                                    "PLUGIN", "BLOCKING",  "QUARANTINED"};
     struct table t;
-    table_init(&t, h, 5);
+    table_init(&t, h, 6);
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(r, "functions"), i, f)
@@ -350,8 +351,9 @@ static void render_functions(FILE *out, const json_t *r)
         char *sig = field(f, "sighash");
         if (strlen(sig) > 16)
             sig[16] = '\0'; /* enough to tell signatures apart by eye */
-        char *row[] = {field(f, "id"), field(f, "canonical"), sig, field(f, "plugin"),
-                       field(f, "blocking")};
+        char *row[] = {
+            field(f, "id"),     field(f, "canonical"), sig,
+            field(f, "plugin"), field(f, "blocking"),  field(f, "quarantined")};
         table_add(&t, row);
     }
     table_print(out, &t);
@@ -464,14 +466,16 @@ static void render_stats(FILE *out, const json_t *r)
     }
     const json_t *funcs = json_object_get(r, "functions");
     if (json_is_object(funcs)) {
-        static const char *const h[] = {"FUNCTION", "CALLS", "ERRORS", "P50_NS",
-                                        "P99_NS"};
+        static const char *const h[] = {"FUNCTION", "CALLS",       "ERRORS", "LATE",
+                                        "SKIPPED",  "QUARANTINED", "P50_NS", "P99_NS"};
         struct table t;
-        table_init(&t, h, 5);
+        table_init(&t, h, 8);
         json_object_foreach((json_t *)funcs, k, v)
         {
-            char *row[] = {oom(strdup(k)), field(v, "calls"), field(v, "errors"),
-                           field(v, "p50_ns"), field(v, "p99_ns")};
+            char *row[] = {oom(strdup(k)),      field(v, "calls"),
+                           field(v, "errors"),  field(v, "late"),
+                           field(v, "skipped"), field(v, "quarantined"),
+                           field(v, "p50_ns"),  field(v, "p99_ns")};
             table_add(&t, row);
         }
         fputc('\n', out);

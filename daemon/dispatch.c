@@ -28,7 +28,8 @@ void fb_dispatch_mark_rcu_thread(void)
     tls_rcu_thread = true;
 }
 
-static int call_inline(struct fb_func *fn, const struct fidbus_event *ev)
+static int call_inline(struct fb_daemon *d, struct fb_func *fn,
+                       const struct fidbus_event *ev)
 {
     /* Sampled timing (latency.h): this thread's stripe of the call count. */
     _Atomic uint64_t *mine = &fn->calls.s[fb_stripe_id()].v;
@@ -40,6 +41,7 @@ static int call_inline(struct fb_func *fn, const struct fidbus_event *ev)
     atomic_fetch_add_explicit(mine, 1, memory_order_relaxed);
     if (rc)
         fb_striped_add(&fn->errors, 1);
+    fb_func_note_result(fn, rc, d->cfg->quarantine_after);
     return rc;
 }
 
@@ -66,8 +68,15 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
     struct fb_waiter *waiter = NULL;
     for (size_t i = 0; i < n; i++) {
         struct fb_func *fn = r->targets[idx[i]].fn;
+        if (fb_func_quarantined(fn)) {
+            /* Skipped, not re-routed: a split route's choice stays stable
+             * per key, and the publisher learns of it (see dispatch.h). */
+            fb_striped_add(&fn->skips, 1);
+            out->skipped++;
+            continue;
+        }
         if (!(fn->flags & FIDBUS_FN_BLOCKING)) {
-            if (call_inline(fn, ev) == 0)
+            if (call_inline(d, fn, ev) == 0)
                 out->ok++;
             else
                 out->failed++;
@@ -101,16 +110,17 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             waiter->pending++;
         out->queued++;
     }
-    fb_count(&cnt->dispatched, n);
+    fb_count(&cnt->dispatched, n - out->skipped);
     if (out->failed + out->refused + out->busy)
         fb_count(&cnt->errors, out->failed + out->refused + out->busy);
+    out->failed += out->skipped;
 }
 
 int fb_dispatch_call_blocking(struct fb_job *j)
 {
     unsigned saved = tls_hop;
     tls_hop = j->hop;
-    int rc = call_inline(j->fn, &j->ev);
+    int rc = call_inline(j->d, j->fn, &j->ev);
     tls_hop = saved;
     if (rc) {
         struct fb_counters *cnt = fb_counters_self(j->d);
@@ -152,5 +162,5 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
 
     if (!out.routed)
         return -ENOENT;
-    return (int)(out.ok + out.failed + out.queued);
+    return (int)(out.ok + out.failed - out.skipped + out.queued);
 }

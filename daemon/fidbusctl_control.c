@@ -60,6 +60,7 @@ static const struct control_cmd control_cmds[] = {
     {"plugin", "unload", "plugin.unload", " NAME", 1, 0},
     {"plugin", "reload", "plugin.reload", " NAME [--path PATH]", 1, CO_PATH},
     {"func", "list", "func.list", "", 0, 0},
+    {"func", "release", "func.release", " ID", 1, 0},
     {"route", "list", "route.list", "", 0, 0},
     {"route", "add", "route.add",
      " NAME EVENT [--tag K=V]... --to TARGET[:WEIGHT]... [--mode all|split]"
@@ -288,6 +289,8 @@ static int control_positional(const struct control_cmd *cc, char **pos, json_t *
         json_object_set_new(route, "event", json_string(pos[1]));
     } else if (strcmp(cc->command, "route.test") == 0)
         json_object_set_new(args, "event", json_string(pos[0]));
+    else if (strcmp(cc->command, "func.release") == 0)
+        json_object_set_new(args, "id", json_string(pos[0]));
     else if (strcmp(cc->command, "route.apply") == 0) {
         json_t *file;
         int rc = load_args_file("route apply", pos[0], &file);

@@ -47,6 +47,8 @@ int fb_pool_new(struct fb_daemon *d, unsigned nthreads, struct fb_pool **out);
  * Returns 0, or -EBUSY when FB_POOL_QUEUE_PER_THREAD * threads jobs are
  * already waiting (j stays the caller's). */
 int fb_pool_submit(struct fb_pool *p, struct fb_job *j);
+/* Blocking calls that ran past handler_deadline_ms so far. NULL-safe. */
+uint64_t fb_pool_late_total(const struct fb_pool *p);
 /* Runs every queued job, joins the threads, frees. NULL-safe. */
 struct fb_pool *fb_pool_free(struct fb_pool *p);
 

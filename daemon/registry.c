@@ -19,8 +19,39 @@
 
 #include <fidbus/proto.h>
 
+#include "log.h"
 #include "plugin_loader.h"
 #include "registry.h"
+
+void fb_func_note_result(struct fb_func *f, int rc, uint32_t quarantine_after)
+{
+    if (rc == 0) {
+        /* Load first: the common case writes nothing shared. */
+        if (atomic_load_explicit(&f->consec_fail, memory_order_relaxed))
+            atomic_store_explicit(&f->consec_fail, 0, memory_order_relaxed);
+        return;
+    }
+    uint32_t n = atomic_fetch_add_explicit(&f->consec_fail, 1, memory_order_relaxed) + 1;
+    if (!quarantine_after || n < quarantine_after)
+        return;
+    bool was = false;
+    /* Only the call that flips the flag logs: "logged once". */
+    if (atomic_compare_exchange_strong_explicit(
+            &f->quarantined, &was, true, memory_order_relaxed, memory_order_relaxed))
+        fb_warn("function %s (%016llx) quarantined after %u consecutive failures; "
+                "'fidbusctl func release %016llx' brings it back",
+                f->canonical, (unsigned long long)f->id, n, (unsigned long long)f->id);
+}
+
+bool fb_func_release(struct fb_func *f)
+{
+    atomic_store_explicit(&f->consec_fail, 0, memory_order_relaxed);
+    bool was = atomic_exchange_explicit(&f->quarantined, false, memory_order_relaxed);
+    if (was)
+        fb_info("function %s (%016llx) released from quarantine", f->canonical,
+                (unsigned long long)f->id);
+    return was;
+}
 
 struct fb_registry {
     struct fb_func **fns; /* sorted by id, ids unique */

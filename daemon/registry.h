@@ -40,7 +40,29 @@ struct fb_func {
     struct fb_striped calls;   /* invocations */
     struct fb_striped errors;  /* invocations that failed */
     struct fb_latency latency; /* sampled handler run times */
+    /* Handler faults (runtime only, never persisted: a reloaded plugin is
+     * a new instance and starts clean). consec_fail is reset by any
+     * success; quarantined is set once it reaches quarantine_after, read
+     * (relaxed) by dispatch for every call, cleared by func.release. */
+    _Atomic uint32_t consec_fail;
+    _Atomic bool quarantined;
+    _Atomic uint64_t late;   /* blocking calls that ran past the deadline */
+    struct fb_striped skips; /* calls skipped while quarantined */
 };
+
+static inline bool fb_func_quarantined(const struct fb_func *f)
+{
+    return atomic_load_explicit(&f->quarantined, memory_order_relaxed);
+}
+
+/*
+ * Notes a call's result: a failure counts towards quarantine_after
+ * consecutive ones (0 = never quarantine), a success resets the run. The
+ * call that quarantines the function logs it, once. Any thread.
+ */
+void fb_func_note_result(struct fb_func *f, int rc, uint32_t quarantine_after);
+/* Lifts a quarantine; returns whether f was quarantined. Any thread. */
+bool fb_func_release(struct fb_func *f);
 
 /*
  * Fills f from a plugin's function description (validates names and

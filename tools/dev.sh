@@ -9,6 +9,10 @@
 #   tools/dev.sh build   only build (preset "default", into build/)
 #   tools/dev.sh soak    longer concurrency runs under TSan (unit.flip, and the
 #                        zero-loss e2e.soak for 300 s)
+#   tools/dev.sh hostile-soak
+#                        e2e.hostile_soak for 300 s under ASan+UBSan: good
+#                        publishers next to garbage, slowloris, never-reads,
+#                        floods and connect storms (not in CI; CI runs 5 s)
 #   tools/dev.sh fuzz [SECONDS]
 #                        build the libFuzzer targets (clang, ASan+UBSan) and run
 #                        each for SECONDS (default 600) on a scratch corpus
@@ -96,7 +100,13 @@ soak)
     # would stop it at its 300 s timeout)
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_SOAK_SECONDS=300 \
         FIDBUS_BUILD_DIR="$(pwd)/build-tsan" ./build-tsan/tests/test_e2e_soak ;;
+hostile-soak)
+    deps; build asan
+    # run directly: ctest would stop it at its 300 s timeout
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        FIDBUS_SOAK_SECONDS="${FIDBUS_SOAK_SECONDS:-300}" \
+        FIDBUS_BUILD_DIR="$(pwd)/build-asan" ./build-asan/tests/test_e2e_hostile_soak ;;
 *)
-    echo "usage: tools/dev.sh run|test|deps|build|soak|fuzz [SECONDS]" >&2
+    echo "usage: tools/dev.sh run|test|deps|build|soak|hostile-soak|fuzz [SECONDS]" >&2
     exit 2 ;;
 esac

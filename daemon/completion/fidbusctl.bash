@@ -1,6 +1,7 @@
 # bash completion for fidbusctl: commands, subcommands and options, and the
 # running daemon's plugin names (plugin unload/reload) and route names
-# (route del), asked with `fidbusctl --json plugin list` / `route list`
+# (route del), and funcIDs (func release; the quarantined ones when any
+# is), asked with `fidbusctl --json plugin list` / `route list`
 # over the same --socket the command line names. The JSON is read with
 # sed, so there is no jq dependency: every plugin and route object starts
 # with "name", and names are [A-Za-z0-9_.-] only. Installed as
@@ -15,6 +16,18 @@ _fidbusctl_names()
     "${COMP_WORDS[0]}" ${sock:+--socket "$sock"} --json "$@" 2>/dev/null |
         sed 's/[[,]{"name":"\([A-Za-z0-9_.-]*\)"/\n\1\n/g' |
         sed -n '/^[A-Za-z0-9_.-][A-Za-z0-9_.-]*$/p'
+}
+
+# The funcIDs of `fidbusctl --json func list`: the quarantined ones, or
+# every one when none is.
+_fidbusctl_funcids()
+{
+    local sock=$1 list q
+    list=$("${COMP_WORDS[0]}" ${sock:+--socket "$sock"} --json func list 2>/dev/null |
+        sed 's/{"id":"/\n/g')
+    q=$(printf '%s\n' "$list" | sed -n 's/^\([0-9a-f]\{16\}\)".*"quarantined":true.*/\1/p')
+    [ -n "$q" ] && { printf '%s\n' "$q"; return; }
+    printf '%s\n' "$list" | sed -n 's/^\([0-9a-f]\{16\}\)".*/\1/p'
 }
 
 _fidbusctl()
@@ -81,7 +94,14 @@ _fidbusctl()
         opts="--prometheus" ;;
     status) ;;
     func)
-        [ -z "$sub" ] && opts="list" ;;
+        case $sub in
+        "") opts="list release" ;;
+        release)
+            if [ ${#pos[@]} -eq 2 ] && [[ $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "$(_fidbusctl_funcids "$sock")" -- "$cur"))
+                return
+            fi ;;
+        esac ;;
     config)
         [ -z "$sub" ] && opts="reload export" ;;
     plugin)

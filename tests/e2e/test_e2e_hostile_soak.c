@@ -1,0 +1,519 @@
+/*
+ * Hostile and broken clients soak (ctest: e2e.hostile_soak; issue 5).
+ *
+ * Well-behaved publishers run next to clients that misbehave in every way
+ * a bus sees in the field, all on the daemon's Unix socket:
+ *
+ *   - publishers (NPUB threads, one connection each): bursts of BURST
+ *     un-acked PUBLISHes, then an acked one, each carrying a unique number
+ *     (CBOR uint payload) to tests/plugins/tally1.so; a PING at the end;
+ *   - garbage: connects, writes junk (frames of non-CBOR bytes, a zero
+ *     length, a length far above max_frame, random bytes), reads what
+ *     comes back until the daemon closes;
+ *   - slowloris: keeps SLOW_CONNS connections that send a frame header and
+ *     then one byte of the body now and then, never finishing a frame;
+ *   - never-reads: writes acked PUBLISHes (to fidbus.count) as fast as the
+ *     socket takes them and never reads an answer, until the daemon stops
+ *     reading it; then starts over on a new connection;
+ *   - flood: un-acked PUBLISHes to fidbus.count as fast as it can, through
+ *     the client library;
+ *   - storm: connect / close (sometimes after half a frame) in a loop.
+ *
+ * Every loop is bounded in time (the run's end) and count. At the end:
+ * no well-behaved publisher saw an error (every acked event ACKed with
+ * result 1), the daemon is alive and answers `stats` (bad_frames > 0: the
+ * garbage was seen), it exits 0 on SIGTERM, and tally's totals equal what
+ * the well-behaved publishers sent, count and sum (nothing lost, nothing
+ * doubled, nothing of the junk counted as theirs).
+ *
+ * Duration: $FIDBUS_SOAK_SECONDS (default 5: a CI smoke run);
+ * `tools/dev.sh hostile-soak` runs it for 300 s under ASan. Per-kind
+ * figures are printed to stderr ("hostile: ..."). Threads make no Check
+ * assertion (Check is not thread-safe): they record the first failure,
+ * which the main thread asserts after joining them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cbor.h>
+
+#include "harness.h"
+
+#define NPUB 3
+#define BURST 100
+#define SLOW_CONNS 16
+#define SOAK_DEFAULT_S 5.0
+
+static const struct fidbus_client_opts client_opts = {.timeout_ms = 60000};
+
+struct soak;
+
+struct pub {
+    struct soak *s;
+    pthread_t thread;
+    unsigned id;
+    uint64_t sent, acked, sum;
+};
+
+struct soak {
+    struct sockaddr_un sa; /* the bus socket, for raw connections */
+    char bus_addr[200], control_addr[200];
+    uint64_t end_ms;
+    atomic_bool stop;
+    pthread_mutex_t lock;
+    char failure[1024];
+    struct pub pubs[NPUB];
+    /* what the misbehaving clients got done */
+    _Atomic uint64_t garbage_conns, slow_bytes, slow_conns, noread_conns, noread_frames,
+        flood_events, storm_conns;
+};
+
+static void failf(struct soak *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void failf(struct soak *s, const char *fmt, ...)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->failure[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->failure, sizeof s->failure, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&s->lock);
+    atomic_store(&s->stop, true);
+}
+
+static bool done(struct soak *s)
+{
+    return atomic_load_explicit(&s->stop, memory_order_relaxed) ||
+           fb_e2e_now_ms() >= s->end_ms;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* A raw connection to the bus, or -1 (the daemon may refuse while busy:
+ * the hostile loops just try again). */
+static int raw_connect(struct soak *s, bool nonblock)
+{
+    int fd =
+        socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&s->sa, sizeof s->sa) < 0 &&
+        errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Reads and drops what the daemon sends until EOF or timeout_ms. */
+static void drain(int fd, int timeout_ms)
+{
+    uint8_t buf[4096];
+    uint64_t until = fb_e2e_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint64_t now = fb_e2e_now_ms();
+        if (now >= until)
+            return;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)(until - now)) <= 0)
+            return;
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0 && !(n < 0 && (errno == EINTR || errno == EAGAIN)))
+            return;
+    }
+}
+
+/* ------------------------------------------------------ well-behaved */
+
+static int send_one(struct fidbus_client *c, uint64_t n, bool ack, uint64_t *result)
+{
+    uint8_t payload[9] = {0x1b};
+    for (int i = 0; i < 8; i++)
+        payload[1 + i] = (uint8_t)(n >> (56 - 8 * i));
+    if (ack)
+        return fidbus_publish_ack(c, "good.ev", NULL, 0, payload, sizeof payload, result);
+    return fidbus_publish(c, "good.ev", NULL, 0, payload, sizeof payload);
+}
+
+static void *publisher(void *arg)
+{
+    struct pub *p = arg;
+    struct soak *s = p->s;
+    struct fidbus_client *c = NULL;
+    int rc = fidbus_client_connect(&c, s->bus_addr, &client_opts);
+    if (rc < 0) {
+        failf(s, "publisher %u: connect: %s", p->id, fidbus_strerror(rc));
+        return NULL;
+    }
+    uint64_t next = (uint64_t)(p->id + 1) << 48;
+    while (!done(s)) {
+        for (int i = 0; i < BURST; i++) {
+            uint64_t n = next++;
+            if ((rc = send_one(c, n, false, NULL)) < 0) {
+                failf(s, "publisher %u: publish: %s", p->id, fidbus_strerror(rc));
+                goto out;
+            }
+            p->sent++;
+            p->sum += n;
+        }
+        uint64_t n = next++, result = 0;
+        rc = send_one(c, n, true, &result);
+        p->sent++;
+        p->sum += n;
+        if (rc < 0 || result != 1) {
+            failf(s, "publisher %u: acked publish #%" PRIu64 ": %s (result %" PRIu64 ")",
+                  p->id, p->acked, rc ? fidbus_client_last_error(c) : "ok", result);
+            goto out;
+        }
+        p->acked++;
+    }
+    if ((rc = fidbus_ping(c)) < 0)
+        failf(s, "publisher %u: final PING: %s", p->id, fidbus_strerror(rc));
+out:
+    if (fidbus_client_async_errors(c))
+        failf(s, "publisher %u: %" PRIu64 " ERROR(s) for un-acked publishes, last: %s",
+              p->id, fidbus_client_async_errors(c), fidbus_client_last_error(c));
+    fidbus_client_close(c);
+    return NULL;
+}
+
+/* ------------------------------------------------------ misbehaving */
+
+static void *garbage(void *arg)
+{
+    struct soak *s = arg;
+    uint32_t seed = 12345;
+    for (unsigned round = 0; !done(s) && round < 1000000; round++) {
+        int fd = raw_connect(s, false);
+        if (fd < 0) {
+            nap_ms(5);
+            continue;
+        }
+        uint8_t b[256];
+        size_t n = 0;
+        switch (round % 4) {
+        case 0: /* a frame of bytes that are not CBOR (0xff: a lone "break") */
+            put_be32(b, 32);
+            memset(b + 4, 0xff, 32);
+            n = 36;
+            break;
+        case 1: /* zero length */
+            put_be32(b, 0);
+            n = 4;
+            break;
+        case 2: /* far above max_frame */
+            put_be32(b, 0x7fffffffu);
+            memset(b + 4, 'x', 60);
+            n = 64;
+            break;
+        default: /* random bytes */
+            for (n = 0; n < sizeof b; n++) {
+                seed = seed * 1103515245u + 12345u;
+                b[n] = (uint8_t)(seed >> 16);
+            }
+            break;
+        }
+        (void)!send(fd, b, n, MSG_NOSIGNAL);
+        drain(fd, 50);
+        close(fd);
+        atomic_fetch_add(&s->garbage_conns, 1);
+    }
+    return NULL;
+}
+
+static void *slowloris(void *arg)
+{
+    struct soak *s = arg;
+    int fds[SLOW_CONNS];
+    for (int i = 0; i < SLOW_CONNS; i++)
+        fds[i] = -1;
+    while (!done(s)) {
+        for (int i = 0; i < SLOW_CONNS && !done(s); i++) {
+            if (fds[i] < 0) {
+                fds[i] = raw_connect(s, true);
+                if (fds[i] < 0)
+                    continue;
+                uint8_t h[4];
+                put_be32(h, 1000); /* promises 1000 bytes, sends a few */
+                if (send(fds[i], h, 4, MSG_NOSIGNAL) != 4) {
+                    close(fds[i]);
+                    fds[i] = -1;
+                    continue;
+                }
+                atomic_fetch_add(&s->slow_conns, 1);
+            }
+            uint8_t one = 0xa1; /* a map of one pair: valid so far */
+            if (send(fds[i], &one, 1, MSG_NOSIGNAL) != 1) {
+                close(fds[i]); /* the daemon gave up on it: fine */
+                fds[i] = -1;
+                continue;
+            }
+            atomic_fetch_add(&s->slow_bytes, 1);
+            /* drop what it says (HELLO, an ERROR before it closes) */
+            uint8_t sink[512];
+            while (read(fds[i], sink, sizeof sink) > 0)
+                ;
+        }
+        nap_ms(50);
+    }
+    for (int i = 0; i < SLOW_CONNS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return NULL;
+}
+
+static void *never_reads(void *arg)
+{
+    struct soak *s = arg;
+    struct fidbus_buf frame = {0};
+    struct fidbus_msg_out m = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                   FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
+        .type = FIDBUS_MSG_PUBLISH,
+        .seq = 1,
+        .event = "junk.noread",
+        .flags = FIDBUS_FLAG_ACK,
+    };
+    if (fidbus_msg_encode(&frame, &m) != 0) {
+        failf(s, "never-reads: encode");
+        return NULL;
+    }
+    /* 64 frames a write: the same frame, the seq does not matter here */
+    size_t chunk = frame.len * 64;
+    uint8_t *buf = malloc(chunk);
+    for (size_t i = 0; buf && i < 64; i++)
+        memcpy(buf + i * frame.len, frame.data, frame.len);
+    while (buf && !done(s)) {
+        int fd = raw_connect(s, true);
+        if (fd < 0) {
+            nap_ms(5);
+            continue;
+        }
+        atomic_fetch_add(&s->noread_conns, 1);
+        uint64_t stalled_since = 0;
+        for (unsigned w = 0; w < 100000 && !done(s); w++) {
+            ssize_t n = send(fd, buf, chunk, MSG_NOSIGNAL);
+            if (n > 0) {
+                atomic_fetch_add(&s->noread_frames, (uint64_t)n / frame.len);
+                stalled_since = 0;
+                continue;
+            }
+            if (n < 0 && errno != EAGAIN)
+                break; /* closed on us */
+            /* the daemon stopped reading us: hold on a little, then go */
+            if (!stalled_since)
+                stalled_since = fb_e2e_now_ms();
+            else if (fb_e2e_now_ms() - stalled_since > 500)
+                break;
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            poll(&p, 1, 50);
+        }
+        close(fd);
+    }
+    free(buf);
+    fidbus_buf_free(&frame);
+    return NULL;
+}
+
+static void *flood(void *arg)
+{
+    struct soak *s = arg;
+    while (!done(s)) {
+        struct fidbus_client *c = NULL;
+        if (fidbus_client_connect(&c, s->bus_addr, &client_opts) < 0) {
+            nap_ms(5);
+            continue;
+        }
+        for (unsigned i = 0; i < 200000 && !done(s); i++) {
+            if (fidbus_publish(c, "junk.flood", NULL, 0, NULL, 0) < 0)
+                break;
+            atomic_fetch_add_explicit(&s->flood_events, 1, memory_order_relaxed);
+        }
+        fidbus_flush(c);
+        fidbus_client_close(c);
+    }
+    return NULL;
+}
+
+static void *storm(void *arg)
+{
+    struct soak *s = arg;
+    for (unsigned i = 0; !done(s) && i < 10000000; i++) {
+        int fd = raw_connect(s, false);
+        if (fd < 0) {
+            nap_ms(1);
+            continue;
+        }
+        if (i % 3 == 1) {
+            uint8_t half[6] = {0, 0, 0, 9, 0xa2, 0x00}; /* half a frame */
+            (void)!send(fd, half, sizeof half, MSG_NOSIGNAL);
+        }
+        close(fd);
+        atomic_fetch_add(&s->storm_conns, 1);
+        if (i % 64 == 63)
+            nap_ms(1); /* leave the accept loop some air on 2 cores */
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------- the test */
+
+static double soak_seconds(void)
+{
+    const char *v = getenv("FIDBUS_SOAK_SECONDS");
+    if (!v || !*v)
+        return SOAK_DEFAULT_S;
+    char *end;
+    double x = strtod(v, &end);
+    return *end == '\0' && x > 0 && x < 86400 ? x : -1;
+}
+
+static uint64_t stat_of(const cbor_item_t *m, const char *key)
+{
+    for (size_t i = 0; i < cbor_map_size(m); i++) {
+        struct cbor_pair *pr = &cbor_map_handle(m)[i];
+        if (cbor_isa_string(pr->key) && cbor_string_length(pr->key) == strlen(key) &&
+            memcmp(cbor_string_handle(pr->key), key, strlen(key)) == 0) {
+            ck_assert_msg(cbor_isa_uint(pr->value), "stats: %s is not a uint", key);
+            return cbor_get_int(pr->value);
+        }
+    }
+    ck_abort_msg("stats: no %s", key);
+    return 0;
+}
+
+#define SECTIONS                                                                         \
+    FB_E2E_COUNT "[plugin ta]\npath = @B@/tests/plugins/tally1.so\n"                     \
+                 "report_file = @D@/tally.txt\n"                                         \
+                 "[route good]\nevent = good.ev\nto = test.tally@1.0.0\n"                \
+                 "[route junk]\nevent = junk.*\nto = fidbus.count@1.0.0\n"
+
+START_TEST(test_e2e_hostile_soak)
+{
+    double secs = soak_seconds();
+    ck_assert_msg(secs > 0, "FIDBUS_SOAK_SECONDS=%s: want a number of seconds",
+                  getenv("FIDBUS_SOAK_SECONDS"));
+    struct fb_e2e *t = fb_e2e_up(NULL, SECTIONS);
+    struct soak *s = calloc(1, sizeof *s);
+    ck_assert_ptr_nonnull(s);
+    pthread_mutex_init(&s->lock, NULL);
+    fb_e2e_sun(&s->sa, t->bus);
+    snprintf(s->bus_addr, sizeof s->bus_addr, "%s", t->bus_addr);
+    snprintf(s->control_addr, sizeof s->control_addr, "unix:%s", t->control);
+
+    uint64_t start = fb_e2e_now_ms();
+    s->end_ms = start + (uint64_t)(secs * 1000.0);
+    void *(*const bad[])(void *) = {garbage, slowloris, never_reads, flood, storm};
+    pthread_t badt[sizeof bad / sizeof bad[0]];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_int_eq(pthread_create(&badt[i], NULL, bad[i], s), 0);
+    for (unsigned i = 0; i < NPUB; i++) {
+        s->pubs[i] = (struct pub){.s = s, .id = i};
+        ck_assert_int_eq(pthread_create(&s->pubs[i].thread, NULL, publisher, &s->pubs[i]),
+                         0);
+    }
+    for (unsigned i = 0; i < NPUB; i++)
+        pthread_join(s->pubs[i].thread, NULL);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        pthread_join(badt[i], NULL);
+    double ran = (double)(fb_e2e_now_ms() - start) / 1000.0;
+    ck_assert_msg(!s->failure[0], "%s", s->failure);
+
+    uint64_t sent = 0, acked = 0, sum = 0;
+    for (unsigned i = 0; i < NPUB; i++) {
+        sent += s->pubs[i].sent;
+        acked += s->pubs[i].acked;
+        sum += s->pubs[i].sum;
+    }
+    ck_assert_msg(acked > 0, "no acked event went through");
+
+    /* Alive and answering, and it saw the garbage. */
+    ck_assert_msg(kill(t->pid, 0) == 0, "the daemon is gone");
+    struct fidbus_client *c = NULL;
+    int rc = fidbus_client_connect(&c, s->control_addr, &client_opts);
+    ck_assert_msg(rc == 0, "control connect: %s", fidbus_strerror(rc));
+    uint8_t *res = NULL;
+    size_t rlen = 0;
+    rc = fidbus_request(c, "stats", NULL, 0, &res, &rlen);
+    ck_assert_msg(rc == 0, "stats: %s", fidbus_strerror(rc));
+    struct cbor_load_result lr;
+    cbor_item_t *st = cbor_load(res, rlen, &lr);
+    free(res);
+    ck_assert_msg(st && cbor_isa_map(st), "stats: not a map");
+    uint64_t bad_frames = stat_of(st, "bad_frames"), received = stat_of(st, "received");
+    cbor_decref(&st);
+    fidbus_client_close(c);
+    ck_assert_msg(bad_frames > 0, "stats: no bad_frames after the garbage");
+    ck_assert_msg(received >= sent, "stats: received %" PRIu64 " < sent %" PRIu64,
+                  received, sent);
+
+    fb_e2e_stop_ok(t);
+
+    /* tally's one line (one instance): exactly what was sent. */
+    char *text = fb_e2e_read(fb_e2e_file(t, "tally.txt"), NULL);
+    ck_assert_msg(text != NULL, "no tally report");
+    uint64_t counted = 0, csum = 0;
+    ck_assert_msg(sscanf(text, "tally v=1.0.0 count=%" SCNu64 " sum=%" SCNu64, &counted,
+                         &csum) == 2,
+                  "tally.txt: %s", text);
+    free(text);
+    ck_assert_msg(counted == sent && csum == sum,
+                  "sent %" PRIu64 " (sum %" PRIu64 "), tally counted %" PRIu64
+                  " (sum %" PRIu64 ")",
+                  sent, sum, counted, csum);
+
+    fprintf(stderr,
+            "hostile: %.1f s: %" PRIu64 " good events (%" PRIu64
+            " acked), all ACKed and counted once\n"
+            "hostile: garbage %" PRIu64 " conns, slowloris %" PRIu64 " conns / %" PRIu64
+            " bytes, never-reads %" PRIu64 " conns / %" PRIu64 " frames, flood %" PRIu64
+            " events, storm %" PRIu64 " conns, daemon bad_frames %" PRIu64 "\n",
+            ran, sent, acked, atomic_load(&s->garbage_conns), atomic_load(&s->slow_conns),
+            atomic_load(&s->slow_bytes), atomic_load(&s->noread_conns),
+            atomic_load(&s->noread_frames), atomic_load(&s->flood_events),
+            atomic_load(&s->storm_conns), bad_frames);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    fb_e2e_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    double secs = soak_seconds();
+    Suite *s = suite_create("e2e_hostile_soak");
+    TCase *tc = tcase_create("hostile");
+    /* the run, plus the drain and the stop */
+    tcase_set_timeout(tc, (secs > 0 ? secs : 0) + 120);
+    tcase_add_test(tc, test_e2e_hostile_soak);
+    suite_add_tcase(s, tc);
+    return fb_e2e_main(s);
+}
