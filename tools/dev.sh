@@ -20,7 +20,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libuv1-dev libcbor-dev libssl-dev check
-liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser clang"
+liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser clang libclang-rt-14-dev"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -49,7 +49,7 @@ fuzz() {
         cp -r "tests/fuzz/regress/$t/." "$work/$t/" 2>/dev/null || true
         echo "== fuzz_$t for $secs s"
         if ! (cd "$work" && "$root/build-fuzz/tests/fuzz/fuzz_$t" -dict="$root/tests/fuzz/$t.dict" \
-            -max_len=8192 -rss_limit_mb=2048 -timeout=10 -max_total_time="$secs" \
+            -max_len=8192 -rss_limit_mb=2048 -timeout=30 -max_total_time="$secs" \
             -artifact_prefix="$work/found-$t-" -print_final_stats=1 "$work/$t" \
             >"$work/$t.log" 2>&1); then
             tail -40 "$work/$t.log"
