@@ -516,6 +516,8 @@ static void on_yield_idle(uv_idle_t *h)
 static void yield(struct fb_conn *c)
 {
     struct fb_worker *w = c->w;
+    if (c->st.flags & C_YIELD)
+        return; /* queued already (resumed by a write meanwhile) */
     count_limit(c, FB_LIM_YIELD);
     c->st.flags |= C_YIELD;
     c->yield_next = NULL;
