@@ -87,6 +87,32 @@ static void expect_busy_close(struct fb_e2e_raw *r, const char *what)
 
 #define COUNT_ALL FB_E2E_COUNT "[route all]\nevent = *\nto = fidbus.count\n"
 
+/* ------------------------------------------------------------- config */
+
+/* A bad [limits] value stops the daemon with FILE:LINE: reason. */
+START_TEST(test_e2e_hostile_config_errors)
+{
+    static const char *const bad[][2] = {
+        {"[limits]\noutput_soft = 8192\noutput_hard = 8192\n",
+         "output_soft (8192) must be below output_hard (8192), or 0"},
+        {"[limits]\nmax_connections = 0\n",
+         "[limits] max_connections must be a whole number from 1 to"},
+        {"[limits]\nidle_timeout_tcp_ms = soon\n",
+         "idle_timeout_tcp_ms must be a whole number"},
+        {"[limits]\nmax_conections = 5\n", "unknown key 'max_conections' in [limits]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct fb_e2e *t = fb_e2e_new();
+        fb_e2e_config(t, &(struct fb_e2e_opts){0}, bad[i][0]);
+        fb_e2e_start_fail(t, NULL);
+        char *err = fb_e2e_stderr(t);
+        ck_assert_msg(strstr(err, bad[i][1]), "expected '%s' in: %s", bad[i][1], err);
+        free(err);
+        fb_e2e_free(t);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------- connections */
 
 START_TEST(test_e2e_hostile_max_connections)
@@ -570,6 +596,7 @@ static Suite *suite(void)
     Suite *s = suite_create("e2e.hostile");
     TCase *tc = tcase_create("hostile");
     tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_e2e_hostile_config_errors);
     tcase_add_test(tc, test_e2e_hostile_max_connections);
     tcase_add_test(tc, test_e2e_hostile_max_connections_per_uid);
     tcase_add_test(tc, test_e2e_hostile_output_soft);
