@@ -36,7 +36,7 @@ int fb_auth_key_load(const char *path, uint8_t **key, size_t *len, char *why,
     return rc;
 }
 
-static unsigned deadline_ms = FB_AUTH_DEADLINE_MS;
+static unsigned deadline_ms; /* 0: not overridden */
 static pthread_once_t deadline_once = PTHREAD_ONCE_INIT;
 
 static void deadline_init(void)
@@ -48,17 +48,18 @@ static void deadline_init(void)
     errno = 0;
     unsigned long v = strtoul(e, &end, 10);
     if (errno || *end || v == 0 || v > UINT_MAX) {
-        fb_warn("FIDBUS_AUTH_DEADLINE_MS=%s is not a positive number of ms; using %u", e,
-                FB_AUTH_DEADLINE_MS);
+        fb_warn("FIDBUS_AUTH_DEADLINE_MS=%s is not a positive number of ms; using "
+                "[limits] auth_timeout_ms",
+                e);
         return;
     }
     deadline_ms = (unsigned)v;
 }
 
-unsigned fb_auth_deadline_ms(void)
+unsigned fb_auth_deadline_ms(unsigned configured)
 {
     pthread_once(&deadline_once, deadline_init);
-    return deadline_ms;
+    return deadline_ms ? deadline_ms : configured;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -67,8 +68,8 @@ static void on_timer(uv_timer_t *t)
     a->expired(a->arg);
 }
 
-int fb_auth_new(struct fb_auth **out, uv_loop_t *loop, void (*expired)(void *arg),
-                void *arg)
+int fb_auth_new(struct fb_auth **out, uv_loop_t *loop, unsigned deadline,
+                void (*expired)(void *arg), void *arg)
 {
     struct fb_auth *a = calloc(1, sizeof *a);
     if (!a)
@@ -94,7 +95,7 @@ int fb_auth_new(struct fb_auth **out, uv_loop_t *loop, void (*expired)(void *arg
         return rc;
     }
     a->timer.data = a;
-    uv_timer_start(&a->timer, on_timer, fb_auth_deadline_ms(), 0);
+    uv_timer_start(&a->timer, on_timer, fb_auth_deadline_ms(deadline), 0);
     *out = a;
     return 0;
 }

@@ -41,6 +41,7 @@
 static const char *const section_names[] = {
     [SEC_NONE] = "",           [SEC_DAEMON] = "daemon", [SEC_LISTEN] = "listen",
     [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin", [SEC_ROUTE] = "route",
+    [SEC_LIMITS] = "limits",
 };
 
 static const struct {
@@ -71,6 +72,16 @@ static const struct {
     [K_R_SPLIT_BY] = {SEC_ROUTE, "split_by"},
     [K_R_PRIORITY] = {SEC_ROUTE, "priority"},
     [K_R_SIGNATURE] = {SEC_ROUTE, "signature"},
+    /* [limits]: values in config_limits.c */
+    [K_L_MAX_CONNECTIONS] = {SEC_LIMITS, "max_connections"},
+    [K_L_MAX_CONNECTIONS_PER_UID] = {SEC_LIMITS, "max_connections_per_uid"},
+    [K_L_OUTPUT_SOFT] = {SEC_LIMITS, "output_soft"},
+    [K_L_OUTPUT_HARD] = {SEC_LIMITS, "output_hard"},
+    [K_L_MAX_INFLIGHT] = {SEC_LIMITS, "max_inflight"},
+    [K_L_AUTH_TIMEOUT_MS] = {SEC_LIMITS, "auth_timeout_ms"},
+    [K_L_IDLE_TIMEOUT_UNIX_MS] = {SEC_LIMITS, "idle_timeout_unix_ms"},
+    [K_L_IDLE_TIMEOUT_TCP_MS] = {SEC_LIMITS, "idle_timeout_tcp_ms"},
+    [K_L_MAX_FRAMES_PER_READ] = {SEC_LIMITS, "max_frames_per_read"},
 };
 
 /* Replaces *slot with a copy of v ("" -> NULL when empty_is_null). */
@@ -456,18 +467,19 @@ static int begin_section(struct parser *p, char *start)
     *we = '\0';
 
     enum section_kind sec = SEC_NONE;
-    for (int s = SEC_DAEMON; s <= SEC_ROUTE; s++)
+    for (int s = SEC_DAEMON; s < SEC__COUNT; s++)
         if (strcmp(word, section_names[s]) == 0)
             sec = (enum section_kind)s;
     if (sec == SEC_NONE)
         return fail(p, p->lineno,
                     "unknown section [%s] (expected [daemon], "
-                    "[listen], [control], [plugin NAME] or [route NAME])",
+                    "[listen], [control], [limits], [plugin NAME] or [route NAME])",
                     word);
     p->sec = sec;
     p->sec_line = p->lineno;
 
-    if (sec == SEC_DAEMON || sec == SEC_LISTEN || sec == SEC_CONTROL) {
+    if (sec == SEC_DAEMON || sec == SEC_LISTEN || sec == SEC_CONTROL ||
+        sec == SEC_LIMITS) {
         if (*arg)
             return fail(p, p->lineno, "section [%s] takes no name", word);
         if (p->sec_seen[sec])
@@ -602,6 +614,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         p->last_key_valid = true;
         if (p->sec == SEC_ROUTE)
             route_key(p, (enum key_id)k, value);
+        else if (p->sec == SEC_LIMITS)
+            fb_config_limit_key(p, (enum key_id)k, name, value);
         else
             fixed_key(p, (enum key_id)k, value);
         break;
@@ -640,6 +654,7 @@ static void set_defaults(struct fb_config *c)
     c->unix_mode = 0660;
     c->control_mode = 0600;
     c->tcp_auth = FB_TCP_AUTH_KEY;
+    fb_config_limits_defaults(c);
 }
 
 /* "DIR/leaf" as the default socket path under a configured runtime dir. */
@@ -756,6 +771,8 @@ static int finish_file(struct parser *p)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
     }
+    if (fb_config_limits_finish(p))
+        return p->rc;
     return check_representable(p);
 }
 

@@ -34,6 +34,21 @@ struct fb_plugin_conf {
     int line;
 };
 
+/* [limits]: what one client may make the daemon hold (README "Limits and
+ * backpressure"). Sizes are bytes, times ms; 0 turns a limit off where
+ * the docs say it may. */
+struct fb_limits {
+    unsigned max_connections;         /* bus connections in all; 1024 */
+    unsigned max_connections_per_uid; /* per Unix peer uid (root too); 128 */
+    uint32_t output_soft;             /* answers pending: stop reading; 256 KiB */
+    uint32_t output_hard;             /* answers pending: ERROR BUSY, close; 8 MiB */
+    unsigned max_inflight;            /* events with blocking calls: pause; 1024 */
+    unsigned auth_timeout_ms;         /* TCP AUTH deadline; 10000 */
+    unsigned idle_timeout_unix_ms;    /* 0 = off (default) */
+    unsigned idle_timeout_tcp_ms;     /* 300000 */
+    unsigned max_frames_per_read;     /* fair share per read callback; 64 */
+};
+
 struct fb_config {
     char *file;    /* path it was read from, or "<embedded>" */
     char hash[65]; /* SHA-256 (hex) of the text parsed */
@@ -63,6 +78,7 @@ struct fb_config {
     char *control_socket;
     unsigned control_mode;
     char *control_group; /* NULL if unset */
+    struct fb_limits limits;
     /* [plugin NAME] and [route NAME], in file order */
     struct fb_plugin_conf *plugins;
     size_t nplugins;

@@ -28,6 +28,8 @@ enum section_kind {
     SEC_CONTROL,
     SEC_PLUGIN,
     SEC_ROUTE,
+    SEC_LIMITS, /* config_limits.c */
+    SEC__COUNT
 };
 
 /* Every key of the fixed sections and of [route NAME]. */
@@ -56,6 +58,16 @@ enum key_id {
     K_R_SPLIT_BY,
     K_R_PRIORITY,
     K_R_SIGNATURE,
+    /* [limits], config_limits.c */
+    K_L_MAX_CONNECTIONS,
+    K_L_MAX_CONNECTIONS_PER_UID,
+    K_L_OUTPUT_SOFT,
+    K_L_OUTPUT_HARD,
+    K_L_MAX_INFLIGHT,
+    K_L_AUTH_TIMEOUT_MS,
+    K_L_IDLE_TIMEOUT_UNIX_MS,
+    K_L_IDLE_TIMEOUT_TCP_MS,
+    K_L_MAX_FRAMES_PER_READ,
     K__COUNT
 };
 
@@ -83,8 +95,8 @@ struct parser {
     /* the current section */
     enum section_kind sec;
     int sec_line;
-    bool sec_seen[SEC_ROUTE + 1];
-    int sec_first_line[SEC_ROUTE + 1];
+    bool sec_seen[SEC__COUNT];
+    int sec_first_line[SEC__COUNT];
     enum key_id last_key; /* for continuation lines */
     bool last_key_valid;
     int key_line[K__COUNT];  /* fixed sections: line each key was set on */
@@ -164,6 +176,13 @@ const char *fb_config_parse_tcp(const char *v, char **host, uint16_t *port,
  * points at its '[' in p->raw, for the caller to parse. Returns str, or
  * NULL at the end or after an error.
  */
+/* [limits] key k's value into p->c->limits; config_limits.c. */
+int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const char *v);
+/* The [limits] defaults. */
+void fb_config_limits_defaults(struct fb_config *c);
+/* Checks between [limits] keys, once the file is read. */
+int fb_config_limits_finish(struct parser *p);
+
 char *fb_config_read_line(struct parser *p, char *str, int num, char **section);
 
 /*

@@ -8,10 +8,25 @@
  * (stream.c) output buffer and written once per read batch, usually by a
  * single uv_try_write: one syscall for many acks.
  *
- * Back-pressure: a client that does not read its answers cannot make the
- * daemon buffer without bound. Once FB_OUT_HIGH bytes of answers are
- * pending, the connection stops decoding frames and stops reading until
- * the write drains; the unread frames stay in the reader's buffer.
+ * Back-pressure ([limits], config_limits.c): a client that does not read
+ * its answers cannot make the daemon buffer without bound. Once
+ * output_soft bytes of answers are pending, or max_inflight of its events
+ * have blocking calls in flight, the connection stops decoding frames and
+ * stops reading until that drains; the unread frames stay in the reader's
+ * buffer (at most max_frame plus one read), and the publisher blocks in
+ * its own send. Answers of blocking calls that finish meanwhile still
+ * grow the output: past output_hard the connection is closed, with an
+ * ERROR BUSY if the socket takes it. Every pause and close is counted.
+ *
+ * Fair share: one read callback handles at most max_frames_per_read
+ * frames; then the connection stops reading and queues itself on the
+ * worker's yield list, which the worker's idle handle runs after the
+ * loop has polled every other socket. No allocation: the list is linked
+ * through the connections.
+ *
+ * Idle timeouts: a worker timer sweeps its connections; one that has read
+ * nothing for idle_timeout_{unix,tcp}_ms and owes no answers is sent
+ * ERROR BUSY and closed.
  *
  * Authentication (auth.h): a TCP connection with `tcp_auth = key` keeps a
  * struct fb_auth until its first frame, a valid AUTH, arrives; until then
@@ -29,15 +44,14 @@
 #include <urcu/urcu-memb.h>
 
 #include "auth.h"
+#include "conn_admit.h"
 #include "dispatch.h"
 #include "log.h"
 #include "pool.h"
 #include "stream.h"
 
-#define FB_OUT_HIGH (256u * 1024u)
-/* Events with blocking calls in flight, per connection, before its input
- * is held back: bounds the event copies one client can park in the pool. */
-#define FB_CONN_MAX_WAITERS 1024u
+/* After an idle close was sent, how long the client has to go away. */
+#define FB_IDLE_LINGER_MS 2000u
 
 /* Our bits in st.flags, next to the stream's FB_S_* ones. */
 enum {
@@ -45,6 +59,7 @@ enum {
     C_STOPPING = FB_S_USER << 1, /* daemon shutdown: no more input */
     C_IN_INPUT = FB_S_USER << 2, /* process_input is on the stack */
     C_AUTHED = FB_S_USER << 3,   /* passed AUTH: a second AUTH is refused */
+    C_YIELD = FB_S_USER << 4,    /* on the worker's yield list */
 };
 
 struct fb_ping {
@@ -65,6 +80,16 @@ struct fb_conn {
     /* Awaiting AUTH, or refused and lingering until the close; NULL on
      * Unix, unauthenticated TCP and once AUTH succeeded. */
     struct fb_auth *auth;
+    /* [limits], copied at accept: the read path touches no config. */
+    uint32_t out_soft; /* 0 = never pause on output */
+    uint32_t out_hard;
+    uint32_t max_inflight;
+    uint32_t max_frames;      /* per read callback */
+    uint64_t idle_ns;         /* 0 = no idle timeout */
+    uint64_t last_ns;         /* last input handled */
+    uint64_t idle_closing_ns; /* idle close sent at; 0 = not yet */
+    struct fb_conn *yield_next;
+    struct fb_admit admit;
 };
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
@@ -78,6 +103,11 @@ static void conn_unref(struct fb_conn *c)
 }
 
 /* ------------------------------------------------------------ answers */
+
+static void count_limit(struct fb_conn *c, enum fb_limit_reason r)
+{
+    fb_count(&c->w->counters->limits[r], 1);
+}
 
 static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
 {
@@ -101,7 +131,7 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
 {
     if (!failed && !busy)
         send_ack(c, seq, ok);
-    else if (!failed)
+    else if (!failed && (count_limit(c, FB_LIM_BUSY), true))
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
                              "blocking pool full: %u of %u handler calls refused", busy,
                              ok + busy);
@@ -113,8 +143,37 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
 
 static bool input_blocked(const struct fb_conn *c)
 {
-    return c->st.out.len >= FB_OUT_HIGH ||
-           c->waiters_created - c->waiters_finished >= FB_CONN_MAX_WAITERS;
+    return (c->out_soft && c->st.out.len >= c->out_soft) ||
+           c->waiters_created - c->waiters_finished >= c->max_inflight;
+}
+
+/* Flushes, unless more than output_hard bytes of answers are pending:
+ * then they are dropped and the connection closed, after an ERROR BUSY
+ * if the socket takes it now (a client that reads nothing would never
+ * see it queued behind the rest). Returns false if it closed. */
+static bool flush_or_close(struct fb_conn *c)
+{
+    struct fb_stream *st = &c->st;
+    if (__builtin_expect(fb_stream_pending(st) <= c->out_hard, 1) ||
+        (st->flags & FB_S_CLOSING)) {
+        fb_stream_flush(st);
+        return !(st->flags & FB_S_CLOSING);
+    }
+    count_limit(c, FB_LIM_OUTPUT_HARD);
+    fb_warn("a client has %zu bytes of answers unread, over output_hard (%u); closing it",
+            fb_stream_pending(st), (unsigned)c->out_hard);
+    st->out.len = 0;
+    if (!(st->flags & FB_S_WRITING)) {
+        fb_stream_send_error(st, false, 0, FIDBUS_BUSY, false, 0,
+                             "over %u bytes of answers unread (output_hard); closing",
+                             (unsigned)c->out_hard);
+        uv_buf_t b = uv_buf_init((char *)st->out.data, (unsigned)st->out.len);
+        if (st->out.len)
+            (void)uv_try_write(&st->u.s, &b, 1);
+        st->out.len = 0;
+    }
+    fb_stream_close(st);
+    return false;
 }
 
 /* Input was held back; resume it if what held it back has cleared. */
@@ -138,7 +197,20 @@ static void conn_closed(struct fb_stream *st)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (st->flags & C_YIELD) {
+        struct fb_conn **pp = &w->yield_head, *prev = NULL;
+        while (*pp && *pp != c)
+            prev = *pp, pp = &(*pp)->yield_next;
+        if (*pp) {
+            *pp = c->yield_next;
+            if (w->yield_tail == c)
+                w->yield_tail = prev;
+        }
+        if (!w->yield_head)
+            uv_idle_stop(&w->yield_idle);
+    }
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
+    fb_conn_admit_release(w->d, &c->admit);
     c->auth = fb_auth_free(c->auth);
     while (c->ping_head) {
         struct fb_ping *p = c->ping_head;
@@ -227,7 +299,7 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
     }
     release_pings(c);
     c->refs++; /* keep c while it may resume input below */
-    fb_stream_flush(&c->st);
+    flush_or_close(c);
     while (popped--)
         conn_unref(c);
     if (!(c->st.flags & FB_S_CLOSING))
@@ -309,7 +381,9 @@ static void auth_expired(void *arg)
         return;
     }
     char why[80];
-    snprintf(why, sizeof why, "no AUTH within %u ms", fb_auth_deadline_ms());
+    count_limit(c, FB_LIM_AUTH_TIMEOUT);
+    snprintf(why, sizeof why, "no AUTH within %u ms",
+             fb_auth_deadline_ms(c->w->d->cfg->limits.auth_timeout_ms));
     auth_refuse(c, false, 0, why);
     fb_stream_read_stop(&c->st);
     fb_stream_flush(&c->st);
@@ -397,6 +471,8 @@ static void handle_frame(struct fb_conn *c, const struct fb_route_table *t,
         rc = fidbus_msg_check(m);
     if (rc) {
         fb_count(&w->counters->bad_frames, 1);
+        if (rc == FIDBUS_TOO_LARGE)
+            count_limit(c, FB_LIM_DEPTH);
         fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq, rc, false,
                              0, "%s", m->why ? m->why : fidbus_code_name(rc));
         return;
@@ -431,19 +507,60 @@ static void handle_frame(struct fb_conn *c, const struct fb_route_table *t,
     }
 }
 
+static void on_yield_idle(uv_idle_t *h)
+{
+    fb_conn_run_yielded(h->data);
+}
+
+/* Queues c on its worker's yield list (reading stops meanwhile). */
+static void yield(struct fb_conn *c)
+{
+    struct fb_worker *w = c->w;
+    if (c->st.flags & C_YIELD)
+        return; /* queued already (resumed by a write meanwhile) */
+    count_limit(c, FB_LIM_YIELD);
+    c->st.flags |= C_YIELD;
+    c->yield_next = NULL;
+    if (w->yield_tail)
+        w->yield_tail->yield_next = c;
+    else
+        uv_idle_start(&w->yield_idle, on_yield_idle);
+    w->yield_tail = c;
+    if (!w->yield_head)
+        w->yield_head = c;
+}
+
 static void process_input(struct fb_conn *c, bool ignore_cap)
 {
     struct fb_worker *w = c->w;
     if (c->st.flags & (FB_S_CLOSING | FB_S_FLUSH_CLOSE))
         return;
     uint64_t now = fb_now_ns();
+    c->last_ns = now;
     c->st.flags |= C_IN_INPUT;
     urcu_memb_read_lock();
     const struct fb_route_table *t = fb_routes_deref(&w->d->table);
+    uint32_t budget = c->max_frames;
     for (;;) {
         if (!ignore_cap && input_blocked(c)) {
             c->st.flags |= C_PAUSED;
+            count_limit(c, c->out_soft && c->st.out.len >= c->out_soft
+                               ? FB_LIM_PAUSE_OUTPUT
+                               : FB_LIM_PAUSE_INFLIGHT);
             break;
+        }
+        if (!ignore_cap && budget-- == 0) {
+            /* Fair share: the rest waits for the next loop iteration, if
+             * bytes are waiting at all. Alone on its worker, a connection
+             * has no one to share with: it goes on, and saves the read
+             * stop/start a yield costs. */
+            if (atomic_load_explicit(&w->nconns, memory_order_relaxed) <= 1) {
+                budget = c->max_frames - 1;
+            } else {
+                if (c->st.rd.end > c->st.rd.start)
+                    yield(c);
+                break;
+            }
         }
         const uint8_t *body;
         size_t len;
@@ -468,6 +585,8 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
         }
         fb_count(&w->counters->bad_frames, 1);
         if (rc == FIDBUS_TOO_LARGE)
+            count_limit(c, FB_LIM_FRAME_TOO_LARGE);
+        if (rc == FIDBUS_TOO_LARGE)
             fb_stream_send_error(&c->st, false, 0, rc, false, 0,
                                  "frame longer than max_frame (%u bytes); closing",
                                  (unsigned)w->d->cfg->max_frame);
@@ -481,11 +600,12 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     urcu_memb_read_unlock();
     c->st.flags &= ~C_IN_INPUT;
 
-    bool want_read =
-        !(c->st.flags & (C_PAUSED | FB_S_FLUSH_CLOSE | C_STOPPING | FB_S_CLOSING));
+    bool want_read = !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | C_STOPPING |
+                                      FB_S_CLOSING));
     if (!want_read)
         fb_stream_read_stop(&c->st);
-    fb_stream_flush(&c->st);
+    if (!flush_or_close(c))
+        return;
     if (want_read && !(c->st.flags & (FB_S_READING | FB_S_CLOSING)))
         fb_conn_resume(c);
 }
@@ -513,19 +633,74 @@ static const struct fb_stream_ops conn_ops = {
     .closed = conn_closed,
 };
 
-int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp)
+/* Fair share: the connections that yielded go on, in the order they
+ * yielded; one that yields again queues for the next iteration. Close
+ * callbacks cannot run meanwhile, so every connection listed is alive. */
+void fb_conn_run_yielded(struct fb_worker *w)
+{
+    struct fb_conn *c = w->yield_head;
+    w->yield_head = w->yield_tail = NULL;
+    uv_idle_stop(&w->yield_idle);
+    while (c) {
+        struct fb_conn *next = c->yield_next;
+        c->yield_next = NULL;
+        c->st.flags &= ~C_YIELD;
+        process_input(c, false);
+        c = next;
+    }
+}
+
+void fb_conn_idle_sweep(struct fb_worker *w)
+{
+    uint64_t now = fb_now_ns();
+    for (struct fb_conn *c = w->conns; c; c = c->next) {
+        if (!c->idle_ns || c->auth || (c->st.flags & FB_S_CLOSING))
+            continue;
+        if (c->idle_closing_ns) {
+            if (now - c->idle_closing_ns > FB_IDLE_LINGER_MS * 1000000ull)
+                fb_stream_close(&c->st);
+            continue;
+        }
+        if (c->wq_head || now - c->last_ns < c->idle_ns)
+            continue;
+        c->idle_closing_ns = now;
+        if (c->st.flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING))
+            continue; /* closing already: only bound how long it lingers */
+        count_limit(c, FB_LIM_IDLE_TIMEOUT);
+        fb_stream_send_error(&c->st, false, 0, FIDBUS_BUSY, false, 0,
+                             "idle for %llu ms (idle_timeout_%s_ms); closing",
+                             (unsigned long long)(c->idle_ns / 1000000u),
+                             c->st.u.h.type == UV_TCP ? "tcp" : "unix");
+        c->st.flags |= FB_S_FLUSH_CLOSE;
+        fb_stream_read_stop(&c->st);
+        fb_stream_flush(&c->st);
+    }
+}
+
+int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit *a)
 {
     struct fb_conn *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
+        fb_conn_admit_release(w->d, a);
         return -ENOMEM;
     }
     c->w = w;
     c->refs = 1;
+    c->admit = *a;
+    const struct fb_limits *l = &w->d->cfg->limits;
+    c->out_soft = l->output_soft;
+    c->out_hard = l->output_hard;
+    c->max_inflight = l->max_inflight;
+    c->max_frames = l->max_frames_per_read;
+    c->idle_ns =
+        (uint64_t)(is_tcp ? l->idle_timeout_tcp_ms : l->idle_timeout_unix_ms) * 1000000u;
+    c->last_ns = fb_now_ns();
     int rc = fb_stream_init(&c->st, &w->loop, is_tcp, w->d->cfg->max_frame, 0, &conn_ops);
     if (rc < 0) {
         free(c);
         close(fd);
+        fb_conn_admit_release(w->d, a);
         return rc;
     }
     c->next = w->conns;
@@ -539,7 +714,8 @@ int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp)
         return rc;
     }
     if (is_tcp && w->d->cfg->tcp_auth == FB_TCP_AUTH_KEY) {
-        if ((rc = fb_auth_new(&c->auth, &w->loop, auth_expired, c)) < 0) {
+        if ((rc = fb_auth_new(&c->auth, &w->loop, l->auth_timeout_ms, auth_expired, c)) <
+            0) {
             fb_stream_close(&c->st);
             return rc;
         }
@@ -570,8 +746,9 @@ void fb_conn_begin_stop(struct fb_conn *c)
         return;
     }
     fb_stream_read_stop(&c->st);
-    /* Frames already read but held back by back-pressure are handled now. */
-    if (c->st.flags & C_PAUSED) {
+    /* Frames already read but held back by back-pressure or a yield are
+     * handled now. */
+    if (c->st.flags & (C_PAUSED | C_YIELD)) {
         c->st.flags &= ~C_PAUSED;
         process_input(c, true);
     }

@@ -32,8 +32,13 @@ struct fb_waiter {
     bool has_seq, ack, done;
 };
 
-/* Takes ownership of fd (closed on failure). Loop thread of w. */
-int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp);
+/* Takes ownership of fd (closed on failure) and of the admission a (given
+ * back when the connection goes). Loop thread of w. */
+int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit *a);
+/* Fair share: connections that yielded at max_frames_per_read go on. */
+void fb_conn_run_yielded(struct fb_worker *w);
+/* Idle timeouts: closes the worker's connections idle for too long. */
+void fb_conn_idle_sweep(struct fb_worker *w);
 /* A blocking job of one of this worker's waiters finished. Frees j. */
 void fb_conn_job_done(struct fb_job *j);
 /* Worker stopping: stop reading, finish what was read, close when idle. */

@@ -210,7 +210,14 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         put(b, fns, hex, e);
     }
 
-    cbor_item_t *m = mk_map(b, 10);
+    /* Every limit hit and backpressure pause, by reason ([limits]). */
+    uint64_t lim[FB_LIM__COUNT];
+    fb_counters_sum_limits(d, lim);
+    cbor_item_t *limits = mk_map(b, FB_LIM__COUNT);
+    for (int i = 0; i < FB_LIM__COUNT; i++)
+        put(b, limits, fb_limit_names[i], u64(lim[i]));
+
+    cbor_item_t *m = mk_map(b, 11);
     put(b, m, "generation", u64(d->generation));
     put(b, m, "received", u64(tot[0]));
     put(b, m, "dispatched", u64(tot[1]));
@@ -221,6 +228,7 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
     put(b, m, "generations", gens);
     put(b, m, "routes", routes);
     put(b, m, "functions", fns);
+    put(b, m, "limits", limits);
     return m;
 }
 

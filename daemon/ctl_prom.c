@@ -220,6 +220,14 @@ static void each_route(FILE *out, struct family *f, const char *key, const json_
         sample(out, f, l, 1, val);
 }
 
+static void each_limit(FILE *out, struct family *f, const char *key, const json_t *v)
+{
+    char val[VALUE_MAX];
+    struct label l[] = {{"reason", key}};
+    if (value_text(v, val, sizeof(val)))
+        sample(out, f, l, 1, val);
+}
+
 /* A function's labels: canonical and plugin only when the daemon gives them. */
 static void func_labels(struct label l[4], const char *id, const json_t *v)
 {
@@ -309,6 +317,9 @@ void fb_ctl_render_prometheus(FILE *out, const json_t *stats)
                             "Handler calls that failed.", false};
     struct family bad = {"fidbus_bad_frames_total", "counter",
                          "Protocol errors: frames that could not be decoded.", false};
+    struct family limits = {"fidbus_limit_hits_total", "counter",
+                            "Limit hits and backpressure pauses, by reason ([limits]).",
+                            false};
     struct family gen = {"fidbus_table_generation", "gauge",
                          "Generation of the running route table.", false};
     struct family gens = {"fidbus_generation_routed_total", "counter",
@@ -352,4 +363,5 @@ void fb_ctl_render_prometheus(FILE *out, const json_t *stats)
     for_each_sorted(out, &fskipped, fns, each_func_skipped);
     for_each_sorted(out, &fquar, fns, each_func_quarantined);
     for_each_sorted(out, &duration, fns, each_func_duration);
+    for_each_sorted(out, &limits, json_object_get(stats, "limits"), each_limit);
 }

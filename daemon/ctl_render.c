@@ -57,8 +57,8 @@ static uint8_t *string_bytes(const cbor_item_t *it, size_t *len)
         return p;
     }
     size_t nch = bytes ? cbor_bytestring_chunk_count(it) : cbor_string_chunk_count(it);
-    cbor_item_t **ch = bytes ? cbor_bytestring_chunks_handle(it)
-                             : cbor_string_chunks_handle(it);
+    cbor_item_t **ch =
+        bytes ? cbor_bytestring_chunks_handle(it) : cbor_string_chunks_handle(it);
     size_t total = 0;
     for (size_t i = 0; i < nch; i++)
         total += bytes ? cbor_bytestring_length(ch[i]) : cbor_string_length(ch[i]);
@@ -190,7 +190,8 @@ int fb_ctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
     struct cbor_load_result res;
     cbor_item_t *item = cbor_load(p, len, &res);
     if (!item || res.error.code != CBOR_ERR_NONE) {
-        snprintf(why, why_len, "the result is not well-formed CBOR (error %d at byte %zu)",
+        snprintf(why, why_len,
+                 "the result is not well-formed CBOR (error %d at byte %zu)",
                  (int)res.error.code, res.error.position);
         if (item)
             cbor_decref(&item);
@@ -370,8 +371,8 @@ static char *tags_text(const json_t *tags)
     bool first = true;
     json_object_foreach((json_t *)tags, k, v)
     {
-        char *vt = json_is_string(v) ? oom(strdup(json_string_value(v)))
-                                     : value_text(v, ",");
+        char *vt =
+            json_is_string(v) ? oom(strdup(json_string_value(v))) : value_text(v, ",");
         char *n = xasprintf("%s%s%s=%s", s, first ? "" : ",", k, vt);
         free(vt);
         free(s);
@@ -481,12 +482,27 @@ static void render_stats(FILE *out, const json_t *r)
         fputc('\n', out);
         table_print(out, &t);
     }
+    /* Limit hits and backpressure pauses, by reason ([limits]). */
+    const json_t *limits = json_object_get(r, "limits");
+    if (json_is_object(limits)) {
+        static const char *const h[] = {"LIMIT", "HITS"};
+        struct table t;
+        table_init(&t, h, 2);
+        json_object_foreach((json_t *)limits, k, v)
+        {
+            char *row[] = {oom(strdup(k)), value_text(v, ",")};
+            table_add(&t, row);
+        }
+        fputc('\n', out);
+        table_print(out, &t);
+    }
     /* anything else the daemon added later, as it is */
     json_object_foreach((json_t *)r, k, v)
     {
         if (!json_is_object(v) && !json_is_array(v))
             continue;
-        if (!strcmp(k, "generations") || !strcmp(k, "routes") || !strcmp(k, "functions"))
+        if (!strcmp(k, "generations") || !strcmp(k, "routes") ||
+            !strcmp(k, "functions") || !strcmp(k, "limits"))
             continue;
         char *s = value_text(v, ", ");
         fprintf(out, "%s: %s\n", k, s);

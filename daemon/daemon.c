@@ -80,6 +80,30 @@ void fb_counters_sum(struct fb_daemon *d, uint64_t out[5])
     pthread_mutex_unlock(&d->counters_lock);
 }
 
+const char *const fb_limit_names[FB_LIM__COUNT] = {
+    [FB_LIM_CONNECTIONS] = "connections",
+    [FB_LIM_CONNECTIONS_UID] = "connections_uid",
+    [FB_LIM_OUTPUT_HARD] = "output_hard",
+    [FB_LIM_PAUSE_OUTPUT] = "pause_output",
+    [FB_LIM_PAUSE_INFLIGHT] = "pause_inflight",
+    [FB_LIM_AUTH_TIMEOUT] = "auth_timeout",
+    [FB_LIM_IDLE_TIMEOUT] = "idle_timeout",
+    [FB_LIM_DEPTH] = "depth",
+    [FB_LIM_FRAME_TOO_LARGE] = "frame_too_large",
+    [FB_LIM_BUSY] = "busy",
+    [FB_LIM_YIELD] = "yield",
+};
+
+void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])
+{
+    memset(out, 0, FB_LIM__COUNT * sizeof out[0]);
+    pthread_mutex_lock(&d->counters_lock);
+    for (struct fb_counters *c = d->counters; c; c = c->next)
+        for (int i = 0; i < FB_LIM__COUNT; i++)
+            out[i] += atomic_load_explicit(&c->limits[i], memory_order_relaxed);
+    pthread_mutex_unlock(&d->counters_lock);
+}
+
 /* ------------------------------------------------------ the first set */
 
 /* Sets state.cbor aside (as KIND-time) and says so. */
@@ -175,8 +199,8 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
     rc = fb_change_commit(d, &c, &res, why, sizeof why);
     if (rc) {
         if (res.failed_load != SIZE_MAX)
-            snprintf(err, errlen, "%s:%d: %s", cfg->file, cfg->plugins[res.failed_load].line,
-                     why);
+            snprintf(err, errlen, "%s:%d: %s", cfg->file,
+                     cfg->plugins[res.failed_load].line, why);
         else
             snprintf(err, errlen, "%s: %s", cfg->file, why);
         return rc;
@@ -218,6 +242,7 @@ int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out)
     fb_activation_init(&d->act);
     pthread_mutex_init(&d->change_lock, NULL);
     pthread_mutex_init(&d->counters_lock, NULL);
+    pthread_mutex_init(&d->uids_lock, NULL);
     d->main_loop = malloc(sizeof *d->main_loop);
     int rc = d->main_loop ? uv_loop_init(d->main_loop) : -ENOMEM;
     if (rc < 0) {
@@ -469,6 +494,8 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     if (tls_counters_owner == d)
         tls_counters = NULL, tls_counters_owner = NULL;
     pthread_mutex_destroy(&d->counters_lock);
+    pthread_mutex_destroy(&d->uids_lock);
+    free(d->uids);
     pthread_mutex_destroy(&d->change_lock);
     if (d->rcu_registered)
         urcu_memb_unregister_thread();

@@ -35,6 +35,7 @@ struct fb_worker;
 struct fb_listener;
 struct fb_control;
 struct fb_state_file;
+struct fb_uid_count;
 
 /* Retired tables whose totals stats still shows, per generation. */
 #define FB_GEN_HISTORY 16
@@ -44,6 +45,24 @@ struct fb_gen_count {
     uint64_t routed;
 };
 
+/* Why a limit was hit or a connection paused ([limits]); the names are
+ * the keys of stats' "limits" map (fb_limit_names), a user contract. */
+enum fb_limit_reason {
+    FB_LIM_CONNECTIONS,     /* over max_connections: refused */
+    FB_LIM_CONNECTIONS_UID, /* over max_connections_per_uid: refused */
+    FB_LIM_OUTPUT_HARD,     /* answers pending over output_hard: closed */
+    FB_LIM_PAUSE_OUTPUT,    /* answers pending over output_soft: paused */
+    FB_LIM_PAUSE_INFLIGHT,  /* max_inflight blocking events: paused */
+    FB_LIM_AUTH_TIMEOUT,    /* no AUTH within auth_timeout_ms: closed */
+    FB_LIM_IDLE_TIMEOUT,    /* idle_timeout_*_ms: closed */
+    FB_LIM_DEPTH,           /* payload nested deeper than max_depth */
+    FB_LIM_FRAME_TOO_LARGE, /* frame over max_frame: closed */
+    FB_LIM_BUSY,            /* blocking pool full: an event answered BUSY */
+    FB_LIM_YIELD,           /* max_frames_per_read reached: yielded */
+    FB_LIM__COUNT
+};
+extern const char *const fb_limit_names[FB_LIM__COUNT];
+
 /* Totals, one block per dispatching thread, summed on read (no shared
  * cache line is written on the hot path). Only the owning thread writes. */
 struct fb_counters {
@@ -52,6 +71,7 @@ struct fb_counters {
     _Atomic uint64_t unrouted;   /* events that matched no route */
     _Atomic uint64_t errors;     /* handler calls that failed */
     _Atomic uint64_t bad_frames; /* protocol errors */
+    _Atomic uint64_t limits[FB_LIM__COUNT];
     struct fb_counters *next;
 } __attribute__((aligned(64)));
 
@@ -88,6 +108,13 @@ struct fb_daemon {
     pthread_mutex_t counters_lock;
     struct fb_counters *counters; /* list of per-thread blocks */
 
+    /* Bus connections open (conn_admit.c): the main thread admits, the
+     * worker that closes one gives it back. */
+    _Atomic unsigned nconns;
+    pthread_mutex_t uids_lock;
+    struct fb_uid_count *uids; /* per Unix peer uid, open ones only */
+    size_t nuids, capuids;
+
     uv_signal_t sig_term, sig_int, sig_hup;
     bool signals_on;
     bool rcu_registered; /* main thread registered with liburcu */
@@ -100,6 +127,8 @@ struct fb_daemon {
 struct fb_counters *fb_counters_self(struct fb_daemon *d);
 /* Sum of all blocks. */
 void fb_counters_sum(struct fb_daemon *d, uint64_t out[5]);
+/* Sum of all blocks' limit counters. */
+void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT]);
 
 static inline void fb_count(_Atomic uint64_t *c, uint64_t n)
 {

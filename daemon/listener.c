@@ -59,8 +59,11 @@ static void on_accept(uv_poll_t *h, int status, int events)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
+        struct fb_admit a;
+        if (!fb_conn_admit(l->d, fd, l->is_tcp, &a))
+            continue;
         struct fb_worker *w = l->d->workers[l->next_worker++ % l->d->nworkers];
-        fb_worker_add_conn(w, fd, l->is_tcp);
+        fb_worker_add_conn(w, fd, l->is_tcp, &a);
     }
 }
 

@@ -31,6 +31,10 @@ void fb_worker_maybe_finish(struct fb_worker *w)
         uv_close((uv_handle_t *)&w->async, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_timer))
         uv_close((uv_handle_t *)&w->stop_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->yield_idle))
+        uv_close((uv_handle_t *)&w->yield_idle, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->idle_timer))
+        uv_close((uv_handle_t *)&w->idle_timer, NULL);
 }
 
 static void on_stop_timeout(uv_timer_t *t)
@@ -63,10 +67,12 @@ static void on_async(uv_async_t *a)
     pthread_mutex_unlock(&w->lock);
 
     for (size_t i = 0; i < nfds; i++) {
-        if (w->stopping)
+        if (w->stopping) {
             close(fds[i].fd);
-        else
-            fb_conn_new(w, fds[i].fd, fds[i].is_tcp);
+            fb_conn_admit_release(w->d, &fds[i].admit);
+        } else {
+            fb_conn_new(w, fds[i].fd, fds[i].is_tcp, &fds[i].admit);
+        }
     }
     free(fds);
 
@@ -87,6 +93,22 @@ static void on_async(uv_async_t *a)
     fb_worker_maybe_finish(w);
 }
 
+static void on_idle_timer(uv_timer_t *t)
+{
+    fb_conn_idle_sweep(t->data);
+}
+
+/* A quarter of the shortest idle timeout, so a connection is closed
+ * within 1.25 times its timeout; 0 when both are off. */
+static uint64_t idle_sweep_ms(const struct fb_limits *l)
+{
+    unsigned a = l->idle_timeout_unix_ms, b = l->idle_timeout_tcp_ms;
+    unsigned m = !a ? b : !b ? a : a < b ? a : b;
+    if (!m)
+        return 0;
+    return m / 4 ? m / 4 : 1;
+}
+
 static void worker_main(void *arg)
 {
     struct fb_worker *w = arg;
@@ -99,6 +121,9 @@ static void worker_main(void *arg)
     check.data = w;
     uv_check_start(&check, on_check);
     uv_unref((uv_handle_t *)&check);
+    uint64_t sweep = idle_sweep_ms(&w->d->cfg->limits);
+    if (sweep)
+        uv_timer_start(&w->idle_timer, on_idle_timer, sweep, sweep);
 
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&check, NULL);
@@ -130,10 +155,17 @@ int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out)
     uv_timer_init(&w->loop, &w->stop_timer);
     w->stop_timer.data = w;
     uv_unref((uv_handle_t *)&w->stop_timer);
+    uv_idle_init(&w->loop, &w->yield_idle);
+    w->yield_idle.data = w;
+    uv_timer_init(&w->loop, &w->idle_timer);
+    w->idle_timer.data = w;
+    uv_unref((uv_handle_t *)&w->idle_timer);
     rc = uv_thread_create(&w->thread, worker_main, w);
     if (rc < 0) {
         uv_close((uv_handle_t *)&w->async, NULL);
         uv_close((uv_handle_t *)&w->stop_timer, NULL);
+        uv_close((uv_handle_t *)&w->yield_idle, NULL);
+        uv_close((uv_handle_t *)&w->idle_timer, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
         pthread_mutex_destroy(&w->lock);
@@ -145,7 +177,8 @@ int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out)
     return 0;
 }
 
-void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp)
+void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp,
+                        const struct fb_admit *a)
 {
     pthread_mutex_lock(&w->lock);
     if (w->nnew == w->capnew) {
@@ -155,12 +188,13 @@ void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp)
             pthread_mutex_unlock(&w->lock);
             fb_error("out of memory accepting a client");
             close(fd);
+            fb_conn_admit_release(w->d, a);
             return;
         }
         w->new_fds = n;
         w->capnew = cap;
     }
-    w->new_fds[w->nnew++] = (struct fb_new_fd){.fd = fd, .is_tcp = is_tcp};
+    w->new_fds[w->nnew++] = (struct fb_new_fd){.fd = fd, .is_tcp = is_tcp, .admit = *a};
     pthread_mutex_unlock(&w->lock);
     uv_async_send(&w->async);
 }

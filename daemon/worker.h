@@ -15,6 +15,7 @@
 
 #include <fidbus/proto.h>
 
+#include "conn_admit.h"
 #include "daemon.h"
 
 struct fb_job;
@@ -24,6 +25,7 @@ struct fb_conn;
 struct fb_new_fd {
     int fd;
     bool is_tcp;
+    struct fb_admit admit;
 };
 
 struct fb_worker {
@@ -47,11 +49,19 @@ struct fb_worker {
     size_t nwaiters; /* alive waiters: jobs may still post to us */
     struct fb_counters *counters;
     struct fidbus_msg *msg; /* decode scratch, reused for every frame */
+    /* Fair share (conn.c): connections that reached max_frames_per_read
+     * in one callback wait here, linked through the connection, and go on
+     * from the idle handle, after the loop has polled everyone else. */
+    uv_idle_t yield_idle;
+    struct fb_conn *yield_head, *yield_tail;
+    /* Idle timeouts: a sweep over conns every quarter of the shortest. */
+    uv_timer_t idle_timer;
 };
 
 int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);
 /* Hands an accepted, non-blocking socket to w (any thread). */
-void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp);
+void fb_worker_add_conn(struct fb_worker *w, int fd, bool is_tcp,
+                        const struct fb_admit *a);
 /* A blocking job with a waiter finished (pool thread). */
 void fb_worker_post_done(struct fb_worker *w, struct fb_job *j);
 /* Asks w to finish: stop reading, complete what was read (blocking calls

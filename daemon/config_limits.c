@@ -1,0 +1,95 @@
+/*
+ * The [limits] section of fidbusd.conf: what one client may make the
+ * daemon hold, and how long it may hold a connection doing nothing. The
+ * keys are named in config.c's table with the others; their values, the
+ * defaults and the checks between them live here, so the section is one
+ * block (README "Limits and backpressure" documents every key).
+ */
+#include <stdio.h>
+
+#include "config.h"
+#include "config_values.h"
+
+void fb_config_limits_defaults(struct fb_config *c)
+{
+    c->limits = (struct fb_limits){
+        .max_connections = 1024,
+        .max_connections_per_uid = 128,
+        .output_soft = 256u * 1024u,
+        .output_hard = 8u * 1024u * 1024u,
+        .max_inflight = 1024,
+        .auth_timeout_ms = 10000,
+        .idle_timeout_unix_ms = 0,
+        .idle_timeout_tcp_ms = 300000,
+        .max_frames_per_read = 64,
+    };
+}
+
+#define DAY_MS 86400000ull
+
+int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const char *v)
+{
+    struct fb_limits *l = &p->c->limits;
+    unsigned long long min = 0, max = 0;
+    const char *note = "";
+    unsigned *slot = NULL;
+    uint32_t *slot32 = NULL;
+
+    switch (k) {
+    case K_L_MAX_CONNECTIONS:
+        min = 1, max = 1000000, slot = &l->max_connections;
+        break;
+    case K_L_MAX_CONNECTIONS_PER_UID:
+        max = 1000000, note = " (0 = no per-uid limit)",
+        slot = &l->max_connections_per_uid;
+        break;
+    case K_L_OUTPUT_SOFT:
+        max = 1073741824ull, note = " (bytes; 0 = never pause)", slot32 = &l->output_soft;
+        break;
+    case K_L_OUTPUT_HARD:
+        min = 4096, max = 1073741824ull, note = " (bytes)", slot32 = &l->output_hard;
+        break;
+    case K_L_MAX_INFLIGHT:
+        min = 1, max = 1000000, slot = &l->max_inflight;
+        break;
+    case K_L_AUTH_TIMEOUT_MS:
+        min = 1, max = DAY_MS, note = " (ms)", slot = &l->auth_timeout_ms;
+        break;
+    case K_L_IDLE_TIMEOUT_UNIX_MS:
+        max = DAY_MS, note = " (ms; 0 = off)", slot = &l->idle_timeout_unix_ms;
+        break;
+    case K_L_IDLE_TIMEOUT_TCP_MS:
+        max = DAY_MS, note = " (ms; 0 = off)", slot = &l->idle_timeout_tcp_ms;
+        break;
+    case K_L_MAX_FRAMES_PER_READ:
+        min = 1, max = 1000000, slot = &l->max_frames_per_read;
+        break;
+    default:
+        return p->rc;
+    }
+    unsigned long long u;
+    if (!fb_config_parse_ulong(v, min, max, &u))
+        return fail(p, p->lineno,
+                    "[limits] %s must be a whole number from %llu to %llu%s, not '%s'",
+                    name, min, max, note, v);
+    if (slot)
+        *slot = (unsigned)u;
+    else
+        *slot32 = (uint32_t)u;
+    return p->rc;
+}
+
+int fb_config_limits_finish(struct parser *p)
+{
+    const struct fb_limits *l = &p->c->limits;
+    /* A soft limit at or above the hard one would close clients that a
+     * pause would have held back. */
+    if (l->output_soft && l->output_soft >= l->output_hard) {
+        int line = p->key_line[K_L_OUTPUT_SOFT] ? p->key_line[K_L_OUTPUT_SOFT]
+                                                : p->key_line[K_L_OUTPUT_HARD];
+        return fail(p, line,
+                    "[limits] output_soft (%u) must be below output_hard (%u), or 0",
+                    (unsigned)l->output_soft, (unsigned)l->output_hard);
+    }
+    return 0;
+}
