@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "build_config.h"
@@ -130,6 +131,34 @@ static int load_default(struct fb_config **cfg, char **text, char *err, size_t e
     return rc;
 }
 
+/*
+ * Every connection is a descriptor, and [limits] max_connections (1024 by
+ * default) plus listeners, plugins and the state dir need more than the
+ * soft RLIMIT_NOFILE of 1024 most sessions start with. Raise the soft
+ * limit to what the connection cap needs (up to the hard limit; under
+ * systemd LimitNOFILE= sets both); warn when even that is too few, so an
+ * admin sees why accept(2) fails with EMFILE before max_connections.
+ */
+static void raise_nofile(const struct fb_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)cfg->limits.max_connections + 256;
+    if (cfg->limits.max_connections == 0 || want > rl.rlim_max)
+        want = rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return;
+    }
+    if (cfg->limits.max_connections &&
+        rl.rlim_cur < (rlim_t)cfg->limits.max_connections + 64)
+        fb_warn("open-file limit %llu is below max_connections = %u plus room for "
+                "listeners and plugins; raise LimitNOFILE= or lower max_connections",
+                (unsigned long long)rl.rlim_cur, cfg->limits.max_connections);
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_CHECK = 256, OPT_VERSION, OPT_DEFAULT };
@@ -199,6 +228,7 @@ int main(int argc, char **argv)
         return 0;
     }
     fb_log_set_level(cfg->log_level);
+    raise_nofile(cfg);
 
     struct fb_daemon *d = NULL;
     rc = fb_daemon_new(cfg, &d);
