@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "e2e/harness.h"
 
@@ -281,6 +282,26 @@ START_TEST(test_e2e_limits_client_vanishes)
 }
 END_TEST
 
+/* fidbus_received_total from the daemon's stats. */
+static long long received_total(struct fb_e2e *t)
+{
+    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"),
+                          "--socket",
+                          t->control,
+                          "stats",
+                          "--prometheus",
+                          NULL};
+    char *out = NULL, *err = NULL;
+    int st = fb_e2e_run(t, argv, &out, &err);
+    ck_assert_msg(st == 0, "fidbusctl stats: status 0x%x: %s", st, err);
+    const char *p = strstr(out, "\nfidbus_received_total ");
+    ck_assert_msg(p, "no fidbus_received_total in:\n%s", out);
+    long long n = strtoll(p + strlen("\nfidbus_received_total "), NULL, 10);
+    free(out);
+    free(err);
+    return n;
+}
+
 /*
  * A client pushes acked publishes until the daemon holds it back (answers
  * pending, input no longer read), then closes without reading a single
@@ -318,6 +339,18 @@ START_TEST(test_e2e_limits_slow_reader_vanishes)
     struct fidbus_client *c = fb_e2e_connect(t);
     fb_e2e_publish_ack(c, "lim.after", 1);
     fidbus_client_close(c);
+
+    /* The vanished connection drains at its own pace (it yields to others
+     * every max_frames_per_read frames); a stop before it reached EOF would
+     * rightly drop what was still unread in the socket. So wait, with the
+     * daemon's own counter as the signal, until all of it was read. */
+    long long want = (long long)frames + 1, got = 0;
+    for (uint64_t end = fb_e2e_now_ms() + 60000; fb_e2e_now_ms() < end;) {
+        if ((got = received_total(t)) >= want)
+            break;
+        usleep(20000); /* polling a counter, not waiting for a guess */
+    }
+    ck_assert_msg(got == want, "daemon received %lld of %lld events", got, want);
 
     fb_e2e_stop_ok(t);
     char *json = fb_e2e_read(fb_e2e_file(t, "count.json"), NULL);
