@@ -975,3 +975,25 @@ int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **er
     }
     return status;
 }
+
+long long fb_e2e_prom_value(struct fb_e2e *t, const char *series)
+{
+    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"),
+                          "--socket",
+                          t->control,
+                          "stats",
+                          "--prometheus",
+                          NULL};
+    char *out = NULL, *err = NULL;
+    int st = fb_e2e_run(t, argv, &out, &err);
+    ck_assert_msg(st == 0, "fidbusctl stats --prometheus: status 0x%x: %s", st, err);
+    /* a sample starts a line and is followed by one space and its value */
+    char needle[256];
+    snprintf(needle, sizeof needle, "\n%s ", series);
+    const char *p = strstr(out, needle);
+    ck_assert_msg(p, "no %s in:\n%s", series, out);
+    long long n = strtoll(p + strlen(needle), NULL, 10);
+    free(out);
+    free(err);
+    return n;
+}

@@ -203,6 +203,11 @@ char *fb_e2e_line_with(const char *text, const char *event, long long seq);
 /* In a JSON object such as count's report, the unsigned number stored under
  * "key"; -1 if the key is absent. */
 long long fb_e2e_json_count(const char *json, const char *key);
+/* The value of one sample of `fidbusctl stats --prometheus` against t's
+ * daemon: the line starting with `series` (metric name and labels, e.g.
+ * "fidbus_received_total" or "fidbus_limit_hits_total{reason=\"yield\"}").
+ * Fails the test when fidbusctl fails or the series is missing. */
+long long fb_e2e_prom_value(struct fb_e2e *t, const char *series);
 
 /* Asserts that text (a plugin's output) has n lines with event and seq. */
 #define FB_E2E_ASSERT_LINES(text, event, seq, n)                                         \

@@ -24,23 +24,9 @@
 /* fidbus_limit_hits_total{reason="REASON"} from the daemon's stats. */
 static long long limit_hits(struct fb_e2e *t, const char *reason)
 {
-    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"),
-                          "--socket",
-                          t->control,
-                          "stats",
-                          "--prometheus",
-                          NULL};
-    char *out = NULL, *err = NULL;
-    int st = fb_e2e_run(t, argv, &out, &err);
-    ck_assert_msg(st == 0, "fidbusctl stats --prometheus: status 0x%x: %s", st, err);
-    char needle[128];
-    snprintf(needle, sizeof needle, "fidbus_limit_hits_total{reason=\"%s\"} ", reason);
-    const char *p = strstr(out, needle);
-    ck_assert_msg(p, "no %s in:\n%s", needle, out);
-    long long n = strtoll(p + strlen(needle), NULL, 10);
-    free(out);
-    free(err);
-    return n;
+    char series[128];
+    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
+    return fb_e2e_prom_value(t, series);
 }
 
 static long vm_rss_kib(pid_t pid)

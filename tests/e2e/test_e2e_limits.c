@@ -282,26 +282,6 @@ START_TEST(test_e2e_limits_client_vanishes)
 }
 END_TEST
 
-/* fidbus_received_total from the daemon's stats. */
-static long long received_total(struct fb_e2e *t)
-{
-    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"),
-                          "--socket",
-                          t->control,
-                          "stats",
-                          "--prometheus",
-                          NULL};
-    char *out = NULL, *err = NULL;
-    int st = fb_e2e_run(t, argv, &out, &err);
-    ck_assert_msg(st == 0, "fidbusctl stats: status 0x%x: %s", st, err);
-    const char *p = strstr(out, "\nfidbus_received_total ");
-    ck_assert_msg(p, "no fidbus_received_total in:\n%s", out);
-    long long n = strtoll(p + strlen("\nfidbus_received_total "), NULL, 10);
-    free(out);
-    free(err);
-    return n;
-}
-
 /*
  * A client pushes acked publishes until the daemon holds it back (answers
  * pending, input no longer read), then closes without reading a single
@@ -346,7 +326,7 @@ START_TEST(test_e2e_limits_slow_reader_vanishes)
      * daemon's own counter as the signal, until all of it was read. */
     long long want = (long long)frames + 1, got = 0;
     for (uint64_t end = fb_e2e_now_ms() + 60000; fb_e2e_now_ms() < end;) {
-        if ((got = received_total(t)) >= want)
+        if ((got = fb_e2e_prom_value(t, "fidbus_received_total")) >= want)
             break;
         usleep(20000); /* polling a counter, not waiting for a guess */
     }
