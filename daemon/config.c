@@ -82,6 +82,8 @@ static const struct {
     [K_L_IDLE_TIMEOUT_UNIX_MS] = {SEC_LIMITS, "idle_timeout_unix_ms"},
     [K_L_IDLE_TIMEOUT_TCP_MS] = {SEC_LIMITS, "idle_timeout_tcp_ms"},
     [K_L_MAX_FRAMES_PER_READ] = {SEC_LIMITS, "max_frames_per_read"},
+    [K_L_INPUT_SOFT] = {SEC_LIMITS, "input_soft"},
+    [K_L_INPUT_SOFT_MS] = {SEC_LIMITS, "input_soft_ms"},
 };
 
 /* Replaces *slot with a copy of v ("" -> NULL when empty_is_null). */

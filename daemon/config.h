@@ -47,6 +47,8 @@ struct fb_limits {
     unsigned idle_timeout_unix_ms;    /* 0 = off (default) */
     unsigned idle_timeout_tcp_ms;     /* 300000 */
     unsigned max_frames_per_read;     /* fair share per read callback; 64 */
+    uint32_t input_soft;              /* one unfinished frame buffered: watch; 256 KiB */
+    unsigned input_soft_ms;           /* ...for longer than this: BUSY, close; 30000 */
 };
 
 struct fb_config {

@@ -22,6 +22,8 @@ void fb_config_limits_defaults(struct fb_config *c)
         .idle_timeout_unix_ms = 0,
         .idle_timeout_tcp_ms = 300000,
         .max_frames_per_read = 64,
+        .input_soft = 256u * 1024u,
+        .input_soft_ms = 30000,
     };
 }
 
@@ -63,6 +65,12 @@ int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const
         break;
     case K_L_MAX_FRAMES_PER_READ:
         min = 1, max = 1000000, slot = &l->max_frames_per_read;
+        break;
+    case K_L_INPUT_SOFT:
+        max = 1073741824ull, note = " (bytes)", slot32 = &l->input_soft;
+        break;
+    case K_L_INPUT_SOFT_MS:
+        max = DAY_MS, note = " (ms; 0 = off)", slot = &l->input_soft_ms;
         break;
     default:
         return p->rc;

@@ -68,6 +68,8 @@ enum key_id {
     K_L_IDLE_TIMEOUT_UNIX_MS,
     K_L_IDLE_TIMEOUT_TCP_MS,
     K_L_MAX_FRAMES_PER_READ,
+    K_L_INPUT_SOFT,
+    K_L_INPUT_SOFT_MS,
     K__COUNT
 };
 

@@ -92,6 +92,7 @@ const char *const fb_limit_names[FB_LIM__COUNT] = {
     [FB_LIM_FRAME_TOO_LARGE] = "frame_too_large",
     [FB_LIM_BUSY] = "busy",
     [FB_LIM_YIELD] = "yield",
+    [FB_LIM_INPUT_SOFT] = "input_soft",
 };
 
 void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])

@@ -255,6 +255,7 @@ static void on_read(uv_stream_t *us, ssize_t nread, const uv_buf_t *buf)
     struct fb_stream *s = us->data;
     if (nread > 0) {
         fidbus_frame_reader_commit(&s->rd, (size_t)nread);
+        s->bytes_in += (uint64_t)nread;
         s->ops->input(s);
         return;
     }

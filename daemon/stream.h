@@ -83,6 +83,9 @@ struct fb_stream {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     unsigned flags; /* FB_S_* and the owner's bits */
+    /* Bytes read so far: with rd's pending count it names the stream
+     * offset of the frame being assembled (conn.c's input_soft watch). */
+    uint64_t bytes_in;
     const struct fb_stream_ops *ops;
 };
 

@@ -98,12 +98,19 @@ static void on_idle_timer(uv_timer_t *t)
     fb_conn_idle_sweep(t->data);
 }
 
-/* A quarter of the shortest idle timeout, so a connection is closed
- * within 1.25 times its timeout; 0 when both are off. */
+static unsigned min_on(unsigned a, unsigned b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* A quarter of the shortest of the idle timeouts and input_soft_ms: a
+ * connection is closed within 1.25 times its idle timeout, 1.5 times
+ * input_soft_ms (its clock starts at the first sweep that sees the frame);
+ * 0 when all are off. */
 static uint64_t idle_sweep_ms(const struct fb_limits *l)
 {
-    unsigned a = l->idle_timeout_unix_ms, b = l->idle_timeout_tcp_ms;
-    unsigned m = !a ? b : !b ? a : a < b ? a : b;
+    unsigned m = min_on(min_on(l->idle_timeout_unix_ms, l->idle_timeout_tcp_ms),
+                        l->input_soft_ms);
     if (!m)
         return 0;
     return m / 4 ? m / 4 : 1;

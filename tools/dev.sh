@@ -13,7 +13,7 @@
 #                        e2e.hostile_soak for 300 s under ASan+UBSan: good
 #                        publishers next to garbage, slowloris, never-reads,
 #                        floods and connect storms (not in CI; CI runs 5 s)
-#   tools/dev.sh fuzz [SECONDS]
+#   tools/dev.sh fuzz [SECONDS [TARGET...]]
 #                        build the libFuzzer targets (clang, ASan+UBSan) and run
 #                        each for SECONDS (default 600) on a scratch corpus
 set -eu
@@ -36,15 +36,18 @@ deps() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 }
 
-# Runs every fuzz target for $1 seconds on a scratch copy of its corpus
-# (new inputs stay out of the tree). A finding stops with its file named
-# and a non-zero exit; tests/fuzz/README.md says how to keep it.
+# Runs each target named after $1 (all four if none) for $1 seconds, on a
+# scratch copy of its corpus (new inputs stay out of the tree). A finding
+# stops with its file named and a non-zero exit; tests/fuzz/README.md says
+# how to keep it.
 fuzz() {
     secs=$1
+    shift
+    targets=${*:-msg request config state}
     root=$(pwd)
     build fuzz
     work=$(mktemp -d "${TMPDIR:-/tmp}/fidbus-fuzz.XXXXXX")
-    for t in msg request config state; do
+    for t in $targets; do
         cp -r "tests/fuzz/corpus/$t" "$work/$t"
         cp -r "tests/fuzz/regress/$t/." "$work/$t/" 2>/dev/null || true
         echo "== fuzz_$t for $secs s"
@@ -91,7 +94,10 @@ test)
     echo "== fuzz targets: 20 s each (tools/dev.sh fuzz SECONDS for longer)"
     fuzz 20 ;;
 fuzz)
-    deps; fuzz "${2:-600}" ;;
+    shift
+    secs=${1:-600}
+    [ $# -gt 0 ] && shift
+    deps; fuzz "$secs" "$@" ;;
 soak)
     deps; build tsan
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_FLIP_COUNT=50000 \
@@ -107,6 +113,6 @@ hostile-soak)
         FIDBUS_SOAK_SECONDS="${FIDBUS_SOAK_SECONDS:-300}" \
         FIDBUS_BUILD_DIR="$(pwd)/build-asan" ./build-asan/tests/test_e2e_hostile_soak ;;
 *)
-    echo "usage: tools/dev.sh run|test|deps|build|soak|hostile-soak|fuzz [SECONDS]" >&2
+    echo "usage: tools/dev.sh run|test|deps|build|soak|hostile-soak|fuzz [SECONDS [TARGET...]]" >&2
     exit 2 ;;
 esac

@@ -86,6 +86,7 @@ START_TEST(test_e2e_hostile_config_errors)
         {"[limits]\nidle_timeout_tcp_ms = soon\n",
          "idle_timeout_tcp_ms must be a whole number"},
         {"[limits]\nmax_conections = 5\n", "unknown key 'max_conections' in [limits]"},
+        {"[limits]\ninput_soft_ms = -1\n", "[limits] input_soft_ms must be a whole number"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct fb_e2e *t = fb_e2e_new();
@@ -423,6 +424,109 @@ START_TEST(test_e2e_hostile_depth_and_frame)
 }
 END_TEST
 
+/* ------------------------------------------------------------- input */
+
+/* A whole acked PUBLISH frame of event h.big with a `bytes`-byte payload
+ * (the caller frees f->data). */
+static void big_publish(struct fidbus_buf *f, uint64_t seq, size_t bytes)
+{
+    uint8_t *pl = malloc(bytes + 9);
+    size_t hn = 0;
+    pl[hn++] = 0x5a; /* byte string, 4-byte length */
+    pl[hn++] = (uint8_t)(bytes >> 24);
+    pl[hn++] = (uint8_t)(bytes >> 16);
+    pl[hn++] = (uint8_t)(bytes >> 8);
+    pl[hn++] = (uint8_t)bytes;
+    memset(pl + hn, 0xab, bytes);
+    struct fidbus_msg_out m = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                   FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS) |
+                   FIDBUS_BIT(FIDBUS_K_PAYLOAD),
+        .type = FIDBUS_MSG_PUBLISH,
+        .seq = seq,
+        .event = "h.big",
+        .flags = FIDBUS_FLAG_ACK,
+        .payload = {pl, hn + bytes},
+    };
+    memset(f, 0, sizeof *f);
+    ck_assert_int_eq(fidbus_msg_encode(f, &m), 0);
+    free(pl);
+}
+
+static void pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, ms % 1000 * 1000000L};
+    nanosleep(&ts, NULL); /* the client's own pace, not synchronisation */
+}
+
+/* input_soft: a client that sends most of a big frame and stops is closed
+ * after input_soft_ms (ERROR BUSY); one that stopped under input_soft is
+ * not, and one that keeps finishing big frames is not either, though
+ * every sweep finds more than input_soft bytes of its input buffered. */
+START_TEST(test_e2e_hostile_input_soft)
+{
+    struct fb_e2e_opts o = {.workers = 1};
+    struct fb_e2e *t =
+        fb_e2e_up(&o, COUNT_ALL "[limits]\ninput_soft = 65536\ninput_soft_ms = 1500\n");
+    struct fb_e2e_raw *stall = fb_e2e_raw_unix(t), *under = fb_e2e_raw_unix(t),
+                      *steady = fb_e2e_raw_unix(t);
+    fb_e2e_raw_hello(stall);
+    fb_e2e_raw_hello(under);
+    fb_e2e_raw_hello(steady);
+
+    struct fidbus_buf big;
+    big_publish(&big, 1, 300 * 1024);
+    const size_t third = big.len / 3;
+    uint64_t t0 = fb_e2e_now_ms();
+    fb_e2e_raw_send(stall, big.data, 2 * third); /* ~200 KiB, then nothing */
+    fb_e2e_raw_send(under, big.data, 32 * 1024); /* under input_soft */
+
+    /* 14 frames, each in thirds 80 ms apart; a frame's last third goes
+     * with the next one's first, so more than input_soft bytes of one
+     * unfinished frame are buffered at every moment for ~2.2 s, but no
+     * frame sits for anything near 1.5 s. */
+    const int frames = 14;
+    struct fidbus_buf f;
+    for (int i = 0; i < frames; i++) {
+        big_publish(&f, (uint64_t)i + 1, 300 * 1024);
+        size_t a = f.len / 3;
+        if (i == 0)
+            fb_e2e_raw_send(steady, f.data, a);
+        pause_ms(80);
+        fb_e2e_raw_send(steady, f.data + a, a);
+        pause_ms(80);
+        fb_e2e_raw_send(steady, f.data + 2 * a, f.len - 2 * a);
+        if (i + 1 < frames) {
+            struct fidbus_buf n;
+            big_publish(&n, (uint64_t)i + 2, 300 * 1024);
+            fb_e2e_raw_send(steady, n.data, n.len / 3);
+            fidbus_buf_free(&n);
+        }
+        fidbus_buf_free(&f);
+    }
+    ck_assert_uint_gt(fb_e2e_now_ms() - t0, 1500);
+    for (int i = 0; i < frames; i++)
+        fb_e2e_raw_expect_ack(steady, (uint64_t)i + 1, 1);
+
+    const struct fidbus_msg *m = fb_e2e_raw_expect_error(stall, FIDBUS_BUSY, -2);
+    const char *txt = msg_text(m);
+    ck_assert_msg(strstr(txt, "input_soft_ms") && strstr(txt, "unfinished"), "%s", txt);
+    fb_e2e_raw_expect_eof(stall);
+    ck_assert_uint_ge(fb_e2e_now_ms() - t0, 1500);
+    ck_assert_int_eq(limit_hits(t, "input_soft"), 1);
+
+    /* The one under input_soft is still served: it finishes its frame. */
+    fb_e2e_raw_send(under, big.data + 32 * 1024, big.len - 32 * 1024);
+    fb_e2e_raw_expect_ack(under, 1, 1);
+    fidbus_buf_free(&big);
+    fb_e2e_raw_close(stall);
+    fb_e2e_raw_close(under);
+    fb_e2e_raw_close(steady);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------- isolation and fair share */
 
 /* Acked publish round trips per second on a library client, the best
@@ -592,6 +696,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_hostile_idle_timeout_tcp);
     tcase_add_test(tc, test_e2e_hostile_auth_timeout);
     tcase_add_test(tc, test_e2e_hostile_depth_and_frame);
+    tcase_add_test(tc, test_e2e_hostile_input_soft);
     suite_add_tcase(s, tc);
     /* Separate cases so each can be run alone (CK_RUN_CASE=...). */
     TCase *iso = tcase_create("isolation");
