@@ -208,6 +208,11 @@ long long fb_e2e_json_count(const char *json, const char *key);
  * "fidbus_received_total" or "fidbus_limit_hits_total{reason=\"yield\"}").
  * Fails the test when fidbusctl fails or the series is missing. */
 long long fb_e2e_prom_value(struct fb_e2e *t, const char *series);
+/* vals[i] = the unsigned number under keys[i] in the daemon's `stats`
+ * result, asked over t's control socket; a key missing or not a uint
+ * fails the test. In harness_stats.c: link libcbor to use it. */
+void fb_e2e_stats(const struct fb_e2e *t, size_t n, const char *const keys[],
+                  uint64_t vals[]);
 
 /* Asserts that text (a plugin's output) has n lines with event and seq. */
 #define FB_E2E_ASSERT_LINES(text, event, seq, n)                                         \

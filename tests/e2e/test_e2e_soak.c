@@ -410,21 +410,6 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The named unsigned counter of a stats result. */
-static uint64_t stat_of(const cbor_item_t *m, const char *key)
-{
-    for (size_t i = 0; i < cbor_map_size(m); i++) {
-        struct cbor_pair *pr = &cbor_map_handle(m)[i];
-        if (cbor_isa_string(pr->key) && cbor_string_length(pr->key) == strlen(key) &&
-            memcmp(cbor_string_handle(pr->key), key, strlen(key)) == 0) {
-            ck_assert_msg(cbor_isa_uint(pr->value), "stats: %s is not a uint", key);
-            return cbor_get_int(pr->value);
-        }
-    }
-    ck_abort_msg("stats: no %s", key);
-    return 0;
-}
-
 #define SOAK_SECTIONS                                                                    \
     "[plugin ta]\npath = @D@/tally1.so\nreport_file = @D@/tally.txt\n"                   \
     "[plugin tb]\npath = @B@/tests/plugins/tally2.so\nreport_file = @D@/tally.txt\n"     \
@@ -479,21 +464,10 @@ START_TEST(test_e2e_soak_zero_loss_under_change)
     }
 
     /* The daemon's view, before it stops. */
-    struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, s->control_addr, &client_opts);
-    ck_assert_msg(rc == 0, "connect: %s", fidbus_strerror(rc));
-    uint8_t *res = NULL;
-    size_t rlen = 0;
-    rc = fidbus_request(c, "stats", NULL, 0, &res, &rlen);
-    ck_assert_msg(rc == 0, "stats: %s", fidbus_strerror(rc));
-    struct cbor_load_result lr;
-    cbor_item_t *st = cbor_load(res, rlen, &lr);
-    free(res);
-    ck_assert_msg(st && cbor_isa_map(st), "stats: not a map");
-    uint64_t received = stat_of(st, "received"), dispatched = stat_of(st, "dispatched");
-    uint64_t unrouted = stat_of(st, "unrouted"), errors = stat_of(st, "errors");
-    cbor_decref(&st);
-    fidbus_client_close(c);
+    static const char *const keys[] = {"received", "dispatched", "unrouted", "errors"};
+    uint64_t v[4];
+    fb_e2e_stats(t, 4, keys, v);
+    uint64_t received = v[0], dispatched = v[1], unrouted = v[2], errors = v[3];
     ck_assert_msg(errors == 0 && unrouted == 0,
                   "stats: errors = %" PRIu64 ", unrouted = %" PRIu64, errors, unrouted);
     ck_assert_msg(received == sent && dispatched == sent,
