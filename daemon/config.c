@@ -10,6 +10,8 @@
  * all is still seen. config_values.c also parses single values (numbers,
  * modes, log levels, tcp addresses); this file gives them meaning:
  * sections, keys, the checks that need the whole file, fb_config_*.
+ * The [route NAME] keys are config_route.c's, the [limits] ones
+ * config_limits.c's.
  *
  * The rules are strict on purpose: an unknown section or key, a duplicate,
  * or a value out of range is an error naming FILE:LINE, because a typo in
@@ -85,21 +87,6 @@ static const struct {
     [K_L_INPUT_SOFT] = {SEC_LIMITS, "input_soft"},
     [K_L_INPUT_SOFT_MS] = {SEC_LIMITS, "input_soft_ms"},
 };
-
-/* Replaces *slot with a copy of v ("" -> NULL when empty_is_null). */
-static bool set_str(struct parser *p, char **slot, const char *v, bool empty_is_null)
-{
-    free(*slot);
-    *slot = NULL;
-    if (empty_is_null && !*v)
-        return true;
-    *slot = strdup(v);
-    if (!*slot) {
-        fail_nomem(p);
-        return false;
-    }
-    return true;
-}
 
 /* --------------------------------------------------------- [daemon] ... */
 
@@ -182,11 +169,11 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
     case K_TCP_KEY_FILE:
         if (!*v)
             return fail(p, line, "[%s] %s must not be empty", sec, name);
-        set_str(p,
-                k == K_RUNTIME_DIR ? &c->runtime_dir
-                : k == K_STATE_DIR ? &c->state_dir
-                                   : &c->tcp_key_file,
-                v, false);
+        fb_config_set_str(p,
+                          k == K_RUNTIME_DIR ? &c->runtime_dir
+                          : k == K_STATE_DIR ? &c->state_dir
+                                             : &c->tcp_key_file,
+                          v, false);
         break;
     case K_UNIX:
     case K_SOCKET:
@@ -198,7 +185,8 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
                         "[%s] %s: the path is %zu bytes, longer than "
                         "the %zu a Unix socket address holds",
                         sec, name, strlen(v), SOCK_PATH_MAX);
-        set_str(p, k == K_UNIX ? &c->unix_path : &c->control_socket, v, k == K_UNIX);
+        fb_config_set_str(p, k == K_UNIX ? &c->unix_path : &c->control_socket, v,
+                          k == K_UNIX);
         break;
     case K_UNIX_MODE:
     case K_MODE:
@@ -219,7 +207,7 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
             fb_config_parse_tcp(v, &c->tcp_host, &c->tcp_port, &p->tcp_loopback);
         if (why)
             return fail(p, line, "[%s] %s = %s: %s", sec, name, v, why);
-        set_str(p, &c->tcp, v, false);
+        fb_config_set_str(p, &c->tcp, v, false);
         break;
     }
     case K_TCP_AUTH:
@@ -239,153 +227,12 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
         for (const char *s = v; *s; s++)
             if (isspace((unsigned char)*s) || *s == ':')
                 return fail(p, line, "[%s] %s '%s' is not a group name", sec, name, v);
-        set_str(p, &c->control_group, v, false);
+        fb_config_set_str(p, &c->control_group, v, false);
         break;
     default:
         break;
     }
     return p->rc;
-}
-
-/* ------------------------------------------------------- [route NAME] */
-
-/* One line's worth of a list value ("to" or "tags"); a trailing comma says
- * an indented continuation line follows. */
-static int route_list_chunk(struct parser *p, enum key_id k, const char *v)
-{
-    char buf[ERR_MAX], sub[ERR_MAX];
-    size_t n = strlen(v);
-    bool comma = n > 0 && v[n - 1] == ',';
-    if (comma) {
-        if (n >= sizeof buf) {
-            return fail(p, p->lineno, "line too long");
-        }
-        memcpy(buf, v, n - 1);
-        buf[n - 1] = '\0';
-        v = buf;
-    }
-    int rc = k == K_R_TO ? fb_targets_parse_list(v, &p->route, sub, sizeof sub)
-                         : fb_tags_parse_list(v, &p->route, sub, sizeof sub);
-    if (rc < 0)
-        return fail_nomem(p);
-    if (rc > 0)
-        return fail(p, p->lineno, "%s", sub);
-    p->comma_line = comma ? p->lineno : 0;
-    return 0;
-}
-
-static int route_key(struct parser *p, enum key_id k, const char *v)
-{
-    struct fb_route_spec *r = &p->route;
-    const char *rn = r->name;
-    int line = p->lineno;
-
-    switch (k) {
-    case K_R_EVENT:
-        if (!*v)
-            return fail(p, line, "route '%s': event must not be empty", rn);
-        if (!fb_event_pattern_valid(v))
-            return fail(p, line,
-                        "route '%s': event '%s' must be an event id "
-                        "(1-255 bytes of [A-Za-z0-9_.:-]), a prefix 'ID.*', or '*'",
-                        rn, v);
-        set_str(p, &r->event, v, false);
-        break;
-    case K_R_TO:
-        if (!*v)
-            return fail(p, line, "route '%s': 'to' lists no targets", rn);
-        route_list_chunk(p, k, v);
-        break;
-    case K_R_TAGS:
-        route_list_chunk(p, k, v);
-        break;
-    case K_R_MODE:
-        if (strcmp(v, "all") == 0)
-            r->mode = FB_MODE_ALL;
-        else if (strcmp(v, "split") == 0)
-            r->mode = FB_MODE_SPLIT;
-        else
-            return fail(p, line, "route '%s': mode must be all or split, not '%s'", rn,
-                        v);
-        break;
-    case K_R_SPLIT_BY:
-        if (!fidbus_tag_key_valid(v, strlen(v)))
-            return fail(p, line,
-                        "route '%s': split_by '%s' must be a tag key "
-                        "(1-64 bytes of [A-Za-z0-9_.-])",
-                        rn, v);
-        set_str(p, &r->split_by, v, false);
-        break;
-    case K_R_PRIORITY:
-        if (!fb_config_parse_int64(v, &r->priority))
-            return fail(p, line,
-                        "route '%s': priority must be a whole number "
-                        "(64-bit, may be negative), not '%s'",
-                        rn, v);
-        break;
-    case K_R_SIGNATURE:
-        if (!fb_sighash_valid(v))
-            return fail(p, line,
-                        "route '%s': signature must be 64 hex digits "
-                        "(the SHA-256 sighash of the expected signature)",
-                        rn);
-        set_str(p, &r->signature, v, false);
-        break;
-    default:
-        break;
-    }
-    return p->rc;
-}
-
-static int finish_route(struct parser *p)
-{
-    struct fb_route_spec *r = &p->route;
-    const char *rn = r->name;
-    char sub[ERR_MAX];
-
-    if (p->comma_line)
-        return fail(p, p->comma_line,
-                    "route '%s': the list ends with a comma but "
-                    "no indented continuation line follows",
-                    rn);
-    if (!p->rkey_line[K_R_EVENT])
-        return fail(p, p->sec_line,
-                    "route '%s': missing 'event' (an event id, "
-                    "'prefix.*' or '*')",
-                    rn);
-    if (!p->rkey_line[K_R_TO])
-        return fail(p, p->sec_line,
-                    "route '%s': missing 'to' (one or more "
-                    "targets)",
-                    rn);
-    if (r->split_by && r->mode != FB_MODE_SPLIT)
-        return fail(p, p->rkey_line[K_R_SPLIT_BY],
-                    "route '%s': split_by needs "
-                    "mode = split",
-                    rn);
-    if (r->mode == FB_MODE_SPLIT) {
-        uint64_t total = 0;
-        for (size_t i = 0; i < r->nto; i++)
-            total += r->to[i].weight;
-        if (total == 0)
-            return fail(p, p->rkey_line[K_R_TO],
-                        "route '%s': mode = split needs "
-                        "at least one target with a weight above 0",
-                        rn);
-    }
-    /* the same checks the control socket runs, as a backstop */
-    if (fb_route_spec_validate(r, sub, sizeof sub) != 0)
-        return fail(p, p->sec_line, "%s", sub);
-
-    struct fb_config *c = p->c;
-    struct fb_route_spec *routes = realloc(c->routes, (c->nroutes + 1) * sizeof *routes);
-    if (!routes)
-        return fail_nomem(p);
-    c->routes = routes;
-    c->routes[c->nroutes++] = *r;
-    memset(r, 0, sizeof *r);
-    p->in_route = false;
-    return 0;
 }
 
 /* ------------------------------------------------------ [plugin NAME] */
@@ -405,7 +252,7 @@ static int plugin_key(struct parser *p, const char *k, const char *v)
     if (strcmp(k, "path") == 0) {
         if (!*v)
             return fail(p, p->lineno, "[plugin %s] path must not be empty", pc->name);
-        if (!set_str(p, &pc->path, v, false))
+        if (!fb_config_set_str(p, &pc->path, v, false))
             return p->rc;
     }
     struct fb_kv *kv = realloc(pc->keys, (pc->nkeys + 1) * sizeof *kv);
@@ -433,7 +280,7 @@ static void finish_section(struct parser *p)
         fail(p, p->sec_line, "[plugin %s] missing 'path' (the plugin's .so file)",
              cur_plugin(p)->name);
     else if (p->sec == SEC_ROUTE && p->in_route)
-        finish_route(p);
+        fb_config_route_finish(p);
 }
 
 /* "[...]" from the raw line: start points at '['. */
@@ -558,7 +405,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
             (p->last_key == K_R_TO || p->last_key == K_R_TAGS)) {
             char v[ERR_MAX];
             fb_config_cont_value(v, sizeof v, value);
-            route_list_chunk(p, p->last_key, v);
+            fb_config_route_list_chunk(p, p->last_key, v);
         } else {
             fail(p, p->lineno,
                  "unexpected indented line: only 'to' and 'tags' "
@@ -615,7 +462,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
         p->last_key = (enum key_id)k;
         p->last_key_valid = true;
         if (p->sec == SEC_ROUTE)
-            route_key(p, (enum key_id)k, value);
+            fb_config_route_key(p, (enum key_id)k, value);
         else if (p->sec == SEC_LIMITS)
             fb_config_limit_key(p, (enum key_id)k, name, value);
         else
@@ -724,9 +571,9 @@ static int finish_file(struct parser *p)
 {
     struct fb_config *c = p->c;
 
-    if (!c->runtime_dir && !set_str(p, &c->runtime_dir, "/run/fidbus", false))
+    if (!c->runtime_dir && !fb_config_set_str(p, &c->runtime_dir, "/run/fidbus", false))
         return p->rc;
-    if (!c->state_dir && !set_str(p, &c->state_dir, "/var/lib/fidbus", false))
+    if (!c->state_dir && !fb_config_set_str(p, &c->state_dir, "/var/lib/fidbus", false))
         return p->rc;
     /* Sockets follow runtime_dir unless set: a config that moves the
      * runtime dir (a user's own instance) moves its sockets with it. */

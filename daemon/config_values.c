@@ -280,3 +280,17 @@ void fb_config_cont_value(char *v, size_t cap, const char *value)
     while (n > 0 && isspace((unsigned char)v[n - 1]))
         v[--n] = '\0';
 }
+
+bool fb_config_set_str(struct parser *p, char **slot, const char *v, bool empty_is_null)
+{
+    free(*slot);
+    *slot = NULL;
+    if (empty_is_null && !*v)
+        return true;
+    *slot = strdup(v);
+    if (!*slot) {
+        fail_nomem(p);
+        return false;
+    }
+    return true;
+}

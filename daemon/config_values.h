@@ -1,7 +1,8 @@
 /*
  * daemon/config_values.h -- internal to the config parser: what config.c
- * (sections, keys and whole-file checks) and config_values.c (reading
- * lines and parsing single values) share. Nothing else includes it.
+ * (sections, keys and whole-file checks), config_values.c (reading lines
+ * and parsing single values), config_route.c ([route NAME]) and
+ * config_limits.c ([limits]) share. Nothing else includes it.
  *
  * Both halves work on one struct parser, and both report errors through
  * fail(), which keeps the first error with its line number; so the parser
@@ -169,6 +170,25 @@ bool fb_config_parse_log_level(const char *v, enum fb_log_level *out);
 const char *fb_config_parse_tcp(const char *v, char **host, uint16_t *port,
                                 bool *loopback);
 
+/* [limits] key k's value into p->c->limits; config_limits.c. */
+int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const char *v);
+/* The [limits] defaults. */
+void fb_config_limits_defaults(struct fb_config *c);
+/* Checks between [limits] keys, once the file is read. */
+int fb_config_limits_finish(struct parser *p);
+
+/* [route NAME] (config_route.c): key k's value into p->route; one line
+ * of a "to" or "tags" list (a trailing comma: a continuation follows);
+ * the checks at the section's end, which then add p->route to the
+ * config. Each returns p->rc. */
+int fb_config_route_key(struct parser *p, enum key_id k, const char *v);
+int fb_config_route_list_chunk(struct parser *p, enum key_id k, const char *v);
+int fb_config_route_finish(struct parser *p);
+
+/* Replaces *slot with a copy of v ("" -> NULL when empty_is_null); false
+ * (and the error set) when out of memory. */
+bool fb_config_set_str(struct parser *p, char **slot, const char *v, bool empty_is_null);
+
 /* -------------------------------------------------------------- lines */
 
 /*
@@ -178,13 +198,6 @@ const char *fb_config_parse_tcp(const char *v, char **host, uint16_t *port,
  * points at its '[' in p->raw, for the caller to parse. Returns str, or
  * NULL at the end or after an error.
  */
-/* [limits] key k's value into p->c->limits; config_limits.c. */
-int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const char *v);
-/* The [limits] defaults. */
-void fb_config_limits_defaults(struct fb_config *c);
-/* Checks between [limits] keys, once the file is read. */
-int fb_config_limits_finish(struct parser *p);
-
 char *fb_config_read_line(struct parser *p, char *str, int num, char **section);
 
 /*

@@ -678,10 +678,11 @@ static bool input_overdue(struct fb_conn *c, uint64_t now)
 {
     const struct fidbus_frame_reader *r = &c->st.rd;
     size_t pending = r->end - r->start;
-    bool watch = c->in_soft_ns && pending > c->in_soft && pending >= FIDBUS_FRAME_HEADER &&
-                 (c->st.flags & FB_S_READING) &&
-                 !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | FB_S_DRAINING)) &&
-                 (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending;
+    bool watch =
+        c->in_soft_ns && pending > c->in_soft && pending >= FIDBUS_FRAME_HEADER &&
+        (c->st.flags & FB_S_READING) &&
+        !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | FB_S_DRAINING)) &&
+        (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending;
     if (!watch) {
         c->in_since_ns = 0;
         return false;

@@ -109,8 +109,8 @@ static unsigned min_on(unsigned a, unsigned b)
  * 0 when all are off. */
 static uint64_t idle_sweep_ms(const struct fb_limits *l)
 {
-    unsigned m = min_on(min_on(l->idle_timeout_unix_ms, l->idle_timeout_tcp_ms),
-                        l->input_soft_ms);
+    unsigned m =
+        min_on(min_on(l->idle_timeout_unix_ms, l->idle_timeout_tcp_ms), l->input_soft_ms);
     if (!m)
         return 0;
     return m / 4 ? m / 4 : 1;

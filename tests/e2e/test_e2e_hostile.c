@@ -86,7 +86,8 @@ START_TEST(test_e2e_hostile_config_errors)
         {"[limits]\nidle_timeout_tcp_ms = soon\n",
          "idle_timeout_tcp_ms must be a whole number"},
         {"[limits]\nmax_conections = 5\n", "unknown key 'max_conections' in [limits]"},
-        {"[limits]\ninput_soft_ms = -1\n", "[limits] input_soft_ms must be a whole number"},
+        {"[limits]\ninput_soft_ms = -1\n",
+         "[limits] input_soft_ms must be a whole number"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct fb_e2e *t = fb_e2e_new();
