@@ -24,21 +24,8 @@
  * loop has polled every other socket. No allocation: the list is linked
  * through the connections.
  *
- * Idle timeouts: a worker timer sweeps its connections; one that has read
- * nothing for idle_timeout_{unix,tcp}_ms and owes no answers is sent
- * ERROR BUSY and closed.
- *
- * Input: the reader holds at most one frame (max_frame, the hard limit:
- * ERROR TOO_LARGE, close) plus one read. A frame larger than its default
- * buffer grows the buffer, so a client that sends most of a big frame and
- * stops pins that memory. The same sweep therefore watches the frame
- * being assembled: once more than input_soft bytes of one unfinished
- * frame have sat for input_soft_ms, the connection is sent ERROR BUSY and
- * closed, as Redis treats a client over its soft limit for too long. Not
- * while the daemon itself has stopped reading (a pause or a yield): then
- * the frame cannot finish, and that is not the client's doing. The frame
- * is known by its stream offset, so a client that keeps finishing big
- * frames is never closed for them.
+ * Idle timeouts and the input_soft watch are the worker timer's sweep,
+ * conn_sweep.c; struct fb_conn is in conn_private.h for it.
  *
  * Authentication (auth.h): a TCP connection with `tcp_auth = key` keeps a
  * struct fb_auth until its first frame, a valid AUTH, arrives; until then
@@ -57,57 +44,11 @@
 
 #include "auth.h"
 #include "conn_admit.h"
+#include "conn_private.h"
 #include "dispatch.h"
 #include "log.h"
 #include "pool.h"
 #include "stream.h"
-
-/* After an idle or input_soft close was sent, how long the client has to
- * go away. */
-#define FB_LINGER_MS 2000u
-
-/* Our bits in st.flags, next to the stream's FB_S_* ones. */
-enum {
-    C_PAUSED = FB_S_USER << 0,   /* output above FB_OUT_HIGH: input on hold */
-    C_STOPPING = FB_S_USER << 1, /* daemon shutdown: no more input */
-    C_IN_INPUT = FB_S_USER << 2, /* process_input is on the stack */
-    C_AUTHED = FB_S_USER << 3,   /* passed AUTH: a second AUTH is refused */
-    C_YIELD = FB_S_USER << 4,    /* on the worker's yield list */
-};
-
-struct fb_ping {
-    struct fb_ping *next;
-    uint64_t seq;
-    uint64_t barrier; /* waiters that must finish first */
-};
-
-struct fb_conn {
-    struct fb_stream st; /* the socket; its close callback drops a ref */
-    struct fb_worker *w;
-    unsigned refs; /* the handle + unfinished waiters */
-    uint64_t waiters_created;
-    uint64_t waiters_finished;
-    struct fb_waiter *wq_head, *wq_tail;
-    struct fb_ping *ping_head, *ping_tail;
-    struct fb_conn *prev, *next;
-    /* Awaiting AUTH, or refused and lingering until the close; NULL on
-     * Unix, unauthenticated TCP and once AUTH succeeded. */
-    struct fb_auth *auth;
-    /* [limits], copied at accept: the read path touches no config. */
-    uint32_t out_soft; /* 0 = never pause on output */
-    uint32_t out_hard;
-    uint32_t max_inflight;
-    uint32_t max_frames;      /* per read callback */
-    uint64_t idle_ns;         /* 0 = no idle timeout */
-    uint64_t last_ns;         /* last input handled */
-    uint64_t closing_ns;      /* idle/input_soft close sent at; 0 = not yet */
-    uint32_t in_soft;         /* input_soft bytes */
-    uint64_t in_soft_ns;      /* input_soft_ms; 0 = not watched */
-    uint64_t in_frame_at;     /* stream offset of the frame being watched */
-    uint64_t in_since_ns;     /* it went over in_soft at; 0 = none is */
-    struct fb_conn *yield_next;
-    struct fb_admit admit;
-};
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
 
@@ -120,11 +61,6 @@ static void conn_unref(struct fb_conn *c)
 }
 
 /* ------------------------------------------------------------ answers */
-
-static void count_limit(struct fb_conn *c, enum fb_limit_reason r)
-{
-    fb_count(&c->w->counters->limits[r], 1);
-}
 
 static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
 {
@@ -148,7 +84,7 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
 {
     if (!failed && !busy)
         send_ack(c, seq, ok);
-    else if (!failed && (count_limit(c, FB_LIM_BUSY), true))
+    else if (!failed && (fb_conn_count_limit(c, FB_LIM_BUSY), true))
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
                              "blocking pool full: %u of %u handler calls refused", busy,
                              ok + busy);
@@ -176,7 +112,7 @@ static bool flush_or_close(struct fb_conn *c)
         fb_stream_flush(st);
         return !(st->flags & FB_S_CLOSING);
     }
-    count_limit(c, FB_LIM_OUTPUT_HARD);
+    fb_conn_count_limit(c, FB_LIM_OUTPUT_HARD);
     fb_warn("a client has %zu bytes of answers unread, over output_hard (%u); closing it",
             fb_stream_pending(st), (unsigned)c->out_hard);
     st->out.len = 0;
@@ -398,7 +334,7 @@ static void auth_expired(void *arg)
         return;
     }
     char why[80];
-    count_limit(c, FB_LIM_AUTH_TIMEOUT);
+    fb_conn_count_limit(c, FB_LIM_AUTH_TIMEOUT);
     snprintf(why, sizeof why, "no AUTH within %u ms",
              fb_auth_deadline_ms(c->w->d->cfg->limits.auth_timeout_ms));
     auth_refuse(c, false, 0, why);
@@ -489,7 +425,7 @@ static void handle_frame(struct fb_conn *c, const struct fb_route_table *t,
     if (rc) {
         fb_count(&w->counters->bad_frames, 1);
         if (rc == FIDBUS_TOO_LARGE)
-            count_limit(c, FB_LIM_DEPTH);
+            fb_conn_count_limit(c, FB_LIM_DEPTH);
         fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq, rc, false,
                              0, "%s", m->why ? m->why : fidbus_code_name(rc));
         return;
@@ -535,7 +471,7 @@ static void yield(struct fb_conn *c)
     struct fb_worker *w = c->w;
     if (c->st.flags & C_YIELD)
         return; /* queued already (resumed by a write meanwhile) */
-    count_limit(c, FB_LIM_YIELD);
+    fb_conn_count_limit(c, FB_LIM_YIELD);
     c->st.flags |= C_YIELD;
     c->yield_next = NULL;
     if (w->yield_tail)
@@ -561,9 +497,9 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     for (;;) {
         if (!ignore_cap && input_blocked(c)) {
             c->st.flags |= C_PAUSED;
-            count_limit(c, c->out_soft && c->st.out.len >= c->out_soft
-                               ? FB_LIM_PAUSE_OUTPUT
-                               : FB_LIM_PAUSE_INFLIGHT);
+            fb_conn_count_limit(c, c->out_soft && c->st.out.len >= c->out_soft
+                                       ? FB_LIM_PAUSE_OUTPUT
+                                       : FB_LIM_PAUSE_INFLIGHT);
             break;
         }
         if (!ignore_cap && budget-- == 0) {
@@ -602,7 +538,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
         }
         fb_count(&w->counters->bad_frames, 1);
         if (rc == FIDBUS_TOO_LARGE)
-            count_limit(c, FB_LIM_FRAME_TOO_LARGE);
+            fb_conn_count_limit(c, FB_LIM_FRAME_TOO_LARGE);
         if (rc == FIDBUS_TOO_LARGE)
             fb_stream_send_error(&c->st, false, 0, rc, false, 0,
                                  "frame longer than max_frame (%u bytes); closing",
@@ -664,83 +600,6 @@ void fb_conn_run_yielded(struct fb_worker *w)
         c->st.flags &= ~C_YIELD;
         process_input(c, false);
         c = next;
-    }
-}
-
-static uint32_t load_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* True once one unfinished frame has held more than in_soft bytes for
- * in_soft_ns while the daemon was reading (the header comment). */
-static bool input_overdue(struct fb_conn *c, uint64_t now)
-{
-    const struct fidbus_frame_reader *r = &c->st.rd;
-    size_t pending = r->end - r->start;
-    bool watch =
-        c->in_soft_ns && pending > c->in_soft && pending >= FIDBUS_FRAME_HEADER &&
-        (c->st.flags & FB_S_READING) &&
-        !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | FB_S_DRAINING)) &&
-        (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending;
-    if (!watch) {
-        c->in_since_ns = 0;
-        return false;
-    }
-    uint64_t at = c->st.bytes_in - pending;
-    if (!c->in_since_ns || at != c->in_frame_at) {
-        c->in_frame_at = at;
-        c->in_since_ns = now;
-        return false;
-    }
-    return now - c->in_since_ns >= c->in_soft_ns;
-}
-
-/* After the ERROR of a sweep close: no more input, and the sweep closes
- * the handle if the client has not gone FB_LINGER_MS later. */
-static void sweep_close(struct fb_conn *c, uint64_t now)
-{
-    c->closing_ns = now;
-    c->st.flags |= FB_S_FLUSH_CLOSE;
-    fb_stream_read_stop(&c->st);
-    fb_stream_flush(&c->st);
-}
-
-void fb_conn_idle_sweep(struct fb_worker *w)
-{
-    uint64_t now = fb_now_ns();
-    for (struct fb_conn *c = w->conns; c; c = c->next) {
-        if (c->auth || (c->st.flags & FB_S_CLOSING))
-            continue;
-        if (c->closing_ns) {
-            if (now - c->closing_ns > FB_LINGER_MS * 1000000ull)
-                fb_stream_close(&c->st);
-            continue;
-        }
-        if (input_overdue(c, now)) {
-            const struct fidbus_frame_reader *r = &c->st.rd;
-            count_limit(c, FB_LIM_INPUT_SOFT);
-            fb_stream_send_error(
-                &c->st, false, 0, FIDBUS_BUSY, false, 0,
-                "frame of %u bytes unfinished for %llu ms with %zu bytes buffered "
-                "(input_soft, input_soft_ms); closing",
-                (unsigned)load_be32(r->buf + r->start),
-                (unsigned long long)(c->in_soft_ns / 1000000u), r->end - r->start);
-            sweep_close(c, now);
-            continue;
-        }
-        if (!c->idle_ns || c->wq_head || now - c->last_ns < c->idle_ns)
-            continue;
-        if (c->st.flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING)) {
-            c->closing_ns = now; /* closing already: only bound how long it lingers */
-            continue;
-        }
-        count_limit(c, FB_LIM_IDLE_TIMEOUT);
-        fb_stream_send_error(&c->st, false, 0, FIDBUS_BUSY, false, 0,
-                             "idle for %llu ms (idle_timeout_%s_ms); closing",
-                             (unsigned long long)(c->idle_ns / 1000000u),
-                             c->st.u.h.type == UV_TCP ? "tcp" : "unix");
-        sweep_close(c, now);
     }
 }
 

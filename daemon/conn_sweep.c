@@ -1,0 +1,103 @@
+/*
+ * The worker's timer sweep over its bus connections (fb_conn_idle_sweep,
+ * every quarter of the shortest of the idle timeouts and input_soft_ms;
+ * worker.c).
+ *
+ * Idle timeouts: a connection that has read nothing for
+ * idle_timeout_{unix,tcp}_ms and owes no answers is sent ERROR BUSY and
+ * closed.
+ *
+ * Input: the reader holds at most one frame (max_frame, the hard limit:
+ * ERROR TOO_LARGE, close) plus one read. A frame larger than its default
+ * buffer grows the buffer, so a client that sends most of a big frame and
+ * stops pins that memory. The same sweep therefore watches the frame
+ * being assembled: once more than input_soft bytes of one unfinished
+ * frame have sat for input_soft_ms, the connection is sent ERROR BUSY and
+ * closed, as Redis treats a client over its soft limit for too long. Not
+ * while the daemon itself has stopped reading (a pause or a yield): then
+ * the frame cannot finish, and that is not the client's doing. The frame
+ * is known by its stream offset, so a client that keeps finishing big
+ * frames is never closed for them.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn_private.h"
+#include "log.h"
+
+static uint32_t load_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* True once one unfinished frame has held more than in_soft bytes for
+ * in_soft_ns while the daemon was reading (the header comment). */
+static bool input_overdue(struct fb_conn *c, uint64_t now)
+{
+    const struct fidbus_frame_reader *r = &c->st.rd;
+    size_t pending = r->end - r->start;
+    bool watch =
+        c->in_soft_ns && pending > c->in_soft && pending >= FIDBUS_FRAME_HEADER &&
+        (c->st.flags & FB_S_READING) &&
+        !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | FB_S_DRAINING)) &&
+        (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending;
+    if (!watch) {
+        c->in_since_ns = 0;
+        return false;
+    }
+    uint64_t at = c->st.bytes_in - pending;
+    if (!c->in_since_ns || at != c->in_frame_at) {
+        c->in_frame_at = at;
+        c->in_since_ns = now;
+        return false;
+    }
+    return now - c->in_since_ns >= c->in_soft_ns;
+}
+
+/* After the ERROR of a sweep close: no more input, and the sweep closes
+ * the handle if the client has not gone FB_LINGER_MS later. */
+static void sweep_close(struct fb_conn *c, uint64_t now)
+{
+    c->closing_ns = now;
+    c->st.flags |= FB_S_FLUSH_CLOSE;
+    fb_stream_read_stop(&c->st);
+    fb_stream_flush(&c->st);
+}
+
+void fb_conn_idle_sweep(struct fb_worker *w)
+{
+    uint64_t now = fb_now_ns();
+    for (struct fb_conn *c = w->conns; c; c = c->next) {
+        if (c->auth || (c->st.flags & FB_S_CLOSING))
+            continue;
+        if (c->closing_ns) {
+            if (now - c->closing_ns > FB_LINGER_MS * 1000000ull)
+                fb_stream_close(&c->st);
+            continue;
+        }
+        if (input_overdue(c, now)) {
+            const struct fidbus_frame_reader *r = &c->st.rd;
+            fb_conn_count_limit(c, FB_LIM_INPUT_SOFT);
+            fb_stream_send_error(
+                &c->st, false, 0, FIDBUS_BUSY, false, 0,
+                "frame of %u bytes unfinished for %llu ms with %zu bytes buffered "
+                "(input_soft, input_soft_ms); closing",
+                (unsigned)load_be32(r->buf + r->start),
+                (unsigned long long)(c->in_soft_ns / 1000000u), r->end - r->start);
+            sweep_close(c, now);
+            continue;
+        }
+        if (!c->idle_ns || c->wq_head || now - c->last_ns < c->idle_ns)
+            continue;
+        if (c->st.flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING)) {
+            c->closing_ns = now; /* closing already: only bound how long it lingers */
+            continue;
+        }
+        fb_conn_count_limit(c, FB_LIM_IDLE_TIMEOUT);
+        fb_stream_send_error(&c->st, false, 0, FIDBUS_BUSY, false, 0,
+                             "idle for %llu ms (idle_timeout_%s_ms); closing",
+                             (unsigned long long)(c->idle_ns / 1000000u),
+                             c->st.u.h.type == UV_TCP ? "tcp" : "unix");
+        sweep_close(c, now);
+    }
+}
