@@ -80,7 +80,7 @@ static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
  * refused because the blocking pool is full is BUSY (the daemon shed it)
  * unless a handler also failed. */
 static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok,
-                         uint32_t failed, uint32_t busy)
+                         uint32_t failed, uint32_t busy, uint32_t skipped)
 {
     if (!failed && !busy)
         send_ack(c, seq, ok);
@@ -88,6 +88,11 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
                              "blocking pool full: %u of %u handler calls refused", busy,
                              ok + busy);
+    else if (skipped)
+        fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
+                             "%u of %u handler calls failed (%u skipped: function "
+                             "quarantined)",
+                             failed + busy, ok + failed + busy, skipped);
     else
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
                              "%u of %u handler calls failed", failed + busy,
@@ -238,7 +243,7 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
 {
     wt->done = true;
     if (wt->ack)
-        send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy);
+        send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy, wt->skipped);
     unsigned popped = 0;
     while (c->wq_head && c->wq_head->done) {
         struct fb_waiter *h = c->wq_head;
@@ -379,12 +384,14 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         wt->ok += out.ok;
         wt->failed += out.failed + out.refused;
         wt->busy += out.busy;
+        wt->skipped += out.skipped;
         if (wt->pending == 0) /* every blocking call was refused */
             waiter_finish(c, wt);
         return;
     }
     if (ack)
-        send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.refused, out.busy);
+        send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.refused, out.busy,
+                     out.skipped);
 }
 
 static void handle_ping(struct fb_conn *c, struct fidbus_msg *m)

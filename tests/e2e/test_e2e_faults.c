@@ -410,6 +410,8 @@ START_TEST(test_e2e_faults_quarantine_split)
     int rc = fidbus_publish_ack(bus, "sp.x", &tf, 1, NULL, 0, &res);
     ck_assert_int_eq(fidbus_error_code(rc), FIDBUS_HANDLER_FAILED);
     ck_assert_uint_eq(res, 0);
+    const char *why = fidbus_client_last_error(bus);
+    ck_assert_msg(why && strstr(why, "1 skipped: function quarantined"), "%s", why);
     rc = fidbus_publish_ack(bus, "sp.x", &tc, 1, NULL, 0, &res);
     ck_assert_int_eq(rc, 0);
     ck_assert_uint_eq(res, 1);
