@@ -21,7 +21,8 @@ struct fb_uid_count {
 
 /* The refusal is small and the socket new, so its buffer takes it whole;
  * anything the kernel refuses is lost with the connection anyway. */
-static void refuse(struct fb_daemon *d, int fd, enum fb_limit_reason why, const char *msg)
+void fb_conn_refuse(struct fb_daemon *d, int fd, enum fb_limit_reason why,
+                    const char *msg)
 {
     fb_count(&fb_counters_self(d)->limits[why], 1);
     uint8_t buf[4200];
@@ -62,7 +63,7 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, struct fb_admit *a)
         atomic_fetch_sub(&d->nconns, 1);
         snprintf(msg, sizeof msg, "too many connections (max_connections = %u); closing",
                  l->max_connections);
-        refuse(d, fd, FB_LIM_CONNECTIONS, msg);
+        fb_conn_refuse(d, fd, FB_LIM_CONNECTIONS, msg);
         return false;
     }
     if (is_tcp || !l->max_connections_per_uid)
@@ -83,7 +84,7 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, struct fb_admit *a)
             msg, sizeof msg,
             "too many connections for uid %u (max_connections_per_uid = %u); closing",
             (unsigned)cr.uid, l->max_connections_per_uid);
-        refuse(d, fd, FB_LIM_CONNECTIONS_UID, msg);
+        fb_conn_refuse(d, fd, FB_LIM_CONNECTIONS_UID, msg);
         return false;
     }
     if (u) {

@@ -29,6 +29,10 @@ struct fb_admit {
 /* Admits fd or writes the refusal, counts it and closes fd: true iff
  * admitted (then *a says what to give back). Main thread. */
 bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, struct fb_admit *a);
+/* Writes fd ERROR BUSY with msg, counts `why`, half-closes and closes
+ * it: for a connection refused before it reaches a worker. */
+void fb_conn_refuse(struct fb_daemon *d, int fd, enum fb_limit_reason why,
+                    const char *msg);
 /* Gives an admitted connection's place back. Any thread. */
 void fb_conn_admit_release(struct fb_daemon *d, const struct fb_admit *a);
 

@@ -31,6 +31,7 @@
 #include "dispatch.h"
 #include "listener.h"
 #include "log.h"
+#include "nofd.h"
 #include "stream.h"
 
 /* Reply bytes the kernel has not taken yet before a client's input is
@@ -66,6 +67,7 @@ struct fb_control {
     uv_thread_t thread;
     uv_async_t async; /* stop, reload */
     uv_poll_t poll;   /* accept; only with a socket (fd >= 0) */
+    struct fb_nofd nofd; /* accepting at EMFILE; with poll */
     bool loop_ok, handles_ok, thread_ok;
     _Atomic bool stop_requested;
     _Atomic bool reload_requested;
@@ -347,10 +349,15 @@ static void on_accept(uv_poll_t *h, int status, int events)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if ((errno == EMFILE || errno == ENFILE) &&
+                fb_nofd_refuse(&ctl->nofd, ctl->fd, errno))
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE &&
+                errno != ENFILE)
                 fb_warn("control: accept: %s", strerror(errno));
             return;
         }
+        fb_nofd_ok(&ctl->nofd);
         if (ctl->closing) {
             close(fd);
             continue;
@@ -373,6 +380,7 @@ static void on_async(uv_async_t *a)
     if (ctl->fd >= 0) {
         uv_poll_stop(&ctl->poll);
         uv_close((uv_handle_t *)&ctl->poll, NULL);
+        fb_nofd_close(&ctl->nofd, NULL);
     }
     for (struct ctl_conn *c = ctl->conns; c; c = c->next)
         fb_stream_close(&c->st);
@@ -465,6 +473,12 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
         uv_close((uv_handle_t *)&ctl->async, NULL);
         goto uv_fail;
     }
+    if (ctl->fd >= 0 && (rc = fb_nofd_init(&ctl->nofd, &ctl->loop, d, &ctl->poll,
+                                           on_accept, "control")) < 0) {
+        uv_close((uv_handle_t *)&ctl->poll, NULL);
+        uv_close((uv_handle_t *)&ctl->async, NULL);
+        goto uv_fail;
+    }
     ctl->poll.data = ctl;
     ctl->handles_ok = true;
     if ((ctl->fd >= 0 && (rc = uv_poll_start(&ctl->poll, UV_READABLE, on_accept)) < 0) ||
@@ -513,8 +527,10 @@ struct fb_control *fb_control_free(struct fb_control *ctl)
         uv_thread_join(&ctl->thread);
     } else if (ctl->handles_ok) {
         /* Never ran: close the handles on this thread. */
-        if (ctl->fd >= 0)
+        if (ctl->fd >= 0) {
             uv_close((uv_handle_t *)&ctl->poll, NULL);
+            fb_nofd_close(&ctl->nofd, NULL);
+        }
         uv_close((uv_handle_t *)&ctl->async, NULL);
     }
     if (ctl->loop_ok) {

@@ -93,6 +93,7 @@ const char *const fb_limit_names[FB_LIM__COUNT] = {
     [FB_LIM_BUSY] = "busy",
     [FB_LIM_YIELD] = "yield",
     [FB_LIM_INPUT_SOFT] = "input_soft",
+    [FB_LIM_FDS] = "fds",
 };
 
 void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])

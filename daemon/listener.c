@@ -1,6 +1,6 @@
 /*
  * Bus listeners on the main loop. See listener.h for why we create the
- * sockets by hand.
+ * sockets by hand. Accepting at EMFILE: nofd.h.
  */
 #include "listener.h"
 
@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,14 +20,17 @@
 
 #include "activation.h"
 #include "log.h"
+#include "nofd.h"
 #include "worker.h"
 
 struct fb_listener {
     struct fb_daemon *d;
     uv_poll_t poll;
+    struct fb_nofd nofd; /* accepting at EMFILE */
     int fd;
     bool is_tcp;
     bool polling;
+    unsigned open_handles;
     char *path; /* Unix socket file we created, else NULL */
     dev_t dev;  /* identity of that file, so we only unlink ours */
     ino_t ino;
@@ -47,10 +51,15 @@ static void on_accept(uv_poll_t *h, int status, int events)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if ((errno == EMFILE || errno == ENFILE) &&
+                fb_nofd_refuse(&l->nofd, l->fd, errno))
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE &&
+                errno != ENFILE)
                 fb_warn("%s: accept: %s", l->name, strerror(errno));
             return;
         }
+        fb_nofd_ok(&l->nofd);
         if (atomic_load(&l->d->stopping)) {
             close(fd);
             continue;
@@ -254,15 +263,35 @@ int fb_listener_start(struct fb_listener *l)
         return rc;
     l->poll.data = l;
     l->polling = true;
+    l->open_handles = 1;
+    if ((rc = fb_nofd_init(&l->nofd, l->d->main_loop, l->d, &l->poll, on_accept,
+                           l->name)) < 0)
+        return rc;
+    l->open_handles = 2;
     return uv_poll_start(&l->poll, UV_READABLE, on_accept);
+}
+
+static void listener_free(struct fb_listener *l)
+{
+    close(l->fd);
+    free(l->path);
+    free(l);
 }
 
 static void on_poll_closed(uv_handle_t *h)
 {
     struct fb_listener *l = h->data;
-    close(l->fd);
-    free(l->path);
-    free(l);
+    if (--l->open_handles == 0)
+        listener_free(l);
+}
+
+static void on_pause_closed(uv_handle_t *h)
+{
+    struct fb_nofd *n = h->data;
+    struct fb_listener *l =
+        (struct fb_listener *)((char *)n - offsetof(struct fb_listener, nofd));
+    if (--l->open_handles == 0)
+        listener_free(l);
 }
 
 void fb_listener_close(struct fb_listener *l)
@@ -272,11 +301,13 @@ void fb_listener_close(struct fb_listener *l)
     if (l->path)
         fb_unix_unlink_own(l->path, l->dev, l->ino);
     if (l->polling) {
+        l->polling = false;
         uv_poll_stop(&l->poll);
         uv_close((uv_handle_t *)&l->poll, on_poll_closed);
+        if (l->open_handles == 2)
+            fb_nofd_close(&l->nofd, on_pause_closed);
     } else {
-        l->poll.data = l;
-        on_poll_closed((uv_handle_t *)&l->poll);
+        listener_free(l);
     }
 }
 

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -522,9 +523,10 @@ static char **child_env(const char *extra)
 /* fork + exec with stdout/stderr to out_path/err_path (may be equal). The
  * child dies with us (PR_SET_PDEATHSIG) and inherits no descriptor but
  * 0-2 and, when nfds > 0, fds[i] as 3 + i with LISTEN_PID=its pid added to
- * env (in the slot child_env_v leaves). */
+ * env (in the slot child_env_v leaves); with nofile > 0, under an open-file
+ * limit (soft and hard) of nofile. */
 static pid_t spawn_fds(const char *const argv[], char **env, const char *out_path,
-                       const char *err_path, const int *fds, size_t nfds)
+                       const char *err_path, const int *fds, size_t nfds, unsigned nofile)
 {
     pid_t parent = getpid();
     fflush(NULL);
@@ -563,6 +565,9 @@ static pid_t spawn_fds(const char *const argv[], char **env, const char *out_pat
                 k++;
             env[k] = pidvar; /* the spare slot; env[k + 1] is NULL */
         }
+        struct rlimit rl = {nofile, nofile};
+        if (nofile && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(124);
         signal(SIGPIPE, SIG_DFL);
         execve(argv[0], (char *const *)argv, env);
         dprintf(2, "e2e harness: exec %s: %s\n", argv[0], strerror(errno));
@@ -574,7 +579,7 @@ static pid_t spawn_fds(const char *const argv[], char **env, const char *out_pat
 static pid_t spawn(const char *const argv[], char **env, const char *out_path,
                    const char *err_path)
 {
-    return spawn_fds(argv, env, out_path, err_path, NULL, 0);
+    return spawn_fds(argv, env, out_path, err_path, NULL, 0, 0);
 }
 
 static int pidfd_open_(pid_t pid)
@@ -777,7 +782,8 @@ static void spawn_daemon_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp)
     char **env = child_env_v(extra, nextra);
     const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "-c", t->conf, NULL};
     ck_assert_msg(access(argv[0], X_OK) == 0, "%s: %s", argv[0], strerror(errno));
-    t->pid = spawn_fds(argv, env, t->errfile, t->errfile, nfds ? sp->fds : NULL, nfds);
+    t->pid = spawn_fds(argv, env, t->errfile, t->errfile, nfds ? sp->fds : NULL, nfds,
+                       sp ? sp->nofile : 0);
     free(env);
     if (t->pidfd >= 0)
         close(t->pidfd);

@@ -142,6 +142,8 @@ struct fb_e2e_spawn {
      * it as "@NAME" (for this and every later spawn of t). Only on the
      * first spawn of t. */
     bool notify_abstract;
+    /* > 0: the daemon runs under this open-file limit, soft and hard. */
+    unsigned nofile;
 };
 /* fb_e2e_start / fb_e2e_start_fail with passed sockets (sp may be NULL).
  * fb_e2e_start_with makes one attempt (no TCP port retry) and does not

@@ -528,6 +528,78 @@ START_TEST(test_e2e_hostile_input_soft)
 }
 END_TEST
 
+/* Out of file descriptors (the daemon under an open-file limit of 64): a
+ * new connection gets ERROR BUSY at once instead of hanging in the
+ * backlog, and so does a control client (fidbusctl fails with BUSY);
+ * connections already open go on;
+ * once some close, new ones are served again. One warning per episode. */
+START_TEST(test_e2e_hostile_out_of_fds)
+{
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, &(struct fb_e2e_opts){.workers = 1},
+                  "[limits]\nmax_connections_per_uid = 0\n");
+    fb_e2e_start_with(t, &(struct fb_e2e_spawn){.nofile = 64});
+    enum { MAX = 80 };
+    struct fb_e2e_raw *r[MAX];
+    int n = 0;
+    for (;; n++) {
+        ck_assert_msg(n < MAX, "no refusal within %d connections", MAX);
+        r[n] = fb_e2e_raw_unix(t);
+        ck_assert_int_eq(fb_e2e_raw_recv(r[n], FB_E2E_TIMEOUT_MS), 1);
+        if (r[n]->msg.type != FIDBUS_MSG_HELLO)
+            break;
+    }
+    ck_assert_int_ge(n, 4);
+    for (int k = 0; k < 2; k++) {
+        struct fb_e2e_raw *x = k ? fb_e2e_raw_unix(t) : r[n];
+        if (k)
+            ck_assert_int_eq(fb_e2e_raw_recv(x, FB_E2E_TIMEOUT_MS), 1);
+        ck_assert_uint_eq(x->msg.type, FIDBUS_MSG_ERROR);
+        ck_assert_uint_eq(x->msg.code, FIDBUS_BUSY);
+        ck_assert_msg(strstr(msg_text(&x->msg), "out of file descriptors"), "%s",
+                      msg_text(&x->msg));
+        fb_e2e_raw_expect_eof(x);
+        fb_e2e_raw_close(x);
+    }
+    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control,
+                          "stats", NULL};
+    char *out = NULL, *err = NULL;
+    ck_assert_int_ne(fb_e2e_run(t, argv, &out, &err), 0);
+    ck_assert_msg(strstr(err, "BUSY"), "fidbusctl: %s", err);
+    free(out);
+    free(err);
+
+    fb_e2e_raw_ping(r[0], 1);
+    fb_e2e_raw_expect_ack(r[0], 1, 0);
+    for (int i = n - 4; i < n; i++)
+        fb_e2e_raw_close(r[i]);
+    /* Two round trips on the one worker: its loop has handled those EOFs
+     * (and closed the descriptors) before the second answer. */
+    for (uint64_t s = 2; s <= 3; s++) {
+        fb_e2e_raw_ping(r[0], s);
+        fb_e2e_raw_expect_ack(r[0], s, 0);
+    }
+    struct fb_e2e_raw *again = fb_e2e_raw_unix(t);
+    fb_e2e_raw_hello(again);
+    fb_e2e_raw_ping(again, 9);
+    fb_e2e_raw_expect_ack(again, 9, 0);
+    fb_e2e_raw_close(again);
+    ck_assert_int_eq(limit_hits(t, "fds"), 3);
+    char *log = fb_e2e_stderr(t);
+    static const char warn[] = "bus.sock: accept: Too many open files: refusing new "
+                               "connections with ERROR BUSY";
+    const char *w = strstr(log, warn);
+    ck_assert_msg(w, "no warning in: %s", log);
+    ck_assert_msg(!strstr(w + 1, warn), "warned twice in one episode: %s", log);
+    ck_assert_msg(strstr(log, "control: accept: Too many open files"), "%s", log);
+    free(log);
+    for (int i = 0; i < n - 4; i++)
+        fb_e2e_raw_close(r[i]);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------- isolation and fair share */
 
 /* Acked publish round trips per second on a library client, the best
@@ -698,6 +770,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_hostile_auth_timeout);
     tcase_add_test(tc, test_e2e_hostile_depth_and_frame);
     tcase_add_test(tc, test_e2e_hostile_input_soft);
+    tcase_add_test(tc, test_e2e_hostile_out_of_fds);
     suite_add_tcase(s, tc);
     /* Separate cases so each can be run alone (CK_RUN_CASE=...). */
     TCase *iso = tcase_create("isolation");
