@@ -17,12 +17,16 @@
  *     reading it; then starts over on a new connection;
  *   - flood: un-acked PUBLISHes to fidbus.count as fast as it can, through
  *     the client library;
- *   - storm: connect / close (sometimes after half a frame) in a loop.
+ *   - storm: connect / close (sometimes after half a frame) in a loop;
+ *   - half-big: HALF_CONNS connections that each send 200 KiB of a frame
+ *     promising 512 KiB and stop, pinning what the daemon buffered until
+ *     input_soft_ms (1 s here) closes them; then again.
  *
  * Every loop is bounded in time (the run's end) and count. At the end:
  * no well-behaved publisher saw an error (every acked event ACKed with
  * result 1), the daemon is alive and answers `stats` (bad_frames > 0: the
- * garbage was seen), it exits 0 on SIGTERM, and tally's totals equal what
+ * garbage was seen; an input_soft close for every half-big connection the
+ * daemon closed), it exits 0 on SIGTERM, and tally's totals equal what
  * the well-behaved publishers sent, count and sum (nothing lost, nothing
  * doubled, nothing of the junk counted as theirs).
  *
@@ -53,6 +57,7 @@
 #define NPUB 3
 #define BURST 100
 #define SLOW_CONNS 16
+#define HALF_CONNS 4
 #define SOAK_DEFAULT_S 5.0
 
 static const struct fidbus_client_opts client_opts = {.timeout_ms = 60000};
@@ -76,7 +81,7 @@ struct soak {
     struct pub pubs[NPUB];
     /* what the misbehaving clients got done */
     _Atomic uint64_t garbage_conns, slow_bytes, slow_conns, noread_conns, noread_frames,
-        flood_events, storm_conns;
+        flood_events, storm_conns, half_closed;
 };
 
 static void failf(struct soak *s, const char *fmt, ...)
@@ -384,6 +389,44 @@ static void *storm(void *arg)
 
 /* ---------------------------------------------------------- the test */
 
+static void *halfbig(void *arg)
+{
+    struct soak *s = arg;
+    static const uint8_t body[200 * 1024]; /* never finished, so never decoded */
+    uint8_t h[4];
+    put_be32(h, 512 * 1024);
+    while (!done(s)) {
+        int fds[HALF_CONNS];
+        for (int i = 0; i < HALF_CONNS; i++) {
+            fds[i] = raw_connect(s, false);
+            if (fds[i] >= 0 &&
+                (send(fds[i], h, 4, MSG_NOSIGNAL) != 4 ||
+                 send(fds[i], body, sizeof body, MSG_NOSIGNAL) != (ssize_t)sizeof body)) {
+                close(fds[i]);
+                fds[i] = -1;
+            }
+        }
+        /* Until the daemon closes each one (EOF or a reset), or the end. */
+        for (int i = 0; i < HALF_CONNS; i++) {
+            uint8_t sink[512];
+            while (fds[i] >= 0 && !done(s)) {
+                struct pollfd p = {.fd = fds[i], .events = POLLIN};
+                if (poll(&p, 1, 100) <= 0)
+                    continue;
+                ssize_t n = read(fds[i], sink, sizeof sink);
+                if (n == 0 || (n < 0 && errno != EINTR)) {
+                    atomic_fetch_add(&s->half_closed, 1);
+                    close(fds[i]);
+                    fds[i] = -1;
+                }
+            }
+            if (fds[i] >= 0)
+                close(fds[i]);
+        }
+    }
+    return NULL;
+}
+
 static double soak_seconds(void)
 {
     const char *v = getenv("FIDBUS_SOAK_SECONDS");
@@ -398,8 +441,8 @@ static double soak_seconds(void)
  * publishers against the attackers; e2e.hostile crosses that cap on its
  * own. The soak shows isolation by everything else. */
 #define SECTIONS                                                                         \
-    "[limits]\nmax_connections_per_uid = 0\n" FB_E2E_COUNT                               \
-    "[plugin ta]\npath = @B@/tests/plugins/tally1.so\n"                                  \
+    "[limits]\nmax_connections_per_uid = 0\ninput_soft = 65536\ninput_soft_ms = "        \
+    "1000\n" FB_E2E_COUNT "[plugin ta]\npath = @B@/tests/plugins/tally1.so\n"            \
     "report_file = @D@/tally.txt\n"                                                      \
     "[route good]\nevent = good.ev\nto = test.tally@1.0.0\n"                             \
     "[route junk]\nevent = junk.*\nto = fidbus.count@1.0.0\n"
@@ -423,7 +466,8 @@ START_TEST(test_e2e_hostile_soak)
         ck_assert_int_eq(pthread_create(&s->pubs[i].thread, NULL, publisher, &s->pubs[i]),
                          0);
     }
-    void *(*const bad[])(void *) = {garbage, slowloris, never_reads, flood, storm};
+    void *(*const bad[])(void *) = {garbage, slowloris, never_reads,
+                                    flood,   storm,     halfbig};
     pthread_t badt[sizeof bad / sizeof bad[0]];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_int_eq(pthread_create(&badt[i], NULL, bad[i], s), 0);
@@ -451,6 +495,12 @@ START_TEST(test_e2e_hostile_soak)
     ck_assert_msg(bad_frames > 0, "stats: no bad_frames after the garbage");
     ck_assert_msg(received >= sent, "stats: received %" PRIu64 " < sent %" PRIu64,
                   received, sent);
+    long long input_soft =
+        fb_e2e_prom_value(t, "fidbus_limit_hits_total{reason=\"input_soft\"}");
+    ck_assert_msg(input_soft >= (long long)atomic_load(&s->half_closed),
+                  "input_soft closes %lld < half-big connections closed %" PRIu64,
+                  input_soft, atomic_load(&s->half_closed));
+    ck_assert_msg(secs < 3 || input_soft > 0, "no input_soft close in %.1f s", secs);
 
     fb_e2e_stop_ok(t);
 
@@ -472,11 +522,12 @@ START_TEST(test_e2e_hostile_soak)
             " acked), all ACKed and counted once\n"
             "hostile: garbage %" PRIu64 " conns, slowloris %" PRIu64 " conns / %" PRIu64
             " bytes, never-reads %" PRIu64 " conns / %" PRIu64 " frames, flood %" PRIu64
-            " events, storm %" PRIu64 " conns, daemon bad_frames %" PRIu64 "\n",
+            " events, storm %" PRIu64 " conns, half-big %" PRIu64
+            " closed, daemon bad_frames %" PRIu64 "\n",
             ran, sent, acked, atomic_load(&s->garbage_conns), atomic_load(&s->slow_conns),
             atomic_load(&s->slow_bytes), atomic_load(&s->noread_conns),
             atomic_load(&s->noread_frames), atomic_load(&s->flood_events),
-            atomic_load(&s->storm_conns), bad_frames);
+            atomic_load(&s->storm_conns), atomic_load(&s->half_closed), bad_frames);
     pthread_mutex_destroy(&s->lock);
     free(s);
     fb_e2e_free(t);
