@@ -478,9 +478,18 @@ static struct fidbus_client *client_free(struct fidbus_client *c)
     return NULL;
 }
 
+/* fidbus_connect_error's text: the client it came from is gone by then. */
+static _Thread_local char connect_error[FB_LAST_ERROR_MAX];
+
+const char *fidbus_connect_error(void)
+{
+    return connect_error;
+}
+
 int fidbus_client_connect(struct fidbus_client **out, const char *addr,
                           const struct fidbus_client_opts *opts)
 {
+    connect_error[0] = '\0';
     if (!out)
         return -EINVAL;
     *out = NULL;
@@ -517,6 +526,8 @@ int fidbus_client_connect(struct fidbus_client **out, const char *addr,
     *out = c;
     return 0;
 fail:
+    if (fidbus_error_code(rc))
+        memcpy(connect_error, c->last_error, sizeof connect_error);
     client_free(c);
     return rc;
 }

@@ -138,6 +138,12 @@ FIDBUS_API int fidbus_request(struct fidbus_client *c, const char *command,
                               const uint8_t *args, size_t args_len,
                               uint8_t **reply_result, size_t *reply_result_len);
 
+/* After fidbus_client_connect failed because the server refused the
+ * connection with a protocol ERROR (BUSY, UNAUTHORIZED, ...), the server's
+ * message, e.g. "too many connections (max_connections = 1024); closing";
+ * "" otherwise. Per thread; valid until this thread's next connect. */
+FIDBUS_API const char *fidbus_connect_error(void);
+
 /* The server's message for the last protocol error ("" if none). Valid
  * until the next call on c. */
 FIDBUS_API const char *fidbus_client_last_error(const struct fidbus_client *c);
