@@ -38,8 +38,9 @@ struct fb_waiter {
 int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit *a);
 /* Fair share: connections that yielded at max_frames_per_read go on. */
 void fb_conn_run_yielded(struct fb_worker *w);
-/* Idle timeouts: closes the worker's connections idle for too long. */
-void fb_conn_idle_sweep(struct fb_worker *w);
+/* Idle timeouts and input_soft (conn_sweep.c): closes the worker's
+ * connections idle, or sitting on an unfinished frame, for too long. */
+void fb_conn_sweep(struct fb_worker *w);
 /* A blocking job of one of this worker's waiters finished. Frees j. */
 void fb_conn_job_done(struct fb_job *j);
 /* Worker stopping: stop reading, finish what was read, close when idle. */

@@ -1,5 +1,5 @@
 /*
- * The worker's timer sweep over its bus connections (fb_conn_idle_sweep,
+ * The worker's timer sweep over its bus connections (fb_conn_sweep,
  * every quarter of the shortest of the idle timeouts and input_soft_ms;
  * worker.c).
  *
@@ -64,7 +64,7 @@ static void sweep_close(struct fb_conn *c, uint64_t now)
     fb_stream_flush(&c->st);
 }
 
-void fb_conn_idle_sweep(struct fb_worker *w)
+void fb_conn_sweep(struct fb_worker *w)
 {
     uint64_t now = fb_now_ns();
     for (struct fb_conn *c = w->conns; c; c = c->next) {

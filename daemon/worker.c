@@ -33,8 +33,8 @@ void fb_worker_maybe_finish(struct fb_worker *w)
         uv_close((uv_handle_t *)&w->stop_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->yield_idle))
         uv_close((uv_handle_t *)&w->yield_idle, NULL);
-    if (!uv_is_closing((uv_handle_t *)&w->idle_timer))
-        uv_close((uv_handle_t *)&w->idle_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->sweep_timer))
+        uv_close((uv_handle_t *)&w->sweep_timer, NULL);
 }
 
 static void on_stop_timeout(uv_timer_t *t)
@@ -93,9 +93,9 @@ static void on_async(uv_async_t *a)
     fb_worker_maybe_finish(w);
 }
 
-static void on_idle_timer(uv_timer_t *t)
+static void on_sweep_timer(uv_timer_t *t)
 {
-    fb_conn_idle_sweep(t->data);
+    fb_conn_sweep(t->data);
 }
 
 static unsigned min_on(unsigned a, unsigned b)
@@ -107,7 +107,7 @@ static unsigned min_on(unsigned a, unsigned b)
  * connection is closed within 1.25 times its idle timeout, 1.5 times
  * input_soft_ms (its clock starts at the first sweep that sees the frame);
  * 0 when all are off. */
-static uint64_t idle_sweep_ms(const struct fb_limits *l)
+static uint64_t sweep_ms(const struct fb_limits *l)
 {
     unsigned m =
         min_on(min_on(l->idle_timeout_unix_ms, l->idle_timeout_tcp_ms), l->input_soft_ms);
@@ -128,9 +128,9 @@ static void worker_main(void *arg)
     check.data = w;
     uv_check_start(&check, on_check);
     uv_unref((uv_handle_t *)&check);
-    uint64_t sweep = idle_sweep_ms(&w->d->cfg->limits);
+    uint64_t sweep = sweep_ms(&w->d->cfg->limits);
     if (sweep)
-        uv_timer_start(&w->idle_timer, on_idle_timer, sweep, sweep);
+        uv_timer_start(&w->sweep_timer, on_sweep_timer, sweep, sweep);
 
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&check, NULL);
@@ -164,15 +164,15 @@ int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out)
     uv_unref((uv_handle_t *)&w->stop_timer);
     uv_idle_init(&w->loop, &w->yield_idle);
     w->yield_idle.data = w;
-    uv_timer_init(&w->loop, &w->idle_timer);
-    w->idle_timer.data = w;
-    uv_unref((uv_handle_t *)&w->idle_timer);
+    uv_timer_init(&w->loop, &w->sweep_timer);
+    w->sweep_timer.data = w;
+    uv_unref((uv_handle_t *)&w->sweep_timer);
     rc = uv_thread_create(&w->thread, worker_main, w);
     if (rc < 0) {
         uv_close((uv_handle_t *)&w->async, NULL);
         uv_close((uv_handle_t *)&w->stop_timer, NULL);
         uv_close((uv_handle_t *)&w->yield_idle, NULL);
-        uv_close((uv_handle_t *)&w->idle_timer, NULL);
+        uv_close((uv_handle_t *)&w->sweep_timer, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
         pthread_mutex_destroy(&w->lock);

@@ -54,8 +54,9 @@ struct fb_worker {
      * from the idle handle, after the loop has polled everyone else. */
     uv_idle_t yield_idle;
     struct fb_conn *yield_head, *yield_tail;
-    /* Idle timeouts: a sweep over conns every quarter of the shortest. */
-    uv_timer_t idle_timer;
+    /* Idle timeouts and input_soft: a sweep over conns every quarter of
+     * the shortest (conn_sweep.c). */
+    uv_timer_t sweep_timer;
 };
 
 int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);
