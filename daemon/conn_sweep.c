@@ -17,7 +17,10 @@
  * while the daemon itself has stopped reading (a pause or a yield): then
  * the frame cannot finish, and that is not the client's doing. The frame
  * is known by its stream offset, so a client that keeps finishing big
- * frames is never closed for them.
+ * frames is never closed for them. input_soft = 0 watches every
+ * unfinished frame, down to a partial length: a deadline for a whole
+ * frame, against a slowloris where neither AUTH nor the per-uid limit
+ * applies (TCP with tcp_auth = none).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -36,11 +39,13 @@ static bool input_overdue(struct fb_conn *c, uint64_t now)
 {
     const struct fidbus_frame_reader *r = &c->st.rd;
     size_t pending = r->end - r->start;
+    /* While the daemon reads, every whole frame has been handled: what is
+     * left is part of one (or of its length). */
     bool watch =
-        c->in_soft_ns && pending > c->in_soft && pending >= FIDBUS_FRAME_HEADER &&
-        (c->st.flags & FB_S_READING) &&
+        c->in_soft_ns && pending > c->in_soft && (c->st.flags & FB_S_READING) &&
         !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | FB_S_DRAINING)) &&
-        (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending;
+        (pending < FIDBUS_FRAME_HEADER ||
+         (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending);
     if (!watch) {
         c->in_since_ns = 0;
         return false;
@@ -76,14 +81,12 @@ void fb_conn_sweep(struct fb_worker *w)
             continue;
         }
         if (input_overdue(c, now)) {
-            const struct fidbus_frame_reader *r = &c->st.rd;
             fb_conn_count_limit(c, FB_LIM_INPUT_SOFT);
-            fb_stream_send_error(
-                &c->st, false, 0, FIDBUS_BUSY, false, 0,
-                "frame of %u bytes unfinished for %llu ms with %zu bytes buffered "
-                "(input_soft, input_soft_ms); closing",
-                (unsigned)load_be32(r->buf + r->start),
-                (unsigned long long)(c->in_soft_ns / 1000000u), r->end - r->start);
+            fb_stream_send_error(&c->st, false, 0, FIDBUS_BUSY, false, 0,
+                                 "a frame unfinished for %llu ms with %zu bytes of it "
+                                 "buffered (input_soft = %u, input_soft_ms); closing",
+                                 (unsigned long long)(c->in_soft_ns / 1000000u),
+                                 c->st.rd.end - c->st.rd.start, (unsigned)c->in_soft);
             sweep_close(c, now);
             continue;
         }

@@ -528,6 +528,42 @@ START_TEST(test_e2e_hostile_input_soft)
 }
 END_TEST
 
+/* input_soft = 0: a deadline for every frame, down to a partial length --
+ * the slowloris defence where neither AUTH nor the per-uid limit applies
+ * (TCP with tcp_auth = none). A client that trickles a frame is closed; a
+ * client that talks in whole frames for longer is not. */
+START_TEST(test_e2e_hostile_input_soft_zero)
+{
+    struct fb_e2e_opts o = {.workers = 1, .tcp = true};
+    struct fb_e2e *t = fb_e2e_up(&o, "[limits]\ninput_soft = 0\ninput_soft_ms = 400\n");
+    struct fb_e2e_raw *len2 = fb_e2e_raw_tcp(t), *body = fb_e2e_raw_tcp(t),
+                      *busy = fb_e2e_raw_tcp(t);
+    fb_e2e_raw_hello(len2);
+    fb_e2e_raw_hello(body);
+    fb_e2e_raw_hello(busy);
+    uint64_t t0 = fb_e2e_now_ms();
+    static const uint8_t head[6] = {0, 0, 0, 100, 0xa1, 0x01}; /* 100 promised */
+    fb_e2e_raw_send(len2, head, 2);                            /* half a length */
+    fb_e2e_raw_send(body, head, sizeof head);
+    for (uint64_t s = 1; fb_e2e_now_ms() - t0 < 1000; s++) {
+        fb_e2e_raw_ping(busy, s);
+        fb_e2e_raw_expect_ack(busy, s, 0);
+        pause_ms(50);
+    }
+    expect_busy_close(len2, "unfinished");
+    expect_busy_close(body, "input_soft = 0");
+    ck_assert_uint_ge(fb_e2e_now_ms() - t0, 400);
+    fb_e2e_raw_ping(busy, 1000);
+    fb_e2e_raw_expect_ack(busy, 1000, 0);
+    ck_assert_int_eq(limit_hits(t, "input_soft"), 2);
+    fb_e2e_raw_close(len2);
+    fb_e2e_raw_close(body);
+    fb_e2e_raw_close(busy);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* Out of file descriptors (the daemon under an open-file limit of 64): a
  * new connection gets ERROR BUSY at once instead of hanging in the
  * backlog, and so does a control client (fidbusctl fails and says why);
@@ -771,6 +807,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_hostile_auth_timeout);
     tcase_add_test(tc, test_e2e_hostile_depth_and_frame);
     tcase_add_test(tc, test_e2e_hostile_input_soft);
+    tcase_add_test(tc, test_e2e_hostile_input_soft_zero);
     tcase_add_test(tc, test_e2e_hostile_out_of_fds);
     suite_add_tcase(s, tc);
     /* Separate cases so each can be run alone (CK_RUN_CASE=...). */
