@@ -62,6 +62,12 @@ static long cpu_ticks(pid_t pid)
     return ut + stt;
 }
 
+static void pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, ms % 1000 * 1000000L};
+    nanosleep(&ts, NULL); /* the client's own pace, not synchronisation */
+}
+
 /* The next frame is ERROR BUSY whose message contains `what`, then EOF. */
 static void expect_busy_close(struct fb_e2e_raw *r, const char *what)
 {
@@ -309,8 +315,7 @@ START_TEST(test_e2e_hostile_idle_timeout_unix)
     for (uint64_t s = 1; fb_e2e_now_ms() - t0 < 900; s++) {
         fb_e2e_raw_ping(busy, s);
         fb_e2e_raw_expect_ack(busy, s, 0);
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL); /* the client's own pace, not synchronisation */
+        pause_ms(50);
     }
     expect_busy_close(idle, "idle_timeout_unix_ms");
     ck_assert_uint_ge(fb_e2e_now_ms() - t0, 300);
@@ -452,12 +457,6 @@ static void big_publish(struct fidbus_buf *f, uint64_t seq, size_t bytes)
     memset(f, 0, sizeof *f);
     ck_assert_int_eq(fidbus_msg_encode(f, &m), 0);
     free(pl);
-}
-
-static void pause_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, ms % 1000 * 1000000L};
-    nanosleep(&ts, NULL); /* the client's own pace, not synchronisation */
 }
 
 /* input_soft: a client that sends most of a big frame and stops is closed
