@@ -87,6 +87,16 @@ static const char usage_text[] =
     "exit status: 0 ok, 1 the daemon answered with an error, 2 usage error,\n"
     "3 cannot connect, connection lost or timeout\n";
 
+const char *fb_ctl_connect_why(int rc)
+{
+    static char why[600];
+    const char *msg = fidbus_connect_error();
+    if (!fidbus_error_code(rc) || !*msg)
+        return fidbus_strerror(rc);
+    snprintf(why, sizeof why, "%s: %s", fidbus_code_name(fidbus_error_code(rc)), msg);
+    return why;
+}
+
 int fb_ctl_fail(int status, const char *fmt, ...)
 {
     char line[2048];

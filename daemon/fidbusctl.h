@@ -46,6 +46,10 @@ enum {
 
 /* One line "fidbusctl: ..." on stderr; returns status. */
 int fb_ctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Why fidbus_client_connect failed with rc: "CODE: the daemon's message"
+ * when the daemon refused the connection, else fidbus_strerror(rc).
+ * Valid until the next call. */
+const char *fb_ctl_connect_why(int rc);
 
 /* getopt's complaint, in our one-line form. */
 int fb_ctl_bad_option(int c, char **argv);

@@ -338,9 +338,8 @@ static int control_call(const struct ctl *ctl, const char *words,
                                ctl->socket);
         /* a protocol code is the daemon's refusal, anything else unreachable */
         return fb_ctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
-                           "cannot connect to the control socket %s: %s%s%s", ctl->socket,
-                           fidbus_strerror(rc), *fidbus_connect_error() ? ": " : "",
-                           fidbus_connect_error());
+                           "cannot connect to the control socket %s: %s", ctl->socket,
+                           fb_ctl_connect_why(rc));
     }
 
     uint8_t *res = NULL;

@@ -196,8 +196,7 @@ static int connect_bus(const struct ctl *ctl, struct fidbus_client **c)
                            ctl->bus);
     /* a protocol code is the daemon's refusal, anything else unreachable */
     return fb_ctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
-                       "cannot connect to %s: %s%s%s", ctl->bus, fidbus_strerror(rc),
-                       *fidbus_connect_error() ? ": " : "", fidbus_connect_error());
+                       "cannot connect to %s: %s", ctl->bus, fb_ctl_connect_why(rc));
 }
 
 static const char publish_usage[] =
