@@ -405,7 +405,7 @@ struct fb_e2e *fb_e2e_free(struct fb_e2e *t)
     return NULL;
 }
 
-static uint16_t free_tcp_port(void)
+uint16_t fb_e2e_free_tcp_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
@@ -448,7 +448,7 @@ void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *se
     n += snprintf(head + n, sizeof head - n, "\n[listen]\nunix = %s\n", t->bus);
     t->tcp_addr[0] = '\0';
     if (o->tcp) {
-        uint16_t port = free_tcp_port();
+        uint16_t port = fb_e2e_free_tcp_port();
         snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
         n += snprintf(head + n, sizeof head - n, "tcp = 127.0.0.1:%u\ntcp_auth = none\n",
                       port);
@@ -790,7 +790,7 @@ static void spawn_daemon_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp)
     t->pidfd = pidfd_open_(t->pid);
 }
 
-/* Did the daemon fail because its TCP port was taken? free_tcp_port's
+/* Did the daemon fail because its TCP port was taken? fb_e2e_free_tcp_port's
  * port is only free when it looks: something may take it before the daemon
  * binds it (ephemeral ports of parallel tests' connections, say). */
 static bool port_taken(const struct fb_e2e *t)

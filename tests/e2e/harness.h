@@ -96,6 +96,9 @@ int fb_e2e_main(Suite *s);
 uint64_t fb_e2e_now_ms(void);
 /* Fills a sockaddr_un for path (asserts it fits). */
 void fb_e2e_sun(struct sockaddr_un *sa, const char *path);
+/* A loopback TCP port that was free when asked (bound, then closed: it
+ * may be taken again before the caller binds it). */
+uint16_t fb_e2e_free_tcp_port(void);
 
 /* $FIDBUS_BUILD_DIR, or the build dir this binary sits in. */
 const char *fb_e2e_build_dir(void);

@@ -14,7 +14,6 @@
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,19 +38,6 @@ static const char conf[] =
     "[route all]\nevent = *\nto = fidbus.count\n";
 /* clang-format on */
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t sl = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 /* The key file (with one trailing newline, which is not part of the key)
  * at mode, and a config with a loopback TCP listener that requires it. */
 static struct fb_e2e *auth_config(mode_t mode)
@@ -60,7 +46,7 @@ static struct fb_e2e *auth_config(mode_t mode)
     struct fb_e2e *t = fb_e2e_new();
     const char *key = fb_e2e_write(t, "tcp.key", KEY "\n");
     ck_assert_int_eq(chmod(key, mode), 0);
-    uint16_t port = free_port();
+    uint16_t port = fb_e2e_free_tcp_port();
     char extra[256];
     snprintf(extra, sizeof extra,
              "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);

@@ -16,8 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include "e2e/harness.h"
 
@@ -331,26 +329,13 @@ END_TEST
 
 /* TCP: the idle timeout is on by default (checked in the docs), here
  * made short; and auth_timeout_ms bounds a slowloris before AUTH. */
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t sl = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 START_TEST(test_e2e_hostile_auth_timeout)
 {
     unsetenv("FIDBUS_AUTH_DEADLINE_MS");
     struct fb_e2e *t = fb_e2e_new();
     const char *key = fb_e2e_write(t, "tcp.key", "0123456789abcdef0123456789abcdef\n");
     ck_assert_int_eq(chmod(key, 0600), 0);
-    uint16_t port = free_port();
+    uint16_t port = fb_e2e_free_tcp_port();
     char extra[256];
     snprintf(extra, sizeof extra,
              "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
