@@ -42,7 +42,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +52,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "soak_pub.h"
 
 #define NPUB 3
 #define BURST 100
@@ -62,46 +62,20 @@
 
 static const struct fidbus_client_opts client_opts = {.timeout_ms = 60000};
 
-struct soak;
-
-struct pub {
-    struct soak *s;
-    pthread_t thread;
-    unsigned id;
-    uint64_t sent, acked, sum;
-};
-
 struct soak {
     struct sockaddr_un sa; /* the bus socket, for raw connections */
     char bus_addr[200];
     uint64_t end_ms;
-    atomic_bool stop;
-    pthread_mutex_t lock;
-    char failure[1024];
-    struct pub pubs[NPUB];
+    struct fb_soak_fail fail;
+    struct fb_soak_pub pubs[NPUB];
     /* what the misbehaving clients got done */
     _Atomic uint64_t garbage_conns, slow_bytes, slow_conns, noread_conns, noread_frames,
         flood_events, storm_conns, half_soft, half_other;
 };
 
-static void failf(struct soak *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void failf(struct soak *s, const char *fmt, ...)
-{
-    pthread_mutex_lock(&s->lock);
-    if (!s->failure[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(s->failure, sizeof s->failure, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&s->lock);
-    atomic_store(&s->stop, true);
-}
-
 static bool done(struct soak *s)
 {
-    return atomic_load_explicit(&s->stop, memory_order_relaxed) ||
+    return atomic_load_explicit(&s->fail.stop, memory_order_relaxed) ||
            fb_e2e_now_ms() >= s->end_ms;
 }
 
@@ -152,60 +126,6 @@ static void drain(int fd, int timeout_ms)
         if (n <= 0 && !(n < 0 && (errno == EINTR || errno == EAGAIN)))
             return;
     }
-}
-
-/* ------------------------------------------------------ well-behaved */
-
-static int send_one(struct fidbus_client *c, uint64_t n, bool ack, uint64_t *result)
-{
-    uint8_t payload[9] = {0x1b};
-    for (int i = 0; i < 8; i++)
-        payload[1 + i] = (uint8_t)(n >> (56 - 8 * i));
-    if (ack)
-        return fidbus_publish_ack(c, "good.ev", NULL, 0, payload, sizeof payload, result);
-    return fidbus_publish(c, "good.ev", NULL, 0, payload, sizeof payload);
-}
-
-static void *publisher(void *arg)
-{
-    struct pub *p = arg;
-    struct soak *s = p->s;
-    struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, s->bus_addr, &client_opts);
-    if (rc < 0) {
-        failf(s, "publisher %u: connect: %s", p->id, fidbus_strerror(rc));
-        return NULL;
-    }
-    uint64_t next = (uint64_t)(p->id + 1) << 48;
-    while (!done(s)) {
-        for (int i = 0; i < BURST; i++) {
-            uint64_t n = next++;
-            if ((rc = send_one(c, n, false, NULL)) < 0) {
-                failf(s, "publisher %u: publish: %s", p->id, fidbus_strerror(rc));
-                goto out;
-            }
-            p->sent++;
-            p->sum += n;
-        }
-        uint64_t n = next++, result = 0;
-        rc = send_one(c, n, true, &result);
-        p->sent++;
-        p->sum += n;
-        if (rc < 0 || result != 1) {
-            failf(s, "publisher %u: acked publish #%" PRIu64 ": %s (result %" PRIu64 ")",
-                  p->id, p->acked, rc ? fidbus_client_last_error(c) : "ok", result);
-            goto out;
-        }
-        p->acked++;
-    }
-    if ((rc = fidbus_ping(c)) < 0)
-        failf(s, "publisher %u: final PING: %s", p->id, fidbus_strerror(rc));
-out:
-    if (fidbus_client_async_errors(c))
-        failf(s, "publisher %u: %" PRIu64 " ERROR(s) for un-acked publishes, last: %s",
-              p->id, fidbus_client_async_errors(c), fidbus_client_last_error(c));
-    fidbus_client_close(c);
-    return NULL;
 }
 
 /* ------------------------------------------------------ misbehaving */
@@ -306,7 +226,7 @@ static void *never_reads(void *arg)
         .flags = FIDBUS_FLAG_ACK,
     };
     if (fidbus_msg_encode(&frame, &m) != 0) {
-        failf(s, "never-reads: encode");
+        fb_soak_failf(&s->fail, "never-reads: encode");
         return NULL;
     }
     /* 64 frames a write: the same frame, the seq does not matter here */
@@ -436,16 +356,6 @@ static void *halfbig(void *arg)
     return NULL;
 }
 
-static double soak_seconds(void)
-{
-    const char *v = getenv("FIDBUS_SOAK_SECONDS");
-    if (!v || !*v)
-        return SOAK_DEFAULT_S;
-    char *end;
-    double x = strtod(v, &end);
-    return *end == '\0' && x > 0 && x < 86400 ? x : -1;
-}
-
 /* Every client here runs as one uid, so the per-uid cap would pit the good
  * publishers against the attackers; e2e.hostile crosses that cap on its
  * own. The soak shows isolation by everything else. */
@@ -458,22 +368,27 @@ static double soak_seconds(void)
 
 START_TEST(test_e2e_hostile_soak)
 {
-    double secs = soak_seconds();
+    double secs = fb_soak_seconds(SOAK_DEFAULT_S);
     ck_assert_msg(secs > 0, "FIDBUS_SOAK_SECONDS=%s: want a number of seconds",
                   getenv("FIDBUS_SOAK_SECONDS"));
     struct fb_e2e *t = fb_e2e_up(NULL, SECTIONS);
     struct soak *s = calloc(1, sizeof *s);
     ck_assert_ptr_nonnull(s);
-    pthread_mutex_init(&s->lock, NULL);
+    fb_soak_fail_init(&s->fail);
     fb_e2e_sun(&s->sa, t->bus);
     snprintf(s->bus_addr, sizeof s->bus_addr, "%s", t->bus_addr);
 
     uint64_t start = fb_e2e_now_ms();
     s->end_ms = start + (uint64_t)(secs * 1000.0);
     for (unsigned i = 0; i < NPUB; i++) {
-        s->pubs[i] = (struct pub){.s = s, .id = i};
-        ck_assert_int_eq(pthread_create(&s->pubs[i].thread, NULL, publisher, &s->pubs[i]),
-                         0);
+        s->pubs[i] = (struct fb_soak_pub){.fail = &s->fail,
+                                          .addr = s->bus_addr,
+                                          .event = "good.ev",
+                                          .burst = BURST,
+                                          .end_ms = s->end_ms,
+                                          .id = i};
+        ck_assert_int_eq(
+            pthread_create(&s->pubs[i].thread, NULL, fb_soak_publisher, &s->pubs[i]), 0);
     }
     void *(*const bad[])(void *) = {garbage, slowloris, never_reads,
                                     flood,   storm,     halfbig};
@@ -485,7 +400,7 @@ START_TEST(test_e2e_hostile_soak)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         pthread_join(badt[i], NULL);
     double ran = (double)(fb_e2e_now_ms() - start) / 1000.0;
-    ck_assert_msg(!s->failure[0], "%s", s->failure);
+    ck_assert_msg(!s->fail.failure[0], "%s", s->fail.failure);
 
     uint64_t sent = 0, acked = 0, sum = 0;
     for (unsigned i = 0; i < NPUB; i++) {
@@ -540,7 +455,7 @@ START_TEST(test_e2e_hostile_soak)
             atomic_load(&s->noread_frames), atomic_load(&s->flood_events),
             atomic_load(&s->storm_conns), atomic_load(&s->half_soft),
             atomic_load(&s->half_other), bad_frames);
-    pthread_mutex_destroy(&s->lock);
+    fb_soak_fail_destroy(&s->fail);
     free(s);
     fb_e2e_free(t);
 }
@@ -548,7 +463,7 @@ END_TEST
 
 int main(void)
 {
-    double secs = soak_seconds();
+    double secs = fb_soak_seconds(SOAK_DEFAULT_S);
     Suite *s = suite_create("e2e_hostile_soak");
     TCase *tc = tcase_create("hostile");
     /* the run, plus the drain and the stop */

@@ -51,6 +51,7 @@
 #include <cbor.h>
 
 #include "harness.h"
+#include "soak_pub.h"
 #include "json_cbor.h"
 
 #define NPUB 3
@@ -79,15 +80,6 @@
  * not asserted. */
 static const struct fidbus_client_opts client_opts = {.timeout_ms = 60000};
 
-struct soak;
-
-struct pub {
-    struct soak *s;
-    pthread_t thread;
-    unsigned id;
-    uint64_t sent, acked, sum; /* sum: of the payload numbers, mod 2^64 */
-};
-
 struct soak {
     char bus_addr[200], control_addr[200];
     char tally_so[400];   /* the copy ta was loaded from (overwritten) */
@@ -96,12 +88,8 @@ struct soak {
     uint8_t *tally_bytes; /* tally1.so, to write over tally_so */
     size_t tally_len;
     uint64_t deadline_ms;
-    atomic_bool stop;
-
-    pthread_mutex_t lock;
-    char failure[1024]; /* the first one; "" while all is well */
-
-    struct pub pubs[NPUB];
+    struct fb_soak_fail fail;
+    struct fb_soak_pub pubs[NPUB];
 
     /* the controller's figures */
     uint64_t flips, applies, reloads, overwrites, loads;
@@ -112,91 +100,11 @@ struct soak {
     char slowest[32];
 };
 
-static void failf(struct soak *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void failf(struct soak *s, const char *fmt, ...)
-{
-    pthread_mutex_lock(&s->lock);
-    if (!s->failure[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(s->failure, sizeof s->failure, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&s->lock);
-    atomic_store(&s->stop, true);
-}
-
 static uint64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* ---------------------------------------------------------- publishers */
-
-/* One event: the payload is n as a 9-byte CBOR uint. */
-static int send_one(struct fidbus_client *c, uint64_t n, bool ack, uint64_t *result)
-{
-    uint8_t payload[9] = {0x1b};
-    for (int i = 0; i < 8; i++)
-        payload[1 + i] = (uint8_t)(n >> (56 - 8 * i));
-    char user[16];
-    snprintf(user, sizeof user, "u%u", (unsigned)(n % NUSERS));
-    struct fidbus_tag tag = {.key = "user", .value = user};
-    if (ack)
-        return fidbus_publish_ack(c, "soak.ev", &tag, 1, payload, sizeof payload, result);
-    return fidbus_publish(c, "soak.ev", &tag, 1, payload, sizeof payload);
-}
-
-static void *publisher(void *arg)
-{
-    struct pub *p = arg;
-    struct soak *s = p->s;
-    struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, s->bus_addr, &client_opts);
-    if (rc < 0) {
-        failf(s, "publisher %u: connect: %s", p->id, fidbus_strerror(rc));
-        return NULL;
-    }
-    /* Numbers never collide between publishers. */
-    uint64_t next = (uint64_t)(p->id + 1) << 48;
-    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
-        for (int i = 0; i < BURST; i++) {
-            uint64_t n = next++;
-            if ((rc = send_one(c, n, false, NULL)) < 0) {
-                failf(s, "publisher %u: publish: %s", p->id, fidbus_strerror(rc));
-                goto out;
-            }
-            p->sent++;
-            p->sum += n;
-        }
-        uint64_t n = next++, result = 0;
-        rc = send_one(c, n, true, &result);
-        /* Sent whatever the answer: a refused event is a failure below,
-         * and the counts at the end will not match either. */
-        p->sent++;
-        p->sum += n;
-        if (rc < 0 || result != 1) {
-            failf(s,
-                  "publisher %u: acked publish #%" PRIu64 ": %s%s%s (result %" PRIu64
-                  ", expected 1)",
-                  p->id, p->acked, fidbus_strerror(rc), rc ? ": " : "",
-                  rc ? fidbus_client_last_error(c) : "", result);
-            goto out;
-        }
-        p->acked++;
-    }
-    /* The barrier: every event sent above has been handled. */
-    if ((rc = fidbus_ping(c)) < 0)
-        failf(s, "publisher %u: final PING: %s", p->id, fidbus_strerror(rc));
-out:
-    if (fidbus_client_async_errors(c))
-        failf(s, "publisher %u: %" PRIu64 " ERROR(s) for un-acked publishes, last: %s",
-              p->id, fidbus_client_async_errors(c), fidbus_client_last_error(c));
-    fidbus_client_close(c);
-    return NULL;
 }
 
 /* ---------------------------------------------------------- controller */
@@ -217,7 +125,7 @@ static int control(struct soak *s, struct fidbus_client *c, uint64_t *gen,
     int n = vsnprintf(json, sizeof json, fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof json) {
-        failf(s, "%s: args too long", cmd);
+        fb_soak_failf(&s->fail, "%s: args too long", cmd);
         return -1;
     }
     for (char *q = json; *q; q++)
@@ -227,7 +135,7 @@ static int control(struct soak *s, struct fidbus_client *c, uint64_t *gen,
     size_t alen = 0, rlen = 0;
     char err[200];
     if (fb_json_to_cbor(json, (size_t)n, &args, &alen, err, sizeof err) != 0) {
-        failf(s, "%s: bad args %s: %s", cmd, json, err);
+        fb_soak_failf(&s->fail, "%s: bad args %s: %s", cmd, json, err);
         return -1;
     }
     uint64_t t0 = now_us();
@@ -241,8 +149,8 @@ static int control(struct soak *s, struct fidbus_client *c, uint64_t *gen,
         fprintf(stderr, "soak: %s took %.1f ms\n", cmd, took / 1000.0);
     free(args);
     if (rc < 0) {
-        failf(s, "%s %s: %s: %s", cmd, json, fidbus_strerror(rc),
-              fidbus_client_last_error(c));
+        fb_soak_failf(&s->fail, "%s %s: %s: %s", cmd, json, fidbus_strerror(rc),
+                      fidbus_client_last_error(c));
         free(res);
         return -1;
     }
@@ -263,7 +171,7 @@ static int control(struct soak *s, struct fidbus_client *c, uint64_t *gen,
     if (m)
         cbor_decref(&m);
     if (!found) {
-        failf(s, "%s: no generation in the result", cmd);
+        fb_soak_failf(&s->fail, "%s: no generation in the result", cmd);
         return -1;
     }
     return 0;
@@ -274,7 +182,7 @@ static int overwrite_tally(struct soak *s)
 {
     int fd = open(s->tally_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
     if (fd < 0) {
-        failf(s, "create %s: %s", s->tally_tmp, strerror(errno));
+        fb_soak_failf(&s->fail, "create %s: %s", s->tally_tmp, strerror(errno));
         return -1;
     }
     size_t off = 0;
@@ -283,7 +191,7 @@ static int overwrite_tally(struct soak *s)
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            failf(s, "write %s: %s", s->tally_tmp, strerror(errno));
+            fb_soak_failf(&s->fail, "write %s: %s", s->tally_tmp, strerror(errno));
             close(fd);
             return -1;
         }
@@ -291,7 +199,7 @@ static int overwrite_tally(struct soak *s)
     }
     close(fd);
     if (rename(s->tally_tmp, s->tally_so) < 0) {
-        failf(s, "rename %s: %s", s->tally_tmp, strerror(errno));
+        fb_soak_failf(&s->fail, "rename %s: %s", s->tally_tmp, strerror(errno));
         return -1;
     }
     return 0;
@@ -319,12 +227,12 @@ static void *controller(void *arg)
     struct fidbus_client *c = NULL;
     int rc = fidbus_client_connect(&c, s->control_addr, &client_opts);
     if (rc < 0) {
-        failf(s, "controller: connect: %s", fidbus_strerror(rc));
+        fb_soak_failf(&s->fail, "controller: connect: %s", fidbus_strerror(rc));
         return NULL;
     }
     uint64_t t0 = now_us(), last = 0;
     char apply[512];
-    for (unsigned i = 0; !atomic_load(&s->stop); i++) {
+    for (unsigned i = 0; !atomic_load(&s->fail.stop); i++) {
         if (fb_e2e_now_ms() >= s->deadline_ms)
             break;
         /* Weights 0..100 and the rest: never both 0. */
@@ -375,10 +283,10 @@ static void *controller(void *arg)
             break;
         for (int j = 0; j < k; j++) {
             if (g[j] <= last) {
-                failf(s,
-                      "controller: generation %" PRIu64 " after %" PRIu64
-                      " (cycle %u, step %d)",
-                      g[j], last, i, j);
+                fb_soak_failf(&s->fail,
+                              "controller: generation %" PRIu64 " after %" PRIu64
+                              " (cycle %u, step %d)",
+                              g[j], last, i, j);
                 goto out;
             }
             last = g[j];
@@ -387,22 +295,11 @@ static void *controller(void *arg)
 out:
     s->ctl_secs = (double)(now_us() - t0) / 1e6;
     fidbus_client_close(c);
-    atomic_store(&s->stop, true);
+    atomic_store(&s->fail.stop, true);
     return NULL;
 }
 
 /* ---------------------------------------------------------------- test */
-
-/* $FIDBUS_SOAK_SECONDS or the default; -1 if it is not a number of seconds. */
-static double soak_seconds(void)
-{
-    const char *v = getenv("FIDBUS_SOAK_SECONDS");
-    if (!v || !*v)
-        return SOAK_DEFAULT_S;
-    char *end;
-    double x = strtod(v, &end);
-    return *end == '\0' && x > 0 && x < 86400 ? x : -1;
-}
 
 static int cmp_u32(const void *a, const void *b)
 {
@@ -418,14 +315,14 @@ static int cmp_u32(const void *a, const void *b)
 
 START_TEST(test_e2e_soak_zero_loss_under_change)
 {
-    double secs = soak_seconds();
+    double secs = fb_soak_seconds(SOAK_DEFAULT_S);
     ck_assert_msg(secs > 0, "FIDBUS_SOAK_SECONDS=%s: want a number of seconds",
                   getenv("FIDBUS_SOAK_SECONDS"));
     struct soak *s = calloc(1, sizeof *s);
     ck_assert_ptr_nonnull(s);
     s->lat_us = malloc(MAX_LAT * sizeof *s->lat_us);
     ck_assert_ptr_nonnull(s->lat_us);
-    pthread_mutex_init(&s->lock, NULL);
+    fb_soak_fail_init(&s->fail);
 
     struct fb_e2e *t = fb_e2e_new();
     s->tally_bytes =
@@ -434,7 +331,6 @@ START_TEST(test_e2e_soak_zero_loss_under_change)
     snprintf(s->tally_so, sizeof s->tally_so, "%s", fb_e2e_file(t, "tally1.so"));
     snprintf(s->tally_tmp, sizeof s->tally_tmp, "%s", fb_e2e_file(t, "tally1.so.new"));
     snprintf(s->ver1_so, sizeof s->ver1_so, "%s", fb_e2e_built("tests/plugins/ver1.so"));
-    atomic_init(&s->stop, false);
     ck_assert_int_eq(overwrite_tally(s), 0);
     fb_e2e_config(t, NULL, SOAK_SECTIONS);
     fb_e2e_start(t);
@@ -444,9 +340,14 @@ START_TEST(test_e2e_soak_zero_loss_under_change)
     uint64_t start_ms = fb_e2e_now_ms();
     s->deadline_ms = start_ms + (uint64_t)(secs * 1000.0);
     for (unsigned i = 0; i < NPUB; i++) {
-        s->pubs[i] = (struct pub){.s = s, .id = i};
-        ck_assert_int_eq(pthread_create(&s->pubs[i].thread, NULL, publisher, &s->pubs[i]),
-                         0);
+        s->pubs[i] = (struct fb_soak_pub){.fail = &s->fail,
+                                          .addr = s->bus_addr,
+                                          .event = "soak.ev",
+                                          .burst = BURST,
+                                          .nusers = NUSERS,
+                                          .id = i};
+        ck_assert_int_eq(
+            pthread_create(&s->pubs[i].thread, NULL, fb_soak_publisher, &s->pubs[i]), 0);
     }
     pthread_t ctl;
     ck_assert_int_eq(pthread_create(&ctl, NULL, controller, s), 0);
@@ -454,7 +355,7 @@ START_TEST(test_e2e_soak_zero_loss_under_change)
     for (unsigned i = 0; i < NPUB; i++)
         pthread_join(s->pubs[i].thread, NULL);
     double pub_secs = (double)(fb_e2e_now_ms() - start_ms) / 1000.0;
-    ck_assert_msg(!s->failure[0], "%s", s->failure);
+    ck_assert_msg(!s->fail.failure[0], "%s", s->fail.failure);
 
     uint64_t sent = 0, acked = 0, sum = 0;
     for (unsigned i = 0; i < NPUB; i++) {
@@ -534,7 +435,7 @@ START_TEST(test_e2e_soak_zero_loss_under_change)
 
     free(s->tally_bytes);
     free(s->lat_us);
-    pthread_mutex_destroy(&s->lock);
+    fb_soak_fail_destroy(&s->fail);
     free(s);
     fb_e2e_free(t);
 }
@@ -545,7 +446,7 @@ static Suite *e2e_soak_suite(void)
     Suite *s = suite_create("e2e.soak");
     TCase *tc = tcase_create("soak");
     /* The run, plus start-up, the drain and the stop under a sanitizer. */
-    double secs = soak_seconds();
+    double secs = fb_soak_seconds(SOAK_DEFAULT_S);
     tcase_set_timeout(tc, (secs > 0 ? secs : SOAK_DEFAULT_S) + 120);
     tcase_add_test(tc, test_e2e_soak_zero_loss_under_change);
     suite_add_tcase(s, tc);
