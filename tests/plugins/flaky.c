@@ -10,7 +10,6 @@
  * counts only real handler invocations.
  */
 #include <string.h>
-#include <time.h>
 
 #include "tp_util.h"
 
@@ -35,10 +34,7 @@ static int handle(void *ctx, const struct fidbus_event *ev)
 static int handle_slow(void *ctx, const struct fidbus_event *ev)
 {
     const struct flaky *f = ctx;
-    struct timespec ts = {.tv_sec = f->delay_ms / 1000,
-                          .tv_nsec = (f->delay_ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    tp_sleep_ms(f->delay_ms);
     return verdict(ev);
 }
 
@@ -47,11 +43,10 @@ static int init(const struct fidbus_host *host, void **ctx)
     struct flaky *f = calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
-    f->delay_ms = tp_config_num(host, "delay_ms", 0);
-    if (f->delay_ms < 0) {
-        host->log(host->handle, FIDBUS_LOG_ERROR, "delay_ms: want milliseconds");
+    int rc = tp_config_amount(host, "delay_ms", 0, "milliseconds", &f->delay_ms);
+    if (rc < 0) {
         free(f);
-        return -EINVAL;
+        return rc;
     }
     *ctx = f;
     return 0;

@@ -6,7 +6,6 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "tp_util.h"
 
@@ -18,10 +17,7 @@ struct slow {
 static int handle(void *ctx, const struct fidbus_event *ev)
 {
     const struct slow *s = ctx;
-    struct timespec ts = {.tv_sec = s->delay_ms / 1000,
-                          .tv_nsec = (s->delay_ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    tp_sleep_ms(s->delay_ms);
     if (s->file) {
         char line[320];
         snprintf(line, sizeof line, "%s %" PRIu64 "\n", ev->id, ev->seq);
@@ -36,11 +32,10 @@ static int init(const struct fidbus_host *host, void **ctx)
     if (!s)
         return -ENOMEM;
     s->file = host->config(host->handle, "file");
-    s->delay_ms = tp_config_num(host, "delay_ms", 50);
-    if (s->delay_ms < 0) {
-        host->log(host->handle, FIDBUS_LOG_ERROR, "delay_ms: want milliseconds");
+    int rc = tp_config_amount(host, "delay_ms", 50, "milliseconds", &s->delay_ms);
+    if (rc < 0) {
         free(s);
-        return -EINVAL;
+        return rc;
     }
     *ctx = s;
     return 0;

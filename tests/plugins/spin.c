@@ -29,11 +29,10 @@ static int init(const struct fidbus_host *host, void **ctx)
     long long *us = malloc(sizeof *us);
     if (!us)
         return -ENOMEM;
-    *us = tp_config_num(host, "spin_us", 100);
-    if (*us < 0) {
-        host->log(host->handle, FIDBUS_LOG_ERROR, "spin_us: want microseconds");
+    int rc = tp_config_amount(host, "spin_us", 100, "microseconds", us);
+    if (rc < 0) {
         free(us);
-        return -EINVAL;
+        return rc;
     }
     *ctx = us;
     return 0;

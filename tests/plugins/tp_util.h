@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fidbus/plugin.h>
@@ -62,6 +63,26 @@ static inline long long tp_config_num(const struct fidbus_host *host, const char
     if (!*v || *end || errno || n < 0)
         return -1;
     return n;
+}
+
+/* tp_config_num into *out, or -EINVAL with "KEY: want UNIT" logged when
+ * the value is malformed. */
+static inline int tp_config_amount(const struct fidbus_host *host, const char *key,
+                                   long long def, const char *unit, long long *out)
+{
+    *out = tp_config_num(host, key, def);
+    if (*out >= 0)
+        return 0;
+    host->log(host->handle, FIDBUS_LOG_ERROR, "%s: want %s", key, unit);
+    return -EINVAL;
+}
+
+/* Sleeps ms milliseconds, through signals. */
+static inline void tp_sleep_ms(long long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
 }
 
 #endif
