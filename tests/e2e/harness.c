@@ -149,6 +149,17 @@ char *fb_e2e_read(const char *path, size_t *lenp)
     return p;
 }
 
+long fb_e2e_vm_rss_kib(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *st = fb_e2e_read(path, NULL);
+    const char *p = st ? strstr(st, "VmRSS:") : NULL;
+    long kib = p ? strtol(p + 6, NULL, 10) : -1;
+    free(st);
+    return kib;
+}
+
 static void write_all(const char *path, const char *text)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -191,6 +191,8 @@ int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **er
 
 /* Whole file, malloc'd and NUL-terminated; NULL if it cannot be read. */
 char *fb_e2e_read(const char *path, size_t *len);
+/* VmRSS of process pid in KiB, -1 if unknown. */
+long fb_e2e_vm_rss_kib(pid_t pid);
 /* The daemon's stderr so far (malloc'd, "" if none). */
 char *fb_e2e_stderr(const struct fb_e2e *t);
 /* Waits (inotify, no sleeping) until `path` contains `needle`; returns
@@ -266,6 +268,19 @@ void fb_e2e_raw_send(struct fb_e2e_raw *r, const void *p, size_t n);
 void fb_e2e_raw_frame(struct fb_e2e_raw *r, const void *body, size_t n);
 /* Encodes and writes a message with the library's encoder. */
 void fb_e2e_raw_msg(struct fb_e2e_raw *r, const struct fidbus_msg_out *m);
+/*
+ * Acked PUBLISHes of `event` written to fd without reading an answer,
+ * FB_E2E_PUSH_CHUNK pre-encoded frames at a time (the socket is made
+ * non-blocking for the while), until the daemon stops reading us (the
+ * socket stays full for a second: returns true), it closes the connection
+ * (false), or max frames are out: no push back, which fails the test.
+ * *sent counts the frames of fully written chunks; *b keeps the current
+ * chunk and *off how much of it went out (the caller frees b), unless b
+ * and off are NULL.
+ */
+enum { FB_E2E_PUSH_CHUNK = 1000 };
+bool fb_e2e_push_unread(int fd, const char *event, uint64_t max, struct fidbus_buf *b,
+                        size_t *off, uint64_t *sent);
 /* PUBLISH {seq, event, flags} (no tags, no payload) / PING {seq}. */
 void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event);
 void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq);

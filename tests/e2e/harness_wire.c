@@ -10,6 +10,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -296,6 +297,63 @@ void fb_e2e_raw_msg(struct fb_e2e_raw *r, const struct fidbus_msg_out *m)
     ck_assert_msg(rc == 0, "fidbus_msg_encode: %d", rc);
     fb_e2e_raw_send(r, b.data, b.len);
     fidbus_buf_free(&b);
+}
+
+bool fb_e2e_push_unread(int fd, const char *event, uint64_t max, struct fidbus_buf *b,
+                        size_t *off, uint64_t *sent)
+{
+    struct fidbus_buf own = {0};
+    size_t own_off;
+    if (!b) {
+        b = &own;
+        off = &own_off;
+    }
+    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    *sent = 0;
+    *off = b->len = 0;
+    bool stalled = false, closed = false;
+    while (*sent < max && !stalled && !closed) {
+        if (*off == b->len) {
+            b->len = *off = 0;
+            for (int i = 0; i < FB_E2E_PUSH_CHUNK; i++) {
+                struct fidbus_msg_out m = {
+                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
+                    .type = FIDBUS_MSG_PUBLISH,
+                    .seq = *sent + (uint64_t)i + 1,
+                    .event = event,
+                    .flags = FIDBUS_FLAG_ACK,
+                };
+                ck_assert_int_eq(fidbus_msg_encode(b, &m), 0);
+            }
+        }
+        ssize_t n = send(fd, b->data + *off, b->len - *off, MSG_NOSIGNAL);
+        if (n > 0) {
+            *off += (size_t)n;
+            if (*off == b->len)
+                *sent += FB_E2E_PUSH_CHUNK;
+            continue;
+        }
+        if (errno == EPIPE || errno == ECONNRESET) {
+            closed = true;
+            break;
+        }
+        ck_assert_int_eq(errno, EAGAIN);
+        /* The daemon stopped reading us if the socket stays full. */
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int rc = poll(&p, 1, 1000);
+        if (rc == 0)
+            stalled = true;
+        else if (p.revents & (POLLHUP | POLLERR))
+            closed = true;
+    }
+    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0);
+    ck_assert_msg(stalled || closed,
+                  "wrote %llu acked events without reading an ACK: the daemon never "
+                  "pushed back",
+                  (unsigned long long)*sent);
+    fidbus_buf_free(&own);
+    return stalled;
 }
 
 void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event)

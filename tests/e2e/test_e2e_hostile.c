@@ -27,17 +27,6 @@ static long long limit_hits(struct fb_e2e *t, const char *reason)
     return fb_e2e_prom_value(t, series);
 }
 
-static long vm_rss_kib(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    char *st = fb_e2e_read(path, NULL);
-    const char *p = strstr(st, "VmRSS:");
-    long kib = p ? strtol(p + 6, NULL, 10) : -1;
-    free(st);
-    return kib;
-}
-
 /* The ERROR's message as a string (static buffer). */
 static const char *msg_text(const struct fidbus_msg *m)
 {
@@ -163,58 +152,6 @@ END_TEST
 
 /* -------------------------------------------------- output soft/hard */
 
-/* Writes acked publishes without reading anything until the socket stays
- * full for a second (true) or the daemon closes it (false); *sent counts
- * whole frames written. */
-static bool flood_unread(int fd, const char *event, uint64_t max, uint64_t *sent)
-{
-    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
-    struct fidbus_buf b = {0};
-    enum { CHUNK = 1000 };
-    size_t off = 0;
-    *sent = 0;
-    bool stalled = false, closed = false;
-    while (*sent < max && !stalled && !closed) {
-        if (off == b.len) {
-            b.len = off = 0;
-            for (int i = 0; i < CHUNK; i++) {
-                struct fidbus_msg_out m = {
-                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
-                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-                    .type = FIDBUS_MSG_PUBLISH,
-                    .seq = *sent + (uint64_t)i + 1,
-                    .event = event,
-                    .flags = FIDBUS_FLAG_ACK,
-                };
-                ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
-            }
-        }
-        ssize_t n = send(fd, b.data + off, b.len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-            if (off == b.len)
-                *sent += CHUNK;
-            continue;
-        }
-        if (errno == EPIPE || errno == ECONNRESET) {
-            closed = true;
-            break;
-        }
-        ck_assert_int_eq(errno, EAGAIN);
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int rc = poll(&p, 1, 1000);
-        if (rc == 0)
-            stalled = true;
-        else if (p.revents & (POLLHUP | POLLERR))
-            closed = true;
-    }
-    fidbus_buf_free(&b);
-    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0);
-    ck_assert_msg(stalled || closed, "wrote %llu acked events unread: no push back",
-                  (unsigned long long)*sent);
-    return stalled;
-}
-
 /* output_soft: held back (a pause, counted), nothing lost. */
 START_TEST(test_e2e_hostile_output_soft)
 {
@@ -224,7 +161,7 @@ START_TEST(test_e2e_hostile_output_soft)
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
     uint64_t sent;
-    ck_assert(flood_unread(r->fd, "h.soft", 3000000, &sent));
+    ck_assert(fb_e2e_push_unread(r->fd, "h.soft", 3000000, NULL, NULL, &sent));
     ck_assert_int_ge(limit_hits(t, "pause_output"), 1);
     ck_assert_int_eq(limit_hits(t, "output_hard"), 0);
     /* Read what was answered so far: ACKs in order, then the daemon goes
@@ -247,10 +184,10 @@ START_TEST(test_e2e_hostile_output_hard)
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
     uint64_t sent;
-    ck_assert_msg(!flood_unread(r->fd, "h.hard", 3000000, &sent),
+    ck_assert_msg(!fb_e2e_push_unread(r->fd, "h.hard", 3000000, NULL, NULL, &sent),
                   "the daemon held the client back instead of closing it");
     ck_assert_int_eq(limit_hits(t, "output_hard"), 1);
-    long rss = vm_rss_kib(t->pid);
+    long rss = fb_e2e_vm_rss_kib(t->pid);
     ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB", rss);
     fb_e2e_raw_close(r);
     /* Everyone else is served. */
@@ -665,8 +602,8 @@ START_TEST(test_e2e_hostile_never_reads)
     struct fb_e2e_raw *bad = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(bad);
     uint64_t sent;
-    ck_assert(flood_unread(bad->fd, "h.bad", 3000000, &sent));
-    long rss = vm_rss_kib(t->pid);
+    ck_assert(fb_e2e_push_unread(bad->fd, "h.bad", 3000000, NULL, NULL, &sent));
+    long rss = fb_e2e_vm_rss_kib(t->pid);
     long cpu0 = cpu_ticks(t->pid);
     double during = roundtrips_per_s(t, N, 7);
     fprintf(stderr, "never_reads: daemon CPU %ld ticks while measured\n",

@@ -12,7 +12,6 @@
  *     instead of queueing more, so it never sees BUSY from its own burst.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,67 +21,8 @@
 
 #include "e2e/harness.h"
 
-static long vm_rss_kib(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    char *st = fb_e2e_read(path, NULL);
-    const char *p = strstr(st, "VmRSS:");
-    long kib = p ? strtol(p + 6, NULL, 10) : -1;
-    free(st);
-    return kib;
-}
-
-/*
- * Acked publishes of `event`, written without reading a single answer,
- * PUSH_CHUNK pre-encoded frames at a time on a non-blocking socket, until the
- * daemon stops reading us (the socket stays full for a second) or PUSH_MAX
- * frames are out. *b keeps the current chunk and *off how much of it was
- * written; returns the frames of fully written chunks. Asserts the stall:
- * 3M acked events would be 36 MB of ACKs if the daemon buffered them all.
- */
-enum { PUSH_MAX = 3000000, PUSH_CHUNK = 1000 };
-
-static uint64_t push_until_held_back(int fd, const char *event, struct fidbus_buf *b,
-                                     size_t *off)
-{
-    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
-    uint64_t written = 0;
-    bool stalled = false;
-    *off = b->len = 0;
-    while (written < PUSH_MAX && !stalled) {
-        if (*off == b->len) {
-            b->len = *off = 0;
-            for (int i = 0; i < PUSH_CHUNK; i++) {
-                struct fidbus_msg_out m = {
-                    .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
-                               FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
-                    .type = FIDBUS_MSG_PUBLISH,
-                    .seq = written + (uint64_t)i + 1,
-                    .event = event,
-                    .flags = FIDBUS_FLAG_ACK,
-                };
-                ck_assert_int_eq(fidbus_msg_encode(b, &m), 0);
-            }
-        }
-        ssize_t n = send(fd, b->data + *off, b->len - *off, MSG_NOSIGNAL);
-        if (n > 0) {
-            *off += (size_t)n;
-            if (*off == b->len)
-                written += PUSH_CHUNK;
-            continue;
-        }
-        ck_assert_int_eq(errno, EAGAIN);
-        /* The daemon stopped reading us if the socket stays full. */
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        stalled = poll(&p, 1, 1000) == 0;
-    }
-    ck_assert_msg(stalled,
-                  "wrote %llu acked events without reading an ACK: the daemon "
-                  "never pushed back",
-                  (unsigned long long)written);
-    return written;
-}
+/* 3M acked events would be 36 MB of ACKs if the daemon buffered them all. */
+enum { PUSH_MAX = 3000000 };
 
 /*
  * A client that sends acked publishes and never reads its ACKs. The
@@ -101,9 +41,11 @@ START_TEST(test_e2e_limits_slow_reader)
     fb_e2e_raw_hello(slow);
     struct fidbus_buf b = {0};
     size_t off;
-    uint64_t written = push_until_held_back(slow->fd, "lim.slow", &b, &off);
+    uint64_t written;
+    ck_assert_msg(fb_e2e_push_unread(slow->fd, "lim.slow", PUSH_MAX, &b, &off, &written),
+                  "the daemon closed a slow reader instead of holding it back");
     /* Bounded: far below the tens of MB unbounded buffering would take. */
-    long rss = vm_rss_kib(t->pid);
+    long rss = fb_e2e_vm_rss_kib(t->pid);
     ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB while held back", rss);
 
     /* Another client on the same worker is served meanwhile. */
@@ -112,8 +54,7 @@ START_TEST(test_e2e_limits_slow_reader)
     fb_e2e_ping(other);
 
     /* Finish the partly written chunk, then read: every ACK, in order. */
-    ck_assert_int_eq(fcntl(slow->fd, F_SETFL, fcntl(slow->fd, F_GETFL) & ~O_NONBLOCK), 0);
-    uint64_t total = off < b.len ? written + PUSH_CHUNK : written;
+    uint64_t total = off < b.len ? written + FB_E2E_PUSH_CHUNK : written;
     uint64_t next = 1;
     while (off < b.len) {
         /* Interleave reading so neither side blocks on a full buffer. */
@@ -299,7 +240,9 @@ START_TEST(test_e2e_limits_slow_reader_vanishes)
     fb_e2e_raw_hello(r);
     struct fidbus_buf b = {0};
     size_t off;
-    uint64_t frames = push_until_held_back(r->fd, "lim.v", &b, &off);
+    uint64_t frames;
+    ck_assert_msg(fb_e2e_push_unread(r->fd, "lim.v", PUSH_MAX, &b, &off, &frames),
+                  "the daemon closed a slow reader instead of holding it back");
     /* complete frames of the partly written chunk */
     if (off < b.len) {
         size_t pos = 0;
