@@ -434,21 +434,28 @@ static bool every_line_starts(const char *text, const char *prefix, const char *
     return n > 0;
 }
 
+/* Sets JOURNAL_STREAM to the device:inode of the daemon's stderr file
+ * (made now, so its inode is known: the harness opens it with O_TRUNC, the
+ * same inode), or with `other` to another inode on that device. */
+static void journal_stream_at_stderr(struct fb_e2e *t, bool other)
+{
+    if (access(t->errfile, F_OK) != 0)
+        fb_e2e_write(t, "fidbusd.stderr", "");
+    struct stat st;
+    ck_assert(stat(t->errfile, &st) == 0);
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + (other ? 1 : 0));
+    ck_assert(setenv("JOURNAL_STREAM", js, 1) == 0);
+}
+
 /* journald's rule: "<N>" prefixes only while stderr is the stream named by
  * JOURNAL_STREAM; no timestamp either way (journald adds its own). */
 START_TEST(test_e2e_systemd_journal_prefix)
 {
     struct fb_e2e *t = fb_e2e_new();
     fb_e2e_config(t, NULL, BASE);
-    /* The daemon's stderr file, made now so its inode is known (the
-     * harness opens it with O_TRUNC: same inode). */
-    fb_e2e_write(t, "fidbusd.stderr", "");
-    struct stat st;
-    ck_assert(stat(t->errfile, &st) == 0);
-    char js[64];
-    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
-             (unsigned long long)st.st_ino);
-    ck_assert(setenv("JOURNAL_STREAM", js, 1) == 0);
+    journal_stream_at_stderr(t, false);
     fb_e2e_start(t);
     fb_e2e_stop_ok(t);
     char *err = fb_e2e_stderr(t);
@@ -459,9 +466,7 @@ START_TEST(test_e2e_systemd_journal_prefix)
     free(err);
 
     /* The variable inherited, but stderr is another file: plain lines. */
-    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
-             (unsigned long long)st.st_ino + 1);
-    ck_assert(setenv("JOURNAL_STREAM", js, 1) == 0);
+    journal_stream_at_stderr(t, true);
     fb_e2e_start(t);
     fb_e2e_stop_ok(t);
     err = fb_e2e_stderr(t);
@@ -480,13 +485,7 @@ START_TEST(test_e2e_systemd_config_error_priority)
 {
     struct fb_e2e *t = fb_e2e_new();
     fb_e2e_config(t, NULL, "[route r]\nevent = x\nto = fidbus.log\nmode = sideways\n");
-    fb_e2e_write(t, "fidbusd.stderr", "");
-    struct stat st;
-    ck_assert(stat(t->errfile, &st) == 0);
-    char js[64];
-    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
-             (unsigned long long)st.st_ino);
-    ck_assert(setenv("JOURNAL_STREAM", js, 1) == 0);
+    journal_stream_at_stderr(t, false);
     int status = fb_e2e_start_fail(t, NULL);
     unsetenv("JOURNAL_STREAM");
     char *err = fb_e2e_stderr(t);
