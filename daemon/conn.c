@@ -82,21 +82,23 @@ static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
 static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok,
                          uint32_t failed, uint32_t busy, uint32_t skipped)
 {
-    if (!failed && !busy)
+    if (!failed && !busy) {
         send_ack(c, seq, ok);
-    else if (!failed && (fb_conn_count_limit(c, FB_LIM_BUSY), true))
+    } else if (!failed) {
+        fb_conn_count_limit(c, FB_LIM_BUSY);
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
                              "blocking pool full: %u of %u handler calls refused", busy,
                              ok + busy);
-    else if (skipped)
+    } else if (skipped) {
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
                              "%u of %u handler calls failed (%u skipped: function "
                              "quarantined)",
                              failed + busy, ok + failed + busy, skipped);
-    else
+    } else {
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
                              "%u of %u handler calls failed", failed + busy,
                              ok + failed + busy);
+    }
 }
 
 static bool input_blocked(const struct fb_conn *c)
@@ -544,15 +546,15 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
             break;
         }
         fb_count(&w->counters->bad_frames, 1);
-        if (rc == FIDBUS_TOO_LARGE)
+        if (rc == FIDBUS_TOO_LARGE) {
             fb_conn_count_limit(c, FB_LIM_FRAME_TOO_LARGE);
-        if (rc == FIDBUS_TOO_LARGE)
             fb_stream_send_error(&c->st, false, 0, rc, false, 0,
                                  "frame longer than max_frame (%u bytes); closing",
                                  (unsigned)w->d->cfg->max_frame);
-        else
+        } else {
             fb_stream_send_error(&c->st, false, 0, FIDBUS_MALFORMED, false, 0,
                                  "zero-length frame; closing");
+        }
         c->st.flags |= FB_S_FLUSH_CLOSE;
         break;
     }
