@@ -10,8 +10,6 @@
  */
 #include "control_cmds.h"
 
-#include "cbor_util.h"
-
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,6 +21,7 @@
 #include <fidbus/plugin.h>
 
 #include "build_config.h"
+#include "cbor_util.h"
 #include "ctl_cbor.h"
 #include "plugin_loader.h"
 #include "pool.h"
