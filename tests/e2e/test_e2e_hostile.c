@@ -560,61 +560,67 @@ END_TEST
 
 /* ------------------------------------------- isolation and fair share */
 
-/* Acked publish round trips per second on a library client, the best
- * of `runs` runs: the machine is shared, and the best run is the one least
- * disturbed by anything but the daemon. */
-static double roundtrips_once(const struct fb_e2e *t, int n);
-static double roundtrips_per_s(const struct fb_e2e *t, int n, int runs)
-{
-    double best = 0;
-    for (int i = 0; i < runs; i++) {
-        double r = roundtrips_once(t, n);
-        best = r > best ? r : best;
-    }
-    return best;
-}
+/*
+ * These tests assert what load on the machine cannot change: counters,
+ * bounds on memory, answers that arrive, and how many of a flood's events
+ * the daemon handled ahead of another client's PING. Rates and latency
+ * percentiles are printed for the reader, never asserted (ctest runs two
+ * tests at once on two cores); bench/ measures them.
+ */
 
-static double roundtrips_once(const struct fb_e2e *t, int n)
+/* The most a well-behaved client's acked round trip may take, next to a
+ * hostile one, before the test calls it starved: seconds, not the
+ * microseconds it takes, so that only a client that is never served fails. */
+enum { SERVED_WITHIN_MS = 10000 };
+
+/* n acked round trips on a new library client; each must be answered
+ * within SERVED_WITHIN_MS. Returns the rate, for the log only. */
+static double roundtrips_served(const struct fb_e2e *t, int n)
 {
     struct fidbus_client *c = fb_e2e_connect(t);
-    uint64_t t0 = fb_e2e_now_ms();
-    for (int i = 0; i < n; i++)
+    uint64_t t0 = fb_e2e_now_ms(), worst = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t s = fb_e2e_now_ms();
         fb_e2e_publish_ack(c, "h.tp", 1);
+        uint64_t took = fb_e2e_now_ms() - s;
+        worst = took > worst ? took : worst;
+    }
     uint64_t ms = fb_e2e_now_ms() - t0;
     fidbus_client_close(c);
+    ck_assert_msg(worst < SERVED_WITHIN_MS, "one round trip took %llu ms",
+                  (unsigned long long)worst);
     return n * 1000.0 / (double)(ms ? ms : 1);
 }
 
 /*
- * One client never reads its ACKs. It is held back (output_soft at its
- * default), the daemon's RSS stays under 32 MiB, and another client on
- * the same worker keeps at least half the round-trip throughput it had
- * before (ratio >= 0.5, measured in this test: best of 3 runs before,
- * best of 7 during, as other work on the machine makes single runs vary
- * by 3x; the daemon's CPU time while measured shows it is not spinning).
+ * One client never reads its ACKs. It is held back and counted
+ * (limit reason pause_output), the daemon's RSS stays under 32 MiB, and
+ * every round trip of another client on the same worker is answered,
+ * before and during. The rates are printed; fidbus-bench measures them.
  */
 START_TEST(test_e2e_hostile_never_reads)
 {
     struct fb_e2e_opts o = {.workers = 1};
     struct fb_e2e *t = fb_e2e_up(&o, COUNT_ALL);
     enum { N = 2000 };
-    double before = roundtrips_per_s(t, N, 3);
+    double before = roundtrips_served(t, N);
     struct fb_e2e_raw *bad = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(bad);
     uint64_t sent;
     ck_assert(fb_e2e_push_unread(bad->fd, "h.bad", 3000000, NULL, NULL, &sent));
+    ck_assert_int_ge(limit_hits(t, "pause_output"), 1);
     long rss = fb_e2e_vm_rss_kib(t->pid);
     long cpu0 = cpu_ticks(t->pid);
-    double during = roundtrips_per_s(t, N, 7);
-    fprintf(stderr, "never_reads: daemon CPU %ld ticks while measured\n",
-            cpu_ticks(t->pid) - cpu0);
+    double during = roundtrips_served(t, N);
+    long cpu = cpu_ticks(t->pid) - cpu0;
     ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB", rss);
-    ck_assert_msg(during >= 0.5 * before,
-                  "throughput %.0f/s with a stuck client, %.0f/s before", during, before);
-    ck_assert_int_ge(limit_hits(t, "pause_output"), 1);
+    /* Serving the other client did not let the stuck one's answers pile up. */
+    rss = fb_e2e_vm_rss_kib(t->pid);
+    ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB afterwards", rss);
     fprintf(stderr,
-            "never_reads: %.0f/s before, %.0f/s during (ratio %.2f), RSS %ld KiB\n",
-            before, during, during / before, rss);
+            "never_reads: %.0f/s before, %.0f/s during (ratio %.2f, not asserted), "
+            "RSS %ld KiB, daemon CPU %ld ticks while measured\n",
+            before, during, during / before, rss, cpu);
     fb_e2e_raw_close(bad);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
@@ -623,12 +629,28 @@ END_TEST
 
 /*
  * Fair share: on one worker, a connection floods events whose inline
- * handler spins 200 us each; a second connection's PINGs are answered
- * with p99 < 150 ms. One read callback is capped at 64 frames (13 ms of
- * work); without the cap libuv hands a callback up to 32 reads of 64 KiB
- * of frames, seconds of work, before polling the second socket.
+ * handler spins 200 us each; a second connection sends PINGs. One read
+ * callback is capped at max_frames_per_read = 64 frames; without the cap
+ * libuv hands a callback up to 32 reads of 64 KiB of frames before it
+ * polls the second socket. What is measured is a count, not a time: how
+ * many frames the daemon received between just before a PING was sent and
+ * just after its ACK came (`received` in stats). With the cap that is a
+ * few read batches plus what the daemon handled while the test itself ran
+ * fidbusctl; without it, whole socket buffers of the flood.
  */
-static uint64_t flood_ping_p99(const char *limits, long long *yields)
+struct fair {
+    uint64_t ahead_median;
+    uint64_t p99_ms; /* printed only */
+    long long yields;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static struct fair flood_ping(const char *limits, int pings)
 {
     char conf[512];
     snprintf(
@@ -641,9 +663,10 @@ static uint64_t flood_ping_p99(const char *limits, long long *yields)
     struct fb_e2e_raw *flood = fb_e2e_raw_unix(t), *pinger = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(flood);
     fb_e2e_raw_hello(pinger);
-    /* 40000 un-acked publishes (8 s of handler work), written at once. */
+    /* 200000 un-acked publishes (40 s of handler work): the flood never
+     * runs dry while the PINGs are measured. */
     struct fidbus_buf b = {0};
-    for (int i = 0; i < 40000; i++) {
+    for (int i = 0; i < 200000; i++) {
         struct fidbus_msg_out m = {
             .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT),
             .type = FIDBUS_MSG_PUBLISH,
@@ -654,15 +677,18 @@ static uint64_t flood_ping_p99(const char *limits, long long *yields)
     ck_assert_int_eq(fcntl(flood->fd, F_SETFL, fcntl(flood->fd, F_GETFL) | O_NONBLOCK),
                      0);
     size_t off = 0;
-    enum { PINGS = 50 };
-    uint64_t lat[PINGS];
-    for (int i = 0; i < PINGS; i++) {
+    enum { PINGS = 25 };
+    ck_assert(pings > 0 && pings <= PINGS);
+    uint64_t lat[PINGS], ahead[PINGS];
+    for (int i = 0; i < pings; i++) {
         while (off < b.len) { /* keep the flood's socket full */
             ssize_t n = send(flood->fd, b.data + off, b.len - off, MSG_NOSIGNAL);
             if (n <= 0)
                 break;
             off += (size_t)n;
         }
+        ck_assert_msg(off < b.len, "the flood ran dry: make it longer");
+        long long r0 = fb_e2e_prom_value(t, "fidbus_received_total");
         uint64_t t0 = fb_e2e_now_ms();
         fb_e2e_raw_ping(pinger, (uint64_t)i + 1);
         /* Without the cap an answer can take the whole flood: wait long. */
@@ -671,44 +697,56 @@ static uint64_t flood_ping_p99(const char *limits, long long *yields)
                           pinger->msg.seq == (uint64_t)i + 1,
                       "not the PING's ACK");
         lat[i] = fb_e2e_now_ms() - t0;
+        long long r1 = fb_e2e_prom_value(t, "fidbus_received_total");
+        ahead[i] = (uint64_t)(r1 - r0);
     }
     fidbus_buf_free(&b);
-    for (int i = 1; i < PINGS; i++) /* insertion sort */
-        for (int j = i; j > 0 && lat[j - 1] > lat[j]; j--) {
-            uint64_t x = lat[j];
-            lat[j] = lat[j - 1];
-            lat[j - 1] = x;
-        }
-    uint64_t p99 = lat[PINGS * 99 / 100];
-    *yields = limit_hits(t, "yield");
+    qsort(lat, (size_t)pings, sizeof lat[0], cmp_u64);
+    qsort(ahead, (size_t)pings, sizeof ahead[0], cmp_u64);
+    struct fair f = {
+        .ahead_median = ahead[pings / 2],
+        .p99_ms = lat[pings * 99 / 100],
+        .yields = limit_hits(t, "yield"),
+    };
+    fprintf(stderr,
+            "fair_share (%s): frames received around a PING: median %llu, max %llu; "
+            "PING p99 %llu ms (not asserted); %lld yields\n",
+            *limits ? "without the cap" : "max_frames_per_read = 64", (unsigned long long)f.ahead_median,
+            (unsigned long long)ahead[pings - 1], (unsigned long long)f.p99_ms,
+            f.yields);
     fb_e2e_raw_close(flood);
     fb_e2e_raw_close(pinger);
     fb_e2e_kill9(t); /* the rest of the flood is seconds of spinning */
     fb_e2e_free(t);
-    return p99;
+    return f;
 }
+
+/* Fewer than this many frames around a PING means the PING overtook the
+ * flood: 64-frame batches plus the flood the daemon handled while the test
+ * ran fidbusctl twice (0.2 ms each: 4000 is 800 ms of the test being
+ * descheduled). Whole socket buffers are tens of thousands of frames. */
+enum { OVERTOOK = 4000 };
 
 START_TEST(test_e2e_hostile_fair_share)
 {
-    long long yields;
-    uint64_t p99 = flood_ping_p99("", &yields);
-    fprintf(stderr, "fair_share: PING p99 %llu ms with max_frames_per_read = 64\n",
-            (unsigned long long)p99);
-    ck_assert_msg(p99 < 150, "PING p99 %llu ms behind a flood", (unsigned long long)p99);
-    ck_assert_int_ge(yields, 1);
+    struct fair f = flood_ping("", 25);
+    ck_assert_int_ge(f.yields, 1);
+    ck_assert_msg(f.ahead_median < OVERTOOK,
+                  "a PING waited for %llu frames of the flood (median)",
+                  (unsigned long long)f.ahead_median);
 }
 END_TEST
 
-/* The control: without the cap the same flood holds the PINGs back far
- * longer, so the test above measures the cap and not luck. */
+/* The control: without the cap the same flood holds the PINGs back behind
+ * whole socket buffers, so the test above measures the cap and not luck. */
 START_TEST(test_e2e_hostile_fair_share_control)
 {
-    long long yields;
-    uint64_t p99 = flood_ping_p99("[limits]\nmax_frames_per_read = 1000000\n", &yields);
-    fprintf(stderr, "fair_share: PING p99 %llu ms without the cap\n",
-            (unsigned long long)p99);
-    ck_assert_msg(p99 >= 150, "PING p99 %llu ms even without the cap",
-                  (unsigned long long)p99);
+    /* Five PINGs: each waits seconds for a socket buffer of the flood. */
+    struct fair f = flood_ping("[limits]\nmax_frames_per_read = 1000000\n", 5);
+    ck_assert_int_eq(f.yields, 0);
+    ck_assert_msg(f.ahead_median >= OVERTOOK,
+                  "without the cap a PING waited for only %llu frames (median)",
+                  (unsigned long long)f.ahead_median);
 }
 END_TEST
 

@@ -108,7 +108,8 @@ START_TEST(test_e2e_clean_shutdown)
                   "fidbusd did not exit 0 on %s; stderr:\n%s", _i ? "SIGINT" : "SIGTERM",
                   err);
     free(err);
-    ck_assert_msg(took < 3000, "shutdown with idle clients connected took %" PRIu64 " ms",
+    /* below the 5 s linger, with room for a loaded machine */
+    ck_assert_msg(took < 4500, "shutdown with idle clients connected took %" PRIu64 " ms",
                   took);
     ck_assert_msg(t->stopping_seen, "no STOPPING=1 on NOTIFY_SOCKET");
     fidbus_client_close(a);
