@@ -283,6 +283,21 @@ struct fb_bench_lat_result {
 int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *echo,
                      struct fb_bench_lat_result *bus);
 
+/* -------------------------------------------------------- isolation.c */
+
+struct fb_bench_iso_result {
+    unsigned n;            /* acked round trips timed, each phase */
+    double before, during; /* round trips per second */
+    double ratio;          /* during / before */
+    uint64_t stuck_frames; /* acked PUBLISHes the stuck client got written */
+    long rss_kib, hwm_kib; /* daemon, with the stuck client held back */
+    bool ok;
+};
+
+/* A well-behaved client's acked round trips on one worker, alone and next
+ * to a client that never reads its answers (o->events round trips each). */
+int fb_bench_isolation(const struct fb_bench_opts *o, struct fb_bench_iso_result *res);
+
 /* ------------------------------------------------------------- echo.c */
 
 struct fb_bench_echo;

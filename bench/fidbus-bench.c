@@ -47,9 +47,12 @@ static void usage(FILE *f)
         "  rss          idle VmRSS/VmHWM of fidbusd with count.so and log.so\n"
         "  change       route changes and plugin reloads under full publishing\n"
         "               load: REQUEST->REPLY p50/p99/max, changes/s, events/s dip\n"
+        "  isolation    acked round trips/s on one worker, alone and next to a\n"
+        "               client that never reads its answers (--events each)\n"
         "  all          the issue's figures in one go, with a summary table\n"
         "options:\n"
-        "  --events N        throughput: events in total (default 10000000)\n"
+        "  --events N        throughput: events in total (default 10000000);\n"
+        "                    isolation: round trips in each phase (default 20000)\n"
         "  --conns C         throughput, change: publisher connections (default 1)\n"
         "  --payload BYTES   size of the CBOR payload item (default 64)\n"
         "  --workers W       fidbusd workers (default: throughput, change min(C, CPUs),\n"
@@ -678,6 +681,7 @@ int main(int argc, char **argv)
     uint64_t v;
     double dv;
     int opt, idx = 0;
+    bool events_given = false;
 
     fb_bench_out = stdout;
     while ((opt = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
@@ -685,6 +689,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'n':
             ok = parse_u64(optarg, &o.events) && o.events > 0;
+            events_given = true;
             break;
         case 'c':
             ok = parse_u64(optarg, &v) && v > 0 && v <= 1024;
@@ -804,6 +809,18 @@ int main(int argc, char **argv)
         struct fb_bench_ch_result ch;
         o.workers = default_tp_workers(&o);
         rc = run_change(&o, &ch, js);
+    } else if (strcmp(mode, "isolation") == 0) {
+        struct fb_bench_iso_result iso;
+        if (!events_given)
+            o.events = 20000;
+        rc = fb_bench_isolation(&o, &iso);
+        if (js)
+            json_object_set_new(
+                js, "isolation",
+                json_pack("{s:i, s:f, s:f, s:f, s:I, s:i, s:b}", "n", (int)iso.n,
+                          "before_per_s", iso.before, "during_per_s", iso.during, "ratio",
+                          iso.ratio, "stuck_frames", (json_int_t)iso.stuck_frames,
+                          "rss_kib", (int)iso.rss_kib, "ok", iso.ok));
     } else if (strcmp(mode, "all") == 0) {
         rc = run_all(&o, o.repeat ? o.repeat : 3, js);
     } else {
