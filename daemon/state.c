@@ -426,9 +426,14 @@ int fb_state_open(const char *state_dir, struct fb_state_file **out, char *err,
                   size_t errlen)
 {
     *out = NULL;
+    if (mkdir(state_dir, 0750) != 0 && errno != EEXIST) {
+        int e = errno;
+        fb_set_err(err, errlen, "%s: cannot create: %s", state_dir, strerror(e));
+        return -e;
+    }
     /* A state dir another user can write could hold their state.cbor,
      * naming their plugin: trusted_dir.h refuses it. */
-    int fd = fb_trusted_dir_open(state_dir, 0750, err, errlen);
+    int fd = fb_trusted_dir_open(state_dir, 0, err, errlen);
     if (fd < 0)
         return fd;
     struct fb_state_file *sf = calloc(1, sizeof *sf);

@@ -75,8 +75,8 @@ int fb_trusted_dir_open(const char *path, mode_t create_mode, char *why, size_t 
         struct stat lst;
         if ((e == ELOOP || e == ENOTDIR) && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
             snprintf(why, whylen,
-                     "%s: is a symbolic link, which is not followed: give the real "
-                     "directory",
+                     "%s: is a symbolic link, which is not followed: remove it, or "
+                     "give the real directory",
                      path);
         else
             snprintf(why, whylen, "%s: cannot open: %s", path, strerror(e));
