@@ -237,10 +237,11 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
             /* The state was good; only writing it again failed. Applying
              * the config instead would fail the same way and throw the
              * acknowledged changes away: stop, state.cbor untouched. */
-            snprintf(err, errlen,
-                     "%s; %s/%s is kept as it was: make room (or fix the error) and start "
-                     "again",
-                     why, cfg->state_dir, FB_STATE_FILE);
+            snprintf(
+                err, errlen,
+                "%s; %s/%s is kept as it was: make room (or fix the error) and start "
+                "again",
+                why, cfg->state_dir, FB_STATE_FILE);
             fb_state_clear(&st);
             return rc;
         }

@@ -131,8 +131,8 @@ static bool search_dir_ok(const char *dir)
     if (fd < 0)
         return false;
     struct stat st;
-    enum fb_trust t = fstat(fd, &st) == 0 ? fb_trust_stat(&st, false, why, sizeof why)
-                                          : FB_TRUST_MODE;
+    enum fb_trust t =
+        fstat(fd, &st) == 0 ? fb_trust_stat(&st, false, why, sizeof why) : FB_TRUST_MODE;
     if (t == FB_TRUST_OWNER) {
         /* only root can make a directory in a parent only root writes */
         struct stat pst;

@@ -308,8 +308,8 @@ static int open_source(const char *path, int *out, struct stat *st, char *why,
                 reason);
             return FIDBUS_INVALID;
         }
-        fd = openat(dfd, slash + 1, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
-                                        O_NOFOLLOW);
+        fd = openat(dfd, slash + 1,
+                    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
         e = errno;
         close(dfd);
         if (fd < 0 || fstat(fd, st) != 0) {

@@ -512,8 +512,8 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
     /* O_NONBLOCK: a FIFO in its place must not hang the start (it is not
      * a regular file, so corrupt, below); O_NOFOLLOW: nor is a symlink
      * followed to whatever it names. A socket fails with ENXIO. */
-    int fd = openat(sf->dirfd, FB_STATE_FILE, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
-                                                  O_NOFOLLOW | O_NOCTTY);
+    int fd = openat(sf->dirfd, FB_STATE_FILE,
+                    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP || e == ENXIO) {

@@ -73,7 +73,8 @@ int fb_trusted_dir_open(const char *path, mode_t create_mode, char *why, size_t 
     if (fd < 0) {
         int e = errno;
         struct stat lst;
-        if ((e == ELOOP || e == ENOTDIR) && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
+        if ((e == ELOOP || e == ENOTDIR) && lstat(path, &lst) == 0 &&
+            S_ISLNK(lst.st_mode))
             snprintf(why, whylen,
                      "%s: is a symbolic link, which is not followed: remove it, or "
                      "give the real directory",

@@ -582,8 +582,8 @@ static pid_t spawn_fds(const char *const argv[], char **env, const char *out_pat
         if (nofile && setrlimit(RLIMIT_NOFILE, &rl) != 0)
             _exit(124);
         struct rlimit fl = {fsize, fsize};
-        if (fsize && (signal(SIGXFSZ, SIG_IGN) == SIG_ERR ||
-                      setrlimit(RLIMIT_FSIZE, &fl) != 0))
+        if (fsize &&
+            (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &fl) != 0))
             _exit(124);
         signal(SIGPIPE, SIG_DFL);
         execve(argv[0], (char *const *)argv, env);

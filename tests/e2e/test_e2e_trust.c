@@ -76,8 +76,8 @@ static void assert_one_error_line(struct fb_e2e *t, const char *needle, const ch
     free(log);
     char *again = fb_e2e_stderr(t);
     ck_assert_msg(errors == 1 && named,
-                  "want one error line naming %s and the fix, got %d; stderr:\n%s", needle,
-                  errors, again);
+                  "want one error line naming %s and the fix, got %d; stderr:\n%s",
+                  needle, errors, again);
     free(again);
 }
 
@@ -125,7 +125,8 @@ START_TEST(test_e2e_trust_planted_state)
     char conf[256];
     snprintf(conf, sizeof conf, "{\"file\": \"%s\"}", marker);
     const char *load[] = {"plugin", "load", fb_e2e_built("tests/plugins/lifecycle.so"),
-                          "--name", "evil", "--config", conf, NULL};
+                          "--name", "evil", "--config",
+                          conf,     NULL};
     ck_assert_int_eq(ctl(t, load, NULL), 0);
     fb_e2e_stop_ok(t);
     ck_assert_int_eq(unlink(marker), 0);
@@ -362,7 +363,8 @@ START_TEST(test_e2e_trust_default_config_planted_tmp)
     char *log = fb_e2e_read(errfile, NULL);
     rmdir(state);
     unplant_tmp_dir(dir, fd);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d; stderr:\n%s", st, log);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d; stderr:\n%s", st,
+                  log);
     int lines = 0;
     for (const char *p = log; p && *p; p++)
         lines += *p == '\n';
@@ -392,7 +394,8 @@ START_TEST(test_e2e_trust_plugin_files)
     char marker[200];
     snprintf(marker, sizeof marker, "%s", fb_e2e_file(t, "ran.txt"));
     fb_e2e_config(t, NULL,
-                  FB_E2E_LOG "[plugin evil]\npath = @D@/p/lifecycle.so\nfile = @D@/ran.txt\n");
+                  FB_E2E_LOG
+                  "[plugin evil]\npath = @D@/p/lifecycle.so\nfile = @D@/ran.txt\n");
 
     ck_assert_int_eq(chmod(so, 0666), 0);
     assert_refused(t, so);
