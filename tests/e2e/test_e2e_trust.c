@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
@@ -240,12 +241,13 @@ static int run_as_victim(const char *const argv[], const char *const env[], int 
 
 /* /tmp/fidbus-VICTIM made by ATTACKER with mode `mode` (or by VICTIM), a
  * listening bus.sock in it. Returns the listening fd. */
+static void unplant_tmp_dir(const char *dir, int fd);
+
 static int plant_tmp_dir(const char *dir, uid_t owner, mode_t mode)
 {
     char sock[128];
     snprintf(sock, sizeof sock, "%s/bus.sock", dir);
-    unlink(sock);
-    rmdir(dir);
+    unplant_tmp_dir(dir, -1); /* left by an earlier failed run */
     ck_assert_msg(!exists(dir), "%s is in the way", dir);
     ck_assert_int_eq(mkdir(dir, 0700), 0);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -260,13 +262,20 @@ static int plant_tmp_dir(const char *dir, uid_t owner, mode_t mode)
     return fd;
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* Closes fd and removes dir with whatever is in it (a daemon that ran
+ * there may have left sockets, state and plugin copies). */
 static void unplant_tmp_dir(const char *dir, int fd)
 {
-    char sock[128];
-    snprintf(sock, sizeof sock, "%s/bus.sock", dir);
-    close(fd);
-    unlink(sock);
-    rmdir(dir);
+    if (fd >= 0)
+        close(fd);
+    nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 /*
@@ -323,7 +332,12 @@ START_TEST(test_e2e_trust_default_config_planted_tmp)
     char dir[64], state[80];
     snprintf(dir, sizeof dir, "/tmp/fidbus-%u", VICTIM);
     snprintf(state, sizeof state, "%s/state", dir);
-    int fd = plant_tmp_dir(dir, ATTACKER, 0777);
+    /* no socket in it: a daemon that accepted the dir would start */
+    unplant_tmp_dir(dir, plant_tmp_dir(dir, ATTACKER, 0777));
+    ck_assert_int_eq(mkdir(dir, 0777), 0);
+    ck_assert_int_eq(chmod(dir, 0777), 0);
+    ck_assert_int_eq(chown(dir, ATTACKER, ATTACKER), 0);
+    int fd = -1;
     ck_assert_int_eq(mkdir(state, 0777), 0);
     ck_assert_int_eq(chown(state, ATTACKER, ATTACKER), 0);
 
@@ -354,14 +368,12 @@ START_TEST(test_e2e_trust_default_config_planted_tmp)
         if (fb_e2e_now_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            rmdir(state);
             unplant_tmp_dir(dir, fd);
             ck_abort_msg("fidbusd --default-config ran in a planted %s", dir);
         }
         poll(NULL, 0, 20);
     }
     char *log = fb_e2e_read(errfile, NULL);
-    rmdir(state);
     unplant_tmp_dir(dir, fd);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d; stderr:\n%s", st,
                   log);
