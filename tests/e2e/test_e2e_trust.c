@@ -339,6 +339,7 @@ START_TEST(test_e2e_trust_default_config_planted_tmp)
     ck_assert_int_eq(chown(dir, ATTACKER, ATTACKER), 0);
     int fd = -1;
     ck_assert_int_eq(mkdir(state, 0777), 0);
+    ck_assert_int_eq(chmod(state, 0777), 0);
     ck_assert_int_eq(chown(state, ATTACKER, ATTACKER), 0);
 
     struct fb_e2e *t = fb_e2e_new();
