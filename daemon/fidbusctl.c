@@ -133,7 +133,7 @@ static bool search_dir_ok(const char *dir)
     struct stat st;
     enum fb_trust t =
         fstat(fd, &st) == 0 ? fb_trust_stat(&st, false, why, sizeof why) : FB_TRUST_MODE;
-    if (t == FB_TRUST_OWNER) {
+    if (t == FB_TRUST_OWNER && !(st.st_mode & (S_IWGRP | S_IWOTH))) {
         /* only root can make a directory in a parent only root writes */
         struct stat pst;
         t = fstatat(fd, "..", &pst, 0) == 0 && pst.st_uid == 0 &&
