@@ -197,6 +197,7 @@ int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
     size_t nlist = next_list(d, c, loaded, nloaded, list);
     rc = save_state(d, list, nlist, c, d->generation + 1, err, errlen);
     if (rc) {
+        res->save_failed = true;
         fb_routes_free(t);
         if (rc < 0 && rc != -ENOMEM)
             rc = FIDBUS_INTERNAL;

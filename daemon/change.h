@@ -63,6 +63,9 @@ struct fb_change_result {
     size_t nloaded;
     /* When a load failed: its index in change.load; SIZE_MAX otherwise. */
     size_t failed_load;
+    /* Everything was valid but the state file could not be saved (a full
+     * disk): a failure to save, not a reason to doubt what was asked. */
+    bool save_failed;
 };
 
 /*

@@ -32,6 +32,7 @@
 #include "pool.h"
 #include "state.h"
 #include "timers.h"
+#include "trusted_dir.h"
 #include "worker.h"
 
 uint64_t fb_now_ns(void)
@@ -108,7 +109,7 @@ void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])
 
 /* ------------------------------------------------------ the first set */
 
-/* Sets state.cbor aside (as KIND-time) and says so. */
+/* Sets state.cbor aside (as KIND-time) and says so: it cannot be read. */
 static void set_state_aside(struct fb_daemon *d, const char *kind, const char *why)
 {
     char name[256] = "";
@@ -118,6 +119,51 @@ static void set_state_aside(struct fb_daemon *d, const char *kind, const char *w
                  why, strerror(-rc));
     else
         fb_warn("%s/%s: %s; kept as %s", d->cfg->state_dir, FB_STATE_FILE, why, name);
+}
+
+/*
+ * A readable state.cbor that the config replaces is kept under a backup
+ * name, but as a hard link while the config is applied: if that fails
+ * (a plugin, a full disk), state.cbor must still be there as it was for
+ * the next start, with its routes and generation (issue 11, item 5).
+ * Only where hard links are missing is it renamed at once, as before.
+ */
+struct stale_state {
+    char name[256]; /* the backup's name; "" when none was made */
+    bool linked;
+};
+
+static void stale_keep(struct fb_daemon *d, struct stale_state *ss)
+{
+    int rc = fb_state_link_aside(d->state, "bak", ss->name, sizeof ss->name);
+    if (rc == 0) {
+        ss->linked = true;
+        return;
+    }
+    ss->name[0] = '\0';
+    if (rc == -ENOENT)
+        return;
+    rc = fb_state_set_aside(d->state, "bak", ss->name, sizeof ss->name);
+    if (rc < 0) {
+        ss->name[0] = '\0';
+        fb_error("%s/%s: could not keep a copy of it: %s", d->cfg->state_dir,
+                 FB_STATE_FILE, strerror(-rc));
+    }
+}
+
+/* The config was applied (ok) or not: says where the old state went, or
+ * takes the backup link away again. */
+static void stale_done(struct fb_daemon *d, struct stale_state *ss, bool ok,
+                       const char *why)
+{
+    if (!ss->name[0])
+        return;
+    if (!ok && ss->linked) {
+        fb_state_drop_aside(d->state, ss->name);
+        return;
+    }
+    if (ok)
+        fb_warn("%s/%s: %s; kept as %s", d->cfg->state_dir, FB_STATE_FILE, why, ss->name);
 }
 
 static size_t plugin_count(const struct fb_daemon *d)
@@ -140,13 +186,14 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
     const struct fb_config *cfg = d->cfg;
     struct fb_change_result res;
     struct fb_state st = {0};
-    char why[1024];
+    struct stale_state stale = {0};
+    char why[1024], stale_why[1200] = "";
     int rc;
 
     snprintf(d->config_hash, sizeof d->config_hash, "%s", cfg->hash);
     rc = fb_state_open(cfg->state_dir, &d->state, why, sizeof why);
     if (rc) {
-        snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, why);
+        snprintf(err, errlen, "state_dir %s", why);
         return rc;
     }
     rc = fb_state_load(d->state, &st, why, sizeof why);
@@ -156,15 +203,16 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
         if (strcmp(st.config_hash, cfg->hash) == 0)
             restore = true;
         else
-            set_state_aside(d, "bak",
-                            "the config file changed since it was written, so the "
-                            "config is applied");
+            snprintf(stale_why, sizeof stale_why,
+                     "the config file changed since it was written, so the config is "
+                     "applied");
     } else if (rc == FIDBUS_INVALID) {
         char line[1200];
         snprintf(line, sizeof line, "unusable (%s), so the config is applied", why);
         set_state_aside(d, "corrupt", line);
     } else if (rc != -ENOENT) {
-        /* Unreadable is not corrupt: refuse rather than overwrite it. */
+        /* Unreadable or not ours is not corrupt: refuse rather than
+         * overwrite it. */
         snprintf(err, errlen, "%s", why);
         return rc;
     }
@@ -185,12 +233,24 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
             fb_state_clear(&st);
             return 0;
         }
-        char line[1200];
-        snprintf(line, sizeof line, "cannot be restored (%s), so the config is applied",
-                 why);
-        set_state_aside(d, "bak", line);
+        if (res.save_failed) {
+            /* The state was good; only writing it again failed. Applying
+             * the config instead would fail the same way and throw the
+             * acknowledged changes away: stop, state.cbor untouched. */
+            snprintf(
+                err, errlen,
+                "%s; %s/%s is kept as it was: make room (or fix the error) and start "
+                "again",
+                why, cfg->state_dir, FB_STATE_FILE);
+            fb_state_clear(&st);
+            return rc;
+        }
+        snprintf(stale_why, sizeof stale_why,
+                 "cannot be restored (%s), so the config is applied", why);
     }
     fb_state_clear(&st);
+    if (stale_why[0])
+        stale_keep(d, &stale);
 
     struct fb_change c = {
         .load = cfg->plugins,
@@ -199,6 +259,7 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
         .nroutes = cfg->nroutes,
     };
     rc = fb_change_commit(d, &c, &res, why, sizeof why);
+    stale_done(d, &stale, rc == 0, stale_why);
     if (rc) {
         if (res.failed_load != SIZE_MAX)
             snprintf(err, errlen, "%s:%d: %s", cfg->file,
@@ -213,23 +274,21 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
 
 /* ----------------------------------------------------------- bring-up */
 
-static int mkdir_p(const char *path, mode_t mode)
+/*
+ * Makes dir (mkdir -p) and checks that it is ours: a runtime or state dir
+ * that another user made or can write would let them plant a state file
+ * naming their plugin, or a socket, before we start (trusted_dir.h).
+ */
+static int make_trusted_dir(const char *key, const char *dir, mode_t mode, char *err,
+                            size_t errlen)
 {
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
+    char why[900];
+    int fd = fb_trusted_dir_open(dir, mode, why, sizeof why);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s %s", key, why);
+        return fd;
     }
-    if (mkdir(buf, mode) < 0 && errno != EEXIST)
-        return -errno;
+    close(fd);
     return 0;
 }
 
@@ -313,16 +372,10 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     d->rcu_registered = true;
     fb_dispatch_mark_rcu_thread();
 
-    if ((rc = mkdir_p(cfg->runtime_dir, 0755)) < 0) {
-        snprintf(err, errlen, "cannot create runtime_dir %s: %s", cfg->runtime_dir,
-                 strerror(-rc));
+    if ((rc = make_trusted_dir("runtime_dir", cfg->runtime_dir, 0755, err, errlen)) < 0)
         return rc;
-    }
-    if ((rc = mkdir_p(cfg->state_dir, 0750)) < 0) {
-        snprintf(err, errlen, "cannot create state_dir %s: %s", cfg->state_dir,
-                 strerror(-rc));
+    if ((rc = make_trusted_dir("state_dir", cfg->state_dir, 0750, err, errlen)) < 0)
         return rc;
-    }
     fb_plugin_sweep_copies(cfg->runtime_dir);
     if ((rc = fb_timers_new(d->main_loop, &d->timers)) < 0) {
         snprintf(err, errlen, "timers: %s", uv_strerror(rc));

@@ -22,7 +22,9 @@
  * they share with this file is declared in fidbusctl.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +39,7 @@
 
 #include "build_config.h"
 #include "fidbusctl.h"
+#include "trusted_dir.h"
 
 /* Refuse to slurp more than this from a file: no frame is this big. */
 #define MAX_FILE_BYTES (64u * 1024u * 1024u)
@@ -71,7 +74,8 @@ static const char usage_text[] =
     "  --bus ADDR       bus address: unix:PATH, PATH or tcp:HOST:PORT\n"
     "                   (default: $FIDBUS_BUS, else the first bus.sock found in\n"
     "                   $FIDBUS_RUNTIME_DIR, $XDG_RUNTIME_DIR/fidbus, /run/fidbus,\n"
-    "                   /tmp/fidbus-$UID)\n"
+    "                   /tmp/fidbus-$UID; of these, only $FIDBUS_RUNTIME_DIR is\n"
+    "                   used when another user could have made or can write it)\n"
     "  --socket PATH    control socket (default: $FIDBUS_CONTROL, else control.sock\n"
     "                   in the same places)\n"
     "  --key-file FILE  the shared key for a tcp: bus that requires auth\n"
@@ -114,8 +118,38 @@ int fb_ctl_fail(int status, const char *fmt, ...)
 }
 
 /*
+ * Whether the default search may use dir: a bus found there gets our
+ * events, payloads included, so it must be one no third user could have
+ * made or can write (trusted_dir.h): owned by us or root, or -- as systemd
+ * hands /run/fidbus to the fidbus user -- made by root in a parent only
+ * root can write. Never a /tmp/fidbus-UID another user planted.
+ */
+static bool search_dir_ok(const char *dir)
+{
+    char why[8];
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    enum fb_trust t =
+        fstat(fd, &st) == 0 ? fb_trust_stat(&st, false, why, sizeof why) : FB_TRUST_MODE;
+    if (t == FB_TRUST_OWNER && !(st.st_mode & (S_IWGRP | S_IWOTH))) {
+        /* only root can make a directory in a parent only root writes */
+        struct stat pst;
+        t = fstatat(fd, "..", &pst, 0) == 0 && pst.st_uid == 0 &&
+                    !(pst.st_mode & (S_IWGRP | S_IWOTH))
+                ? FB_TRUST_OK
+                : FB_TRUST_OWNER;
+    }
+    close(fd);
+    return t == FB_TRUST_OK;
+}
+
+/*
  * $ENV, else NAME in the first runtime dir that has it (the same places
  * fidbusd picks, most specific first), else the system path.
+ * $FIDBUS_RUNTIME_DIR is the user's explicit choice and used as given; the
+ * other places only when search_dir_ok.
  */
 static const char *default_path(const char *env, const char *name, char *buf, size_t cap)
 {
@@ -131,16 +165,19 @@ static const char *default_path(const char *env, const char *name, char *buf, si
         if (stat(buf, &st) == 0)
             return buf;
     }
+    char dir[PATH_MAX];
     if (xdg && *xdg) {
-        snprintf(buf, cap, "%s/fidbus/%s", xdg, name);
-        if (stat(buf, &st) == 0)
+        if (snprintf(dir, sizeof dir, "%s/fidbus", xdg) < (int)sizeof dir &&
+            snprintf(buf, cap, "%s/%s", dir, name) < (int)cap && stat(buf, &st) == 0 &&
+            search_dir_ok(dir))
             return buf;
     }
     snprintf(buf, cap, "/run/fidbus/%s", name);
-    if (stat(buf, &st) == 0)
+    if (stat(buf, &st) == 0 && search_dir_ok("/run/fidbus"))
         return buf;
-    snprintf(buf, cap, "/tmp/fidbus-%u/%s", (unsigned)getuid(), name);
-    if (stat(buf, &st) == 0)
+    snprintf(dir, sizeof dir, "/tmp/fidbus-%u", (unsigned)getuid());
+    if (snprintf(buf, cap, "%s/%s", dir, name) < (int)cap && stat(buf, &st) == 0 &&
+        search_dir_ok(dir))
         return buf;
     snprintf(buf, cap, "/run/fidbus/%s", name);
     return buf;

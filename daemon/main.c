@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "build_config.h"
@@ -31,11 +32,17 @@ static void usage(FILE *f)
         "  -c, --config FILE   configuration file (default " FIDBUS_SYSCONF_CONFIG ")\n"
         "      --default-config  use the embedded quick-start configuration: sockets\n"
         "                      and state under $FIDBUS_RUNTIME_DIR, else\n"
-        "                      $XDG_RUNTIME_DIR/fidbus, else /tmp/fidbus-UID; the\n"
-        "                      shipped log and count plugins; every event to both\n"
+        "                      $XDG_RUNTIME_DIR/fidbus, else /tmp/fidbus-UID (made\n"
+        "                      mode 0700); the shipped log and count plugins; every\n"
+        "                      event to both\n"
         "      --check-config  validate the configuration and exit 0 (valid) or 1\n"
         "      --version       print the version and exit\n"
         "  -h, --help          print this help and exit\n"
+        "\n"
+        "A runtime_dir or state_dir that exists but is owned by another user (not\n"
+        "root) or that group or others can write is refused, with the path and the\n"
+        "fix, as are such a state file and, when run as root, a plugin file (or its\n"
+        "directory) that another user can write.\n"
         "\n"
         "Signals: SIGTERM/SIGINT stop cleanly (what was read is finished, every\n"
         "plugin's fini runs, sockets are removed).\n");
@@ -78,7 +85,14 @@ static void default_runtime_dir(char *out, size_t len)
         snprintf(out, len, "%s/fidbus", e);
         return;
     }
+    /* Without a session's runtime dir (normal under sudo) the quick start
+     * still needs a place both fidbusd and fidbusctl find, as tmux does:
+     * /tmp/fidbus-UID, made private here. One that already exists but is
+     * not ours (another user may have planted it, with a state file naming
+     * their plugin) is refused at start-up with the path and the fix
+     * (fb_daemon_start, trusted_dir.h); fidbusctl ignores it. */
     snprintf(out, len, "/tmp/fidbus-%u", (unsigned)getuid());
+    (void)mkdir(out, 0700);
 }
 
 /* The build tree's plugins when run from it, else the installed ones. */

@@ -39,6 +39,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "timers.h"
+#include "trusted_dir.h"
 
 /* More functions than this in one plugin is a broken table, not a plugin. */
 #define MAX_FUNCTIONS 4096
@@ -110,17 +111,10 @@ __attribute__((format(printf, 3, 4))) static void say(char *buf, size_t len,
     va_end(ap);
 }
 
-static int mkdir_private(const char *path)
-{
-    if (mkdir(path, 0700) == 0 || errno == EEXIST)
-        return 0;
-    return -errno;
-}
-
-/* Copies src into a new file RUNTIME/plugins/NAME.XXXXXX.so; *out is
- * malloc'd. Returns 0 or -errno with a reason in why. */
-static int make_copy(const char *runtime_dir, const char *name, const char *src,
-                     char **out, char *why, size_t whylen)
+/* Copies the open file in into a new file RUNTIME/plugins/NAME.PID.XXXXXX.so;
+ * *out is malloc'd. Returns 0 or -errno with a reason in why. */
+static int make_copy(const char *runtime_dir, const char *name, int in, char **out,
+                     char *why, size_t whylen)
 {
     char dir[PATH_MAX];
     int rc;
@@ -129,18 +123,14 @@ static int make_copy(const char *runtime_dir, const char *name, const char *src,
         say(why, whylen, "runtime dir path too long");
         return -ENAMETOOLONG;
     }
-    rc = mkdir_private(dir);
-    if (rc == -ENOENT) {
-        /* fidbusd creates its runtime dir at startup; a missing one here
-         * is a test or a removed directory: make it rather than fail. */
-        rc = mkdir_private(runtime_dir);
-        if (rc == 0)
-            rc = mkdir_private(dir);
-    }
-    if (rc < 0) {
-        say(why, whylen, "cannot create %s: %s", dir, strerror(-rc));
-        return rc;
-    }
+    /* What is dlopen()ed is the copy: a plugins dir another user can
+     * write would let them swap it for their own code (trusted_dir.h).
+     * fidbusd makes its runtime dir at startup; a missing one here is a
+     * test or a removed directory, made again rather than failed. */
+    int dfd = fb_trusted_dir_open(dir, 0700, why, whylen);
+    if (dfd < 0)
+        return dfd;
+    close(dfd);
 
     /* The instance name becomes part of a file name: keep it tame. */
     char safe[65];
@@ -161,18 +151,10 @@ static int make_copy(const char *runtime_dir, const char *name, const char *src,
         return -ENOMEM;
     }
 
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0) {
-        rc = -errno;
-        say(why, whylen, "%s", strerror(-rc));
-        free(tmpl);
-        return rc;
-    }
     int outfd = mkstemps(tmpl, 3);
     if (outfd < 0) {
         rc = -errno;
         say(why, whylen, "cannot create a copy in %s: %s", dir, strerror(-rc));
-        close(in);
         free(tmpl);
         return rc;
     }
@@ -217,7 +199,6 @@ static int make_copy(const char *runtime_dir, const char *name, const char *src,
             break;
         }
     }
-    close(in);
     if (close(outfd) < 0 && rc == 0) {
         rc = -errno;
         say(why, whylen, "copying to %s: %s", tmpl, strerror(-rc));
@@ -236,9 +217,17 @@ void fb_plugin_sweep_copies(const char *runtime_dir)
     char dir[PATH_MAX];
     if (snprintf(dir, sizeof dir, "%s/plugins", runtime_dir) >= (int)sizeof dir)
         return;
-    DIR *dh = opendir(dir);
-    if (!dh)
+    /* Unlinking by name is only safe in a directory no one else can
+     * write; an untrusted one is refused with a reason at the first load. */
+    char why[600];
+    int dfd = fb_trusted_dir_open(dir, 0, why, sizeof why);
+    if (dfd < 0)
         return;
+    DIR *dh = fdopendir(dfd);
+    if (!dh) {
+        close(dfd);
+        return;
+    }
     struct dirent *e;
     unsigned n = 0;
     while ((e = readdir(dh))) {
@@ -272,6 +261,82 @@ void fb_plugin_sweep_copies(const char *runtime_dir)
 }
 
 /* ---- load and unload ------------------------------------------------ */
+
+/*
+ * Opens the plugin file at path, *st its fstat. The copy is made from this
+ * descriptor, so what was checked is what gets loaded. As root, a file
+ * that another user can write, or in a directory another user can write
+ * (a sticky one such as /tmp excepted), is refused as the key file is
+ * (lib/client_key.c): that user could put their code into the daemon.
+ * Symlinks are resolved first, so the directory judged is the one that
+ * holds the file itself. 0, or a protocol code with the reason in why.
+ */
+static int open_source(const char *path, int *out, struct stat *st, char *why,
+                       size_t whylen)
+{
+    char real[PATH_MAX];
+    int e = 0, fd = -1;
+    if (!realpath(path, real)) {
+        e = errno;
+        goto errno_fail;
+    }
+    if (geteuid() != 0) {
+        fd = open(real, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0 || fstat(fd, st) != 0) {
+            e = errno;
+            goto errno_fail;
+        }
+    } else {
+        char *slash = strrchr(real, '/');
+        *slash = '\0';
+        const char *dir = slash == real ? "/" : real;
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            e = errno;
+            goto errno_fail;
+        }
+        char reason[300];
+        struct stat dst;
+        if (fstat(dfd, &dst) != 0) {
+            e = errno;
+            close(dfd);
+            goto errno_fail;
+        }
+        if (fb_trust_stat(&dst, true, reason, sizeof reason) != FB_TRUST_OK) {
+            close(dfd);
+            say(why, whylen, "refusing to load it as root: its directory %s is %s", dir,
+                reason);
+            return FIDBUS_INVALID;
+        }
+        fd = openat(dfd, slash + 1,
+                    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
+        e = errno;
+        close(dfd);
+        if (fd < 0 || fstat(fd, st) != 0) {
+            e = fd < 0 ? e : errno;
+            goto errno_fail;
+        }
+        if (S_ISREG(st->st_mode) &&
+            fb_trust_stat(st, false, reason, sizeof reason) != FB_TRUST_OK) {
+            close(fd);
+            say(why, whylen, "refusing to load it as root: the file is %s", reason);
+            return FIDBUS_INVALID;
+        }
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        say(why, whylen, "not a regular file");
+        return FIDBUS_INVALID;
+    }
+    *out = fd;
+    return 0;
+
+errno_fail:
+    if (fd >= 0)
+        close(fd);
+    say(why, whylen, "%s", strerror(e));
+    return e == ENOENT || e == ENOTDIR ? FIDBUS_NOT_FOUND : FIDBUS_INVALID;
+}
 
 static void free_keys(struct fb_kv *keys, size_t n)
 {
@@ -365,17 +430,15 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
     }
 
     struct stat st;
-    if (!pc->path || stat(path, &st) < 0) {
-        int e = pc->path ? errno : ENOENT;
-        rc = e == ENOENT || e == ENOTDIR ? FIDBUS_NOT_FOUND : FIDBUS_INVALID;
-        say(why, sizeof why, "%s", strerror(e));
+    int in = -1;
+    if (!pc->path) {
+        rc = FIDBUS_NOT_FOUND;
+        say(why, sizeof why, "%s", strerror(ENOENT));
         goto fail;
     }
-    if (!S_ISREG(st.st_mode)) {
-        rc = FIDBUS_INVALID;
-        say(why, sizeof why, "not a regular file");
+    rc = open_source(path, &in, &st, why, sizeof why);
+    if (rc)
         goto fail;
-    }
     p->src_dev = st.st_dev;
     p->src_ino = st.st_ino;
     p->src_size = st.st_size;
@@ -384,8 +447,9 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
     /* Unnamed: the file's name, until the plugin's own name is known. */
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    rc = make_copy(d->cfg->runtime_dir, pc->name ? name : base, path, &p->copy_path, why,
+    rc = make_copy(d->cfg->runtime_dir, pc->name ? name : base, in, &p->copy_path, why,
                    sizeof why);
+    close(in);
     if (rc < 0) {
         if (rc != -ENOMEM)
             rc = FIDBUS_INTERNAL;

@@ -6,7 +6,7 @@
  * state.cbor.tmp, then fdatasync, rename over state.cbor and fsync of the
  * directory (held open between saves): rename is atomic, so after a crash
  * the file is the old state or the new one. A leftover tmp file from a
- * crash is simply truncated by the next save.
+ * crash is simply removed by the next save.
  *
  * Loading trusts nothing: the whole file must be one CBOR map with nothing
  * after it, and every plugin and route in it goes through the same
@@ -36,6 +36,7 @@
 #include "cbor_util.h"
 #include "log.h"
 #include "spec_cbor.h"
+#include "trusted_dir.h"
 
 #define STATE_TMP FB_STATE_FILE ".tmp"
 #define STATE_FORMAT 1
@@ -427,16 +428,14 @@ int fb_state_open(const char *state_dir, struct fb_state_file **out, char *err,
     *out = NULL;
     if (mkdir(state_dir, 0750) != 0 && errno != EEXIST) {
         int e = errno;
-        fb_set_err(err, errlen, "state dir %s: cannot create: %s", state_dir,
-                   strerror(e));
+        fb_set_err(err, errlen, "%s: cannot create: %s", state_dir, strerror(e));
         return -e;
     }
-    int fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        fb_set_err(err, errlen, "state dir %s: cannot open: %s", state_dir, strerror(e));
-        return -e;
-    }
+    /* A state dir another user can write could hold their state.cbor,
+     * naming their plugin: trusted_dir.h refuses it. */
+    int fd = fb_trusted_dir_open(state_dir, 0, err, errlen);
+    if (fd < 0)
+        return fd;
     struct fb_state_file *sf = calloc(1, sizeof *sf);
     if (!sf || !(sf->dir = strdup(state_dir))) {
         free(sf);
@@ -510,9 +509,17 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
                   size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    int fd = openat(sf->dirfd, FB_STATE_FILE, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in its place must not hang the start (it is not
+     * a regular file, so corrupt, below); O_NOFOLLOW: nor is a symlink
+     * followed to whatever it names. A socket fails with ENXIO. */
+    int fd = openat(sf->dirfd, FB_STATE_FILE,
+                    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0) {
         int e = errno;
+        if (e == ELOOP || e == ENXIO) {
+            fb_set_err(err, errlen, "%s/%s: not a regular file", sf->dir, FB_STATE_FILE);
+            return FIDBUS_INVALID;
+        }
         fb_set_err(err, errlen, "%s/%s: cannot open: %s", sf->dir, FB_STATE_FILE,
                    strerror(e));
         return -e;
@@ -529,6 +536,15 @@ int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
         close(fd);
         fb_set_err(err, errlen, "%s/%s: not a regular file", sf->dir, FB_STATE_FILE);
         return FIDBUS_INVALID;
+    }
+    /* A state file names plugins to load: one another user could have
+     * written is refused, not restored (nor set aside: it is not ours). */
+    char reason[300];
+    if (fb_trust_stat(&st, false, reason, sizeof reason) != FB_TRUST_OK) {
+        close(fd);
+        fb_set_err(err, errlen, "%s/%s: refusing to restore it: %s", sf->dir,
+                   FB_STATE_FILE, reason);
+        return -EPERM;
     }
     if ((uint64_t)st.st_size > STATE_MAX_BYTES) {
         close(fd);
@@ -583,9 +599,12 @@ int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err
         return rc;
     }
 
-    /* O_NOFOLLOW: a symlink planted at the tmp name is not written through */
+    /* A fresh file every time (O_EXCL after the unlink): a leftover tmp
+     * file, or anything planted at the tmp name, is neither written
+     * through nor renamed into place with its owner and mode. */
+    unlinkat(sf->dirfd, STATE_TMP, 0);
     int fd = openat(sf->dirfd, STATE_TMP,
-                    O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0640);
+                    O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0) {
         int e = errno;
         free(buf);
@@ -621,8 +640,9 @@ int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err
     return 0;
 }
 
-int fb_state_set_aside(struct fb_state_file *sf, const char *kind, char *newname,
-                       size_t len)
+/* Renames (or, with keep, hard-links) state.cbor to a fresh KIND name. */
+static int aside(struct fb_state_file *sf, const char *kind, bool keep, char *newname,
+                 size_t len)
 {
     if (!kind || !*kind || strlen(kind) > 32)
         return -EINVAL;
@@ -637,14 +657,20 @@ int fb_state_set_aside(struct fb_state_file *sf, const char *kind, char *newname
             snprintf(name, sizeof name, "%s.%s-%lld", FB_STATE_FILE, kind, now);
         else
             snprintf(name, sizeof name, "%s.%s-%lld-%d", FB_STATE_FILE, kind, now, i);
-        /* NOREPLACE: never overwrite an earlier backup, even in a race */
-        int r = renameat2(sf->dirfd, FB_STATE_FILE, sf->dirfd, name, RENAME_NOREPLACE);
-        if (r != 0 && (errno == EINVAL || errno == ENOSYS)) {
-            /* a file system without RENAME_NOREPLACE: check, then rename */
-            struct stat st;
-            if (fstatat(sf->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                continue;
-            r = renameat(sf->dirfd, FB_STATE_FILE, sf->dirfd, name);
+        int r;
+        if (keep) {
+            /* linkat never replaces an existing name either */
+            r = linkat(sf->dirfd, FB_STATE_FILE, sf->dirfd, name, 0);
+        } else {
+            /* NOREPLACE: never overwrite an earlier backup, even in a race */
+            r = renameat2(sf->dirfd, FB_STATE_FILE, sf->dirfd, name, RENAME_NOREPLACE);
+            if (r != 0 && (errno == EINVAL || errno == ENOSYS)) {
+                /* a file system without RENAME_NOREPLACE: check, then rename */
+                struct stat st;
+                if (fstatat(sf->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                    continue;
+                r = renameat(sf->dirfd, FB_STATE_FILE, sf->dirfd, name);
+            }
         }
         if (r == 0) {
             fsync(sf->dirfd); /* best effort: the rename is what matters */
@@ -656,4 +682,22 @@ int fb_state_set_aside(struct fb_state_file *sf, const char *kind, char *newname
             return -errno;
     }
     return -EEXIST;
+}
+
+int fb_state_set_aside(struct fb_state_file *sf, const char *kind, char *newname,
+                       size_t len)
+{
+    return aside(sf, kind, false, newname, len);
+}
+
+int fb_state_link_aside(struct fb_state_file *sf, const char *kind, char *newname,
+                        size_t len)
+{
+    return aside(sf, kind, true, newname, len);
+}
+
+void fb_state_drop_aside(struct fb_state_file *sf, const char *name)
+{
+    if (name && *name)
+        unlinkat(sf->dirfd, name, 0);
 }

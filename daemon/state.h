@@ -63,7 +63,9 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
 
 struct fb_state_file;
 
-/* Opens (creating it 0750 if missing) the state dir. 0 or -errno with err. */
+/* Opens (creating it 0750 if missing) the state dir. 0 or -errno with err;
+ * -EPERM when the dir is not trusted (owned by another user than the
+ * effective uid and root, or group/other-writable: trusted_dir.h). */
 int fb_state_open(const char *state_dir, struct fb_state_file **out, char *err,
                   size_t errlen);
 /* NULL-safe; returns NULL. */
@@ -71,8 +73,11 @@ struct fb_state_file *fb_state_close(struct fb_state_file *sf);
 
 /*
  * Reads state.cbor. 0 with *out filled; -ENOENT when there is none;
- * FIDBUS_INVALID with err when it is corrupt or truncated (the caller sets
- * it aside); another -errno with err on an I/O error.
+ * FIDBUS_INVALID with err when it is corrupt or truncated, or not a
+ * regular file (a FIFO, socket or symlink in its place; never followed or
+ * waited on): the caller sets it aside; -EPERM with err when another user
+ * than the effective uid and root owns it or group/others may write it
+ * (never restored, nor set aside); another -errno with err on an I/O error.
  */
 int fb_state_load(struct fb_state_file *sf, struct fb_state *out, char *err,
                   size_t errlen);
@@ -93,5 +98,16 @@ int fb_state_save(struct fb_state_file *sf, const struct fb_state *st, char *err
  */
 int fb_state_set_aside(struct fb_state_file *sf, const char *kind, char *newname,
                        size_t len);
+/*
+ * The same name as fb_state_set_aside, but a hard link: state.cbor stays in
+ * place until a save replaces it, so a start that fails after this keeps
+ * it as it was (fb_state_drop_aside removes the link again). 0, -ENOENT,
+ * or -errno (-EPERM, -EOPNOTSUPP where the file system has no hard links:
+ * the caller may rename instead).
+ */
+int fb_state_link_aside(struct fb_state_file *sf, const char *kind, char *newname,
+                        size_t len);
+/* Removes the name fb_state_link_aside made. */
+void fb_state_drop_aside(struct fb_state_file *sf, const char *name);
 
 #endif

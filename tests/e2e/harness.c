@@ -535,9 +535,11 @@ static char **child_env(const char *extra)
  * child dies with us (PR_SET_PDEATHSIG) and inherits no descriptor but
  * 0-2 and, when nfds > 0, fds[i] as 3 + i with LISTEN_PID=its pid added to
  * env (in the slot child_env_v leaves); with nofile > 0, under an open-file
- * limit (soft and hard) of nofile. */
+ * limit (soft and hard) of nofile; with fsize > 0, under a file-size limit
+ * of fsize bytes and SIGXFSZ ignored (a write past it fails with EFBIG). */
 static pid_t spawn_fds(const char *const argv[], char **env, const char *out_path,
-                       const char *err_path, const int *fds, size_t nfds, unsigned nofile)
+                       const char *err_path, const int *fds, size_t nfds, unsigned nofile,
+                       unsigned long fsize)
 {
     pid_t parent = getpid();
     fflush(NULL);
@@ -579,6 +581,10 @@ static pid_t spawn_fds(const char *const argv[], char **env, const char *out_pat
         struct rlimit rl = {nofile, nofile};
         if (nofile && setrlimit(RLIMIT_NOFILE, &rl) != 0)
             _exit(124);
+        struct rlimit fl = {fsize, fsize};
+        if (fsize &&
+            (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &fl) != 0))
+            _exit(124);
         signal(SIGPIPE, SIG_DFL);
         execve(argv[0], (char *const *)argv, env);
         dprintf(2, "e2e harness: exec %s: %s\n", argv[0], strerror(errno));
@@ -590,7 +596,7 @@ static pid_t spawn_fds(const char *const argv[], char **env, const char *out_pat
 static pid_t spawn(const char *const argv[], char **env, const char *out_path,
                    const char *err_path)
 {
-    return spawn_fds(argv, env, out_path, err_path, NULL, 0, 0);
+    return spawn_fds(argv, env, out_path, err_path, NULL, 0, 0, 0);
 }
 
 static int pidfd_open_(pid_t pid)
@@ -794,7 +800,7 @@ static void spawn_daemon_with(struct fb_e2e *t, const struct fb_e2e_spawn *sp)
     const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "-c", t->conf, NULL};
     ck_assert_msg(access(argv[0], X_OK) == 0, "%s: %s", argv[0], strerror(errno));
     t->pid = spawn_fds(argv, env, t->errfile, t->errfile, nfds ? sp->fds : NULL, nfds,
-                       sp ? sp->nofile : 0);
+                       sp ? sp->nofile : 0, sp ? sp->fsize : 0);
     free(env);
     if (t->pidfd >= 0)
         close(t->pidfd);

@@ -147,6 +147,10 @@ struct fb_e2e_spawn {
     bool notify_abstract;
     /* > 0: the daemon runs under this open-file limit, soft and hard. */
     unsigned nofile;
+    /* > 0: under this file-size limit in bytes (RLIMIT_FSIZE), SIGXFSZ
+     * ignored: a write that would pass it fails with EFBIG, as on a full
+     * disk. The daemon's stderr file counts too: keep it above the log. */
+    unsigned long fsize;
 };
 /* fb_e2e_start / fb_e2e_start_fail with passed sockets (sp may be NULL).
  * fb_e2e_start_with makes one attempt (no TCP port retry) and does not

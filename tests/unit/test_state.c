@@ -992,6 +992,142 @@ START_TEST(test_state_set_aside)
 }
 END_TEST
 
+/* Not a regular file at state.cbor: a FIFO (open must not wait for a
+ * writer), a symlink (not followed), a socket: corrupt, set aside. */
+START_TEST(test_state_load_not_regular)
+{
+    make_dirs();
+    struct fb_state_file *sf = NULL;
+    ck_assert_int_eq(fb_state_open(statedir, &sf, err, sizeof err), 0);
+    char p[256], target[256];
+    struct fb_state out;
+    state_path(p, sizeof p, FB_STATE_FILE);
+
+    ck_assert_int_eq(mkfifo(p, 0600), 0);
+    err[0] = '\0';
+    ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), FIDBUS_INVALID);
+    ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
+    ck_assert_int_eq(unlink(p), 0);
+
+    /* a symlink to a good state file is still not followed */
+    struct fb_state in;
+    sample_state(&in);
+    ck_assert_int_eq(fb_state_save(sf, &in, err, sizeof err), 0);
+    state_path(target, sizeof target, "real.cbor");
+    ck_assert_int_eq(rename(p, target), 0);
+    ck_assert_int_eq(symlink(target, p), 0);
+    err[0] = '\0';
+    ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), FIDBUS_INVALID);
+    ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
+
+    char n[128];
+    ck_assert_int_eq(fb_state_set_aside(sf, "corrupt", n, sizeof n), 0);
+    ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), -ENOENT);
+    fb_state_clear(&in);
+    fb_state_close(sf);
+    remove_dirs();
+}
+END_TEST
+
+/* A state file another user could have written is refused (-EPERM, with
+ * the path and the fix), never restored; so is a state dir others can
+ * write (as root: chown plays the other user). */
+START_TEST(test_state_untrusted)
+{
+    make_dirs();
+    struct fb_state_file *sf = NULL;
+    ck_assert_int_eq(fb_state_open(statedir, &sf, err, sizeof err), 0);
+    struct fb_state in, out;
+    sample_state(&in);
+    ck_assert_int_eq(fb_state_save(sf, &in, err, sizeof err), 0);
+    char p[256];
+    state_path(p, sizeof p, FB_STATE_FILE);
+
+    ck_assert_int_eq(chmod(p, 0646), 0);
+    err[0] = '\0';
+    ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), -EPERM);
+    ck_assert_msg(strstr(err, p) && strstr(err, "chmod go-w"), "%s", err);
+    ck_assert_int_eq(chmod(p, 0640), 0);
+    ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), 0);
+    fb_state_clear(&out);
+    if (geteuid() == 0) {
+        ck_assert_int_eq(chown(p, 65534, 65534), 0);
+        ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), -EPERM);
+        ck_assert_msg(strstr(err, "owned by uid 65534"), "%s", err);
+        ck_assert_int_eq(chown(p, 0, 0), 0);
+    }
+    fb_state_close(sf);
+
+    ck_assert_int_eq(chmod(statedir, 0777), 0);
+    sf = (void *)1;
+    err[0] = '\0';
+    ck_assert_int_eq(fb_state_open(statedir, &sf, err, sizeof err), -EPERM);
+    ck_assert_ptr_null(sf);
+    ck_assert_msg(strstr(err, statedir) && strstr(err, "mode 0777"), "%s", err);
+    ck_assert_int_eq(chmod(statedir, 0750), 0);
+    if (geteuid() == 0) {
+        ck_assert_int_eq(chown(statedir, 65534, 65534), 0);
+        ck_assert_int_eq(fb_state_open(statedir, &sf, err, sizeof err), -EPERM);
+        ck_assert_int_eq(chown(statedir, 0, 0), 0);
+    }
+    fb_state_clear(&in);
+    remove_dirs();
+}
+END_TEST
+
+/* A save never writes through what sits at the tmp name: a symlink there
+ * is replaced, not followed, and its target is left alone. */
+START_TEST(test_state_save_fresh_tmp)
+{
+    make_dirs();
+    struct fb_state_file *sf = NULL;
+    ck_assert_int_eq(fb_state_open(statedir, &sf, err, sizeof err), 0);
+    char tmp[256], target[256];
+    state_path(tmp, sizeof tmp, FB_STATE_FILE ".tmp");
+    snprintf(target, sizeof target, "%s/victim", tmpdir);
+    write_file(target, "keep", 4);
+    ck_assert_int_eq(symlink(target, tmp), 0);
+    struct fb_state in, out;
+    sample_state(&in);
+    ck_assert_int_eq(fb_state_save(sf, &in, err, sizeof err), 0);
+    ck_assert_int_eq(fb_state_load(sf, &out, err, sizeof err), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(target, &st), 0);
+    ck_assert_int_eq(st.st_size, 4);
+    unlink(target);
+    fb_state_clear(&out);
+    fb_state_clear(&in);
+    fb_state_close(sf);
+    remove_dirs();
+}
+END_TEST
+
+/* link_aside keeps state.cbor in place; drop_aside takes the copy away. */
+START_TEST(test_state_link_aside)
+{
+    make_dirs();
+    struct fb_state_file *sf = NULL;
+    ck_assert_int_eq(fb_state_open(statedir, &sf, err, sizeof err), 0);
+    char n[128], p[256];
+    ck_assert_int_eq(fb_state_link_aside(sf, "bak", n, sizeof n), -ENOENT);
+    struct fb_state in;
+    sample_state(&in);
+    ck_assert_int_eq(fb_state_save(sf, &in, err, sizeof err), 0);
+    ck_assert_int_eq(fb_state_link_aside(sf, "bak", n, sizeof n), 0);
+    ck_assert_int_eq(strncmp(n, "state.cbor.bak-", 15), 0);
+    state_path(p, sizeof p, n);
+    ck_assert_int_eq(access(p, F_OK), 0);
+    state_path(p, sizeof p, FB_STATE_FILE);
+    ck_assert_int_eq(access(p, F_OK), 0);
+    fb_state_drop_aside(sf, n);
+    state_path(p, sizeof p, n);
+    ck_assert_int_ne(access(p, F_OK), 0);
+    fb_state_clear(&in);
+    fb_state_close(sf);
+    remove_dirs();
+}
+END_TEST
+
 START_TEST(test_state_open_fails)
 {
     struct fb_state_file *sf = (void *)1;
@@ -1018,6 +1154,10 @@ static Suite *state_suite(void)
     tcase_add_test(tc, test_state_encode_decode);
     tcase_add_test(tc, test_state_decode_refusals);
     tcase_add_test(tc, test_state_save_load);
+    tcase_add_test(tc, test_state_load_not_regular);
+    tcase_add_test(tc, test_state_untrusted);
+    tcase_add_test(tc, test_state_save_fresh_tmp);
+    tcase_add_test(tc, test_state_link_aside);
     tcase_add_test(tc, test_state_save_is_atomic);
     tcase_add_test(tc, test_state_load_corrupt);
     tcase_add_test(tc, test_state_set_aside);
