@@ -125,7 +125,7 @@ static void set_state_aside(struct fb_daemon *d, const char *kind, const char *w
  * A readable state.cbor that the config replaces is kept under a backup
  * name, but as a hard link while the config is applied: if that fails
  * (a plugin, a full disk), state.cbor must still be there as it was for
- * the next start, with its routes and generation (issue 11, item 5).
+ * the next start, with its routes and generation.
  * Only where hard links are missing is it renamed at once, as before.
  */
 struct stale_state {
