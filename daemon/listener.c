@@ -56,7 +56,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE &&
                 errno != ENFILE)
-                fb_warn("%s: accept: %s", l->name, strerror(errno));
+                fb_warn_limited("%s: accept: %s", l->name, strerror(errno));
             return;
         }
         fb_nofd_ok(&l->nofd);
