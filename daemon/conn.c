@@ -344,7 +344,7 @@ static void auth_expired(void *arg)
     char why[80];
     fb_conn_count_limit(c, FB_LIM_AUTH_TIMEOUT);
     snprintf(why, sizeof why, "no AUTH within %u ms",
-             fb_auth_deadline_ms(c->w->d->cfg->limits.auth_timeout_ms));
+             c->w->d->cfg->limits.auth_timeout_ms);
     auth_refuse(c, false, 0, why);
     fb_stream_read_stop(&c->st);
     fb_stream_flush(&c->st);
