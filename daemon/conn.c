@@ -329,6 +329,7 @@ static void auth_frame(struct fb_conn *c, const uint8_t *body, size_t len)
         return;
     }
     c->auth = fb_auth_free(c->auth);
+    fb_conn_admit_authed(c->w->d, &c->admit);
     c->st.flags |= C_AUTHED;
     c->st.rd.max_frame = cfg->max_frame;
 }
