@@ -570,9 +570,12 @@ static int unauthorized_peer(const char *control)
      * more requests, each answered, with 4 MiB of replies allowed). */
     char b[64];
     ssize_t k;
+    struct pollfd p = {.fd = fidbus_client_fd(many[0]), .events = POLLIN};
+    int pr;
     do
-        k = read(fidbus_client_fd(many[0]), b, sizeof b);
-    while (k < 0 && errno == EINTR);
+        pr = poll(&p, 1, 5000);
+    while (pr < 0 && errno == EINTR);
+    k = pr == 1 ? read(p.fd, b, sizeof b) : -1;
     if (k != 0) {
         fprintf(stderr, "after UNAUTHORIZED: read %zd (%s), not EOF\n", k,
                 k < 0 ? strerror(errno) : "data");
