@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,32 +33,6 @@ int fb_auth_key_load(const char *path, uint8_t **key, size_t *len, char *why,
     if (rc < 0)
         snprintf(why, whylen, "%s", fidbus_key_strerror(rc));
     return rc;
-}
-
-static unsigned deadline_ms; /* 0: not overridden */
-static pthread_once_t deadline_once = PTHREAD_ONCE_INIT;
-
-static void deadline_init(void)
-{
-    const char *e = getenv("FIDBUS_AUTH_DEADLINE_MS");
-    if (!e || !*e)
-        return;
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(e, &end, 10);
-    if (errno || *end || v == 0 || v > UINT_MAX) {
-        fb_warn("FIDBUS_AUTH_DEADLINE_MS=%s is not a positive number of ms; using "
-                "[limits] auth_timeout_ms",
-                e);
-        return;
-    }
-    deadline_ms = (unsigned)v;
-}
-
-unsigned fb_auth_deadline_ms(unsigned configured)
-{
-    pthread_once(&deadline_once, deadline_init);
-    return deadline_ms ? deadline_ms : configured;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -95,7 +68,7 @@ int fb_auth_new(struct fb_auth **out, uv_loop_t *loop, unsigned deadline,
         return rc;
     }
     a->timer.data = a;
-    uv_timer_start(&a->timer, on_timer, fb_auth_deadline_ms(deadline), 0);
+    uv_timer_start(&a->timer, on_timer, deadline, 0);
     *out = a;
     return 0;
 }

@@ -31,9 +31,7 @@
 #define FB_AUTH_NONCE_LEN 32
 #define FB_AUTH_MAC_LEN 32 /* SHA-256 */
 /* How long a TCP client has to send its AUTH after connecting is
- * [limits] auth_timeout_ms (config_limits.c); FIDBUS_AUTH_DEADLINE_MS in
- * the environment overrides it, read once -- a hook for the tests, not a
- * documented setting. */
+ * [limits] auth_timeout_ms (config_limits.c), handed to fb_auth_new. */
 /* After a refusal the ERROR is flushed and the write side shut down;
  * a client that then keeps the socket open is closed after this long, so
  * an unauthenticated peer cannot hold a descriptor for ever. */
@@ -53,14 +51,11 @@ struct fb_auth;
 int fb_auth_key_load(const char *path, uint8_t **key, size_t *len, char *why,
                      size_t whylen);
 
-/* The AUTH deadline in ms: configured, unless the environment overrides it. */
-unsigned fb_auth_deadline_ms(unsigned configured);
-
 /*
- * Draws a fresh nonce and starts the deadline timer (deadline_ms, see
- * fb_auth_deadline_ms) on loop: when it
- * fires, expired(arg) runs on the loop's thread. The timer belongs to *out
- * until fb_auth_free. Returns 0 or a negative errno (nothing to free).
+ * Draws a fresh nonce and starts the deadline timer (deadline_ms) on loop:
+ * when it fires, expired(arg) runs on the loop's thread. The timer belongs
+ * to *out until fb_auth_free. Returns 0 or a negative errno (nothing to
+ * free).
  */
 int fb_auth_new(struct fb_auth **out, uv_loop_t *loop, unsigned deadline_ms,
                 void (*expired)(void *arg), void *arg);

@@ -77,10 +77,13 @@ static const struct {
     /* [limits]: values in config_limits.c */
     [K_L_MAX_CONNECTIONS] = {SEC_LIMITS, "max_connections"},
     [K_L_MAX_CONNECTIONS_PER_UID] = {SEC_LIMITS, "max_connections_per_uid"},
+    [K_L_MAX_CONNECTIONS_TCP] = {SEC_LIMITS, "max_connections_tcp"},
     [K_L_OUTPUT_SOFT] = {SEC_LIMITS, "output_soft"},
     [K_L_OUTPUT_HARD] = {SEC_LIMITS, "output_hard"},
     [K_L_MAX_INFLIGHT] = {SEC_LIMITS, "max_inflight"},
     [K_L_AUTH_TIMEOUT_MS] = {SEC_LIMITS, "auth_timeout_ms"},
+    [K_L_UNAUTH_MAX] = {SEC_LIMITS, "unauth_max"},
+    [K_L_UNAUTH_PER_ADDR] = {SEC_LIMITS, "unauth_per_addr"},
     [K_L_IDLE_TIMEOUT_UNIX_MS] = {SEC_LIMITS, "idle_timeout_unix_ms"},
     [K_L_IDLE_TIMEOUT_TCP_MS] = {SEC_LIMITS, "idle_timeout_tcp_ms"},
     [K_L_MAX_FRAMES_PER_READ] = {SEC_LIMITS, "max_frames_per_read"},

@@ -40,10 +40,13 @@ struct fb_plugin_conf {
 struct fb_limits {
     unsigned max_connections;         /* bus connections in all; 1024 */
     unsigned max_connections_per_uid; /* per Unix peer uid (root too); 128 */
+    unsigned max_connections_tcp;     /* of them over TCP; 256 or half the total */
     uint32_t output_soft;             /* answers pending: stop reading; 256 KiB */
     uint32_t output_hard;             /* answers pending: ERROR BUSY, close; 8 MiB */
     unsigned max_inflight;            /* events with blocking calls: pause; 1024 */
     unsigned auth_timeout_ms;         /* TCP AUTH deadline; 10000 */
+    unsigned unauth_max;              /* TCP connections awaiting AUTH; 64 */
+    unsigned unauth_per_addr;         /* ...per IPv4 address or IPv6 /64; 8 */
     unsigned idle_timeout_unix_ms;    /* 0 = off (default) */
     unsigned idle_timeout_tcp_ms;     /* 300000 */
     unsigned max_frames_per_read;     /* fair share per read callback; 64 */

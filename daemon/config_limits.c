@@ -10,15 +10,22 @@
 #include "config.h"
 #include "config_values.h"
 
+/* Unless set, max_connections_tcp is this or half of max_connections,
+ * whichever is less: TCP never gets every place by default. */
+#define FB_MAX_CONNECTIONS_TCP_DEFAULT 256u
+
 void fb_config_limits_defaults(struct fb_config *c)
 {
     c->limits = (struct fb_limits){
         .max_connections = 1024,
         .max_connections_per_uid = 128,
+        .max_connections_tcp = FB_MAX_CONNECTIONS_TCP_DEFAULT,
         .output_soft = 256u * 1024u,
         .output_hard = 8u * 1024u * 1024u,
         .max_inflight = 1024,
         .auth_timeout_ms = 10000,
+        .unauth_max = 64,
+        .unauth_per_addr = 8,
         .idle_timeout_unix_ms = 0,
         .idle_timeout_tcp_ms = 300000,
         .max_frames_per_read = 64,
@@ -53,6 +60,15 @@ int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const
         break;
     case K_L_MAX_INFLIGHT:
         min = 1, max = 1000000, slot = &l->max_inflight;
+        break;
+    case K_L_MAX_CONNECTIONS_TCP:
+        min = 1, max = 1000000, slot = &l->max_connections_tcp;
+        break;
+    case K_L_UNAUTH_MAX:
+        min = 1, max = 1000000, slot = &l->unauth_max;
+        break;
+    case K_L_UNAUTH_PER_ADDR:
+        min = 1, max = 1000000, slot = &l->unauth_per_addr;
         break;
     case K_L_AUTH_TIMEOUT_MS:
         min = 1, max = DAY_MS, note = " (ms)", slot = &l->auth_timeout_ms;
@@ -89,7 +105,19 @@ int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const
 
 int fb_config_limits_finish(struct parser *p)
 {
-    const struct fb_limits *l = &p->c->limits;
+    struct fb_limits *l = &p->c->limits;
+    /* TCP's share of the places: set, it must fit in the total (equal
+     * leaves Unix clients nothing of their own, which a TCP-only daemon
+     * may want); unset, it never takes more than half. */
+    if (p->key_line[K_L_MAX_CONNECTIONS_TCP]) {
+        if (l->max_connections_tcp > l->max_connections)
+            return fail(p, p->key_line[K_L_MAX_CONNECTIONS_TCP],
+                        "[limits] max_connections_tcp (%u) must not be above "
+                        "max_connections (%u)",
+                        l->max_connections_tcp, l->max_connections);
+    } else if (l->max_connections_tcp > l->max_connections / 2) {
+        l->max_connections_tcp = l->max_connections > 1 ? l->max_connections / 2 : 1;
+    }
     /* A soft limit at or above the hard one would close clients that a
      * pause would have held back. */
     if (l->output_soft && l->output_soft >= l->output_hard) {

@@ -120,8 +120,9 @@ static bool flush_or_close(struct fb_conn *c)
         return !(st->flags & FB_S_CLOSING);
     }
     fb_conn_count_limit(c, FB_LIM_OUTPUT_HARD);
-    fb_warn("a client has %zu bytes of answers unread, over output_hard (%u); closing it",
-            fb_stream_pending(st), (unsigned)c->out_hard);
+    fb_warn_limited("a client has %zu bytes of answers unread, over output_hard (%u); "
+                    "closing it",
+                    fb_stream_pending(st), (unsigned)c->out_hard);
     st->out.len = 0;
     if (!(st->flags & FB_S_WRITING)) {
         fb_stream_send_error(st, false, 0, FIDBUS_BUSY, false, 0,
@@ -301,7 +302,7 @@ static void auth_refuse(struct fb_conn *c, bool has_seq, uint64_t seq, const cha
             port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
         }
     }
-    fb_warn("tcp client %s port %d refused: %s", host, port, why);
+    fb_warn_limited("tcp client %s port %d refused: %s", host, port, why);
     fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_UNAUTHORIZED, false, 0,
                          "%s; closing", why);
     c->st.flags |= FB_S_FLUSH_CLOSE;
@@ -328,6 +329,7 @@ static void auth_frame(struct fb_conn *c, const uint8_t *body, size_t len)
         return;
     }
     c->auth = fb_auth_free(c->auth);
+    fb_conn_admit_authed(c->w->d, &c->admit);
     c->st.flags |= C_AUTHED;
     c->st.rd.max_frame = cfg->max_frame;
 }
@@ -343,7 +345,7 @@ static void auth_expired(void *arg)
     char why[80];
     fb_conn_count_limit(c, FB_LIM_AUTH_TIMEOUT);
     snprintf(why, sizeof why, "no AUTH within %u ms",
-             fb_auth_deadline_ms(c->w->d->cfg->limits.auth_timeout_ms));
+             c->w->d->cfg->limits.auth_timeout_ms);
     auth_refuse(c, false, 0, why);
     fb_stream_read_stop(&c->st);
     fb_stream_flush(&c->st);

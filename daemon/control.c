@@ -39,6 +39,16 @@
  * daemon buffer without bound. */
 #define CTL_OUT_HIGH (4u * 1024u * 1024u)
 
+/* Peers not allowed to run commands get one UNAUTHORIZED answer and the
+ * close, and at most this many are connected at once; past it a peer not
+ * allowed is refused at accept (ERROR UNAUTHORIZED, close), so a local
+ * user cannot hold thousands of descriptors and buffers here. Allowed
+ * peers are never counted nor refused. */
+#define CTL_UNAUTH_MAX 16u
+/* The largest frame read from a peer not allowed: its answer is the same
+ * whatever it asks, so there is no reason to buffer max_frame for it. */
+#define CTL_UNAUTH_MAX_FRAME 4096u
+
 enum {
     K_PAUSED = FB_S_USER, /* too many reply bytes pending: input on hold */
 };
@@ -49,8 +59,7 @@ struct ctl_conn {
     struct fb_stream st; /* the socket; freed from its close callback */
     struct fb_control *ctl;
     uid_t uid;
-    bool allowed;
-    bool warned; /* the refusal was logged once for this connection */
+    bool allowed; /* else counted in ctl->nunauth */
     struct ctl_conn *prev, *next;
 };
 
@@ -75,6 +84,7 @@ struct fb_control {
     /* control thread only */
     bool closing;
     struct ctl_conn *conns;
+    unsigned nunauth; /* connected peers not allowed (CTL_UNAUTH_MAX) */
     struct fidbus_msg *msg; /* decode scratch, one frame at a time */
 };
 
@@ -92,6 +102,8 @@ static void conn_closed(struct fb_stream *st)
         ctl->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (!c->allowed)
+        ctl->nunauth--;
     fb_stream_destroy(&c->st);
     free(c);
 }
@@ -143,6 +155,28 @@ static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
 
 /* ------------------------------------------------------------- reading */
 
+/* A peer not allowed: whatever its first frame (m, NULL if it could not
+ * be read), it is answered UNAUTHORIZED -- a REPLY to a REQUEST, else an
+ * ERROR -- and the connection is closed once that is written. */
+static void refuse_peer(struct ctl_conn *c, const struct fidbus_msg *m)
+{
+    fb_warn_limited("control: refused uid %ld (not allowed on the control socket)",
+                    (long)c->uid);
+    char why[96];
+    snprintf(why, sizeof why, "peer uid %ld is not allowed on the control socket",
+             (long)c->uid);
+    if (m && m->type == FIDBUS_MSG_REQUEST) {
+        struct fb_ctl_reply r = {.code = FIDBUS_UNAUTHORIZED};
+        snprintf(r.message, sizeof r.message, "%s", why);
+        send_reply(c, m, &r);
+    } else {
+        bool has_seq = m && fidbus_msg_has(m, FIDBUS_K_SEQ);
+        fb_stream_send_error(&c->st, has_seq, has_seq ? m->seq : 0, FIDBUS_UNAUTHORIZED,
+                             false, 0, "%s; closing", why);
+    }
+    c->st.flags |= FB_S_FLUSH_CLOSE;
+}
+
 static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
 {
     struct fb_control *ctl = c->ctl;
@@ -150,6 +184,10 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
     int rc = fidbus_msg_decode(body, len, ctl->d->cfg->max_depth, m);
     if (rc == 0)
         rc = fidbus_msg_check(m);
+    if (!c->allowed) {
+        refuse_peer(c, rc ? NULL : m);
+        return;
+    }
     if (rc) {
         fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
                              rc > 0 ? rc : FIDBUS_INTERNAL, false, 0, "%s",
@@ -179,17 +217,6 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
         return;
     }
     struct fb_ctl_reply r = {0};
-    if (!c->allowed) {
-        r.code = FIDBUS_UNAUTHORIZED;
-        snprintf(r.message, sizeof r.message,
-                 "peer uid %ld is not allowed on the control socket", (long)c->uid);
-        if (!c->warned) {
-            fb_warn("control: refused a request from uid %ld", (long)c->uid);
-            c->warned = true;
-        }
-        send_reply(c, m, &r);
-        return;
-    }
     fb_ctl_run(&ctl->env, (const char *)m->command.ptr, m->command.len, m->args, &r);
     send_reply(c, m, &r);
     free(r.result);
@@ -215,7 +242,9 @@ static void process_input(struct ctl_conn *c)
         if (rc == 0)
             break;
         /* A bad length cannot be resynchronised: answer and close. */
-        if (rc == FIDBUS_TOO_LARGE)
+        if (!c->allowed)
+            refuse_peer(c, NULL);
+        else if (rc == FIDBUS_TOO_LARGE)
             fb_stream_send_error(&c->st, false, 0, rc, false, 0,
                                  "frame longer than max_frame (%u bytes); closing",
                                  (unsigned)c->ctl->d->cfg->max_frame);
@@ -304,6 +333,26 @@ static void check_peer(struct fb_control *ctl, struct ctl_conn *c, int fd)
 
 /* ----------------------------------------------------------- accepting */
 
+/* Over CTL_UNAUTH_MAX: the answer goes straight to the fresh socket,
+ * which takes it whole, then EOF. */
+static void refuse_at_accept(struct fb_control *ctl, int fd, uid_t uid)
+{
+    fb_count(&fb_counters_self(ctl->d)->limits[FB_LIM_CONTROL_UNAUTH], 1);
+    fb_warn_limited("control: refused uid %ld at connect: not allowed, and %u peers "
+                    "not allowed are connected already",
+                    (long)uid, CTL_UNAUTH_MAX);
+    char msg[128];
+    snprintf(msg, sizeof msg, "peer uid %ld is not allowed on the control socket; closing",
+             (long)uid);
+    uint8_t buf[256];
+    size_t n =
+        fidbus_enc_error(buf, sizeof buf, false, 0, FIDBUS_UNAUTHORIZED, msg, false, 0);
+    if (n)
+        (void)!send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
 static void conn_new(struct fb_control *ctl, int fd)
 {
     struct ctl_conn *c = calloc(1, sizeof *c);
@@ -312,17 +361,25 @@ static void conn_new(struct fb_control *ctl, int fd)
         return;
     }
     c->ctl = ctl;
-    if (fb_stream_init(&c->st, &ctl->loop, false, ctl->d->cfg->max_frame, 4096,
+    check_peer(ctl, c, fd);
+    if (!c->allowed && ctl->nunauth >= CTL_UNAUTH_MAX) {
+        refuse_at_accept(ctl, fd, c->uid);
+        free(c);
+        return;
+    }
+    if (fb_stream_init(&c->st, &ctl->loop, false,
+                       c->allowed ? ctl->d->cfg->max_frame : CTL_UNAUTH_MAX_FRAME, 4096,
                        &conn_ops) < 0) {
         free(c);
         close(fd);
         return;
     }
+    if (!c->allowed)
+        ctl->nunauth++;
     c->next = ctl->conns;
     if (ctl->conns)
         ctl->conns->prev = c;
     ctl->conns = c;
-    check_peer(ctl, c, fd);
     if (fb_stream_open(&c->st, fd, false) < 0) {
         close(fd);
         fb_stream_close(&c->st);
@@ -354,7 +411,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE &&
                 errno != ENFILE)
-                fb_warn("control: accept: %s", strerror(errno));
+                fb_warn_limited("control: accept: %s", strerror(errno));
             return;
         }
         fb_nofd_ok(&ctl->nofd);

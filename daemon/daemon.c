@@ -95,6 +95,10 @@ const char *const fb_limit_names[FB_LIM__COUNT] = {
     [FB_LIM_YIELD] = "yield",
     [FB_LIM_INPUT_SOFT] = "input_soft",
     [FB_LIM_FDS] = "fds",
+    [FB_LIM_CONNECTIONS_TCP] = "connections_tcp",
+    [FB_LIM_UNAUTH] = "unauth",
+    [FB_LIM_UNAUTH_ADDR] = "unauth_addr",
+    [FB_LIM_CONTROL_UNAUTH] = "control_unauth",
 };
 
 void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])
@@ -551,6 +555,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     pthread_mutex_destroy(&d->counters_lock);
     pthread_mutex_destroy(&d->uids_lock);
     free(d->uids);
+    free(d->addrs);
     pthread_mutex_destroy(&d->change_lock);
     if (d->rcu_registered)
         urcu_memb_unregister_thread();

@@ -36,6 +36,7 @@ struct fb_listener;
 struct fb_control;
 struct fb_state_file;
 struct fb_uid_count;
+struct fb_addr_count;
 
 /* Retired tables whose totals stats still shows, per generation. */
 #define FB_GEN_HISTORY 16
@@ -61,6 +62,10 @@ enum fb_limit_reason {
     FB_LIM_YIELD,           /* max_frames_per_read reached: yielded */
     FB_LIM_INPUT_SOFT,      /* a frame sat unfinished over input_soft: closed */
     FB_LIM_FDS,             /* accept at EMFILE/ENFILE: refused */
+    FB_LIM_CONNECTIONS_TCP, /* over max_connections_tcp: refused */
+    FB_LIM_UNAUTH,          /* over unauth_max: refused */
+    FB_LIM_UNAUTH_ADDR,     /* over unauth_per_addr: refused */
+    FB_LIM_CONTROL_UNAUTH,  /* too many unauthorized control peers: refused */
     FB_LIM__COUNT
 };
 extern const char *const fb_limit_names[FB_LIM__COUNT];
@@ -113,9 +118,13 @@ struct fb_daemon {
     /* Bus connections open (conn_admit.c): the main thread admits, the
      * worker that closes one gives it back. */
     _Atomic unsigned nconns;
-    pthread_mutex_t uids_lock;
+    _Atomic unsigned ntcp;     /* of them over TCP */
+    pthread_mutex_t uids_lock; /* uids, nunauth and addrs */
     struct fb_uid_count *uids; /* per Unix peer uid, open ones only */
     size_t nuids, capuids;
+    unsigned nunauth;            /* TCP connections awaiting AUTH */
+    struct fb_addr_count *addrs; /* ...per client address, if any */
+    size_t naddrs, capaddrs;
 
     uv_signal_t sig_term, sig_int, sig_hup;
     bool signals_on;

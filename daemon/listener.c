@@ -47,7 +47,10 @@ static void on_accept(uv_poll_t *h, int status, int events)
     }
     /* Bounded so one busy listener cannot starve the rest of the loop. */
     for (int i = 0; i < 256; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd =
+            accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -56,7 +59,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE &&
                 errno != ENFILE)
-                fb_warn("%s: accept: %s", l->name, strerror(errno));
+                fb_warn_limited("%s: accept: %s", l->name, strerror(errno));
             return;
         }
         fb_nofd_ok(&l->nofd);
@@ -69,7 +72,8 @@ static void on_accept(uv_poll_t *h, int status, int events)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         struct fb_admit a;
-        if (!fb_conn_admit(l->d, fd, l->is_tcp, &a))
+        if (!fb_conn_admit(l->d, fd, l->is_tcp,
+                           l->is_tcp ? (struct sockaddr *)&peer : NULL, &a))
             continue;
         struct fb_worker *w = l->d->workers[l->next_worker++ % l->d->nworkers];
         fb_worker_add_conn(w, fd, l->is_tcp, &a);

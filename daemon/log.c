@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static _Atomic int log_level = FB_LOG_INFO;
@@ -57,33 +58,52 @@ enum fb_log_level fb_log_get_level(void)
     return (enum fb_log_level)atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
+/* Formats one line, newline included, into line (size bytes, at least 2):
+ * the level's prefix, then prefix (if any), then the text. Returns its
+ * length, 0 on a format error. */
+static size_t format_line(char *line, size_t size, enum fb_log_level level,
+                          const char *prefix, const char *fmt, va_list ap)
+{
+    int n;
+    if (stderr_is_journal())
+        n = snprintf(line, size, "%s", level_prio[level]);
+    else
+        n = snprintf(line, size, "fidbusd: %s: ", level_names[level]);
+    if (prefix && n >= 0 && (size_t)n < size)
+        n += snprintf(line + n, size - (size_t)n, "%s: ", prefix);
+    if (n >= 0 && (size_t)n < size)
+        n += vsnprintf(line + n, size - (size_t)n, fmt, ap);
+    if (n < 0)
+        return 0;
+    size_t len = (size_t)n < size - 1 ? (size_t)n : size - 2;
+    /* one line per message, even if the text had newlines */
+    for (size_t i = 0; i < len; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[len++] = '\n';
+    return len;
+}
+
+static size_t format_linef(char *line, size_t size, enum fb_log_level level,
+                           const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = format_line(line, size, level, NULL, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
 void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt, va_list ap)
 {
     if ((int)level > atomic_load_explicit(&log_level, memory_order_relaxed))
         return;
     if ((int)level < 0 || level > FB_LOG_DEBUG)
         level = FB_LOG_ERROR;
-
     char line[2048];
-    int n;
-    if (stderr_is_journal())
-        n = snprintf(line, sizeof line, "%s", level_prio[level]);
-    else
-        n = snprintf(line, sizeof line, "fidbusd: %s: ", level_names[level]);
-    if (prefix && n >= 0 && (size_t)n < sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, "%s: ", prefix);
-    if (n >= 0 && (size_t)n < sizeof line)
-        n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    if (n < 0)
-        return;
-    size_t len = (size_t)n < sizeof line - 1 ? (size_t)n : sizeof line - 2;
-    /* one line per message, even if the text had newlines */
-    for (size_t i = 0; i < len; i++)
-        if (line[i] == '\n')
-            line[i] = ' ';
-    line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
-    (void)w;
+    size_t len = format_line(line, sizeof line, level, prefix, fmt, ap);
+    if (len)
+        (void)!write(STDERR_FILENO, line, len);
 }
 
 void fb_log(enum fb_log_level level, const char *fmt, ...)
@@ -92,6 +112,53 @@ void fb_log(enum fb_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     fb_logv(level, NULL, fmt, ap);
     va_end(ap);
+}
+
+bool fb_log_limit_take(struct fb_log_limit *l, uint64_t now_ns, uint64_t *held)
+{
+    const uint64_t interval = FB_LOG_INTERVAL_MS * 1000000ull;
+    const uint64_t tolerance = (FB_LOG_BURST - 1) * interval;
+    pthread_mutex_lock(&l->lock);
+    uint64_t tat = l->tat_ns > now_ns ? l->tat_ns : now_ns;
+    bool ok = tat - now_ns <= tolerance;
+    if (ok) {
+        l->tat_ns = tat + interval;
+        *held = l->suppressed;
+        l->suppressed = 0;
+    } else {
+        l->suppressed++;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return ok;
+}
+
+void fb_log_limited(struct fb_log_limit *l, enum fb_log_level level, const char *fmt, ...)
+{
+    if ((int)level > atomic_load_explicit(&log_level, memory_order_relaxed))
+        return;
+    if ((int)level < 0 || level > FB_LOG_DEBUG)
+        level = FB_LOG_ERROR;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t held = 0;
+    if (!fb_log_limit_take(l, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec,
+                           &held))
+        return;
+    /* The count and the line in one write, so no other thread's line
+     * comes between them. */
+    char lines[2048 + 160];
+    size_t n = 0;
+    if (held)
+        n = format_linef(lines, 160, level,
+                         "%llu more suppressed like the next line (past %u at once, "
+                         "one a second)",
+                         (unsigned long long)held, FB_LOG_BURST);
+    va_list ap;
+    va_start(ap, fmt);
+    size_t m = format_line(lines + n, sizeof lines - n, level, NULL, fmt, ap);
+    va_end(ap);
+    if (m)
+        (void)!write(STDERR_FILENO, lines, n + m);
 }
 
 const char *fb_log_level_name(enum fb_log_level l)

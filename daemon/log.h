@@ -7,7 +7,10 @@
 #ifndef FB_LOG_H
 #define FB_LOG_H
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -21,5 +24,44 @@ void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt, va_li
 #define fb_warn(...) fb_log(FB_LOG_WARN, __VA_ARGS__)
 #define fb_info(...) fb_log(FB_LOG_INFO, __VA_ARGS__)
 #define fb_debug(...) fb_log(FB_LOG_DEBUG, __VA_ARGS__)
+
+/*
+ * Rate-limited lines, for what a client can make the daemon say as often
+ * as it likes (refusals, limits hit): a client looping on a refusal could
+ * otherwise write thousands of lines a second, past journald's own rate
+ * limit, which would then drop the daemon's other warnings too.
+ *
+ * Each call site has its own limiter (fb_warn_limited declares a static
+ * one): FB_LOG_BURST lines go out at once, then at most one per
+ * FB_LOG_INTERVAL_MS (a GCRA token bucket). The first line let through
+ * after some were held back is preceded by "N more suppressed like the
+ * next line", so nothing is hidden without a count. The count is written
+ * only when a later line of the site gets through. Thread-safe (a mutex
+ * per site: these lines are never on the per-event path).
+ */
+#define FB_LOG_BURST 10u
+#define FB_LOG_INTERVAL_MS 1000u
+
+struct fb_log_limit {
+    pthread_mutex_t lock;
+    uint64_t tat_ns;     /* GCRA's theoretical arrival time */
+    uint64_t suppressed; /* lines held back since the last one written */
+};
+/* clang-format off */
+#define FB_LOG_LIMIT_INIT {PTHREAD_MUTEX_INITIALIZER, 0, 0}
+/* clang-format on */
+
+/* Decides one line of the site at now_ns (CLOCK_MONOTONIC): returns true
+ * if it may go out, with *held the lines held back before it (to report),
+ * else counts it as held back. */
+bool fb_log_limit_take(struct fb_log_limit *l, uint64_t now_ns, uint64_t *held);
+void fb_log_limited(struct fb_log_limit *l, enum fb_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define fb_warn_limited(...)                                                             \
+    do {                                                                                 \
+        static struct fb_log_limit fb_log_limit_ = FB_LOG_LIMIT_INIT;                    \
+        fb_log_limited(&fb_log_limit_, FB_LOG_WARN, __VA_ARGS__);                        \
+    } while (0)
 
 #endif

@@ -281,6 +281,33 @@ START_TEST(test_config_tcp_loopback_none)
 }
 END_TEST
 
+/* TCP's share of the connections and the places before AUTH
+ * (conn_admit.h): unset, TCP never gets more than half. */
+START_TEST(test_config_admission_limits)
+{
+    struct fb_config *c = load_ok("");
+    ck_assert_uint_eq(c->limits.max_connections_tcp, 256);
+    ck_assert_uint_eq(c->limits.unauth_max, 64);
+    ck_assert_uint_eq(c->limits.unauth_per_addr, 8);
+    fb_config_free(c);
+    c = load_ok("[limits]\nmax_connections = 100\n");
+    ck_assert_uint_eq(c->limits.max_connections_tcp, 50);
+    fb_config_free(c);
+    c = load_ok("[limits]\nmax_connections = 1\n");
+    ck_assert_uint_eq(c->limits.max_connections_tcp, 1);
+    fb_config_free(c);
+    c = load_ok("[limits]\nmax_connections = 100\nmax_connections_tcp = 100\n");
+    ck_assert_uint_eq(c->limits.max_connections_tcp, 100);
+    fb_config_free(c);
+    c = load_ok(
+        "[limits]\nmax_connections_tcp = 5\nunauth_max = 3\nunauth_per_addr = 2\n");
+    ck_assert_uint_eq(c->limits.max_connections_tcp, 5);
+    ck_assert_uint_eq(c->limits.unauth_max, 3);
+    ck_assert_uint_eq(c->limits.unauth_per_addr, 2);
+    fb_config_free(c);
+}
+END_TEST
+
 START_TEST(test_config_list_continuation)
 {
     struct fb_config *c = load_ok("[route r]\n"
@@ -395,6 +422,14 @@ static const struct {
     {"[daemon\n", 1, "without ']'"},
     {"[daemon] junk\n", 1, "unexpected text"},
     {"[daemon]\n= 4\n", 2, "no key name"},
+    {"[limits]\nmax_connections = 10\nmax_connections_tcp = 11\n", 3,
+     "[limits] max_connections_tcp (11) must not be above max_connections (10)"},
+    {"[limits]\nmax_connections_tcp = 0\n", 2,
+     "[limits] max_connections_tcp must be a whole number from 1 to 1000000"},
+    {"[limits]\nunauth_max = 0\n", 2,
+     "[limits] unauth_max must be a whole number from 1 to 1000000"},
+    {"[limits]\nunauth_per_addr = many\n", 2,
+     "[limits] unauth_per_addr must be a whole number from 1 to 1000000"},
 };
 
 START_TEST(test_config_errors)
@@ -786,6 +821,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_runtime_dir_moves_sockets);
     tcase_add_test(tc, test_config_all_keys);
     tcase_add_test(tc, test_config_tcp_loopback_none);
+    tcase_add_test(tc, test_config_admission_limits);
     tcase_add_test(tc, test_config_list_continuation);
     tcase_add_loop_test(tc, test_config_errors, 0, (int)(sizeof bad / sizeof bad[0]));
     tcase_add_test(tc, test_config_file_errors);
