@@ -67,6 +67,7 @@ static const struct {
     [K_SOCKET] = {SEC_CONTROL, "socket"},
     [K_MODE] = {SEC_CONTROL, "mode"},
     [K_GROUP] = {SEC_CONTROL, "group"},
+    [K_MAX_REPLY] = {SEC_CONTROL, "max_reply"},
     [K_R_EVENT] = {SEC_ROUTE, "event"},
     [K_R_TAGS] = {SEC_ROUTE, "tags"},
     [K_R_TO] = {SEC_ROUTE, "to"},
@@ -228,6 +229,12 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
             if (isspace((unsigned char)*s) || *s == ':')
                 return fail(p, line, "[%s] %s '%s' is not a group name", sec, name, v);
         fb_config_set_str(p, &c->control_group, v, false);
+        break;
+    case K_MAX_REPLY:
+        /* Not above what every control client is built to read. */
+        if (!whole_number(p, k, v, 4096, FIDBUS_CONTROL_REPLY_MAX, " (bytes)", &u))
+            return p->rc;
+        c->control_max_reply = (uint32_t)u;
         break;
     default:
         break;
@@ -502,6 +509,7 @@ static void set_defaults(struct fb_config *c)
     c->handler_deadline_ms = 5000;
     c->unix_mode = 0660;
     c->control_mode = 0600;
+    c->control_max_reply = FIDBUS_CONTROL_REPLY_MAX;
     c->tcp_auth = FB_TCP_AUTH_KEY;
     fb_config_limits_defaults(c);
 }
