@@ -256,6 +256,11 @@ static int plugin_key(struct parser *p, const char *k, const char *v)
     for (size_t i = 0; i < pc->nkeys; i++)
         if (strcmp(pc->keys[i].key, k) == 0)
             return fail(p, p->lineno, "[plugin %s] key '%s' is set twice", pc->name, k);
+    /* nkeys counts path once it is set: the limit is on the others */
+    size_t others = pc->nkeys - (pc->path ? 1 : 0);
+    if (strcmp(k, "path") != 0 && others >= FB_PLUGIN_KEYS_MAX)
+        return fail(p, p->lineno, "[plugin %s] has more than %d keys besides path",
+                    pc->name, FB_PLUGIN_KEYS_MAX);
     if (strcmp(k, "path") == 0) {
         if (!*v)
             return fail(p, p->lineno, "[plugin %s] path must not be empty", pc->name);

@@ -26,6 +26,12 @@ struct fb_kv {
     char *value;
 };
 
+/* Config keys one plugin instance may have, path not counted, in a
+ * [plugin NAME] section, a plugin.load's config and state.cbor alike:
+ * each key is checked against the others, and tens of thousands held
+ * the control thread for seconds. */
+#define FB_PLUGIN_KEYS_MAX 256
+
 struct fb_plugin_conf {
     char *name;         /* the NAME of [plugin NAME] */
     char *path;         /* required */
