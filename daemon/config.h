@@ -85,7 +85,7 @@ struct fb_config {
     /* [control] */
     char *control_socket;
     unsigned control_mode;
-    char *control_group; /* NULL if unset */
+    char *control_group;        /* NULL if unset */
     uint32_t control_max_reply; /* largest REPLY body; 4 KiB .. 64 MiB (default) */
     struct fb_limits limits;
     /* [plugin NAME] and [route NAME], in file order */

@@ -173,11 +173,11 @@ START_TEST(test_e2e_ctl_limits_many_routes)
     ck_assert_msg(json_is_array(routes) && json_array_size(routes) == MANY_ROUTES,
                   "fidbusctl route list: %zu routes, expected %u",
                   json_is_array(routes) ? json_array_size(routes) : 0, MANY_ROUTES);
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(routes, 0), "name")),
-                     "r00000");
     ck_assert_str_eq(
-        json_string_value(json_object_get(json_array_get(routes, MANY_ROUTES - 1), "name")),
-        "r14999");
+        json_string_value(json_object_get(json_array_get(routes, 0), "name")), "r00000");
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(routes, MANY_ROUTES - 1), "name")),
+                     "r14999");
     json_decref(j);
 
     j = ctl_json(t, "stats", NULL);
@@ -231,7 +231,8 @@ START_TEST(test_e2e_ctl_limits_max_reply)
     char *err = NULL;
     char *out = ctl(t, 1, &err, "route", "list", NULL);
     ck_assert_str_eq(out, "");
-    ck_assert_msg(strstr(err, "route list failed: INTERNAL") && strstr(err, "too large") &&
+    ck_assert_msg(strstr(err, "route list failed: INTERNAL") &&
+                      strstr(err, "too large") &&
                       strchr(err, '\n') == err + strlen(err) - 1,
                   "expected one INTERNAL 'too large' line, got: %s", err);
     free(out);
@@ -395,7 +396,8 @@ START_TEST(test_e2e_ctl_limits_log_symlink)
     for (size_t i = 0; i < 2; i++) {
         int rc = load_log(c, "lnk", links[i]);
         ck_assert_msg(fidbus_error_code(rc) == FIDBUS_INVALID,
-                      "log file at a symlink: expected INVALID, got %s", fidbus_strerror(rc));
+                      "log file at a symlink: expected INVALID, got %s",
+                      fidbus_strerror(rc));
         const char *msg = fidbus_client_last_error(c);
         ck_assert_msg(strstr(msg, links[i]) && strstr(msg, "symbolic link"),
                       "the refusal does not say why: %s", msg);

@@ -814,9 +814,10 @@ START_TEST(test_config_plugin_keys_max)
         ck_assert_int_eq(rc, -EINVAL);
         ck_assert_ptr_null(c);
         char want[64];
-        snprintf(want, sizeof want, "t.conf:%d: ", FB_PLUGIN_KEYS_MAX + 2 + (last ? 0 : 1));
-        ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "'%s' does not start with '%s'",
-                      err, want);
+        snprintf(want, sizeof want,
+                 "t.conf:%d: ", FB_PLUGIN_KEYS_MAX + 2 + (last ? 0 : 1));
+        ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
+                      "'%s' does not start with '%s'", err, want);
         ck_assert_msg(strstr(err, "[plugin p] has more than 256 keys besides path"), "%s",
                       err);
         free(text);
