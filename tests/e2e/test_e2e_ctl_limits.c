@@ -419,6 +419,20 @@ START_TEST(test_e2e_ctl_limits_log_symlink)
     fidbus_client_close(c);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
+
+    /* the same in the config file stops the start, saying why */
+    t = fb_e2e_new();
+    ck_assert_int_eq(symlink(fb_e2e_file(t, "elsewhere.txt"), fb_e2e_file(t, "log.txt")),
+                     0);
+    fb_e2e_config(t, NULL, FB_E2E_LOG);
+    fb_e2e_start_fail(t, NULL);
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(strstr(err, "log.txt: it is a symbolic link"),
+                  "expected the reason in: %s", err);
+    free(err);
+    ck_assert_msg(lstat(fb_e2e_file(t, "elsewhere.txt"), &st) < 0 && errno == ENOENT,
+                  "the log plugin created the target of a dangling link");
+    fb_e2e_free(t);
 }
 END_TEST
 
