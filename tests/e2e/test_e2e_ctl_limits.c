@@ -264,6 +264,39 @@ START_TEST(test_e2e_ctl_limits_max_reply_config)
 }
 END_TEST
 
+START_TEST(test_e2e_ctl_limits_request_too_big)
+{
+    /* A REQUEST is still bound by max_frame: fidbusctl says so, sends
+     * nothing, and exits 2 */
+    struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_COUNT);
+    size_t cap = 20000u * 100u + 64u, n = 0;
+    char *json = malloc(cap);
+    ck_assert_ptr_nonnull(json);
+    n += (size_t)snprintf(json + n, cap - n, "{\"add\": [");
+    for (unsigned i = 0; i < 20000; i++)
+        n += (size_t)snprintf(json + n, cap - n,
+                              "%s{\"name\": \"route-number-%05u\", \"event\": "
+                              "\"event.number.%05u.*\", \"to\": [\"fidbus.count\"]}",
+                              i ? ", " : "", i, i);
+    snprintf(json + n, cap - n, "]}");
+    const char *file = fb_e2e_write(t, "big.json", json);
+    free(json);
+
+    char *err = NULL;
+    char *out = ctl(t, 2, &err, "route", "apply", file);
+    ck_assert_msg(strstr(err, "route apply failed: the request is") &&
+                      strstr(err, "larger than the maximum frame (1048576 bytes)"),
+                  "%s", err);
+    free(out);
+    free(err);
+    json_t *j = ctl_json(t, "status", NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "generation")), 1);
+    json_decref(j);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------------- plugin config keys */
 
 /* plugin.load args: log.so as `name`, file in the temp dir, then nkeys
@@ -551,6 +584,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_ctl_limits_many_routes);
     tcase_add_test(tc, test_e2e_ctl_limits_max_reply);
     tcase_add_test(tc, test_e2e_ctl_limits_max_reply_config);
+    tcase_add_test(tc, test_e2e_ctl_limits_request_too_big);
     tcase_add_test(tc, test_e2e_ctl_limits_plugin_keys);
     tcase_add_test(tc, test_e2e_ctl_limits_plugin_keys_config);
     tcase_add_test(tc, test_e2e_ctl_limits_log_symlink);
