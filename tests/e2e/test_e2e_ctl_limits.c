@@ -4,7 +4,8 @@
  *   - a REPLY longer than max_frame (route.list, config.export and stats
  *     of 15,000 routes) reaches the library and fidbusctl whole, and one
  *     over [control] max_reply is refused with REPLY INTERNAL "too large"
- *     instead of being sent as a frame no client can read;
+ *     instead of being sent as a frame no client can read; a REQUEST
+ *     over max_frame is refused by fidbusctl before it is sent;
  *   - a plugin's config keys are bounded (FB_PLUGIN_KEYS_MAX = 256) in a
  *     plugin.load and in a [plugin NAME] section alike;
  *   - the log plugin does not follow a symbolic link at its file path;
