@@ -67,6 +67,7 @@ static const struct {
     [K_SOCKET] = {SEC_CONTROL, "socket"},
     [K_MODE] = {SEC_CONTROL, "mode"},
     [K_GROUP] = {SEC_CONTROL, "group"},
+    [K_MAX_REPLY] = {SEC_CONTROL, "max_reply"},
     [K_R_EVENT] = {SEC_ROUTE, "event"},
     [K_R_TAGS] = {SEC_ROUTE, "tags"},
     [K_R_TO] = {SEC_ROUTE, "to"},
@@ -232,6 +233,12 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
                 return fail(p, line, "[%s] %s '%s' is not a group name", sec, name, v);
         fb_config_set_str(p, &c->control_group, v, false);
         break;
+    case K_MAX_REPLY:
+        /* Not above what every control client is built to read. */
+        if (!whole_number(p, k, v, 4096, FIDBUS_CONTROL_REPLY_MAX, " (bytes)", &u))
+            return p->rc;
+        c->control_max_reply = (uint32_t)u;
+        break;
     default:
         break;
     }
@@ -252,6 +259,11 @@ static int plugin_key(struct parser *p, const char *k, const char *v)
     for (size_t i = 0; i < pc->nkeys; i++)
         if (strcmp(pc->keys[i].key, k) == 0)
             return fail(p, p->lineno, "[plugin %s] key '%s' is set twice", pc->name, k);
+    /* nkeys counts path once it is set: the limit is on the others */
+    size_t others = pc->nkeys - (pc->path ? 1 : 0);
+    if (strcmp(k, "path") != 0 && others >= FB_PLUGIN_KEYS_MAX)
+        return fail(p, p->lineno, "[plugin %s] has more than %d keys besides path",
+                    pc->name, FB_PLUGIN_KEYS_MAX);
     if (strcmp(k, "path") == 0) {
         if (!*v)
             return fail(p, p->lineno, "[plugin %s] path must not be empty", pc->name);
@@ -505,6 +517,7 @@ static void set_defaults(struct fb_config *c)
     c->handler_deadline_ms = 5000;
     c->unix_mode = 0660;
     c->control_mode = 0600;
+    c->control_max_reply = FIDBUS_CONTROL_REPLY_MAX;
     c->tcp_auth = FB_TCP_AUTH_KEY;
     fb_config_limits_defaults(c);
 }

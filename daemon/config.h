@@ -26,6 +26,12 @@ struct fb_kv {
     char *value;
 };
 
+/* Config keys one plugin instance may have, path not counted, in a
+ * [plugin NAME] section, a plugin.load's config and state.cbor alike:
+ * each key is checked against the others, and tens of thousands held
+ * the control thread for seconds. */
+#define FB_PLUGIN_KEYS_MAX 256
+
 struct fb_plugin_conf {
     char *name;         /* the NAME of [plugin NAME] */
     char *path;         /* required */
@@ -82,7 +88,8 @@ struct fb_config {
     /* [control] */
     char *control_socket;
     unsigned control_mode;
-    char *control_group; /* NULL if unset */
+    char *control_group;        /* NULL if unset */
+    uint32_t control_max_reply; /* largest REPLY body; 4 KiB .. 64 MiB (default) */
     struct fb_limits limits;
     /* [plugin NAME] and [route NAME], in file order */
     struct fb_plugin_conf *plugins;

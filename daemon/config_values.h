@@ -52,6 +52,7 @@ enum key_id {
     K_SOCKET,
     K_MODE,
     K_GROUP,
+    K_MAX_REPLY,
     K_R_EVENT,
     K_R_TAGS,
     K_R_TO,

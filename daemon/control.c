@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,8 +109,21 @@ static void conn_closed(struct fb_stream *st)
     free(c);
 }
 
+/* A big REPLY (up to max_reply) grew the stream's buffers: give that
+ * back once it is written, so an idle control client holds little. */
+#define CTL_BUF_KEEP (1024u * 1024u)
+
+static void trim_buffers(struct fb_stream *st)
+{
+    if (st->out.len == 0 && st->out.cap > CTL_BUF_KEEP)
+        fidbus_buf_free(&st->out);
+    if (!(st->flags & FB_S_WRITING) && st->wbuf.cap > CTL_BUF_KEEP)
+        fidbus_buf_free(&st->wbuf);
+}
+
 static bool conn_written(struct fb_stream *st)
 {
+    trim_buffers(st);
     if ((st->flags & K_PAUSED) && fb_stream_pending(st) < CTL_OUT_HIGH) {
         st->flags &= ~K_PAUSED;
         process_input(fb_stream_owner(st, struct ctl_conn, st));
@@ -140,15 +154,26 @@ static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
     }
     if (c->st.flags & FB_S_CLOSING)
         return;
-    int rc = fidbus_msg_encode(&c->st.out, &o);
+    /* A REPLY is bound by [control] max_reply, not by max_frame: clients
+     * read REPLYs up to FIDBUS_CONTROL_REPLY_MAX (proto/control.md), so a
+     * bigger one would be a frame no client can take. */
+    uint32_t max = c->ctl->d->cfg->control_max_reply;
+    size_t before = c->st.out.len;
+    int rc = r->result_len > max ? -EMSGSIZE : fidbus_msg_encode(&c->st.out, &o);
+    if (rc == 0 && c->st.out.len - before - FIDBUS_FRAME_HEADER > max) {
+        c->st.out.len = before;
+        rc = -EMSGSIZE;
+    }
     if (rc < 0) {
         if (rc == -ENOMEM) {
             fb_stream_oom(&c->st);
             return;
         }
-        /* -EMSGSIZE: the result does not fit a frame */
         struct fb_ctl_reply big = {.code = FIDBUS_INTERNAL};
-        snprintf(big.message, sizeof big.message, "result too large for one frame");
+        snprintf(big.message, sizeof big.message,
+                 "result too large: %zu bytes, over the %" PRIu32
+                 " a REPLY may carry ([control] max_reply)",
+                 r->result_len, max);
         send_reply(c, m, &big);
     }
 }
@@ -237,6 +262,7 @@ static void process_input(struct ctl_conn *c)
         if (rc == 1) {
             handle_frame(c, body, len);
             fb_stream_flush(&c->st);
+            trim_buffers(&c->st);
             continue;
         }
         if (rc == 0)

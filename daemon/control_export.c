@@ -145,8 +145,8 @@ static void write_fixed(FILE *f, const struct fb_config *c)
     if (c->tcp_key_file)
         fprintf(f, "tcp_key_file = %s\n", c->tcp_key_file);
 
-    fprintf(f, "\n[control]\nsocket = %s\nmode = %04o\n", c->control_socket,
-            c->control_mode);
+    fprintf(f, "\n[control]\nsocket = %s\nmode = %04o\nmax_reply = %" PRIu32 "\n",
+            c->control_socket, c->control_mode, c->control_max_reply);
     if (c->control_group)
         fprintf(f, "group = %s\n", c->control_group);
 }

@@ -350,6 +350,13 @@ static int control_call(const struct ctl *ctl, const char *words,
     int code = fidbus_error_code(rc);
     if (code) {
         status = fb_ctl_refused(ctl, words, code, fidbus_client_last_error(cl), false, 0);
+    } else if (rc == -EMSGSIZE) {
+        /* nothing was sent: the library refuses a frame over max_frame */
+        status = fb_ctl_fail(EXIT_USAGE,
+                             "%s failed: the request is %zu bytes, larger than the "
+                             "maximum frame (%u bytes); split it (route apply: a few "
+                             "files, or fewer routes per file)",
+                             words, alen, FIDBUS_MAX_FRAME_DEFAULT);
     } else if (rc < 0) {
         status = fb_ctl_lost(words, "daemon", ctl->socket, rc);
     } else {

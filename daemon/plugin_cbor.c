@@ -101,6 +101,11 @@ static int plugin_config(struct fb_cbor_dec *d, const cbor_item_t *cfg,
     size_t n = cfg ? cbor_map_size(cfg) : 0;
     struct cbor_pair *pairs = cfg ? cbor_map_handle(cfg) : NULL;
 
+    if (n > FB_PLUGIN_KEYS_MAX)
+        return fb_cbor_invalid(
+            d, "'config' has %zu keys, more than the %d a plugin may have", n,
+            FB_PLUGIN_KEYS_MAX);
+
     out->keys = calloc(n + 1, sizeof *out->keys);
     if (!out->keys)
         return fb_cbor_nomem(d);

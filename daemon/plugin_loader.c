@@ -46,6 +46,14 @@
 
 /* ---- the host table ------------------------------------------------- */
 
+/* The plugin whose init runs on this thread, and the last error it
+ * logged: a refused load then says why in its REPLY or start-up error
+ * ("cannot open FILE: ..."), not only "init failed: -40" with the reason
+ * in the log. Thread-local, so a plugin's own threads logging meanwhile
+ * do not write into it. */
+static _Thread_local const struct fb_plugin *init_plugin;
+static _Thread_local char init_error[256];
+
 static void host_log(void *handle, int level, const char *fmt, ...)
 {
     const struct fb_plugin *p = handle;
@@ -55,6 +63,12 @@ static void host_log(void *handle, int level, const char *fmt, ...)
         level = FIDBUS_LOG_ERROR;
     if (level > FIDBUS_LOG_DEBUG)
         level = FIDBUS_LOG_DEBUG;
+    if (level == FIDBUS_LOG_ERROR && init_plugin == p) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(init_error, sizeof init_error, fmt, ap);
+        va_end(ap);
+    }
     if ((int)fb_log_get_level() < level)
         return;
     snprintf(prefix, sizeof prefix, "plugin %s", p->name);
@@ -529,12 +543,18 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
         .timer_stop = host_timer_stop,
     };
     if (p->desc->init) {
+        init_plugin = p;
+        init_error[0] = '\0';
         int irc = p->desc->init(&p->host, &p->ctx);
+        init_plugin = NULL;
         if (irc != 0) {
             /* init may have started timers before failing */
             fb_timers_cancel_owner(d->timers, p);
             rc = FIDBUS_INVALID;
-            say(why, sizeof why, "init failed: %d", irc);
+            if (init_error[0])
+                say(why, sizeof why, "init failed: %d: %s", irc, init_error);
+            else
+                say(why, sizeof why, "init failed: %d", irc);
             goto fail;
         }
     }

@@ -2,7 +2,8 @@
  * lib/client_request.c -- the calls that wait for one answer of their
  * own: the connection handshake (HELLO, AUTH, and the PING that proves
  * the key was taken), fidbus_ping, fidbus_request (REQUEST -> REPLY, how
- * fidbusctl speaks to the control socket) and fidbus_client_recv.
+ * fidbusctl speaks to the control socket; REPLYs up to
+ * FIDBUS_CONTROL_REPLY_MAX) and fidbus_client_recv.
  *
  * They share struct fidbus_client and the pump with lib/client.c (see
  * client_private.h); a reconnecting client re-runs the handshake from
@@ -145,7 +146,15 @@ int fidbus_request(struct fidbus_client *c, const char *command, const uint8_t *
     if (rc < 0)
         return rc;
     struct fb_wait w = {.copy_result = reply_result != NULL};
+    /* A REPLY may be longer than max_frame (route.list of many routes):
+     * the daemon bounds it by FIDBUS_CONTROL_REPLY_MAX instead. Only while
+     * this request waits, so other frames keep the caller's limit. */
+    uint32_t limit = c->max_frame;
+    if (c->rd.max_frame < FIDBUS_CONTROL_REPLY_MAX)
+        c->rd.max_frame = FIDBUS_CONTROL_REPLY_MAX;
     rc = fb_client_wait_seq(c, &w, o.seq, FIDBUS_MSG_REPLY);
+    if (c->rd.max_frame > limit)
+        c->rd.max_frame = limit;
     if (rc < 0 || w.ans.type != FIDBUS_MSG_REPLY || w.ans.code != 0) {
         free(w.result);
         if (rc < 0)

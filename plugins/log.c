@@ -12,7 +12,8 @@
  *
  * Config keys ([plugin NAME] section):
  *   file    "-" or unset: stderr; otherwise a path, opened
- *           O_WRONLY|O_APPEND|O_CREAT with mode 0644 (created if missing).
+ *           O_WRONLY|O_APPEND|O_CREAT|O_NOFOLLOW with mode 0644 (created
+ *           if missing; a symbolic link there is refused).
  *   format  "diag" (default) or "json".
  *
  * Threads: the handler is inline and may run on several I/O threads at
@@ -189,11 +190,17 @@ static int log_init(const struct fidbus_host *host, void **ctx)
             log_fini(c);
             return -EINVAL;
         }
-        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        /* Not through a symbolic link: the daemon may run as root, and a
+         * link planted at the path (a dangling one included, which
+         * O_CREAT would follow) would make it append to, or create, a
+         * file of the link owner's choosing. */
+        int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (fd < 0) {
             int e = errno;
             host->log(host->handle, FIDBUS_LOG_ERROR, "cannot open %s: %s", file,
-                      strerror(e));
+                      e == ELOOP ? "it is a symbolic link (not followed; give the "
+                                   "file's own path)"
+                                 : strerror(e));
             log_fini(c);
             return -e;
         }

@@ -157,6 +157,7 @@ START_TEST(test_config_empty_gives_defaults)
     ck_assert_str_eq(c->control_socket, "/run/fidbus/control.sock");
     ck_assert_uint_eq(c->unix_mode, 0660);
     ck_assert_uint_eq(c->control_mode, 0600);
+    ck_assert_uint_eq(c->control_max_reply, FIDBUS_CONTROL_REPLY_MAX);
     ck_assert_uint_eq(c->max_frame, FIDBUS_MAX_FRAME_DEFAULT);
     ck_assert_uint_eq(c->max_depth, FIDBUS_MAX_DEPTH_DEFAULT);
     ck_assert_uint_eq(c->blocking_threads, 4);
@@ -210,6 +211,7 @@ START_TEST(test_config_all_keys)
                                   "socket = /r/c.sock\n"
                                   "mode = 660\n"
                                   "group = fidbus\n"
+                                  "max_reply = 4096\n"
                                   "[plugin p1]\n"
                                   "path = /p.so\n"
                                   "anything = goes here ; but not the comment\n"
@@ -240,15 +242,16 @@ START_TEST(test_config_all_keys)
     ck_assert_str_eq(c->control_socket, "/r/c.sock");
     ck_assert_uint_eq(c->control_mode, 0660);
     ck_assert_str_eq(c->control_group, "fidbus");
+    ck_assert_uint_eq(c->control_max_reply, 4096);
     ck_assert_uint_eq(c->nplugins, 1);
     ck_assert_uint_eq(c->plugins[0].nkeys, 2);
     ck_assert_str_eq(c->plugins[0].keys[0].key, "path");
     ck_assert_str_eq(c->plugins[0].keys[1].value, "goes here");
-    ck_assert_int_eq(c->plugins[0].line, 20);
+    ck_assert_int_eq(c->plugins[0].line, 21);
 
     struct fb_route_spec *r = &c->routes[0];
     ck_assert_str_eq(r->name, "r.1");
-    ck_assert_int_eq(r->line, 23);
+    ck_assert_int_eq(r->line, 24);
     ck_assert_str_eq(r->event, "order.*");
     ck_assert_uint_eq(r->ntags, 2);
     ck_assert_str_eq(r->tags[1].key, "region");
@@ -355,6 +358,9 @@ static const struct {
     {"[control]\nmode = rw\n", 2, "octal file mode"},
     {"[control]\ngroup =\n", 2, "group must not be empty"},
     {"[control]\nsocket =\n", 2, "socket must not be empty"},
+    {"[control]\nmax_reply = 4095\n", 2,
+     "[control] max_reply must be a whole number from 4096 to 67108864 (bytes)"},
+    {"[control]\nmax_reply = 67108865\n", 2, "max_reply"},
     {"[listen]\ntcp = example.com:7878\ntcp_auth = none\n", 2, "names are not resolved"},
     {"[listen]\ntcp = 127.0.0.1\n", 2, "HOST:PORT"},
     {"[listen]\ntcp = 127.0.0.1:0\ntcp_auth = none\n", 2, "port must be"},
@@ -810,6 +816,56 @@ START_TEST(test_config_spec_copy_clear)
 }
 END_TEST
 
+/* A [plugin NAME] section: path and n more keys "kN = v". */
+static char *plugin_section(unsigned n, bool path_last)
+{
+    size_t cap = 64 + (size_t)n * 16, len = 0;
+    char *s = malloc(cap);
+    ck_assert_ptr_nonnull(s);
+    len += (size_t)snprintf(s + len, cap - len, "[plugin p]\n%s",
+                            path_last ? "" : "path = /p.so\n");
+    for (unsigned i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap - len, "k%u = v\n", i);
+    if (path_last)
+        snprintf(s + len, cap - len, "path = /p.so\n");
+    return s;
+}
+
+START_TEST(test_config_plugin_keys_max)
+{
+    /* FB_PLUGIN_KEYS_MAX keys besides path load, wherever path is */
+    for (int last = 0; last < 2; last++) {
+        char *text = plugin_section(FB_PLUGIN_KEYS_MAX, last);
+        struct fb_config *c = load_ok(text);
+        ck_assert_uint_eq(c->plugins[0].nkeys, FB_PLUGIN_KEYS_MAX + 1);
+        fb_config_free(c);
+        free(text);
+    }
+    /* one more is refused on its own line, path first or last */
+    for (int last = 0; last < 2; last++) {
+        char *text = plugin_section(FB_PLUGIN_KEYS_MAX + 1, last);
+        struct fb_config *c = NULL;
+        int rc = fb_config_load_string(text, "t.conf", &c, err, sizeof err);
+        ck_assert_int_eq(rc, -EINVAL);
+        ck_assert_ptr_null(c);
+        char want[64];
+        snprintf(want, sizeof want,
+                 "t.conf:%d: ", FB_PLUGIN_KEYS_MAX + 2 + (last ? 0 : 1));
+        ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
+                      "'%s' does not start with '%s'", err, want);
+        ck_assert_msg(strstr(err, "[plugin p] has more than 256 keys besides path"), "%s",
+                      err);
+        free(text);
+    }
+    /* tens of thousands stop at the first key over */
+    char *text = plugin_section(60000, false);
+    struct fb_config *c = NULL;
+    ck_assert_int_eq(fb_config_load_string(text, "t.conf", &c, err, sizeof err), -EINVAL);
+    ck_assert_msg(strstr(err, "more than 256 keys"), "%s", err);
+    free(text);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -826,6 +882,7 @@ static Suite *config_suite(void)
     tcase_add_loop_test(tc, test_config_errors, 0, (int)(sizeof bad / sizeof bad[0]));
     tcase_add_test(tc, test_config_file_errors);
     tcase_add_test(tc, test_config_long_line);
+    tcase_add_test(tc, test_config_plugin_keys_max);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("route_spec");

@@ -132,7 +132,9 @@ FIDBUS_API int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer 
  * CBOR map, or NULL) and waits for the REPLY. Returns 0 and, when
  * reply_result is non-NULL, a malloc'd copy of the raw CBOR result (the
  * caller frees it) -- or FIDBUS_EPROTO_CODE(code) with the message
- * available from fidbus_client_last_error.
+ * available from fidbus_client_last_error. The REPLY may be longer than
+ * opts->max_frame: it is read up to FIDBUS_CONTROL_REPLY_MAX (64 MiB),
+ * the most fidbusd sends (a bigger result is REPLY INTERNAL).
  */
 FIDBUS_API int fidbus_request(struct fidbus_client *c, const char *command,
                               const uint8_t *args, size_t args_len,

@@ -40,6 +40,11 @@ extern "C" {
 #define FIDBUS_MAX_TAG_KEY_LEN 64u
 #define FIDBUS_MAX_TAG_VALUE_LEN 255u
 #define FIDBUS_FRAME_HEADER 4u
+/* The largest control REPLY frame (body bytes) a control client must be
+ * able to read, and the most fidbusd's [control] max_reply allows. A
+ * REPLY is not bound by max_frame, which limits what a peer may send in:
+ * a route.list of 15,000 routes is about 2 MB. proto/control.md. */
+#define FIDBUS_CONTROL_REPLY_MAX 67108864u
 
 /* Message types (key 0). */
 enum fidbus_msg_type {
