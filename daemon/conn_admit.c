@@ -13,6 +13,7 @@
 #include <fidbus/proto.h>
 
 #include "log.h"
+#include "pool.h"
 
 struct fb_uid_count {
     uid_t uid;
@@ -57,7 +58,7 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, struct fb_admit *a)
 {
     const struct fb_limits *l = &d->cfg->limits;
     char msg[128];
-    *a = (struct fb_admit){0};
+    *a = (struct fb_admit){.principal = FB_PRINCIPAL_OTHER};
     unsigned open = atomic_fetch_add(&d->nconns, 1);
     if (open >= l->max_connections) {
         atomic_fetch_sub(&d->nconns, 1);
@@ -66,12 +67,15 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, struct fb_admit *a)
         fb_conn_refuse(d, fd, FB_LIM_CONNECTIONS, msg);
         return false;
     }
-    if (is_tcp || !l->max_connections_per_uid)
+    if (is_tcp)
         return true;
     struct ucred cr;
     socklen_t len = sizeof cr;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
         return true; /* no credentials: only the total applies */
+    a->principal = (uint32_t)cr.uid;
+    if (!l->max_connections_per_uid)
+        return true;
     pthread_mutex_lock(&d->uids_lock);
     struct fb_uid_count *u = uid_slot(d, cr.uid, true);
     bool over = u && u->n >= l->max_connections_per_uid;

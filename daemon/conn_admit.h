@@ -16,14 +16,19 @@
 #define FB_CONN_ADMIT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "daemon.h"
 
-/* What a connection holds: its uid slot is counted iff has_uid. */
+/* What a connection holds: its uid slot is counted iff has_uid.
+ * principal: the peer's uid on Unix (SO_PEERCRED), else
+ * FB_PRINCIPAL_OTHER; whose share of the blocking pool its events use
+ * (pool.h). */
 struct fb_admit {
     bool has_uid;
     uid_t uid;
+    uint32_t principal;
 };
 
 /* Admits fd or writes the refusal, counts it and closes fd: true iff

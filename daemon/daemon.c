@@ -94,6 +94,7 @@ const char *const fb_limit_names[FB_LIM__COUNT] = {
     [FB_LIM_YIELD] = "yield",
     [FB_LIM_INPUT_SOFT] = "input_soft",
     [FB_LIM_FDS] = "fds",
+    [FB_LIM_REPUBLISH] = "republish",
 };
 
 void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])
@@ -432,6 +433,7 @@ void fb_daemon_stop(struct fb_daemon *d)
     }
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_stop(d->workers[i]);
+    fb_pool_begin_stop(d->pool);
     stop_signals(d);
     /* The workers finish on their own threads; the main loop ends when
      * its last handle (plugin timers excepted) is gone. Timers keep it
@@ -450,6 +452,9 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         fb_listener_close(d->listeners[i]);
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_stop(d->workers[i]);
+    /* A hung blocking call is waited for up to handler_deadline_ms, not
+     * for ever: the workers finish once the pool gives up on it. */
+    fb_pool_begin_stop(d->pool);
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_join(d->workers[i]);
     free(d->workers);
@@ -474,6 +479,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         rev = p->next;
         fb_plugin_unload(d, p);
     }
+    fb_plugin_reap_detached(d, true);
 
     stop_signals(d);
     if (d->timers)

@@ -61,6 +61,7 @@ enum fb_limit_reason {
     FB_LIM_YIELD,           /* max_frames_per_read reached: yielded */
     FB_LIM_INPUT_SOFT,      /* a frame sat unfinished over input_soft: closed */
     FB_LIM_FDS,             /* accept at EMFILE/ENFILE: refused */
+    FB_LIM_REPUBLISH,       /* over max_republish: a host->publish refused */
     FB_LIM__COUNT
 };
 extern const char *const fb_limit_names[FB_LIM__COUNT];
