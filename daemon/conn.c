@@ -263,7 +263,14 @@ static void release_pings(struct fb_conn *c)
 static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
 {
     wt->done = true;
-    if (wt->ack)
+    if (wt->ack && wt->given_up)
+        fb_stream_send_error(
+            &c->st, wt->has_seq, wt->seq, FIDBUS_HANDLER_FAILED, true, wt->ok,
+            "daemon stopping: stopped waiting for %u of %u handler calls "
+            "(running past handler_deadline_ms); whether they finish is "
+            "unknown",
+            wt->given_up, wt->ok + wt->failed + wt->busy + wt->not_run);
+    else if (wt->ack)
         send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy + wt->not_run,
                      wt->skipped);
     else if (wt->not_run) /* un-acked: refused at dispatch was answered then */
@@ -301,6 +308,7 @@ void fb_conn_job_done(struct fb_job *j)
         wt->not_run++;
     else
         wt->failed++;
+    wt->given_up += j->rc == FB_JOB_GIVEN_UP;
     fb_job_free(j);
     if (--wt->pending == 0)
         waiter_finish(wt->conn, wt);

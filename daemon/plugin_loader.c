@@ -569,10 +569,8 @@ void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p)
             fb_timers_cancel_owner(d->timers, p);
             p->next = detached;
             detached = p;
-            if (atomic_load(&d->stopping)) {
-                fb_plugin_reap_detached(d, true);
-                return;
-            }
+            if (atomic_load(&d->stopping))
+                return; /* the shutdown's final reap logs it */
             fb_warn("plugin %s: stopped waiting for %" PRIu64 " blocking call(s) after "
                     "%llu ms (handler_deadline_ms = %llu); the plugin is detached but "
                     "left loaded (fini and unload when they return)",

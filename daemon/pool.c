@@ -316,7 +316,7 @@ static struct fb_job *abandon(struct fb_slot *s, uint64_t ran_ns)
     g->waiter = j->waiter;
     g->fn = NULL;
     g->budget = NULL;
-    g->rc = -ETIMEDOUT;
+    g->rc = FB_JOB_GIVEN_UP;
     return g;
 }
 

@@ -49,8 +49,11 @@ struct fb_budget {
     _Atomic uint32_t refs;
 };
 
-/* A job's rc when it never ran (the pool gave it up at shutdown). */
+/* A job's rc when it never ran (the pool gave it up at shutdown), and
+ * the rc of the spare job that answers for a call still running when
+ * shutdown stopped waiting for it (pool.c). */
 #define FB_JOB_NOT_RUN (-1000000)
+#define FB_JOB_GIVEN_UP (-1000001)
 
 struct fb_job {
     struct fb_job *next;
