@@ -38,9 +38,10 @@ static _Thread_local uint32_t tls_principal = FB_PRINCIPAL_OTHER;
 /* Republishes of this tree counted here while tls_budget is NULL. */
 static _Thread_local uint32_t tls_used;
 static _Thread_local struct fb_budget *tls_budget;
-/* A client event's handlers (or a blocking job's) are running on this
- * thread: a host->publish from outside any (a plugin timer) starts a tree
- * of its own. */
+/* Handlers run on this thread inside a tree: set for good on I/O workers
+ * and pool threads, where every host->publish comes from a handler of a
+ * client event or job; on the main and control threads (plugin timers,
+ * init) each host->publish starts a tree of its own. */
 static _Thread_local bool tls_tree;
 
 /* The tree on this thread is done: its count goes, its budget is let go. */
@@ -56,6 +57,11 @@ static void tree_end(void)
 void fb_dispatch_mark_rcu_thread(void)
 {
     tls_rcu_thread = true;
+}
+
+void fb_dispatch_mark_tree_thread(void)
+{
+    tls_tree = true;
 }
 
 void fb_dispatch_set_principal(uint32_t principal)
@@ -114,8 +120,6 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
 {
     struct fb_counters *cnt = fb_counters_self(d);
     memset(out, 0, sizeof *out);
-    if (!tls_hop)
-        tls_tree = true;
 
     const struct fb_route *r =
         t ? fb_routes_match(t, ev->id, idlen, ev->tags, ev->ntags) : NULL;
@@ -185,11 +189,10 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
     if (out->failed + out->refused + out->busy)
         fb_count(&cnt->errors, out->failed + out->refused + out->busy);
     out->failed += out->skipped;
-    if (!tls_hop) {
-        /* The client event's tree is done on this thread (see the top). */
-        tls_tree = false;
+    /* The client event's tree is done on this thread (see the top); reads
+     * only, unless it republished. */
+    if (!tls_hop && __builtin_expect(tls_used != 0 || tls_budget != NULL, 0))
         tree_end();
-    }
 }
 
 int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *arg,
@@ -198,8 +201,6 @@ int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *
     unsigned saved_hop = tls_hop;
     uint32_t saved_principal = tls_principal, saved_used = tls_used;
     struct fb_budget *saved_budget = tls_budget;
-    bool saved_tree = tls_tree;
-    tls_tree = true;
     tls_hop = j->hop;
     tls_principal = j->principal;
     tls_used = 0;
@@ -218,7 +219,6 @@ int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *
     tls_principal = saved_principal;
     tls_used = saved_used;
     tls_budget = saved_budget;
-    tls_tree = saved_tree;
     *kept = !returned || returned(arg);
     if (!*kept)
         return rc; /* given up at shutdown (pool.c): touch nothing */

@@ -76,5 +76,8 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
  * (I/O workers, the pool, the main thread); host->publish from any other
  * thread returns -EPERM. */
 void fb_dispatch_mark_rcu_thread(void);
+/* Marks an I/O worker or pool thread: a host->publish on it always comes
+ * from a handler, inside its event's republish budget (dispatch.c). */
+void fb_dispatch_mark_tree_thread(void);
 
 #endif

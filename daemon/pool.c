@@ -437,6 +437,7 @@ static void *pool_main(void *arg)
     struct fb_pool *p = s->p;
     urcu_memb_register_thread();
     fb_dispatch_mark_rcu_thread();
+    fb_dispatch_mark_tree_thread();
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->users_head && !p->stop)
