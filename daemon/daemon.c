@@ -441,6 +441,10 @@ void fb_daemon_stop(struct fb_daemon *d)
     uv_stop(d->main_loop);
 }
 
+/* Kept at exit for a handler still running (fb_daemon_free); reachable
+ * here so leak checkers see it held on purpose. */
+static struct fb_daemon *volatile kept_daemon;
+
 struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
 {
     if (!d)
@@ -494,6 +498,15 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     d->reg = fb_registry_free(d->reg);
     d->state = fb_state_close(d->state);
     free(d->embedded_config);
+    if (fb_pool_left_threads()) {
+        /* A handler given up at shutdown may still return, count its
+         * call or publish (pool.c): what those touch -- the daemon, its
+         * config and counters -- stays until the process exits. */
+        kept_daemon = d;
+        if (d->rcu_registered)
+            urcu_memb_unregister_thread();
+        return NULL;
+    }
     while (d->counters) {
         struct fb_counters *c = d->counters;
         d->counters = c->next;

@@ -404,6 +404,11 @@ static void *watchdog_main(void *arg)
     return NULL;
 }
 
+bool fb_pool_left_threads(void)
+{
+    return atomic_load(&kept_pools[0]) != NULL;
+}
+
 uint64_t fb_pool_late_total(const struct fb_pool *p)
 {
     return p ? atomic_load_explicit(&p->late_total, memory_order_relaxed) : 0;

@@ -116,6 +116,9 @@ int fb_pool_submit(struct fb_pool *p, struct fb_job *j);
 void fb_pool_begin_stop(struct fb_pool *p);
 /* Blocking calls that ran past handler_deadline_ms so far. NULL-safe. */
 uint64_t fb_pool_late_total(const struct fb_pool *p);
+/* True once a pool was freed with a call given up still running: the
+ * daemon keeps what such a call may touch (daemon.c). */
+bool fb_pool_left_threads(void);
 /* Runs every queued job, joins the threads, frees. A pool with a call
  * given up is left allocated (its thread may still come back to it).
  * NULL-safe. */
