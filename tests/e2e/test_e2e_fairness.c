@@ -10,7 +10,8 @@
  * that effective uid, SO_PEERCRED records it) must still get its acked
  * events in, and they must run early, not behind the hog's backlog; for
  * the hog, every event sent is either run (a line in the plugin's file)
- * or answered with an ERROR BUSY: run + ERRORs = sent.
+ * or answered with an ERROR BUSY: run + ERRORs = sent. Within one uid,
+ * connections are served in turn as well.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -196,12 +197,67 @@ START_TEST(test_e2e_fairness_hog)
 }
 END_TEST
 
+/*
+ * Within one uid, connections are served in turn too: a connection with
+ * 900 events queued does not make a second connection's 5 acked events
+ * wait behind all of them.
+ */
+START_TEST(test_e2e_fairness_connections)
+{
+    struct fb_e2e_opts o = {.blocking_threads = 1};
+    struct fb_e2e *t =
+        fb_e2e_up(&o, FB_E2E_TP("gate") "gate = @D@/open\n"
+                                        "file = @D@/gate.txt\n"
+                                        "[route bulk]\nevent = bulk.x\nto = "
+                                        "test.gate\n"
+                                        "[route mine]\nevent = mine.x\nto = "
+                                        "test.gate\n");
+    enum { BULK = 900 };
+    struct fb_e2e_raw *bulk = fb_e2e_raw_unix(t), *mine = fb_e2e_raw_unix(t);
+    for (uint64_t i = 1; i <= BULK; i++)
+        fb_e2e_raw_publish(bulk, i, false, "bulk.x");
+    wait_received(t, BULK);
+    for (uint64_t i = 1; i <= OTHER_N; i++)
+        fb_e2e_raw_publish(mine, i, true, "mine.x");
+    wait_received(t, BULK + OTHER_N);
+    fb_e2e_write(t, "open", "");
+
+    fb_e2e_raw_hello(mine);
+    for (int i = 0; i < OTHER_N; i++) {
+        ck_assert_int_eq(fb_e2e_raw_recv(mine, 30000), 1);
+        ck_assert_msg(mine->msg.type == FIDBUS_MSG_ACK, "mine.x: type %llu code %llu",
+                      (unsigned long long)mine->msg.type,
+                      (unsigned long long)mine->msg.code);
+    }
+    fb_e2e_raw_hello(bulk);
+    fb_e2e_raw_ping(bulk, PING_SEQ);
+    fb_e2e_raw_expect_ack(bulk, PING_SEQ, 0); /* all 900 ran: no ERROR first */
+
+    char *lines = fb_e2e_read(fb_e2e_file(t, "gate.txt"), NULL);
+    ck_assert_ptr_nonnull(lines);
+    ck_assert_int_eq(fb_e2e_lines_with(lines, "bulk.x", -1), BULK);
+    int last = -1;
+    for (int i = 0; i < OTHER_N; i++)
+        last = line_index(lines, "mine.x", last + 1);
+    ck_assert_msg(last >= 0 && last < 20,
+                  "the second connection's last event ran as line %d, behind the first's "
+                  "backlog of %d",
+                  last, BULK);
+    free(lines);
+    fb_e2e_raw_close(bulk);
+    fb_e2e_raw_close(mine);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *e2e_fairness_suite(void)
 {
     Suite *s = suite_create("e2e_fairness");
     TCase *tc = tcase_create("fairness");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_e2e_fairness_hog);
+    tcase_add_test(tc, test_e2e_fairness_connections);
     suite_add_tcase(s, tc);
     return s;
 }
