@@ -90,6 +90,7 @@ static const struct {
     [K_L_MAX_FRAMES_PER_READ] = {SEC_LIMITS, "max_frames_per_read"},
     [K_L_INPUT_SOFT] = {SEC_LIMITS, "input_soft"},
     [K_L_INPUT_SOFT_MS] = {SEC_LIMITS, "input_soft_ms"},
+    [K_L_MAX_REPUBLISH] = {SEC_LIMITS, "max_republish"},
 };
 
 /* --------------------------------------------------------- [daemon] ... */

@@ -58,6 +58,7 @@ struct fb_limits {
     unsigned max_frames_per_read;     /* fair share per read callback; 64 */
     uint32_t input_soft;              /* one unfinished frame buffered: watch; 256 KiB */
     unsigned input_soft_ms;           /* ...for longer than this: BUSY, close; 30000 */
+    unsigned max_republish;           /* host->publish calls per client event; 1024 */
 };
 
 struct fb_config {

@@ -31,6 +31,7 @@ void fb_config_limits_defaults(struct fb_config *c)
         .max_frames_per_read = 64,
         .input_soft = 256u * 1024u,
         .input_soft_ms = 30000,
+        .max_republish = 1024,
     };
 }
 
@@ -87,6 +88,10 @@ int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const
         break;
     case K_L_INPUT_SOFT_MS:
         max = DAY_MS, note = " (ms; 0 = off)", slot = &l->input_soft_ms;
+        break;
+    case K_L_MAX_REPUBLISH:
+        max = 1000000, note = " (0 = handlers may not republish)",
+        slot = &l->max_republish;
         break;
     default:
         return p->rc;

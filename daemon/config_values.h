@@ -75,6 +75,7 @@ enum key_id {
     K_L_MAX_FRAMES_PER_READ,
     K_L_INPUT_SOFT,
     K_L_INPUT_SOFT_MS,
+    K_L_MAX_REPUBLISH,
     K__COUNT
 };
 

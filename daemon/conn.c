@@ -76,6 +76,23 @@ static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
     c->st.out.len += n;
 }
 
+/* ERROR BUSY for an event with `busy` of its `n` handler calls not run:
+ * the pool's queue (or this client's share of it) was full, or the
+ * daemon is stopping and gave them up. */
+static void send_busy(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok,
+                      uint32_t busy, uint32_t n)
+{
+    fb_conn_count_limit(c, FB_LIM_BUSY);
+    if (c->w->stopping)
+        fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
+                             "daemon stopping: %u of %u handler calls not run", busy, n);
+    else
+        fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
+                             "blocking pool full: %u of %u handler calls refused (this "
+                             "client's share of the queue, or the queue, is full)",
+                             busy, n);
+}
+
 /* Answer for an acked event once all its handlers have returned. A call
  * refused because the blocking pool is full is BUSY (the daemon shed it)
  * unless a handler also failed. */
@@ -85,10 +102,7 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
     if (!failed && !busy) {
         send_ack(c, seq, ok);
     } else if (!failed) {
-        fb_conn_count_limit(c, FB_LIM_BUSY);
-        fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_BUSY, true, ok,
-                             "blocking pool full: %u of %u handler calls refused", busy,
-                             ok + busy);
+        send_busy(c, has_seq, seq, ok, busy, ok + busy);
     } else if (skipped) {
         fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
                              "%u of %u handler calls failed (%u skipped: function "
@@ -230,6 +244,11 @@ struct fb_worker *fb_waiter_worker(const struct fb_waiter *wt)
     return wt->conn->w;
 }
 
+struct fb_pool_src *fb_waiter_src(const struct fb_waiter *wt)
+{
+    return &wt->conn->psrc;
+}
+
 static void release_pings(struct fb_conn *c)
 {
     while (c->ping_head && c->ping_head->barrier <= c->waiters_finished) {
@@ -245,8 +264,19 @@ static void release_pings(struct fb_conn *c)
 static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
 {
     wt->done = true;
-    if (wt->ack)
-        send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy, wt->skipped);
+    if (wt->ack && wt->given_up)
+        fb_stream_send_error(
+            &c->st, wt->has_seq, wt->seq, FIDBUS_HANDLER_FAILED, true, wt->ok,
+            "daemon stopping: stopped waiting for %u of %u handler calls "
+            "(running past handler_deadline_ms); whether they finish is "
+            "unknown",
+            wt->given_up, wt->ok + wt->failed + wt->busy + wt->not_run);
+    else if (wt->ack)
+        send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy + wt->not_run,
+                     wt->skipped);
+    else if (wt->not_run) /* un-acked: refused at dispatch was answered then */
+        send_busy(c, wt->has_seq, wt->seq, wt->ok, wt->not_run,
+                  wt->ok + wt->failed + wt->busy + wt->not_run);
     unsigned popped = 0;
     while (c->wq_head && c->wq_head->done) {
         struct fb_waiter *h = c->wq_head;
@@ -275,9 +305,12 @@ void fb_conn_job_done(struct fb_job *j)
     struct fb_waiter *wt = j->waiter;
     if (j->rc == 0)
         wt->ok++;
+    else if (j->rc == FB_JOB_NOT_RUN)
+        wt->not_run++;
     else
         wt->failed++;
-    free(j);
+    wt->given_up += j->rc == FB_JOB_GIVEN_UP;
+    fb_job_free(j);
     if (--wt->pending == 0)
         waiter_finish(wt->conn, wt);
 }
@@ -377,6 +410,17 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
             fb_stream_send_error(&c->st, has_seq, m->seq, FIDBUS_NO_ROUTE, false, 0,
                                  "no route matches event '%s'", m->event);
         return;
+    }
+    if (!ack && __builtin_expect(out.busy + out.refused != 0, 0)) {
+        /* Not run is answered even un-acked (proto/README.md): a silent
+         * drop would look like success behind the next PING. */
+        uint32_t n = out.ok + out.failed + out.queued + out.busy + out.refused;
+        if (out.busy)
+            send_busy(c, has_seq, ev.seq, out.ok, out.busy + out.refused, n);
+        else
+            fb_stream_send_error(&c->st, has_seq, ev.seq, FIDBUS_INTERNAL, true, out.ok,
+                                 "out of memory: %u of %u handler calls not run",
+                                 out.refused, n);
     }
     if (c->wq_tail != before) {
         /* Blocking calls are in flight: the waiter answers when they end.
@@ -502,6 +546,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     uint64_t now = fb_now_ns();
     c->last_ns = now;
     c->st.flags |= C_IN_INPUT;
+    fb_dispatch_set_principal(c->admit.principal);
     urcu_memb_read_lock();
     const struct fb_route_table *t = fb_routes_deref(&w->d->table);
     uint32_t budget = c->max_frames;

@@ -28,10 +28,16 @@ struct fb_waiter {
     uint64_t seq;
     uint32_t pending; /* blocking calls not yet finished */
     uint32_t ok, failed;
-    uint32_t busy;    /* calls refused by a full pool queue */
-    uint32_t skipped; /* targets skipped: function quarantined (in failed) */
+    uint32_t busy;     /* calls refused by a full pool queue */
+    uint32_t skipped;  /* targets skipped: function quarantined (in failed) */
+    uint32_t not_run;  /* calls given up unrun at shutdown (pool.c) */
+    uint32_t given_up; /* calls still running when shutdown gave up (in failed) */
     bool has_seq, ack, done;
 };
+
+struct fb_pool_src;
+/* The pool queue of the waiter's connection (pool.h). */
+struct fb_pool_src *fb_waiter_src(const struct fb_waiter *wt);
 
 /* Takes ownership of fd (closed on failure) and of the admission a (given
  * back when the connection goes). Loop thread of w. */

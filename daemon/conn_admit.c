@@ -18,6 +18,7 @@
 #include <fidbus/proto.h>
 
 #include "log.h"
+#include "pool.h"
 
 struct fb_uid_count {
     uid_t uid;
@@ -176,7 +177,7 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, const struct sockad
                    struct fb_admit *a)
 {
     const struct fb_limits *l = &d->cfg->limits;
-    *a = (struct fb_admit){0};
+    *a = (struct fb_admit){.principal = FB_PRINCIPAL_OTHER};
     unsigned open = atomic_fetch_add(&d->nconns, 1);
     if (open >= l->max_connections) {
         atomic_fetch_sub(&d->nconns, 1);
@@ -201,12 +202,13 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, const struct sockad
         }
         return true;
     }
-    if (!l->max_connections_per_uid)
-        return true;
     struct ucred cr;
     socklen_t len = sizeof cr;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
         return true; /* no credentials: only the total applies */
+    a->principal = (uint32_t)cr.uid;
+    if (!l->max_connections_per_uid)
+        return true;
     pthread_mutex_lock(&d->uids_lock);
     struct fb_uid_count *u = uid_slot(d, cr.uid, true);
     bool over = u && u->n >= l->max_connections_per_uid;

@@ -37,7 +37,9 @@
 
 /* What a connection holds, to give back: its uid slot iff has_uid, a TCP
  * place iff tcp, an unauthenticated place (and its address's, iff
- * has_addr) iff unauth. */
+ * has_addr) iff unauth. principal: the peer's uid on Unix (SO_PEERCRED),
+ * else FB_PRINCIPAL_OTHER; whose share of the blocking pool its events use
+ * (pool.h). */
 struct fb_admit {
     bool has_uid;
     bool tcp;
@@ -45,6 +47,7 @@ struct fb_admit {
     bool has_addr;
     uid_t uid;
     uint8_t addr[16]; /* IPv4-mapped IPv4 address, or IPv6 /64 prefix */
+    uint32_t principal;
 };
 
 /* Admits fd (its peer address `peer`, NULL if unknown) or writes the

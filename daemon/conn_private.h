@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "conn_admit.h"
 #include "daemon.h"
+#include "pool.h"
 #include "stream.h"
 #include "worker.h"
 
@@ -59,6 +60,8 @@ struct fb_conn {
     uint64_t in_since_ns; /* it went over in_soft at; 0 = none is */
     struct fb_conn *yield_next;
     struct fb_admit admit;
+    /* Its queue in the blocking pool (pool.h); the pool's lock guards it. */
+    struct fb_pool_src psrc;
 };
 
 static inline void fb_conn_count_limit(struct fb_conn *c, enum fb_limit_reason r)

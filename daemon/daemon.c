@@ -99,6 +99,7 @@ const char *const fb_limit_names[FB_LIM__COUNT] = {
     [FB_LIM_UNAUTH] = "unauth",
     [FB_LIM_UNAUTH_ADDR] = "unauth_addr",
     [FB_LIM_CONTROL_UNAUTH] = "control_unauth",
+    [FB_LIM_REPUBLISH] = "republish",
 };
 
 void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])
@@ -489,12 +490,17 @@ void fb_daemon_stop(struct fb_daemon *d)
     }
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_stop(d->workers[i]);
+    fb_pool_begin_stop(d->pool);
     stop_signals(d);
     /* The workers finish on their own threads; the main loop ends when
      * its last handle (plugin timers excepted) is gone. Timers keep it
      * alive, so stop it explicitly and join below in fb_daemon_free. */
     uv_stop(d->main_loop);
 }
+
+/* Kept at exit for a handler still running (fb_daemon_free); reachable
+ * here so leak checkers see it held on purpose. */
+static struct fb_daemon *volatile kept_daemon;
 
 struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
 {
@@ -507,6 +513,9 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         fb_listener_close(d->listeners[i]);
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_stop(d->workers[i]);
+    /* A hung blocking call is waited for up to handler_deadline_ms, not
+     * for ever: the workers finish once the pool gives up on it. */
+    fb_pool_begin_stop(d->pool);
     for (unsigned i = 0; i < d->nworkers; i++)
         fb_worker_join(d->workers[i]);
     free(d->workers);
@@ -531,6 +540,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         rev = p->next;
         fb_plugin_unload(d, p);
     }
+    fb_plugin_reap_detached(d, true);
 
     stop_signals(d);
     if (d->timers)
@@ -545,6 +555,15 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     d->reg = fb_registry_free(d->reg);
     d->state = fb_state_close(d->state);
     free(d->embedded_config);
+    if (fb_pool_left_threads()) {
+        /* A handler given up at shutdown may still return, count its
+         * call or publish (pool.c): what those touch -- the daemon, its
+         * config and counters -- stays until the process exits. */
+        kept_daemon = d;
+        if (d->rcu_registered)
+            urcu_memb_unregister_thread();
+        return NULL;
+    }
     while (d->counters) {
         struct fb_counters *c = d->counters;
         d->counters = c->next;

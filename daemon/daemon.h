@@ -66,6 +66,7 @@ enum fb_limit_reason {
     FB_LIM_UNAUTH,          /* over unauth_max: refused */
     FB_LIM_UNAUTH_ADDR,     /* over unauth_per_addr: refused */
     FB_LIM_CONTROL_UNAUTH,  /* too many unauthorized control peers: refused */
+    FB_LIM_REPUBLISH,       /* over max_republish: a host->publish refused */
     FB_LIM__COUNT
 };
 extern const char *const fb_limit_names[FB_LIM__COUNT];

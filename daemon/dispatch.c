@@ -7,6 +7,17 @@
  * The hop count of the event being handled lives in a thread-local: a
  * handler that calls host->publish does so on the thread that called it,
  * so the nested event gets hop + 1 and is refused past FIDBUS_MAX_HOPS.
+ *
+ * Republish budget ([limits] max_republish): the hop limit bounds depth,
+ * not breadth (N copies per hop would be N^8 calls), so host->publish
+ * calls are also counted per client event. While the tree of republishes
+ * stays on one thread (inline handlers), the count is a thread-local,
+ * reset when the client event's dispatch ends. A blocking job created
+ * inside the tree takes it along: the count moves into a small shared,
+ * refcounted struct fb_budget that the job and everything it republishes
+ * use. A blocking handler of the client event itself starts a budget of
+ * its own, so the bound is max_republish per client event and per
+ * blocking handler it reached directly.
  */
 #include "dispatch.h"
 
@@ -22,10 +33,73 @@
 
 static _Thread_local unsigned tls_hop;
 static _Thread_local bool tls_rcu_thread;
+/* Whose events this thread dispatches (the pool's fairness, pool.h). */
+static _Thread_local uint32_t tls_principal = FB_PRINCIPAL_OTHER;
+/* Republishes of this tree counted here while tls_budget is NULL. */
+static _Thread_local uint32_t tls_used;
+static _Thread_local struct fb_budget *tls_budget;
+/* Handlers run on this thread inside a tree: set for good on I/O workers
+ * and pool threads, where every host->publish comes from a handler of a
+ * client event or job; on the main and control threads (plugin timers,
+ * init) each host->publish starts a tree of its own. */
+static _Thread_local bool tls_tree;
+
+/* The tree on this thread is done: its count goes, its budget is let go. */
+static void tree_end(void)
+{
+    tls_used = 0;
+    if (__builtin_expect(tls_budget != NULL, 0)) {
+        fb_budget_put(tls_budget);
+        tls_budget = NULL;
+    }
+}
 
 void fb_dispatch_mark_rcu_thread(void)
 {
     tls_rcu_thread = true;
+}
+
+void fb_dispatch_mark_tree_thread(void)
+{
+    tls_tree = true;
+}
+
+void fb_dispatch_set_principal(uint32_t principal)
+{
+    tls_principal = principal;
+}
+
+void fb_budget_put(struct fb_budget *b)
+{
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        free(b);
+}
+
+/* The tree's shared budget, made on first need; NULL on ENOMEM. */
+static struct fb_budget *tree_budget(void)
+{
+    if (!tls_budget) {
+        struct fb_budget *b = malloc(sizeof *b);
+        if (!b)
+            return NULL;
+        atomic_init(&b->used, tls_used);
+        atomic_init(&b->refs, 1); /* the frame that owns the tree */
+        tls_budget = b;
+    }
+    atomic_fetch_add_explicit(&tls_budget->refs, 1, memory_order_relaxed);
+    return tls_budget;
+}
+
+/* Bookkeeping after a handler call: latency sample, counts, quarantine. */
+static void call_done(struct fb_daemon *d, struct fb_func *fn, _Atomic uint64_t *mine,
+                      uint64_t t0, int rc)
+{
+    if (t0)
+        fb_lat_record(&fn->latency, fb_now_ns() - t0);
+    atomic_fetch_add_explicit(mine, 1, memory_order_relaxed);
+    if (rc)
+        fb_striped_add(&fn->errors, 1);
+    fb_func_note_result(fn, rc, d->cfg->quarantine_after);
 }
 
 static int call_inline(struct fb_daemon *d, struct fb_func *fn,
@@ -36,12 +110,7 @@ static int call_inline(struct fb_daemon *d, struct fb_func *fn,
     bool timed = atomic_load_explicit(mine, memory_order_relaxed) % FB_LAT_SAMPLE == 0;
     uint64_t t0 = timed ? fb_now_ns() : 0;
     int rc = fn->handle(fn->ctx, ev);
-    if (timed)
-        fb_lat_record(&fn->latency, fb_now_ns() - t0);
-    atomic_fetch_add_explicit(mine, 1, memory_order_relaxed);
-    if (rc)
-        fb_striped_add(&fn->errors, 1);
-    fb_func_note_result(fn, rc, d->cfg->quarantine_after);
+    call_done(d, fn, mine, t0, rc);
     return rc;
 }
 
@@ -83,10 +152,14 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             continue;
         }
         struct fb_job *j = fb_job_new(d, fn, ev, tls_hop);
+        if (j && tls_hop && !(j->budget = tree_budget())) {
+            fb_job_free(j);
+            j = NULL;
+        }
         if (j && wait_new && !waiter) {
             waiter = wait_new(wait_arg);
             if (!waiter) {
-                free(j);
+                fb_job_free(j);
                 j = NULL;
             }
         }
@@ -96,12 +169,14 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             continue;
         }
         j->waiter = waiter;
+        j->src = waiter ? fb_waiter_src(waiter) : NULL;
+        j->principal = tls_principal;
         /* Counted before the job is visible to the pool, under the read
          * lock: an unload that has waited a grace period sees it. */
         atomic_fetch_add_explicit(&fn->plugin->inflight, 1, memory_order_relaxed);
         if (fb_pool_submit(d->pool, j) < 0) {
             atomic_fetch_sub_explicit(&fn->plugin->inflight, 1, memory_order_relaxed);
-            free(j);
+            fb_job_free(j);
             out->busy++;
             continue;
         }
@@ -114,19 +189,67 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
     if (out->failed + out->refused + out->busy)
         fb_count(&cnt->errors, out->failed + out->refused + out->busy);
     out->failed += out->skipped;
+    /* The client event's tree is done on this thread (see the top); reads
+     * only, unless it republished. */
+    if (!tls_hop && __builtin_expect(tls_used != 0 || tls_budget != NULL, 0))
+        tree_end();
 }
 
-int fb_dispatch_call_blocking(struct fb_job *j)
+int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *arg,
+                              bool *kept)
 {
-    unsigned saved = tls_hop;
+    unsigned saved_hop = tls_hop;
+    uint32_t saved_principal = tls_principal, saved_used = tls_used;
+    struct fb_budget *saved_budget = tls_budget;
     tls_hop = j->hop;
-    int rc = call_inline(j->d, j->fn, &j->ev);
-    tls_hop = saved;
+    tls_principal = j->principal;
+    tls_used = 0;
+    tls_budget = j->budget;
+
+    struct fb_func *fn = j->fn;
+    _Atomic uint64_t *mine = &fn->calls.s[fb_stripe_id()].v;
+    bool timed = atomic_load_explicit(mine, memory_order_relaxed) % FB_LAT_SAMPLE == 0;
+    uint64_t t0 = timed ? fb_now_ns() : 0;
+    int rc = fn->handle(fn->ctx, &j->ev);
+
+    /* A budget this call made is its own to drop; its jobs hold theirs. */
+    if (tls_budget != j->budget)
+        fb_budget_put(tls_budget);
+    tls_hop = saved_hop;
+    tls_principal = saved_principal;
+    tls_used = saved_used;
+    tls_budget = saved_budget;
+    *kept = !returned || returned(arg);
+    if (!*kept)
+        return rc; /* given up at shutdown (pool.c): touch nothing */
+    call_done(j->d, fn, mine, t0, rc);
     if (rc) {
         struct fb_counters *cnt = fb_counters_self(j->d);
         fb_count(&cnt->errors, 1);
     }
     return rc;
+}
+
+/* One warn line a second at most for refused republishes, with how many
+ * were not logged: a handler that republishes in a loop must not flood
+ * the journal. */
+static void warn_budget(struct fb_daemon *d, const char *id)
+{
+    static _Atomic uint64_t next_ns, suppressed;
+    uint64_t now = fb_now_ns(),
+             next = atomic_load_explicit(&next_ns, memory_order_relaxed);
+    if (now < next ||
+        !atomic_compare_exchange_strong(&next_ns, &next, now + 1000000000ull)) {
+        atomic_fetch_add_explicit(&suppressed, 1, memory_order_relaxed);
+        return;
+    }
+    uint64_t n = atomic_exchange_explicit(&suppressed, 0, memory_order_relaxed);
+    char more[64] = "";
+    if (n)
+        snprintf(more, sizeof more, " (%llu more suppressed)", (unsigned long long)n);
+    fb_warn("republish of '%s' refused: its client event already led to max_republish = "
+            "%u republishes%s",
+            id, d->cfg->limits.max_republish, more);
 }
 
 int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_tag *tags,
@@ -138,6 +261,18 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
         return -EINVAL;
     if (tls_hop >= FIDBUS_MAX_HOPS)
         return -ELOOP;
+    bool root = !tls_tree; /* not from a handler: a tree of its own */
+    uint32_t max = d->cfg->limits.max_republish;
+    bool over = tls_budget ? atomic_fetch_add_explicit(&tls_budget->used, 1,
+                                                       memory_order_relaxed) >= max
+                           : tls_used++ >= max;
+    if (over) {
+        fb_count(&fb_counters_self(d)->limits[FB_LIM_REPUBLISH], 1);
+        warn_budget(d, id);
+        if (root)
+            tree_end();
+        return -EDQUOT;
+    }
 
     size_t idlen = strlen(id);
     struct fidbus_event ev = {
@@ -153,12 +288,17 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
 
     unsigned saved = tls_hop;
     tls_hop = saved + 1;
+    tls_tree = true;
     struct fb_outcome out;
     urcu_memb_read_lock();
     fb_dispatch(d, fb_routes_deref(&d->table), &ev, idlen, NULL, NULL, &out);
     FB_ROUTES_READ_DONE();
     urcu_memb_read_unlock();
     tls_hop = saved;
+    if (root) {
+        tls_tree = false;
+        tree_end();
+    }
 
     if (!out.routed)
         return -ENOENT;

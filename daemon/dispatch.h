@@ -49,14 +49,25 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
 
 struct fb_job;
 /* On a pool thread: runs a blocking job's handler with the job's hop
- * count, counts the call, returns the handler's result. */
-int fb_dispatch_call_blocking(struct fb_job *j);
+ * count, budget and principal, counts the call, returns the handler's
+ * result. returned(arg), when given, is asked first once the handler is
+ * back: false (*kept = false) means the call was given up meanwhile
+ * (pool.c) and nothing but the job may be touched, not even to count. */
+int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *arg,
+                              bool *kept);
+struct fb_budget;
+/* Drops a reference to a republish budget (pool.h). NULL-safe. */
+void fb_budget_put(struct fb_budget *b);
+/* Whose events the calling thread dispatches from now on: a Unix peer's
+ * uid or FB_PRINCIPAL_OTHER (pool.h). Jobs queued for the pool carry it. */
+void fb_dispatch_set_principal(uint32_t principal);
 
 /*
  * For plugins (host->publish): validates, then dispatches on the calling
  * thread under the current table with the hop count of the event being
  * handled on this thread plus one. Returns handlers reached, -EINVAL,
- * -ELOOP or -ENOENT (see <fidbus/plugin.h>).
+ * -ELOOP, -EDQUOT (over [limits] max_republish for the client event it
+ * came from) or -ENOENT (see <fidbus/plugin.h>).
  */
 int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_tag *tags,
                       size_t ntags, const uint8_t *payload, size_t payload_len);
@@ -65,5 +76,8 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
  * (I/O workers, the pool, the main thread); host->publish from any other
  * thread returns -EPERM. */
 void fb_dispatch_mark_rcu_thread(void);
+/* Marks an I/O worker or pool thread: a host->publish on it always comes
+ * from a handler, inside its event's republish budget (dispatch.c). */
+void fb_dispatch_mark_tree_thread(void);
 
 #endif

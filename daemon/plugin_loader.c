@@ -270,8 +270,8 @@ void fb_plugin_sweep_copies(const char *runtime_dir)
     }
     closedir(dh);
     if (n)
-        fb_info("removed %u private plugin cop%s left by a daemon that is gone from %s", n,
-                n == 1 ? "y" : "ies", dir);
+        fb_info("removed %u private plugin cop%s left by a daemon that is gone from %s",
+                n, n == 1 ? "y" : "ies", dir);
 }
 
 /* ---- load and unload ------------------------------------------------ */
@@ -593,26 +593,78 @@ refuse : {
     return rc;
 }
 
+/*
+ * Instances whose unload stopped waiting for a blocking call (below):
+ * detached -- no functions, no routes, no timers -- but neither finalised
+ * nor closed, since the call still runs their code. Finished by a later
+ * unload or at shutdown once their calls have returned. Control thread,
+ * or the main thread at shutdown after the control thread is gone.
+ */
+static struct fb_plugin *detached;
+
+static void finish_unload(struct fb_daemon *d, struct fb_plugin *p)
+{
+    char *name = strdup(p->name);
+    unwind(d, p);
+    fb_info("plugin %s: unloaded", name ? name : "?");
+    free(name);
+}
+
+void fb_plugin_reap_detached(struct fb_daemon *d, bool final)
+{
+    for (struct fb_plugin **pp = &detached; *pp;) {
+        struct fb_plugin *p = *pp;
+        uint64_t n = atomic_load_explicit(&p->inflight, memory_order_acquire);
+        if (n && final)
+            fb_warn("plugin %s: %" PRIu64 " blocking call(s) still running at exit; "
+                    "left loaded (fini not called)",
+                    p->name, n);
+        if (n) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        finish_unload(d, p);
+    }
+}
+
 void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p)
 {
     if (!p)
         return;
     fb_registry_remove(d->reg, p->funcs, p->nfuncs);
+    fb_plugin_reap_detached(d, false);
 
     /* Blocking calls already queued still hold pointers into the plugin's
      * code and ctx. This is a drain at unload or shutdown, not a hot path:
-     * a short poll is simpler than a condvar shared with the pool. */
+     * a short poll is simpler than a condvar shared with the pool. It
+     * lasts handler_deadline_ms at most (0: as long as it takes); at
+     * shutdown the pool has already waited, and what is left is a call it
+     * gave up on (pool.c), so there is no wait at all. */
     struct timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
+    uint64_t limit_ms = d->cfg->handler_deadline_ms, start = fb_now_ns();
     unsigned waited = 0;
-    while (atomic_load_explicit(&p->inflight, memory_order_acquire) != 0) {
+    uint64_t n;
+    while ((n = atomic_load_explicit(&p->inflight, memory_order_acquire)) != 0) {
+        uint64_t ms = (fb_now_ns() - start) / 1000000u;
+        if (atomic_load(&d->stopping) || (limit_ms && ms >= limit_ms)) {
+            /* Its code is running: closing it would pull it from under the
+             * call, and fini would free what the call uses. */
+            fb_timers_cancel_owner(d->timers, p);
+            p->next = detached;
+            detached = p;
+            if (atomic_load(&d->stopping))
+                return; /* the shutdown's final reap logs it */
+            fb_warn("plugin %s: stopped waiting for %" PRIu64 " blocking call(s) after "
+                    "%llu ms (handler_deadline_ms = %llu); the plugin is detached but "
+                    "left loaded (fini and unload when they return)",
+                    p->name, n, (unsigned long long)ms, (unsigned long long)limit_ms);
+            return;
+        }
         if (++waited == 5000)
             fb_warn("plugin %s: still waiting for %" PRIu64 " blocking call(s)", p->name,
-                    atomic_load(&p->inflight));
+                    n);
         nanosleep(&tick, NULL);
     }
-
-    char *name = strdup(p->name);
-    unwind(d, p);
-    fb_info("plugin %s: unloaded", name ? name : "?");
-    free(name);
+    finish_unload(d, p);
 }

@@ -42,13 +42,13 @@ struct fb_plugin {
     ino_t src_ino;
     off_t src_size;
     struct timespec src_mtime;
-    struct fb_plugin *next;    /* daemon's list */
+    struct fb_plugin *next; /* daemon's list */
 };
 
 /*
  * Loads one plugin instance (pc->name NULL: named after the plugin's own
- * name field, which must then be a valid instance name): copies pc->path to a private file under the
- * runtime dir, dlopens it, checks the ABI and every function, refuses
+ * name field, which must then be a valid instance name): copies pc->path to a private
+ * file under the runtime dir, dlopens it, checks the ABI and every function, refuses
  * funcID conflicts with the registry, calls init, and registers its
  * functions (routes are built by the caller afterwards). On failure
  * nothing is left behind (handle closed, copy removed) and err holds one
@@ -66,6 +66,16 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
  * dlcloses and removes the private copy. Frees p.
  */
 void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p);
+/*
+ * The wait for in-flight calls lasts handler_deadline_ms at most (none at
+ * shutdown, where the pool has waited already): past it the instance is
+ * detached -- functions and timers gone -- but left loaded, neither
+ * finalised nor closed, since a call is still running its code; it is
+ * finished by a later unload, or at shutdown, once its calls are back.
+ * fb_plugin_reap_detached does that (final: at shutdown, logging each
+ * still left).
+ */
+void fb_plugin_reap_detached(struct fb_daemon *d, bool final);
 
 /* Removes private copies under RUNTIME/plugins left by daemons that are
  * no longer running (killed before they could clean up). Start-up. */

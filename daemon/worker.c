@@ -121,6 +121,7 @@ static void worker_main(void *arg)
     struct fb_worker *w = arg;
     urcu_memb_register_thread();
     fb_dispatch_mark_rcu_thread();
+    fb_dispatch_mark_tree_thread();
     w->counters = fb_counters_self(w->d);
 
     uv_check_t check;

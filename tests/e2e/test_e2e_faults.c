@@ -14,6 +14,9 @@
  *     func.release answers NOT_FOUND / INVALID for unknown / bad ids;
  *   - a split route whose pick for a key is quarantined skips that key's
  *     events instead of moving them to another target;
+ *   - a blocking call hung past the deadline delays neither SIGTERM nor
+ *     plugin unload for longer than the deadline (each says it stopped
+ *     waiting; the plugin stays loaded but detached);
  *   - bad values for the two keys stop the daemon at start.
  *
  * Handlers are tests/plugins/flaky.so (fails on the tag fail=1, the
@@ -237,6 +240,121 @@ START_TEST(test_e2e_faults_deadline)
 
     fidbus_client_close(bus);
     fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* ----------------------------------------------- a hung blocking call */
+
+/* slow.so sleeping 60 s, a 300 ms deadline, a route to it. */
+#define HUNG_SECTIONS                                                                    \
+    FB_E2E_TP("slow")                                                                    \
+    "delay_ms = 60000\nfile = @D@/slow.txt\n"                                            \
+    "[route hang]\nevent = hang.x\nto = " SLOW_FN "\n"
+
+/* An acked hang.x on a raw connection, and the wait until the deadline
+ * watchdog has seen its call still running. */
+static struct fb_e2e_raw *hang_one(struct fb_e2e *t)
+{
+    struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
+    fb_e2e_raw_hello(r);
+    fb_e2e_raw_publish(r, 7, true, "hang.x");
+    ck_assert_msg(fb_e2e_wait_contains(t->errfile, "still running after", 10000),
+                  "the hung call was never flagged late");
+    return r;
+}
+
+/*
+ * SIGTERM with a blocking call hung for 60 s: the daemon waits for it up
+ * to handler_deadline_ms (300 ms here), then says it stopped waiting,
+ * answers the acked publish, and exits 0 with the plugin left loaded --
+ * within the harness's 10 s, far from the 60 s the call would take.
+ */
+START_TEST(test_e2e_faults_stop_hung_call)
+{
+    struct fb_e2e *t = up_with("handler_deadline_ms = 300\n", HUNG_SECTIONS);
+    fb_e2e_start(t);
+    struct fb_e2e_raw *r = hang_one(t);
+
+    uint64_t t0 = fb_e2e_now_ms();
+    int st = fb_e2e_stop(t);
+    uint64_t took = fb_e2e_now_ms() - t0;
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x; stderr:\n%s", st,
+                  err);
+    fprintf(stderr, "test_e2e_faults_stop_hung_call: SIGTERM to exit %llu ms\n",
+            (unsigned long long)took);
+    ck_assert_msg(took < 5000, "SIGTERM took %llu ms with a hung call; stderr:\n%s",
+                  (unsigned long long)took, err);
+    ck_assert_msg(count_lines(err, "stopped waiting for a blocking call to " SLOW_FN,
+                              "handler_deadline_ms = 300") == 1,
+                  "no line saying shutdown stopped waiting; stderr:\n%s", err);
+    ck_assert_msg(count_lines(err, "plugin slow", "left loaded") == 1, "%s", err);
+    free(err);
+
+    /* The acked publish was answered before the close. */
+    const struct fidbus_msg *m = fb_e2e_raw_expect_error(r, FIDBUS_HANDLER_FAILED, 7);
+    ck_assert_msg(
+        m->message.len && memmem(m->message.ptr, m->message.len, "stopped waiting", 15),
+        "ERROR message: %.*s", (int)m->message.len, (const char *)m->message.ptr);
+    fb_e2e_raw_close(r);
+    char *slow = fb_e2e_read(fb_e2e_file(t, "slow.txt"), NULL);
+    ck_assert_msg(!slow, "the hung call finished: %s", slow);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/*
+ * plugin unload (after route del) with its blocking call hung: the unload
+ * waits up to handler_deadline_ms, then goes on and says so. The plugin's
+ * code is still running, so it is detached (no functions, no routes) but
+ * not closed; the same file loads again as a new instance at once, and
+ * shutdown does not wait for the old call either.
+ */
+START_TEST(test_e2e_faults_unload_hung_call)
+{
+    struct fb_e2e *t = up_with("handler_deadline_ms = 300\n", HUNG_SECTIONS);
+    fb_e2e_start(t);
+    struct fb_e2e_raw *r = hang_one(t);
+
+    free(ctl(t, 0, NULL, "route", "del", "hang", (const char *)NULL));
+    uint64_t t0 = fb_e2e_now_ms();
+    free(ctl(t, 0, NULL, "plugin", "unload", "slow", (const char *)NULL));
+    uint64_t took = fb_e2e_now_ms() - t0;
+    char *err = fb_e2e_stderr(t);
+    fprintf(stderr, "test_e2e_faults_unload_hung_call: plugin unload %llu ms\n",
+            (unsigned long long)took);
+    ck_assert_msg(took < 5000, "plugin unload took %llu ms with a hung call",
+                  (unsigned long long)took);
+    ck_assert_msg(count_lines(err, "plugin slow: stopped waiting for 1 blocking call",
+                              "detached but left loaded") == 1,
+                  "no line saying the unload stopped waiting; stderr:\n%s", err);
+    free(err);
+    char *list = ctl(t, 0, NULL, "plugin", "list", (const char *)NULL);
+    ck_assert_msg(!strstr(list, "slow"), "still listed: %s", list);
+    free(list);
+
+    /* A new instance of the same file, and it works. */
+    char cfg[64];
+    snprintf(cfg, sizeof cfg, "{\"delay_ms\": \"0\"}");
+    free(ctl(t, 0, NULL, "plugin", "load", fb_e2e_built("tests/plugins/slow.so"),
+             "--name", "slow", "--config", cfg, (const char *)NULL));
+    free(ctl(t, 0, NULL, "route", "add", "quick", "quick.x", "--to", SLOW_FN,
+             (const char *)NULL));
+    struct fidbus_client *bus = fb_e2e_connect(t);
+    fb_e2e_publish_ack(bus, "quick.x", 1);
+    fidbus_client_close(bus);
+
+    uint64_t t1 = fb_e2e_now_ms();
+    int st = fb_e2e_stop(t);
+    err = fb_e2e_stderr(t);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x; %s", st, err);
+    ck_assert_msg(fb_e2e_now_ms() - t1 < 5000, "SIGTERM took %llu ms; %s",
+                  (unsigned long long)(fb_e2e_now_ms() - t1), err);
+    ck_assert_msg(count_lines(err, "plugin slow", "still running at exit") == 1, "%s",
+                  err);
+    free(err);
+    fb_e2e_raw_close(r);
     fb_e2e_free(t);
 }
 END_TEST
@@ -471,6 +589,8 @@ static Suite *e2e_faults_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_e2e_faults_deadline);
     tcase_add_test(tc, test_e2e_faults_deadline_off);
+    tcase_add_test(tc, test_e2e_faults_stop_hung_call);
+    tcase_add_test(tc, test_e2e_faults_unload_hung_call);
     tcase_add_test(tc, test_e2e_faults_quarantine);
     tcase_add_test(tc, test_e2e_faults_quarantine_split);
     tcase_add_test(tc, test_e2e_faults_quarantine_off);

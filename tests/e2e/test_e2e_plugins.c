@@ -4,7 +4,7 @@
  * Plugins and routes that must stop the daemon at startup (wrong ABI, no
  * symbol, missing file, a funcID conflict, unknown target, signature
  * mismatch), clean shutdown calling every fini, plugin timers, the
- * republish hop limit, and the README's example plugin (hello.so).
+ * republish hop limit and budget, and the README's example plugin (hello.so).
  */
 #include <check.h>
 #include <inttypes.h>
@@ -209,6 +209,70 @@ START_TEST(test_e2e_hop_limit)
 }
 END_TEST
 
+/* ------------------------------------------------------ republish budget */
+
+/* Lines of text containing both a and b. */
+static int lines_with_both(const char *text, const char *a, const char *b)
+{
+    int n = 0;
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char *line = strndup(p, len);
+        n += line && strstr(line, a) && strstr(line, b);
+        free(line);
+        p = nl ? nl + 1 : NULL;
+    }
+    return n;
+}
+
+/*
+ * A handler that republishes 4 copies of what it gets would make
+ * 4 + 16 + ... + 4^8 = 87,380 events from one client event within the hop
+ * limit. [limits] max_republish bounds the total: 100 per client event
+ * for the inline tree, and 100 for the tree under a blocking handler
+ * (whose copies run on the pool, in other threads); past it publish
+ * returns -EDQUOT, counted and logged at most once a second.
+ */
+START_TEST(test_e2e_republish_budget)
+{
+    /* clang-format off */
+    struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_TP("fanout")
+                                 "copies = 4\nfile = @D@/fan.txt\n"
+                                 "[route fan]\nevent = fan.x\nto = test.fanout\n"
+                                 "[route fanb]\nevent = fanb.x\nto = test.fanout_blocking\n"
+                                 "[limits]\nmax_republish = 100\n");
+    /* clang-format on */
+    struct fidbus_client *c = fb_e2e_connect(t);
+    fb_e2e_publish_ack(c, "fan.x", 1);
+    long long hits =
+        fb_e2e_prom_value(t, "fidbus_limit_hits_total{reason=\"republish\"}");
+    ck_assert_msg(hits > 0, "no republish refused: %lld", hits);
+    fb_e2e_publish_ack(c, "fanb.x", 1);
+    fidbus_client_close(c);
+    /* The blocking copies run after the ACK; shutdown drains them. */
+    fb_e2e_stop_ok(t);
+
+    char *fan = fb_e2e_read(fb_e2e_file(t, "fan.txt"), NULL);
+    unsigned long published = 0, loop = 0, budget = 0;
+    ck_assert_msg(fan && sscanf(fan, "published=%lu loop_refused=%lu budget_refused=%lu",
+                                &published, &loop, &budget) == 3,
+                  "fan.txt: %s", fan ? fan : "(missing)");
+    /* Depth first, so the hop limit is met on the way too (loop). */
+    ck_assert_msg(published == 200 && budget > 0,
+                  "fan.txt: %s (expected published=200, budget_refused > 0; loop_refused "
+                  "%lu)",
+                  fan, loop);
+    free(fan);
+    char *err = fb_e2e_stderr(t);
+    int warned = lines_with_both(err, "refused", "max_republish = 100");
+    ck_assert_msg(warned >= 1 && warned <= 10 && (unsigned long)warned < budget,
+                  "%d warn lines for %lu refusals; stderr:\n%s", warned, budget, err);
+    free(err);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------------------ README example */
 
 START_TEST(test_e2e_readme_plugin)
@@ -235,6 +299,7 @@ static Suite *e2e_plugins_suite(void)
     tcase_add_loop_test(tc, test_e2e_clean_shutdown, 0, 2);
     tcase_add_test(tc, test_e2e_plugin_timer);
     tcase_add_test(tc, test_e2e_hop_limit);
+    tcase_add_test(tc, test_e2e_republish_budget);
     tcase_add_test(tc, test_e2e_readme_plugin);
     suite_add_tcase(s, tc);
     return s;

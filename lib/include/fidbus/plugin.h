@@ -136,7 +136,9 @@ struct fidbus_host {
      * number of handlers it reached (>= 0), -EINVAL for a bad id or tags (a tag key given twice included),
      * -ELOOP when the event has already been republished FIDBUS_MAX_HOPS
      * times (a handler that republishes what it receives cannot loop
-     * forever), -ENOENT when it matches no route. */
+     * forever), -EDQUOT when the client event it all came from has led to
+     * [limits] max_republish republishes already (N copies per hop cannot
+     * make N^8 calls), -ENOENT when it matches no route. */
     int (*publish)(void *handle, const char *id, const struct fidbus_tag *tags,
                    size_t ntags, const uint8_t *payload, size_t payload_len);
 
