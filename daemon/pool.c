@@ -287,11 +287,12 @@ static void flag_late(struct fb_slot *s, uint64_t ran_ns, bool running)
     s->late = true;
     atomic_fetch_add_explicit(&s->fn->late, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->late_total, 1, memory_order_relaxed);
-    fb_warn("blocking call to %s (%016llx) %s %llu ms, past handler_deadline_ms = %llu",
-            s->fn->canonical, (unsigned long long)s->fn->id,
-            running ? "still running after" : "returned after",
-            (unsigned long long)(ran_ns / 1000000),
-            (unsigned long long)(p->deadline_ns / 1000000));
+    fb_warn_limited(
+        "blocking call to %s (%016llx) %s %llu ms, past handler_deadline_ms = %llu",
+        s->fn->canonical, (unsigned long long)s->fn->id,
+        running ? "still running after" : "returned after",
+        (unsigned long long)(ran_ns / 1000000),
+        (unsigned long long)(p->deadline_ns / 1000000));
 }
 
 /* Shutdown: gives up on s's call (caller holds s->lock, the call runs
