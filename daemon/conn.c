@@ -584,8 +584,9 @@ static void conn_input(struct fb_stream *st)
     process_input(fb_stream_owner(st, struct fb_conn, st), false);
 }
 
-/* On EOF everything read has been handled; answers still owed (blocking
- * calls) go nowhere and the waiters finish quietly. */
+/* At EOF everything read has been handled; the stream closes once every
+ * answer owed (conn_owes) is written, or at once if the peer has gone
+ * altogether (stream.h). */
 static const struct fb_stream_ops conn_ops = {
     .who = "",
     .input = conn_input,
