@@ -206,15 +206,17 @@ static void conn_idle(struct fb_stream *st)
         fb_stream_close(st);
 }
 
+/* A write finished. A paused connection hands what collected meanwhile to
+ * the kernel first and then looks again: if the pause was output_soft and
+ * that flush took everything, no later write would come to unpause it. */
 static bool conn_written(struct fb_stream *st)
 {
     struct fb_conn *c = fb_stream_owner(st, struct fb_conn, st);
-    if (st->flags & C_PAUSED) {
+    if (!(st->flags & C_PAUSED))
+        return false;
+    if (flush_or_close(c))
         maybe_unpause(c);
-        if (!(st->flags & C_PAUSED))
-            return true; /* process_input flushed and restarted reading */
-    }
-    return false;
+    return true;
 }
 
 /* ------------------------------------------------------------- waiters */
