@@ -270,11 +270,12 @@ static const uint64_t PUB_SEQ = 1ull << 40; /* apart from the PINGs' 1, 2, ... *
     "[route other]\nevent = b.other\nto = fidbus.count\n"
 
 /* One acked PUBLISH to a 4 s blocking handler, then a PING flood from a
- * thread that never reads. Returns the raw connection (HELLO read). The
- * flood is held back or done when this returns; *rss0 is the daemon's RSS
- * before it. */
+ * thread that never reads. Returns the raw connection (HELLO read) once
+ * the flood is held back or all written, and asserts, in this order: the
+ * daemon's RSS grew by under 64 MiB meanwhile, the flood was held back,
+ * and all of it happened while the handler ran (nothing was answered). */
 static struct fb_e2e_raw *flood_behind_slow(struct fb_e2e *t, struct writer *w,
-                                            long *rss0, bool *held)
+                                            long *rss0)
 {
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
@@ -284,13 +285,23 @@ static struct fb_e2e_raw *flood_behind_slow(struct fb_e2e *t, struct writer *w,
     fb_e2e_raw_publish(r, PUB_SEQ, true, "b.slow");
     *w = (struct writer){.fd = r->fd, .pings = true, .n = flood_pings()};
     writer_start(w);
-    *held = !writer_done_or_held(w);
-    /* The scenario holds only while the handler runs: nothing answered. */
+    bool held = !writer_done_or_held(w);
+    uint64_t ms = fb_e2e_now_ms() - t0;
     struct pollfd p = {.fd = r->fd, .events = POLLIN};
-    ck_assert_msg(poll(&p, 1, 0) == 0 && fb_e2e_now_ms() - t0 < SLOW_MS,
+    bool answered = poll(&p, 1, 0) != 0;
+    long rss = fb_e2e_vm_rss_kib(t->pid);
+    fprintf(stderr,
+            "ping flood %llu MiB: %s after %llu bytes; daemon RSS %ld KiB before, "
+            "%ld KiB now\n",
+            (unsigned long long)ping_mib(), held ? "held back" : "all read",
+            (unsigned long long)atomic_load(&w->bytes), *rss0, rss);
+    ck_assert_msg(rss - *rss0 < 64 * 1024,
+                  "daemon RSS grew from %ld to %ld KiB under the PING flood", *rss0, rss);
+    ck_assert_msg(held, "the daemon read the whole PING flood behind a blocking call");
+    ck_assert_msg(!answered && ms < SLOW_MS,
                   "an answer is readable %llu ms after the publish: the flood was not "
                   "held behind the blocking call (machine too slow?)",
-                  (unsigned long long)(fb_e2e_now_ms() - t0));
+                  (unsigned long long)ms);
     return r;
 }
 
@@ -317,18 +328,7 @@ START_TEST(test_e2e_barrier_ping_flood)
     struct fb_e2e *t = fb_e2e_up(&o, SLOW_ROUTE);
     struct writer w;
     long rss0;
-    bool held;
-    struct fb_e2e_raw *r = flood_behind_slow(t, &w, &rss0, &held);
-    long rss_held = fb_e2e_vm_rss_kib(t->pid);
-    fprintf(stderr,
-            "ping flood %llu MiB: %s after %llu bytes; daemon RSS %ld KiB before, "
-            "%ld KiB now\n",
-            (unsigned long long)ping_mib(), held ? "held back" : "all read",
-            (unsigned long long)atomic_load(&w.bytes), rss0, rss_held);
-    ck_assert_msg(rss_held - rss0 < 64 * 1024,
-                  "daemon RSS grew from %ld to %ld KiB under the PING flood", rss0,
-                  rss_held);
-    ck_assert_msg(held, "the daemon read the whole PING flood behind a blocking call");
+    struct fb_e2e_raw *r = flood_behind_slow(t, &w, &rss0);
     ck_assert_int_ge(limit_hits(t, "pause_inflight"), 1);
     other_client_served(t);
 
@@ -371,13 +371,7 @@ START_TEST(test_e2e_barrier_ping_flood_output_hard)
                                                 "output_hard = 262144\n");
     struct writer w;
     long rss0;
-    bool held;
-    struct fb_e2e_raw *r = flood_behind_slow(t, &w, &rss0, &held);
-    long rss_held = fb_e2e_vm_rss_kib(t->pid);
-    ck_assert_msg(rss_held - rss0 < 64 * 1024,
-                  "daemon RSS grew from %ld to %ld KiB under the PING flood", rss0,
-                  rss_held);
-    ck_assert_msg(held, "the daemon read the whole PING flood behind a blocking call");
+    struct fb_e2e_raw *r = flood_behind_slow(t, &w, &rss0);
     other_client_served(t);
 
     /* The handler returns; we read nothing until the daemon gives up. */
@@ -541,8 +535,26 @@ START_TEST(test_e2e_barrier_half_close_stop)
                                         "[limits]\nidle_timeout_unix_ms = 200\n");
     struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
     fb_e2e_raw_hello(r);
-    fb_e2e_raw_publish(r, 1, true, "b.stop");
-    fb_e2e_raw_ping(r, 2);
+    /* One write, so that the daemon has read the PING too once it counts
+     * the PUBLISH (a stop reads nothing more). */
+    struct fidbus_buf b = {0};
+    struct fidbus_msg_out m = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                   FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS),
+        .type = FIDBUS_MSG_PUBLISH,
+        .seq = 1,
+        .event = "b.stop",
+        .flags = FIDBUS_FLAG_ACK,
+    };
+    ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
+    m = (struct fidbus_msg_out){
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ),
+        .type = FIDBUS_MSG_PING,
+        .seq = 2,
+    };
+    ck_assert_int_eq(fidbus_msg_encode(&b, &m), 0);
+    fb_e2e_raw_send(r, b.data, b.len);
+    fidbus_buf_free(&b);
     ck_assert_int_eq(shutdown(r->fd, SHUT_WR), 0);
     wait_received(t, 1);
     fb_e2e_stop_ok(t);
