@@ -5,11 +5,12 @@
  *
  *   - PINGs queued behind a blocking call count towards max_inflight: a
  *     flood of them behind one slow handler pauses the connection instead
- *     of growing the daemon's memory (issue 11: 200 MiB of PINGs took it
- *     from 6 MB to 723 MB), everyone else is served meanwhile, and every
- *     PING is answered, in order, once the handler returns. With
- *     output_soft = 0 the same flood ends in the output_hard close with
- *     the daemon's memory still bounded: no answer is built past it.
+ *     of growing the daemon's memory (each waiting PING was a malloc:
+ *     100 MiB of them took it from 6 to 252 MiB), everyone else is served
+ *     meanwhile, and every PING is answered, in order, once the handler
+ *     returns. With output_soft = 0 the same flood ends in the output_hard
+ *     close with the daemon's memory still bounded: no answer is built
+ *     past it.
  *   - A client that shuts down its write side after its last frame gets
  *     every answer owed, inline handlers' and blocking ones', then EOF;
  *     also when the daemon stops meanwhile. A client that closes both
@@ -453,7 +454,7 @@ static void acks_until_eof(struct fb_e2e_raw *raw, uint64_t n, uint64_t result)
  * output_soft above what their ACKs take (2.6 MB), reading only after the
  * shutdown, so that at EOF most answers are still queued in the daemon
  * (they used to be dropped: the kernel takes a few hundred KiB at most);
- * then the issue's 50,000 with the defaults, reading as they come, so
+ * then 50,000 with the defaults, reading as they come, so
  * that the connection is paused on output_soft as its EOF nears.
  */
 START_TEST(test_e2e_barrier_half_close_inline)
