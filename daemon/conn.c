@@ -11,12 +11,20 @@
  * Back-pressure ([limits], config_limits.c): a client that does not read
  * its answers cannot make the daemon buffer without bound. Once
  * output_soft bytes of answers are pending, or max_inflight of its events
- * have blocking calls in flight, the connection stops decoding frames and
- * stops reading until that drains; the unread frames stay in the reader's
- * buffer (at most max_frame plus one read), and the publisher blocks in
- * its own send. Answers of blocking calls that finish meanwhile still
- * grow the output: past output_hard the connection is closed, with an
- * ERROR BUSY if the socket takes it. Every pause and close is counted.
+ * have blocking calls in flight (PINGs waiting for them count too: each
+ * would otherwise be a queued answer the client can add without limit),
+ * the connection stops decoding frames and stops reading until that
+ * drains; the unread frames stay in the reader's buffer (at most
+ * max_frame plus one read), and the publisher blocks in its own send.
+ * Answers of blocking calls that finish meanwhile still grow the output:
+ * past output_hard the connection is closed, with an ERROR BUSY if the
+ * socket takes it. No answer is built for a connection already past
+ * output_hard: the frame loop and the PING release stop there, so one
+ * batch cannot build much more than that. Every pause and close is
+ * counted.
+ *
+ * End of input (stream.h): a client that shuts down its write side gets
+ * every answer owed -- blocking calls' included -- and then the close.
  *
  * Fair share: one read callback handles at most max_frames_per_read
  * frames; then the connection stops reading and queues itself on the
@@ -64,7 +72,7 @@ static void conn_unref(struct fb_conn *c)
 
 static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
 {
-    if (c->st.flags & FB_S_CLOSING)
+    if (c->st.flags & (FB_S_CLOSING | FB_S_PEER_GONE))
         return;
     size_t cap;
     uint8_t *p = fb_stream_space(&c->st, 32, &cap);
@@ -118,7 +126,14 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
 static bool input_blocked(const struct fb_conn *c)
 {
     return (c->out_soft && c->st.out.len >= c->out_soft) ||
-           c->waiters_created - c->waiters_finished >= c->max_inflight;
+           c->waiters_created - c->waiters_finished + c->ping_n >= c->max_inflight;
+}
+
+/* Answers past output_hard are never sent (flush_or_close closes the
+ * connection), so none is built either. */
+static bool over_hard(const struct fb_conn *c)
+{
+    return __builtin_expect(fb_stream_pending(&c->st) > c->out_hard, 0);
 }
 
 /* Flushes, unless more than output_hard bytes of answers are pending:
@@ -187,11 +202,9 @@ static void conn_closed(struct fb_stream *st)
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
     fb_conn_admit_release(w->d, &c->admit);
     c->auth = fb_auth_free(c->auth);
-    while (c->ping_head) {
-        struct fb_ping *p = c->ping_head;
-        c->ping_head = p->next;
-        free(p);
-    }
+    free(c->pings);
+    c->pings = NULL;
+    c->ping_n = c->ping_cap = 0;
     conn_unref(c);
     fb_worker_maybe_finish(w);
 }
@@ -208,15 +221,17 @@ static void conn_idle(struct fb_stream *st)
         fb_stream_close(st);
 }
 
+/* A write finished. A paused connection hands what collected meanwhile to
+ * the kernel first and then looks again: if the pause was output_soft and
+ * that flush took everything, no later write would come to unpause it. */
 static bool conn_written(struct fb_stream *st)
 {
     struct fb_conn *c = fb_stream_owner(st, struct fb_conn, st);
-    if (st->flags & C_PAUSED) {
+    if (!(st->flags & C_PAUSED))
+        return false;
+    if (flush_or_close(c))
         maybe_unpause(c);
-        if (!(st->flags & C_PAUSED))
-            return true; /* process_input flushed and restarted reading */
-    }
-    return false;
+    return true;
 }
 
 /* ------------------------------------------------------------- waiters */
@@ -249,15 +264,16 @@ struct fb_pool_src *fb_waiter_src(const struct fb_waiter *wt)
     return &wt->conn->psrc;
 }
 
+/* Answers the PINGs whose barrier has passed, oldest first. */
 static void release_pings(struct fb_conn *c)
 {
-    while (c->ping_head && c->ping_head->barrier <= c->waiters_finished) {
-        struct fb_ping *p = c->ping_head;
-        c->ping_head = p->next;
-        if (!c->ping_head)
-            c->ping_tail = NULL;
+    while (c->ping_n && !over_hard(c)) {
+        const struct fb_ping *p = &c->pings[c->ping_head];
+        if (p->barrier > c->waiters_finished)
+            break;
         send_ack(c, p->seq, 0);
-        free(p);
+        c->ping_head = (c->ping_head + 1) & (c->ping_cap - 1);
+        c->ping_n--;
     }
 }
 
@@ -442,27 +458,42 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
                      out.skipped);
 }
 
+/* The PING ring is full: double it, unwrapping it to start at 0. */
+static int grow_pings(struct fb_conn *c)
+{
+    uint32_t cap = c->ping_cap ? c->ping_cap * 2 : 16;
+    if (cap < c->ping_cap)
+        return -ENOMEM;
+    struct fb_ping *n = malloc((size_t)cap * sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < c->ping_n; i++)
+        n[i] = c->pings[(c->ping_head + i) & (c->ping_cap - 1)];
+    free(c->pings);
+    c->pings = n;
+    c->ping_cap = cap;
+    c->ping_head = 0;
+    return 0;
+}
+
 static void handle_ping(struct fb_conn *c, struct fidbus_msg *m)
 {
     uint64_t seq = fidbus_msg_has(m, FIDBUS_K_SEQ) ? m->seq : 0;
+    /* No PING waits unless a waiter does (release_pings runs as each
+     * finishes), so this keeps answers in order. */
     if (c->waiters_finished == c->waiters_created) {
         send_ack(c, seq, 0);
         return;
     }
-    struct fb_ping *p = malloc(sizeof *p);
-    if (!p) {
+    if (c->ping_n == c->ping_cap && grow_pings(c) < 0) {
         fb_error("out of memory queueing a PING; closing the client");
         fb_stream_close(&c->st);
         return;
     }
-    p->next = NULL;
+    struct fb_ping *p = &c->pings[(c->ping_head + c->ping_n) & (c->ping_cap - 1)];
     p->seq = seq;
     p->barrier = c->waiters_created;
-    if (c->ping_tail)
-        c->ping_tail->next = p;
-    else
-        c->ping_head = p;
-    c->ping_tail = p;
+    c->ping_n++;
 }
 
 static void handle_frame(struct fb_conn *c, const struct fb_route_table *t,
@@ -551,6 +582,8 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     const struct fb_route_table *t = fb_routes_deref(&w->d->table);
     uint32_t budget = c->max_frames;
     for (;;) {
+        if (over_hard(c))
+            break; /* flush_or_close below closes it */
         if (!ignore_cap && input_blocked(c)) {
             c->st.flags |= C_PAUSED;
             fb_conn_count_limit(c, c->out_soft && c->st.out.len >= c->out_soft
@@ -631,8 +664,9 @@ static void conn_input(struct fb_stream *st)
     process_input(fb_stream_owner(st, struct fb_conn, st), false);
 }
 
-/* On EOF everything read has been handled; answers still owed (blocking
- * calls) go nowhere and the waiters finish quietly. */
+/* At EOF everything read has been handled; the stream closes once every
+ * answer owed (conn_owes) is written, or at once if the peer has gone
+ * altogether (stream.h). */
 static const struct fb_stream_ops conn_ops = {
     .who = "",
     .input = conn_input,

@@ -28,8 +28,8 @@ enum {
     C_YIELD = FB_S_USER << 4,    /* on the worker's yield list */
 };
 
+/* A PING waiting for its barrier (conn.h). */
 struct fb_ping {
-    struct fb_ping *next;
     uint64_t seq;
     uint64_t barrier; /* waiters that must finish first */
 };
@@ -41,7 +41,15 @@ struct fb_conn {
     uint64_t waiters_created;
     uint64_t waiters_finished;
     struct fb_waiter *wq_head, *wq_tail;
-    struct fb_ping *ping_head, *ping_tail;
+    /* PINGs waiting for their barrier, oldest at pings[ping_head]: a ring
+     * of ping_cap (a power of two) entries, allocated on the first PING
+     * that has to wait and doubled when full, so waiting costs no
+     * allocation per PING. Each counts towards max_inflight, which keeps
+     * ping_n at most max_inflight while input is read normally; only the
+     * stop (which handles what was read regardless of limits) may go
+     * past it, by what the reader's buffer holds. */
+    struct fb_ping *pings;
+    uint32_t ping_cap, ping_head, ping_n;
     struct fb_conn *prev, *next;
     /* Awaiting AUTH, or refused and lingering until the close; NULL on
      * Unix, unauthenticated TCP and once AUTH succeeded. */

@@ -8,6 +8,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -96,7 +97,7 @@ int fb_stream_send_hello_nonce(struct fb_stream *s, const uint8_t *nonce,
 void fb_stream_send_error(struct fb_stream *s, bool has_seq, uint64_t seq, int code,
                           bool with_result, uint64_t result, const char *fmt, ...)
 {
-    if (s->flags & FB_S_CLOSING)
+    if (s->flags & (FB_S_CLOSING | FB_S_PEER_GONE))
         return;
     char msg[1024];
     va_list ap;
@@ -152,8 +153,15 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void after_flush(struct fb_stream *s)
 {
-    if (s->flags & (FB_S_CLOSING | FB_S_DRAINING | FB_S_WRITING) || s->out.len ||
-        (s->ops->owes && s->ops->owes(s)))
+    if (s->flags & (FB_S_CLOSING | FB_S_DRAINING | FB_S_WRITING) || s->out.len)
+        return;
+    bool owes = s->ops->owes && s->ops->owes(s);
+    if ((s->flags & FB_S_EOF) && (!owes || (s->flags & FB_S_PEER_GONE))) {
+        /* Input ended and nothing more can be answered: see stream.h. */
+        fb_stream_close(s);
+        return;
+    }
+    if (owes)
         return;
     if (s->flags & FB_S_FLUSH_CLOSE) {
         s->sreq.data = s;
@@ -171,7 +179,7 @@ static void peer_gone(struct fb_stream *s)
 {
     s->out.len = 0;
     s->wbuf.len = 0;
-    if (s->flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING)) {
+    if (s->flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING | FB_S_EOF)) {
         fb_stream_close(s);
         return;
     }
@@ -250,6 +258,16 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = len;
 }
 
+/* Has the peer closed both directions (stream.h, "End of input")? */
+static bool peer_hung_up(struct fb_stream *s)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno(&s->u.h, &fd) < 0)
+        return true;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
 static void on_read(uv_stream_t *us, ssize_t nread, const uv_buf_t *buf)
 {
     struct fb_stream *s = us->data;
@@ -261,14 +279,23 @@ static void on_read(uv_stream_t *us, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    /* Everything read has been handled (reading stops while the owner
+     * holds frames back). At EOF the answers owed still go out. */
+    if (nread == UV_EOF && !(s->flags & FB_S_PEER_GONE) && !peer_hung_up(s)) {
+        s->flags |= FB_S_EOF;
+        fb_stream_read_stop(s);
+        fb_stream_flush(s);
+        return;
+    }
     if (nread == UV_ENOBUFS)
         fb_error("%sout of memory reading from a client; closing it", s->ops->who);
-    /* EOF or error: everything read has been handled. */
     fb_stream_close(s);
 }
 
 void fb_stream_read_start(struct fb_stream *s)
 {
+    if (s->flags & FB_S_EOF)
+        return;
     if (uv_read_start(&s->u.s, on_alloc, on_read) < 0) {
         fb_stream_close(s);
         return;

@@ -15,6 +15,16 @@
  * closes at EOF as usual. Closing on the write error would lose the events
  * still unread in the socket.
  *
+ * End of input: EOF means the client has sent everything, not that it
+ * stopped listening -- a client may shut down its write side and then
+ * read its answers (shutdown(SHUT_WR)). Every frame read has been handled
+ * by then (reading stops while the owner holds frames back), so the
+ * stream stops reading, writes what is queued, waits for the answers the
+ * owner still owes (ops->owes), and closes. Only if the peer has closed
+ * both directions (poll reports POLLHUP: Unix sockets tell; a TCP peer's
+ * full close looks like a half-close until a write fails) or a write
+ * fails is there no one to answer, and the stream closes at once.
+ *
  * Protocol error: the owner sets FB_S_FLUSH_CLOSE and flushes; once what
  * is queued is written (and the owner owes nothing more), the write side
  * is shut down and input is read and discarded until EOF, then the handle
@@ -50,6 +60,8 @@ enum {
     FB_S_DRAINING = 1u << 4,    /* after FLUSH_CLOSE: discarding input until EOF */
     FB_S_PEER_GONE = 1u << 5,   /* a write failed (EPIPE...): answers are dropped,
                                  * input is still read and handled until EOF */
+    FB_S_EOF = 1u << 6,         /* the peer sent EOF: no more input; close once
+                                 * what is owed is written */
     FB_S_USER = 1u << 8,        /* first bit the owner may use */
 };
 
@@ -62,7 +74,8 @@ struct fb_stream_ops {
     void (*input)(struct fb_stream *s);
     /* A uv_write finished; return true if the hook flushed already. */
     bool (*written)(struct fb_stream *s);
-    /* Answers are still to come: hold the FLUSH_CLOSE shutdown and idle. */
+    /* Answers are still to come: hold the FLUSH_CLOSE shutdown, the close
+     * after EOF, and idle. */
     bool (*owes)(const struct fb_stream *s);
     /* Everything is written and no protocol-error close is pending. */
     void (*idle)(struct fb_stream *s);
@@ -104,7 +117,8 @@ void fb_stream_destroy(struct fb_stream *s);
 void fb_stream_close(struct fb_stream *s);
 /* Hands out to the kernel; then shuts down (FLUSH_CLOSE) or calls idle. */
 void fb_stream_flush(struct fb_stream *s);
-/* (Re)starts reading into rd, ops->input on data; closes on failure. */
+/* (Re)starts reading into rd, ops->input on data; closes on failure. Does
+ * nothing after EOF. */
 void fb_stream_read_start(struct fb_stream *s);
 void fb_stream_read_stop(struct fb_stream *s);
 
@@ -113,7 +127,8 @@ int fb_stream_send_hello(struct fb_stream *s);
 /* The same with a nonce (auth.h): the client must answer with AUTH. */
 int fb_stream_send_hello_nonce(struct fb_stream *s, const uint8_t *nonce,
                                size_t nonce_len);
-/* Queues an ERROR (message truncated to 1 KiB); closes if out of memory. */
+/* Queues an ERROR (message truncated to 1 KiB); closes if out of memory.
+ * Nothing once the stream is closing or its peer is gone. */
 void fb_stream_send_error(struct fb_stream *s, bool has_seq, uint64_t seq, int code,
                           bool with_result, uint64_t result, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
