@@ -90,9 +90,13 @@ static struct fb_budget *tree_budget(void)
     return tls_budget;
 }
 
-/* Bookkeeping after a handler call: latency sample, counts, quarantine. */
-static void call_done(struct fb_daemon *d, struct fb_func *fn, _Atomic uint64_t *mine,
-                      uint64_t t0, int rc)
+/* Bookkeeping after a handler call: latency sample, counts, quarantine.
+ * Inlined by force: it is on the per-event path, and as a call of its own
+ * it cost 2% of the instructions per event (callgrind). */
+static inline __attribute__((always_inline)) void call_done(struct fb_daemon *d,
+                                                            struct fb_func *fn,
+                                                            _Atomic uint64_t *mine,
+                                                            uint64_t t0, int rc)
 {
     if (t0)
         fb_lat_record(&fn->latency, fb_now_ns() - t0);
