@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -1019,4 +1020,12 @@ long long fb_e2e_prom_value(struct fb_e2e *t, const char *series)
     free(out);
     free(err);
     return n;
+}
+
+int fb_e2e_drop_to(uid_t uid, gid_t gid)
+{
+    if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+        setresuid(uid, uid, uid) != 0)
+        return -1;
+    return 0;
 }

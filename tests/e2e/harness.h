@@ -193,6 +193,11 @@ void fb_e2e_kill9(struct fb_e2e *t);
  * copies of what it wrote. Asserts it finishes within FB_E2E_TIMEOUT_MS. */
 int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err);
 
+/* For a forked child (no Check calls there): drops every supplementary
+ * group and becomes gid, then uid, for good (setgroups, setresgid,
+ * setresuid). Returns 0, or -1 with errno set. */
+int fb_e2e_drop_to(uid_t uid, gid_t gid);
+
 /* Whole file, malloc'd and NUL-terminated; NULL if it cannot be read. */
 char *fb_e2e_read(const char *path, size_t *len);
 /* VmRSS of process pid in KiB, -1 if unknown. */

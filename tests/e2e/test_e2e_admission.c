@@ -17,7 +17,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -534,8 +533,7 @@ END_TEST
  * calls (a grandchild of the test runner). */
 static int unauthorized_peer(const char *control)
 {
-    if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
-        setresuid(65534, 65534, 65534) != 0)
+    if (fb_e2e_drop_to(65534, 65534) != 0)
         return 10;
     char addr[200];
     snprintf(addr, sizeof addr, "unix:%s", control);

@@ -11,7 +11,6 @@
 #include <cbor.h>
 #include <check.h>
 #include <errno.h>
-#include <grp.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -391,14 +390,12 @@ END_TEST
 
 /*
  * The child's exit status: the REPLY code of `status` (0 = allowed), or
- * 100 + which step failed.
+ * 100 + which step failed (101: the uid switch).
  */
 static int status_as(const char *control, uid_t uid, gid_t gid)
 {
-    if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0)
+    if (fb_e2e_drop_to(uid, gid) != 0)
         return 101;
-    if (setresuid(uid, uid, uid) != 0)
-        return 102;
     char addr[200];
     snprintf(addr, sizeof addr, "unix:%s", control);
     struct fidbus_client *c = NULL;

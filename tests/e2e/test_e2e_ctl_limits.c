@@ -14,7 +14,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <grp.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -552,8 +551,7 @@ START_TEST(test_e2e_ctl_limits_ping)
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
-            if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
-                setresuid(65534, 65534, 65534) != 0)
+            if (fb_e2e_drop_to(65534, 65534) != 0)
                 _exit(3);
             struct fb_e2e_raw *u = fb_e2e_raw_unix(&tc);
             ping_session_unauthorized(u);
