@@ -1029,3 +1029,14 @@ int fb_e2e_drop_to(uid_t uid, gid_t gid)
         return -1;
     return 0;
 }
+
+void fb_e2e_let_others_in(const struct fb_e2e *t)
+{
+    char path[200];
+    snprintf(path, sizeof path, "%s", t->dir);
+    *strrchr(path, '/') = '\0';
+    ck_assert_int_eq(chmod(path, 0711), 0);
+    ck_assert_int_eq(chmod(t->dir, 0711), 0);
+    snprintf(path, sizeof path, "%s/run", t->dir);
+    ck_assert_int_eq(chmod(path, 0711), 0);
+}

@@ -193,6 +193,10 @@ void fb_e2e_kill9(struct fb_e2e *t);
  * copies of what it wrote. Asserts it finishes within FB_E2E_TIMEOUT_MS. */
 int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err);
 
+/* Lets another user reach t's sockets (asserts): mode 0711 on the
+ * harness's base dir, t->dir and its run/, so that only the socket's own
+ * mode and the daemon's peer checks stand in the way. */
+void fb_e2e_let_others_in(const struct fb_e2e *t);
 /* For a forked child (no Check calls there): drops every supplementary
  * group and becomes gid, then uid, for good (setgroups, setresgid,
  * setresuid). Returns 0, or -1 with errno set. */

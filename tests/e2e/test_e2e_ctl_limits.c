@@ -540,13 +540,7 @@ START_TEST(test_e2e_ctl_limits_ping)
     if (geteuid() == 0) {
         /* let uid 65534 reach the socket (the harness's base dir, the
          * test's dir, run/): only the peer check may stop it */
-        char path[200];
-        snprintf(path, sizeof path, "%s", t->dir);
-        *strrchr(path, '/') = '\0';
-        ck_assert_int_eq(chmod(path, 0711), 0);
-        ck_assert_int_eq(chmod(t->dir, 0711), 0);
-        snprintf(path, sizeof path, "%s/run", t->dir);
-        ck_assert_int_eq(chmod(path, 0711), 0);
+        fb_e2e_let_others_in(t);
         fflush(NULL);
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
