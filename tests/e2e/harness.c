@@ -1040,3 +1040,10 @@ void fb_e2e_let_others_in(const struct fb_e2e *t)
     snprintf(path, sizeof path, "%s/run", t->dir);
     ck_assert_int_eq(chmod(path, 0711), 0);
 }
+
+long long fb_e2e_limit_hits(struct fb_e2e *t, const char *reason)
+{
+    char series[128];
+    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
+    return fb_e2e_prom_value(t, series);
+}

@@ -228,6 +228,8 @@ long long fb_e2e_json_count(const char *json, const char *key);
  * "fidbus_received_total" or "fidbus_limit_hits_total{reason=\"yield\"}").
  * Fails the test when fidbusctl fails or the series is missing. */
 long long fb_e2e_prom_value(struct fb_e2e *t, const char *series);
+/* fidbus_limit_hits_total{reason="REASON"} (fb_e2e_prom_value). */
+long long fb_e2e_limit_hits(struct fb_e2e *t, const char *reason);
 /* vals[i] = the unsigned number under keys[i] in the daemon's `stats`
  * result, asked over t's control socket; a key missing or not a uint
  * fails the test. In harness_stats.c: link libcbor to use it. */
@@ -314,6 +316,9 @@ const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
  * sent. */
 void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r);
 
+/* m's message (an ERROR's text) as a string, cut at 1,099 bytes, in a
+ * static buffer (valid until the next call). */
+const char *fb_e2e_msg_text(const struct fidbus_msg *m);
 /* The uint in a raw CBOR slice (ACK/ERROR result). */
 bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v);
 

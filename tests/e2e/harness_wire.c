@@ -535,6 +535,15 @@ void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r)
                   rc == -ETIMEDOUT ? "timed out, still open" : strerror(-rc));
 }
 
+const char *fb_e2e_msg_text(const struct fidbus_msg *m)
+{
+    static char buf[1100];
+    size_t n = m->message.len < sizeof buf - 1 ? m->message.len : sizeof buf - 1;
+    memcpy(buf, m->message.ptr, n);
+    buf[n] = '\0';
+    return buf;
+}
+
 bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v)
 {
     if (s.len < 1 || (s.ptr[0] >> 5) != 0)

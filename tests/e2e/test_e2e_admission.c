@@ -38,24 +38,6 @@
 
 #define COUNT_ALL FB_E2E_COUNT "[route all]\nevent = *\nto = fidbus.count\n"
 
-/* fidbus_limit_hits_total{reason="REASON"} from the daemon's stats. */
-static long long limit_hits(struct fb_e2e *t, const char *reason)
-{
-    char series[128];
-    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
-    return fb_e2e_prom_value(t, series);
-}
-
-/* The message of r's current frame, as a string (static buffer). */
-static const char *msg_text(const struct fidbus_msg *m)
-{
-    static char buf[1100];
-    size_t n = m->message.len < sizeof buf - 1 ? m->message.len : sizeof buf - 1;
-    memcpy(buf, m->message.ptr, n);
-    buf[n] = '\0';
-    return buf;
-}
-
 static void pause_ms(long ms)
 {
     struct timespec ts = {ms / 1000, ms % 1000 * 1000000L};
@@ -125,7 +107,7 @@ static bool admitted(struct fb_e2e_raw *r, char *why, size_t whylen)
                   "a new connection got message type %llu (code %llu), not HELLO or "
                   "ERROR BUSY",
                   (unsigned long long)r->msg.type, (unsigned long long)r->msg.code);
-    snprintf(why, whylen, "%s", msg_text(&r->msg));
+    snprintf(why, whylen, "%s", fb_e2e_msg_text(&r->msg));
     fb_e2e_raw_expect_eof(r);
     return false;
 }
@@ -247,9 +229,9 @@ START_TEST(test_e2e_admission_unauth_flood)
     /* ... while Unix clients and the client already in are not touched. */
     unix_publishes(t, 20);
     raw_publish_ok(ok, 3);
-    ck_assert_int_eq(limit_hits(t, "unauth_addr"), 2); /* .1 and .3 */
-    ck_assert_int_eq(limit_hits(t, "unauth"), 3);      /* .4, .5 and .2 */
-    ck_assert_int_eq(limit_hits(t, "connections"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "unauth_addr"), 2); /* .1 and .3 */
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "unauth"), 3);      /* .4, .5 and .2 */
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 0);
 
     /* Closed connections give their places back. The daemon sees the
      * closes on its own time: retry, boundedly. */
@@ -390,8 +372,8 @@ START_TEST(test_e2e_admission_repeated_attack)
                   failed, ok + failed, first_err);
     ck_assert_msg(ok >= 10, "only %lu Unix publishes in %u ms", ok, ATTACK_MS);
     ck_assert_msg(closed > 8, "the attacker was closed only %lu times", closed);
-    ck_assert_int_eq(limit_hits(t, "connections"), 0);
-    ck_assert_int_gt(limit_hits(t, "unauth_addr"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 0);
+    ck_assert_int_gt(fb_e2e_limit_hits(t, "unauth_addr"), 0);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
 }
@@ -427,8 +409,8 @@ START_TEST(test_e2e_admission_tcp_share)
     ck_assert(!admitted(x, why, sizeof why));
     ck_assert_msg(strstr(why, "too many connections (max_connections = 8)"), "%s", why);
     fb_e2e_raw_close(x);
-    ck_assert_int_eq(limit_hits(t, "connections_tcp"), 1);
-    ck_assert_int_eq(limit_hits(t, "connections"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections_tcp"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 1);
     close_all(tcp, 3);
     close_all(uni, 5);
     fb_e2e_stop_ok(t);
@@ -493,8 +475,8 @@ START_TEST(test_e2e_admission_log_rate_limited)
         }
         fb_e2e_raw_ping(r, 1);
         const struct fidbus_msg *m = fb_e2e_raw_expect_error(r, FIDBUS_UNAUTHORIZED, 1);
-        ck_assert_msg(strstr(msg_text(m), "the first frame must be AUTH"), "%s",
-                      msg_text(m));
+        ck_assert_msg(strstr(fb_e2e_msg_text(m), "the first frame must be AUTH"), "%s",
+                      fb_e2e_msg_text(m));
         fb_e2e_raw_expect_eof(r);
         fb_e2e_raw_close(r);
         if (++refused % 20)
@@ -610,7 +592,7 @@ START_TEST(test_e2e_admission_control_unauthorized)
                   ws);
     /* Allowed peers are not counted against the cap, nor refused: root's
      * fidbusctl reads the count. */
-    ck_assert_int_eq(limit_hits(t, "control_unauth"), CTL_PEERS - CTL_UNAUTH_MAX);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "control_unauth"), CTL_PEERS - CTL_UNAUTH_MAX);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
 }

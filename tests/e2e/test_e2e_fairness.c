@@ -183,7 +183,7 @@ START_TEST(test_e2e_fairness_hog)
                   "uid 65534's last event ran as line %d of the file, behind the hog",
                   last);
     free(lines);
-    ck_assert_int_gt(fb_e2e_prom_value(t, "fidbus_limit_hits_total{reason=\"busy\"}"), 0);
+    ck_assert_int_gt(fb_e2e_limit_hits(t, "busy"), 0);
 
     other = fb_e2e_raw_close(other);
     fb_e2e_stop_ok(t);
