@@ -300,6 +300,11 @@ bool fb_e2e_push_unread(int fd, const char *event, uint64_t max, struct fidbus_b
 void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event);
 void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq);
 
+/* One recv(2) of up to cap bytes from fd once it is readable, waiting
+ * until deadline (fb_e2e_now_ms) at the most; EINTR is retried. Returns
+ * the byte count, 0 at EOF, -ETIMEDOUT, or a negative errno. No Check
+ * calls: fine in a forked child. */
+ssize_t fb_e2e_recv_by(int fd, void *buf, size_t cap, uint64_t deadline);
 /* Reads the next frame into r->msg. Returns 1 (a message, decoded without
  * error), 0 at EOF, -ETIMEDOUT, or a negative errno (ECONNRESET...). */
 int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms);

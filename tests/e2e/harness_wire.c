@@ -379,6 +379,25 @@ void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq)
     fb_e2e_raw_msg(r, &m);
 }
 
+ssize_t fb_e2e_recv_by(int fd, void *buf, size_t cap, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = fb_e2e_now_ms();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0)
+            return -ETIMEDOUT;
+        ssize_t k = recv(fd, buf, cap, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        return k < 0 ? -errno : k;
+    }
+}
+
 int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
 {
     uint64_t deadline = fb_e2e_now_ms() + (uint64_t)timeout_ms;
@@ -412,20 +431,9 @@ int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
             r->buf = realloc(r->buf, r->cap);
             ck_assert_msg(r->buf != NULL, "out of memory");
         }
-        uint64_t now = fb_e2e_now_ms();
-        if (now >= deadline)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        int pr = poll(&p, 1, (int)(deadline - now));
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr == 0)
-            return -ETIMEDOUT;
-        ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
+        ssize_t k = fb_e2e_recv_by(r->fd, r->buf + r->len, r->cap - r->len, deadline);
         if (k < 0)
-            return -errno;
+            return (int)k;
         if (k == 0) {
             ck_assert_msg(r->len == 0,
                           "daemon closed in the middle of a frame "

@@ -549,16 +549,11 @@ static int unauthorized_peer(const char *control)
     /* Then EOF: the daemon answers nothing more (it used to wait for
      * more requests, each answered, with 4 MiB of replies allowed). */
     char b[64];
-    ssize_t k;
-    struct pollfd p = {.fd = fidbus_client_fd(many[0]), .events = POLLIN};
-    int pr;
-    do
-        pr = poll(&p, 1, 5000);
-    while (pr < 0 && errno == EINTR);
-    k = pr == 1 ? read(p.fd, b, sizeof b) : -1;
+    ssize_t k = fb_e2e_recv_by(fidbus_client_fd(many[0]), b, sizeof b,
+                               fb_e2e_now_ms() + 5000);
     if (k != 0) {
         fprintf(stderr, "after UNAUTHORIZED: read %zd (%s), not EOF\n", k,
-                k < 0 ? strerror(errno) : "data");
+                k < 0 ? strerror((int)-k) : "data");
         return 14;
     }
     for (int i = 0; i < CTL_PEERS; i++)

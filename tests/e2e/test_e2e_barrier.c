@@ -197,17 +197,10 @@ static int reader_next(struct reader *r, int timeout_ms)
         memmove(r->buf, r->buf + r->pos, have);
         r->pos = 0;
         r->len = have;
-        struct pollfd pf = {.fd = r->fd, .events = POLLIN};
-        int pr = poll(&pf, 1, timeout_ms);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr == 0)
-            return -ETIMEDOUT;
-        ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
+        ssize_t k = fb_e2e_recv_by(r->fd, r->buf + r->len, r->cap - r->len,
+                                   fb_e2e_now_ms() + (uint64_t)timeout_ms);
         if (k < 0)
-            return -errno;
+            return (int)k;
         if (k == 0) {
             if (have && !r->torn_ok)
                 ck_abort_msg("EOF inside a frame (%zu bytes pending)", have);
