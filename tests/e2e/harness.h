@@ -253,6 +253,10 @@ void fb_e2e_stats(const struct fb_e2e *t, size_t n, const char *const keys[],
 /* Connects with the client library to the Unix / TCP listener (asserts). */
 struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t);
 struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t);
+/* Connects with the client library to t's control socket (asserts); o as
+ * for fidbus_client_connect (NULL: defaults). */
+struct fidbus_client *fb_e2e_connect_control(const struct fb_e2e *t,
+                                             const struct fidbus_client_opts *o);
 /* PING, asserting the ACK. */
 void fb_e2e_ping(struct fidbus_client *c);
 /* n un-acked publishes of event (a small payload), then a flush. */

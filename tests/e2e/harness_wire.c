@@ -163,10 +163,11 @@ long long fb_e2e_json_count(const char *json, const char *key)
 
 /* -------------------------------------------------- library connections */
 
-static struct fidbus_client *connect_to(const char *addr)
+static struct fidbus_client *connect_to(const char *addr,
+                                        const struct fidbus_client_opts *o)
 {
     struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, addr, NULL);
+    int rc = fidbus_client_connect(&c, addr, o);
     ck_assert_msg(rc == 0, "fidbus_client_connect(%s): %s", addr, fidbus_strerror(rc));
     ck_assert(c != NULL);
     return c;
@@ -174,13 +175,21 @@ static struct fidbus_client *connect_to(const char *addr)
 
 struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t)
 {
-    return connect_to(t->bus_addr);
+    return connect_to(t->bus_addr, NULL);
 }
 
 struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t)
 {
     ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");
-    return connect_to(t->tcp_addr);
+    return connect_to(t->tcp_addr, NULL);
+}
+
+struct fidbus_client *fb_e2e_connect_control(const struct fb_e2e *t,
+                                             const struct fidbus_client_opts *o)
+{
+    char addr[200];
+    snprintf(addr, sizeof addr, "unix:%s", t->control);
+    return connect_to(addr, o);
 }
 
 void fb_e2e_ping(struct fidbus_client *c)

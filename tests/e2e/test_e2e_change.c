@@ -220,13 +220,8 @@ static void hex_id(const char *canonical, char out[FIDBUS_FUNCID_HEX])
 
 static struct fidbus_client *connect_control(const struct fb_e2e *t)
 {
-    char addr[200];
-    snprintf(addr, sizeof addr, "unix:%s", t->control);
-    struct fidbus_client *c = NULL;
     struct fidbus_client_opts o = {.name = "test", .timeout_ms = 30000};
-    int rc = fidbus_client_connect(&c, addr, &o);
-    ck_assert_msg(rc == 0, "connect %s: %s", addr, fidbus_strerror(rc));
-    return c;
+    return fb_e2e_connect_control(t, &o);
 }
 
 /* The end of a test: the connections closed (bus may be NULL), a clean

@@ -32,12 +32,7 @@
 
 static struct fidbus_client *connect_control(const struct fb_e2e *t)
 {
-    char addr[200];
-    snprintf(addr, sizeof addr, "unix:%s", t->control);
-    struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, addr, NULL);
-    ck_assert_msg(rc == 0, "connect %s: %s", addr, fidbus_strerror(rc));
-    return c;
+    return fb_e2e_connect_control(t, NULL);
 }
 
 /* REQUEST cmd (no args); asserts code 0; returns the decoded result map. */
