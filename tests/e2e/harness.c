@@ -1047,3 +1047,11 @@ long long fb_e2e_limit_hits(struct fb_e2e *t, const char *reason)
     snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
     return fb_e2e_prom_value(t, series);
 }
+
+void fb_e2e_start_fail_says(struct fb_e2e *t, const char *want)
+{
+    fb_e2e_start_fail(t, NULL);
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(strstr(err, want), "expected '%s' in: %s", want, err);
+    free(err);
+}

@@ -132,6 +132,9 @@ struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections);
  * within FB_E2E_TIMEOUT_MS without sending READY=1, and that no bus socket
  * was created. Returns the wait status; *secs gets the time it took. */
 int fb_e2e_start_fail(struct fb_e2e *t, double *secs);
+/* fb_e2e_start_fail, then asserts that the daemon's stderr contains want
+ * (the reason it gave). */
+void fb_e2e_start_fail_says(struct fb_e2e *t, const char *want);
 /* Socket activation as systemd does it: fds[i] becomes descriptor 3 + i in
  * the daemon (and nothing else above 2 is inherited), with LISTEN_FDS =
  * nfds, LISTEN_PID = the daemon's own pid (set in the child between fork
