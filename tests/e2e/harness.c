@@ -1055,3 +1055,25 @@ void fb_e2e_start_fail_says(struct fb_e2e *t, const char *want)
     ck_assert_msg(strstr(err, want), "expected '%s' in: %s", want, err);
     free(err);
 }
+
+void fb_e2e_config_tcp_key(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *key,
+                           mode_t mode, const char *sections)
+{
+    struct fb_e2e_opts oo = o ? *o : (struct fb_e2e_opts){0};
+    ck_assert_msg(!oo.tcp && !oo.listen_extra,
+                  "fb_e2e_config_tcp_key writes the listener");
+    char text[512];
+    snprintf(text, sizeof text, "%s\n", key);
+    const char *path = fb_e2e_write(t, "tcp.key", text);
+    ck_assert_int_eq(chmod(path, mode), 0);
+    uint16_t port = fb_e2e_free_tcp_port();
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
+    oo.listen_extra = extra;
+    fb_e2e_config(t, &oo, sections);
+    /* extra goes with this frame; with opts.tcp off nothing writes the
+     * config again from t->opts */
+    t->opts.listen_extra = NULL;
+    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+}

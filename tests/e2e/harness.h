@@ -117,6 +117,12 @@ struct fb_e2e *fb_e2e_free(struct fb_e2e *t);
 /* Writes t->conf: the harness's [daemon]/[listen]/[control] sections, then
  * `sections` with @B@/@D@ substituted. o may be NULL. */
 void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *sections);
+/* fb_e2e_config with a loopback TCP listener that wants AUTH: `key` and a
+ * newline written to tcp.key at `mode`, a port that was free, and
+ * t->tcp_addr set to it. o (may be NULL) must not have tcp or
+ * listen_extra. */
+void fb_e2e_config_tcp_key(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *key,
+                           mode_t mode, const char *sections);
 /* Writes text (placeholders substituted) to the temp dir file `name` and
  * returns its path (rotating buffer). */
 const char *fb_e2e_write(struct fb_e2e *t, const char *name, const char *text);

@@ -49,15 +49,7 @@ static void pause_ms(long ms)
 static struct fb_e2e *key_up(const char *sections)
 {
     struct fb_e2e *t = fb_e2e_new();
-    const char *key = fb_e2e_write(t, "tcp.key", KEY "\n");
-    ck_assert_int_eq(chmod(key, 0600), 0);
-    uint16_t port = fb_e2e_free_tcp_port();
-    char extra[256];
-    snprintf(extra, sizeof extra,
-             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
-    struct fb_e2e_opts o = {.workers = 2, .listen_extra = extra};
-    fb_e2e_config(t, &o, sections);
-    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+    fb_e2e_config_tcp_key(t, &(struct fb_e2e_opts){.workers = 2}, KEY, 0600, sections);
     fb_e2e_start(t);
     return t;
 }

@@ -248,21 +248,16 @@ END_TEST
 START_TEST(test_e2e_hostile_auth_timeout)
 {
     struct fb_e2e *t = fb_e2e_new();
-    const char *key = fb_e2e_write(t, "tcp.key", "0123456789abcdef0123456789abcdef\n");
-    ck_assert_int_eq(chmod(key, 0600), 0);
-    uint16_t port = fb_e2e_free_tcp_port();
-    char extra[256];
-    snprintf(extra, sizeof extra,
-             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
-    struct fb_e2e_opts o = {.workers = 1, .listen_extra = extra};
-    fb_e2e_config(t, &o, "[limits]\nauth_timeout_ms = 300\n");
-    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+    fb_e2e_config_tcp_key(t, &(struct fb_e2e_opts){.workers = 1},
+                          "0123456789abcdef0123456789abcdef", 0600,
+                          "[limits]\nauth_timeout_ms = 300\n");
     fb_e2e_start(t);
     struct fb_e2e_raw *r = fb_e2e_raw_tcp(t);
     uint64_t t0 = fb_e2e_now_ms();
     fb_e2e_raw_hello(r);
     const struct fidbus_msg *m = fb_e2e_raw_expect_error(r, FIDBUS_UNAUTHORIZED, -1);
-    ck_assert_msg(strstr(fb_e2e_msg_text(m), "no AUTH within 300 ms"), "%s", fb_e2e_msg_text(m));
+    ck_assert_msg(strstr(fb_e2e_msg_text(m), "no AUTH within 300 ms"), "%s",
+                  fb_e2e_msg_text(m));
     uint64_t took = fb_e2e_now_ms() - t0;
     ck_assert_msg(took >= 250 && took < 5000, "AUTH deadline after %llu ms",
                   (unsigned long long)took);
