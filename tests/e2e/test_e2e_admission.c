@@ -541,8 +541,8 @@ static int unauthorized_peer(const char *control)
     /* Then EOF: the daemon answers nothing more (it used to wait for
      * more requests, each answered, with 4 MiB of replies allowed). */
     char b[64];
-    ssize_t k = fb_e2e_recv_by(fidbus_client_fd(many[0]), b, sizeof b,
-                               fb_e2e_now_ms() + 5000);
+    ssize_t k =
+        fb_e2e_recv_by(fidbus_client_fd(many[0]), b, sizeof b, fb_e2e_now_ms() + 5000);
     if (k != 0) {
         fprintf(stderr, "after UNAUTHORIZED: read %zd (%s), not EOF\n", k,
                 k < 0 ? strerror((int)-k) : "data");
