@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1076,4 +1077,33 @@ void fb_e2e_config_tcp_key(struct fb_e2e *t, const struct fb_e2e_opts *o, const 
      * config again from t->opts */
     t->opts.listen_extra = NULL;
     snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+}
+
+char *fb_e2e_ctl(struct fb_e2e *t, int code, char **err, ...)
+{
+    const char *argv[16] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control};
+    size_t n = 3;
+    char args[512] = "";
+    size_t len = 0;
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+        ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1,
+                      "fb_e2e_ctl: too many arguments");
+        argv[n++] = a;
+        if (len < sizeof args)
+            len += (size_t)snprintf(args + len, sizeof args - len, " %s", a);
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    char *out = NULL, *e = NULL;
+    int st = fb_e2e_run(t, argv, &out, &e);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == code,
+                  "fidbusctl%s: status 0x%x, expected exit %d; stdout: %s; stderr: %s",
+                  args, st, code, out, e);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return out;
 }

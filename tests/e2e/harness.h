@@ -211,6 +211,11 @@ void fb_e2e_let_others_in(const struct fb_e2e *t);
  * setresuid). Returns 0, or -1 with errno set. */
 int fb_e2e_drop_to(uid_t uid, gid_t gid);
 
+/* Runs fidbusctl --socket t->control ARGS... (a NULL-terminated list of
+ * const char *, at most 12); asserts it exits with `code`. Returns its
+ * stdout (malloc'd) and, when err is non-NULL, its stderr in *err. */
+char *fb_e2e_ctl(struct fb_e2e *t, int code, char **err, ...);
+
 /* Whole file, malloc'd and NUL-terminated; NULL if it cannot be read. */
 char *fb_e2e_read(const char *path, size_t *len);
 /* VmRSS of process pid in KiB, -1 if unknown. */

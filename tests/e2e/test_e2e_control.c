@@ -114,19 +114,7 @@ static void any_sighash(char out[FIDBUS_SIGHASH_HEX])
 static char *ctl(struct fb_e2e *t, int code, char **err, const char *a1, const char *a2,
                  const char *a3, const char *a4)
 {
-    const char *argv[] = {
-        fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, a1, a2, a3, a4, NULL};
-    char *out = NULL, *e = NULL;
-    int st = fb_e2e_run(t, argv, &out, &e);
-    ck_assert_msg(EXIT_IS(st, code),
-                  "fidbusctl %s %s %s %s: status 0x%x, expected exit %d; stdout: %s; "
-                  "stderr: %s",
-                  a1, a2 ? a2 : "", a3 ? a3 : "", a4 ? a4 : "", st, code, out, e);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return out;
+    return fb_e2e_ctl(t, code, err, a1, a2, a3, a4, (const char *)NULL);
 }
 
 static json_t *ctl_json(struct fb_e2e *t, const char *a1, const char *a2)

@@ -105,18 +105,7 @@ static void add_routes(struct fidbus_client *c, unsigned n)
 static char *ctl(struct fb_e2e *t, int code, char **err, const char *a1, const char *a2,
                  const char *a3)
 {
-    const char *argv[] = {
-        fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, a1, a2, a3, NULL};
-    char *out = NULL, *e = NULL;
-    int st = fb_e2e_run(t, argv, &out, &e);
-    ck_assert_msg(EXIT_IS(st, code),
-                  "fidbusctl %s %s %s: status 0x%x, expected exit %d; stderr: %s", a1,
-                  a2 ? a2 : "", a3 ? a3 : "", st, code, e);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return out;
+    return fb_e2e_ctl(t, code, err, a1, a2, a3, (const char *)NULL);
 }
 
 static json_t *ctl_json(struct fb_e2e *t, const char *a1, const char *a2)
