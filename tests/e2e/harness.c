@@ -1081,9 +1081,9 @@ void fb_e2e_config_tcp_key(struct fb_e2e *t, const struct fb_e2e_opts *o, const 
 
 char *fb_e2e_ctl(struct fb_e2e *t, int code, char **err, ...)
 {
-    const char *argv[16] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control};
+    const char *argv[24] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control};
     size_t n = 3;
-    char args[512] = "";
+    char args[1024] = "";
     size_t len = 0;
     va_list ap;
     va_start(ap, err);

@@ -212,7 +212,7 @@ void fb_e2e_let_others_in(const struct fb_e2e *t);
 int fb_e2e_drop_to(uid_t uid, gid_t gid);
 
 /* Runs fidbusctl --socket t->control ARGS... (a NULL-terminated list of
- * const char *, at most 12); asserts it exits with `code`. Returns its
+ * const char *, at most 20); asserts it exits with `code`. Returns its
  * stdout (malloc'd) and, when err is non-NULL, its stderr in *err. */
 char *fb_e2e_ctl(struct fb_e2e *t, int code, char **err, ...);
 
