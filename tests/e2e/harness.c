@@ -15,10 +15,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1019,4 +1021,89 @@ long long fb_e2e_prom_value(struct fb_e2e *t, const char *series)
     free(out);
     free(err);
     return n;
+}
+
+int fb_e2e_drop_to(uid_t uid, gid_t gid)
+{
+    if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+        setresuid(uid, uid, uid) != 0)
+        return -1;
+    return 0;
+}
+
+void fb_e2e_let_others_in(const struct fb_e2e *t)
+{
+    char path[200];
+    snprintf(path, sizeof path, "%s", t->dir);
+    *strrchr(path, '/') = '\0';
+    ck_assert_int_eq(chmod(path, 0711), 0);
+    ck_assert_int_eq(chmod(t->dir, 0711), 0);
+    snprintf(path, sizeof path, "%s/run", t->dir);
+    ck_assert_int_eq(chmod(path, 0711), 0);
+}
+
+long long fb_e2e_limit_hits(struct fb_e2e *t, const char *reason)
+{
+    char series[128];
+    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
+    return fb_e2e_prom_value(t, series);
+}
+
+void fb_e2e_start_fail_says(struct fb_e2e *t, const char *want)
+{
+    fb_e2e_start_fail(t, NULL);
+    char *err = fb_e2e_stderr(t);
+    ck_assert_msg(strstr(err, want), "expected '%s' in: %s", want, err);
+    free(err);
+}
+
+void fb_e2e_config_tcp_key(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *key,
+                           mode_t mode, const char *sections)
+{
+    struct fb_e2e_opts oo = o ? *o : (struct fb_e2e_opts){0};
+    ck_assert_msg(!oo.tcp && !oo.listen_extra,
+                  "fb_e2e_config_tcp_key writes the listener");
+    char text[512];
+    snprintf(text, sizeof text, "%s\n", key);
+    const char *path = fb_e2e_write(t, "tcp.key", text);
+    ck_assert_int_eq(chmod(path, mode), 0);
+    uint16_t port = fb_e2e_free_tcp_port();
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
+    oo.listen_extra = extra;
+    fb_e2e_config(t, &oo, sections);
+    /* extra goes with this frame; with opts.tcp off nothing writes the
+     * config again from t->opts */
+    t->opts.listen_extra = NULL;
+    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+}
+
+char *fb_e2e_ctl(struct fb_e2e *t, int code, char **err, ...)
+{
+    const char *argv[24] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control};
+    size_t n = 3;
+    char args[1024] = "";
+    size_t len = 0;
+    va_list ap;
+    va_start(ap, err);
+    for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+        ck_assert_msg(n < sizeof argv / sizeof argv[0] - 1,
+                      "fb_e2e_ctl: too many arguments");
+        argv[n++] = a;
+        if (len < sizeof args)
+            len += (size_t)snprintf(args + len, sizeof args - len, " %s", a);
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    char *out = NULL, *e = NULL;
+    int st = fb_e2e_run(t, argv, &out, &e);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == code,
+                  "fidbusctl%s: status 0x%x, expected exit %d; stdout: %s; stderr: %s",
+                  args, st, code, out, e);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    return out;
 }

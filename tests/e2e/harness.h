@@ -117,6 +117,12 @@ struct fb_e2e *fb_e2e_free(struct fb_e2e *t);
 /* Writes t->conf: the harness's [daemon]/[listen]/[control] sections, then
  * `sections` with @B@/@D@ substituted. o may be NULL. */
 void fb_e2e_config(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *sections);
+/* fb_e2e_config with a loopback TCP listener that wants AUTH: `key` and a
+ * newline written to tcp.key at `mode`, a port that was free, and
+ * t->tcp_addr set to it. o (may be NULL) must not have tcp or
+ * listen_extra. */
+void fb_e2e_config_tcp_key(struct fb_e2e *t, const struct fb_e2e_opts *o, const char *key,
+                           mode_t mode, const char *sections);
 /* Writes text (placeholders substituted) to the temp dir file `name` and
  * returns its path (rotating buffer). */
 const char *fb_e2e_write(struct fb_e2e *t, const char *name, const char *text);
@@ -132,6 +138,9 @@ struct fb_e2e *fb_e2e_up(const struct fb_e2e_opts *o, const char *sections);
  * within FB_E2E_TIMEOUT_MS without sending READY=1, and that no bus socket
  * was created. Returns the wait status; *secs gets the time it took. */
 int fb_e2e_start_fail(struct fb_e2e *t, double *secs);
+/* fb_e2e_start_fail, then asserts that the daemon's stderr contains want
+ * (the reason it gave). */
+void fb_e2e_start_fail_says(struct fb_e2e *t, const char *want);
 /* Socket activation as systemd does it: fds[i] becomes descriptor 3 + i in
  * the daemon (and nothing else above 2 is inherited), with LISTEN_FDS =
  * nfds, LISTEN_PID = the daemon's own pid (set in the child between fork
@@ -193,6 +202,20 @@ void fb_e2e_kill9(struct fb_e2e *t);
  * copies of what it wrote. Asserts it finishes within FB_E2E_TIMEOUT_MS. */
 int fb_e2e_run(struct fb_e2e *t, const char *const argv[], char **out, char **err);
 
+/* Lets another user reach t's sockets (asserts): mode 0711 on the
+ * harness's base dir, t->dir and its run/, so that only the socket's own
+ * mode and the daemon's peer checks stand in the way. */
+void fb_e2e_let_others_in(const struct fb_e2e *t);
+/* For a forked child (no Check calls there): drops every supplementary
+ * group and becomes gid, then uid, for good (setgroups, setresgid,
+ * setresuid). Returns 0, or -1 with errno set. */
+int fb_e2e_drop_to(uid_t uid, gid_t gid);
+
+/* Runs fidbusctl --socket t->control ARGS... (a NULL-terminated list of
+ * const char *, at most 20); asserts it exits with `code`. Returns its
+ * stdout (malloc'd) and, when err is non-NULL, its stderr in *err. */
+char *fb_e2e_ctl(struct fb_e2e *t, int code, char **err, ...);
+
 /* Whole file, malloc'd and NUL-terminated; NULL if it cannot be read. */
 char *fb_e2e_read(const char *path, size_t *len);
 /* VmRSS of process pid in KiB, -1 if unknown. */
@@ -219,6 +242,8 @@ long long fb_e2e_json_count(const char *json, const char *key);
  * "fidbus_received_total" or "fidbus_limit_hits_total{reason=\"yield\"}").
  * Fails the test when fidbusctl fails or the series is missing. */
 long long fb_e2e_prom_value(struct fb_e2e *t, const char *series);
+/* fidbus_limit_hits_total{reason="REASON"} (fb_e2e_prom_value). */
+long long fb_e2e_limit_hits(struct fb_e2e *t, const char *reason);
 /* vals[i] = the unsigned number under keys[i] in the daemon's `stats`
  * result, asked over t's control socket; a key missing or not a uint
  * fails the test. In harness_stats.c: link libcbor to use it. */
@@ -242,6 +267,10 @@ void fb_e2e_stats(const struct fb_e2e *t, size_t n, const char *const keys[],
 /* Connects with the client library to the Unix / TCP listener (asserts). */
 struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t);
 struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t);
+/* Connects with the client library to t's control socket (asserts); o as
+ * for fidbus_client_connect (NULL: defaults). */
+struct fidbus_client *fb_e2e_connect_control(const struct fb_e2e *t,
+                                             const struct fidbus_client_opts *o);
 /* PING, asserting the ACK. */
 void fb_e2e_ping(struct fidbus_client *c);
 /* n un-acked publishes of event (a small payload), then a flush. */
@@ -289,6 +318,11 @@ bool fb_e2e_push_unread(int fd, const char *event, uint64_t max, struct fidbus_b
 void fb_e2e_raw_publish(struct fb_e2e_raw *r, uint64_t seq, bool ack, const char *event);
 void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq);
 
+/* One recv(2) of up to cap bytes from fd once it is readable, waiting
+ * until deadline (fb_e2e_now_ms) at the most; EINTR is retried. Returns
+ * the byte count, 0 at EOF, -ETIMEDOUT, or a negative errno. No Check
+ * calls: fine in a forked child. */
+ssize_t fb_e2e_recv_by(int fd, void *buf, size_t cap, uint64_t deadline);
 /* Reads the next frame into r->msg. Returns 1 (a message, decoded without
  * error), 0 at EOF, -ETIMEDOUT, or a negative errno (ECONNRESET...). */
 int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms);
@@ -305,6 +339,9 @@ const struct fidbus_msg *fb_e2e_raw_expect_error(struct fb_e2e_raw *r, int code,
  * sent. */
 void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r);
 
+/* m's message (an ERROR's text) as a string, cut at 1,099 bytes, in a
+ * static buffer (valid until the next call). */
+const char *fb_e2e_msg_text(const struct fidbus_msg *m);
 /* The uint in a raw CBOR slice (ACK/ERROR result). */
 bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v);
 

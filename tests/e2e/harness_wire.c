@@ -163,10 +163,11 @@ long long fb_e2e_json_count(const char *json, const char *key)
 
 /* -------------------------------------------------- library connections */
 
-static struct fidbus_client *connect_to(const char *addr)
+static struct fidbus_client *connect_to(const char *addr,
+                                        const struct fidbus_client_opts *o)
 {
     struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, addr, NULL);
+    int rc = fidbus_client_connect(&c, addr, o);
     ck_assert_msg(rc == 0, "fidbus_client_connect(%s): %s", addr, fidbus_strerror(rc));
     ck_assert(c != NULL);
     return c;
@@ -174,13 +175,21 @@ static struct fidbus_client *connect_to(const char *addr)
 
 struct fidbus_client *fb_e2e_connect(const struct fb_e2e *t)
 {
-    return connect_to(t->bus_addr);
+    return connect_to(t->bus_addr, NULL);
 }
 
 struct fidbus_client *fb_e2e_connect_tcp(const struct fb_e2e *t)
 {
     ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");
-    return connect_to(t->tcp_addr);
+    return connect_to(t->tcp_addr, NULL);
+}
+
+struct fidbus_client *fb_e2e_connect_control(const struct fb_e2e *t,
+                                             const struct fidbus_client_opts *o)
+{
+    char addr[200];
+    snprintf(addr, sizeof addr, "unix:%s", t->control);
+    return connect_to(addr, o);
 }
 
 void fb_e2e_ping(struct fidbus_client *c)
@@ -379,6 +388,25 @@ void fb_e2e_raw_ping(struct fb_e2e_raw *r, uint64_t seq)
     fb_e2e_raw_msg(r, &m);
 }
 
+ssize_t fb_e2e_recv_by(int fd, void *buf, size_t cap, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = fb_e2e_now_ms();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0)
+            return -ETIMEDOUT;
+        ssize_t k = recv(fd, buf, cap, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        return k < 0 ? -errno : k;
+    }
+}
+
 int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
 {
     uint64_t deadline = fb_e2e_now_ms() + (uint64_t)timeout_ms;
@@ -412,20 +440,9 @@ int fb_e2e_raw_recv(struct fb_e2e_raw *r, int timeout_ms)
             r->buf = realloc(r->buf, r->cap);
             ck_assert_msg(r->buf != NULL, "out of memory");
         }
-        uint64_t now = fb_e2e_now_ms();
-        if (now >= deadline)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        int pr = poll(&p, 1, (int)(deadline - now));
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr == 0)
-            return -ETIMEDOUT;
-        ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
+        ssize_t k = fb_e2e_recv_by(r->fd, r->buf + r->len, r->cap - r->len, deadline);
         if (k < 0)
-            return -errno;
+            return (int)k;
         if (k == 0) {
             ck_assert_msg(r->len == 0,
                           "daemon closed in the middle of a frame "
@@ -533,6 +550,15 @@ void fb_e2e_raw_expect_eof(struct fb_e2e_raw *r)
                   (int)r->msg.message.len, (const char *)r->msg.message.ptr);
     ck_assert_msg(rc == 0 || rc == -ECONNRESET, "expected the daemon to close: %s",
                   rc == -ETIMEDOUT ? "timed out, still open" : strerror(-rc));
+}
+
+const char *fb_e2e_msg_text(const struct fidbus_msg *m)
+{
+    static char buf[1100];
+    size_t n = m->message.len < sizeof buf - 1 ? m->message.len : sizeof buf - 1;
+    memcpy(buf, m->message.ptr, n);
+    buf[n] = '\0';
+    return buf;
 }
 
 bool fb_e2e_cbor_uint(struct fidbus_slice s, uint64_t *v)

@@ -17,7 +17,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -39,24 +38,6 @@
 
 #define COUNT_ALL FB_E2E_COUNT "[route all]\nevent = *\nto = fidbus.count\n"
 
-/* fidbus_limit_hits_total{reason="REASON"} from the daemon's stats. */
-static long long limit_hits(struct fb_e2e *t, const char *reason)
-{
-    char series[128];
-    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
-    return fb_e2e_prom_value(t, series);
-}
-
-/* The message of r's current frame, as a string (static buffer). */
-static const char *msg_text(const struct fidbus_msg *m)
-{
-    static char buf[1100];
-    size_t n = m->message.len < sizeof buf - 1 ? m->message.len : sizeof buf - 1;
-    memcpy(buf, m->message.ptr, n);
-    buf[n] = '\0';
-    return buf;
-}
-
 static void pause_ms(long ms)
 {
     struct timespec ts = {ms / 1000, ms % 1000 * 1000000L};
@@ -68,15 +49,7 @@ static void pause_ms(long ms)
 static struct fb_e2e *key_up(const char *sections)
 {
     struct fb_e2e *t = fb_e2e_new();
-    const char *key = fb_e2e_write(t, "tcp.key", KEY "\n");
-    ck_assert_int_eq(chmod(key, 0600), 0);
-    uint16_t port = fb_e2e_free_tcp_port();
-    char extra[256];
-    snprintf(extra, sizeof extra,
-             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
-    struct fb_e2e_opts o = {.workers = 2, .listen_extra = extra};
-    fb_e2e_config(t, &o, sections);
-    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+    fb_e2e_config_tcp_key(t, &(struct fb_e2e_opts){.workers = 2}, KEY, 0600, sections);
     fb_e2e_start(t);
     return t;
 }
@@ -126,7 +99,7 @@ static bool admitted(struct fb_e2e_raw *r, char *why, size_t whylen)
                   "a new connection got message type %llu (code %llu), not HELLO or "
                   "ERROR BUSY",
                   (unsigned long long)r->msg.type, (unsigned long long)r->msg.code);
-    snprintf(why, whylen, "%s", msg_text(&r->msg));
+    snprintf(why, whylen, "%s", fb_e2e_msg_text(&r->msg));
     fb_e2e_raw_expect_eof(r);
     return false;
 }
@@ -248,9 +221,9 @@ START_TEST(test_e2e_admission_unauth_flood)
     /* ... while Unix clients and the client already in are not touched. */
     unix_publishes(t, 20);
     raw_publish_ok(ok, 3);
-    ck_assert_int_eq(limit_hits(t, "unauth_addr"), 2); /* .1 and .3 */
-    ck_assert_int_eq(limit_hits(t, "unauth"), 3);      /* .4, .5 and .2 */
-    ck_assert_int_eq(limit_hits(t, "connections"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "unauth_addr"), 2); /* .1 and .3 */
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "unauth"), 3);      /* .4, .5 and .2 */
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 0);
 
     /* Closed connections give their places back. The daemon sees the
      * closes on its own time: retry, boundedly. */
@@ -391,8 +364,8 @@ START_TEST(test_e2e_admission_repeated_attack)
                   failed, ok + failed, first_err);
     ck_assert_msg(ok >= 10, "only %lu Unix publishes in %u ms", ok, ATTACK_MS);
     ck_assert_msg(closed > 8, "the attacker was closed only %lu times", closed);
-    ck_assert_int_eq(limit_hits(t, "connections"), 0);
-    ck_assert_int_gt(limit_hits(t, "unauth_addr"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 0);
+    ck_assert_int_gt(fb_e2e_limit_hits(t, "unauth_addr"), 0);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
 }
@@ -428,8 +401,8 @@ START_TEST(test_e2e_admission_tcp_share)
     ck_assert(!admitted(x, why, sizeof why));
     ck_assert_msg(strstr(why, "too many connections (max_connections = 8)"), "%s", why);
     fb_e2e_raw_close(x);
-    ck_assert_int_eq(limit_hits(t, "connections_tcp"), 1);
-    ck_assert_int_eq(limit_hits(t, "connections"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections_tcp"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 1);
     close_all(tcp, 3);
     close_all(uni, 5);
     fb_e2e_stop_ok(t);
@@ -494,8 +467,8 @@ START_TEST(test_e2e_admission_log_rate_limited)
         }
         fb_e2e_raw_ping(r, 1);
         const struct fidbus_msg *m = fb_e2e_raw_expect_error(r, FIDBUS_UNAUTHORIZED, 1);
-        ck_assert_msg(strstr(msg_text(m), "the first frame must be AUTH"), "%s",
-                      msg_text(m));
+        ck_assert_msg(strstr(fb_e2e_msg_text(m), "the first frame must be AUTH"), "%s",
+                      fb_e2e_msg_text(m));
         fb_e2e_raw_expect_eof(r);
         fb_e2e_raw_close(r);
         if (++refused % 20)
@@ -534,8 +507,7 @@ END_TEST
  * calls (a grandchild of the test runner). */
 static int unauthorized_peer(const char *control)
 {
-    if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
-        setresuid(65534, 65534, 65534) != 0)
+    if (fb_e2e_drop_to(65534, 65534) != 0)
         return 10;
     char addr[200];
     snprintf(addr, sizeof addr, "unix:%s", control);
@@ -569,16 +541,11 @@ static int unauthorized_peer(const char *control)
     /* Then EOF: the daemon answers nothing more (it used to wait for
      * more requests, each answered, with 4 MiB of replies allowed). */
     char b[64];
-    ssize_t k;
-    struct pollfd p = {.fd = fidbus_client_fd(many[0]), .events = POLLIN};
-    int pr;
-    do
-        pr = poll(&p, 1, 5000);
-    while (pr < 0 && errno == EINTR);
-    k = pr == 1 ? read(p.fd, b, sizeof b) : -1;
+    ssize_t k =
+        fb_e2e_recv_by(fidbus_client_fd(many[0]), b, sizeof b, fb_e2e_now_ms() + 5000);
     if (k != 0) {
         fprintf(stderr, "after UNAUTHORIZED: read %zd (%s), not EOF\n", k,
-                k < 0 ? strerror(errno) : "data");
+                k < 0 ? strerror((int)-k) : "data");
         return 14;
     }
     for (int i = 0; i < CTL_PEERS; i++)
@@ -597,13 +564,7 @@ START_TEST(test_e2e_admission_control_unauthorized)
     struct fb_e2e_opts o = {.control_extra = "mode = 0666"};
     struct fb_e2e *t = fb_e2e_up(&o, COUNT_ALL);
     /* uid 65534 may reach the socket: only the peer check stops it */
-    char path[200];
-    snprintf(path, sizeof path, "%s", t->dir);
-    *strrchr(path, '/') = '\0';
-    ck_assert_int_eq(chmod(path, 0711), 0);
-    ck_assert_int_eq(chmod(t->dir, 0711), 0);
-    snprintf(path, sizeof path, "%s/run", t->dir);
-    ck_assert_int_eq(chmod(path, 0711), 0);
+    fb_e2e_let_others_in(t);
 
     fflush(NULL);
     pid_t pid = fork();
@@ -618,7 +579,7 @@ START_TEST(test_e2e_admission_control_unauthorized)
                   ws);
     /* Allowed peers are not counted against the cap, nor refused: root's
      * fidbusctl reads the count. */
-    ck_assert_int_eq(limit_hits(t, "control_unauth"), CTL_PEERS - CTL_UNAUTH_MAX);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "control_unauth"), CTL_PEERS - CTL_UNAUTH_MAX);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
 }

@@ -43,15 +43,7 @@ static const char conf[] =
 static struct fb_e2e *auth_config(mode_t mode)
 {
     struct fb_e2e *t = fb_e2e_new();
-    const char *key = fb_e2e_write(t, "tcp.key", KEY "\n");
-    ck_assert_int_eq(chmod(key, mode), 0);
-    uint16_t port = fb_e2e_free_tcp_port();
-    char extra[256];
-    snprintf(extra, sizeof extra,
-             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
-    struct fb_e2e_opts o = {.listen_extra = extra};
-    fb_e2e_config(t, &o, conf);
-    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+    fb_e2e_config_tcp_key(t, NULL, KEY, mode, conf);
     return t;
 }
 

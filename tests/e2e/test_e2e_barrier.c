@@ -33,14 +33,6 @@
 
 #include "e2e/harness.h"
 
-/* fidbus_limit_hits_total{reason="REASON"} from the daemon's stats. */
-static long long limit_hits(struct fb_e2e *t, const char *reason)
-{
-    char series[128];
-    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
-    return fb_e2e_prom_value(t, series);
-}
-
 /* A "Vm...:" line of /proc/PID/status in KiB, -1 if unknown. */
 static long vm_kib(pid_t pid, const char *key)
 {
@@ -205,17 +197,10 @@ static int reader_next(struct reader *r, int timeout_ms)
         memmove(r->buf, r->buf + r->pos, have);
         r->pos = 0;
         r->len = have;
-        struct pollfd pf = {.fd = r->fd, .events = POLLIN};
-        int pr = poll(&pf, 1, timeout_ms);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr == 0)
-            return -ETIMEDOUT;
-        ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
+        ssize_t k = fb_e2e_recv_by(r->fd, r->buf + r->len, r->cap - r->len,
+                                   fb_e2e_now_ms() + (uint64_t)timeout_ms);
         if (k < 0)
-            return -errno;
+            return (int)k;
         if (k == 0) {
             if (have && !r->torn_ok)
                 ck_abort_msg("EOF inside a frame (%zu bytes pending)", have);
@@ -229,15 +214,6 @@ static void reader_free(struct reader *r)
 {
     free(r->buf);
     r->buf = NULL;
-}
-
-static const char *msg_text(const struct fidbus_msg *m)
-{
-    static char buf[1100];
-    size_t n = m->message.len < sizeof buf - 1 ? m->message.len : sizeof buf - 1;
-    memcpy(buf, m->message.ptr, n);
-    buf[n] = '\0';
-    return buf;
 }
 
 /* The next frame is ACK(seq, result). */
@@ -255,7 +231,7 @@ static void reader_ack(struct reader *r, uint64_t seq, uint64_t result)
                      (unsigned long long)seq, (unsigned long long)result,
                      (unsigned long long)r->msg.type, (unsigned long long)r->msg.seq,
                      (unsigned long long)res,
-                     r->msg.type == FIDBUS_MSG_ERROR ? msg_text(&r->msg) : "");
+                     r->msg.type == FIDBUS_MSG_ERROR ? fb_e2e_msg_text(&r->msg) : "");
 }
 
 /* --------------------------------------------------------- PING flood */
@@ -330,7 +306,7 @@ START_TEST(test_e2e_barrier_ping_flood)
     struct writer w;
     long rss0;
     struct fb_e2e_raw *r = flood_behind_slow(t, &w, &rss0);
-    ck_assert_int_ge(limit_hits(t, "pause_inflight"), 1);
+    ck_assert_int_ge(fb_e2e_limit_hits(t, "pause_inflight"), 1);
     other_client_served(t);
 
     /* The handler returns: the PUBLISH's ACK, then every PING in order. */
@@ -348,7 +324,7 @@ START_TEST(test_e2e_barrier_ping_flood)
             (unsigned long long)ping_mib(), (unsigned long long)w.n, hwm, hwm - rss0);
     ck_assert_msg(hwm - rss0 < 64 * 1024, "daemon RSS peaked at %ld KiB from %ld KiB",
                   hwm, rss0);
-    ck_assert_int_eq(limit_hits(t, "output_hard"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "output_hard"), 0);
     reader_free(&rd);
     fb_e2e_raw_close(r);
     fb_e2e_stop_ok(t);
@@ -380,7 +356,7 @@ START_TEST(test_e2e_barrier_ping_flood_output_hard)
     ck_assert_msg(w.err == EPIPE || w.err == ECONNRESET,
                   "writer ended with '%s' after %llu bytes, not with the close",
                   strerror(w.err), (unsigned long long)atomic_load(&w.bytes));
-    ck_assert_int_eq(limit_hits(t, "output_hard"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "output_hard"), 1);
     long hwm = vm_kib(t->pid, "VmHWM:");
     ck_assert_msg(hwm - rss0 < 64 * 1024, "daemon RSS peaked at %ld KiB from %ld KiB",
                   hwm, rss0);
@@ -398,8 +374,8 @@ START_TEST(test_e2e_barrier_ping_flood_output_hard)
             ck_abort_msg("reading: %s", strerror(-rc));
         if (rd.msg.type == FIDBUS_MSG_ERROR) {
             ck_assert_uint_eq(rd.msg.code, FIDBUS_BUSY);
-            ck_assert_msg(strstr(msg_text(&rd.msg), "output_hard"), "%s",
-                          msg_text(&rd.msg));
+            ck_assert_msg(strstr(fb_e2e_msg_text(&rd.msg), "output_hard"), "%s",
+                          fb_e2e_msg_text(&rd.msg));
             ck_assert_int_le(reader_next(&rd, 30000), 0);
             break;
         }
@@ -437,7 +413,7 @@ static void acks_until_eof(struct fb_e2e_raw *raw, uint64_t n, uint64_t result)
             ck_abort_msg("unexpected answer: type %llu seq %llu result %llu (%s)",
                          (unsigned long long)m->type, (unsigned long long)m->seq,
                          (unsigned long long)res,
-                         m->type == FIDBUS_MSG_ERROR ? msg_text(m) : "");
+                         m->type == FIDBUS_MSG_ERROR ? fb_e2e_msg_text(m) : "");
         seen[m->seq] = 1;
         got++;
     }

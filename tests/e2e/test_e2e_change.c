@@ -220,13 +220,8 @@ static void hex_id(const char *canonical, char out[FIDBUS_FUNCID_HEX])
 
 static struct fidbus_client *connect_control(const struct fb_e2e *t)
 {
-    char addr[200];
-    snprintf(addr, sizeof addr, "unix:%s", t->control);
-    struct fidbus_client *c = NULL;
     struct fidbus_client_opts o = {.name = "test", .timeout_ms = 30000};
-    int rc = fidbus_client_connect(&c, addr, &o);
-    ck_assert_msg(rc == 0, "connect %s: %s", addr, fidbus_strerror(rc));
-    return c;
+    return fb_e2e_connect_control(t, &o);
 }
 
 /* The end of a test: the connections closed (bus may be NULL), a clean
@@ -339,36 +334,6 @@ static long long pub(struct fidbus_client *bus, const char *event, const char *k
 }
 
 /* ------------------------------------------------------------ fidbusctl */
-
-/* Runs fidbusctl --socket CONTROL ARGS... (NULL-terminated); asserts the
- * exit code; returns stdout and, if err != NULL, stderr (malloc'd). */
-static char *ctl(struct fb_e2e *t, int code, char **err, ...)
-{
-    const char *argv[24] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control};
-    size_t n = 3;
-    char line[1024] = "";
-    size_t ln = 0;
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; (a = va_arg(ap, const char *));) {
-        ck_assert_uint_lt(n, 23);
-        argv[n++] = a;
-        ln += (size_t)snprintf(line + ln, ln < sizeof line ? sizeof line - ln : 0, " %s",
-                               a);
-    }
-    va_end(ap);
-    argv[n] = NULL;
-    char *out = NULL, *e = NULL;
-    int st = fb_e2e_run(t, argv, &out, &e);
-    ck_assert_msg(EXIT_IS(st, code),
-                  "fidbusctl%s: status 0x%x, expected exit %d; stdout: %s; stderr: %s",
-                  line, st, code, out, e);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return out;
-}
 
 /* Asserts fidbusctl's refusal: exit 1, nothing on stdout, one line on
  * stderr "fidbusctl: WORDS failed: CODE: ..." that contains `needle`. */
@@ -500,13 +465,13 @@ START_TEST(test_e2e_change_route_add)
     ck_assert_int_eq(pub(bus, "z.x", NULL, NULL), -FIDBUS_NO_ROUTE);
 
     /* fidbusctl: a table line, --json, one-line refusals */
-    char *out = ctl(t, 0, NULL, "route", "add", "rcli", "d.x", "--tag", "k=v", "--to",
-                    "fidbus.log", "--to", "fidbus.count@1.0.0:5", "--mode", "split",
-                    "--split-by", "user", "--priority", "4", NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "route", "add", "rcli", "d.x", "--tag", "k=v",
+                           "--to", "fidbus.log", "--to", "fidbus.count@1.0.0:5", "--mode",
+                           "split", "--split-by", "user", "--priority", "4", NULL);
     ck_assert_str_eq(out, "generation: 4\n");
     free(out);
-    out = ctl(t, 0, NULL, "--json", "route", "add", "rcli2", "d.y", "--to", "fidbus.log",
-              NULL);
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "route", "add", "rcli2", "d.y", "--to",
+                     "fidbus.log", NULL);
     ck_assert_str_eq(out, "{\"generation\":5}\n");
     free(out);
     l = ok(c, "route.list", NULL);
@@ -527,8 +492,8 @@ START_TEST(test_e2e_change_route_add)
     ctl_refused(t, "route add", "INVALID", "split_by", "route", "add", "rx", "e.x",
                 "--to", "fidbus.log", "--split-by", "user", NULL);
     char *err = NULL;
-    out = ctl(t, 1, &err, "--json", "route", "add", "rcli", "e.x", "--to", "fidbus.log",
-              NULL);
+    out = fb_e2e_ctl(t, 1, &err, "--json", "route", "add", "rcli", "e.x", "--to",
+                     "fidbus.log", NULL);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_msg(json_is_false(json_object_get(j, "ok")) &&
                       jint(j, "code") == FIDBUS_CONFLICT &&
@@ -570,7 +535,7 @@ START_TEST(test_e2e_change_route_del)
     assert_unchanged(c, before, "refused route.del");
     json_decref(before);
 
-    char *out = ctl(t, 0, NULL, "route", "del", "rb", NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "route", "del", "rb", NULL);
     ck_assert_str_eq(out, "generation: 3\n");
     free(out);
     ctl_refused(t, "route del", "NOT_FOUND", "'rb'", "route", "del", "rb", NULL);
@@ -652,7 +617,7 @@ START_TEST(test_e2e_change_route_apply)
                                   "\"event\": \"j.1\", \"to\": [\"fidbus.count\"]}, "
                                   "{\"name\": \"j2\", \"event\": \"j.2\", "
                                   "\"to\": [\"fidbus.log\"]}]}\n");
-    char *out = ctl(t, 0, NULL, "route", "apply", jf, NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "route", "apply", jf, NULL);
     ck_assert_str_eq(out, "generation: 5\n");
     free(out);
     assert_route_names(c, "j1,j2");
@@ -669,7 +634,7 @@ START_TEST(test_e2e_change_route_apply)
     ck_assert_uint_eq(fwrite(cb, 1, cblen, f), cblen);
     ck_assert_int_eq(fclose(f), 0);
     free(cb);
-    out = ctl(t, 0, NULL, "--json", "route", "apply", cf, "--replace", NULL);
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "route", "apply", cf, "--replace", NULL);
     ck_assert_str_eq(out, "{\"generation\":6}\n");
     free(out);
     assert_route_names(c, "c1");
@@ -745,7 +710,7 @@ START_TEST(test_e2e_change_route_test_apply)
     const char *af = fb_e2e_write(t, "proposal.json",
                                   "{\"del\": [\"ra\"], \"add\": [{\"name\": \"p\", "
                                   "\"event\": \"a.*\", \"to\": [\"fidbus.count\"]}]}");
-    char *out = ctl(t, 0, NULL, "route", "test", "a.x", "--apply", af, NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "route", "test", "a.x", "--apply", af, NULL);
     ck_assert_msg(strstr(out, "route: p\n") && strstr(out, count_id) &&
                       strstr(out, "generation: 2\n"),
                   "route test --apply:\n%s", out);
@@ -852,13 +817,13 @@ START_TEST(test_e2e_change_plugin_load)
     char cfg[256];
     snprintf(cfg, sizeof cfg, "{\"report_file\": \"%s\", \"interval_ms\": \"0\"}",
              report);
-    char *out = ctl(t, 0, NULL, "plugin", "load", count_so, "--name", "c2", "--config",
-                    cfg, NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "plugin", "load", count_so, "--name", "c2",
+                           "--config", cfg, NULL);
     ck_assert_msg(strstr(out, "name: c2\n") && strstr(out, count_id) &&
                       strstr(out, "generation: 9\n"),
                   "plugin load:\n%s", out);
     free(out);
-    out = ctl(t, 0, NULL, "--json", "plugin", "load", TP("ver2"), NULL);
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "plugin", "load", TP("ver2"), NULL);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_msg(j && !strcmp(jstr(j, "name"), "ver2") && jint(j, "generation") == 10,
                   "plugin load --json: %s", out);
@@ -914,7 +879,7 @@ START_TEST(test_e2e_change_plugin_unload)
     ctl_refused(t, "plugin unload", "CONFLICT", "routes r2, ra:", "plugin", "unload",
                 "log", NULL);
     json_decref(ok(c, "route.apply", "{'del':['ra','r2']}"));
-    char *out = ctl(t, 0, NULL, "plugin", "unload", "log", NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "plugin", "unload", "log", NULL);
     ck_assert_str_eq(out, "generation: 4\n");
     free(out);
     assert_plugin_names(c, "count");
@@ -992,7 +957,8 @@ START_TEST(test_e2e_change_plugin_reload)
     ck_assert_int_eq(fn_calls(c, VER2_FN), 2);
 
     /* another path: the instance now comes from there */
-    char *out = ctl(t, 0, NULL, "plugin", "reload", "vx", "--path", TP("ver2"), NULL);
+    char *out =
+        fb_e2e_ctl(t, 0, NULL, "plugin", "reload", "vx", "--path", TP("ver2"), NULL);
     ck_assert_msg(strstr(out, "name: vx\n") && strstr(out, v2), "plugin reload:\n%s",
                   out);
     free(out);
@@ -1147,7 +1113,7 @@ START_TEST(test_e2e_change_config_reload)
     /* fidbusctl, --json; a [daemon] key that only a restart applies */
     struct fb_e2e_opts o = {.max_frame = 65536};
     fb_e2e_config(t, &o, FB_E2E_LOG COUNT_AT("count2.json") RA);
-    char *out = ctl(t, 0, NULL, "--json", "config", "reload", NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "--json", "config", "reload", NULL);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_msg(j, "config reload --json: %s", out);
     ck_assert_int_eq(jint(j, "generation"), 5);
@@ -1255,7 +1221,7 @@ START_TEST(test_e2e_change_stats_generations)
     ck_assert_int_eq(log_lines_gen(t, 2), M + 1);
     ck_assert_int_eq(log_lines_gen(t, 3), K);
 
-    char *out = ctl(t, 0, NULL, "stats", NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "stats", NULL);
     const char *head[] = {"GENERATION", "EVENTS", NULL};
     /* (the table is checked below, before more flips) */
     const char *g1[] = {"1 ", " 7", NULL};
@@ -1426,9 +1392,9 @@ START_TEST(test_e2e_change_canary)
     struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_TP("rec1") "file = @D@/rec.txt\n" FB_E2E_TP(
                                            "rec2") "file = @D@/rec.txt\n");
     struct fidbus_client *c = connect_control(t), *bus = fb_e2e_connect(t);
-    char *out =
-        ctl(t, 0, NULL, "route", "add", "canary", "c.x", "--to", "test.rec@1.0.0:95",
-            "--to", "test.rec@2.0.0:5", "--mode", "split", "--split-by", "user", NULL);
+    char *out = fb_e2e_ctl(t, 0, NULL, "route", "add", "canary", "c.x", "--to",
+                           "test.rec@1.0.0:95", "--to", "test.rec@2.0.0:5", "--mode",
+                           "split", "--split-by", "user", NULL);
     ck_assert_str_eq(out, "generation: 2\n");
     free(out);
 

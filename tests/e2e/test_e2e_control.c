@@ -11,7 +11,6 @@
 #include <cbor.h>
 #include <check.h>
 #include <errno.h>
-#include <grp.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +32,7 @@
 
 static struct fidbus_client *connect_control(const struct fb_e2e *t)
 {
-    char addr[200];
-    snprintf(addr, sizeof addr, "unix:%s", t->control);
-    struct fidbus_client *c = NULL;
-    int rc = fidbus_client_connect(&c, addr, NULL);
-    ck_assert_msg(rc == 0, "connect %s: %s", addr, fidbus_strerror(rc));
-    return c;
+    return fb_e2e_connect_control(t, NULL);
 }
 
 /* REQUEST cmd (no args); asserts code 0; returns the decoded result map. */
@@ -120,19 +114,7 @@ static void any_sighash(char out[FIDBUS_SIGHASH_HEX])
 static char *ctl(struct fb_e2e *t, int code, char **err, const char *a1, const char *a2,
                  const char *a3, const char *a4)
 {
-    const char *argv[] = {
-        fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, a1, a2, a3, a4, NULL};
-    char *out = NULL, *e = NULL;
-    int st = fb_e2e_run(t, argv, &out, &e);
-    ck_assert_msg(EXIT_IS(st, code),
-                  "fidbusctl %s %s %s %s: status 0x%x, expected exit %d; stdout: %s; "
-                  "stderr: %s",
-                  a1, a2 ? a2 : "", a3 ? a3 : "", a4 ? a4 : "", st, code, out, e);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return out;
+    return fb_e2e_ctl(t, code, err, a1, a2, a3, a4, (const char *)NULL);
 }
 
 static json_t *ctl_json(struct fb_e2e *t, const char *a1, const char *a2)
@@ -391,14 +373,12 @@ END_TEST
 
 /*
  * The child's exit status: the REPLY code of `status` (0 = allowed), or
- * 100 + which step failed.
+ * 100 + which step failed (101: the uid switch).
  */
 static int status_as(const char *control, uid_t uid, gid_t gid)
 {
-    if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0)
+    if (fb_e2e_drop_to(uid, gid) != 0)
         return 101;
-    if (setresuid(uid, uid, uid) != 0)
-        return 102;
     char addr[200];
     snprintf(addr, sizeof addr, "unix:%s", control);
     struct fidbus_client *c = NULL;
@@ -426,13 +406,7 @@ START_TEST(test_e2e_control_unauthorized)
     struct fb_e2e *t = fb_e2e_up(&o, SECTIONS);
     /* let uid 65534 reach the socket (the harness's base dir, the test's
      * dir, run/): only the peer check may stop it */
-    char path[200];
-    snprintf(path, sizeof path, "%s", t->dir);
-    *strrchr(path, '/') = '\0';
-    ck_assert_int_eq(chmod(path, 0711), 0);
-    ck_assert_int_eq(chmod(t->dir, 0711), 0);
-    snprintf(path, sizeof path, "%s/run", t->dir);
-    ck_assert_int_eq(chmod(path, 0711), 0);
+    fb_e2e_let_others_in(t);
     struct stat st;
     ck_assert_int_eq(stat(t->control, &st), 0);
     ck_assert_msg((st.st_mode & 0777) == 0666, "control socket mode %o, wanted 0666",

@@ -14,7 +14,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <grp.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,14 +82,9 @@ static void routes_args(struct fidbus_buf *b, unsigned first, unsigned n)
 
 static struct fidbus_client *connect_control(const struct fb_e2e *t)
 {
-    char addr[200];
-    snprintf(addr, sizeof addr, "unix:%s", t->control);
-    struct fidbus_client *c = NULL;
     /* generous: 15,000 routes under a sanitizer on a busy machine */
     struct fidbus_client_opts o = {.timeout_ms = 60000};
-    int rc = fidbus_client_connect(&c, addr, &o);
-    ck_assert_msg(rc == 0, "connect %s: %s", addr, fidbus_strerror(rc));
-    return c;
+    return fb_e2e_connect_control(t, &o);
 }
 
 /* Adds n routes in one route.apply, asserting that the REQUEST itself fits
@@ -111,18 +105,7 @@ static void add_routes(struct fidbus_client *c, unsigned n)
 static char *ctl(struct fb_e2e *t, int code, char **err, const char *a1, const char *a2,
                  const char *a3)
 {
-    const char *argv[] = {
-        fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, a1, a2, a3, NULL};
-    char *out = NULL, *e = NULL;
-    int st = fb_e2e_run(t, argv, &out, &e);
-    ck_assert_msg(EXIT_IS(st, code),
-                  "fidbusctl %s %s %s: status 0x%x, expected exit %d; stderr: %s", a1,
-                  a2 ? a2 : "", a3 ? a3 : "", st, code, e);
-    if (err)
-        *err = e;
-    else
-        free(e);
-    return out;
+    return fb_e2e_ctl(t, code, err, a1, a2, a3, (const char *)NULL);
 }
 
 static json_t *ctl_json(struct fb_e2e *t, const char *a1, const char *a2)
@@ -256,10 +239,7 @@ START_TEST(test_e2e_ctl_limits_max_reply_config)
     for (size_t i = 0; i < 2; i++) {
         struct fb_e2e *t = fb_e2e_new();
         fb_e2e_config(t, &(struct fb_e2e_opts){.control_extra = bad[i][0]}, "");
-        fb_e2e_start_fail(t, NULL);
-        char *err = fb_e2e_stderr(t);
-        ck_assert_msg(strstr(err, bad[i][1]), "expected '%s' in: %s", bad[i][1], err);
-        free(err);
+        fb_e2e_start_fail_says(t, bad[i][1]);
         fb_e2e_free(t);
     }
 }
@@ -372,11 +352,7 @@ START_TEST(test_e2e_ctl_limits_plugin_keys_config)
 
     struct fb_e2e *t = fb_e2e_new();
     fb_e2e_config(t, NULL, sec);
-    fb_e2e_start_fail(t, NULL);
-    char *err = fb_e2e_stderr(t);
-    ck_assert_msg(strstr(err, "[plugin log] has more than 256 keys besides path"),
-                  "expected the limit in: %s", err);
-    free(err);
+    fb_e2e_start_fail_says(t, "[plugin log] has more than 256 keys besides path");
     fb_e2e_free(t);
 
     /* 256 of them start (file and 255 more) */
@@ -459,11 +435,7 @@ START_TEST(test_e2e_ctl_limits_log_symlink)
     ck_assert_int_eq(symlink(fb_e2e_file(t, "elsewhere.txt"), fb_e2e_file(t, "log.txt")),
                      0);
     fb_e2e_config(t, NULL, FB_E2E_LOG);
-    fb_e2e_start_fail(t, NULL);
-    char *err = fb_e2e_stderr(t);
-    ck_assert_msg(strstr(err, "log.txt: it is a symbolic link"),
-                  "expected the reason in: %s", err);
-    free(err);
+    fb_e2e_start_fail_says(t, "log.txt: it is a symbolic link");
     ck_assert_msg(lstat(fb_e2e_file(t, "elsewhere.txt"), &st) < 0 && errno == ENOENT,
                   "the log plugin created the target of a dangling link");
     fb_e2e_free(t);
@@ -541,19 +513,12 @@ START_TEST(test_e2e_ctl_limits_ping)
     if (geteuid() == 0) {
         /* let uid 65534 reach the socket (the harness's base dir, the
          * test's dir, run/): only the peer check may stop it */
-        char path[200];
-        snprintf(path, sizeof path, "%s", t->dir);
-        *strrchr(path, '/') = '\0';
-        ck_assert_int_eq(chmod(path, 0711), 0);
-        ck_assert_int_eq(chmod(t->dir, 0711), 0);
-        snprintf(path, sizeof path, "%s/run", t->dir);
-        ck_assert_int_eq(chmod(path, 0711), 0);
+        fb_e2e_let_others_in(t);
         fflush(NULL);
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
-            if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
-                setresuid(65534, 65534, 65534) != 0)
+            if (fb_e2e_drop_to(65534, 65534) != 0)
                 _exit(3);
             struct fb_e2e_raw *u = fb_e2e_raw_unix(&tc);
             ping_session_unauthorized(u);

@@ -19,24 +19,6 @@
 
 #include "e2e/harness.h"
 
-/* fidbus_limit_hits_total{reason="REASON"} from the daemon's stats. */
-static long long limit_hits(struct fb_e2e *t, const char *reason)
-{
-    char series[128];
-    snprintf(series, sizeof series, "fidbus_limit_hits_total{reason=\"%s\"}", reason);
-    return fb_e2e_prom_value(t, series);
-}
-
-/* The ERROR's message as a string (static buffer). */
-static const char *msg_text(const struct fidbus_msg *m)
-{
-    static char buf[1100];
-    size_t n = m->message.len < sizeof buf - 1 ? m->message.len : sizeof buf - 1;
-    memcpy(buf, m->message.ptr, n);
-    buf[n] = '\0';
-    return buf;
-}
-
 static long cpu_ticks(pid_t pid)
 {
     char path[64];
@@ -59,7 +41,7 @@ static void pause_ms(long ms)
 static void expect_busy_close(struct fb_e2e_raw *r, const char *what)
 {
     const struct fidbus_msg *m = fb_e2e_raw_expect_error(r, FIDBUS_BUSY, -1);
-    const char *txt = msg_text(m);
+    const char *txt = fb_e2e_msg_text(m);
     ck_assert_msg(strstr(txt, what), "ERROR BUSY '%s' lacks '%s'", txt, what);
     fb_e2e_raw_expect_eof(r);
 }
@@ -85,10 +67,7 @@ START_TEST(test_e2e_hostile_config_errors)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct fb_e2e *t = fb_e2e_new();
         fb_e2e_config(t, &(struct fb_e2e_opts){0}, bad[i][0]);
-        fb_e2e_start_fail(t, NULL);
-        char *err = fb_e2e_stderr(t);
-        ck_assert_msg(strstr(err, bad[i][1]), "expected '%s' in: %s", bad[i][1], err);
-        free(err);
+        fb_e2e_start_fail_says(t, bad[i][1]);
         fb_e2e_free(t);
     }
 }
@@ -109,7 +88,7 @@ START_TEST(test_e2e_hostile_max_connections)
     struct fb_e2e_raw *x = fb_e2e_raw_unix(t);
     expect_busy_close(x, "too many connections (max_connections = 3)");
     fb_e2e_raw_close(x);
-    ck_assert_int_eq(limit_hits(t, "connections"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 1);
     /* The others are unaffected, and a freed place is taken again. */
     fb_e2e_raw_ping(r[0], 7);
     fb_e2e_raw_expect_ack(r[0], 7, 0);
@@ -141,8 +120,8 @@ START_TEST(test_e2e_hostile_max_connections_per_uid)
     struct fb_e2e_raw *x = fb_e2e_raw_unix(t);
     expect_busy_close(x, "max_connections_per_uid = 2");
     fb_e2e_raw_close(x);
-    ck_assert_int_eq(limit_hits(t, "connections_uid"), 1);
-    ck_assert_int_eq(limit_hits(t, "connections"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections_uid"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "connections"), 0);
     fb_e2e_raw_close(a);
     fb_e2e_raw_close(b);
     fb_e2e_stop_ok(t);
@@ -162,8 +141,8 @@ START_TEST(test_e2e_hostile_output_soft)
     fb_e2e_raw_hello(r);
     uint64_t sent;
     ck_assert(fb_e2e_push_unread(r->fd, "h.soft", 3000000, NULL, NULL, &sent));
-    ck_assert_int_ge(limit_hits(t, "pause_output"), 1);
-    ck_assert_int_eq(limit_hits(t, "output_hard"), 0);
+    ck_assert_int_ge(fb_e2e_limit_hits(t, "pause_output"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "output_hard"), 0);
     /* Read what was answered so far: ACKs in order, then the daemon goes
      * on with the rest (its input is resumed as we drain). */
     for (uint64_t s = 1; s <= 500; s++) /* 8192 bytes of ACKs: over 600 */
@@ -186,7 +165,7 @@ START_TEST(test_e2e_hostile_output_hard)
     uint64_t sent;
     ck_assert_msg(!fb_e2e_push_unread(r->fd, "h.hard", 3000000, NULL, NULL, &sent),
                   "the daemon held the client back instead of closing it");
-    ck_assert_int_eq(limit_hits(t, "output_hard"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "output_hard"), 1);
     long rss = fb_e2e_vm_rss_kib(t->pid);
     ck_assert_msg(rss > 0 && rss < 32 * 1024, "daemon RSS %ld KiB", rss);
     fb_e2e_raw_close(r);
@@ -228,8 +207,8 @@ START_TEST(test_e2e_hostile_max_inflight)
         seen[s] = true;
     }
     fb_e2e_raw_expect_ack(r, N + 1, 0);
-    ck_assert_int_ge(limit_hits(t, "pause_inflight"), 1);
-    ck_assert_int_eq(limit_hits(t, "busy"), 0);
+    ck_assert_int_ge(fb_e2e_limit_hits(t, "pause_inflight"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "busy"), 0);
     fb_e2e_raw_close(r);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
@@ -257,7 +236,7 @@ START_TEST(test_e2e_hostile_idle_timeout_unix)
     }
     expect_busy_close(idle, "idle_timeout_unix_ms");
     ck_assert_uint_ge(fb_e2e_now_ms() - t0, 1000);
-    ck_assert_int_eq(limit_hits(t, "idle_timeout"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "idle_timeout"), 1);
     fb_e2e_raw_ping(busy, 1000);
     fb_e2e_raw_expect_ack(busy, 1000, 0);
     fb_e2e_raw_close(idle);
@@ -272,25 +251,20 @@ END_TEST
 START_TEST(test_e2e_hostile_auth_timeout)
 {
     struct fb_e2e *t = fb_e2e_new();
-    const char *key = fb_e2e_write(t, "tcp.key", "0123456789abcdef0123456789abcdef\n");
-    ck_assert_int_eq(chmod(key, 0600), 0);
-    uint16_t port = fb_e2e_free_tcp_port();
-    char extra[256];
-    snprintf(extra, sizeof extra,
-             "tcp = 127.0.0.1:%u\ntcp_auth = key\ntcp_key_file = @D@/tcp.key", port);
-    struct fb_e2e_opts o = {.workers = 1, .listen_extra = extra};
-    fb_e2e_config(t, &o, "[limits]\nauth_timeout_ms = 300\n");
-    snprintf(t->tcp_addr, sizeof t->tcp_addr, "tcp:127.0.0.1:%u", port);
+    fb_e2e_config_tcp_key(t, &(struct fb_e2e_opts){.workers = 1},
+                          "0123456789abcdef0123456789abcdef", 0600,
+                          "[limits]\nauth_timeout_ms = 300\n");
     fb_e2e_start(t);
     struct fb_e2e_raw *r = fb_e2e_raw_tcp(t);
     uint64_t t0 = fb_e2e_now_ms();
     fb_e2e_raw_hello(r);
     const struct fidbus_msg *m = fb_e2e_raw_expect_error(r, FIDBUS_UNAUTHORIZED, -1);
-    ck_assert_msg(strstr(msg_text(m), "no AUTH within 300 ms"), "%s", msg_text(m));
+    ck_assert_msg(strstr(fb_e2e_msg_text(m), "no AUTH within 300 ms"), "%s",
+                  fb_e2e_msg_text(m));
     uint64_t took = fb_e2e_now_ms() - t0;
     ck_assert_msg(took >= 250 && took < 5000, "AUTH deadline after %llu ms",
                   (unsigned long long)took);
-    ck_assert_int_eq(limit_hits(t, "auth_timeout"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "auth_timeout"), 1);
     fb_e2e_raw_close(r);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
@@ -308,7 +282,7 @@ START_TEST(test_e2e_hostile_idle_timeout_tcp)
     /* Unix connections have no idle timeout by default. */
     fb_e2e_raw_ping(ux, 1);
     fb_e2e_raw_expect_ack(ux, 1, 0);
-    ck_assert_int_eq(limit_hits(t, "idle_timeout"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "idle_timeout"), 1);
     fb_e2e_raw_close(tcp);
     fb_e2e_raw_close(ux);
     fb_e2e_stop_ok(t);
@@ -341,13 +315,13 @@ START_TEST(test_e2e_hostile_depth_and_frame)
     fb_e2e_raw_expect_error(r, FIDBUS_TOO_LARGE, -1);
     fb_e2e_raw_ping(r, 6);
     fb_e2e_raw_expect_ack(r, 6, 0);
-    ck_assert_int_eq(limit_hits(t, "depth"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "depth"), 1);
     /* A frame over max_frame: TOO_LARGE, then the close. */
     uint8_t head[4] = {0, 0, 0x13, 0x88}; /* 5000 bytes */
     fb_e2e_raw_send(r, head, sizeof head);
     fb_e2e_raw_expect_error(r, FIDBUS_TOO_LARGE, -1);
     fb_e2e_raw_expect_eof(r);
-    ck_assert_int_eq(limit_hits(t, "frame_too_large"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "frame_too_large"), 1);
     fb_e2e_raw_close(r);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
@@ -433,11 +407,11 @@ START_TEST(test_e2e_hostile_input_soft)
         fb_e2e_raw_expect_ack(steady, (uint64_t)i + 1, 1);
 
     const struct fidbus_msg *m = fb_e2e_raw_expect_error(stall, FIDBUS_BUSY, -2);
-    const char *txt = msg_text(m);
+    const char *txt = fb_e2e_msg_text(m);
     ck_assert_msg(strstr(txt, "input_soft_ms") && strstr(txt, "unfinished"), "%s", txt);
     fb_e2e_raw_expect_eof(stall);
     ck_assert_uint_ge(fb_e2e_now_ms() - t0, 1500);
-    ck_assert_int_eq(limit_hits(t, "input_soft"), 1);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "input_soft"), 1);
 
     /* The one under input_soft is still served: it finishes its frame. */
     fb_e2e_raw_send(under, big.data + 32 * 1024, big.len - 32 * 1024);
@@ -478,7 +452,7 @@ START_TEST(test_e2e_hostile_input_soft_zero)
     ck_assert_uint_ge(fb_e2e_now_ms() - t0, 400);
     fb_e2e_raw_ping(busy, 1000);
     fb_e2e_raw_expect_ack(busy, 1000, 0);
-    ck_assert_int_eq(limit_hits(t, "input_soft"), 2);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "input_soft"), 2);
     fb_e2e_raw_close(len2);
     fb_e2e_raw_close(body);
     fb_e2e_raw_close(busy);
@@ -515,8 +489,8 @@ START_TEST(test_e2e_hostile_out_of_fds)
             ck_assert_int_eq(fb_e2e_raw_recv(x, FB_E2E_TIMEOUT_MS), 1);
         ck_assert_uint_eq(x->msg.type, FIDBUS_MSG_ERROR);
         ck_assert_uint_eq(x->msg.code, FIDBUS_BUSY);
-        ck_assert_msg(strstr(msg_text(&x->msg), "out of file descriptors"), "%s",
-                      msg_text(&x->msg));
+        ck_assert_msg(strstr(fb_e2e_msg_text(&x->msg), "out of file descriptors"), "%s",
+                      fb_e2e_msg_text(&x->msg));
         fb_e2e_raw_expect_eof(x);
         fb_e2e_raw_close(x);
     }
@@ -544,7 +518,7 @@ START_TEST(test_e2e_hostile_out_of_fds)
     fb_e2e_raw_ping(again, 9);
     fb_e2e_raw_expect_ack(again, 9, 0);
     fb_e2e_raw_close(again);
-    ck_assert_int_eq(limit_hits(t, "fds"), 3);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "fds"), 3);
     char *log = fb_e2e_stderr(t);
     static const char warn[] = "bus.sock: accept: Too many open files: refusing new "
                                "connections with ERROR BUSY";
@@ -610,7 +584,7 @@ START_TEST(test_e2e_hostile_never_reads)
     fb_e2e_raw_hello(bad);
     uint64_t sent;
     ck_assert(fb_e2e_push_unread(bad->fd, "h.bad", 3000000, NULL, NULL, &sent));
-    ck_assert_int_ge(limit_hits(t, "pause_output"), 1);
+    ck_assert_int_ge(fb_e2e_limit_hits(t, "pause_output"), 1);
     long rss = fb_e2e_vm_rss_kib(t->pid);
     long cpu0 = cpu_ticks(t->pid);
     double during = roundtrips_served(t, N);
@@ -708,7 +682,7 @@ static struct fair flood_ping(const char *limits, int pings)
     struct fair f = {
         .ahead_median = ahead[pings / 2],
         .p99_ms = lat[pings * 99 / 100],
-        .yields = limit_hits(t, "yield"),
+        .yields = fb_e2e_limit_hits(t, "yield"),
     };
     fprintf(stderr,
             "fair_share (%s): frames received around a PING: median %llu, max %llu; "

@@ -419,8 +419,7 @@ START_TEST(test_e2e_hostile_soak)
     ck_assert_msg(bad_frames > 0, "stats: no bad_frames after the garbage");
     ck_assert_msg(received >= sent, "stats: received %" PRIu64 " < sent %" PRIu64,
                   received, sent);
-    long long input_soft =
-        fb_e2e_prom_value(t, "fidbus_limit_hits_total{reason=\"input_soft\"}");
+    long long input_soft = fb_e2e_limit_hits(t, "input_soft");
     ck_assert_msg(input_soft >= (long long)atomic_load(&s->half_soft),
                   "input_soft closes %lld < half-big connections told so %" PRIu64,
                   input_soft, atomic_load(&s->half_soft));

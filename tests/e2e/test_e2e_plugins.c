@@ -245,8 +245,7 @@ START_TEST(test_e2e_republish_budget)
     /* clang-format on */
     struct fidbus_client *c = fb_e2e_connect(t);
     fb_e2e_publish_ack(c, "fan.x", 1);
-    long long hits =
-        fb_e2e_prom_value(t, "fidbus_limit_hits_total{reason=\"republish\"}");
+    long long hits = fb_e2e_limit_hits(t, "republish");
     ck_assert_msg(hits > 0, "no republish refused: %lld", hits);
     fb_e2e_publish_ack(c, "fanb.x", 1);
     fidbus_client_close(c);

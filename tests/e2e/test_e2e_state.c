@@ -31,14 +31,9 @@
 
 static struct fidbus_client *connect_control(const struct fb_e2e *t)
 {
-    char addr[200];
-    snprintf(addr, sizeof addr, "unix:%s", t->control);
-    struct fidbus_client *c = NULL;
     /* Each change fsyncs state.cbor; a busy virtual disk can take seconds. */
     struct fidbus_client_opts o = {.timeout_ms = 60000};
-    int rc = fidbus_client_connect(&c, addr, &o);
-    ck_assert_msg(rc == 0, "connect %s: %s", addr, fidbus_strerror(rc));
-    return c;
+    return fb_e2e_connect_control(t, &o);
 }
 
 /*

@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -208,8 +207,7 @@ static int run_as_victim(const char *const argv[], const char *const env[], int 
         dup2(dn, 0);
         dup2(dn, 1);
         dup2(dn, 2);
-        gid_t g = VICTIM;
-        if (setgroups(1, &g) != 0 || setgid(VICTIM) != 0 || setuid(VICTIM) != 0)
+        if (fb_e2e_drop_to(VICTIM, VICTIM) != 0)
             _exit(120);
         execve(argv[0], (char *const *)argv, (char *const *)env);
         _exit(127);
@@ -354,8 +352,7 @@ START_TEST(test_e2e_trust_default_config_planted_tmp)
     if (pid == 0) {
         dup2(efd, 1);
         dup2(efd, 2);
-        gid_t g = VICTIM;
-        if (setgroups(1, &g) != 0 || setgid(VICTIM) != 0 || setuid(VICTIM) != 0)
+        if (fb_e2e_drop_to(VICTIM, VICTIM) != 0)
             _exit(120);
         const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "--default-config", NULL};
         const char *env[] = {"PATH=/usr/bin:/bin", NULL};

@@ -5,9 +5,6 @@
  * gate shut to hold the blocking pool's threads and fill its queue in a
  * known state, then opens it (creates the file) to let everything run.
  */
-#include <inttypes.h>
-#include <stdio.h>
-
 #include "tp_util.h"
 
 struct gate {
@@ -20,12 +17,7 @@ static int handle(void *ctx, const struct fidbus_event *ev)
     const struct gate *g = ctx;
     while (access(g->gate, F_OK) != 0)
         tp_sleep_ms(1);
-    if (g->file) {
-        char line[320];
-        snprintf(line, sizeof line, "%s %" PRIu64 "\n", ev->id, ev->seq);
-        return tp_append(g->file, line);
-    }
-    return 0;
+    return tp_append_id_seq(g->file, ev);
 }
 
 static int init(const struct fidbus_host *host, void **ctx)

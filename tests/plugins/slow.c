@@ -4,9 +4,6 @@
  * and returns 0. Used to check that blocking calls run on the pool, that
  * acks wait for them and that shutdown drains them.
  */
-#include <inttypes.h>
-#include <stdio.h>
-
 #include "tp_util.h"
 
 struct slow {
@@ -18,12 +15,7 @@ static int handle(void *ctx, const struct fidbus_event *ev)
 {
     const struct slow *s = ctx;
     tp_sleep_ms(s->delay_ms);
-    if (s->file) {
-        char line[320];
-        snprintf(line, sizeof line, "%s %" PRIu64 "\n", ev->id, ev->seq);
-        return tp_append(s->file, line);
-    }
-    return 0;
+    return tp_append_id_seq(s->file, ev);
 }
 
 static int init(const struct fidbus_host *host, void **ctx)

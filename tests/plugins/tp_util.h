@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +27,18 @@ static inline int tp_append(const char *path, const char *text)
     int rc = w == (ssize_t)n ? 0 : w < 0 ? -errno : -EIO;
     close(fd);
     return rc;
+}
+
+/* The line the blocking test plugins (slow, gate) write for each call they
+ * ran: "ID SEQ\n", appended to file with tp_append. 0 when file is NULL
+ * (the key is unset), else what tp_append returns. */
+static inline int tp_append_id_seq(const char *file, const struct fidbus_event *ev)
+{
+    if (!file)
+        return 0;
+    char line[320];
+    snprintf(line, sizeof line, "%s %" PRIu64 "\n", ev->id, ev->seq);
+    return tp_append(file, line);
 }
 
 /* The value of a CBOR unsigned integer that is the whole payload (the
