@@ -4,7 +4,7 @@
  *
  *     fidbus-bench-routes [--iterations N] [--runs K]
  *
- * Routing is fb_routes_match (daemon/routes.c) followed by fb_route_select;
+ * Routing is fb_routes_match (daemon/routing/routes.c) followed by fb_route_select;
  * this links the daemon's modules (fidbusd_core) and times exactly those
  * two calls against tables of 10, 100, 1,000 and 10,000 routes. The
  * registry holds a few functions built by hand with fb_func_init, as the
@@ -45,9 +45,9 @@
 #include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
-#include "registry.h"
-#include "route_spec.h"
-#include "routes.h"
+#include "routing/registry.h"
+#include "config/route_spec.h"
+#include "routing/routes.h"
 
 /* Events per set: a power of two, so the timed loop indexes with a mask. */
 #define NEVENTS 4096u

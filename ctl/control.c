@@ -1,13 +1,13 @@
 /*
- * daemon/fidbusctl_control.c -- fidbusctl's control commands.
+ * ctl/control.c -- fidbusctl's control commands.
  *
  * status, stats, plugin ..., func list, route ... and config ...: each
  * is one row of control_cmds, which says the words typed, the design's
  * command name, the positional arguments and which options apply. The
  * command line becomes the REQUEST's args map (built as JSON, sent as
- * CBOR); the REPLY's result is rendered by ctl_render.c, or printed as
+ * CBOR); the REPLY's result is rendered by render.c, or printed as
  * one line of JSON with --json (or, for stats --prometheus, as Prometheus
- * text by ctl_prom.c).
+ * text by prom.c).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -22,8 +22,8 @@
 
 #include <fidbus/client.h>
 
-#include "ctl_prom.h"
-#include "ctl_render.h"
+#include "prom.h"
+#include "render.h"
 #include "fidbusctl.h"
 #include "json_cbor.h"
 

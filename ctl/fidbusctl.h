@@ -1,9 +1,9 @@
 /*
- * daemon/fidbusctl.h -- what the parts of fidbusctl share (private).
+ * ctl/fidbusctl.h -- what the parts of fidbusctl share (private).
  *
- * fidbusctl.c holds main, the global options, the command dispatch and the
+ * main.c holds main, the global options, the command dispatch and the
  * exit-code conventions every command reports through;
- * fidbusctl_publish.c is the `publish` command, fidbusctl_control.c the
+ * publish.c is the `publish` command, control.c the
  * commands sent to the control socket.
  */
 #ifndef FB_FIDBUSCTL_H

@@ -1,5 +1,5 @@
 /*
- * daemon/json_cbor.c -- JSON text to one CBOR item (see json_cbor.h for
+ * ctl/json_cbor.c -- JSON text to one CBOR item (see json_cbor.h for
  * the mapping). jansson parses; libcbor's cbor_encode_* helpers write each
  * head straight into a fidbus_buf, so no CBOR item tree is ever built.
  */

@@ -1,5 +1,5 @@
 /*
- * daemon/json_cbor.h -- JSON text to one encoded CBOR item, for
+ * ctl/json_cbor.h -- JSON text to one encoded CBOR item, for
  * `fidbusctl publish --data-json` (and later control-command arguments).
  *
  * Mapping: JSON integers become CBOR integers (major type 0 or 1, shortest

@@ -1,12 +1,12 @@
 /*
- * daemon/fidbusctl.c -- the command-line client: main, global options,
+ * ctl/main.c -- the command-line client: main, global options,
  * dispatch and the exit-code conventions.
  *
  *     fidbusctl [--socket CONTROL] [--bus ADDR] [--json] COMMAND ...
  *
  * `publish` talks to the bus; the control commands (status, stats,
  * plugin ..., func list, route ..., config ...) send one REQUEST to the
- * control socket and render its REPLY with ctl_render.c: a table for
+ * control socket and render its REPLY with render.c: a table for
  * people, the result map as one line of JSON with --json. Every design
  * command is sent as it is, even one this fidbusd does not implement yet:
  * its UNSUPPORTED reply is reported like any other failure, and the
@@ -18,7 +18,7 @@
  * connection is lost or an answer times out. Every error is one line on
  * stderr starting "fidbusctl: ".
  *
- * The commands live in fidbusctl_publish.c and fidbusctl_control.c; what
+ * The commands live in publish.c and control.c; what
  * they share with this file is declared in fidbusctl.h.
  */
 #include <errno.h>
@@ -37,7 +37,6 @@
 
 #include <fidbus/client.h>
 
-#include "build_config.h"
 #include "fidbusctl.h"
 #include "trusted_dir.h"
 

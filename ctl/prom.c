@@ -1,7 +1,7 @@
 /*
- * daemon/ctl_prom.c -- the stats result as Prometheus text (format 0.0.4).
+ * ctl/prom.c -- the stats result as Prometheus text (format 0.0.4).
  *
- * fidbusctl_control.c calls fb_ctl_render_prometheus instead of the table
+ * control.c calls fb_ctl_render_prometheus instead of the table
  * renderer for `stats --prometheus`. Each metric family is written whole
  * (# HELP, # TYPE, then its samples) because the format requires a
  * family's samples to be contiguous; a family is announced only when its
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctl_prom.h"
+#include "prom.h"
 
 struct family {
     const char *name, *type, *help;

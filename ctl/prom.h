@@ -1,9 +1,9 @@
 /*
- * daemon/ctl_prom.h -- `fidbusctl stats --prometheus`: the stats result in
+ * ctl/prom.h -- `fidbusctl stats --prometheus`: the stats result in
  * the Prometheus text exposition format (version 0.0.4).
  *
  * The input is the stats REPLY's result as JSON (fb_ctl_result_json in
- * ctl_render.h), so this file knows the design's stats keys and nothing
+ * render.h), so this file knows the design's stats keys and nothing
  * of CBOR or sockets; the output is meant for node_exporter's textfile
  * collector or any scraper that reads the format from a file.
  */

@@ -1,5 +1,5 @@
 /*
- * daemon/fidbusctl_publish.c -- fidbusctl's `publish` command.
+ * ctl/publish.c -- fidbusctl's `publish` command.
  *
  * Builds one PUBLISH from the command line: the event id, --tag K=V
  * pairs and at most one payload (--data-json converted to CBOR,

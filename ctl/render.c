@@ -1,6 +1,6 @@
 /*
- * daemon/ctl_render.c -- control results for people and for scripts
- * (see ctl_render.h).
+ * ctl/render.c -- control results for people and for scripts
+ * (see render.h).
  *
  * Not a hot path: the REPLY's bytes go through cbor_load, then into a
  * jansson tree, and the tables are drawn from that tree. Column widths
@@ -17,7 +17,7 @@
 
 #include <cbor.h>
 
-#include "ctl_render.h"
+#include "render.h"
 
 /* Out of memory in a command-line tool: say so on one line and stop. */
 static void *oom(void *p)

@@ -1,5 +1,5 @@
 /*
- * daemon/ctl_render.h -- how fidbusctl shows a control REPLY's result.
+ * ctl/render.h -- how fidbusctl shows a control REPLY's result.
  *
  * A result is one CBOR map with text keys (DESIGN section 6). It is first
  * turned into JSON -- the direct rendering `--json` prints -- and the

@@ -21,19 +21,19 @@
 
 #include <urcu/urcu-memb.h>
 
-#include "activation.h"
-#include "change.h"
-#include "control.h"
-#include "dispatch.h"
-#include "listener.h"
-#include "log.h"
-#include "notify.h"
-#include "plugin_loader.h"
-#include "pool.h"
-#include "state.h"
-#include "timers.h"
+#include "base/log.h"
+#include "bus/listener.h"
+#include "bus/worker.h"
+#include "config/state.h"
+#include "control/change.h"
+#include "control/control.h"
+#include "routing/dispatch.h"
+#include "routing/plugin_loader.h"
+#include "routing/pool.h"
+#include "routing/timers.h"
+#include "service/activation.h"
+#include "service/notify.h"
 #include "trusted_dir.h"
-#include "worker.h"
 
 uint64_t fb_now_ns(void)
 {

@@ -23,10 +23,10 @@
 
 #include <uv.h>
 
-#include "activation.h"
-#include "config.h"
-#include "registry.h"
-#include "routes.h"
+#include "config/config.h"
+#include "routing/registry.h"
+#include "routing/routes.h"
+#include "service/activation.h"
 
 struct fb_plugin;
 struct fb_timers;

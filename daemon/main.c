@@ -15,10 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "build_config.h"
-#include "config.h"
+#include "config/config.h"
 #include "daemon.h"
-#include "log.h"
 
 static void usage(FILE *f)
 {

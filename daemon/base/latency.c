@@ -1,5 +1,5 @@
 /* Quantiles of the sampled handler-latency histograms (see latency.h). */
-#include "latency.h"
+#include "base/latency.h"
 
 static uint64_t bucket_low(unsigned i)
 {

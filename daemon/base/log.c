@@ -6,7 +6,7 @@
  * journald (or any supervisor's log) stamps every line itself, so ours
  * would be a second one.
  */
-#include "log.h"
+#include "base/log.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>

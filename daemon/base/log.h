@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "config/config.h"
 
 void fb_log_set_level(enum fb_log_level level);
 enum fb_log_level fb_log_get_level(void);

@@ -1,5 +1,5 @@
 /* Stripe assignment for striped counters (see stripe.h). */
-#include "stripe.h"
+#include "base/stripe.h"
 
 _Thread_local unsigned fb_tls_stripe;
 static _Atomic unsigned next_stripe;

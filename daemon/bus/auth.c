@@ -2,7 +2,7 @@
  * Authenticated TCP: key loading, nonces, the MAC check and the AUTH
  * deadline timer. See auth.h for the protocol and who owns what.
  */
-#include "auth.h"
+#include "bus/auth.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,7 +17,7 @@
 
 #include <fidbus/client.h>
 
-#include "log.h"
+#include "base/log.h"
 
 struct fb_auth {
     uv_timer_t timer;

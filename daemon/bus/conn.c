@@ -40,7 +40,7 @@
  * every frame goes to auth_frame instead of the dispatcher. That is the
  * only test the hot path pays for it.
  */
-#include "conn.h"
+#include "bus/conn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,13 +50,13 @@
 
 #include <urcu/urcu-memb.h>
 
-#include "auth.h"
-#include "conn_admit.h"
-#include "conn_private.h"
-#include "dispatch.h"
-#include "log.h"
-#include "pool.h"
-#include "stream.h"
+#include "base/log.h"
+#include "bus/auth.h"
+#include "bus/conn_admit.h"
+#include "bus/conn_private.h"
+#include "bus/stream.h"
+#include "routing/dispatch.h"
+#include "routing/pool.h"
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
 

@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "worker.h"
+#include "bus/worker.h"
 
 struct fb_conn;
 

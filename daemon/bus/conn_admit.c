@@ -5,7 +5,7 @@
  * uids with connections open and the addresses with connections awaiting
  * AUTH (so at most unauth_max of those).
  */
-#include "conn_admit.h"
+#include "bus/conn_admit.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,8 +17,8 @@
 
 #include <fidbus/proto.h>
 
-#include "log.h"
-#include "pool.h"
+#include "base/log.h"
+#include "routing/pool.h"
 
 struct fb_uid_count {
     uid_t uid;

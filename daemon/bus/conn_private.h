@@ -1,5 +1,5 @@
 /*
- * daemon/conn_private.h -- struct fb_conn, shared by conn.c (reading,
+ * daemon/bus/conn_private.h -- struct fb_conn, shared by conn.c (reading,
  * dispatching, answering) and conn_sweep.c (the worker's timer sweep).
  * Nothing else includes it: everyone else sees conn.h.
  */
@@ -8,12 +8,12 @@
 
 #include <stdint.h>
 
-#include "conn.h"
-#include "conn_admit.h"
+#include "bus/conn.h"
+#include "bus/conn_admit.h"
+#include "bus/stream.h"
+#include "bus/worker.h"
 #include "daemon.h"
-#include "pool.h"
-#include "stream.h"
-#include "worker.h"
+#include "routing/pool.h"
 
 /* After an idle or input_soft close was sent, how long the client has to
  * go away. */

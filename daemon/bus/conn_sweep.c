@@ -25,8 +25,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "conn_private.h"
-#include "log.h"
+#include "base/log.h"
+#include "bus/conn_private.h"
 
 static uint32_t load_be32(const uint8_t *p)
 {

@@ -2,7 +2,7 @@
  * Bus listeners on the main loop. See listener.h for why we create the
  * sockets by hand. Accepting at EMFILE: nofd.h.
  */
-#include "listener.h"
+#include "bus/listener.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,10 +18,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "activation.h"
-#include "log.h"
-#include "nofd.h"
-#include "worker.h"
+#include "base/log.h"
+#include "bus/nofd.h"
+#include "bus/worker.h"
+#include "service/activation.h"
 
 struct fb_listener {
     struct fb_daemon *d;

@@ -1,13 +1,13 @@
 /* Accepting at EMFILE/ENFILE (nofd.h). */
-#include "nofd.h"
+#include "bus/nofd.h"
 
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn_admit.h"
-#include "log.h"
+#include "base/log.h"
+#include "bus/conn_admit.h"
 
 static void on_pause_end(uv_timer_t *t)
 {

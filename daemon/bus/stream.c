@@ -5,15 +5,15 @@
  * stream.h for the rules; the owner decides what frames mean and when
  * input is held back.
  */
-#include "stream.h"
+#include "bus/stream.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "base/log.h"
 #include "build_config.h"
-#include "log.h"
 
 #define FB_ERR_RESERVE 4200u /* an ERROR frame with a 4 KiB message */
 

@@ -5,7 +5,7 @@
  * mutex-protected inbox (the mutex is taken once per wake-up, never per
  * event).
  */
-#include "worker.h"
+#include "bus/worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -14,10 +14,10 @@
 
 #include <urcu/urcu-memb.h>
 
-#include "conn.h"
-#include "dispatch.h"
-#include "log.h"
-#include "pool.h"
+#include "base/log.h"
+#include "bus/conn.h"
+#include "routing/dispatch.h"
+#include "routing/pool.h"
 
 /* How long a stopping worker waits for clients to take their answers. */
 #define FB_STOP_TIMEOUT_MS 5000

@@ -15,7 +15,7 @@
 
 #include <fidbus/proto.h>
 
-#include "conn_admit.h"
+#include "bus/conn_admit.h"
 #include "daemon.h"
 
 struct fb_job;

@@ -6,7 +6,7 @@
  * the decoder's prefix, so the operator sees which route or plugin and
  * which key, in a REPLY or in the log line of a state file set aside.
  */
-#include "cbor_util.h"
+#include "config/cbor_util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -16,7 +16,7 @@
 
 #include <fidbus/proto.h>
 
-#include "route_spec.h"
+#include "config/route_spec.h"
 
 /* ----------------------------------------------------- config lines */
 

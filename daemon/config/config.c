@@ -19,11 +19,11 @@
  * more expensively. [plugin NAME] sections are the exception for keys:
  * every key but path belongs to the plugin, which checks its own.
  */
-#include "config.h"
-#include "auth.h"
-#include "spec_cbor.h"
-#include "state.h"
-#include "config_values.h"
+#include "bus/auth.h"
+#include "config/config.h"
+#include "config/config_values.h"
+#include "config/spec_cbor.h"
+#include "config/state.h"
 
 #include <ctype.h>
 #include <errno.h>

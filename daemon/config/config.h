@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "route_spec.h"
+#include "config/route_spec.h"
 
 enum fb_log_level { FB_LOG_ERROR = 0, FB_LOG_WARN, FB_LOG_INFO, FB_LOG_DEBUG };
 enum fb_tcp_auth { FB_TCP_AUTH_KEY = 0, FB_TCP_AUTH_NONE = 1 };

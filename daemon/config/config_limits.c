@@ -7,8 +7,8 @@
  */
 #include <stdio.h>
 
-#include "config.h"
-#include "config_values.h"
+#include "config/config.h"
+#include "config/config_values.h"
 
 /* Unless set, max_connections_tcp is this or half of max_connections,
  * whichever is less: TCP never gets every place by default. */

@@ -10,9 +10,9 @@
 
 #include <fidbus/proto.h>
 
-#include "config.h"
-#include "config_values.h"
-#include "route_spec.h"
+#include "config/config.h"
+#include "config/config_values.h"
+#include "config/route_spec.h"
 
 /* One line's worth of a list value ("to" or "tags"); a trailing comma says
  * an indented continuation line follows. */

@@ -1,5 +1,5 @@
 /*
- * daemon/config_values.c -- the lexical half of fidbusd.conf parsing:
+ * daemon/config/config_values.c -- the lexical half of fidbusd.conf parsing:
  * reading lines for libinih and parsing single values. config.c gives them
  * meaning (sections, keys, whole-file checks); config_values.h is what
  * the two share.
@@ -16,7 +16,7 @@
  * know nothing of sections or keys: they say whether a value parses, and
  * config.c words the error with the section, key and line.
  */
-#include "config_values.h"
+#include "config/config_values.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

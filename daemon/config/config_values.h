@@ -1,5 +1,5 @@
 /*
- * daemon/config_values.h -- internal to the config parser: what config.c
+ * daemon/config/config_values.h -- internal to the config parser: what config.c
  * (sections, keys and whole-file checks), config_values.c (reading lines
  * and parsing single values), config_route.c ([route NAME]) and
  * config_limits.c ([limits]) share. Nothing else includes it.
@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "config.h"
+#include "config/config.h"
 
 #define ERR_MAX 512
 

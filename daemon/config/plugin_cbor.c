@@ -12,7 +12,7 @@
  * file would have given the plugin. Every refusal is FIDBUS_INVALID with a
  * message naming the plugin and the key.
  */
-#include "spec_cbor.h"
+#include "config/spec_cbor.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -23,7 +23,7 @@
 
 #include <fidbus/proto.h>
 
-#include "cbor_util.h"
+#include "config/cbor_util.h"
 
 /* ------------------------------------------------------------ decoding */
 

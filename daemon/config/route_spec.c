@@ -10,7 +10,7 @@
  * the offending piece of text and what is wrong with it, because the
  * operator reads it in a config error or a control-socket reply.
  */
-#include "route_spec.h"
+#include "config/route_spec.h"
 
 #include <ctype.h>
 #include <errno.h>

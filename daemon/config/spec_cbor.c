@@ -19,7 +19,7 @@
  * the key, as the operator sees it in a REPLY or in the log line of a
  * state file set aside.
  */
-#include "spec_cbor.h"
+#include "config/spec_cbor.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -30,7 +30,7 @@
 #include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
-#include "cbor_util.h"
+#include "config/cbor_util.h"
 
 /* ------------------------------------------------------------ decoding */
 

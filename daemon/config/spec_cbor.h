@@ -29,8 +29,8 @@
 
 #include <cbor.h>
 
-#include "config.h"
-#include "route_spec.h"
+#include "config/config.h"
+#include "config/route_spec.h"
 
 /*
  * Decodes one route map into *out (zeroed first; owned strings, release

@@ -15,7 +15,7 @@
  * of this is FIDBUS_INVALID with a reason, for the caller to set aside and
  * log (state.cbor.corrupt-UNIXTIME) before it falls back to the config.
  */
-#include "state.h"
+#include "config/state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,9 +33,9 @@
 
 #include <fidbus/proto.h>
 
-#include "cbor_util.h"
-#include "log.h"
-#include "spec_cbor.h"
+#include "base/log.h"
+#include "config/cbor_util.h"
+#include "config/spec_cbor.h"
 #include "trusted_dir.h"
 
 #define STATE_TMP FB_STATE_FILE ".tmp"

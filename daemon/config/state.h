@@ -24,8 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "route_spec.h"
+#include "config/config.h"
+#include "config/route_spec.h"
 
 #define FB_STATE_FILE "state.cbor"
 #define FB_HASH_HEX 65 /* 64 hex digits and NUL */

@@ -8,7 +8,7 @@
  * fail: removing entries never shrinks the registry's array, so adding the
  * same number back needs no allocation.
  */
-#include "change.h"
+#include "control/change.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,12 +16,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
-#include "plugin_loader.h"
-#include "registry.h"
-#include "routes.h"
-#include "spec_cbor.h"
-#include "state.h"
+#include "base/log.h"
+#include "config/spec_cbor.h"
+#include "config/state.h"
+#include "routing/plugin_loader.h"
+#include "routing/registry.h"
+#include "routing/routes.h"
 
 void fb_change_result_clear(struct fb_change_result *res)
 {

@@ -33,9 +33,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "config/config.h"
+#include "config/route_spec.h"
 #include "daemon.h"
-#include "route_spec.h"
 
 struct fb_plugin;
 

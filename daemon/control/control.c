@@ -11,7 +11,7 @@
  * makes each change atomic with respect to the next. The price is that a
  * slow command delays other control clients, never the bus.
  */
-#include "control.h"
+#include "control/control.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -28,12 +28,12 @@
 
 #include <fidbus/proto.h>
 
-#include "control_cmds.h"
-#include "dispatch.h"
-#include "listener.h"
-#include "log.h"
-#include "nofd.h"
-#include "stream.h"
+#include "base/log.h"
+#include "bus/listener.h"
+#include "bus/nofd.h"
+#include "bus/stream.h"
+#include "control/control_cmds.h"
+#include "routing/dispatch.h"
 
 /* Reply bytes the kernel has not taken yet before a client's input is
  * held back: one client that does not read its replies cannot make the

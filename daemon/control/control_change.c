@@ -9,7 +9,7 @@
  * its generation and state.cbor untouched. They run on the control thread
  * with the change lock held (fb_ctl_run).
  */
-#include "control_cmds.h"
+#include "control/control_cmds.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -23,14 +23,14 @@
 
 #include <fidbus/funcid.h>
 
-#include "change.h"
-#include "ctl_cbor.h"
-#include "log.h"
-#include "notify.h"
-#include "plugin_loader.h"
-#include "registry.h"
-#include "routes.h"
-#include "spec_cbor.h"
+#include "base/log.h"
+#include "config/spec_cbor.h"
+#include "control/change.h"
+#include "control/ctl_cbor.h"
+#include "routing/plugin_loader.h"
+#include "routing/registry.h"
+#include "routing/routes.h"
+#include "service/notify.h"
 
 /* ---------------------------------------------------------------- sets */
 

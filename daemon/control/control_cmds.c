@@ -8,7 +8,7 @@
  * Results are built as a libcbor item tree (ctl_cbor.h) and serialised
  * once.
  */
-#include "control_cmds.h"
+#include "control/control_cmds.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,12 +21,12 @@
 #include <fidbus/plugin.h>
 
 #include "build_config.h"
-#include "cbor_util.h"
-#include "ctl_cbor.h"
-#include "plugin_loader.h"
-#include "pool.h"
-#include "registry.h"
-#include "routes.h"
+#include "config/cbor_util.h"
+#include "control/ctl_cbor.h"
+#include "routing/plugin_loader.h"
+#include "routing/pool.h"
+#include "routing/registry.h"
+#include "routing/routes.h"
 
 /* ------------------------------------------------------------ commands */
 
@@ -183,7 +183,7 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
     snprintf(gen, sizeof gen, "%" PRIu64, fb_routes_generation(t));
     put(b, gens, gen, u64(fb_routes_routed(t)));
 
-    /* p50_ns/p99_ns come from sampled timings (daemon/latency.h); they are
+    /* p50_ns/p99_ns come from sampled timings (daemon/base/latency.h); they are
      * left out for a function that has not run yet rather than given as 0. */
     size_t nf = fb_registry_count(d->reg);
     cbor_item_t *fns = mk_map(b, nf);

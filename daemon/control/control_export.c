@@ -15,7 +15,7 @@
  * lines after a trailing comma. Every value here came through that parser
  * (config file) and so reads back as it was.
  */
-#include "control_cmds.h"
+#include "control/control_cmds.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -25,9 +25,9 @@
 #include <time.h>
 
 #include "build_config.h"
-#include "config.h"
-#include "plugin_loader.h"
-#include "routes.h"
+#include "config/config.h"
+#include "routing/plugin_loader.h"
+#include "routing/routes.h"
 
 /* config_values.c refuses a line of 199 bytes or more (libinih's 200-byte
  * buffer holds 198 and the newline). */

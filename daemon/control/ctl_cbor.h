@@ -15,7 +15,7 @@
 
 #include <fidbus/funcid.h>
 
-#include "cbor_util.h"
+#include "config/cbor_util.h"
 
 
 struct cb {

@@ -19,17 +19,17 @@
  * its own, so the bound is max_republish per client event and per
  * blocking handler it reached directly.
  */
-#include "dispatch.h"
+#include "routing/dispatch.h"
 
 #include <errno.h>
 #include <string.h>
 
 #include <urcu/urcu-memb.h>
 
-#include "conn.h"
-#include "log.h"
-#include "plugin_loader.h"
-#include "pool.h"
+#include "base/log.h"
+#include "bus/conn.h"
+#include "routing/plugin_loader.h"
+#include "routing/pool.h"
 
 static _Thread_local unsigned tls_hop;
 static _Thread_local bool tls_rcu_thread;

@@ -16,7 +16,7 @@
  * lock held (the main thread at start-up, the control thread afterwards);
  * the host table's calls run on any thread.
  */
-#include "plugin_loader.h"
+#include "routing/plugin_loader.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -35,10 +35,10 @@
 
 #include <fidbus/proto.h>
 
+#include "base/log.h"
 #include "daemon.h"
-#include "dispatch.h"
-#include "log.h"
-#include "timers.h"
+#include "routing/dispatch.h"
+#include "routing/timers.h"
 #include "trusted_dir.h"
 
 /* More functions than this in one plugin is a broken table, not a plugin. */

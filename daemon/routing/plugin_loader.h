@@ -16,8 +16,8 @@
 
 #include <fidbus/plugin.h>
 
-#include "config.h"
-#include "registry.h"
+#include "config/config.h"
+#include "routing/registry.h"
 
 struct fb_daemon;
 

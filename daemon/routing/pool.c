@@ -29,7 +29,7 @@
  * up, so the plugin is never unloaded under it (plugin_loader.c), and the
  * pool itself is kept for that thread.
  */
-#include "pool.h"
+#include "routing/pool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -39,10 +39,10 @@
 
 #include <urcu/urcu-memb.h>
 
-#include "dispatch.h"
-#include "log.h"
-#include "plugin_loader.h"
-#include "worker.h"
+#include "base/log.h"
+#include "bus/worker.h"
+#include "routing/dispatch.h"
+#include "routing/plugin_loader.h"
 
 struct fb_slot {
     struct fb_pool *p;

@@ -19,9 +19,9 @@
 
 #include <fidbus/proto.h>
 
-#include "log.h"
-#include "plugin_loader.h"
-#include "registry.h"
+#include "base/log.h"
+#include "routing/plugin_loader.h"
+#include "routing/registry.h"
 
 void fb_func_note_result(struct fb_func *f, int rc, uint32_t quarantine_after)
 {

@@ -20,8 +20,8 @@
 #include <fidbus/funcid.h>
 #include <fidbus/plugin.h>
 
-#include "latency.h"
-#include "stripe.h"
+#include "base/latency.h"
+#include "base/stripe.h"
 
 struct fb_plugin;
 

@@ -43,8 +43,8 @@
 
 #include <fidbus/funcid.h>
 
-#include "plugin_loader.h"
-#include "routes.h"
+#include "routing/plugin_loader.h"
+#include "routing/routes.h"
 
 #ifdef FB_ROUTES_TSAN
 /* See routes.h: the release target of every reader's FB_ROUTES_READ_DONE. */

@@ -24,8 +24,8 @@
 
 #include <fidbus/proto.h>
 
-#include "registry.h"
-#include "route_spec.h"
+#include "config/route_spec.h"
+#include "routing/registry.h"
 
 struct fb_route_target {
     struct fb_func *fn;

@@ -27,7 +27,7 @@
  * closes the handles when the async wakes it. After that return the
  * plugin's fini can run without racing one of its own timer callbacks.
  */
-#include "timers.h"
+#include "routing/timers.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -36,7 +36,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include "log.h"
+#include "base/log.h"
 
 struct fb_timer {
     uv_timer_t h;

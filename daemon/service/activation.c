@@ -8,7 +8,7 @@
  * the wrong family, and look healthy while nothing connects: refusing to
  * start with the reason is the kinder failure.
  */
-#include "activation.h"
+#include "service/activation.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,7 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "base/log.h"
 
 /* sd_listen_fds(3): passed descriptors start here. */
 #define FDS_START 3

@@ -24,7 +24,7 @@
 
 #include <stddef.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* Adopted descriptors, -1 when not passed. Whoever uses one sets the
  * field to -1: what is left is closed by fb_activation_close. */

@@ -15,7 +15,7 @@
  * error. We send with our own credentials, so MAINPID is only a hint for
  * supervisors that want it.
  */
-#include "notify.h"
+#include "service/notify.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
-#include "plugin_loader.h"
+#include "routing/plugin_loader.h"
 
 int fb_notify(const char *state)
 {

@@ -498,7 +498,7 @@ END_TEST
 /* -------------------------------------------------------- control peers */
 
 #define CTL_PEERS 40
-#define CTL_UNAUTH_MAX 16 /* daemon/control.c */
+#define CTL_UNAUTH_MAX 16 /* daemon/control/control.c */
 
 /* In a child running as uid 65534: of CTL_PEERS connections at once
  * only CTL_UNAUTH_MAX get a HELLO, the others UNAUTHORIZED at connect;

@@ -11,7 +11,7 @@
  * give, and every refusal for leaving route.list, plugin.list and the
  * generation exactly as they were. Requests go over the control socket
  * with the client library (args written as JSON with ' for ", converted
- * to CBOR by daemon/json_cbor.c; results converted back to JSON here for
+ * to CBOR by ctl/json_cbor.c; results converted back to JSON here for
  * the checks), some through `fidbusctl` (tables, --json, one-line errors
  * with exit 1).
  *

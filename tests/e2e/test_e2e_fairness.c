@@ -1,5 +1,5 @@
 /*
- * End-to-end tests of the blocking pool's fairness (daemon/pool.h) and of
+ * End-to-end tests of the blocking pool's fairness (daemon/routing/pool.h) and of
  * the rule that a PUBLISH the daemon does not run is answered with an
  * ERROR, acked or not (proto/README.md).
  *

@@ -12,7 +12,7 @@
  * The daemon is killed with fb_e2e_kill9 (its sockets stay behind as
  * after a real crash) and started again in place with fb_e2e_start: same
  * config file, same runtime and state dirs. Control arguments are written
- * as JSON with ' for " and converted to CBOR with daemon/json_cbor.c.
+ * as JSON with ' for " and converted to CBOR with ctl/json_cbor.c.
  */
 #include <cbor.h>
 #include <check.h>

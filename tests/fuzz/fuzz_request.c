@@ -17,9 +17,9 @@
 #include <cbor.h>
 #include <fidbus/proto.h>
 
-#include "control_cmds.h"
-#include "route_spec.h"
-#include "spec_cbor.h"
+#include "control/control_cmds.h"
+#include "config/route_spec.h"
+#include "config/spec_cbor.h"
 
 static struct fidbus_msg msg;
 

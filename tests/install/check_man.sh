@@ -1,5 +1,5 @@
 #!/bin/sh
-# install.man: the man pages built from daemon/man/*.scd render with
+# install.man: the man pages built from man/*.scd render with
 # `man --warnings` without a single warning, and each has its NAME section.
 # Exit 77 (skipped) when scdoc was not found at configure time (no pages
 # built) or man is not installed.

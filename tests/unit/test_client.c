@@ -1,6 +1,6 @@
 /*
  * Unit tests for the client library (lib/client.c, lib/strerror.c) and the
- * JSON-to-CBOR converter fidbusctl uses (daemon/json_cbor.c).
+ * JSON-to-CBOR converter fidbusctl uses (ctl/json_cbor.c).
  *
  * The server side is a tiny scripted peer: a thread that accepts one
  * connection on a Unix socket in a temporary directory (or on loopback

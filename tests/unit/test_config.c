@@ -1,6 +1,6 @@
 /*
- * Unit tests for the config loader (daemon/config.c) and route spec
- * parsing (daemon/route_spec.c): the shipped configs parse, every error
+ * Unit tests for the config loader (daemon/config/config.c) and route spec
+ * parsing (daemon/config/route_spec.c): the shipped configs parse, every error
  * names FILE:LINE, and the target/tag syntax and spec checks behave as
  * documented. Run under ASan too, so the copy/clear and error paths are
  * checked for leaks.
@@ -14,8 +14,8 @@
 
 #include <fidbus/proto.h>
 
-#include "config.h"
-#include "route_spec.h"
+#include "config/config.h"
+#include "config/route_spec.h"
 
 static char err[1024];
 

@@ -30,9 +30,9 @@
 #include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
-#include "registry.h"
-#include "route_spec.h"
-#include "routes.h"
+#include "routing/registry.h"
+#include "config/route_spec.h"
+#include "routing/routes.h"
 
 #define NREADERS 4
 #define NFUNCS 4        /* a1 a2 (set A), b1 b2 (set B) */

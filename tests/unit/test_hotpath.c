@@ -27,7 +27,7 @@
 
 #include <fidbus/client.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "daemon.h"
 
 /* ----------------------------------------------------- counting malloc */

@@ -2,7 +2,7 @@
 #include <check.h>
 #include <stdlib.h>
 
-#include "latency.h"
+#include "base/latency.h"
 
 /* Buckets grow with the value and cover every uint64_t. */
 START_TEST(test_latency_buckets_monotonic)

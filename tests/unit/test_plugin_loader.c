@@ -1,6 +1,6 @@
 /*
- * Unit tests for the plugin loader (daemon/plugin_loader.c), plugin timers
- * (daemon/timers.c), the shipped plugins log.so and count.so, and the
+ * Unit tests for the plugin loader (daemon/routing/plugin_loader.c), plugin timers
+ * (daemon/routing/timers.c), the shipped plugins log.so and count.so, and the
  * README's example plugin (hello.so, extracted from README.md at build
  * time).
  *
@@ -31,12 +31,12 @@
 #include <fidbus/plugin.h>
 #include <fidbus/proto.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "daemon.h"
-#include "log.h"
-#include "plugin_loader.h"
-#include "registry.h"
-#include "timers.h"
+#include "base/log.h"
+#include "routing/plugin_loader.h"
+#include "routing/registry.h"
+#include "routing/timers.h"
 
 static struct {
     /* short enough that "DIR/file" always fits a PATH_MAX buffer */

@@ -1,5 +1,5 @@
 /*
- * Unit tests for fidbusctl's Prometheus renderer (daemon/ctl_prom.c):
+ * Unit tests for fidbusctl's Prometheus renderer (ctl/prom.c):
  * a stats result written by hand as JSON goes in, the exposition text is
  * captured with open_memstream and checked line by line.
  */
@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "ctl_prom.h"
+#include "prom.h"
 
 /* The rendering of the JSON text `stats`, malloc'd. */
 static char *render(const char *stats)

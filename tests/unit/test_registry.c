@@ -1,5 +1,5 @@
 /*
- * Unit tests for the function registry (daemon/registry.c): fb_func_init,
+ * Unit tests for the function registry (daemon/routing/registry.c): fb_func_init,
  * funcID conflict detection against the registry and inside one batch,
  * lookup, latest-by-semver and removal.
  */
@@ -11,7 +11,7 @@
 #include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
-#include "registry.h"
+#include "routing/registry.h"
 
 static int nop(void *ctx, const struct fidbus_event *ev)
 {

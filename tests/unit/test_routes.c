@@ -1,5 +1,5 @@
 /*
- * Unit tests for route tables (daemon/routes.c): the precedence order of
+ * Unit tests for route tables (daemon/routing/routes.c): the precedence order of
  * design section 4 (table-driven, one row per rule), prefix and case
  * semantics, build errors, latest vs pinned resolution, split selection
  * (weights, stable split_by) and listings. Functions are built by hand
@@ -13,9 +13,9 @@
 #include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
-#include "registry.h"
-#include "route_spec.h"
-#include "routes.h"
+#include "routing/registry.h"
+#include "config/route_spec.h"
+#include "routing/routes.h"
 
 /* The tables below give only the fields a row needs; the rest are zero on
  * purpose. */

@@ -1,6 +1,6 @@
 /*
- * Unit tests for route / plugin maps in CBOR (daemon/spec_cbor.c) and the
- * state file (daemon/state.c): specs survive spec -> CBOR -> spec, every
+ * Unit tests for route / plugin maps in CBOR (daemon/config/spec_cbor.c) and the
+ * state file (daemon/config/state.c): specs survive spec -> CBOR -> spec, every
  * value a config file could not hold is refused with a message naming the
  * key, the longest values accepted still load through the config parser,
  * and state.cbor is saved atomically and refused whole when corrupt or
@@ -20,11 +20,11 @@
 
 #include <fidbus/proto.h>
 
-#include "config.h"
-#include "route_spec.h"
-#include "spec_cbor.h"
-#include "cbor_util.h"
-#include "state.h"
+#include "config/config.h"
+#include "config/route_spec.h"
+#include "config/spec_cbor.h"
+#include "config/cbor_util.h"
+#include "config/state.h"
 
 #define SIG64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
