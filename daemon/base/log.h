@@ -12,10 +12,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config/config.h"
+/* [daemon] log_level; the config (config/config.c) parses it. */
+enum fb_log_level { FB_LOG_ERROR = 0, FB_LOG_WARN, FB_LOG_INFO, FB_LOG_DEBUG };
 
 void fb_log_set_level(enum fb_log_level level);
 enum fb_log_level fb_log_get_level(void);
+/* "error", "warn", "info", "debug" (static storage). */
+const char *fb_log_level_name(enum fb_log_level l);
 void fb_log(enum fb_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt, va_list ap);

@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log.h"
 #include "config/route_spec.h"
 
-enum fb_log_level { FB_LOG_ERROR = 0, FB_LOG_WARN, FB_LOG_INFO, FB_LOG_DEBUG };
 enum fb_tcp_auth { FB_TCP_AUTH_KEY = 0, FB_TCP_AUTH_NONE = 1 };
 
 struct fb_kv {
@@ -117,7 +117,5 @@ struct fb_config *fb_config_free(struct fb_config *c);
  * @RUNTIME@ standing for the quick-start runtime dir and @PLUGINDIR@ for
  * the build's plugin dir. */
 extern const char fb_default_config[];
-
-const char *fb_log_level_name(enum fb_log_level l);
 
 #endif
