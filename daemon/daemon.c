@@ -1,6 +1,6 @@
 /*
  * The daemon's life: bring-up in dependency order, the build-and-flip
- * operation, orderly shutdown, and the per-thread counters.
+ * operation and orderly shutdown.
  *
  * Bring-up binds nothing until every plugin is loaded and the first route
  * table is built, so a bad plugin or route leaves no trace on the system.
@@ -21,96 +21,24 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "base/clock.h"
+#include "base/counters.h"
 #include "base/log.h"
 #include "bus/listener.h"
 #include "bus/worker.h"
+#include "config/config.h"
 #include "config/state.h"
 #include "control/change.h"
 #include "control/control.h"
 #include "routing/dispatch.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
+#include "routing/registry.h"
+#include "routing/routes.h"
 #include "routing/timers.h"
 #include "service/activation.h"
 #include "service/notify.h"
 #include "trusted_dir.h"
-
-uint64_t fb_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ------------------------------------------------------------ counters */
-
-static _Thread_local struct fb_counters *tls_counters;
-static _Thread_local struct fb_daemon *tls_counters_owner;
-
-struct fb_counters *fb_counters_self(struct fb_daemon *d)
-{
-    if (tls_counters && tls_counters_owner == d)
-        return tls_counters;
-    struct fb_counters *c = aligned_alloc(64, sizeof *c);
-    if (!c) {
-        /* Counting is not worth dying for: share a static sink. */
-        static struct fb_counters sink;
-        return &sink;
-    }
-    memset(c, 0, sizeof *c);
-    pthread_mutex_lock(&d->counters_lock);
-    c->next = d->counters;
-    d->counters = c;
-    pthread_mutex_unlock(&d->counters_lock);
-    tls_counters = c;
-    tls_counters_owner = d;
-    return c;
-}
-
-void fb_counters_sum(struct fb_daemon *d, uint64_t out[5])
-{
-    memset(out, 0, 5 * sizeof out[0]);
-    pthread_mutex_lock(&d->counters_lock);
-    for (struct fb_counters *c = d->counters; c; c = c->next) {
-        out[0] += atomic_load_explicit(&c->received, memory_order_relaxed);
-        out[1] += atomic_load_explicit(&c->dispatched, memory_order_relaxed);
-        out[2] += atomic_load_explicit(&c->unrouted, memory_order_relaxed);
-        out[3] += atomic_load_explicit(&c->errors, memory_order_relaxed);
-        out[4] += atomic_load_explicit(&c->bad_frames, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&d->counters_lock);
-}
-
-const char *const fb_limit_names[FB_LIM__COUNT] = {
-    [FB_LIM_CONNECTIONS] = "connections",
-    [FB_LIM_CONNECTIONS_UID] = "connections_uid",
-    [FB_LIM_OUTPUT_HARD] = "output_hard",
-    [FB_LIM_PAUSE_OUTPUT] = "pause_output",
-    [FB_LIM_PAUSE_INFLIGHT] = "pause_inflight",
-    [FB_LIM_AUTH_TIMEOUT] = "auth_timeout",
-    [FB_LIM_IDLE_TIMEOUT] = "idle_timeout",
-    [FB_LIM_DEPTH] = "depth",
-    [FB_LIM_FRAME_TOO_LARGE] = "frame_too_large",
-    [FB_LIM_BUSY] = "busy",
-    [FB_LIM_YIELD] = "yield",
-    [FB_LIM_INPUT_SOFT] = "input_soft",
-    [FB_LIM_FDS] = "fds",
-    [FB_LIM_CONNECTIONS_TCP] = "connections_tcp",
-    [FB_LIM_UNAUTH] = "unauth",
-    [FB_LIM_UNAUTH_ADDR] = "unauth_addr",
-    [FB_LIM_CONTROL_UNAUTH] = "control_unauth",
-    [FB_LIM_REPUBLISH] = "republish",
-};
-
-void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT])
-{
-    memset(out, 0, FB_LIM__COUNT * sizeof out[0]);
-    pthread_mutex_lock(&d->counters_lock);
-    for (struct fb_counters *c = d->counters; c; c = c->next)
-        for (int i = 0; i < FB_LIM__COUNT; i++)
-            out[i] += atomic_load_explicit(&c->limits[i], memory_order_relaxed);
-    pthread_mutex_unlock(&d->counters_lock);
-}
 
 /* ------------------------------------------------------ the first set */
 
@@ -305,11 +233,13 @@ int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out)
     d->cfg = cfg;
     d->main_thread = pthread_self();
     d->start_ns = fb_now_ns();
-    fb_activation_init(&d->act);
     pthread_mutex_init(&d->change_lock, NULL);
     pthread_mutex_init(&d->counters_lock, NULL);
     pthread_mutex_init(&d->uids_lock, NULL);
-    d->main_loop = malloc(sizeof *d->main_loop);
+    d->act = malloc(sizeof *d->act);
+    if (d->act)
+        fb_activation_init(d->act);
+    d->main_loop = d->act ? malloc(sizeof *d->main_loop) : NULL;
     int rc = d->main_loop ? uv_loop_init(d->main_loop) : -ENOMEM;
     if (rc < 0) {
         free(d->main_loop);
@@ -371,7 +301,7 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     signal(SIGPIPE, SIG_IGN);
     /* First: a bad passed socket stops us before anything is loaded, and
      * the LISTEN_* variables are gone before any other thread runs. */
-    if ((rc = fb_activation_take(cfg, &d->act, err, errlen)) < 0)
+    if ((rc = fb_activation_take(cfg, d->act, err, errlen)) < 0)
         return rc;
     urcu_memb_register_thread();
     d->rcu_registered = true;
@@ -404,12 +334,12 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    if (d->act.bus >= 0) {
+    if (d->act->bus >= 0) {
         rc =
-            fb_listener_unix_fd(d, d->act.bus, &d->listeners[d->nlisteners], err, errlen);
+            fb_listener_unix_fd(d, d->act->bus, &d->listeners[d->nlisteners], err, errlen);
         if (rc < 0)
             return rc;
-        d->act.bus = -1;
+        d->act->bus = -1;
         d->nlisteners++;
     } else if (cfg->unix_path) {
         rc = fb_listener_unix(d, cfg->unix_path, cfg->unix_mode,
@@ -418,11 +348,11 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
             return rc;
         d->nlisteners++;
     }
-    if (d->act.tcp >= 0) {
-        rc = fb_listener_tcp_fd(d, d->act.tcp, &d->listeners[d->nlisteners], err, errlen);
+    if (d->act->tcp >= 0) {
+        rc = fb_listener_tcp_fd(d, d->act->tcp, &d->listeners[d->nlisteners], err, errlen);
         if (rc < 0)
             return rc;
-        d->act.tcp = -1;
+        d->act->tcp = -1;
         d->nlisteners++;
     } else if (cfg->tcp_host) {
         rc = fb_listener_tcp(d, cfg->tcp_host, cfg->tcp_port,
@@ -454,7 +384,7 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         }
         fb_info("listening on %s", fb_listener_name(d->listeners[i]));
     }
-    bool control_passed = d->act.control >= 0;
+    bool control_passed = d->act->control >= 0;
     if ((rc = fb_control_new(d, &d->control, err, errlen)) < 0)
         return rc;
     if (cfg->control_socket && !control_passed)
@@ -520,7 +450,9 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         fb_worker_join(d->workers[i]);
     free(d->workers);
     free(d->listeners);
-    fb_activation_close(&d->act);
+    if (d->act)
+        fb_activation_close(d->act);
+    free(d->act);
     d->pool = fb_pool_free(d->pool);
 
     /* No thread dispatches any more: the table can go without a grace
@@ -564,13 +496,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
             urcu_memb_unregister_thread();
         return NULL;
     }
-    while (d->counters) {
-        struct fb_counters *c = d->counters;
-        d->counters = c->next;
-        free(c);
-    }
-    if (tls_counters_owner == d)
-        tls_counters = NULL, tls_counters_owner = NULL;
+    fb_counters_free(d);
     pthread_mutex_destroy(&d->counters_lock);
     pthread_mutex_destroy(&d->uids_lock);
     free(d->uids);

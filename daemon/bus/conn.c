@@ -50,13 +50,17 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "base/clock.h"
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/auth.h"
 #include "bus/conn_admit.h"
 #include "bus/conn_private.h"
 #include "bus/stream.h"
+#include "config/config.h"
 #include "routing/dispatch.h"
 #include "routing/pool.h"
+#include "routing/routes.h"
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
 

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@
 
 #include <fidbus/proto.h>
 
+#include "base/daemon_t.h"
 #include "base/log.h"
+#include "config/config.h"
 #include "routing/pool.h"
 
 struct fb_uid_count {

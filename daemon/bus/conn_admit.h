@@ -33,7 +33,9 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "daemon.h"
+#include "base/counters.h"
+
+struct fb_daemon;
 
 /* What a connection holds, to give back: its uid slot iff has_uid, a TCP
  * place iff tcp, an unauthenticated place (and its address's, iff

@@ -8,12 +8,14 @@
 
 #include <stdint.h>
 
+#include "base/counters.h"
 #include "bus/conn.h"
 #include "bus/conn_admit.h"
 #include "bus/stream.h"
 #include "bus/worker.h"
-#include "daemon.h"
 #include "routing/pool.h"
+
+struct fb_daemon;
 
 /* After an idle or input_soft close was sent, how long the client has to
  * go away. */

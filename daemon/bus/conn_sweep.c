@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "base/log.h"
+#include "base/clock.h"
 #include "bus/conn_private.h"
 
 static uint32_t load_be32(const uint8_t *p)

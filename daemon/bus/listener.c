@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/nofd.h"
 #include "bus/worker.h"

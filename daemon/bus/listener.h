@@ -10,10 +10,11 @@
 #define FB_LISTENER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include "daemon.h"
+struct fb_daemon;
 
 struct fb_listener;
 

@@ -19,7 +19,7 @@
 
 #include <uv.h>
 
-#include "daemon.h"
+struct fb_daemon;
 
 #define FB_NOFD_PAUSE_MS 100
 

@@ -14,8 +14,10 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/conn.h"
+#include "config/config.h"
 #include "routing/dispatch.h"
 #include "routing/pool.h"
 

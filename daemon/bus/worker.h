@@ -15,8 +15,10 @@
 
 #include <fidbus/proto.h>
 
+#include "base/counters.h"
 #include "bus/conn_admit.h"
-#include "daemon.h"
+
+struct fb_daemon;
 
 struct fb_job;
 struct fb_waiter;

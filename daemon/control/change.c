@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "config/spec_cbor.h"
 #include "config/state.h"

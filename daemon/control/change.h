@@ -35,7 +35,8 @@
 
 #include "config/config.h"
 #include "config/route_spec.h"
-#include "daemon.h"
+
+struct fb_daemon;
 
 struct fb_plugin;
 

@@ -17,6 +17,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,16 @@
 
 #include <fidbus/proto.h>
 
+#include "base/counters.h"
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/listener.h"
 #include "bus/nofd.h"
 #include "bus/stream.h"
+#include "config/config.h"
 #include "control/control_cmds.h"
 #include "routing/dispatch.h"
+#include "service/activation.h"
 
 /* Reply bytes the kernel has not taken yet before a client's input is
  * held back: one client that does not read its replies cannot make the
@@ -524,11 +529,11 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     /* Without a socket the thread still runs: SIGHUP's reload is a
      * change like any other and happens here, off the main loop. */
     struct stat st;
-    if (d->act.control >= 0) {
+    if (d->act->control >= 0) {
         /* Passed by the service manager, which owns the file, its mode and
          * group: no path, so nothing is unlinked at stop. */
-        ctl->fd = d->act.control;
-        d->act.control = -1;
+        ctl->fd = d->act->control;
+        d->act->control = -1;
     } else if (cfg->control_socket) {
         rc = fb_unix_listen(cfg->control_socket, cfg->control_mode, ctl->gid, &ctl->fd, &st,
                             err, errlen);

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#include "daemon.h"
+struct fb_daemon;
 
 struct fb_control;
 

@@ -23,6 +23,7 @@
 
 #include <fidbus/funcid.h>
 
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "config/spec_cbor.h"
 #include "control/change.h"

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,9 @@
 #include <fidbus/plugin.h>
 
 #include "build_config.h"
+#include "base/clock.h"
+#include "base/counters.h"
+#include "base/daemon_t.h"
 #include "config/cbor_util.h"
 #include "control/ctl_cbor.h"
 #include "routing/plugin_loader.h"

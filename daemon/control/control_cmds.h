@@ -20,7 +20,7 @@
 
 #include <fidbus/proto.h>
 
-#include "daemon.h"
+struct fb_daemon;
 
 /* What the commands may read besides the daemon: facts fixed at start-up
  * that the control thread keeps its own copy of (the listeners free

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "build_config.h"
+#include "base/daemon_t.h"
 #include "config/config.h"
 #include "routing/plugin_loader.h"
 #include "routing/routes.h"

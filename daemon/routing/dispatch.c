@@ -26,10 +26,15 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "base/clock.h"
+#include "base/counters.h"
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/conn.h"
+#include "config/config.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
+#include "routing/routes.h"
 
 static _Thread_local unsigned tls_hop;
 static _Thread_local bool tls_rcu_thread;

@@ -13,7 +13,8 @@
 
 #include <fidbus/plugin.h>
 
-#include "daemon.h"
+struct fb_daemon;
+struct fb_route_table;
 
 struct fb_waiter;
 

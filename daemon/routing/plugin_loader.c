@@ -16,6 +16,8 @@
  * lock held (the main thread at start-up, the control thread afterwards);
  * the host table's calls run on any thread.
  */
+#include "base/daemon_t.h"
+#include "base/clock.h"
 #include "routing/plugin_loader.h"
 
 #include <dirent.h>
@@ -36,7 +38,6 @@
 #include <fidbus/proto.h>
 
 #include "base/log.h"
-#include "daemon.h"
 #include "routing/dispatch.h"
 #include "routing/timers.h"
 #include "trusted_dir.h"

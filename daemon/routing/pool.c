@@ -39,8 +39,11 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "base/clock.h"
+#include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/worker.h"
+#include "config/config.h"
 #include "routing/dispatch.h"
 #include "routing/plugin_loader.h"
 

@@ -16,7 +16,7 @@
 
 #include <fidbus/plugin.h>
 
-#include "daemon.h"
+struct fb_daemon;
 
 struct fb_waiter;
 struct fb_pool_user;

@@ -15,6 +15,8 @@
  * error. We send with our own credentials, so MAINPID is only a hint for
  * supervisors that want it.
  */
+#include "base/daemon_t.h"
+#include "routing/routes.h"
 #include "service/notify.h"
 
 #include <errno.h>
@@ -27,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
 #include "routing/plugin_loader.h"
 
 int fb_notify(const char *state)
