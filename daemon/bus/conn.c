@@ -258,15 +258,23 @@ static struct fb_waiter *waiter_new(void *arg)
     return wt;
 }
 
-struct fb_worker *fb_waiter_worker(const struct fb_waiter *wt)
-{
-    return wt->conn->w;
-}
-
-struct fb_pool_src *fb_waiter_src(const struct fb_waiter *wt)
+static struct fb_pool_src *waiter_src(const struct fb_waiter *wt)
 {
     return &wt->conn->psrc;
 }
+
+/* Pool thread: the job goes back to the worker that owns the waiter's
+ * connection, which runs fb_conn_job_done. */
+static void waiter_job_done(struct fb_job *j)
+{
+    fb_worker_post_done(j->waiter->conn->w, j);
+}
+
+static const struct fb_wait_ops wait_ops = {
+    .create = waiter_new,
+    .src = waiter_src,
+    .done = waiter_job_done,
+};
 
 /* Answers the PINGs whose barrier has passed, oldest first. */
 static void release_pings(struct fb_conn *c)
@@ -424,7 +432,7 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
     };
     struct fb_outcome out;
     struct fb_waiter *before = c->wq_tail;
-    fb_dispatch(w->d, t, &ev, m->event_len, waiter_new, c, &out);
+    fb_dispatch(w->d, t, &ev, m->event_len, &wait_ops, c, &out);
     if (!out.routed) {
         if (ack)
             fb_stream_send_error(&c->st, has_seq, m->seq, FIDBUS_NO_ROUTE, false, 0,
@@ -446,6 +454,7 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         /* Blocking calls are in flight: the waiter answers when they end.
          * Completions run on this thread, so none can have arrived yet. */
         struct fb_waiter *wt = c->wq_tail;
+        wt->pending = out.queued;
         wt->ack = ack;
         wt->has_seq = has_seq;
         wt->seq = ev.seq;

@@ -36,8 +36,6 @@ struct fb_waiter {
 };
 
 struct fb_pool_src;
-/* The pool queue of the waiter's connection (pool.h). */
-struct fb_pool_src *fb_waiter_src(const struct fb_waiter *wt);
 
 /* Takes ownership of fd (closed on failure) and of the admission a (given
  * back when the connection goes). Loop thread of w. */

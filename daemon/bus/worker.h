@@ -77,7 +77,5 @@ struct fb_worker *fb_worker_join(struct fb_worker *w);
  * loop's check phase, so the check hook alone would leave the loop asleep
  * until its stop timer). */
 void fb_worker_maybe_finish(struct fb_worker *w);
-/* The worker that a waiter reports to (its connection's). */
-struct fb_worker *fb_waiter_worker(const struct fb_waiter *wt);
 
 #endif

@@ -30,7 +30,6 @@
 #include "base/counters.h"
 #include "base/daemon_t.h"
 #include "base/log.h"
-#include "bus/conn.h"
 #include "config/config.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
@@ -124,7 +123,7 @@ static int call_inline(struct fb_daemon *d, struct fb_func *fn,
 }
 
 void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
-                 struct fidbus_event *ev, size_t idlen, fb_waiter_new_fn wait_new,
+                 struct fidbus_event *ev, size_t idlen, const struct fb_wait_ops *wait,
                  void *wait_arg, struct fb_outcome *out)
 {
     struct fb_counters *cnt = fb_counters_self(d);
@@ -165,8 +164,8 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             fb_job_free(j);
             j = NULL;
         }
-        if (j && wait_new && !waiter) {
-            waiter = wait_new(wait_arg);
+        if (j && wait && !waiter) {
+            waiter = wait->create(wait_arg);
             if (!waiter) {
                 fb_job_free(j);
                 j = NULL;
@@ -178,7 +177,8 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             continue;
         }
         j->waiter = waiter;
-        j->src = waiter ? fb_waiter_src(waiter) : NULL;
+        j->src = waiter ? wait->src(waiter) : NULL;
+        j->done = waiter ? wait->done : NULL;
         j->principal = tls_principal;
         /* Counted before the job is visible to the pool, under the read
          * lock: an unload that has waited a grace period sees it. */
@@ -189,9 +189,6 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             out->busy++;
             continue;
         }
-        /* Completions are handled on this thread, later: safe to count now. */
-        if (waiter)
-            waiter->pending++;
         out->queued++;
     }
     fb_count(&cnt->dispatched, n - out->skipped);

@@ -36,19 +36,31 @@ struct fb_outcome {
     uint32_t busy;    /* blocking calls refused: the pool's queue is full */
 };
 
+struct fb_job;
+struct fb_pool_src;
+
+/* Whoever waits for an event's blocking calls (bus/conn.c: the ACK and
+ * the PING barrier) says how they report back. The waiter is opaque here:
+ * the caller counts out->queued into it once fb_dispatch returns. */
+struct fb_wait_ops {
+    /* Called once, at the first blocking target, with wait_arg; NULL on
+     * ENOMEM (the blocking calls are then refused). */
+    struct fb_waiter *(*create)(void *wait_arg);
+    /* The pool queue the waiter's jobs go to (its connection's, pool.h). */
+    struct fb_pool_src *(*src)(const struct fb_waiter *wt);
+    /* Becomes each job's done callback (pool.h). */
+    void (*done)(struct fb_job *j);
+};
+
 /*
  * Dispatches ev under t (caller holds the RCU read lock and keeps ev valid
- * for the call). ev->generation is set here. When a blocking target is
- * selected and wait_new is non-NULL, wait_new(wait_arg) is called once to
- * create the waiter the jobs report to (it may return NULL on ENOMEM: the
- * blocking calls are then refused).
+ * for the call). ev->generation is set here. With wait NULL, blocking
+ * calls are queued with nobody waiting for them.
  */
-typedef struct fb_waiter *(*fb_waiter_new_fn)(void *wait_arg);
 void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
-                 struct fidbus_event *ev, size_t idlen, fb_waiter_new_fn wait_new,
+                 struct fidbus_event *ev, size_t idlen, const struct fb_wait_ops *wait,
                  void *wait_arg, struct fb_outcome *out);
 
-struct fb_job;
 /* On a pool thread: runs a blocking job's handler with the job's hop
  * count, budget and principal, counts the call, returns the handler's
  * result. returned(arg), when given, is asked first once the handler is

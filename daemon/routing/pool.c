@@ -42,7 +42,6 @@
 #include "base/clock.h"
 #include "base/daemon_t.h"
 #include "base/log.h"
-#include "bus/worker.h"
 #include "config/config.h"
 #include "routing/dispatch.h"
 #include "routing/plugin_loader.h"
@@ -157,7 +156,7 @@ static void job_not_run(struct fb_job *j)
     j->fn = NULL;
     j->rc = FB_JOB_NOT_RUN;
     if (j->waiter)
-        fb_worker_post_done(fb_waiter_worker(j->waiter), j);
+        j->done(j);
     else
         fb_job_free(j);
 }
@@ -318,6 +317,7 @@ static struct fb_job *abandon(struct fb_slot *s, uint64_t ran_ns)
     s->spare = NULL;
     g->next = NULL;
     g->waiter = j->waiter;
+    g->done = j->done;
     g->fn = NULL;
     g->budget = NULL;
     g->rc = FB_JOB_GIVEN_UP;
@@ -356,7 +356,7 @@ static void scan(struct fb_pool *p)
         }
         pthread_mutex_unlock(&s->lock);
         if (g)
-            fb_worker_post_done(fb_waiter_worker(g->waiter), g);
+            g->done(g);
     }
     if (!given_up)
         return;
@@ -479,7 +479,7 @@ static void *pool_main(void *arg)
         atomic_fetch_sub_explicit(&j->fn->plugin->inflight, 1, memory_order_release);
         j->fn = NULL;
         if (j->waiter)
-            fb_worker_post_done(fb_waiter_worker(j->waiter), j);
+            j->done(j);
         else
             fb_job_free(j);
 

@@ -2,9 +2,10 @@
  * The blocking pool: threads that run FIDBUS_FN_BLOCKING handlers, so an
  * I/O loop never waits on one. A job carries its own copy of the event
  * (the receive buffer it came from is reused as soon as the frame is
- * handled). When a job has a waiter, its completion goes back to the I/O
- * worker that owns the waiter's connection, which sends the ACK and
- * releases PING barriers; otherwise the job is freed on the pool thread.
+ * handled). When a job has a waiter, the pool hands it to the job's done
+ * callback (the connection's, which posts it back to its I/O worker to
+ * send the ACK and release PING barriers); otherwise the job is freed on
+ * the pool thread.
  */
 #ifndef FB_POOL_H
 #define FB_POOL_H
@@ -60,6 +61,11 @@ struct fb_job {
     struct fb_daemon *d;
     struct fb_func *fn;
     struct fb_waiter *waiter; /* NULL: nobody waits */
+    /* With a waiter: called on the pool thread once the job is done (run,
+     * not run, or given up), and owns j from then on. Set by whoever
+     * created the waiter (the connection, bus/conn.c), so the pool calls
+     * nothing above it. */
+    void (*done)(struct fb_job *j);
     struct fb_pool_src *src;  /* the connection's queue; NULL: its user's own */
     struct fb_budget *budget; /* republish budget of its event, or NULL */
     uint32_t principal;       /* uid, or FB_PRINCIPAL_OTHER */
