@@ -99,14 +99,6 @@ static void stale_done(struct fb_daemon *d, struct stale_state *ss, bool ok,
         fb_warn("%s/%s: %s; kept as %s", d->cfg->state_dir, FB_STATE_FILE, why, ss->name);
 }
 
-static size_t plugin_count(const struct fb_daemon *d)
-{
-    size_t n = 0;
-    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
-        n++;
-    return n;
-}
-
 /*
  * The latest intent wins (design section 6): state.cbor written from this
  * very config text is the config plus every acknowledged runtime change,
@@ -394,11 +386,11 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         return rc;
     }
 
-    size_t nroutes = fb_routes_count(d->table), nplugins = plugin_count(d);
+    struct fb_set_size n = fb_change_set_size(d);
     fb_info("ready: %u worker%s, %zu plugin%s, %zu route%s, generation %llu", d->nworkers,
-            d->nworkers == 1 ? "" : "s", nplugins, nplugins == 1 ? "" : "s", nroutes,
-            nroutes == 1 ? "" : "s", (unsigned long long)d->generation);
-    fb_notify_ready(d);
+            d->nworkers == 1 ? "" : "s", n.plugins, n.plugins == 1 ? "" : "s", n.routes,
+            n.routes == 1 ? "" : "s", (unsigned long long)n.generation);
+    fb_notify_ready(n.plugins, n.routes, n.generation);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "control/change.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,4 +251,16 @@ undo:
     free(loaded);
     free(list);
     return rc;
+}
+
+struct fb_set_size fb_change_set_size(struct fb_daemon *d)
+{
+    pthread_mutex_lock(&d->change_lock);
+    struct fb_set_size n = {
+        .plugins = fb_plugin_count(d->plugins),
+        .routes = d->table ? fb_routes_count(d->table) : 0,
+        .generation = d->generation,
+    };
+    pthread_mutex_unlock(&d->change_lock);
+    return n;
 }

@@ -88,4 +88,13 @@ void fb_change_result_clear(struct fb_change_result *res);
 int fb_change_current_routes(const struct fb_daemon *d, struct fb_route_spec **out,
                              size_t *n);
 
+/* The live set's size, for READY=1 (service/notify.h) and the log. */
+struct fb_set_size {
+    size_t plugins, routes;
+    uint64_t generation;
+};
+/* Takes change_lock to read it (the control thread may be changing the
+ * set): call it without holding the lock. */
+struct fb_set_size fb_change_set_size(struct fb_daemon *d);
+
 #endif

@@ -825,5 +825,6 @@ void fb_ctl_reload_from_signal(const struct fb_ctl_env *env)
     if (r.code)
         fb_error("SIGHUP: %s", r.message);
     free(r.result);
-    fb_notify_ready(env->d);
+    struct fb_set_size n = fb_change_set_size(env->d);
+    fb_notify_ready(n.plugins, n.routes, n.generation);
 }

@@ -34,14 +34,6 @@
 
 /* ------------------------------------------------------------ commands */
 
-static size_t plugin_count(const struct fb_daemon *d)
-{
-    size_t n = 0;
-    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
-        n++;
-    return n;
-}
-
 static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
 {
     struct fb_daemon *d = env->d;
@@ -56,7 +48,7 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     put(b, m, "generation", u64(d->generation));
     put(b, m, "workers", u64(d->nworkers));
     put(b, m, "listeners", listeners);
-    put(b, m, "plugins", u64(plugin_count(d)));
+    put(b, m, "plugins", u64(fb_plugin_count(d->plugins)));
     put(b, m, "routes", u64(fb_routes_count(d->table)));
     put(b, m, "functions", u64(fb_registry_count(d->reg)));
     return m;
@@ -78,7 +70,7 @@ cbor_item_t *fb_ctl_plugin_entry(struct cb *b, const struct fb_plugin *p, size_t
 static cbor_item_t *cmd_plugin_list(const struct fb_ctl_env *env, struct cb *b)
 {
     struct fb_daemon *d = env->d;
-    cbor_item_t *plugins = mk_array(b, plugin_count(d));
+    cbor_item_t *plugins = mk_array(b, fb_plugin_count(d->plugins));
     for (const struct fb_plugin *p = d->plugins; p; p = p->next)
         push(b, plugins, fb_ctl_plugin_entry(b, p, 0));
     cbor_item_t *m = mk_map(b, 1);

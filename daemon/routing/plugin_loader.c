@@ -669,3 +669,11 @@ void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p)
     }
     finish_unload(d, p);
 }
+
+size_t fb_plugin_count(const struct fb_plugin *first)
+{
+    size_t n = 0;
+    for (const struct fb_plugin *p = first; p; p = p->next)
+        n++;
+    return n;
+}

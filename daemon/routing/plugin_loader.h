@@ -66,6 +66,9 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
  * dlcloses and removes the private copy. Frees p.
  */
 void fb_plugin_unload(struct fb_daemon *d, struct fb_plugin *p);
+/* Plugins in the list that starts at first (d->plugins; caller holds
+ * change_lock or is the only thread that changes the set). */
+size_t fb_plugin_count(const struct fb_plugin *first);
 /*
  * The wait for in-flight calls lasts handler_deadline_ms at most (none at
  * shutdown, where the pool has waited already): past it the instance is

@@ -15,8 +15,6 @@
  * error. We send with our own credentials, so MAINPID is only a hint for
  * supervisors that want it.
  */
-#include "base/daemon_t.h"
-#include "routing/routes.h"
 #include "service/notify.h"
 
 #include <errno.h>
@@ -29,7 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "routing/plugin_loader.h"
 
 int fb_notify(const char *state)
 {
@@ -57,18 +54,9 @@ int fb_notify(const char *state)
     return rc;
 }
 
-int fb_notify_ready(struct fb_daemon *d)
+int fb_notify_ready(size_t nplugins, size_t nroutes, uint64_t generation)
 {
-    /* The set may change under a control client at any time after the
-     * control thread runs: read it the way a change writes it. */
-    pthread_mutex_lock(&d->change_lock);
-    size_t nplugins = 0;
-    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
-        nplugins++;
-    size_t nroutes = d->table ? fb_routes_count(d->table) : 0;
-    unsigned long long gen = (unsigned long long)d->generation;
-    pthread_mutex_unlock(&d->change_lock);
-
+    unsigned long long gen = (unsigned long long)generation;
     char msg[256];
     snprintf(msg, sizeof msg,
              "READY=1\nSTATUS=%zu plugin%s, %zu route%s, generation %llu\nMAINPID=%ld",

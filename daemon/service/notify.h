@@ -16,13 +16,15 @@
 #ifndef FB_NOTIFY_H
 #define FB_NOTIFY_H
 
-struct fb_daemon;
+#include <stddef.h>
+#include <stdint.h>
 
 /* Sends state (e.g. "READY=1\nSTATUS=..."). 0, or -errno; 0 when unset. */
 int fb_notify(const char *state);
 /* READY=1 with STATUS="N plugins, M routes, generation G" and MAINPID.
- * Takes d->change_lock to read the set: call it without holding it. */
-int fb_notify_ready(struct fb_daemon *d);
+ * The caller reads the counts (fb_change_set_size, control/change.h), so
+ * this file needs nothing from the layers that own them. */
+int fb_notify_ready(size_t nplugins, size_t nroutes, uint64_t generation);
 /* RELOADING=1, STATUS=reloading and MONOTONIC_USEC=now (CLOCK_MONOTONIC). */
 int fb_notify_reloading(void);
 /* STOPPING=1, STATUS=shutting down. */
