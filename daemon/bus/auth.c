@@ -1,12 +1,12 @@
 /*
- * Authenticated TCP: key loading, nonces, the MAC check and the AUTH
- * deadline timer. See auth.h for the protocol and who owns what.
+ * Authenticated TCP: nonces, the MAC check and the AUTH deadline timer
+ * (the key itself is read with the config, config/config.c). See auth.h
+ * for the protocol and who owns what.
  */
 #include "bus/auth.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -14,8 +14,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-
-#include <fidbus/client.h>
 
 #include "base/log.h"
 
@@ -25,15 +23,6 @@ struct fb_auth {
     void *arg;
     uint8_t nonce[FB_AUTH_NONCE_LEN];
 };
-
-int fb_auth_key_load(const char *path, uint8_t **key, size_t *len, char *why,
-                     size_t whylen)
-{
-    int rc = fidbus_key_load(path, key, len);
-    if (rc < 0)
-        snprintf(why, whylen, "%s", fidbus_key_strerror(rc));
-    return rc;
-}
 
 static void on_timer(uv_timer_t *t)
 {

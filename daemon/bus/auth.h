@@ -44,14 +44,6 @@
 struct fb_auth;
 
 /*
- * Reads the key file (fidbus_key_load's rules). Returns 0 with a malloc'd
- * key (release with fidbus_key_free), or a negative errno with a reason
- * in why.
- */
-int fb_auth_key_load(const char *path, uint8_t **key, size_t *len, char *why,
-                     size_t whylen);
-
-/*
  * Draws a fresh nonce and starts the deadline timer (deadline_ms) on loop:
  * when it fires, expired(arg) runs on the loop's thread. The timer belongs
  * to *out until fb_auth_free. Returns 0 or a negative errno (nothing to

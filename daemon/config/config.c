@@ -19,7 +19,6 @@
  * more expensively. [plugin NAME] sections are the exception for keys:
  * every key but path belongs to the plugin, which checks its own.
  */
-#include "bus/auth.h"
 #include "config/config.h"
 #include "config/config_values.h"
 #include "config/spec_cbor.h"
@@ -620,11 +619,11 @@ static int finish_file(struct parser *p)
                 return fail(p, auth_line,
                             "[listen] tcp_auth = key needs tcp_key_file, the file "
                             "holding the shared key");
-            char why[256];
-            if (fb_auth_key_load(c->tcp_key_file, &c->tcp_key, &c->tcp_key_len, why,
-                                 sizeof why) < 0)
+            int rc = fidbus_key_load(c->tcp_key_file, &c->tcp_key, &c->tcp_key_len);
+            if (rc < 0)
                 return fail(p, p->key_line[K_TCP_KEY_FILE],
-                            "[listen] tcp_key_file %s: %s", c->tcp_key_file, why);
+                            "[listen] tcp_key_file %s: %s", c->tcp_key_file,
+                            fidbus_key_strerror(rc));
         }
     }
 
