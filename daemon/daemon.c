@@ -293,7 +293,12 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     signal(SIGPIPE, SIG_IGN);
     /* First: a bad passed socket stops us before anything is loaded, and
      * the LISTEN_* variables are gone before any other thread runs. */
-    if ((rc = fb_activation_take(cfg, d->act, err, errlen)) < 0)
+    struct fb_activation_want want = {
+        .unix_path = cfg->unix_path,
+        .control_socket = cfg->control_socket,
+        .tcp = cfg->tcp_host != NULL,
+    };
+    if ((rc = fb_activation_take(&want, d->act, err, errlen)) < 0)
         return rc;
     urcu_memb_register_thread();
     d->rcu_registered = true;

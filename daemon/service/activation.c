@@ -140,7 +140,7 @@ static const char *const role_names[] = {"bus", "control", "tcp"};
 
 /* Sorts one passed descriptor into *a, or closes it (unknown name), or
  * refuses it (-EINVAL, err set). */
-static int take_one(const struct fb_config *cfg, struct fb_activation *a, int fd,
+static int take_one(const struct fb_activation_want *conf, struct fb_activation *a, int fd,
                     const char *name, char *err, size_t errlen)
 {
     char desc[200];
@@ -156,9 +156,9 @@ static int take_one(const struct fb_config *cfg, struct fb_activation *a, int fd
     bool unix_listener = is_sock && domain == AF_UNIX && type == SOCK_STREAM && listening;
     if (role == ROLE_NONE && unix_listener) {
         /* A unit without FileDescriptorName=: recognise it by its path. */
-        if (unix_path_is(fd, cfg->unix_path))
+        if (unix_path_is(fd, conf->unix_path))
             role = ROLE_BUS;
-        else if (unix_path_is(fd, cfg->control_socket))
+        else if (unix_path_is(fd, conf->control_socket))
             role = ROLE_CONTROL;
     }
     if (role == ROLE_NONE) {
@@ -189,7 +189,7 @@ static int take_one(const struct fb_config *cfg, struct fb_activation *a, int fd
                               : "wrong family or type");
         return -EINVAL;
     }
-    if (role == ROLE_TCP && !cfg->tcp_host) {
+    if (role == ROLE_TCP && !conf->tcp) {
         /* The TCP auth policy is part of [listen] tcp: without it we would
          * not know whether this socket may take unauthenticated clients. */
         snprintf(err, errlen,
@@ -218,8 +218,8 @@ static int take_one(const struct fb_config *cfg, struct fb_activation *a, int fd
     return 0;
 }
 
-int fb_activation_take(const struct fb_config *cfg, struct fb_activation *a, char *err,
-                       size_t errlen)
+int fb_activation_take(const struct fb_activation_want *conf, struct fb_activation *a,
+                       char *err, size_t errlen)
 {
     fb_activation_init(a);
     /* Copies: the strings are not ours to keep once unset. */
@@ -314,7 +314,7 @@ int fb_activation_take(const struct fb_config *cfg, struct fb_activation *a, cha
     /* On a refusal the daemon exits: what was not looked at yet is left
      * to the exit to close. */
     for (long i = 0; i < n && rc == 0; i++)
-        rc = take_one(cfg, a, FDS_START + (int)i, name_of[i], err, errlen);
+        rc = take_one(conf, a, FDS_START + (int)i, name_of[i], err, errlen);
     if (rc)
         fb_activation_close(a);
 

@@ -22,9 +22,8 @@
 #ifndef FB_ACTIVATION_H
 #define FB_ACTIVATION_H
 
+#include <stdbool.h>
 #include <stddef.h>
-
-#include "config/config.h"
 
 /* Adopted descriptors, -1 when not passed. Whoever uses one sets the
  * field to -1: what is left is closed by fb_activation_close. */
@@ -32,6 +31,14 @@ struct fb_activation {
     int bus;
     int control;
     int tcp;
+};
+
+/* What the config serves, to tell the passed sockets apart (the caller
+ * fills it from struct fb_config: this layer reads no config). */
+struct fb_activation_want {
+    const char *unix_path;      /* [listen] unix, or NULL */
+    const char *control_socket; /* [control] socket, or NULL */
+    bool tcp;                   /* [listen] tcp is configured */
 };
 
 /* All -1. */
@@ -45,8 +52,8 @@ void fb_activation_init(struct fb_activation *a);
  * twice, or the variables are malformed: the daemon must not start then.
  * Call before any other thread runs (it changes the environment).
  */
-int fb_activation_take(const struct fb_config *cfg, struct fb_activation *a, char *err,
-                       size_t errlen);
+int fb_activation_take(const struct fb_activation_want *conf, struct fb_activation *a,
+                       char *err, size_t errlen);
 /* Closes descriptors nobody took. */
 void fb_activation_close(struct fb_activation *a);
 /* "unix:/path", "unix:@name" or "tcp:host:port" for a socket's local
