@@ -3,8 +3,9 @@
 # builds, and runs the daemon or the tests.
 #
 #   tools/dev.sh run     set up, build, run fidbusd with the embedded default config
-#   tools/dev.sh test    set up, build, run every test: normal build, ASan+UBSan
-#                        build, and the concurrency tests under TSan
+#   tools/dev.sh test    set up, build, run every test: normal build (and the
+#                        layer check, tools/check_layers.sh), ASan+UBSan build,
+#                        and the concurrency tests under TSan
 #   tools/dev.sh deps    only install the Debian packages
 #   tools/dev.sh build   only build (preset "default", into build/)
 #   tools/dev.sh soak    longer concurrency runs under TSan (unit.flip, and the
@@ -82,6 +83,8 @@ test)
     deps
     echo "== normal build"
     build default
+    echo "== layer check (docs/architecture.md)"
+    ./tools/check_layers.sh build
     ctest --preset default -j"$JOBS"
     echo "== ASan+UBSan build"
     build asan
