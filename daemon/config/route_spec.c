@@ -240,8 +240,7 @@ static bool same_target(const struct fb_target_spec *a, const struct fb_target_s
     return strcmp(a->version, b->version) == 0;
 }
 
-/* "ns.name" or "ns.name@version", for messages. */
-static void target_text(const struct fb_target_spec *t, char *buf, size_t len)
+void fb_target_text(const struct fb_target_spec *t, char *buf, size_t len)
 {
     if (t->version)
         snprintf(buf, len, "%s.%s@%s", t->ns, t->name, t->version);
@@ -291,7 +290,7 @@ int fb_targets_parse_list(const char *text, struct fb_route_spec *spec, char *er
         for (size_t i = 0; i < spec->nto; i++) {
             if (same_target(&spec->to[i], &t)) {
                 char tt[FIDBUS_CANONICAL_MAX];
-                target_text(&t, tt, sizeof tt);
+                fb_target_text(&t, tt, sizeof tt);
                 fb_set_err(err, errlen, "%starget '%s' is listed twice", pre, tt);
                 target_clear(&t);
                 rc = FIDBUS_INVALID;
@@ -500,7 +499,7 @@ int fb_route_spec_validate(const struct fb_route_spec *spec, char *err, size_t e
             return FIDBUS_INVALID;
         }
         char tt[FIDBUS_CANONICAL_MAX + 16];
-        target_text(t, tt, sizeof tt);
+        fb_target_text(t, tt, sizeof tt);
         struct fidbus_semver sv;
         if (t->version && fidbus_semver_parse(t->version, &sv) != 0) {
             fb_set_err(err, errlen,

@@ -87,6 +87,11 @@ bool fb_sighash_valid(const char *s);
 
 /* Deep copy into *dst (zeroed first). 0 or -ENOMEM. */
 int fb_route_spec_copy(struct fb_route_spec *dst, const struct fb_route_spec *src);
+/* The target as the operator wrote it, without the weight: "ns.name" for
+ * the latest version, "ns.name@1.2.3" when pinned. For messages and
+ * listings; truncated to len. */
+void fb_target_text(const struct fb_target_spec *t, char *buf, size_t len);
+
 /* Frees what spec owns (not spec itself); leaves it zeroed. */
 void fb_route_spec_clear(struct fb_route_spec *spec);
 

@@ -26,6 +26,7 @@
 #include "base/counters.h"
 #include "base/daemon_t.h"
 #include "config/cbor_util.h"
+#include "config/route_spec.h"
 #include "control/ctl_cbor.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
@@ -101,15 +102,11 @@ static cbor_item_t *cmd_func_list(const struct fb_ctl_env *env, struct cb *b)
     return m;
 }
 
-/* The target as the operator wrote it, without the weight (that has a key
- * of its own): "ns.name" for latest, "ns.name@1.2.3" when pinned. */
-static cbor_item_t *target_text(const struct fb_target_spec *t)
+/* The target as text (fb_target_text); the weight has a key of its own. */
+static cbor_item_t *target_item(const struct fb_target_spec *t)
 {
     char buf[FIDBUS_CANONICAL_MAX];
-    if (t->version)
-        snprintf(buf, sizeof buf, "%s.%s@%s", t->ns, t->name, t->version);
-    else
-        snprintf(buf, sizeof buf, "%s.%s", t->ns, t->name);
+    fb_target_text(t, buf, sizeof buf);
     return cbor_build_string(buf);
 }
 
@@ -123,7 +120,7 @@ static cbor_item_t *route_entry(const struct fb_route *r, struct cb *b)
     cbor_item_t *to = mk_array(b, r->ntargets);
     for (size_t i = 0; i < r->ntargets && i < s->nto; i++) {
         cbor_item_t *t = mk_map(b, 3);
-        put(b, t, "target", target_text(&s->to[i]));
+        put(b, t, "target", target_item(&s->to[i]));
         put(b, t, "id", funcid_text(r->targets[i].fn->id));
         put(b, t, "weight", u64(r->targets[i].weight));
         push(b, to, t);

@@ -281,14 +281,6 @@ static int cmp_name_idx(const void *a, const void *b, void *arg)
     return x < y ? -1 : x > y;
 }
 
-static void target_text(const struct fb_target_spec *ts, char *out, size_t outlen)
-{
-    if (ts->version)
-        snprintf(out, outlen, "%s.%s@%s", ts->ns, ts->name, ts->version);
-    else
-        snprintf(out, outlen, "%s.%s", ts->ns, ts->name);
-}
-
 /* Resolves and checks every target of one route into r->targets. */
 static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
                          const struct fb_registry *reg, char *err, size_t errlen)
@@ -313,7 +305,7 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
         char text[FIDBUS_CANONICAL_MAX];
         struct fb_func *f;
 
-        target_text(ts, text, sizeof(text));
+        fb_target_text(ts, text, sizeof(text));
         if (ts->version) {
             f = fb_registry_lookup(reg, fidbus_funcid(text));
             /* A funcID hit with another canonical name would be a hash
