@@ -40,6 +40,8 @@
 #include "service/notify.h"
 #include "trusted_dir.h"
 
+static void daemon_stop(struct fb_daemon *d);
+
 /* ------------------------------------------------------ the first set */
 
 /* Sets state.cbor aside (as KIND-time) and says so: it cannot be read. */
@@ -257,7 +259,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     fb_info("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    fb_daemon_stop(d);
+    daemon_stop(d);
 }
 
 static int start_signals(struct fb_daemon *d)
@@ -405,7 +407,8 @@ int fb_daemon_run(struct fb_daemon *d)
     return 0;
 }
 
-void fb_daemon_stop(struct fb_daemon *d)
+/* Begins an orderly stop (what the signal handler does). Main thread. */
+static void daemon_stop(struct fb_daemon *d)
 {
     if (atomic_exchange(&d->stopping, true))
         return;

@@ -23,8 +23,6 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen);
 /* Runs the main loop until SIGTERM/SIGINT has been handled; returns the
  * process exit status. */
 int fb_daemon_run(struct fb_daemon *d);
-/* Begins an orderly stop (what the signal handler does). Main thread. */
-void fb_daemon_stop(struct fb_daemon *d);
 /* Joins, calls every plugin's fini, removes sockets, frees. NULL-safe. */
 struct fb_daemon *fb_daemon_free(struct fb_daemon *d);
 

@@ -63,6 +63,8 @@
 #include "routing/routes.h"
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
+static void conn_resume(struct fb_conn *c);
+static void run_yielded(struct fb_worker *w);
 
 static void conn_unref(struct fb_conn *c)
 {
@@ -565,7 +567,7 @@ handle_frame(struct fb_conn *c, const struct fb_route_table *t, const uint8_t *b
 
 static void on_yield_idle(uv_idle_t *h)
 {
-    fb_conn_run_yielded(h->data);
+    run_yielded(h->data);
 }
 
 /* Queues c on its worker's yield list (reading stops meanwhile). */
@@ -666,10 +668,11 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     if (!flush_or_close(c))
         return;
     if (want_read && !(c->st.flags & (FB_S_READING | FB_S_CLOSING)))
-        fb_conn_resume(c);
+        conn_resume(c);
 }
 
-void fb_conn_resume(struct fb_conn *c)
+/* (Re)starts reading. */
+static void conn_resume(struct fb_conn *c)
 {
     fb_stream_read_start(&c->st);
 }
@@ -696,7 +699,8 @@ static const struct fb_stream_ops conn_ops = {
 /* Fair share: the connections that yielded go on, in the order they
  * yielded; one that yields again queues for the next iteration. Close
  * callbacks cannot run meanwhile, so every connection listed is alive. */
-void fb_conn_run_yielded(struct fb_worker *w)
+/* Fair share: connections that yielded at max_frames_per_read go on. */
+static void run_yielded(struct fb_worker *w)
 {
     struct fb_conn *c = w->yield_head;
     w->yield_head = w->yield_tail = NULL;
@@ -767,7 +771,7 @@ int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit 
     }
     fb_stream_flush(&c->st);
     if (!(c->st.flags & FB_S_CLOSING))
-        fb_conn_resume(c);
+        conn_resume(c);
     return 0;
 }
 

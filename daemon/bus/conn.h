@@ -40,8 +40,6 @@ struct fb_pool_src;
 /* Takes ownership of fd (closed on failure) and of the admission a (given
  * back when the connection goes). Loop thread of w. */
 int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit *a);
-/* Fair share: connections that yielded at max_frames_per_read go on. */
-void fb_conn_run_yielded(struct fb_worker *w);
 /* Idle timeouts and input_soft (conn_sweep.c): closes the worker's
  * connections idle, or sitting on an unfinished frame, for too long. */
 void fb_conn_sweep(struct fb_worker *w);
@@ -51,8 +49,6 @@ void fb_conn_job_done(struct fb_job *j);
 void fb_conn_begin_stop(struct fb_conn *c);
 /* Close now, whatever is pending (stop timeout). */
 void fb_conn_abort(struct fb_conn *c);
-/* (Re)starts reading. */
-void fb_conn_resume(struct fb_conn *c);
 /* The next connection in the worker's list, for walking it. */
 struct fb_conn *fb_conn_next(struct fb_conn *c);
 
