@@ -22,16 +22,23 @@
  * frame, against a slowloris where neither AUTH nor the per-uid limit
  * applies (TCP with tcp_auth = none).
  */
+#include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
-#include "base/log.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "bus/conn_private.h"
 
-static uint32_t load_be32(const uint8_t *p)
+/* The length field of the frame being assembled (the caller checked that
+ * its 4 bytes are there): big-endian on the wire, read with libc's
+ * be32toh rather than another copy of lib/frame.c's byte loader. */
+static uint32_t pending_frame_len(const struct fidbus_frame_reader *r)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    uint32_t be;
+    memcpy(&be, r->buf + r->start, sizeof be);
+    return be32toh(be);
 }
 
 /* True once one unfinished frame has held more than in_soft bytes for
@@ -46,7 +53,7 @@ static bool input_overdue(struct fb_conn *c, uint64_t now)
         c->in_soft_ns && pending > c->in_soft && (c->st.flags & FB_S_READING) &&
         !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | FB_S_DRAINING)) &&
         (pending < FIDBUS_FRAME_HEADER ||
-         (uint64_t)load_be32(r->buf + r->start) + FIDBUS_FRAME_HEADER > pending);
+         (uint64_t)pending_frame_len(r) + FIDBUS_FRAME_HEADER > pending);
     if (!watch) {
         c->in_since_ns = 0;
         return false;
