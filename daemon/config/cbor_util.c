@@ -16,6 +16,7 @@
 
 #include <fidbus/proto.h>
 
+#include "base/err.h"
 #include "config/route_spec.h"
 
 /* ----------------------------------------------------- config lines */

@@ -22,17 +22,9 @@
 #include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
-#define ROUTE_NAME_MAX 64
+#include "base/err.h"
 
-void fb_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#define ROUTE_NAME_MAX 64
 
 /* "route 'x': " when the spec has a name, so messages read the same from
  * the config loader and the control socket. */

@@ -96,15 +96,11 @@ void fb_target_text(const struct fb_target_spec *t, char *buf, size_t len);
 void fb_route_spec_clear(struct fb_route_spec *spec);
 
 /*
- * Small helpers the spec code shares (route_spec.c, spec_cbor.c,
- * plugin_cbor.c, cbor_util.c, state.c). fb_set_err: printf into the
- * caller's err buffer, which may be NULL or empty (then nothing is
- * written). fb_dup_opt: strdup of an optional string, the copy owned by
- * the caller; NULL stays NULL, and *ok turns false on ENOMEM so a deep
- * copy can check once at the end.
+ * strdup of an optional string, for the spec code (route_spec.c,
+ * plugin_cbor.c): the copy is the caller's; NULL
+ * stays NULL, and *ok turns false on ENOMEM so a deep copy can check once
+ * at the end.
  */
-void fb_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 char *fb_dup_opt(const char *s, bool *ok);
 
 #endif

@@ -33,6 +33,7 @@
 
 #include <fidbus/proto.h>
 
+#include "base/err.h"
 #include "base/log.h"
 #include "config/cbor_util.h"
 #include "config/spec_cbor.h"
