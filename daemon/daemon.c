@@ -23,6 +23,7 @@
 
 #include "base/clock.h"
 #include "base/counters.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "bus/listener.h"
 #include "bus/worker.h"
@@ -120,7 +121,7 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
     snprintf(d->config_hash, sizeof d->config_hash, "%s", cfg->hash);
     rc = fb_state_open(cfg->state_dir, &d->state, why, sizeof why);
     if (rc) {
-        snprintf(err, errlen, "state_dir %s", why);
+        fb_set_err(err, errlen, "state_dir %s", why);
         return rc;
     }
     rc = fb_state_load(d->state, &st, why, sizeof why);
@@ -140,7 +141,7 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
     } else if (rc != -ENOENT) {
         /* Unreadable or not ours is not corrupt: refuse rather than
          * overwrite it. */
-        snprintf(err, errlen, "%s", why);
+        fb_set_err(err, errlen, "%s", why);
         return rc;
     }
 
@@ -189,10 +190,10 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
     stale_done(d, &stale, rc == 0, stale_why);
     if (rc) {
         if (res.failed_load != SIZE_MAX)
-            snprintf(err, errlen, "%s:%d: %s", cfg->file,
-                     cfg->plugins[res.failed_load].line, why);
+            fb_set_err(err, errlen, "%s:%d: %s", cfg->file,
+                       cfg->plugins[res.failed_load].line, why);
         else
-            snprintf(err, errlen, "%s: %s", cfg->file, why);
+            fb_set_err(err, errlen, "%s: %s", cfg->file, why);
         return rc;
     }
     fb_change_result_clear(&res);
@@ -212,7 +213,7 @@ static int make_trusted_dir(const char *key, const char *dir, mode_t mode, char 
     char why[900];
     int fd = fb_trusted_dir_open(dir, mode, why, sizeof why);
     if (fd < 0) {
-        snprintf(err, errlen, "%s %s", key, why);
+        fb_set_err(err, errlen, "%s %s", key, why);
         return fd;
     }
     close(fd);
@@ -312,11 +313,11 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         return rc;
     fb_plugin_sweep_copies(cfg->runtime_dir);
     if ((rc = fb_timers_new(d->main_loop, &d->timers)) < 0) {
-        snprintf(err, errlen, "timers: %s", uv_strerror(rc));
+        fb_set_err(err, errlen, "timers: %s", uv_strerror(rc));
         return rc;
     }
     if ((rc = fb_pool_new(d, cfg->blocking_threads, &d->pool)) < 0) {
-        snprintf(err, errlen, "cannot start the blocking pool: %s", strerror(-rc));
+        fb_set_err(err, errlen, "cannot start the blocking pool: %s", strerror(-rc));
         return rc;
     }
 
@@ -330,7 +331,7 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     /* Listeners: bound now, accepting once the workers run. */
     d->listeners = calloc(2, sizeof *d->listeners);
     if (!d->listeners) {
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     if (d->act->bus >= 0) {
@@ -363,13 +364,13 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
 
     d->workers = calloc(cfg->workers, sizeof *d->workers);
     if (!d->workers) {
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     for (unsigned i = 0; i < cfg->workers; i++) {
         rc = fb_worker_start(d, i, &d->workers[i]);
         if (rc < 0) {
-            snprintf(err, errlen, "cannot start I/O worker %u: %s", i, uv_strerror(rc));
+            fb_set_err(err, errlen, "cannot start I/O worker %u: %s", i, uv_strerror(rc));
             return rc;
         }
         d->nworkers++;
@@ -377,8 +378,8 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     for (unsigned i = 0; i < d->nlisteners; i++) {
         rc = fb_listener_start(d->listeners[i]);
         if (rc < 0) {
-            snprintf(err, errlen, "%s: %s", fb_listener_name(d->listeners[i]),
-                     uv_strerror(rc));
+            fb_set_err(err, errlen, "%s: %s", fb_listener_name(d->listeners[i]),
+                       uv_strerror(rc));
             return rc;
         }
         fb_info("listening on %s", fb_listener_name(d->listeners[i]));
@@ -389,7 +390,7 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
     if (cfg->control_socket && !control_passed)
         fb_info("control socket on unix:%s", cfg->control_socket);
     if ((rc = start_signals(d)) < 0) {
-        snprintf(err, errlen, "signals: %s", uv_strerror(rc));
+        fb_set_err(err, errlen, "signals: %s", uv_strerror(rc));
         return rc;
     }
 

@@ -17,6 +17,7 @@
 
 #include "base/log.h"
 #include "build_config.h"
+#include "base/err.h"
 #include "config/config.h"
 #include "daemon.h"
 
@@ -134,7 +135,7 @@ static int load_default(struct fb_config **cfg, char **text, char *err, size_t e
     char *b = a ? replace_all(a, "@PLUGINDIR@", plugins) : NULL;
     free(a);
     if (!b) {
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     int rc = fb_config_load_string(b, "<embedded default>", cfg, err, errlen);

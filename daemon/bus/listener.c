@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "base/daemon_t.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "bus/nofd.h"
 #include "bus/worker.h"
@@ -97,20 +98,20 @@ int fb_unix_listen(const char *path, unsigned mode, gid_t group, int *fd_out,
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "unix socket path too long: %s", path);
+        fb_set_err(err, errlen, "unix socket path too long: %s", path);
         return -ENAMETOOLONG;
     }
     strcpy(sa.sun_path, path);
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+        fb_set_err(err, errlen, "socket: %s", strerror(errno));
         return -errno;
     }
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errlen, "%s exists and is not a socket", path);
+            fb_set_err(err, errlen, "%s exists and is not a socket", path);
             close(fd);
             return -EEXIST;
         }
@@ -120,9 +121,9 @@ int fb_unix_listen(const char *path, unsigned mode, gid_t group, int *fd_out,
         if (probe >= 0)
             close(probe);
         if (live) {
-            snprintf(err, errlen,
-                     "%s is in use by another process (is fidbusd already running?)",
-                     path);
+            fb_set_err(err, errlen,
+                       "%s is in use by another process (is fidbusd already running?)",
+                       path);
             close(fd);
             return -EADDRINUSE;
         }
@@ -134,22 +135,22 @@ int fb_unix_listen(const char *path, unsigned mode, gid_t group, int *fd_out,
     umask(old);
     if (rc < 0) {
         rc = -errno;
-        snprintf(err, errlen, "bind %s: %s", path, strerror(errno));
+        fb_set_err(err, errlen, "bind %s: %s", path, strerror(errno));
         close(fd);
         return rc;
     }
     /* The group is set before the mode opens the socket to it. */
     if (group != (gid_t)-1 && chown(path, (uid_t)-1, group) < 0) {
         rc = -errno;
-        snprintf(err, errlen, "chgrp %s to gid %u: %s", path, (unsigned)group,
-                 strerror(errno));
+        fb_set_err(err, errlen, "chgrp %s to gid %u: %s", path, (unsigned)group,
+                   strerror(errno));
         unlink(path);
         close(fd);
         return rc;
     }
     if (chmod(path, mode) < 0 || listen(fd, SOMAXCONN) < 0 || stat(path, &st) < 0) {
         rc = -errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        fb_set_err(err, errlen, "%s: %s", path, strerror(errno));
         unlink(path);
         close(fd);
         return rc;
@@ -179,7 +180,7 @@ int fb_listener_unix(struct fb_daemon *d, const char *path, unsigned mode,
         free(l);
         unlink(path);
         close(fd);
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     l->dev = st.st_dev;
@@ -200,7 +201,7 @@ int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
     struct addrinfo *ai = NULL;
     int g = getaddrinfo(host, portstr, &hints, &ai);
     if (g) {
-        snprintf(err, errlen, "tcp %s:%u: %s", host, port, gai_strerror(g));
+        fb_set_err(err, errlen, "tcp %s:%u: %s", host, port, gai_strerror(g));
         return -EINVAL;
     }
     int rc = -EADDRNOTAVAIL, fd = -1;
@@ -220,13 +221,13 @@ int fb_listener_tcp(struct fb_daemon *d, const char *host, uint16_t port,
     }
     freeaddrinfo(ai);
     if (rc < 0) {
-        snprintf(err, errlen, "tcp %s:%u: %s", host, port, strerror(-rc));
+        fb_set_err(err, errlen, "tcp %s:%u: %s", host, port, strerror(-rc));
         return rc;
     }
     struct fb_listener *l = listener_alloc(d, fd, true);
     if (!l) {
         close(fd);
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     bool v6 = strchr(host, ':') != NULL;
@@ -241,7 +242,7 @@ static int listener_adopt(struct fb_daemon *d, int fd, bool is_tcp,
 {
     struct fb_listener *l = listener_alloc(d, fd, is_tcp);
     if (!l) {
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     fb_activation_describe(fd, l->name, sizeof l->name);

@@ -20,6 +20,7 @@
  * every key but path belongs to the plugin, which checks its own.
  */
 #include "config/config.h"
+#include "base/err.h"
 #include "config/config_values.h"
 #include "config/spec_cbor.h"
 #include "config/state.h"
@@ -649,7 +650,7 @@ static int load(struct parser *p, struct fb_config **out, char *err, size_t errl
     *out = NULL;
     if (!c || !(c->file = strdup(p->file))) {
         free(c);
-        snprintf(err, errlen, "%s: out of memory", p->file);
+        fb_set_err(err, errlen, "%s: out of memory", p->file);
         return -ENOMEM;
     }
     set_defaults(c);
@@ -676,9 +677,9 @@ static int load(struct parser *p, struct fb_config **out, char *err, size_t errl
     if (failed(p)) {
         if (err && errlen) {
             if (p->err_line > 0)
-                snprintf(err, errlen, "%s:%d: %s", p->file, p->err_line, p->err);
+                fb_set_err(err, errlen, "%s:%d: %s", p->file, p->err_line, p->err);
             else
-                snprintf(err, errlen, "%s: %s", p->file, p->err);
+                fb_set_err(err, errlen, "%s: %s", p->file, p->err);
         }
         fb_config_free(c);
         return p->rc;
@@ -700,7 +701,7 @@ int fb_config_load_file(const char *path, struct fb_config **out, char *err,
     if (!fp) {
         int e = errno;
         if (err && errlen)
-            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
+            fb_set_err(err, errlen, "%s: cannot open: %s", path, strerror(e));
         return -e;
     }
     char *text = NULL;
@@ -734,8 +735,8 @@ int fb_config_load_file(const char *path, struct fb_config **out, char *err,
         rc = -EINVAL;
     if (rc < 0) {
         if (err && errlen)
-            snprintf(err, errlen, "%s: cannot read: %s", path,
-                     rc == -EINVAL ? "it contains a NUL byte" : strerror(-rc));
+            fb_set_err(err, errlen, "%s: cannot read: %s", path,
+                       rc == -EINVAL ? "it contains a NUL byte" : strerror(-rc));
         free(text);
         return rc;
     }

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "base/daemon_t.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "config/spec_cbor.h"
 #include "config/state.h"
@@ -102,7 +103,7 @@ static int save_state(struct fb_daemon *d, struct fb_plugin **list, size_t n,
     /* Views of the instances' own strings: nothing is copied or freed. */
     struct fb_plugin_conf *pcs = calloc(n ? n : 1, sizeof(*pcs));
     if (!pcs) {
-        snprintf(err, errlen, "state: out of memory");
+        fb_set_err(err, errlen, "state: out of memory");
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
@@ -122,7 +123,7 @@ static int save_state(struct fb_daemon *d, struct fb_plugin **list, size_t n,
     int rc = fb_state_save(d->state, &st, why, sizeof why);
     free(pcs);
     if (rc) {
-        snprintf(err, errlen, "state not saved, nothing changed: %s", why);
+        fb_set_err(err, errlen, "state not saved, nothing changed: %s", why);
         return rc;
     }
     return 0;
@@ -157,7 +158,7 @@ int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
     if (!loaded || !list) {
         free(loaded);
         free(list);
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
 
@@ -181,8 +182,9 @@ int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
         for (size_t j = 0; j + 1 < nloaded && !taken; j++)
             taken = strcmp(loaded[j]->name, p->name) == 0;
         if (taken) {
-            snprintf(err, errlen, "plugin instance '%s' is already loaded (give another name)",
-                     p->name);
+            fb_set_err(err, errlen,
+                       "plugin instance '%s' is already loaded (give another name)",
+                       p->name);
             res->failed_load = i;
             rc = FIDBUS_CONFLICT;
             goto undo;

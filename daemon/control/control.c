@@ -31,6 +31,7 @@
 
 #include "base/counters.h"
 #include "base/daemon_t.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "bus/listener.h"
 #include "bus/nofd.h"
@@ -493,7 +494,7 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     const struct fb_config *cfg = d->cfg;
     struct fb_control *ctl = calloc(1, sizeof *ctl);
     if (!ctl) {
-        snprintf(err, errlen, "out of memory");
+        fb_set_err(err, errlen, "out of memory");
         return -ENOMEM;
     }
     ctl->d = d;
@@ -507,8 +508,8 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
         struct group gr, *res = NULL;
         int e = getgrnam_r(cfg->control_group, &gr, buf, sizeof buf, &res);
         if (e != 0 || !res) {
-            snprintf(err, errlen, "[control] group '%s': %s", cfg->control_group,
-                     e ? strerror(e) : "no such group");
+            fb_set_err(err, errlen, "[control] group '%s': %s", cfg->control_group,
+                       e ? strerror(e) : "no such group");
             fb_control_free(ctl);
             return e ? -e : -ENOENT;
         }
@@ -577,12 +578,12 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     return 0;
 
 uv_fail:
-    snprintf(err, errlen, "control thread (socket %s): %s",
-             cfg->control_socket ? cfg->control_socket : "none", uv_strerror(rc));
+    fb_set_err(err, errlen, "control thread (socket %s): %s",
+               cfg->control_socket ? cfg->control_socket : "none", uv_strerror(rc));
     fb_control_free(ctl);
     return rc;
 oom:
-    snprintf(err, errlen, "control socket: out of memory");
+    fb_set_err(err, errlen, "control socket: out of memory");
     fb_control_free(ctl);
     return -ENOMEM;
 }

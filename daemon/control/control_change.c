@@ -24,6 +24,7 @@
 #include <fidbus/funcid.h>
 
 #include "base/daemon_t.h"
+#include "base/err.h"
 #include "base/log.h"
 #include "config/spec_cbor.h"
 #include "control/change.h"
@@ -151,14 +152,14 @@ static int set_add(struct set *s, struct name_index *ix, const cbor_item_t *map,
     for (size_t i = 0; at >= 0 && i + 1 < s->nowned && !twice; i++)
         twice = s->v[at].name == s->owned[i].name;
     if (twice) {
-        snprintf(err, errlen, "route '%s' is given twice in 'add'", r->name);
+        fb_set_err(err, errlen, "route '%s' is given twice in 'add'", r->name);
         return FIDBUS_CONFLICT;
     }
     if (at >= 0) {
-        snprintf(err, errlen,
-                 "route '%s' already exists (delete it in the same route.apply to "
-                 "replace it)",
-                 r->name);
+        fb_set_err(err, errlen,
+                   "route '%s' already exists (delete it in the same route.apply to "
+                   "replace it)",
+                   r->name);
         return FIDBUS_CONFLICT;
     }
     s->v[s->n++] = *r;
@@ -276,7 +277,7 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
                      char *err, size_t errlen)
 {
     if (!cbor_isa_map(args)) {
-        snprintf(err, errlen, "route.apply args must be a map {add, del, replace}");
+        fb_set_err(err, errlen, "route.apply args must be a map {add, del, replace}");
         return FIDBUS_INVALID;
     }
     struct cbor_pair *kv = cbor_map_handle(args);
@@ -289,7 +290,8 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
                  cbor_string_length(k) == strlen(known[j]) &&
                  memcmp(cbor_string_handle(k), known[j], strlen(known[j])) == 0;
         if (!ok) {
-            snprintf(err, errlen, "route.apply: unknown argument (expected add, del, replace)");
+            fb_set_err(err, errlen,
+                       "route.apply: unknown argument (expected add, del, replace)");
             return FIDBUS_INVALID;
         }
     }
@@ -297,15 +299,15 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
     const cbor_item_t *del = fb_ctl_arg(args, "del");
     const cbor_item_t *rep = fb_ctl_arg(args, "replace");
     if (add && !cbor_isa_array(add)) {
-        snprintf(err, errlen, "route.apply: 'add' must be an array of routes");
+        fb_set_err(err, errlen, "route.apply: 'add' must be an array of routes");
         return FIDBUS_INVALID;
     }
     if (del && !cbor_isa_array(del)) {
-        snprintf(err, errlen, "route.apply: 'del' must be an array of route names");
+        fb_set_err(err, errlen, "route.apply: 'del' must be an array of route names");
         return FIDBUS_INVALID;
     }
     if (rep && !cbor_is_bool(rep)) {
-        snprintf(err, errlen, "route.apply: 'replace' must be true or false");
+        fb_set_err(err, errlen, "route.apply: 'replace' must be true or false");
         return FIDBUS_INVALID;
     }
     bool replace = rep && cbor_get_bool(rep);
@@ -318,7 +320,7 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
         cbor_item_t *it = cbor_array_handle(del)[i];
         if (!cbor_isa_string(it) || !cbor_string_is_definite(it) ||
             cbor_string_length(it) > 64) {
-            snprintf(err, errlen, "route.apply: 'del' item %zu is not a route name", i);
+            fb_set_err(err, errlen, "route.apply: 'del' item %zu is not a route name", i);
             return FIDBUS_INVALID;
         }
         char name[65];
@@ -326,7 +328,8 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
         name[cbor_string_length(it)] = '\0';
         ssize_t at = set_find(s, name);
         if (at < 0) {
-            snprintf(err, errlen, "route.apply: cannot delete '%s': no such route", name);
+            fb_set_err(err, errlen, "route.apply: cannot delete '%s': no such route",
+                       name);
             return FIDBUS_NOT_FOUND;
         }
         set_remove(s, (size_t)at);

@@ -25,6 +25,7 @@
 #include "base/clock.h"
 #include "base/counters.h"
 #include "base/daemon_t.h"
+#include "base/err.h"
 #include "config/cbor_util.h"
 #include "config/route_spec.h"
 #include "control/ctl_cbor.h"
@@ -252,17 +253,17 @@ static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *e
     if (!m || cbor_is_null(m))
         return 0;
     if (!cbor_isa_map(m)) {
-        snprintf(err, errlen, "argument 'tags' must be a map of text => text");
+        fb_set_err(err, errlen, "argument 'tags' must be a map of text => text");
         return FIDBUS_INVALID;
     }
     if (cbor_map_size(m) > FIDBUS_MAX_TAGS) {
-        snprintf(err, errlen, "more than %u tags", FIDBUS_MAX_TAGS);
+        fb_set_err(err, errlen, "more than %u tags", FIDBUS_MAX_TAGS);
         return FIDBUS_INVALID;
     }
     struct cbor_pair *pairs = cbor_map_handle(m);
     for (size_t i = 0; i < cbor_map_size(m); i++) {
         if (!cbor_isa_string(pairs[i].key) || !cbor_isa_string(pairs[i].value)) {
-            snprintf(err, errlen, "argument 'tags': keys and values must be text");
+            fb_set_err(err, errlen, "argument 'tags': keys and values must be text");
             return FIDBUS_INVALID;
         }
         char *k = NULL, *v = NULL;
@@ -276,18 +277,18 @@ static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *e
         tt->tags[tt->ntags].value = v;
         tt->ntags++; /* owned from here, whatever the checks say */
         if (!fidbus_tag_key_valid(k, kl)) {
-            snprintf(err, errlen, "tag key '%.64s' is not 1-64 bytes of [A-Za-z0-9_.-]",
-                     k);
+            fb_set_err(err, errlen, "tag key '%.64s' is not 1-64 bytes of [A-Za-z0-9_.-]",
+                       k);
             return FIDBUS_INVALID;
         }
         if (!fidbus_tag_value_valid(v, vl)) {
-            snprintf(err, errlen,
-                     "tag '%s': the value is not 0-255 bytes of UTF-8 without NUL", k);
+            fb_set_err(err, errlen,
+                       "tag '%s': the value is not 0-255 bytes of UTF-8 without NUL", k);
             return FIDBUS_INVALID;
         }
         for (size_t j = 0; j + 1 < tt->ntags; j++) {
             if (strcmp(tt->tags[j].key, k) == 0) {
-                snprintf(err, errlen, "duplicate tag key '%s'", k);
+                fb_set_err(err, errlen, "duplicate tag key '%s'", k);
                 return FIDBUS_INVALID;
             }
         }
@@ -513,13 +514,13 @@ int fb_ctl_args_load(struct fidbus_slice args, cbor_item_t **out, char *err,
     if (!item) {
         if (res.error.code == CBOR_ERR_MEMERROR)
             return -ENOMEM;
-        snprintf(err, errlen, "args are not well-formed CBOR (at byte %zu)",
-                 res.error.position);
+        fb_set_err(err, errlen, "args are not well-formed CBOR (at byte %zu)",
+                   res.error.position);
         return FIDBUS_INVALID;
     }
     if (res.read != args.len || !cbor_isa_map(item)) {
         cbor_decref(&item);
-        snprintf(err, errlen, "args must be one CBOR map");
+        fb_set_err(err, errlen, "args must be one CBOR map");
         return FIDBUS_INVALID;
     }
     *out = item;
@@ -555,11 +556,11 @@ int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char
     if (!v) {
         if (!required)
             return 0;
-        snprintf(err, errlen, "missing argument '%s'", key);
+        fb_set_err(err, errlen, "missing argument '%s'", key);
         return FIDBUS_INVALID;
     }
     if (!cbor_isa_string(v)) {
-        snprintf(err, errlen, "argument '%s' must be text", key);
+        fb_set_err(err, errlen, "argument '%s' must be text", key);
         return FIDBUS_INVALID;
     }
     char *s;
@@ -568,7 +569,7 @@ int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char
         return -ENOMEM;
     if (strlen(s) != len) {
         free(s);
-        snprintf(err, errlen, "argument '%s' contains a NUL byte", key);
+        fb_set_err(err, errlen, "argument '%s' contains a NUL byte", key);
         return FIDBUS_INVALID;
     }
     *out = s;

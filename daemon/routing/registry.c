@@ -20,6 +20,7 @@
 #include <fidbus/proto.h>
 
 #include "base/log.h"
+#include "base/err.h"
 #include "routing/plugin_loader.h"
 #include "routing/registry.h"
 
@@ -70,29 +71,29 @@ int fb_func_init(struct fb_func *f, const struct fidbus_function *src, char *err
     /* fidbus_funcid_make only says -EINVAL; find the part that is wrong
      * first so the operator gets a useful reason. */
     if (!src->ns || !fidbus_name_valid(src->ns)) {
-        snprintf(err, errlen, "invalid namespace '%s' (1-64 bytes of [A-Za-z0-9_-])",
-                 src->ns ? src->ns : "(null)");
+        fb_set_err(err, errlen, "invalid namespace '%s' (1-64 bytes of [A-Za-z0-9_-])",
+                   src->ns ? src->ns : "(null)");
         return FIDBUS_INVALID;
     }
     if (!src->name || !fidbus_name_valid(src->name)) {
-        snprintf(err, errlen,
-                 "%s: invalid function name '%s' (1-64 bytes of [A-Za-z0-9_-])", src->ns,
-                 src->name ? src->name : "(null)");
+        fb_set_err(err, errlen,
+                   "%s: invalid function name '%s' (1-64 bytes of [A-Za-z0-9_-])",
+                   src->ns, src->name ? src->name : "(null)");
         return FIDBUS_INVALID;
     }
     if (!src->version || strlen(src->version) > FIDBUS_VERSION_MAX ||
         fidbus_semver_parse(src->version, &f->semver) != 0) {
-        snprintf(err, errlen, "%s.%s: invalid version '%s' (want MAJOR.MINOR.PATCH)",
-                 src->ns, src->name, src->version ? src->version : "(null)");
+        fb_set_err(err, errlen, "%s.%s: invalid version '%s' (want MAJOR.MINOR.PATCH)",
+                   src->ns, src->name, src->version ? src->version : "(null)");
         return FIDBUS_INVALID;
     }
     if (fidbus_funcid_make(src->ns, src->name, src->version, f->canonical, &f->id) != 0) {
-        snprintf(err, errlen, "%s.%s@%s: invalid function name", src->ns, src->name,
-                 src->version);
+        fb_set_err(err, errlen, "%s.%s@%s: invalid function name", src->ns, src->name,
+                   src->version);
         return FIDBUS_INVALID;
     }
     if (!src->handle) {
-        snprintf(err, errlen, "%s: no handler", f->canonical);
+        fb_set_err(err, errlen, "%s: no handler", f->canonical);
         return FIDBUS_INVALID;
     }
     /* The lengths were validated above, so these copies cannot truncate. */
@@ -171,14 +172,14 @@ static void conflict_msg(const struct fb_func *a, const struct fb_func *b, bool 
 
     if (strcmp(a->canonical, b->canonical) == 0) {
         if (batch)
-            snprintf(err, errlen, "function %s (funcID %s) is provided twice%s",
-                     b->canonical, hex, bo);
+            fb_set_err(err, errlen, "function %s (funcID %s) is provided twice%s",
+                       b->canonical, hex, bo);
         else
-            snprintf(err, errlen, "function %s (funcID %s)%s is already registered%s",
-                     b->canonical, hex, bo, ao);
+            fb_set_err(err, errlen, "function %s (funcID %s)%s is already registered%s",
+                       b->canonical, hex, bo, ao);
     } else {
-        snprintf(err, errlen, "funcID collision: %s%s and %s%s both have funcID %s",
-                 b->canonical, bo, a->canonical, ao, hex);
+        fb_set_err(err, errlen, "funcID collision: %s%s and %s%s both have funcID %s",
+                   b->canonical, bo, a->canonical, ao, hex);
     }
 }
 

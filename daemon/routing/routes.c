@@ -44,6 +44,7 @@
 #include <fidbus/funcid.h>
 
 #include "routing/plugin_loader.h"
+#include "base/err.h"
 #include "routing/routes.h"
 
 #ifdef FB_ROUTES_TSAN
@@ -290,9 +291,9 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
 
     if (s->signature) {
         if (fidbus_sighash_parse(s->signature, want) != 0) {
-            snprintf(err, errlen,
-                     "route '%s': invalid signature '%s' (want 64 hex digits)", s->name,
-                     s->signature);
+            fb_set_err(err, errlen,
+                       "route '%s': invalid signature '%s' (want 64 hex digits)", s->name,
+                       s->signature);
             return FIDBUS_INVALID;
         }
         check_sig = true;
@@ -314,16 +315,18 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
             if (f && strcmp(f->canonical, text) != 0)
                 f = NULL;
             if (!f) {
-                snprintf(err, errlen, "route '%s': target '%s': no such function loaded",
-                         s->name, text);
+                fb_set_err(err, errlen,
+                           "route '%s': target '%s': no such function loaded", s->name,
+                           text);
                 return FIDBUS_NOT_FOUND;
             }
         } else {
             f = fb_registry_latest(reg, ts->ns, ts->name);
             if (!f) {
-                snprintf(err, errlen,
-                         "route '%s': target '%s': no version of this function is loaded",
-                         s->name, text);
+                fb_set_err(
+                    err, errlen,
+                    "route '%s': target '%s': no version of this function is loaded",
+                    s->name, text);
                 return FIDBUS_NOT_FOUND;
             }
         }
@@ -331,9 +334,10 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
             char have_hex[FIDBUS_SIGHASH_HEX], want_hex[FIDBUS_SIGHASH_HEX];
             fidbus_sighash_hex(f->sighash, have_hex);
             fidbus_sighash_hex(want, want_hex);
-            snprintf(err, errlen,
-                     "route '%s': target '%s' (%s) has sighash %s, the route expects %s",
-                     s->name, text, f->canonical, have_hex, want_hex);
+            fb_set_err(
+                err, errlen,
+                "route '%s': target '%s' (%s) has sighash %s, the route expects %s",
+                s->name, text, f->canonical, have_hex, want_hex);
             return FIDBUS_SIGNATURE_MISMATCH;
         }
         t->fn = f;
@@ -434,8 +438,8 @@ int fb_routes_build(const struct fb_route_spec *specs, size_t n,
         /* fb_route_select writes into out[FB_MAX_TARGETS]: never trust a
          * caller that skipped the limit. */
         if (specs[i].nto > FB_MAX_TARGETS) {
-            snprintf(err, errlen, "route '%s': more than %d targets", specs[i].name,
-                     FB_MAX_TARGETS);
+            fb_set_err(err, errlen, "route '%s': more than %d targets", specs[i].name,
+                       FB_MAX_TARGETS);
             return FIDBUS_INVALID;
         }
         ntargets += specs[i].nto;
@@ -454,10 +458,10 @@ int fb_routes_build(const struct fb_route_spec *specs, size_t n,
         const struct fb_route_spec *a = &specs[order[i - 1]], *b = &specs[order[i]];
         if (strcmp(a->name, b->name) == 0) {
             if (a->line > 0 && b->line > 0)
-                snprintf(err, errlen, "route '%s' is defined twice (lines %d and %d)",
-                         a->name, a->line, b->line);
+                fb_set_err(err, errlen, "route '%s' is defined twice (lines %d and %d)",
+                           a->name, a->line, b->line);
             else
-                snprintf(err, errlen, "route '%s' is defined twice", a->name);
+                fb_set_err(err, errlen, "route '%s' is defined twice", a->name);
             rc = FIDBUS_CONFLICT;
             goto fail;
         }

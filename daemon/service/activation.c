@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/err.h"
 #include "base/log.h"
 
 /* sd_listen_fds(3): passed descriptors start here. */
@@ -180,28 +181,30 @@ static int take_one(const struct fb_activation_want *conf, struct fb_activation 
         want = "a listening Unix stream socket";
     }
     if (!ok) {
-        snprintf(err, errlen,
-                 "socket activation: fd %d named '%s' (%s) is not %s (%s); check the "
-                 "socket unit",
-                 fd, name, desc, want,
-                 !is_sock     ? "not a socket"
-                 : !listening ? "not listening"
-                              : "wrong family or type");
+        fb_set_err(err, errlen,
+                   "socket activation: fd %d named '%s' (%s) is not %s (%s); check the "
+                   "socket unit",
+                   fd, name, desc, want,
+                   !is_sock     ? "not a socket"
+                   : !listening ? "not listening"
+                                : "wrong family or type");
         return -EINVAL;
     }
     if (role == ROLE_TCP && !conf->tcp) {
         /* The TCP auth policy is part of [listen] tcp: without it we would
          * not know whether this socket may take unauthenticated clients. */
-        snprintf(err, errlen,
-                 "socket activation: fd %d named 'tcp' (%s) was passed but [listen] tcp "
-                 "is not configured (its tcp_auth settings decide who may connect)",
-                 fd, desc);
+        fb_set_err(
+            err, errlen,
+            "socket activation: fd %d named 'tcp' (%s) was passed but [listen] tcp "
+            "is not configured (its tcp_auth settings decide who may connect)",
+            fd, desc);
         return -EINVAL;
     }
     int *slot = role == ROLE_BUS ? &a->bus : role == ROLE_CONTROL ? &a->control : &a->tcp;
     if (*slot >= 0) {
-        snprintf(err, errlen, "socket activation: two sockets for '%s' (fd %d and fd %d)",
-                 role_names[role], *slot, fd);
+        fb_set_err(err, errlen,
+                   "socket activation: two sockets for '%s' (fd %d and fd %d)",
+                   role_names[role], *slot, fd);
         return -EINVAL;
     }
     /* accept4 loops until EAGAIN on the main loop: it must not block. The
@@ -209,7 +212,7 @@ static int take_one(const struct fb_activation_want *conf, struct fb_activation 
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
         int e = errno;
-        snprintf(err, errlen, "socket activation: fd %d: %s", fd, strerror(e));
+        fb_set_err(err, errlen, "socket activation: fd %d: %s", fd, strerror(e));
         return -e;
     }
     *slot = fd;
@@ -257,13 +260,13 @@ int fb_activation_take(const struct fb_activation_want *conf, struct fb_activati
         goto out;
     }
     if (!fds_ok) {
-        snprintf(err, errlen, "socket activation: bad LISTEN_FDS '%s' (0 to %d)", sfds,
-                 FDS_MAX);
+        fb_set_err(err, errlen, "socket activation: bad LISTEN_FDS '%s' (0 to %d)", sfds,
+                   FDS_MAX);
         rc = -EINVAL;
         goto out;
     }
     if (snames && (!names || !names_shown)) {
-        snprintf(err, errlen, "socket activation: out of memory");
+        fb_set_err(err, errlen, "socket activation: out of memory");
         rc = -ENOMEM;
         goto out;
     }
@@ -284,10 +287,10 @@ int fb_activation_take(const struct fb_activation_want *conf, struct fb_activati
         }
         /* strtok_r skips empty names; systemd never sends any. */
         if (k != n) {
-            snprintf(err, errlen,
-                     "socket activation: LISTEN_FDNAMES '%s' names %ld socket%s but "
-                     "LISTEN_FDS is %ld",
-                     names_shown, k, k == 1 ? "" : "s", n);
+            fb_set_err(err, errlen,
+                       "socket activation: LISTEN_FDNAMES '%s' names %ld socket%s but "
+                       "LISTEN_FDS is %ld",
+                       names_shown, k, k == 1 ? "" : "s", n);
             rc = -EINVAL;
         }
     } else {
@@ -303,8 +306,8 @@ int fb_activation_take(const struct fb_activation_want *conf, struct fb_activati
         int fl = fcntl(fd, F_GETFD);
         if (fl < 0) {
             if (rc == 0) {
-                snprintf(err, errlen, "socket activation: LISTEN_FDS=%ld but fd %d: %s",
-                         n, fd, strerror(errno));
+                fb_set_err(err, errlen, "socket activation: LISTEN_FDS=%ld but fd %d: %s",
+                           n, fd, strerror(errno));
                 rc = -EBADF;
             }
             continue;
