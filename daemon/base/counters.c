@@ -34,18 +34,19 @@ struct fb_counters *fb_counters_self(struct fb_daemon *d)
     return c;
 }
 
-void fb_counters_sum(struct fb_daemon *d, uint64_t out[5])
+struct fb_totals fb_counters_sum(struct fb_daemon *d)
 {
-    memset(out, 0, 5 * sizeof out[0]);
+    struct fb_totals t = {0};
     pthread_mutex_lock(&d->counters_lock);
     for (struct fb_counters *c = d->counters; c; c = c->next) {
-        out[0] += atomic_load_explicit(&c->received, memory_order_relaxed);
-        out[1] += atomic_load_explicit(&c->dispatched, memory_order_relaxed);
-        out[2] += atomic_load_explicit(&c->unrouted, memory_order_relaxed);
-        out[3] += atomic_load_explicit(&c->errors, memory_order_relaxed);
-        out[4] += atomic_load_explicit(&c->bad_frames, memory_order_relaxed);
+        t.received += atomic_load_explicit(&c->received, memory_order_relaxed);
+        t.dispatched += atomic_load_explicit(&c->dispatched, memory_order_relaxed);
+        t.unrouted += atomic_load_explicit(&c->unrouted, memory_order_relaxed);
+        t.errors += atomic_load_explicit(&c->errors, memory_order_relaxed);
+        t.bad_frames += atomic_load_explicit(&c->bad_frames, memory_order_relaxed);
     }
     pthread_mutex_unlock(&d->counters_lock);
+    return t;
 }
 
 const char *const fb_limit_names[FB_LIM__COUNT] = {

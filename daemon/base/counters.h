@@ -50,8 +50,16 @@ struct fb_counters {
 
 /* The calling thread's counter block (registered on first use). */
 struct fb_counters *fb_counters_self(struct fb_daemon *d);
+/* The totals of every block, as stats shows them. */
+struct fb_totals {
+    uint64_t received;
+    uint64_t dispatched;
+    uint64_t unrouted;
+    uint64_t errors;
+    uint64_t bad_frames;
+};
 /* Sum of all blocks. */
-void fb_counters_sum(struct fb_daemon *d, uint64_t out[5]);
+struct fb_totals fb_counters_sum(struct fb_daemon *d);
 /* Sum of all blocks' limit counters. */
 void fb_counters_sum_limits(struct fb_daemon *d, uint64_t out[FB_LIM__COUNT]);
 /* Frees every block of d (no thread counts any more). */

@@ -154,8 +154,7 @@ static cbor_item_t *cmd_route_list(const struct fb_ctl_env *env, struct cb *b)
 static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
 {
     struct fb_daemon *d = env->d;
-    uint64_t tot[5];
-    fb_counters_sum(d, tot);
+    struct fb_totals tot = fb_counters_sum(d);
 
     const struct fb_route_table *t = d->table;
     size_t nr = fb_routes_count(t);
@@ -212,11 +211,11 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
 
     cbor_item_t *m = mk_map(b, 11);
     put(b, m, "generation", u64(d->generation));
-    put(b, m, "received", u64(tot[0]));
-    put(b, m, "dispatched", u64(tot[1]));
-    put(b, m, "unrouted", u64(tot[2]));
-    put(b, m, "errors", u64(tot[3]));
-    put(b, m, "bad_frames", u64(tot[4]));
+    put(b, m, "received", u64(tot.received));
+    put(b, m, "dispatched", u64(tot.dispatched));
+    put(b, m, "unrouted", u64(tot.unrouted));
+    put(b, m, "errors", u64(tot.errors));
+    put(b, m, "bad_frames", u64(tot.bad_frames));
     put(b, m, "late", u64(fb_pool_late_total(d->pool)));
     put(b, m, "generations", gens);
     put(b, m, "routes", routes);
