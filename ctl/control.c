@@ -74,7 +74,7 @@ static const struct control_cmd control_cmds[] = {
     {"config", "export", "config.export", "", 0, 0},
 };
 
-bool fb_ctl_is_control_group(const char *word)
+bool fbctl_is_control_group(const char *word)
 {
     for (size_t i = 0; i < sizeof(control_cmds) / sizeof(control_cmds[0]); i++)
         if (strcmp(control_cmds[i].group, word) == 0)
@@ -91,7 +91,7 @@ static int load_args_file(const char *opt, const char *path, json_t **out)
 {
     struct fidbus_buf b = {0};
     char why[512];
-    int rc = fb_ctl_read_file(opt, path, &b);
+    int rc = fbctl_read_file(opt, path, &b);
     if (rc)
         return rc;
     size_t i = 0;
@@ -101,16 +101,16 @@ static int load_args_file(const char *opt, const char *path, json_t **out)
         json_error_t e;
         *out = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, &e);
         if (!*out)
-            rc = fb_ctl_fail(EXIT_USAGE, "%s '%s': line %d, column %d: %s", opt, path,
-                             e.line, e.column, e.text);
-    } else if (fb_ctl_result_json(b.data, b.len, out, why, sizeof(why)) < 0) {
-        rc = fb_ctl_fail(EXIT_USAGE, "%s '%s': neither a JSON object nor CBOR: %s", opt,
-                         path, why);
+            rc = fbctl_fail(EXIT_USAGE, "%s '%s': line %d, column %d: %s", opt, path,
+                            e.line, e.column, e.text);
+    } else if (fbctl_result_json(b.data, b.len, out, why, sizeof(why)) < 0) {
+        rc = fbctl_fail(EXIT_USAGE, "%s '%s': neither a JSON object nor CBOR: %s", opt,
+                        path, why);
     }
     if (rc == 0 && !json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
-        rc = fb_ctl_fail(EXIT_USAGE, "%s '%s': expected a map / JSON object", opt, path);
+        rc = fbctl_fail(EXIT_USAGE, "%s '%s': expected a map / JSON object", opt, path);
     }
     fidbus_buf_free(&b);
     return rc;
@@ -143,12 +143,12 @@ static int add_kv(const char *what, const char *arg, json_t *obj)
 {
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg)
-        return fb_ctl_fail(EXIT_USAGE, "invalid %s '%s': expected KEY=VALUE", what, arg);
+        return fbctl_fail(EXIT_USAGE, "invalid %s '%s': expected KEY=VALUE", what, arg);
     char *k = strndup(arg, (size_t)(eq - arg));
     if (!k)
-        return fb_ctl_fail(EXIT_USAGE, "out of memory");
+        return fbctl_fail(EXIT_USAGE, "out of memory");
     if (json_object_get(obj, k)) {
-        int rc = fb_ctl_fail(EXIT_USAGE, "%s '%s' given twice", what, k);
+        int rc = fbctl_fail(EXIT_USAGE, "%s '%s' given twice", what, k);
         free(k);
         return rc;
     }
@@ -204,10 +204,10 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, &li)) != -1) {
         if (c >= O_NAME && !(cc->opts & (1u << (c - O_NAME))))
-            return fb_ctl_fail(
+            return fbctl_fail(
                 EXIT_USAGE, "%s%s%s: option '--%s' does not apply (try --help)",
                 cc->group, cc->verb ? " " : "", cc->verb ? cc->verb : "", opts[li].name);
-        if (fb_ctl_global_option(ctl, c))
+        if (fbctl_global_option(ctl, c))
             continue;
         switch (c) {
         case O_NAME:
@@ -221,8 +221,8 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
             json_t *j = json_loads(optarg, JSON_REJECT_DUPLICATES, &e);
             if (!json_is_object(j)) {
                 json_decref(j);
-                return fb_ctl_fail(EXIT_USAGE, "invalid --config: %s",
-                                   j ? "expected a JSON object" : e.text);
+                return fbctl_fail(EXIT_USAGE, "invalid --config: %s",
+                                  j ? "expected a JSON object" : e.text);
             }
             json_object_set_new(args, "config", j);
             break;
@@ -246,8 +246,8 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
             errno = 0;
             long long v = strtoll(optarg, &end, 10);
             if (errno || end == optarg || *end)
-                return fb_ctl_fail(
-                    EXIT_USAGE, "invalid --priority '%s': expected an integer", optarg);
+                return fbctl_fail(EXIT_USAGE,
+                                  "invalid --priority '%s': expected an integer", optarg);
             json_object_set_new(route, "priority", json_integer(v));
             break;
         }
@@ -272,7 +272,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
             *help = true;
             return 0;
         default:
-            return fb_ctl_bad_option(c, argv);
+            return fbctl_bad_option(c, argv);
         }
     }
     return 0;
@@ -313,13 +313,13 @@ static int control_call(const struct ctl *ctl, const char *words,
     if (json_object_size(args) > 0) {
         char why[512];
         char *text = json_dumps(args, JSON_COMPACT);
-        int rc = text
-                     ? fb_json_to_cbor(text, strlen(text), &abuf, &alen, why, sizeof(why))
-                     : -ENOMEM;
+        int rc =
+            text ? fbctl_json_to_cbor(text, strlen(text), &abuf, &alen, why, sizeof(why))
+                 : -ENOMEM;
         free(text);
         if (rc < 0)
-            return fb_ctl_fail(EXIT_USAGE, "%s: cannot encode the arguments: %s", words,
-                               rc == -1 ? why : strerror(-rc));
+            return fbctl_fail(EXIT_USAGE, "%s: cannot encode the arguments: %s", words,
+                              rc == -1 ? why : strerror(-rc));
     }
 
     char addr[4200];
@@ -334,12 +334,12 @@ static int control_call(const struct ctl *ctl, const char *words,
     if (rc < 0) {
         free(abuf);
         if (rc == -EINVAL || rc == -ENAMETOOLONG)
-            return fb_ctl_fail(EXIT_USAGE, "invalid control socket path '%s'",
-                               ctl->socket);
+            return fbctl_fail(EXIT_USAGE, "invalid control socket path '%s'",
+                              ctl->socket);
         /* a protocol code is the daemon's refusal, anything else unreachable */
-        return fb_ctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
-                           "cannot connect to the control socket %s: %s", ctl->socket,
-                           fb_ctl_connect_why(rc));
+        return fbctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
+                          "cannot connect to the control socket %s: %s", ctl->socket,
+                          fbctl_connect_why(rc));
     }
 
     uint8_t *res = NULL;
@@ -349,44 +349,44 @@ static int control_call(const struct ctl *ctl, const char *words,
     int status = EXIT_OK;
     int code = fidbus_error_code(rc);
     if (code) {
-        status = fb_ctl_refused(ctl, words, code, fidbus_client_last_error(cl), false, 0);
+        status = fbctl_refused(ctl, words, code, fidbus_client_last_error(cl), false, 0);
     } else if (rc == -EMSGSIZE) {
         /* nothing was sent: the library refuses a frame over max_frame */
-        status = fb_ctl_fail(EXIT_USAGE,
-                             "%s failed: the request is %zu bytes, larger than the "
-                             "maximum frame (%u bytes); split it (route apply: a few "
-                             "files, or fewer routes per file)",
-                             words, alen, FIDBUS_MAX_FRAME_DEFAULT);
+        status = fbctl_fail(EXIT_USAGE,
+                            "%s failed: the request is %zu bytes, larger than the "
+                            "maximum frame (%u bytes); split it (route apply: a few "
+                            "files, or fewer routes per file)",
+                            words, alen, FIDBUS_MAX_FRAME_DEFAULT);
     } else if (rc < 0) {
-        status = fb_ctl_lost(words, "daemon", ctl->socket, rc);
+        status = fbctl_lost(words, "daemon", ctl->socket, rc);
     } else {
         json_t *j;
         char why[512];
-        if (fb_ctl_result_json(res, res_len, &j, why, sizeof(why)) < 0) {
+        if (fbctl_result_json(res, res_len, &j, why, sizeof(why)) < 0) {
             status =
-                fb_ctl_fail(EXIT_BUS, "%s failed: the daemon's reply: %s", words, why);
+                fbctl_fail(EXIT_BUS, "%s failed: the daemon's reply: %s", words, why);
         } else if (ctl->json) {
             char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
             if (s)
                 printf("%s\n", s);
             else
-                status = fb_ctl_fail(EXIT_BUS, "%s: out of memory", words);
+                status = fbctl_fail(EXIT_BUS, "%s: out of memory", words);
             free(s);
             json_decref(j);
         } else if (prom) {
-            fb_ctl_render_prometheus(stdout, j);
+            fbctl_render_prometheus(stdout, j);
             json_decref(j);
         } else {
-            fb_ctl_render_table(stdout, cc->command, j);
+            fbctl_render_table(stdout, cc->command, j);
             json_decref(j);
         }
     }
     free(res);
     fidbus_client_close(cl);
-    return fb_ctl_flush(status);
+    return fbctl_flush(status);
 }
 
-int fb_ctl_control(struct ctl *ctl, int argc, char **argv)
+int fbctl_control(struct ctl *ctl, int argc, char **argv)
 {
     const struct control_cmd *cc = NULL;
     const size_t ncmds = sizeof(control_cmds) / sizeof(control_cmds[0]);
@@ -398,10 +398,9 @@ int fb_ctl_control(struct ctl *ctl, int argc, char **argv)
     }
     if (!cc) {
         if (argc < 2 || argv[1][0] == '-')
-            return fb_ctl_fail(EXIT_USAGE, "%s: missing subcommand (try --help)",
-                               argv[0]);
-        return fb_ctl_fail(EXIT_USAGE, "unknown command '%s %s' (try --help)", argv[0],
-                           argv[1]);
+            return fbctl_fail(EXIT_USAGE, "%s: missing subcommand (try --help)", argv[0]);
+        return fbctl_fail(EXIT_USAGE, "unknown command '%s %s' (try --help)", argv[0],
+                          argv[1]);
     }
     char words[64];
     snprintf(words, sizeof(words), "%s%s%s", cc->group, cc->verb ? " " : "",
@@ -411,24 +410,24 @@ int fb_ctl_control(struct ctl *ctl, int argc, char **argv)
     json_t *args = json_object(), *route = json_object(), *tags = json_object(),
            *to = json_array();
     bool help = false, prom = false;
-    int rc = args && route && tags && to ? 0 : fb_ctl_fail(EXIT_USAGE, "out of memory");
+    int rc = args && route && tags && to ? 0 : fbctl_fail(EXIT_USAGE, "out of memory");
     if (rc == 0)
         rc = control_options(ctl, cc, argc - skip, argv + skip, args, route, tags, to,
                              &help, &prom);
     if (rc == 0 && !help && prom && ctl->json)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: --prometheus and --json do not go together",
-                         words);
+        rc = fbctl_fail(EXIT_USAGE, "%s: --prometheus and --json do not go together",
+                        words);
     if (rc == 0 && help) {
         printf("usage: fidbusctl [--socket CONTROL] [--json] %s%s\n", words, cc->args);
         goto out;
     }
     int npos = rc == 0 ? argc - skip - optind : 0;
     if (rc == 0 && npos < (int)cc->nargs)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: missing argument (usage: %s%s)", words, words,
-                         cc->args);
+        rc = fbctl_fail(EXIT_USAGE, "%s: missing argument (usage: %s%s)", words, words,
+                        cc->args);
     else if (rc == 0 && npos > (int)cc->nargs)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: unexpected argument '%s'", words,
-                         argv[skip + optind + cc->nargs]);
+        rc = fbctl_fail(EXIT_USAGE, "%s: unexpected argument '%s'", words,
+                        argv[skip + optind + cc->nargs]);
     if (rc == 0)
         rc = control_positional(cc, argv + skip + optind, args, route);
     if (rc)
@@ -444,7 +443,7 @@ int fb_ctl_control(struct ctl *ctl, int argc, char **argv)
         json_object_set(route, "to", to);
     if (strcmp(cc->command, "route.add") == 0) {
         if (!json_array_size(to)) {
-            rc = fb_ctl_fail(EXIT_USAGE, "route add: at least one --to TARGET is needed");
+            rc = fbctl_fail(EXIT_USAGE, "route add: at least one --to TARGET is needed");
             goto out;
         }
         json_object_set(args, "route", route);

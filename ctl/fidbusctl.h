@@ -6,8 +6,8 @@
  * publish.c is the `publish` command, control.c the
  * commands sent to the control socket.
  */
-#ifndef FB_FIDBUSCTL_H
-#define FB_FIDBUSCTL_H
+#ifndef FBCTL_FIDBUSCTL_H
+#define FBCTL_FIDBUSCTL_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,45 +45,45 @@ enum {
 };
 
 /* One line "fidbusctl: ..." on stderr; returns status. */
-int fb_ctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int fbctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Why fidbus_client_connect failed with rc: "CODE: the daemon's message"
  * when the daemon refused the connection, else fidbus_strerror(rc).
  * Valid until the next call. */
-const char *fb_ctl_connect_why(int rc);
+const char *fbctl_connect_why(int rc);
 
 /* getopt's complaint, in our one-line form. */
-int fb_ctl_bad_option(int c, char **argv);
+int fbctl_bad_option(int c, char **argv);
 
 /* Applies c when it is one of CTL_OPT_*; false for any other option. */
-bool fb_ctl_global_option(struct ctl *ctl, int c);
+bool fbctl_global_option(struct ctl *ctl, int c);
 
 /* The whole of path ('-' = stdin); `what` names it in errors. */
-int fb_ctl_read_file(const char *what, const char *path, struct fidbus_buf *out);
+int fbctl_read_file(const char *what, const char *path, struct fidbus_buf *out);
 
 /* Prints obj as one line of compact JSON and drops it (NULL-safe). */
-void fb_ctl_print_json(json_t *obj);
+void fbctl_print_json(json_t *obj);
 
 /*
  * The daemon answered `words` ("publish", "route add", ...) with error
  * `code` and message `msg`: the --json error object (with "result" when
  * has_result) and the stderr line; returns EXIT_BUS.
  */
-int fb_ctl_refused(const struct ctl *ctl, const char *words, int code, const char *msg,
-                   bool has_result, uint64_t result);
+int fbctl_refused(const struct ctl *ctl, const char *words, int code, const char *msg,
+                  bool has_result, uint64_t result);
 
 /*
  * `words` failed without an answer from the `peer` ("bus", "daemon") at
  * addr: timeout, connection closed or any other error; returns EXIT_CONN.
  */
-int fb_ctl_lost(const char *words, const char *peer, const char *addr, int rc);
+int fbctl_lost(const char *words, const char *peer, const char *addr, int rc);
 
 /* Flushes stdout; a failed write turns a success into EXIT_CONN. */
-int fb_ctl_flush(int status);
+int fbctl_flush(int status);
 
-int fb_ctl_publish(struct ctl *ctl, int argc, char **argv);
+int fbctl_publish(struct ctl *ctl, int argc, char **argv);
 
 /* True when word starts a control command (status, plugin, route ...). */
-bool fb_ctl_is_control_group(const char *word);
-int fb_ctl_control(struct ctl *ctl, int argc, char **argv);
+bool fbctl_is_control_group(const char *word);
+int fbctl_control(struct ctl *ctl, int argc, char **argv);
 
 #endif

@@ -121,8 +121,8 @@ static int put_value(struct fidbus_buf *b, const json_t *v)
     return -EINVAL;
 }
 
-int fb_json_to_cbor(const char *text, size_t len, uint8_t **out, size_t *out_len,
-                    char *err, size_t err_len)
+int fbctl_json_to_cbor(const char *text, size_t len, uint8_t **out, size_t *out_len,
+                       char *err, size_t err_len)
 {
     json_error_t jerr;
     *out = NULL;

@@ -10,8 +10,8 @@
  * keys in the order they appear (duplicate keys are refused); true, false
  * and null are the CBOR simple values. Every length is definite.
  */
-#ifndef FB_JSON_CBOR_H
-#define FB_JSON_CBOR_H
+#ifndef FBCTL_JSON_CBOR_H
+#define FBCTL_JSON_CBOR_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -22,7 +22,7 @@
  * caller frees it) and its length in *out_len; or -1 with a one-line
  * reason in err ("line 1, column 5: ..."), or -ENOMEM.
  */
-int fb_json_to_cbor(const char *text, size_t len, uint8_t **out, size_t *out_len,
-                    char *err, size_t err_len);
+int fbctl_json_to_cbor(const char *text, size_t len, uint8_t **out, size_t *out_len,
+                       char *err, size_t err_len);
 
 #endif

@@ -90,7 +90,7 @@ static const char usage_text[] =
     "exit status: 0 ok, 1 the daemon answered with an error, 2 usage error,\n"
     "3 cannot connect, connection lost or timeout\n";
 
-const char *fb_ctl_connect_why(int rc)
+const char *fbctl_connect_why(int rc)
 {
     static char why[600];
     const char *msg = fidbus_connect_error();
@@ -100,7 +100,7 @@ const char *fb_ctl_connect_why(int rc)
     return why;
 }
 
-int fb_ctl_fail(int status, const char *fmt, ...)
+int fbctl_fail(int status, const char *fmt, ...)
 {
     char line[2048];
     va_list ap;
@@ -182,18 +182,18 @@ static const char *default_path(const char *env, const char *name, char *buf, si
     return buf;
 }
 
-int fb_ctl_bad_option(int c, char **argv)
+int fbctl_bad_option(int c, char **argv)
 {
     const char *opt = argv[optind - 1];
     if (c == ':')
-        return fb_ctl_fail(EXIT_USAGE, "option '%s' needs an argument (try --help)", opt);
+        return fbctl_fail(EXIT_USAGE, "option '%s' needs an argument (try --help)", opt);
     if (optopt)
-        return fb_ctl_fail(EXIT_USAGE, "unknown option '-%c' (try --help)", optopt);
-    return fb_ctl_fail(EXIT_USAGE, "unknown option '%s' (try --help)", opt);
+        return fbctl_fail(EXIT_USAGE, "unknown option '-%c' (try --help)", optopt);
+    return fbctl_fail(EXIT_USAGE, "unknown option '%s' (try --help)", opt);
 }
 
 /* main's options, also taken after any command so they can go at the end. */
-bool fb_ctl_global_option(struct ctl *ctl, int c)
+bool fbctl_global_option(struct ctl *ctl, int c)
 {
     switch (c) {
     case CTL_OPT_JSON:
@@ -213,30 +213,30 @@ bool fb_ctl_global_option(struct ctl *ctl, int c)
     }
 }
 
-int fb_ctl_read_file(const char *what, const char *path, struct fidbus_buf *out)
+int fbctl_read_file(const char *what, const char *path, struct fidbus_buf *out)
 {
     bool is_stdin = strcmp(path, "-") == 0;
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
     if (!f)
-        return fb_ctl_fail(EXIT_USAGE, "cannot read %s '%s': %s", what, path,
-                           strerror(errno));
+        return fbctl_fail(EXIT_USAGE, "cannot read %s '%s': %s", what, path,
+                          strerror(errno));
     int rc = 0;
     for (;;) {
         if (fidbus_buf_reserve(out, 65536) < 0) {
-            rc = fb_ctl_fail(EXIT_USAGE, "out of memory reading '%s'", path);
+            rc = fbctl_fail(EXIT_USAGE, "out of memory reading '%s'", path);
             break;
         }
         size_t n = fread(out->data + out->len, 1, out->cap - out->len, f);
         out->len += n;
         if (out->len > MAX_FILE_BYTES) {
-            rc = fb_ctl_fail(EXIT_USAGE, "%s '%s' is larger than %u bytes", what, path,
-                             MAX_FILE_BYTES);
+            rc = fbctl_fail(EXIT_USAGE, "%s '%s' is larger than %u bytes", what, path,
+                            MAX_FILE_BYTES);
             break;
         }
         if (n == 0) {
             if (ferror(f))
-                rc = fb_ctl_fail(EXIT_USAGE, "cannot read %s '%s': %s", what, path,
-                                 strerror(errno));
+                rc = fbctl_fail(EXIT_USAGE, "cannot read %s '%s': %s", what, path,
+                                strerror(errno));
             break;
         }
     }
@@ -245,7 +245,7 @@ int fb_ctl_read_file(const char *what, const char *path, struct fidbus_buf *out)
     return rc;
 }
 
-void fb_ctl_print_json(json_t *obj)
+void fbctl_print_json(json_t *obj)
 {
     char *s = json_dumps(obj, JSON_COMPACT);
     if (s)
@@ -254,8 +254,8 @@ void fb_ctl_print_json(json_t *obj)
     json_decref(obj);
 }
 
-int fb_ctl_refused(const struct ctl *ctl, const char *words, int code, const char *msg,
-                   bool has_result, uint64_t result)
+int fbctl_refused(const struct ctl *ctl, const char *words, int code, const char *msg,
+                  bool has_result, uint64_t result)
 {
     const char *name = fidbus_code_name(code);
     if (ctl->json) {
@@ -263,31 +263,30 @@ int fb_ctl_refused(const struct ctl *ctl, const char *words, int code, const cha
                               name, "message", msg);
         if (o && has_result)
             json_object_set_new(o, "result", json_integer((json_int_t)result));
-        fb_ctl_print_json(o);
+        fbctl_print_json(o);
     }
     if (has_result)
-        return fb_ctl_fail(EXIT_BUS, "%s failed: %s: %s (%llu handler%s succeeded)",
-                           words, name, msg, (unsigned long long)result,
-                           result == 1 ? "" : "s");
-    return *msg ? fb_ctl_fail(EXIT_BUS, "%s failed: %s: %s", words, name, msg)
-                : fb_ctl_fail(EXIT_BUS, "%s failed: %s", words, name);
+        return fbctl_fail(EXIT_BUS, "%s failed: %s: %s (%llu handler%s succeeded)", words,
+                          name, msg, (unsigned long long)result, result == 1 ? "" : "s");
+    return *msg ? fbctl_fail(EXIT_BUS, "%s failed: %s: %s", words, name, msg)
+                : fbctl_fail(EXIT_BUS, "%s failed: %s", words, name);
 }
 
-int fb_ctl_lost(const char *words, const char *peer, const char *addr, int rc)
+int fbctl_lost(const char *words, const char *peer, const char *addr, int rc)
 {
     if (rc == -ETIMEDOUT)
-        return fb_ctl_fail(EXIT_CONN, "%s failed: timed out waiting for the %s at %s",
-                           words, peer, addr);
+        return fbctl_fail(EXIT_CONN, "%s failed: timed out waiting for the %s at %s",
+                          words, peer, addr);
     if (rc == -ECONNRESET)
-        return fb_ctl_fail(EXIT_CONN, "%s failed: the %s at %s closed the connection",
-                           words, peer, addr);
-    return fb_ctl_fail(EXIT_CONN, "%s failed: %s", words, fidbus_strerror(rc));
+        return fbctl_fail(EXIT_CONN, "%s failed: the %s at %s closed the connection",
+                          words, peer, addr);
+    return fbctl_fail(EXIT_CONN, "%s failed: %s", words, fidbus_strerror(rc));
 }
 
-int fb_ctl_flush(int status)
+int fbctl_flush(int status)
 {
     if (fflush(stdout) != 0 && status == EXIT_OK)
-        status = fb_ctl_fail(EXIT_CONN, "cannot write output: %s", strerror(errno));
+        status = fbctl_fail(EXIT_CONN, "cannot write output: %s", strerror(errno));
     return status;
 }
 
@@ -311,7 +310,7 @@ int main(int argc, char **argv)
     opterr = 0;
     /* '+': stop at the command; its options are parsed by the command */
     while ((c = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
-        if (fb_ctl_global_option(&ctl, c))
+        if (fbctl_global_option(&ctl, c))
             continue;
         switch (c) {
         case 'h':
@@ -321,11 +320,11 @@ int main(int argc, char **argv)
             printf("fidbusctl %s\n", FIDBUS_VERSION);
             return EXIT_OK;
         default:
-            return fb_ctl_bad_option(c, argv);
+            return fbctl_bad_option(c, argv);
         }
     }
     if (optind >= argc)
-        return fb_ctl_fail(EXIT_USAGE, "no command given (try --help)");
+        return fbctl_fail(EXIT_USAGE, "no command given (try --help)");
     if (!ctl.bus)
         ctl.bus =
             default_path("FIDBUS_BUS", "bus.sock", ctl.bus_buf, sizeof(ctl.bus_buf));
@@ -340,8 +339,8 @@ int main(int argc, char **argv)
 
     const char *cmd = argv[optind];
     if (strcmp(cmd, "publish") == 0)
-        return fb_ctl_publish(&ctl, argc - optind, argv + optind);
-    if (fb_ctl_is_control_group(cmd))
-        return fb_ctl_control(&ctl, argc - optind, argv + optind);
-    return fb_ctl_fail(EXIT_USAGE, "unknown command '%s'", cmd);
+        return fbctl_publish(&ctl, argc - optind, argv + optind);
+    if (fbctl_is_control_group(cmd))
+        return fbctl_control(&ctl, argc - optind, argv + optind);
+    return fbctl_fail(EXIT_USAGE, "unknown command '%s'", cmd);
 }

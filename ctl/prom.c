@@ -1,7 +1,7 @@
 /*
  * ctl/prom.c -- the stats result as Prometheus text (format 0.0.4).
  *
- * control.c calls fb_ctl_render_prometheus instead of the table
+ * control.c calls fbctl_render_prometheus instead of the table
  * renderer for `stats --prometheus`. Each metric family is written whole
  * (# HELP, # TYPE, then its samples) because the format requires a
  * family's samples to be contiguous; a family is announced only when its
@@ -305,7 +305,7 @@ static void each_func_duration(FILE *out, struct family *f, const char *key,
     }
 }
 
-void fb_ctl_render_prometheus(FILE *out, const json_t *stats)
+void fbctl_render_prometheus(FILE *out, const json_t *stats)
 {
     struct family received = {"fidbus_received_total", "counter",
                               "Events received from publishers.", false};

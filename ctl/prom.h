@@ -2,13 +2,13 @@
  * ctl/prom.h -- `fidbusctl stats --prometheus`: the stats result in
  * the Prometheus text exposition format (version 0.0.4).
  *
- * The input is the stats REPLY's result as JSON (fb_ctl_result_json in
+ * The input is the stats REPLY's result as JSON (fbctl_result_json in
  * render.h), so this file knows the design's stats keys and nothing
  * of CBOR or sockets; the output is meant for node_exporter's textfile
  * collector or any scraper that reads the format from a file.
  */
-#ifndef FB_CTL_PROM_H
-#define FB_CTL_PROM_H
+#ifndef FBCTL_PROM_H
+#define FBCTL_PROM_H
 
 #include <stdio.h>
 
@@ -23,6 +23,6 @@
  * no sample; a family with no samples is left out entirely. Keys are
  * sorted within each family so the output is stable between scrapes.
  */
-void fb_ctl_render_prometheus(FILE *out, const json_t *stats);
+void fbctl_render_prometheus(FILE *out, const json_t *stats);
 
 #endif

@@ -40,7 +40,7 @@ static int parse_hex(const char *s, struct fidbus_buf *out)
             continue;
         int d = hex_digit((unsigned char)s[i]);
         if (d < 0)
-            return fb_ctl_fail(
+            return fbctl_fail(
                 EXIT_USAGE, "invalid --data-hex: '%c' at position %zu is not a hex digit",
                 s[i], i + 1);
         if (hi < 0) {
@@ -49,11 +49,11 @@ static int parse_hex(const char *s, struct fidbus_buf *out)
         }
         uint8_t byte = (uint8_t)(hi << 4 | d);
         if (fidbus_buf_append(out, &byte, 1) < 0)
-            return fb_ctl_fail(EXIT_USAGE, "out of memory");
+            return fbctl_fail(EXIT_USAGE, "out of memory");
         hi = -1;
     }
     if (hi >= 0)
-        return fb_ctl_fail(EXIT_USAGE, "invalid --data-hex: odd number of hex digits");
+        return fbctl_fail(EXIT_USAGE, "invalid --data-hex: odd number of hex digits");
     return 0;
 }
 
@@ -80,7 +80,7 @@ static size_t trailing_bytes(const struct fidbus_buf *p)
 static int check_payload(const char *opt, const struct fidbus_buf *p)
 {
     if (p->len == 0)
-        return fb_ctl_fail(EXIT_USAGE, "%s: empty: a payload is one CBOR item", opt);
+        return fbctl_fail(EXIT_USAGE, "%s: empty: a payload is one CBOR item", opt);
     struct fidbus_buf b = {0};
     struct fidbus_msg_out o = {
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_EVENT) |
@@ -95,22 +95,22 @@ static int check_payload(const char *opt, const struct fidbus_buf *p)
     if (rc < 0) {
         free(m);
         fidbus_buf_free(&b);
-        return fb_ctl_fail(EXIT_USAGE, "%s: %s", opt, strerror(-rc));
+        return fbctl_fail(EXIT_USAGE, "%s: %s", opt, strerror(-rc));
     }
     rc = fidbus_msg_decode(b.data + FIDBUS_FRAME_HEADER, b.len - FIDBUS_FRAME_HEADER,
                            FIDBUS_MAX_DEPTH_DEFAULT, m);
     if (rc == FIDBUS_TOO_LARGE)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: the CBOR item is nested deeper than %u levels",
-                         opt, FIDBUS_MAX_DEPTH_DEFAULT);
+        rc = fbctl_fail(EXIT_USAGE, "%s: the CBOR item is nested deeper than %u levels",
+                        opt, FIDBUS_MAX_DEPTH_DEFAULT);
     else if (rc != 0 && (extra = trailing_bytes(p)) > 0)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: %zu byte%s after the first CBOR item", opt,
-                         extra, extra == 1 ? "" : "s");
+        rc = fbctl_fail(EXIT_USAGE, "%s: %zu byte%s after the first CBOR item", opt,
+                        extra, extra == 1 ? "" : "s");
     else if (rc != 0)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: not one well-formed CBOR item: %s", opt,
-                         m->why ? m->why : fidbus_code_name(rc));
+        rc = fbctl_fail(EXIT_USAGE, "%s: not one well-formed CBOR item: %s", opt,
+                        m->why ? m->why : fidbus_code_name(rc));
     else if (m->payload.len != p->len)
-        rc = fb_ctl_fail(EXIT_USAGE, "%s: %zu bytes after the first CBOR item", opt,
-                         p->len - m->payload.len);
+        rc = fbctl_fail(EXIT_USAGE, "%s: %zu bytes after the first CBOR item", opt,
+                        p->len - m->payload.len);
     free(m);
     fidbus_buf_free(&b);
     return rc;
@@ -120,23 +120,23 @@ static int parse_tag(char *arg, struct fidbus_tag *tags, size_t *ntags)
 {
     char *eq = strchr(arg, '=');
     if (!eq)
-        return fb_ctl_fail(EXIT_USAGE, "invalid tag '%s': expected KEY=VALUE", arg);
+        return fbctl_fail(EXIT_USAGE, "invalid tag '%s': expected KEY=VALUE", arg);
     if (*ntags == FIDBUS_MAX_TAGS)
-        return fb_ctl_fail(EXIT_USAGE, "too many tags: at most %u", FIDBUS_MAX_TAGS);
+        return fbctl_fail(EXIT_USAGE, "too many tags: at most %u", FIDBUS_MAX_TAGS);
     *eq = '\0';
     const char *k = arg, *v = eq + 1;
     int rc = 0;
     if (!fidbus_tag_key_valid(k, strlen(k)))
-        rc = fb_ctl_fail(EXIT_USAGE,
-                         "invalid tag key '%s': 1-%u characters of A-Z a-z 0-9 _ . -", k,
-                         FIDBUS_MAX_TAG_KEY_LEN);
+        rc = fbctl_fail(EXIT_USAGE,
+                        "invalid tag key '%s': 1-%u characters of A-Z a-z 0-9 _ . -", k,
+                        FIDBUS_MAX_TAG_KEY_LEN);
     else if (!fidbus_tag_value_valid(v, strlen(v)))
-        rc = fb_ctl_fail(EXIT_USAGE,
-                         "invalid value for tag '%s': at most %u bytes of UTF-8", k,
-                         FIDBUS_MAX_TAG_VALUE_LEN);
+        rc = fbctl_fail(EXIT_USAGE,
+                        "invalid value for tag '%s': at most %u bytes of UTF-8", k,
+                        FIDBUS_MAX_TAG_VALUE_LEN);
     for (size_t i = 0; rc == 0 && i < *ntags; i++)
         if (strcmp(tags[i].key, k) == 0)
-            rc = fb_ctl_fail(EXIT_USAGE, "tag '%s' given twice", k);
+            rc = fbctl_fail(EXIT_USAGE, "tag '%s' given twice", k);
     if (rc)
         return rc;
     tags[*ntags].key = k;
@@ -156,18 +156,18 @@ static int report(const struct ctl *ctl, struct fidbus_client *c, int rc, int co
             msg = strchr(fidbus_strerror(FIDBUS_EPROTO_CODE(code)), ':');
             msg = msg ? msg + 2 : "";
         }
-        return fb_ctl_refused(ctl, "publish", code, msg, has_result, result);
+        return fbctl_refused(ctl, "publish", code, msg, has_result, result);
     }
     switch (rc) {
     case -EMSGSIZE:
-        return fb_ctl_fail(EXIT_USAGE,
-                           "publish failed: the message is larger than the "
-                           "maximum frame (%u bytes)",
-                           FIDBUS_MAX_FRAME_DEFAULT);
+        return fbctl_fail(EXIT_USAGE,
+                          "publish failed: the message is larger than the "
+                          "maximum frame (%u bytes)",
+                          FIDBUS_MAX_FRAME_DEFAULT);
     case -EINVAL:
-        return fb_ctl_fail(EXIT_USAGE, "publish failed: invalid event id or tags");
+        return fbctl_fail(EXIT_USAGE, "publish failed: invalid event id or tags");
     default:
-        return fb_ctl_lost("publish", "bus", ctl->bus, rc);
+        return fbctl_lost("publish", "bus", ctl->bus, rc);
     }
 }
 
@@ -180,8 +180,8 @@ static int connect_bus(const struct ctl *ctl, struct fidbus_client **c)
     if (ctl->key_file && strncmp(ctl->bus, "tcp:", 4) == 0) {
         int krc = fidbus_key_load(ctl->key_file, &key, &key_len);
         if (krc < 0)
-            return fb_ctl_fail(EXIT_USAGE, "key file '%s': %s", ctl->key_file,
-                               fidbus_key_strerror(krc));
+            return fbctl_fail(EXIT_USAGE, "key file '%s': %s", ctl->key_file,
+                              fidbus_key_strerror(krc));
         opts.key = key;
         opts.key_len = key_len;
     }
@@ -190,13 +190,13 @@ static int connect_bus(const struct ctl *ctl, struct fidbus_client **c)
     if (rc == 0)
         return 0;
     if (rc == -EINVAL || rc == -ENAMETOOLONG)
-        return fb_ctl_fail(EXIT_USAGE,
-                           "invalid bus address '%s': expected unix:PATH, PATH "
-                           "or tcp:HOST:PORT",
-                           ctl->bus);
+        return fbctl_fail(EXIT_USAGE,
+                          "invalid bus address '%s': expected unix:PATH, PATH "
+                          "or tcp:HOST:PORT",
+                          ctl->bus);
     /* a protocol code is the daemon's refusal, anything else unreachable */
-    return fb_ctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
-                       "cannot connect to %s: %s", ctl->bus, fb_ctl_connect_why(rc));
+    return fbctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
+                      "cannot connect to %s: %s", ctl->bus, fbctl_connect_why(rc));
 }
 
 static const char publish_usage[] =
@@ -204,7 +204,7 @@ static const char publish_usage[] =
     "           [--tag K=V]...\n"
     "           [--data-json JSON | --data-hex HEX | --data-file FILE] [--ack]\n";
 
-int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
+int fbctl_publish(struct ctl *ctl, int argc, char **argv)
 {
     enum { O_TAG = 1000, O_JSON_DATA, O_HEX, O_FILE, O_ACK };
     static const struct option opts[] = {
@@ -230,7 +230,7 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
     optind = 0; /* restart GNU getopt on the command's own arguments */
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (fb_ctl_global_option(ctl, c))
+        if (fbctl_global_option(ctl, c))
             continue;
         switch (c) {
         case O_TAG:
@@ -242,8 +242,8 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
         case O_HEX:
         case O_FILE:
             if (data_opt)
-                return fb_ctl_fail(EXIT_USAGE, "only one of --data-json, --data-hex, "
-                                               "--data-file may be given");
+                return fbctl_fail(EXIT_USAGE, "only one of --data-json, --data-hex, "
+                                              "--data-file may be given");
             data_opt = c;
             data_arg = optarg;
             break;
@@ -254,20 +254,20 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
             fputs(publish_usage, stdout);
             return EXIT_OK;
         default:
-            return fb_ctl_bad_option(c, argv);
+            return fbctl_bad_option(c, argv);
         }
     }
     if (optind >= argc)
-        return fb_ctl_fail(EXIT_USAGE, "publish: missing EVENT (try --help)");
+        return fbctl_fail(EXIT_USAGE, "publish: missing EVENT (try --help)");
     if (argc - optind > 1)
-        return fb_ctl_fail(EXIT_USAGE, "publish: unexpected argument '%s'",
-                           argv[optind + 1]);
+        return fbctl_fail(EXIT_USAGE, "publish: unexpected argument '%s'",
+                          argv[optind + 1]);
     const char *event = argv[optind];
     if (!fidbus_event_id_valid(event, strlen(event)))
-        return fb_ctl_fail(EXIT_USAGE,
-                           "invalid event id '%s': 1-%u characters of "
-                           "A-Z a-z 0-9 _ . : -",
-                           event, FIDBUS_MAX_ID_LEN);
+        return fbctl_fail(EXIT_USAGE,
+                          "invalid event id '%s': 1-%u characters of "
+                          "A-Z a-z 0-9 _ . : -",
+                          event, FIDBUS_MAX_ID_LEN);
 
     struct fidbus_buf payload = {0};
     rc = 0;
@@ -275,8 +275,8 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
         char why[512];
         uint8_t *p;
         size_t n;
-        if (fb_json_to_cbor(data_arg, strlen(data_arg), &p, &n, why, sizeof(why)) < 0)
-            return fb_ctl_fail(EXIT_USAGE, "invalid --data-json: %s", why);
+        if (fbctl_json_to_cbor(data_arg, strlen(data_arg), &p, &n, why, sizeof(why)) < 0)
+            return fbctl_fail(EXIT_USAGE, "invalid --data-json: %s", why);
         payload.data = p;
         payload.len = payload.cap = n;
     } else if (data_opt == O_HEX) {
@@ -284,7 +284,7 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
         if (rc == 0)
             rc = check_payload("--data-hex", &payload);
     } else if (data_opt == O_FILE) {
-        rc = fb_ctl_read_file("--data-file", data_arg, &payload);
+        rc = fbctl_read_file("--data-file", data_arg, &payload);
         if (rc == 0)
             rc = check_payload("--data-file", &payload);
     }
@@ -309,7 +309,7 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
         if (rc < 0) {
             status = report(ctl, cl, rc, code, code == FIDBUS_HANDLER_FAILED, result);
         } else if (ctl->json) {
-            fb_ctl_print_json(
+            fbctl_print_json(
                 json_pack("{s:b, s:I}", "ok", 1, "result", (json_int_t)result));
         } else {
             printf("ok: %llu handler%s\n", (unsigned long long)result,
@@ -333,9 +333,9 @@ int fb_ctl_publish(struct ctl *ctl, int argc, char **argv)
                                 : FIDBUS_INTERNAL,
                             false, 0);
         else if (ctl->json)
-            fb_ctl_print_json(json_pack("{s:b}", "ok", 1));
+            fbctl_print_json(json_pack("{s:b}", "ok", 1));
     }
     fidbus_client_close(cl);
     fidbus_buf_free(&payload);
-    return fb_ctl_flush(status);
+    return fbctl_flush(status);
 }

@@ -179,8 +179,8 @@ static json_t *to_json(const cbor_item_t *it)
     return json_null();
 }
 
-int fb_ctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
-                       size_t why_len)
+int fbctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
+                      size_t why_len)
 {
     *out = NULL;
     if (len == 0) {
@@ -510,7 +510,7 @@ static void render_stats(FILE *out, const json_t *r)
     }
 }
 
-void fb_ctl_render_table(FILE *out, const char *command, const json_t *result)
+void fbctl_render_table(FILE *out, const char *command, const json_t *result)
 {
     if (!json_is_object(result)) {
         char *s = value_text(result, ", ");

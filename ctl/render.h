@@ -11,8 +11,8 @@
  * null), true/false/null/undefined -> true/false/null/null, byte strings ->
  * lowercase hex text, tags -> their content.
  */
-#ifndef FB_CTL_RENDER_H
-#define FB_CTL_RENDER_H
+#ifndef FBCTL_RENDER_H
+#define FBCTL_RENDER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -25,14 +25,14 @@
  * gives an empty object) into a new JSON value in *out. Returns 0, or -1
  * with a one-line reason in why.
  */
-int fb_ctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
-                       size_t why_len);
+int fbctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
+                      size_t why_len);
 
 /*
  * Writes the human-readable form of `result` for the design command
  * `command` ("status", "plugin.list", ...): a table where the command has
  * one, otherwise "key: value" lines ("ok" for an empty result).
  */
-void fb_ctl_render_table(FILE *out, const char *command, const json_t *result);
+void fbctl_render_table(FILE *out, const char *command, const json_t *result);
 
 #endif

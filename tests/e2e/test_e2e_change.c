@@ -103,7 +103,7 @@ static uint8_t *vargs(size_t *len, const char *fmt, va_list ap)
             *p = '"';
     uint8_t *buf = NULL;
     char why[256];
-    int rc = fb_json_to_cbor(text, strlen(text), &buf, len, why, sizeof why);
+    int rc = fbctl_json_to_cbor(text, strlen(text), &buf, len, why, sizeof why);
     ck_assert_msg(rc == 0, "bad test args %s: %s", text, why);
     return buf;
 }
@@ -626,8 +626,8 @@ START_TEST(test_e2e_change_route_apply)
     uint8_t *cb = NULL;
     size_t cblen = 0;
     char why[128];
-    ck_assert_int_eq(fb_json_to_cbor(cjson, strlen(cjson), &cb, &cblen, why, sizeof why),
-                     0);
+    ck_assert_int_eq(
+        fbctl_json_to_cbor(cjson, strlen(cjson), &cb, &cblen, why, sizeof why), 0);
     const char *cf = fb_e2e_file(t, "apply.cbor");
     FILE *f = fopen(cf, "wb");
     ck_assert_ptr_nonnull(f);

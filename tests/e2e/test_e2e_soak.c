@@ -134,7 +134,7 @@ static int control(struct soak *s, struct fidbus_client *c, uint64_t *gen,
     uint8_t *args = NULL, *res = NULL;
     size_t alen = 0, rlen = 0;
     char err[200];
-    if (fb_json_to_cbor(json, (size_t)n, &args, &alen, err, sizeof err) != 0) {
+    if (fbctl_json_to_cbor(json, (size_t)n, &args, &alen, err, sizeof err) != 0) {
         fb_soak_failf(&s->fail, "%s: bad args %s: %s", cmd, json, err);
         return -1;
     }

@@ -62,7 +62,7 @@ static int reqv(struct fidbus_client *c, cbor_item_t **out, const char *cmd,
         }
         sub[k] = '\0';
         char err[200];
-        ck_assert_msg(fb_json_to_cbor(sub, k, &args, &alen, err, sizeof err) == 0,
+        ck_assert_msg(fbctl_json_to_cbor(sub, k, &args, &alen, err, sizeof err) == 0,
                       "%s args: %s: %s", cmd, err, sub);
     }
     uint8_t *res = NULL;

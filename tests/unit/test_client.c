@@ -1221,7 +1221,7 @@ static void check_json(const char *json, const char *hex)
     uint8_t *out = NULL;
     size_t len = 0;
     char err[256] = "";
-    int rc = fb_json_to_cbor(json, strlen(json), &out, &len, err, sizeof(err));
+    int rc = fbctl_json_to_cbor(json, strlen(json), &out, &len, err, sizeof(err));
     ck_assert_msg(rc == 0, "%s: %s", json, err);
     char got[512] = "";
     for (size_t i = 0; i < len && 2 * i + 2 < sizeof(got); i++)
@@ -1258,7 +1258,7 @@ START_TEST(test_client_json_cbor)
         size_t len = 1;
         char err[256] = "";
         ck_assert_int_eq(
-            fb_json_to_cbor(bad[i], strlen(bad[i]), &out, &len, err, sizeof(err)), -1);
+            fbctl_json_to_cbor(bad[i], strlen(bad[i]), &out, &len, err, sizeof(err)), -1);
         ck_assert_ptr_null(out);
         ck_assert_msg(strncmp(err, "line 1, column ", 15) == 0, "%s", err);
         ck_assert_ptr_null(strchr(err, '\n'));

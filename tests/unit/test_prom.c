@@ -22,7 +22,7 @@ static char *render(const char *stats)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     ck_assert_ptr_nonnull(f);
-    fb_ctl_render_prometheus(f, j);
+    fbctl_render_prometheus(f, j);
     ck_assert_int_eq(fclose(f), 0);
     json_decref(j);
     return buf;
