@@ -4,7 +4,11 @@
  * main.c holds main, the global options, the command dispatch and the
  * exit-code conventions every command reports through;
  * publish.c is the `publish` command, control.c the
- * commands sent to the control socket.
+ * commands sent to the control socket; json_cbor.c, render.c and prom.c
+ * are the static core the tests link too (fidbusctl_core). fidbusctl is a
+ * program of its own: its names start with fbctl_ (the daemon's control
+ * commands are fb_ctl_), and it shares code with fidbusd only through
+ * libfidbus (trusted_dir.h there, too).
  */
 #ifndef FBCTL_FIDBUSCTL_H
 #define FBCTL_FIDBUSCTL_H
