@@ -1,6 +1,6 @@
 /*
  * fidbus-bench change: route changes and plugin reloads under full
- * publishing load (issue 3, "Speed").
+ * publishing load (bench/README.md, "change").
  *
  * One private fidbusd (spawn.c) with count.so routed by `event = *`;
  * throughput.c's publishers write un-acked events as fast as the daemon

@@ -2,7 +2,7 @@
  * ctl/control.c -- fidbusctl's control commands.
  *
  * status, stats, plugin ..., func list, route ... and config ...: each
- * is one row of control_cmds, which says the words typed, the design's
+ * is one row of control_cmds, which says the words typed, the protocol's
  * command name, the positional arguments and which options apply. The
  * command line becomes the REQUEST's args map (built as JSON, sent as
  * CBOR); the REPLY's result is rendered by render.c, or printed as
@@ -45,7 +45,7 @@ enum {
 
 struct control_cmd {
     const char *group, *verb; /* the words typed; verb NULL for one word */
-    const char *command;      /* the design's command name */
+    const char *command;      /* the command's name in proto/control.md */
     const char *args;         /* positional arguments, for usage lines */
     unsigned nargs;
     unsigned opts;

@@ -3,7 +3,7 @@
  * the Prometheus text exposition format (version 0.0.4).
  *
  * The input is the stats REPLY's result as JSON (fbctl_result_json in
- * render.h), so this file knows the design's stats keys and nothing
+ * render.h), so this file knows the stats keys of proto/control.md and nothing
  * of CBOR or sockets; the output is meant for node_exporter's textfile
  * collector or any scraper that reads the format from a file.
  */

@@ -1,7 +1,7 @@
 /*
  * ctl/render.h -- how fidbusctl shows a control REPLY's result.
  *
- * A result is one CBOR map with text keys (DESIGN section 6). It is first
+ * A result is one CBOR map with text keys (proto/control.md). It is first
  * turned into JSON -- the direct rendering `--json` prints -- and the
  * human tables are drawn from that JSON, so both outputs always agree.
  *
@@ -29,7 +29,7 @@ int fbctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
                       size_t why_len);
 
 /*
- * Writes the human-readable form of `result` for the design command
+ * Writes the human-readable form of `result` for the control command
  * `command` ("status", "plugin.list", ...): a table where the command has
  * one, otherwise "key: value" lines ("ok" for an empty result).
  */

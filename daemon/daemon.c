@@ -103,10 +103,12 @@ static void stale_done(struct fb_daemon *d, struct stale_state *ss, bool ok,
 }
 
 /*
- * The latest intent wins (design section 6): state.cbor written from this
- * very config text is the config plus every acknowledged runtime change,
- * so it is restored; a config edited since is the admin's newer intent,
- * so it is applied and the old state kept aside. Either way the
+ * The latest intent wins (README, "Restarts and the state file"):
+ * state.cbor written from this very config text is the config plus every
+ * acknowledged runtime change, so it is restored; a config edited since is
+ * the admin's newer intent, so it is applied and the old state kept aside.
+ * Either way the generation continues from the state's, so it never goes
+ * back. Either way the
  * generation continues from the state's, so it never goes back.
  */
 static int start_set(struct fb_daemon *d, char *err, size_t errlen)

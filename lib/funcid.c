@@ -1,5 +1,5 @@
 /*
- * funcID and sighash (design section 3, <fidbus/funcid.h>).
+ * funcID and sighash (<fidbus/funcid.h>).
  *
  * funcID = the first 8 bytes of SHA-256("ns.name@MAJOR.MINOR.PATCH") read
  * big-endian. It is a pure function of the canonical name so that every

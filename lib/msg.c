@@ -1,5 +1,5 @@
 /*
- * Message decoding and validation (design section 2, <fidbus/proto.h>).
+ * Message decoding and validation (proto/README.md, <fidbus/proto.h>).
  *
  * fidbus_msg_decode() is the daemon's hot path: every frame goes through it.
  * A small pull parser here walks the envelope map over the token reader of

@@ -1,5 +1,5 @@
 /*
- * Message encoding (design section 2, <fidbus/proto.h>).
+ * Message encoding (proto/README.md, <fidbus/proto.h>).
  *
  * fidbus_msg_encode() writes any message as one frame (4-byte big-endian
  * length, then a definite-length CBOR map with its keys in ascending order,

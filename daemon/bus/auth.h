@@ -1,5 +1,5 @@
 /*
- * Authenticated TCP (design section 2): the shared key, the per-connection
+ * Authenticated TCP (proto/README.md, AUTH): the shared key, the per-connection
  * nonce and the check of the client's AUTH.
  *
  * With `tcp_auth = key`, every TCP connection starts in the "awaiting

@@ -1,5 +1,5 @@
 /*
- * fidbusd.conf: INI (design section 8) read with libinih, then checked in
+ * fidbusd.conf: INI (README "Configuration") read with libinih, then checked in
  * full before the daemon binds or loads anything.
  *
  * libinih tokenises (comments, "key = value", indented continuation
@@ -695,7 +695,7 @@ int fb_config_load_file(const char *path, struct fb_config **out, char *err,
                         size_t errlen)
 {
     /* Read whole, so the hash state.cbor records is of exactly the bytes
-     * parsed (design section 6, "the latest intent wins"). */
+     * parsed (README, "the latest intent wins"). */
     *out = NULL;
     FILE *fp = fopen(path, "re");
     if (!fp) {

@@ -1,5 +1,5 @@
 /*
- * fidbusd's configuration file (INI, design section 8), parsed with
+ * fidbusd's configuration file (INI, README "Configuration"), parsed with
  * libinih and validated in full before anything is bound or loaded.
  *
  * Every key of the contract is parsed and checked here, including those

@@ -1,7 +1,7 @@
 /*
  * Route specs and plugin sections as CBOR maps: the shape route.add,
- * route.apply and plugin.load take over the control socket (design section
- * 6) and the shape state.cbor stores them in, so both read them with one
+ * route.apply and plugin.load take over the control socket
+ * (proto/control.md) and the shape state.cbor stores them in, so both read them with one
  * decoder and the state file holds exactly what an operator could send.
  *
  * A route map: {name, event, tags (map text => text), to (array of text

@@ -1,7 +1,7 @@
 /*
  * state.cbor: the daemon's running set (plugins and routes, as an operator
  * would write them) kept durable across restarts, kill -9 included
- * (design section 6).
+ * (proto/control.md, "state.cbor").
  *
  * Every change the control socket acknowledges is saved here before its
  * REPLY: written to state.cbor.tmp, fdatasync'd, renamed over state.cbor,

@@ -1,7 +1,8 @@
 /*
- * The one way the running set changes (design sections 4-6): a
- * transaction that loads new plugin instances, drops old ones, and
- * publishes a complete new route table in one flip -- or changes nothing.
+ * The one way the running set changes (proto/control.md, "Transactions";
+ * docs/architecture.md): a transaction that loads new plugin instances,
+ * drops old ones, and publishes a complete new route table in one flip --
+ * or changes nothing.
  *
  * Every control command that changes something (route.add/del/apply,
  * plugin.load/unload/reload, config.reload) and the daemon's start-up are

@@ -1,5 +1,5 @@
 /*
- * The control socket (design section 6): a Unix socket of its own, served
+ * The control socket (proto/control.md): a Unix socket of its own, served
  * by its own thread and uv loop (the control thread), so control work --
  * listings now; table builds, dlopen, fsync and grace-period waits later --
  * never runs on an I/O worker or the main loop.

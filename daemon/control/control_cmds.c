@@ -1,5 +1,5 @@
 /*
- * The control commands of design section 6: the table of commands, the
+ * The control commands of proto/control.md: the table of commands, the
  * read-only ones (status, plugin.list, func.list, route.list, stats,
  * route.test; config.export's text is written by control_export.c) and
  * args decoding. The commands that change something are in
@@ -381,7 +381,7 @@ typedef cbor_item_t *(*cmd_args_fn)(const struct fb_ctl_env *env, const cbor_ite
 
 static const struct {
     const char *name;
-    cmd_fn fn; /* NULL: in the design, not written yet (or takes args) */
+    cmd_fn fn; /* NULL: in proto/control.md, not written yet (or takes args) */
     cmd_args_fn afn;
 } commands[] = {
     {"status", cmd_status, NULL},

@@ -1,5 +1,5 @@
 /*
- * Control commands (design section 6): one function per command, each
+ * Control commands (proto/control.md): one function per command, each
  * turning a REQUEST's args into a REPLY's code, message and CBOR result.
  *
  * They run on the control thread only (control.c), one at a time, with

@@ -1,5 +1,5 @@
 /*
- * config.export (design section 6): the running daemon written out as a
+ * config.export (proto/control.md): the running daemon written out as a
  * fidbusd.conf that, loaded by a fresh daemon, gives the same plugins and
  * routes.
  *

@@ -1,5 +1,5 @@
 /*
- * Plugin loader (design section 5): turns a [plugin NAME] section into a
+ * Plugin loader (<fidbus/plugin.h>): turns a [plugin NAME] section into a
  * loaded, initialised instance whose functions sit in the registry, and
  * back.
  *

@@ -1,5 +1,5 @@
 /*
- * Plugin loader (design section 5): private copy, dlopen, ABI check, name
+ * Plugin loader (<fidbus/plugin.h>): private copy, dlopen, ABI check, name
  * validation, funcIDs, conflict refusal, init, and the host table a plugin
  * sees. Loading and unloading run with the change lock held (change.c);
  * handlers run elsewhere.

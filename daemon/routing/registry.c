@@ -1,5 +1,5 @@
 /*
- * The function registry (design section 3): every loaded handler function,
+ * The function registry (<fidbus/funcid.h>): every loaded handler function,
  * keyed by funcID.
  *
  * The registry is a sorted array of pointers ordered by funcID, so lookup
@@ -156,7 +156,7 @@ static const char *owner(const struct fb_func *f)
 
 /* Describes a conflict between a (already there, or earlier in the batch)
  * and b (being added). Same canonical name: the function is provided
- * twice. Different names: a genuine funcID collision, which the design
+ * twice. Different names: a genuine funcID collision, which the daemon
  * refuses rather than silently shadowing one function with another. */
 static void conflict_msg(const struct fb_func *a, const struct fb_func *b, bool batch,
                          char *err, size_t errlen)

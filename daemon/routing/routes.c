@@ -1,5 +1,5 @@
 /*
- * Route tables (design section 4): build, match, select, publish.
+ * Route tables (README "Routes"): build, match, select, publish.
  *
  * A table is built once from a set of route specs and never changed
  * afterwards; every change builds a new one and swaps it in with

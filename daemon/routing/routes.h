@@ -1,5 +1,5 @@
 /*
- * Route tables (design section 4).
+ * Route tables (README "Routes"; docs/architecture.md).
  *
  * fb_routes_build resolves a set of route specs against the registry into
  * an immutable table: targets become struct fb_func pointers, patterns are

@@ -249,7 +249,7 @@ END_TEST
 #define ATTACK_MS 3000
 
 /*
- * The attacker of issue 11, in a child process: as many connections as
+ * The unauthenticated-TCP attacker, in a child process: as many connections as
  * it may hold to the TCP listener, never sending anything, each
  * reopened as soon as the daemon closes it (refused, or past the AUTH
  * deadline). Writes one byte to `ready` at its first close (so its
@@ -305,7 +305,7 @@ static void attacker(uint16_t port, int ready)
     _exit(0);
 }
 
-/* The attack of issue 11, repeated: connections that never AUTH, each
+/* The unauthenticated-TCP attack, repeated: connections that never AUTH, each
  * reopened as soon as it is closed, with max_connections and the AUTH
  * deadline small so the daemon re-arms it quickly. Every new Unix client
  * publishing meanwhile (acked) must get in. Old keys only: the defaults

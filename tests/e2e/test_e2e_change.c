@@ -1,6 +1,6 @@
 /*
  * End-to-end tests of the control commands that change the running daemon
- * (ctest: e2e.change; issue 3, DESIGN sections 4-6): route.add, route.del,
+ * (ctest: e2e.change; proto/control.md): route.add, route.del,
  * route.apply, route.test with `apply` (the dry run), plugin.load,
  * plugin.unload, plugin.reload (also of a .so overwritten in place),
  * config.reload and SIGHUP, the per-generation and per-route counters

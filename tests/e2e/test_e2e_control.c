@@ -2,7 +2,7 @@
  * End-to-end tests of the control socket's read-only commands (ctest:
  * e2e.control): `status`, `stats`, `plugin.list`, `func.list` and
  * `route.list` over the wire (REQUEST/REPLY, results checked key by key
- * against DESIGN section 6 and against funcIDs and sighashes computed
+ * against proto/control.md and against funcIDs and sighashes computed
  * here), the same through `fidbusctl` (tables and --json), commands this
  * daemon does not know (UNSUPPORTED), a malformed frame (ERROR
  * MALFORMED, the connection still answers), and a peer with another uid
@@ -566,7 +566,7 @@ END_TEST
 
 /* ------------------------------------------------ route.test, config.export */
 
-/* Precedence (design section 4): exact > prefix > '*'; more tags win. The
+/* Precedence (README "Routes"): exact > prefix > '*'; more tags win. The
  * '*' route needs a tag, so an event without it matches nothing. */
 #define TEST_SECTIONS                                                                    \
     FB_E2E_LOG FB_E2E_COUNT "[route exact]\nevent = a.b\nto = fidbus.log\n"              \

@@ -1,5 +1,5 @@
 /*
- * End-to-end tests of handler faults (ctest: e2e.faults; issue 5):
+ * End-to-end tests of handler faults (ctest: e2e.faults; README "Handler faults"):
  *
  *   - handler_deadline_ms: a blocking call that runs past it is logged
  *     once at warn (funcID, canonical name, how long) and counted (`late`

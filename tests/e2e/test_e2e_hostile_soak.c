@@ -1,5 +1,6 @@
 /*
- * Hostile and broken clients soak (ctest: e2e.hostile_soak; issue 5).
+ * Hostile and broken clients soak (ctest: e2e.hostile_soak;
+ * README "Limits and backpressure").
  *
  * Well-behaved publishers run next to clients that misbehave in every way
  * a bus sees in the field, all on the daemon's Unix socket:

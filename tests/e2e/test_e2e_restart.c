@@ -1,6 +1,6 @@
 /*
  * Restarting the daemon under a reconnecting publisher (ctest:
- * e2e.restart; issue 4 "Restart without losing publishers' events"): a
+ * e2e.restart; README "Reconnecting"): a
  * publisher thread with reconnect_max_ms set sends N acked events through
  * the bus socket, pipelined (up to WINDOW unanswered), while the test
  * stops the daemon with SIGTERM and starts it again in place -- same

@@ -1,5 +1,5 @@
 /*
- * Zero loss under change (ctest: e2e.soak; issue 3 "Tests"): publishers
+ * Zero loss under change (ctest: e2e.soak; docs/architecture.md): publishers
  * send acked and un-acked events as fast as they can while a controller
  * changes the running set over the control socket without pause, and at
  * the end every event sent was counted exactly once.

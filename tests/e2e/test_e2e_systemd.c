@@ -1,6 +1,6 @@
 /*
  * End-to-end tests of fidbusd run the way systemd runs it, without systemd
- * (ctest: e2e.systemd; issue 4): the sd_notify datagrams a Type=notify-
+ * (ctest: e2e.systemd; README "Operations"): the sd_notify datagrams a Type=notify-
  * reload unit sees, in order, with their STATUS= lines, also on an
  * abstract NOTIFY_SOCKET; and socket activation -- listening sockets the
  * test binds itself and passes at descriptors 3, 4, ... with LISTEN_FDS,

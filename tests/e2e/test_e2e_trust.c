@@ -1,6 +1,6 @@
 /*
- * e2e.trust: what fidbusd and fidbusctl trust on disk (issue 11, items 1,
- * 5, 6 and 7).
+ * e2e.trust: what fidbusd and fidbusctl trust on disk (README "Directories
+ * and files it trusts").
  *
  * The attacks are played end to end as another local user would: a state
  * dir (or runtime dir, or state file) that another user made or can write,

@@ -1,5 +1,5 @@
 /*
- * The atomic flip under load (design section 4, "The atomic flip").
+ * The atomic flip under load (docs/architecture.md, "The change transaction").
  *
  * Four reader threads dispatch events the way the daemon's I/O workers do
  * (read lock, load the slot with fb_routes_deref, match, select, call

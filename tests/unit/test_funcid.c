@@ -1,6 +1,6 @@
 /*
  * Unit tests for funcID, sighash, semantic versions and name validation
- * (lib/funcid.c, design section 3). The three vectors are the design's: any
+ * (lib/funcid.c, <fidbus/funcid.h>). The three vectors are fixed: any
  * other implementation (a client in another language, a remote peer) must
  * produce the same IDs.
  */

@@ -229,7 +229,7 @@ START_TEST(test_plugin_loader_loads_shipped)
     struct fb_plugin *cnt =
         load_ok("count", SHIPPED("count.so"), "interval_ms", "0", NULL);
 
-    /* funcIDs from the design's rule, computed independently */
+    /* funcIDs from <fidbus/funcid.h>'s rule, computed independently */
     struct fb_func *f = fb_registry_lookup(fx.d.reg, funcid("572db69f652ea126"));
     ck_assert_ptr_eq(f, &log->funcs[0]);
     ck_assert_str_eq(f->canonical, "fidbus.log@1.0.0");

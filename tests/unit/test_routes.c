@@ -1,6 +1,6 @@
 /*
  * Unit tests for route tables (daemon/routing/routes.c): the precedence order of
- * design section 4 (table-driven, one row per rule), prefix and case
+ * README "Routes" (table-driven, one row per rule), prefix and case
  * semantics, build errors, latest vs pinned resolution, split selection
  * (weights, stable split_by) and listings. Functions are built by hand
  * with fb_func_init and registered; no plugins are loaded.
