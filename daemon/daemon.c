@@ -337,8 +337,8 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         return -ENOMEM;
     }
     if (d->act->bus >= 0) {
-        rc =
-            fb_listener_unix_fd(d, d->act->bus, &d->listeners[d->nlisteners], err, errlen);
+        rc = fb_listener_unix_fd(d, d->act->bus, &d->listeners[d->nlisteners], err,
+                                 errlen);
         if (rc < 0)
             return rc;
         d->act->bus = -1;
@@ -351,7 +351,8 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         d->nlisteners++;
     }
     if (d->act->tcp >= 0) {
-        rc = fb_listener_tcp_fd(d, d->act->tcp, &d->listeners[d->nlisteners], err, errlen);
+        rc =
+            fb_listener_tcp_fd(d, d->act->tcp, &d->listeners[d->nlisteners], err, errlen);
         if (rc < 0)
             return rc;
         d->act->tcp = -1;

@@ -141,8 +141,8 @@ static const char *const role_names[] = {"bus", "control", "tcp"};
 
 /* Sorts one passed descriptor into *a, or closes it (unknown name), or
  * refuses it (-EINVAL, err set). */
-static int take_one(const struct fb_activation_want *conf, struct fb_activation *a, int fd,
-                    const char *name, char *err, size_t errlen)
+static int take_one(const struct fb_activation_want *conf, struct fb_activation *a,
+                    int fd, const char *name, char *err, size_t errlen)
 {
     char desc[200];
     fb_activation_describe(fd, desc, sizeof desc);

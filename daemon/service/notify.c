@@ -27,7 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 int fb_notify(const char *state)
 {
     const char *path = getenv("NOTIFY_SOCKET");
