@@ -444,7 +444,8 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
     if (!ack && __builtin_expect(out.busy + out.refused != 0, 0)) {
         /* Not run is answered even un-acked (proto/README.md): a silent
          * drop would look like success behind the next PING. */
-        uint32_t n = out.ok + out.failed + out.queued + out.busy + out.refused;
+        uint32_t n =
+            out.ok + out.failed + out.skipped + out.queued + out.busy + out.refused;
         if (out.busy)
             send_busy(c, has_seq, ev.seq, out.ok, out.busy + out.refused, n);
         else
@@ -461,7 +462,7 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         wt->has_seq = has_seq;
         wt->seq = ev.seq;
         wt->ok += out.ok;
-        wt->failed += out.failed + out.refused;
+        wt->failed += out.failed + out.skipped + out.refused;
         wt->busy += out.busy;
         wt->skipped += out.skipped;
         if (wt->pending == 0) /* every blocking call was refused */
@@ -469,8 +470,8 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         return;
     }
     if (ack)
-        send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.refused, out.busy,
-                     out.skipped);
+        send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.skipped + out.refused,
+                     out.busy, out.skipped);
 }
 
 /* The PING ring is full: double it, unwrapping it to start at 0. */

@@ -194,7 +194,6 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
     fb_count(&cnt->dispatched, n - out->skipped);
     if (out->failed + out->refused + out->busy)
         fb_count(&cnt->errors, out->failed + out->refused + out->busy);
-    out->failed += out->skipped;
     /* The client event's tree is done on this thread (see the top); reads
      * only, unless it republished. */
     if (!tls_hop && __builtin_expect(tls_used != 0 || tls_budget != NULL, 0))
@@ -308,5 +307,5 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
 
     if (!out.routed)
         return -ENOENT;
-    return (int)(out.ok + out.failed - out.skipped + out.queued);
+    return (int)(out.ok + out.failed + out.queued);
 }

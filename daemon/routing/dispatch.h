@@ -19,9 +19,10 @@ struct fb_route_table;
 struct fb_waiter;
 
 /*
- * A target whose function is quarantined (registry.h) is skipped, and the
- * skip is reported as a failed call: an acked PUBLISH whose targets were
- * all (or partly) skipped gets ERROR HANDLER_FAILED with result = the calls
+ * A target whose function is quarantined (registry.h) is skipped. The
+ * outcome counts skips apart from failed calls; the connection (bus/conn.c)
+ * reports a skip as a failed call: an acked PUBLISH whose targets were all
+ * (or partly) skipped gets ERROR HANDLER_FAILED with result = the calls
  * that did succeed, so a publisher never takes a skipped handler for a
  * delivered event. A split route is not re-routed to another target: its
  * key-to-target mapping stays stable while the quarantine lasts.
@@ -29,7 +30,7 @@ struct fb_waiter;
 struct fb_outcome {
     bool routed;
     uint32_t ok;      /* inline calls that succeeded */
-    uint32_t failed;  /* inline calls that failed, plus skipped */
+    uint32_t failed;  /* inline calls that failed */
     uint32_t skipped; /* targets skipped: function quarantined */
     uint32_t queued;  /* blocking calls queued (report to the waiter) */
     uint32_t refused; /* blocking calls that could not be queued (ENOMEM) */
