@@ -85,12 +85,21 @@ done
 
 # ---- objects
 objdir=$build/daemon/CMakeFiles/fidbusd_core.dir
+# live_objs LAYER: its objects whose source still exists, so a build dir
+# that predates a move (stale daemon/X.c.o) is not taken for the code.
+live_objs() {
+    if [ "$1" = top ]; then d=$objdir; src=daemon; else d=$objdir/$1; src=daemon/$1; fi
+    for o in "$d"/*.o; do
+        [ -f "$o" ] || continue
+        b=${o##*/}
+        if [ -f "$src/${b%.o}" ]; then echo "$o"; fi
+    done
+}
 if [ -d "$objdir" ] && command -v nm >/dev/null; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     for l in $LAYERS top; do
-        if [ "$l" = top ]; then objs=$(ls "$objdir"/*.o 2>/dev/null || true)
-        else objs=$(ls "$objdir/$l"/*.o 2>/dev/null || true); fi
+        objs=$(live_objs "$l")
         [ -n "$objs" ] || continue
         # shellcheck disable=SC2086
         nm -g --defined-only $objs 2>/dev/null | awk 'NF == 3 { print $3 }' | sort -u > "$tmp/def.$l"
@@ -104,8 +113,9 @@ if [ -d "$objdir" ] && command -v nm >/dev/null; then
             [ -f "$tmp/def.$o" ] || continue
             case " $allowed " in *" $o "*) continue ;; esac
             comm -12 "$tmp/undef.$l" "$tmp/def.$o" | while read -r sym; do
-                who=$(cd "$objdir" && for x in $( [ "$l" = top ] && ls ./*.o || ls "$l"/*.o); do
-                    nm -u "$x" 2>/dev/null | awk '{ print $NF }' | grep -qx "$sym" && echo "${x#./}"; done | tr '\n' ' ')
+                who=$(for x in $(live_objs "$l"); do
+                    nm -u "$x" 2>/dev/null | awk '{ print $NF }' | grep -qx "$sym" &&
+                        echo "${x#"$objdir"/}"; done | tr '\n' ' ')
                 echo "check_layers: $l/ calls $o/'s $sym (from ${who% })" >&2
                 echo x
             done | grep -q x && fail=1
