@@ -1,5 +1,5 @@
 /*
- * funcID and sighash (design section 3).
+ * funcID and sighash: how a function is named by number.
  *
  *   canonical = namespace "." name "@" MAJOR.MINOR.PATCH
  *   funcID    = first 8 bytes of SHA-256(canonical), big-endian uint64
