@@ -23,8 +23,9 @@
  * Answers are matched by seq. An ACK or ERROR with a seq that is not the
  * one the current call waits for (fidbus_flush, fidbus_ping or the
  * automatic flush of fidbus_publish_seq reading a pipeliner's answers) is
- * kept, in order, for fidbus_client_recv (client_answers.c). Seqs the library picks for its own requests
- * (publish_ack, ping, request) count up from 1 and never set the top bit
+ * kept, in order, for fidbus_client_recv (client_answers.c). Seqs the
+ * library picks for its own requests (publish_ack, ping, request) count
+ * up from 1 and never set the top bit
  * (they show up in logs, where small numbers read well); a caller mixing
  * its own fidbus_publish_seq seqs with them uses the top-bit half.
  * fidbus_publish sends no seq at all: nobody could match it anyway.

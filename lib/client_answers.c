@@ -39,7 +39,8 @@ int fb_answers_push(struct fb_answers *q, const struct fidbus_answer *a,
     k->ans = *a;
     k->message = NULL;
     if (a->type == FIDBUS_MSG_ERROR) {
-        size_t n = message.len < FB_LAST_ERROR_MAX - 1 ? message.len : FB_LAST_ERROR_MAX - 1;
+        size_t n =
+            message.len < FB_LAST_ERROR_MAX - 1 ? message.len : FB_LAST_ERROR_MAX - 1;
         k->message = malloc(n + 1);
         if (!k->message)
             return -ENOMEM;

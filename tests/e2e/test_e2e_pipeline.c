@@ -85,8 +85,8 @@ static void assert_drained(struct fidbus_client *c)
 {
     struct fidbus_answer a = {0};
     int rc = fidbus_client_recv(c, &a, 100);
-    ck_assert_msg(rc == -ETIMEDOUT, "one answer too many: seq %" PRIx64 " (rc %d)",
-                  a.seq, rc);
+    ck_assert_msg(rc == -ETIMEDOUT, "one answer too many: seq %" PRIx64 " (rc %d)", a.seq,
+                  rc);
 }
 
 /* 1,000 acked publishes, each followed by fidbus_flush; then recv all. */
