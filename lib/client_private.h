@@ -1,6 +1,6 @@
 /*
  * lib/client_private.h -- what lib/client.c, client_addr.c,
- * client_request.c and client_reconnect.c share.
+ * client_request.c, client_reconnect.c and client_answers.c share.
  * Private to libfidbus (not installed); the library is built with
  * -fvisibility=hidden, so the fb_ functions below are not exported.
  *
