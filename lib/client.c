@@ -20,8 +20,12 @@
  * the server answers a burst of bad publishes with ERRORs, and if we never
  * read them both sides could end up blocked on full socket buffers.
  *
- * Answers are matched by seq. Seqs the library picks for its own requests
- * (publish_ack, ping, request) count up from 1 and never set the top bit
+ * Answers are matched by seq. An ACK or ERROR with a seq that is not the
+ * one the current call waits for (fidbus_flush, fidbus_ping or the
+ * automatic flush of fidbus_publish_seq reading a pipeliner's answers) is
+ * kept, in order, for fidbus_client_recv (client_answers.c). Seqs the
+ * library picks for its own requests (publish_ack, ping, request) count
+ * up from 1 and never set the top bit
  * (they show up in logs, where small numbers read well); a caller mixing
  * its own fidbus_publish_seq seqs with them uses the top-bit half.
  * fidbus_publish sends no seq at all: nobody could match it anyway.
@@ -37,7 +41,6 @@
  * keeps whole frames at its front (out_frame marks the frame being
  * written) instead of being compacted at an arbitrary byte.
  */
-#include <errno.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -159,7 +162,13 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w, const uint8_
             if (!has_seq)
                 w->conn_code = code;
         }
-        return 0;
+        if (!has_seq || m->type == FIDBUS_MSG_REPLY)
+            return 0; /* nobody could match it; a late REPLY is dropped */
+        /* A pipelined answer: fidbus_client_recv hands it out later. */
+        struct fidbus_answer a = {.type = m->type, .seq = m->seq, .code = code};
+        if (fidbus_msg_has(m, FIDBUS_K_RESULT) && !raw_uint(m->result, &a.result))
+            a.result = 0;
+        return fb_answers_push(&c->kept, &a, m->message);
     }
 
     w->done = true;
@@ -469,6 +478,7 @@ static struct fidbus_client *client_free(struct fidbus_client *c)
     fidbus_frame_reader_destroy(&c->rd);
     fidbus_buf_free(&c->out);
     fb_pending_free(&c->pend);
+    fb_answers_free(&c->kept);
     free(c->name);
     if (c->key) {
         explicit_bzero(c->key, c->key_len);

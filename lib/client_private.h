@@ -1,6 +1,6 @@
 /*
  * lib/client_private.h -- what lib/client.c, client_addr.c,
- * client_request.c and client_reconnect.c share.
+ * client_request.c, client_reconnect.c and client_answers.c share.
  * Private to libfidbus (not installed); the library is built with
  * -fvisibility=hidden, so the fb_ functions below are not exported.
  *
@@ -117,6 +117,32 @@ void fb_pending_free(struct fb_pending *p);
 unsigned fb_backoff_next(unsigned cur_ms, unsigned max_ms, uint64_t *rng,
                          unsigned *delay_ms);
 
+/* ------------------------------------------------------------ answers */
+
+/*
+ * ACKs and ERRORs carrying a seq that arrived while a call waited for
+ * something else, oldest first, for fidbus_client_recv (client_answers.c).
+ * A ring of a power-of-two cap, grown by doubling and reused.
+ * Zero-initialise; fb_answers_free releases it.
+ */
+struct fb_kept {
+    struct fidbus_answer ans;
+    char *message; /* ERROR: malloc'd copy of its message; NULL for ACK */
+};
+
+struct fb_answers {
+    struct fb_kept *v;
+    size_t head, len, cap;
+};
+
+/* Keeps a copy of a (and of message for an ERROR). 0 or -ENOMEM. */
+int fb_answers_push(struct fb_answers *q, const struct fidbus_answer *a,
+                    struct fidbus_slice message);
+/* The oldest answer, false when none; *message (NULL for ACK) passes to
+ * the caller, who frees it. */
+bool fb_answers_pop(struct fb_answers *q, struct fidbus_answer *a, char **message);
+void fb_answers_free(struct fb_answers *q);
+
 /* ------------------------------------------------------------ client */
 
 #define FB_SEQ_INTERNAL (UINT64_C(1) << 63)
@@ -182,6 +208,8 @@ struct fidbus_client {
     uint8_t *key;
     size_t key_len;
     struct fb_pending pend;
+    /* answers read by other calls, waiting for fidbus_client_recv */
+    struct fb_answers kept;
     struct fidbus_msg msg; /* large: decoded into, reused */
 };
 

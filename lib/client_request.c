@@ -102,6 +102,16 @@ int fidbus_client_recv(struct fidbus_client *c, struct fidbus_answer *ans, int t
 {
     if (!c || !ans)
         return -EINVAL;
+    /* Answers other calls read first, oldest first: they came earlier. */
+    char *message = NULL;
+    if (fb_answers_pop(&c->kept, ans, &message)) {
+        if (message) {
+            snprintf(c->last_error, sizeof(c->last_error), "%s", message);
+            c->last_code = ans->code;
+            free(message);
+        }
+        return 0;
+    }
     struct fb_wait w = {.kind = FB_WAIT_ANY};
     int rc =
         fb_client_pump(c, &w, deadline_in(timeout_ms == -1 ? c->timeout_ms : timeout_ms));

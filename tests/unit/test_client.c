@@ -475,6 +475,35 @@ static void s_pipeline(struct peer *p, int fd)
     p->fd = -1;
 }
 
+/* Answers two pipelined publishes and a seq-less ERROR before the PING's
+ * ACK, then one more publish and PING, all in one go each. */
+#define TOP (UINT64_C(1) << 63)
+static void s_kept(struct peer *p, int fd)
+{
+    struct fidbus_buf b = {0};
+    send_hello(p, fd, 1, NULL, 0, 0);
+    if (recv_msg(p, fd, &b) && recv_msg(p, fd, &b) && recv_msg(p, fd, &b)) {
+        PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PING);
+        uint64_t ping = p->msg.seq;
+        send_ack(p, fd, TOP | 1, 4, 0);
+        send_error(p, fd, true, TOP | 2, FIDBUS_NO_ROUTE, "no route matches 'b'", false,
+                   0, 0);
+        send_error(p, fd, false, 0, FIDBUS_NO_ROUTE, "no route matches 'c'", false, 0, 0);
+        send_ack(p, fd, ping, 0, 0);
+    }
+    if (recv_msg(p, fd, &b) && recv_msg(p, fd, &b)) {
+        PEER_CHECK(p, p->msg.type == FIDBUS_MSG_PING);
+        uint64_t ping = p->msg.seq;
+        send_error(p, fd, true, TOP | 3, FIDBUS_NO_ROUTE, "no route matches 'd'", false,
+                   0, 0);
+        send_ack(p, fd, ping, 0, 0);
+    }
+    wait_eof(fd);
+    fidbus_buf_free(&b);
+    close(fd);
+    p->fd = -1;
+}
+
 /* ------------------------------------------------ reconnecting scripts */
 
 /* The next connection on the listening socket, or -1 after PEER_WAIT_MS. */
@@ -1053,6 +1082,40 @@ START_TEST(test_client_pipeline_recv)
 }
 END_TEST
 
+/* Answers fidbus_ping reads on the way to its own ACK are kept, in order,
+ * for fidbus_client_recv (an ERROR with its seq and message); a seq-less
+ * ERROR is only counted; what is kept at close is freed (ASan). */
+START_TEST(test_client_ping_keeps_answers)
+{
+    struct peer *p = peer_unix(s_kept, 0);
+    struct fidbus_client *c = connect_ok(p, 0);
+    ck_assert_int_eq(
+        fidbus_publish_seq(c, TOP | 1, FIDBUS_FLAG_ACK, "a", NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(
+        fidbus_publish_seq(c, TOP | 2, FIDBUS_FLAG_ACK, "b", NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(fidbus_ping(c), 0);
+    ck_assert_uint_eq(fidbus_client_async_errors(c), 2);
+    ck_assert_str_eq(fidbus_client_last_error(c), "no route matches 'c'");
+    struct fidbus_answer a;
+    ck_assert_int_eq(fidbus_client_recv(c, &a, 100), 0);
+    ck_assert_uint_eq(a.type, FIDBUS_MSG_ACK);
+    ck_assert_uint_eq(a.seq, TOP | 1);
+    ck_assert_uint_eq(a.result, 4);
+    ck_assert_int_eq(fidbus_client_recv(c, &a, 100), 0);
+    ck_assert_uint_eq(a.type, FIDBUS_MSG_ERROR);
+    ck_assert_uint_eq(a.seq, TOP | 2);
+    ck_assert_uint_eq(a.code, FIDBUS_NO_ROUTE);
+    ck_assert_str_eq(fidbus_client_last_error(c), "no route matches 'b'");
+    ck_assert_int_eq(fidbus_client_recv(c, &a, 100), -ETIMEDOUT);
+    /* one more kept, never received: fidbus_client_close frees it */
+    ck_assert_int_eq(
+        fidbus_publish_seq(c, TOP | 3, FIDBUS_FLAG_ACK, "d", NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(fidbus_ping(c), 0);
+    fidbus_client_close(c);
+    peer_end(p);
+}
+END_TEST
+
 static struct fidbus_client *connect_reconnecting(struct peer *p, int timeout_ms,
                                                   uint32_t max_frame, size_t buffer,
                                                   bool key)
@@ -1291,6 +1354,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_client_reconnect_carries_unwritten_publishes);
     tcase_add_test(tc, test_client_reconnect_buffer_bound);
     tcase_add_test(tc, test_client_no_reconnect_by_default);
+    tcase_add_test(tc, test_client_ping_keeps_answers);
     tcase_add_test(tc, test_client_strerror);
     tcase_add_test(tc, test_client_json_cbor);
     suite_add_tcase(s, tc);

@@ -14,7 +14,9 @@
  * that waits for an answer. Calls that wait read the connection until
  * their answer arrives; an ERROR for an earlier un-acked publish seen on
  * the way is recorded (fidbus_client_last_error) and counted
- * (fidbus_client_async_errors), not returned.
+ * (fidbus_client_async_errors), not returned. Any ACK or ERROR carrying a
+ * seq that such a call reads but does not wait for is also kept for
+ * fidbus_client_recv (see there).
  *
  * Return values: 0 (or a count) on success; a negative value on failure:
  * either a negative errno (-ECONNREFUSED, -ETIMEDOUT, ...) or
@@ -113,6 +115,24 @@ FIDBUS_API int fidbus_ping(struct fidbus_client *c);
  * timeout) for the next ACK or ERROR and reports its type, seq and code.
  * The library's own requests use seqs 1, 2, 3, ... (never the top bit):
  * on a client that mixes both, pick yours with the top bit set.
+ *
+ * Nothing is lost to other calls: an ACK or ERROR carrying a seq that
+ * fidbus_flush, fidbus_ping, fidbus_publish_ack or the automatic flush of
+ * fidbus_publish_seq (64 KiB buffered) reads but does not wait for is
+ * kept, in arrival order, with its seq, code and result; an ERROR's
+ * message is kept too and becomes fidbus_client_last_error when
+ * fidbus_client_recv returns it. fidbus_client_recv returns kept answers
+ * first, without waiting, then reads the connection (writing what is
+ * buffered). Bound: the daemon answers a frame at most once, so at most
+ * one answer is kept per seq-carrying frame sent and not yet received --
+ * what the caller has in flight (plus late answers to library calls that
+ * timed out); each takes about 40 bytes, plus an ERROR's message. A
+ * caller that never calls fidbus_client_recv should publish without a
+ * seq (fidbus_publish), or what is kept grows with every answer.
+ * A seq-less ERROR (to fidbus_publish) is not kept, only counted and
+ * recorded; it is returned by fidbus_client_recv only when that call
+ * reads it itself. Kept answers survive a reconnection and are freed by
+ * fidbus_client_close.
  */
 FIDBUS_API int fidbus_publish_seq(struct fidbus_client *c, uint64_t seq, uint32_t flags,
                                   const char *event, const struct fidbus_tag *tags,
