@@ -16,21 +16,21 @@
 #define FB_MAX_CONNECTIONS_TCP_DEFAULT 256u
 
 static const struct fb_limits limits_default = {
-        .max_connections = 1024,
-        .max_connections_per_uid = 128,
-        .max_connections_tcp = FB_MAX_CONNECTIONS_TCP_DEFAULT,
-        .output_soft = 256u * 1024u,
-        .output_hard = 8u * 1024u * 1024u,
-        .max_inflight = 1024,
-        .auth_timeout_ms = 10000,
-        .unauth_max = 64,
-        .unauth_per_addr = 8,
-        .idle_timeout_unix_ms = 0,
-        .idle_timeout_tcp_ms = 300000,
-        .max_frames_per_read = 64,
-        .input_soft = 256u * 1024u,
-        .input_soft_ms = 30000,
-        .max_republish = 1024,
+    .max_connections = 1024,
+    .max_connections_per_uid = 128,
+    .max_connections_tcp = FB_MAX_CONNECTIONS_TCP_DEFAULT,
+    .output_soft = 256u * 1024u,
+    .output_hard = 8u * 1024u * 1024u,
+    .max_inflight = 1024,
+    .auth_timeout_ms = 10000,
+    .unauth_max = 64,
+    .unauth_per_addr = 8,
+    .idle_timeout_unix_ms = 0,
+    .idle_timeout_tcp_ms = 300000,
+    .max_frames_per_read = 64,
+    .input_soft = 256u * 1024u,
+    .input_soft_ms = 30000,
+    .max_republish = 1024,
 };
 
 void fb_config_limits_defaults(struct fb_config *c)
@@ -53,7 +53,8 @@ void fb_config_limits_write(FILE *f, const struct fb_limits *l)
         unsigned long long v, def;
     } keys[] = {
         {"max_connections", l->max_connections, d->max_connections},
-        {"max_connections_per_uid", l->max_connections_per_uid, d->max_connections_per_uid},
+        {"max_connections_per_uid", l->max_connections_per_uid,
+         d->max_connections_per_uid},
         {"max_connections_tcp", l->max_connections_tcp, tcp_default(l->max_connections)},
         {"output_soft", l->output_soft, d->output_soft},
         {"output_hard", l->output_hard, d->output_hard},

@@ -7,9 +7,9 @@
  * every key at its current value (workers resolved to a number, default
  * socket paths spelled out), so the file does not depend on the defaults
  * of the daemon that reads it; [limits] follows with every key that is not
- * at its default (nothing is lost when the export is a backup). Then one [plugin NAME] per loaded instance
- * in load order (its original path, then its other keys in file order)
- * and one [route NAME] per route of the running table in name order.
+ * at its default (nothing is lost when the export is a backup). Then one [plugin NAME]
+ * per loaded instance in load order (its original path, then its other keys in file
+ * order) and one [route NAME] per route of the running table in name order.
  *
  * The text is written for config.c's parser: "key = value" lines of at
  * most LINE_MAX bytes, long `to` and `tags` lists continued on indented

@@ -426,8 +426,8 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
 }
 
 int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
-                           fb_plugin_name_taken_fn taken, void *arg, struct fb_plugin **out,
-                           char *err, size_t errlen)
+                           fb_plugin_name_taken_fn taken, void *arg,
+                           struct fb_plugin **out, char *err, size_t errlen)
 {
     char why[512] = "";
     int rc;

@@ -71,8 +71,8 @@ typedef bool (*fb_plugin_name_taken_fn)(void *arg, const char *name);
  * be NULL (no check).
  */
 int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
-                           fb_plugin_name_taken_fn taken, void *arg, struct fb_plugin **out,
-                           char *err, size_t errlen);
+                           fb_plugin_name_taken_fn taken, void *arg,
+                           struct fb_plugin **out, char *err, size_t errlen);
 
 /*
  * Unloads an instance that no published table references any more and

@@ -463,7 +463,8 @@ START_TEST(test_e2e_change_route_add)
     /* two targets that resolve to one function (latest and its pinned
      * version, or the same function written two ways) */
     m = refused(c, FIDBUS_INVALID, "route.add",
-                "{'route':{'name':'twice','event':'z.x','to':['fidbus.log','%s']}}", LOG_FN);
+                "{'route':{'name':'twice','event':'z.x','to':['fidbus.log','%s']}}",
+                LOG_FN);
     ASSERT_HAS(m, "'twice'");
     ASSERT_HAS(m, "same function " LOG_FN);
     assert_unchanged(c, before, "refused route.add");
@@ -497,8 +498,8 @@ START_TEST(test_e2e_change_route_add)
                 "fidbus.log:0", "--mode", "split", NULL);
     ctl_refused(t, "route add", "INVALID", "split_by", "route", "add", "rx", "e.x",
                 "--to", "fidbus.log", "--split-by", "user", NULL);
-    ctl_refused(t, "route add", "INVALID", "same function " COUNT_FN, "route", "add", "rx",
-                "e.x", "--to", COUNT_FN ":2", "--to", "fidbus.count", NULL);
+    ctl_refused(t, "route add", "INVALID", "same function " COUNT_FN, "route", "add",
+                "rx", "e.x", "--to", COUNT_FN ":2", "--to", "fidbus.count", NULL);
     char *err = NULL;
     out = fb_e2e_ctl(t, 1, &err, "--json", "route", "add", "rcli", "e.x", "--to",
                      "fidbus.log", NULL);
@@ -620,7 +621,7 @@ START_TEST(test_e2e_change_route_apply)
     ASSERT_HAS(m, "'y1' is given twice");
     m = refused(c, FIDBUS_INVALID, "route.apply",
                 "{'add':[" R("y1", "y.1") ",{'name':'dupfn','event':'y.2',"
-                "'to':['fidbus.count','%s']}]}",
+                                          "'to':['fidbus.count','%s']}]}",
                 COUNT_FN);
     ASSERT_HAS(m, "'dupfn'");
     ASSERT_HAS(m, "same function " COUNT_FN);

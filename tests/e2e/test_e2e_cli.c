@@ -306,7 +306,8 @@ END_TEST
  */
 START_TEST(test_e2e_cli_runtime_dir_no_fallback)
 {
-    struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_LOG "[route all]\nevent = *\nto = fidbus.log\n");
+    struct fb_e2e *t =
+        fb_e2e_up(NULL, FB_E2E_LOG "[route all]\nevent = *\nto = fidbus.log\n");
     char xdg[200], other[220], link[260], empty[200];
     snprintf(xdg, sizeof xdg, "%s/xdg", t->dir);
     snprintf(other, sizeof other, "%s/fidbus", xdg);
@@ -341,10 +342,11 @@ START_TEST(test_e2e_cli_runtime_dir_no_fallback)
         char want[260];
         snprintf(want, sizeof want, "%s/%s", empty, names[i]);
         st = fb_e2e_run(t, cmds[i], &out, &err);
-        ck_assert_msg(!EXIT_IS(st, 0) && strcmp(out, "") == 0 && strstr(err, want) &&
-                          strchr(err, '\n') == err + strlen(err) - 1,
-                      "%s with FIDBUS_RUNTIME_DIR=%s: status 0x%x, stdout: %s; stderr: %s",
-                      cmds[i][1], empty, st, out, err);
+        ck_assert_msg(
+            !EXIT_IS(st, 0) && strcmp(out, "") == 0 && strstr(err, want) &&
+                strchr(err, '\n') == err + strlen(err) - 1,
+            "%s with FIDBUS_RUNTIME_DIR=%s: status 0x%x, stdout: %s; stderr: %s",
+            cmds[i][1], empty, st, out, err);
         free(out);
         free(err);
     }
@@ -361,7 +363,8 @@ START_TEST(test_e2e_cli_runtime_dir_no_fallback)
         st = fb_e2e_run(t, cmds2[i], &out, &err);
         ck_assert_msg(!EXIT_IS(st, 0) && strstr(err, sock) &&
                           strchr(err, '\n') == err + strlen(err) - 1,
-                      "%s %s: status 0x%x, stderr: %s", cmds2[i][1], cmds2[i][2], st, err);
+                      "%s %s: status 0x%x, stderr: %s", cmds2[i][1], cmds2[i][2], st,
+                      err);
         free(out);
         free(err);
     }

@@ -740,8 +740,8 @@ END_TEST
     TEST_SECTIONS "[route long]\nevent = l.x\ntags = k1=" V50 ", k2=" V50 ",\n"          \
                   "  k3=" V50 ", k4=*, k5=" V50                                          \
                   "\nto = fidbus.log@1.0.0, fidbus.count:7\n"                            \
-                  "priority = -3\nsignature = @SIG@\n"                                 \
-                  "[limits]\nmax_connections = 300\nmax_inflight = 77\n"                \
+                  "priority = -3\nsignature = @SIG@\n"                                   \
+                  "[limits]\nmax_connections = 300\nmax_inflight = 77\n"                 \
                   "idle_timeout_unix_ms = 60000\nmax_republish = 0\n"
 /* What the export of those limits must say (max_connections_tcp follows
  * max_connections: 150, not written). */
