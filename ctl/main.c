@@ -145,10 +145,12 @@ static bool search_dir_ok(const char *dir)
 }
 
 /*
- * $ENV, else NAME in the first runtime dir that has it (the same places
- * fidbusd picks, most specific first), else the system path.
- * $FIDBUS_RUNTIME_DIR is the user's explicit choice and used as given; the
- * other places only when search_dir_ok.
+ * $ENV, else NAME in $FIDBUS_RUNTIME_DIR when that is set (the user's
+ * explicit choice: used as given, whether or not the socket exists, so a
+ * missing daemon is an error naming it and not a fallback to another
+ * one), else NAME in the first runtime dir that has it (the same places
+ * fidbusd picks, most specific first) and passes search_dir_ok, else the
+ * system path.
  */
 static const char *default_path(const char *env, const char *name, char *buf, size_t cap)
 {
@@ -160,9 +162,10 @@ static const char *default_path(const char *env, const char *name, char *buf, si
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     struct stat st;
     if (rt && *rt) {
+        /* Used as given, with or without a socket in it: connecting then
+         * fails naming this path, never another daemon's socket. */
         snprintf(buf, cap, "%s/%s", rt, name);
-        if (stat(buf, &st) == 0)
-            return buf;
+        return buf;
     }
     char dir[PATH_MAX];
     if (xdg && *xdg) {

@@ -111,6 +111,24 @@ static void stale_done(struct fb_daemon *d, struct stale_state *ss, bool ok,
  * back. Either way the
  * generation continues from the state's, so it never goes back.
  */
+/* The config line of the route an error names ("route 'NAME': ..."), so a
+ * route that fails to resolve at startup is reported as FILE:LINE; 0 if
+ * the error names no route of the file. */
+static int route_line(const struct fb_config *cfg, const char *why)
+{
+    static const char pre[] = "route '";
+
+    if (strncmp(why, pre, sizeof(pre) - 1) != 0)
+        return 0;
+    why += sizeof(pre) - 1;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        size_t n = strlen(cfg->routes[i].name);
+        if (strncmp(why, cfg->routes[i].name, n) == 0 && why[n] == '\'')
+            return cfg->routes[i].line;
+    }
+    return 0;
+}
+
 static int start_set(struct fb_daemon *d, char *err, size_t errlen)
 {
     const struct fb_config *cfg = d->cfg;
@@ -194,6 +212,8 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
         if (res.failed_load != SIZE_MAX)
             fb_set_err(err, errlen, "%s:%d: %s", cfg->file,
                        cfg->plugins[res.failed_load].line, why);
+        else if (route_line(cfg, why) > 0)
+            fb_set_err(err, errlen, "%s:%d: %s", cfg->file, route_line(cfg, why), why);
         else
             fb_set_err(err, errlen, "%s: %s", cfg->file, why);
         return rc;

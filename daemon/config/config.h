@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/log.h"
 #include "config/route_spec.h"
@@ -112,6 +113,12 @@ int fb_config_load_string(const char *text, const char *name, struct fb_config *
 
 /* NULL-safe; returns NULL. */
 struct fb_config *fb_config_free(struct fb_config *c);
+
+/* Writes "[limits]" (after a blank line) and every key of l whose value is
+ * not what a file without it would give (max_connections_tcp against the
+ * default derived from l->max_connections); nothing when all are default.
+ * The lines read back through fb_config_load_* to the same limits. */
+void fb_config_limits_write(FILE *f, const struct fb_limits *l);
 
 /* The embedded default config (conf/default.conf at build time), with
  * @RUNTIME@ standing for the quick-start runtime dir and @PLUGINDIR@ for

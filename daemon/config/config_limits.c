@@ -5,6 +5,7 @@
  * defaults and the checks between them live here, so the section is one
  * block (README "Limits and backpressure" documents every key).
  */
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "config/config.h"
@@ -14,25 +15,69 @@
  * whichever is less: TCP never gets every place by default. */
 #define FB_MAX_CONNECTIONS_TCP_DEFAULT 256u
 
+static const struct fb_limits limits_default = {
+    .max_connections = 1024,
+    .max_connections_per_uid = 128,
+    .max_connections_tcp = FB_MAX_CONNECTIONS_TCP_DEFAULT,
+    .output_soft = 256u * 1024u,
+    .output_hard = 8u * 1024u * 1024u,
+    .max_inflight = 1024,
+    .auth_timeout_ms = 10000,
+    .unauth_max = 64,
+    .unauth_per_addr = 8,
+    .idle_timeout_unix_ms = 0,
+    .idle_timeout_tcp_ms = 300000,
+    .max_frames_per_read = 64,
+    .input_soft = 256u * 1024u,
+    .input_soft_ms = 30000,
+    .max_republish = 1024,
+};
+
 void fb_config_limits_defaults(struct fb_config *c)
 {
-    c->limits = (struct fb_limits){
-        .max_connections = 1024,
-        .max_connections_per_uid = 128,
-        .max_connections_tcp = FB_MAX_CONNECTIONS_TCP_DEFAULT,
-        .output_soft = 256u * 1024u,
-        .output_hard = 8u * 1024u * 1024u,
-        .max_inflight = 1024,
-        .auth_timeout_ms = 10000,
-        .unauth_max = 64,
-        .unauth_per_addr = 8,
-        .idle_timeout_unix_ms = 0,
-        .idle_timeout_tcp_ms = 300000,
-        .max_frames_per_read = 64,
-        .input_soft = 256u * 1024u,
-        .input_soft_ms = 30000,
-        .max_republish = 1024,
+    c->limits = limits_default;
+}
+
+/* max_connections_tcp when the file does not set it (fb_config_limits_finish). */
+static unsigned tcp_default(unsigned max_connections)
+{
+    unsigned half = max_connections > 1 ? max_connections / 2 : 1;
+    return FB_MAX_CONNECTIONS_TCP_DEFAULT < half ? FB_MAX_CONNECTIONS_TCP_DEFAULT : half;
+}
+
+void fb_config_limits_write(FILE *f, const struct fb_limits *l)
+{
+    const struct fb_limits *d = &limits_default;
+    const struct {
+        const char *name;
+        unsigned long long v, def;
+    } keys[] = {
+        {"max_connections", l->max_connections, d->max_connections},
+        {"max_connections_per_uid", l->max_connections_per_uid,
+         d->max_connections_per_uid},
+        {"max_connections_tcp", l->max_connections_tcp, tcp_default(l->max_connections)},
+        {"output_soft", l->output_soft, d->output_soft},
+        {"output_hard", l->output_hard, d->output_hard},
+        {"max_inflight", l->max_inflight, d->max_inflight},
+        {"auth_timeout_ms", l->auth_timeout_ms, d->auth_timeout_ms},
+        {"unauth_max", l->unauth_max, d->unauth_max},
+        {"unauth_per_addr", l->unauth_per_addr, d->unauth_per_addr},
+        {"idle_timeout_unix_ms", l->idle_timeout_unix_ms, d->idle_timeout_unix_ms},
+        {"idle_timeout_tcp_ms", l->idle_timeout_tcp_ms, d->idle_timeout_tcp_ms},
+        {"max_frames_per_read", l->max_frames_per_read, d->max_frames_per_read},
+        {"input_soft", l->input_soft, d->input_soft},
+        {"input_soft_ms", l->input_soft_ms, d->input_soft_ms},
+        {"max_republish", l->max_republish, d->max_republish},
     };
+    bool header = false;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (keys[i].v == keys[i].def)
+            continue;
+        if (!header)
+            fputs("\n[limits]\n", f);
+        header = true;
+        fprintf(f, "%s = %llu\n", keys[i].name, keys[i].v);
+    }
 }
 
 #define DAY_MS 86400000ull

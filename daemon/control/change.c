@@ -143,6 +143,28 @@ static void remember_generation(struct fb_daemon *d, const struct fb_route_table
     };
 }
 
+/* A name is taken by a running instance the change keeps, or by one this
+ * change loaded already. Asked by the loader before init, so a refused
+ * load never runs the plugin's code. */
+struct taken_arg {
+    struct fb_daemon *d;
+    const struct fb_change *c;
+    struct fb_plugin *const *loaded;
+    size_t nloaded;
+};
+
+static bool name_taken(void *arg, const char *name)
+{
+    const struct taken_arg *ta = arg;
+    for (struct fb_plugin *q = ta->d->plugins; q; q = q->next)
+        if (!dropping(ta->c, q) && strcmp(q->name, name) == 0)
+            return true;
+    for (size_t j = 0; j < ta->nloaded; j++)
+        if (strcmp(ta->loaded[j]->name, name) == 0)
+            return true;
+    return false;
+}
+
 int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
                      struct fb_change_result *res, char *err, size_t errlen)
 {
@@ -170,25 +192,13 @@ int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
     size_t nloaded = 0;
     for (size_t i = 0; i < c->nload; i++) {
         struct fb_plugin *p = NULL;
-        rc = fb_plugin_load(d, &c->load[i], &p, err, errlen);
+        struct taken_arg ta = {d, c, loaded, nloaded};
+        rc = fb_plugin_load_checked(d, &c->load[i], name_taken, &ta, &p, err, errlen);
         if (rc) {
             res->failed_load = i;
             goto undo;
         }
         loaded[nloaded++] = p;
-        bool taken = false;
-        for (struct fb_plugin *q = d->plugins; q && !taken; q = q->next)
-            taken = !dropping(c, q) && strcmp(q->name, p->name) == 0;
-        for (size_t j = 0; j + 1 < nloaded && !taken; j++)
-            taken = strcmp(loaded[j]->name, p->name) == 0;
-        if (taken) {
-            fb_set_err(err, errlen,
-                       "plugin instance '%s' is already loaded (give another name)",
-                       p->name);
-            res->failed_load = i;
-            rc = FIDBUS_CONFLICT;
-            goto undo;
-        }
     }
 
     /* 3. */

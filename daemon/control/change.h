@@ -10,7 +10,8 @@
  *   1. the functions of the instances to drop leave the registry (the
  *      writers' view; the published table still calls them);
  *   2. the new instances are loaded (private copy, dlopen, checks, init)
- *      and registered; an instance name must be unique;
+ *      and registered; an instance name must be unique (checked before
+ *      init, so a refused load never runs the plugin's init or fini);
  *   3. the new table is built from the complete route set against that
  *      registry (pinned targets must exist, "latest" ones take the
  *      highest version now loaded);

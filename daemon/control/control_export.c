@@ -6,9 +6,10 @@
  * [daemon], [listen] and [control] come from the running config with
  * every key at its current value (workers resolved to a number, default
  * socket paths spelled out), so the file does not depend on the defaults
- * of the daemon that reads it. Then one [plugin NAME] per loaded instance
- * in load order (its original path, then its other keys in file order)
- * and one [route NAME] per route of the running table in name order.
+ * of the daemon that reads it; [limits] follows with every key that is not
+ * at its default (nothing is lost when the export is a backup). Then one [plugin NAME]
+ * per loaded instance in load order (its original path, then its other keys in file
+ * order) and one [route NAME] per route of the running table in name order.
  *
  * The text is written for config.c's parser: "key = value" lines of at
  * most LINE_MAX bytes, long `to` and `tags` lists continued on indented
@@ -150,6 +151,8 @@ static void write_fixed(FILE *f, const struct fb_config *c)
             c->control_socket, c->control_mode, c->control_max_reply);
     if (c->control_group)
         fprintf(f, "group = %s\n", c->control_group);
+
+    fb_config_limits_write(f, &c->limits);
 }
 
 int fb_ctl_export_config(const struct fb_daemon *d, char **out)

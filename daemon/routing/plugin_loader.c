@@ -422,6 +422,13 @@ static void unwind(struct fb_daemon *d, struct fb_plugin *p)
 int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
                    struct fb_plugin **out, char *err, size_t errlen)
 {
+    return fb_plugin_load_checked(d, pc, NULL, NULL, out, err, errlen);
+}
+
+int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
+                           fb_plugin_name_taken_fn taken, void *arg,
+                           struct fb_plugin **out, char *err, size_t errlen)
+{
     char why[512] = "";
     int rc;
     /* No name: the plugin's own, known once it is open. */
@@ -534,6 +541,14 @@ int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
     rc = fb_registry_check(d->reg, p->funcs, p->nfuncs, why, sizeof why);
     if (rc != 0)
         goto fail;
+    /* After the funcID check (loading one file twice reports the
+     * function), before init: a refused load runs none of its code. */
+    if (taken && taken(arg, p->name)) {
+        rc = FIDBUS_CONFLICT;
+        say(why, sizeof why, "plugin instance '%s' is already loaded (give another name)",
+            p->name);
+        goto fail;
+    }
 
     p->host = (struct fidbus_host){
         .handle = p,

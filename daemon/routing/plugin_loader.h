@@ -59,6 +59,21 @@ struct fb_plugin {
 int fb_plugin_load(struct fb_daemon *d, const struct fb_plugin_conf *pc,
                    struct fb_plugin **out, char *err, size_t errlen);
 
+/* Whether an instance name is taken (the caller knows which instances a
+ * change keeps and which it has loaded so far). */
+typedef bool (*fb_plugin_name_taken_fn)(void *arg, const char *name);
+
+/*
+ * fb_plugin_load that refuses an instance name `taken` says is in use
+ * (FIDBUS_CONFLICT) as soon as the name is known -- the plugin's own name
+ * for an unnamed load -- and so before init: a refused load calls
+ * neither init nor fini and logs no "loaded"/"unloaded" line. taken may
+ * be NULL (no check).
+ */
+int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
+                           fb_plugin_name_taken_fn taken, void *arg,
+                           struct fb_plugin **out, char *err, size_t errlen);
+
 /*
  * Unloads an instance that no published table references any more and
  * whose grace period has passed: removes its functions from the registry,

@@ -340,6 +340,17 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
                 s->name, text, f->canonical, have_hex, want_hex);
             return FIDBUS_SIGNATURE_MISMATCH;
         }
+        for (size_t j = 0; j < i; j++) {
+            if (r->targets[j].fn == f) {
+                char first[FIDBUS_CANONICAL_MAX];
+                fb_target_text(&s->to[j], first, sizeof(first));
+                fb_set_err(err, errlen,
+                           "route '%s': targets '%s' and '%s' are the same function %s "
+                           "(list each function once)",
+                           s->name, first, text, f->canonical);
+                return FIDBUS_INVALID;
+            }
+        }
         t->fn = f;
         t->pinned = ts->version != NULL;
         t->weight = ts->weight; /* parsers default it to 1 */

@@ -57,7 +57,8 @@ struct fb_route_table;
 /*
  * Builds a table from n specs. Every spec is validated
  * (fb_route_spec_validate), names must be unique, every target must
- * resolve (pinned: that exact funcID; latest: highest loaded version), and
+ * resolve (pinned: that exact funcID; latest: highest loaded version) to a
+ * function no other target of the route resolves to (INVALID), and
  * a route's signature must equal each target's sighash. Returns 0 with
  * *out set (caller owns it), or a protocol code with err naming the route
  * and target: FIDBUS_INVALID, FIDBUS_CONFLICT (duplicate route name),

@@ -460,6 +460,13 @@ START_TEST(test_e2e_change_route_add)
                 "'signature':'%064d'}}",
                 0);
     ASSERT_HAS(m, "'sig'");
+    /* two targets that resolve to one function (latest and its pinned
+     * version, or the same function written two ways) */
+    m = refused(c, FIDBUS_INVALID, "route.add",
+                "{'route':{'name':'twice','event':'z.x','to':['fidbus.log','%s']}}",
+                LOG_FN);
+    ASSERT_HAS(m, "'twice'");
+    ASSERT_HAS(m, "same function " LOG_FN);
     assert_unchanged(c, before, "refused route.add");
     json_decref(before);
     ck_assert_int_eq(pub(bus, "z.x", NULL, NULL), -FIDBUS_NO_ROUTE);
@@ -491,6 +498,8 @@ START_TEST(test_e2e_change_route_add)
                 "fidbus.log:0", "--mode", "split", NULL);
     ctl_refused(t, "route add", "INVALID", "split_by", "route", "add", "rx", "e.x",
                 "--to", "fidbus.log", "--split-by", "user", NULL);
+    ctl_refused(t, "route add", "INVALID", "same function " COUNT_FN, "route", "add",
+                "rx", "e.x", "--to", COUNT_FN ":2", "--to", "fidbus.count", NULL);
     char *err = NULL;
     out = fb_e2e_ctl(t, 1, &err, "--json", "route", "add", "rcli", "e.x", "--to",
                      "fidbus.log", NULL);
@@ -507,6 +516,31 @@ START_TEST(test_e2e_change_route_add)
     json_decref(before);
 
     finish(t, c, bus);
+}
+END_TEST
+
+/* A config route whose targets resolve to one function: the daemon does
+ * not start, and says FILE:LINE of the route and which function. */
+START_TEST(test_e2e_change_route_same_function_config)
+{
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, NULL,
+                  BASE "[route dup]\nevent = d.x\nto = fidbus.count, " COUNT_FN ":2\n");
+    char *conf = fb_e2e_read(t->conf, NULL);
+    ck_assert_ptr_nonnull(conf);
+    int line = 1;
+    const char *sec = strstr(conf, "[route dup]");
+    ck_assert_ptr_nonnull(sec);
+    for (const char *p = conf; p < sec; p++)
+        line += *p == '\n';
+    free(conf);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:%d: route 'dup': targets 'fidbus.count' and '" COUNT_FN
+             "' are the same function " COUNT_FN,
+             t->conf, line);
+    fb_e2e_start_fail_says(t, want);
+    fb_e2e_free(t);
 }
 END_TEST
 
@@ -585,6 +619,12 @@ START_TEST(test_e2e_change_route_apply)
     m = refused(c, FIDBUS_CONFLICT, "route.apply",
                 "{'add':[" R("y1", "y.1") "," R("y1", "y.2") "]}");
     ASSERT_HAS(m, "'y1' is given twice");
+    m = refused(c, FIDBUS_INVALID, "route.apply",
+                "{'add':[" R("y1", "y.1") ",{'name':'dupfn','event':'y.2',"
+                                          "'to':['fidbus.count','%s']}]}",
+                COUNT_FN);
+    ASSERT_HAS(m, "'dupfn'");
+    ASSERT_HAS(m, "same function " COUNT_FN);
     m = refused(c, FIDBUS_INVALID, "route.apply",
                 "{'del':['x2'],'add':[" R("y1", "y.1") "," R("y2", "y.2") "," R(
                     "middle", "bad event!") "," R("y4", "y.4") "]}");
@@ -1465,6 +1505,7 @@ static Suite *e2e_change_suite(void)
     TCase *tc = tcase_create("change");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_e2e_change_route_add);
+    tcase_add_test(tc, test_e2e_change_route_same_function_config);
     tcase_add_test(tc, test_e2e_change_route_del);
     tcase_add_test(tc, test_e2e_change_route_apply);
     tcase_add_test(tc, test_e2e_change_route_test_apply);

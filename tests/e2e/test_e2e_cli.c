@@ -299,6 +299,81 @@ START_TEST(test_e2e_cli_fidbusctl_publish)
 }
 END_TEST
 
+/*
+ * FIDBUS_RUNTIME_DIR (or --socket/--bus) naming a place without a socket:
+ * fidbusctl fails with one line naming that path, even when a daemon
+ * answers in a place it would otherwise search ($XDG_RUNTIME_DIR/fidbus).
+ */
+START_TEST(test_e2e_cli_runtime_dir_no_fallback)
+{
+    struct fb_e2e *t =
+        fb_e2e_up(NULL, FB_E2E_LOG "[route all]\nevent = *\nto = fidbus.log\n");
+    char xdg[200], other[220], link[260], empty[200];
+    snprintf(xdg, sizeof xdg, "%s/xdg", t->dir);
+    snprintf(other, sizeof other, "%s/fidbus", xdg);
+    snprintf(empty, sizeof empty, "%s/empty", t->dir);
+    ck_assert_int_eq(mkdir(xdg, 0700), 0);
+    ck_assert_int_eq(mkdir(other, 0700), 0);
+    ck_assert_int_eq(mkdir(empty, 0700), 0);
+    snprintf(link, sizeof link, "%s/bus.sock", other);
+    ck_assert_int_eq(symlink(t->bus, link), 0);
+    snprintf(link, sizeof link, "%s/control.sock", other);
+    ck_assert_int_eq(symlink(t->control, link), 0);
+    unsetenv("FIDBUS_BUS");
+    unsetenv("FIDBUS_CONTROL");
+    ck_assert_int_eq(setenv("XDG_RUNTIME_DIR", xdg, 1), 0);
+
+    const char *ctl = fb_e2e_built("daemon/fidbusctl");
+    const char *status[] = {ctl, "status", NULL};
+    const char *publish[] = {ctl, "publish", "a.b", "--ack", NULL};
+    char *out = NULL, *err = NULL;
+
+    /* without FIDBUS_RUNTIME_DIR the daemon in $XDG_RUNTIME_DIR/fidbus answers */
+    unsetenv("FIDBUS_RUNTIME_DIR");
+    int st = fb_e2e_run(t, status, &out, &err);
+    ck_assert_msg(EXIT_IS(st, 0), "status via XDG_RUNTIME_DIR: 0x%x: %s", st, err);
+    free(out);
+    free(err);
+
+    ck_assert_int_eq(setenv("FIDBUS_RUNTIME_DIR", empty, 1), 0);
+    const char *const *cmds[] = {status, publish};
+    const char *names[] = {"control.sock", "bus.sock"};
+    for (size_t i = 0; i < 2; i++) {
+        char want[260];
+        snprintf(want, sizeof want, "%s/%s", empty, names[i]);
+        st = fb_e2e_run(t, cmds[i], &out, &err);
+        ck_assert_msg(
+            !EXIT_IS(st, 0) && strcmp(out, "") == 0 && strstr(err, want) &&
+                strchr(err, '\n') == err + strlen(err) - 1,
+            "%s with FIDBUS_RUNTIME_DIR=%s: status 0x%x, stdout: %s; stderr: %s",
+            cmds[i][1], empty, st, out, err);
+        free(out);
+        free(err);
+    }
+
+    /* --socket / --bus naming a missing socket: the same, not a search */
+    char sock[260], bus[270];
+    snprintf(sock, sizeof sock, "%s/none.sock", empty);
+    snprintf(bus, sizeof bus, "unix:%s", sock);
+    unsetenv("FIDBUS_RUNTIME_DIR");
+    const char *s2[] = {ctl, "--socket", sock, "status", NULL};
+    const char *p2[] = {ctl, "--bus", bus, "publish", "a.b", NULL};
+    const char *const *cmds2[] = {s2, p2};
+    for (size_t i = 0; i < 2; i++) {
+        st = fb_e2e_run(t, cmds2[i], &out, &err);
+        ck_assert_msg(!EXIT_IS(st, 0) && strstr(err, sock) &&
+                          strchr(err, '\n') == err + strlen(err) - 1,
+                      "%s %s: status 0x%x, stderr: %s", cmds2[i][1], cmds2[i][2], st,
+                      err);
+        free(out);
+        free(err);
+    }
+
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *e2e_cli_suite(void)
 {
     Suite *s = suite_create("e2e_cli");
@@ -312,6 +387,7 @@ static Suite *e2e_cli_suite(void)
     tcase_add_test(tc, test_e2e_cli_start_bad_config);
     tcase_add_test(tc, test_e2e_cli_tcp_auth_key_refused);
     tcase_add_test(tc, test_e2e_cli_fidbusctl_publish);
+    tcase_add_test(tc, test_e2e_cli_runtime_dir_no_fallback);
     suite_add_tcase(s, tc);
     return s;
 }

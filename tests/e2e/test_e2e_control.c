@@ -740,7 +740,14 @@ END_TEST
     TEST_SECTIONS "[route long]\nevent = l.x\ntags = k1=" V50 ", k2=" V50 ",\n"          \
                   "  k3=" V50 ", k4=*, k5=" V50                                          \
                   "\nto = fidbus.log@1.0.0, fidbus.count:7\n"                            \
-                  "priority = -3\nsignature = @SIG@\n"
+                  "priority = -3\nsignature = @SIG@\n"                                   \
+                  "[limits]\nmax_connections = 300\nmax_inflight = 77\n"                 \
+                  "idle_timeout_unix_ms = 60000\nmax_republish = 0\n"
+/* What the export of those limits must say (max_connections_tcp follows
+ * max_connections: 150, not written). */
+#define EXPORT_LIMITS                                                                    \
+    "\n[limits]\nmax_connections = 300\nmax_inflight = 77\n"                             \
+    "idle_timeout_unix_ms = 60000\nmax_republish = 0\n"
 
 /* The CBOR of result[key], serialised, for comparing two daemons. */
 static unsigned char *part(cbor_item_t *r, const char *key, size_t *len)
@@ -774,7 +781,7 @@ START_TEST(test_e2e_control_config_export)
     cbor_decref(&r);
     ck_assert_msg(strncmp(text, "; exported by fidbusd ", 22) == 0 &&
                       strstr(text, "generation 1\n") && strstr(text, "[route long]\n") &&
-                      strstr(text, ",\n    k"),
+                      strstr(text, ",\n    k") && strstr(text, EXPORT_LIMITS),
                   "export:\n%s", text);
 
     const char *file = fb_e2e_write(t, "export.conf", text);
@@ -819,6 +826,15 @@ START_TEST(test_e2e_control_config_export)
                   "route.list differs after export");
     ck_assert_msg(pl1 == pl2 && memcmp(plugins1, plugins2, pl1) == 0,
                   "plugin.list differs after export");
+    /* the second daemon runs with the same limits: its export says so */
+    r = request(c, "config.export");
+    conf = mget(r, "config");
+    ck_assert_msg(conf && cbor_isa_string(conf), "config is not text");
+    char *text2 =
+        strndup((const char *)cbor_string_handle(conf), cbor_string_length(conf));
+    cbor_decref(&r);
+    ck_assert_msg(strstr(text2, EXPORT_LIMITS), "second export:\n%s", text2);
+    free(text2);
 
     free(routes1);
     free(routes2);

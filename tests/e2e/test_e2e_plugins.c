@@ -162,6 +162,63 @@ START_TEST(test_e2e_plugin_timer)
 }
 END_TEST
 
+/* ------------------------------------------- a taken instance name */
+
+/* plugin.load without --name takes the plugin's own name ("lifecycle");
+ * another plugin already runs under it: CONFLICT before init, so init
+ * and fini are never called and no "loaded"/"unloaded" line is logged. */
+START_TEST(test_e2e_plugin_load_taken_name)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, "[plugin lifecycle]\npath = @B@/plugins/log.so\n"
+                                       "file = @D@/log.txt\n"
+                                       "[route all]\nevent = *\nto = fidbus.log\n");
+    const char *life = fb_e2e_file(t, "life.txt");
+    char config[300];
+    snprintf(config, sizeof config, "{\"file\": \"%s\"}", life);
+    const char *ctl = fb_e2e_built("daemon/fidbusctl");
+    const char *so = fb_e2e_built("tests/plugins/lifecycle.so");
+    const char *const argv[][8] = {
+        {ctl, "--socket", t->control, "plugin", "load", so, NULL},
+        {ctl, "--socket", t->control, "plugin", "load", so, "--config", config},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        const char *a[10];
+        size_t n = 0;
+        for (; n < 8 && argv[i][n]; n++)
+            a[n] = argv[i][n];
+        a[n] = NULL;
+        char *out = NULL, *err = NULL;
+        int st = fb_e2e_run(t, a, &out, &err);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+                          strstr(err, "plugin load failed: CONFLICT: ") &&
+                          strstr(err, "'lifecycle' is already loaded"),
+                      "load %zu: status 0x%x, stdout: %s; stderr: %s", i, st, out, err);
+        free(out);
+        free(err);
+    }
+    /* the running instance is untouched */
+    char *out = fb_e2e_ctl(t, 0, NULL, "plugin", "list", NULL);
+    ck_assert_msg(strstr(out, "lifecycle") && strstr(out, "log.so"), "%s", out);
+    free(out);
+    fb_e2e_stop_ok(t);
+
+    char *life_txt = fb_e2e_read(life, NULL);
+    ck_assert_msg(!life_txt, "init/fini ran for a refused load: %s", life_txt);
+    char *log = fb_e2e_stderr(t);
+    /* one "loaded" line (the config's instance) and its "unloaded" at stop */
+    int loaded = 0, unloaded = 0;
+    for (const char *p = log; (p = strstr(p, "plugin lifecycle: ")); p++) {
+        loaded += strncmp(p + 18, "loaded ", 7) == 0;
+        unloaded += strncmp(p + 18, "unloaded", 8) == 0;
+    }
+    ck_assert_msg(loaded == 1 && unloaded == 1, "loaded %d, unloaded %d: %s", loaded,
+                  unloaded, log);
+    ck_assert_msg(!strstr(log, "lifecycle.so (lifecycle 1.0.0"), "%s", log);
+    free(log);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------------------------ hop limit */
 
 START_TEST(test_e2e_hop_limit)
@@ -300,6 +357,7 @@ static Suite *e2e_plugins_suite(void)
     tcase_add_test(tc, test_e2e_hop_limit);
     tcase_add_test(tc, test_e2e_republish_budget);
     tcase_add_test(tc, test_e2e_readme_plugin);
+    tcase_add_test(tc, test_e2e_plugin_load_taken_name);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -286,6 +286,55 @@ END_TEST
 
 /* TCP's share of the connections and the places before AUTH
  * (conn_admit.h): unset, TCP never gets more than half. */
+/* fb_config_limits_write (config.export's [limits]) reads back to the
+ * same limits: every key set away from its default, max_connections_tcp
+ * set and derived, and nothing at all for defaults. */
+static void limits_roundtrip(const char *limits, const char *want_text)
+{
+    char conf[2048];
+    snprintf(conf, sizeof conf, "[listen]\nunix = /tmp/x.sock\n%s", limits);
+    struct fb_config *c = load_ok(conf);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ck_assert_ptr_nonnull(f);
+    fb_config_limits_write(f, &c->limits);
+    ck_assert_int_eq(fclose(f), 0);
+    if (want_text)
+        ck_assert_str_eq(buf, want_text);
+    snprintf(conf, sizeof conf, "[listen]\nunix = /tmp/x.sock\n%s", buf);
+    struct fb_config *c2 = load_ok(conf);
+    ck_assert_msg(memcmp(&c->limits, &c2->limits, sizeof c->limits) == 0,
+                  "limits differ after writing:\n%s\nread back from:\n%s", limits, buf);
+    free(buf);
+    fb_config_free(c);
+    fb_config_free(c2);
+}
+
+START_TEST(test_config_limits_write)
+{
+    limits_roundtrip("", "");
+    limits_roundtrip("[limits]\nmax_connections = 1024\nmax_republish = 1024\n", "");
+    limits_roundtrip("[limits]\nmax_connections = 100\n",
+                     "\n[limits]\nmax_connections = 100\n");
+    limits_roundtrip("[limits]\nmax_connections = 100\nmax_connections_tcp = 100\n",
+                     "\n[limits]\nmax_connections = 100\nmax_connections_tcp = 100\n");
+    limits_roundtrip("[limits]\nmax_connections_tcp = 256\n", "");
+    limits_roundtrip("[limits]\nmax_connections = 5000\nmax_connections_per_uid = 0\n"
+                     "max_connections_tcp = 4000\noutput_soft = 0\noutput_hard = 4096\n"
+                     "max_inflight = 1\nauth_timeout_ms = 1\nunauth_max = 2\n"
+                     "unauth_per_addr = 3\nidle_timeout_unix_ms = 86400000\n"
+                     "idle_timeout_tcp_ms = 0\nmax_frames_per_read = 1\ninput_soft = 7\n"
+                     "input_soft_ms = 0\nmax_republish = 0\n",
+                     "\n[limits]\nmax_connections = 5000\nmax_connections_per_uid = 0\n"
+                     "max_connections_tcp = 4000\noutput_soft = 0\noutput_hard = 4096\n"
+                     "max_inflight = 1\nauth_timeout_ms = 1\nunauth_max = 2\n"
+                     "unauth_per_addr = 3\nidle_timeout_unix_ms = 86400000\n"
+                     "idle_timeout_tcp_ms = 0\nmax_frames_per_read = 1\ninput_soft = 7\n"
+                     "input_soft_ms = 0\nmax_republish = 0\n");
+}
+END_TEST
+
 START_TEST(test_config_admission_limits)
 {
     struct fb_config *c = load_ok("");
@@ -878,6 +927,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_all_keys);
     tcase_add_test(tc, test_config_tcp_loopback_none);
     tcase_add_test(tc, test_config_admission_limits);
+    tcase_add_test(tc, test_config_limits_write);
     tcase_add_test(tc, test_config_list_continuation);
     tcase_add_loop_test(tc, test_config_errors, 0, (int)(sizeof bad / sizeof bad[0]));
     tcase_add_test(tc, test_config_file_errors);

@@ -408,6 +408,24 @@ START_TEST(test_routes_build_pinned_missing)
 }
 END_TEST
 
+/* Two targets that resolve to one function: latest and the pinned latest
+ * version, or a target that names the same function. */
+START_TEST(test_routes_build_same_function_twice)
+{
+    const struct rdef d[] = { { "ok", "a", .to = "demo.v@1.9.0, demo.v" },
+                              { "dup", "b", .to = "demo.log, demo.v, demo.v@1.10.0" },
+                              { NULL } };
+    const char *const needles[] = { "'dup'", "'demo.v'", "'demo.v@1.10.0'", "demo.v@1.10.0",
+                                    "same function", NULL };
+
+    expect_build_error(d, FIDBUS_INVALID, needles);
+
+    const struct rdef d2[] = { { "dup2", "b", .to = "demo.v@1.10.0:3, demo.v:1" }, { NULL } };
+    const char *const needles2[] = { "'dup2'", "same function", NULL };
+    expect_build_error(d2, FIDBUS_INVALID, needles2);
+}
+END_TEST
+
 START_TEST(test_routes_build_signature)
 {
     uint8_t h[FIDBUS_SIGHASH_LEN];
@@ -725,6 +743,7 @@ static Suite *routes_suite(void)
     tcase_add_test(tc, test_routes_build_duplicate_name);
     tcase_add_test(tc, test_routes_build_unknown_function);
     tcase_add_test(tc, test_routes_build_pinned_missing);
+    tcase_add_test(tc, test_routes_build_same_function_twice);
     tcase_add_test(tc, test_routes_build_signature);
     tcase_add_test(tc, test_routes_build_invalid);
     tcase_add_test(tc, test_routes_latest_vs_pinned);
