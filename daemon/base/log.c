@@ -117,7 +117,7 @@ void fb_log(enum fb_log_level level, const char *fmt, ...)
 bool fb_log_limit_take(struct fb_log_limit *l, uint64_t now_ns, uint64_t *held)
 {
     const uint64_t interval = FB_LOG_INTERVAL_MS * 1000000ull;
-    const uint64_t tolerance = (FB_LOG_BURST - 1) * interval;
+    const uint64_t tolerance = (uint64_t)(l->burst - 1) * interval;
     pthread_mutex_lock(&l->lock);
     uint64_t tat = l->tat_ns > now_ns ? l->tat_ns : now_ns;
     bool ok = tat - now_ns <= tolerance;
@@ -152,7 +152,7 @@ void fb_log_limited(struct fb_log_limit *l, enum fb_log_level level, const char 
         n = format_linef(lines, 160, level,
                          "%llu more suppressed like the next line (past %u at once, "
                          "one a second)",
-                         (unsigned long long)held, FB_LOG_BURST);
+                         (unsigned long long)held, l->burst);
     va_list ap;
     va_start(ap, fmt);
     size_t m = format_line(lines + n, sizeof lines - n, level, NULL, fmt, ap);

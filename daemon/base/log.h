@@ -35,12 +35,14 @@ void fb_logv(enum fb_log_level level, const char *prefix, const char *fmt, va_li
  * limit, which would then drop the daemon's other warnings too.
  *
  * Each call site has its own limiter (fb_warn_limited declares a static
- * one): FB_LOG_BURST lines go out at once, then at most one per
- * FB_LOG_INTERVAL_MS (a GCRA token bucket). The first line let through
+ * one): FB_LOG_BURST lines go out at once (or the burst the site gives,
+ * fb_warn_limited_burst), then at most one per FB_LOG_INTERVAL_MS (a GCRA
+ * token bucket). The first line let through
  * after some were held back is preceded by "N more suppressed like the
  * next line", so nothing is hidden without a count. The count is written
  * only when a later line of the site gets through. Thread-safe (a mutex
- * per site: these lines are never on the per-event path).
+ * per site: these lines are never on the per-event path, only on its
+ * refusals).
  */
 #define FB_LOG_BURST 10u
 #define FB_LOG_INTERVAL_MS 1000u
@@ -49,9 +51,10 @@ struct fb_log_limit {
     pthread_mutex_t lock;
     uint64_t tat_ns;     /* GCRA's theoretical arrival time */
     uint64_t suppressed; /* lines held back since the last one written */
+    unsigned burst;      /* lines let through at once, at least 1 */
 };
 /* clang-format off */
-#define FB_LOG_LIMIT_INIT {PTHREAD_MUTEX_INITIALIZER, 0, 0}
+#define FB_LOG_LIMIT_INIT(burst) {PTHREAD_MUTEX_INITIALIZER, 0, 0, (burst)}
 /* clang-format on */
 
 /* Decides one line of the site at now_ns (CLOCK_MONOTONIC): returns true
@@ -61,10 +64,11 @@ bool fb_log_limit_take(struct fb_log_limit *l, uint64_t now_ns, uint64_t *held);
 void fb_log_limited(struct fb_log_limit *l, enum fb_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define fb_warn_limited(...)                                                             \
+#define fb_warn_limited_burst(burst, ...)                                                \
     do {                                                                                 \
-        static struct fb_log_limit fb_log_limit_ = FB_LOG_LIMIT_INIT;                    \
+        static struct fb_log_limit fb_log_limit_ = FB_LOG_LIMIT_INIT(burst);             \
         fb_log_limited(&fb_log_limit_, FB_LOG_WARN, __VA_ARGS__);                        \
     } while (0)
+#define fb_warn_limited(...) fb_warn_limited_burst(FB_LOG_BURST, __VA_ARGS__)
 
 #endif

@@ -235,28 +235,6 @@ int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *
     return rc;
 }
 
-/* One warn line a second at most for refused republishes, with how many
- * were not logged: a handler that republishes in a loop must not flood
- * the journal. */
-static void warn_budget(struct fb_daemon *d, const char *id)
-{
-    static _Atomic uint64_t next_ns, suppressed;
-    uint64_t now = fb_now_ns(),
-             next = atomic_load_explicit(&next_ns, memory_order_relaxed);
-    if (now < next ||
-        !atomic_compare_exchange_strong(&next_ns, &next, now + 1000000000ull)) {
-        atomic_fetch_add_explicit(&suppressed, 1, memory_order_relaxed);
-        return;
-    }
-    uint64_t n = atomic_exchange_explicit(&suppressed, 0, memory_order_relaxed);
-    char more[64] = "";
-    if (n)
-        snprintf(more, sizeof more, " (%llu more suppressed)", (unsigned long long)n);
-    fb_warn("republish of '%s' refused: its client event already led to max_republish = "
-            "%u republishes%s",
-            id, d->cfg->limits.max_republish, more);
-}
-
 int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_tag *tags,
                       size_t ntags, const uint8_t *payload, size_t payload_len)
 {
@@ -273,7 +251,12 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
                            : tls_used++ >= max;
     if (over) {
         fb_count(&fb_counters_self(d)->limits[FB_LIM_REPUBLISH], 1);
-        warn_budget(d, id);
+        /* One line a second at most: a handler that republishes in a
+         * loop must not flood the journal. */
+        fb_warn_limited_burst(1,
+                              "republish of '%s' refused: its client event already led "
+                              "to max_republish = %u republishes",
+                              id, d->cfg->limits.max_republish);
         if (root)
             tree_end();
         return -EDQUOT;
