@@ -76,9 +76,9 @@ _Static_assert(offsetof(struct fidbus_host, set_error) == 6 * sizeof(void *),
 _Static_assert(offsetof(struct fidbus_host, reserved) == 7 * sizeof(void *),
                "ABI 1: reserved");
 _Static_assert(sizeof(struct fidbus_host) == 14 * sizeof(void *), "ABI 1: host size");
-_Static_assert(sizeof(struct fidbus_plugin) ==
-                   offsetof(struct fidbus_plugin, reserved) + 8 * sizeof(void *),
-               "ABI 1: plugin size");
+_Static_assert(offsetof(struct fidbus_plugin, reserved) == 8 * sizeof(void *) &&
+                   sizeof(struct fidbus_plugin) == 16 * sizeof(void *),
+               "ABI 1: plugin layout");
 
 /* Whether a printf format has a %n conversion: it writes through a
  * pointer argument, which a reason has no business doing. Everything

@@ -197,6 +197,31 @@ START_TEST(test_e2e_init_reason_reload)
 }
 END_TEST
 
+/* config.reload adding an instance whose init fails: the reason is in
+ * the REPLY, and nothing changes. */
+START_TEST(test_e2e_init_reason_config_reload)
+{
+    struct fb_e2e *t =
+        fb_e2e_up(NULL, FB_E2E_LOG "[route all]\nevent = *\nto = fidbus.log\n");
+    fb_e2e_config(t, NULL,
+                  FB_E2E_LOG "[route all]\nevent = *\nto = fidbus.log\n" FB_E2E_TP(
+                      "why") "mode = reason\nwhat = /srv/reload-me\n");
+    char *err = NULL;
+    char *out = fb_e2e_ctl(t, 1, &err, "config", "reload", NULL);
+    ck_assert_msg(
+        strstr(err, "INVALID") &&
+            strstr(err, "init failed: cannot open /srv/reload-me: No such file"),
+        "%s", err);
+    free(out);
+    free(err);
+    out = fb_e2e_ctl(t, 0, NULL, "plugin", "list", NULL);
+    ck_assert_msg(!strstr(out, "why"), "%s", out);
+    free(out);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------------ set_error: start-up */
 
 START_TEST(test_e2e_init_reason_startup)
@@ -433,6 +458,7 @@ static Suite *e2e_plugin_ns_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_e2e_init_reason_load);
     tcase_add_test(tc, test_e2e_init_reason_reload);
+    tcase_add_test(tc, test_e2e_init_reason_config_reload);
     tcase_add_test(tc, test_e2e_init_reason_startup);
     tcase_add_test(tc, test_e2e_namespace_two_logs);
     tcase_add_test(tc, test_e2e_namespace_same_conflicts);

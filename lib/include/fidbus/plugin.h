@@ -164,7 +164,9 @@ struct fidbus_host {
      * plugin.load / plugin.reload / config.reload REPLY, at start-up and
      * in the log, instead of only init's return code. At most
      * FIDBUS_ERROR_MAX - 1 bytes are kept (longer text is cut and ends in
-     * "..."); control characters become '?', so it stays one line. The
+     * "..."); control characters become '?', so it stays one line (and
+     * so do non-ASCII bytes when the text is not valid UTF-8). Pass text
+     * you did not write as ("%s", text), never as the format. The
      * last call wins; it counts only if init then returns non-zero. Only
      * calls from init, on the thread that runs it, count: any other call
      * (a handler, a timer, fini, a thread of the plugin's own) is ignored.
