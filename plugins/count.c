@@ -292,8 +292,9 @@ static int count_init(const struct fidbus_host *host, void **ctx)
         errno = 0;
         unsigned long long v = strtoull(iv, &end, 10);
         if (!*iv || *end || errno || iv[0] == '-') {
-            host->log(host->handle, FIDBUS_LOG_ERROR,
-                      "interval_ms = %s: want a number of milliseconds (0 = never)", iv);
+            host->set_error(host->handle,
+                            "interval_ms = %s: want a number of milliseconds (0 = never)",
+                            iv);
             free(c->raw);
             return -EINVAL;
         }
@@ -308,8 +309,8 @@ static int count_init(const struct fidbus_host *host, void **ctx)
         int rc = host->timer_start(host->handle, c->interval_ms, c->interval_ms, on_tick,
                                    c, &id);
         if (rc < 0) {
-            host->log(host->handle, FIDBUS_LOG_ERROR, "cannot start the report timer: %s",
-                      strerror(-rc));
+            host->set_error(host->handle, "cannot start the report timer: %s",
+                            strerror(-rc));
             free(c->raw);
             return rc;
         }

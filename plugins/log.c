@@ -161,6 +161,8 @@ static void log_fini(void *ctx)
     free(c);
 }
 
+/* A refusal says why through host->set_error: the reason then is the
+ * load's error (REPLY, start-up line), not a separate log line. */
 static int log_init(const struct fidbus_host *host, void **ctx)
 {
     struct log_ctx *c = calloc(1, sizeof *c);
@@ -177,8 +179,7 @@ static int log_init(const struct fidbus_host *host, void **ctx)
     } else if (strcmp(format, "json") == 0) {
         c->json = true;
     } else {
-        host->log(host->handle, FIDBUS_LOG_ERROR, "format = %s: want diag or json",
-                  format);
+        host->set_error(host->handle, "format = %s: want diag or json", format);
         log_fini(c);
         return -EINVAL;
     }
@@ -186,7 +187,7 @@ static int log_init(const struct fidbus_host *host, void **ctx)
     const char *file = host->config(host->handle, "file");
     if (file && strcmp(file, "-") != 0) {
         if (!*file) {
-            host->log(host->handle, FIDBUS_LOG_ERROR, "file is empty (use - for stderr)");
+            host->set_error(host->handle, "file is empty (use - for stderr)");
             log_fini(c);
             return -EINVAL;
         }
@@ -197,10 +198,10 @@ static int log_init(const struct fidbus_host *host, void **ctx)
         int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (fd < 0) {
             int e = errno;
-            host->log(host->handle, FIDBUS_LOG_ERROR, "cannot open %s: %s", file,
-                      e == ELOOP ? "it is a symbolic link (not followed; give the "
-                                   "file's own path)"
-                                 : strerror(e));
+            host->set_error(host->handle, "cannot open %s: %s", file,
+                            e == ELOOP ? "it is a symbolic link (not followed; give the "
+                                         "file's own path)"
+                                       : strerror(e));
             log_fini(c);
             return -e;
         }

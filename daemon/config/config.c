@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <fidbus/client.h>
+#include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
 /* Longest path a Unix socket address holds (sun_path minus the NUL). */
@@ -271,6 +272,11 @@ static int plugin_key(struct parser *p, const char *k, const char *v)
         if (!fb_config_set_str(p, &pc->path, v, false))
             return p->rc;
     }
+    /* the daemon's key (plugin_loader.c): its functions' namespace */
+    if (strcmp(k, "namespace") == 0 && !fidbus_name_valid(v))
+        return fail(p, p->lineno,
+                    "[plugin %s] namespace '%.80s' must be 1-64 bytes of [A-Za-z0-9_-]",
+                    pc->name, v);
     struct fb_kv *kv = realloc(pc->keys, (pc->nkeys + 1) * sizeof *kv);
     if (!kv)
         return fail_nomem(p);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
 #include "config/cbor_util.h"
@@ -140,6 +141,11 @@ static int plugin_config(struct fb_cbor_dec *d, const cbor_item_t *cfg,
         const char *why = fb_cbor_value_problem(kv->value, true);
         if (why)
             return fb_cbor_invalid(d, "config '%s': value %s", k, why);
+        /* the daemon's key (plugin_loader.c), checked as config.c does */
+        if (strcmp(k, "namespace") == 0 && !fidbus_name_valid(kv->value))
+            return fb_cbor_invalid(
+                d, "config 'namespace': '%.80s' must be 1-64 bytes of [A-Za-z0-9_-]",
+                kv->value);
         /* export falls back to "key=value" when "key = value" is too long */
         size_t line = strlen(k) + 1 + strlen(kv->value);
         if (line > FB_CFG_LINE_MAX)

@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,102 @@
  * do not write into it. */
 static _Thread_local const struct fb_plugin *init_plugin;
 static _Thread_local char init_error[256];
+/* What the plugin said with host->set_error during init, same rules. */
+static _Thread_local char init_reason[FIDBUS_ERROR_MAX];
+
+/* set_error took a slot that was reserved: the table must keep the size
+ * and every offset it had, or plugins built against an older header
+ * would call the wrong pointer (FIDBUS_PLUGIN_ABI stays 1). */
+_Static_assert(offsetof(struct fidbus_host, handle) == 0, "ABI 1: handle");
+_Static_assert(offsetof(struct fidbus_host, log) == 1 * sizeof(void *), "ABI 1: log");
+_Static_assert(offsetof(struct fidbus_host, config) == 2 * sizeof(void *),
+               "ABI 1: config");
+_Static_assert(offsetof(struct fidbus_host, publish) == 3 * sizeof(void *),
+               "ABI 1: publish");
+_Static_assert(offsetof(struct fidbus_host, timer_start) == 4 * sizeof(void *),
+               "ABI 1: timer_start");
+_Static_assert(offsetof(struct fidbus_host, timer_stop) == 5 * sizeof(void *),
+               "ABI 1: timer_stop");
+_Static_assert(offsetof(struct fidbus_host, set_error) == 6 * sizeof(void *),
+               "ABI 1: set_error is the old reserved[0]");
+_Static_assert(offsetof(struct fidbus_host, reserved) == 7 * sizeof(void *),
+               "ABI 1: reserved");
+_Static_assert(sizeof(struct fidbus_host) == 14 * sizeof(void *), "ABI 1: host size");
+_Static_assert(offsetof(struct fidbus_plugin, reserved) == 8 * sizeof(void *) &&
+                   sizeof(struct fidbus_plugin) == 16 * sizeof(void *),
+               "ABI 1: plugin layout");
+
+/* Whether a printf format has a %n conversion: it writes through a
+ * pointer argument, which a reason has no business doing. Everything
+ * between '%' and the conversion letter is a flag, width, precision,
+ * position or length modifier, none of which is a conversion itself. */
+static bool format_writes(const char *fmt)
+{
+    for (const char *c = fmt; *c; c++) {
+        if (*c != '%')
+            continue;
+        c++;
+        if (*c == '%')
+            continue;
+        c += strspn(c, "0123456789$*.-+ #'IhlqjztLZ");
+        if (*c == 'n')
+            return true;
+        if (!*c)
+            break;
+    }
+    return false;
+}
+
+/* Makes a reason one line of valid UTF-8 in place: control characters
+ * become '?', and so does every non-ASCII byte when the text is not
+ * valid UTF-8 (it is plugin text bound for a CBOR text string). */
+static void clean_reason(char *s)
+{
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            s[i] = '?';
+    if (!fidbus_utf8_valid((const uint8_t *)s, len))
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)s[i] >= 0x80)
+                s[i] = '?';
+}
+
+/* host->set_error: ignored unless p's init runs on this thread (see
+ * <fidbus/plugin.h>), so a handler or a plugin thread calling it cannot
+ * touch another load's reason. */
+static void host_set_error(void *handle, const char *fmt, ...)
+{
+    const struct fb_plugin *p = handle;
+    if (!p || init_plugin != p)
+        return;
+    if (!fmt) {
+        snprintf(init_reason, sizeof init_reason, "(set_error without a text)");
+        return;
+    }
+    if (format_writes(fmt)) {
+        snprintf(init_reason, sizeof init_reason,
+                 "(set_error format has a %%n conversion; refused)");
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(init_reason, sizeof init_reason, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        snprintf(init_reason, sizeof init_reason, "(set_error format failed: %s)",
+                 strerror(errno));
+        return;
+    }
+    if ((size_t)n >= sizeof init_reason) {
+        /* cut on a character boundary, then mark the cut */
+        size_t cut = sizeof init_reason - 4;
+        while (cut > 0 && ((unsigned char)init_reason[cut] & 0xc0) == 0x80)
+            cut--;
+        memcpy(init_reason + cut, "...", 4);
+    }
+    clean_reason(init_reason);
+}
 
 static void host_log(void *handle, int level, const char *fmt, ...)
 {
@@ -533,8 +630,15 @@ int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
         goto fail;
     }
     p->nfuncs = p->desc->nfunctions;
+    /* `namespace = NS` puts every function of this instance under NS, so
+     * two instances of one file have two sets of funcIDs. fb_func_init
+     * copies the name, so the plugin's own table is never written. */
+    const char *ns = fb_plugin_config(p, "namespace");
     for (size_t i = 0; i < p->nfuncs; i++) {
-        rc = fb_func_init(&p->funcs[i], &p->desc->functions[i], why, sizeof why);
+        struct fidbus_function fn = p->desc->functions[i];
+        if (ns)
+            fn.ns = ns;
+        rc = fb_func_init(&p->funcs[i], &fn, why, sizeof why);
         if (rc != 0)
             goto fail;
     }
@@ -557,17 +661,21 @@ int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
         .publish = host_publish,
         .timer_start = host_timer_start,
         .timer_stop = host_timer_stop,
+        .set_error = host_set_error,
     };
     if (p->desc->init) {
         init_plugin = p;
         init_error[0] = '\0';
+        init_reason[0] = '\0';
         int irc = p->desc->init(&p->host, &p->ctx);
         init_plugin = NULL;
         if (irc != 0) {
             /* init may have started timers before failing */
             fb_timers_cancel_owner(d->timers, p);
             rc = FIDBUS_INVALID;
-            if (init_error[0])
+            if (init_reason[0])
+                say(why, sizeof why, "init failed: %s", init_reason);
+            else if (init_error[0])
                 say(why, sizeof why, "init failed: %d: %s", irc, init_error);
             else
                 say(why, sizeof why, "init failed: %d", irc);

@@ -58,9 +58,9 @@
  *
  * Return codes. `init` and `handle` return 0 for success; anything else is
  * a failure (a negative errno is the convention). A failing `init` refuses
- * the load (fini is not called). A failing `handle` is counted as a
- * handler error and turns an acked publish into HANDLER_FAILED. Host calls
- * return 0 or a negative errno as documented on each.
+ * the load (fini is not called); call host->set_error first to say why. A failing
+ * `handle` is counted as a handler error and turns an acked publish into HANDLER_FAILED.
+ * Host calls return 0 or a negative errno as documented on each.
  */
 #ifndef FIDBUS_PLUGIN_H
 #define FIDBUS_PLUGIN_H
@@ -86,6 +86,9 @@ extern "C" {
 #define FIDBUS_LOG_WARN 1
 #define FIDBUS_LOG_INFO 2
 #define FIDBUS_LOG_DEBUG 3
+
+/* The longest reason host->set_error keeps, NUL included. */
+#define FIDBUS_ERROR_MAX 256
 
 /* How many times an event may be republished by handlers before
  * host->publish refuses it with -ELOOP. */
@@ -127,14 +130,15 @@ struct fidbus_host {
         __attribute__((format(printf, 3, 4)));
 
     /* The value of `key` in this instance's config section ([plugin NAME]),
-     * NULL if unset. `path` is the daemon's own key and also readable. */
+     * NULL if unset. `path` and `namespace` are the daemon's own keys and
+     * also readable. */
     const char *(*config)(void *handle, const char *key);
 
     /* Publishes a new event into the bus, routed like any other. The event
      * is dispatched before publish returns (blocking targets are queued).
      * Data is copied as needed; the caller keeps ownership. Returns the
-     * number of handlers it reached (>= 0), -EINVAL for a bad id or tags (a tag key given twice included),
-     * -ELOOP when the event has already been republished FIDBUS_MAX_HOPS
+     * number of handlers it reached (>= 0), -EINVAL for a bad id or tags (a tag key given
+     * twice included), -ELOOP when the event has already been republished FIDBUS_MAX_HOPS
      * times (a handler that republishes what it receives cannot loop
      * forever), -EDQUOT when the client event it all came from has led to
      * [limits] max_republish republishes already (N copies per hop cannot
@@ -153,12 +157,33 @@ struct fidbus_host {
      * -ENOENT. */
     int (*timer_stop)(void *handle, uint64_t timer_id);
 
-    void *reserved[8];
+    /* Says why init is about to fail: the text (printf-like, formatted
+     * by the daemon with vsnprintf; a format with a %n conversion is
+     * refused and replaced by a fixed text) becomes the reason in the
+     * refusal, "plugin NAME (PATH): init failed: REASON", in the
+     * plugin.load / plugin.reload / config.reload REPLY, at start-up and
+     * in the log, instead of only init's return code. At most
+     * FIDBUS_ERROR_MAX - 1 bytes are kept (longer text is cut and ends in
+     * "..."); control characters become '?', so it stays one line (and
+     * so do non-ASCII bytes when the text is not valid UTF-8). Pass text
+     * you did not write as ("%s", text), never as the format. The
+     * last call wins; it counts only if init then returns non-zero. Only
+     * calls from init, on the thread that runs it, count: any other call
+     * (a handler, a timer, fini, a thread of the plugin's own) is ignored.
+     * Takes what was reserved[0] in the first releases of ABI 1, so a
+     * daemon from before it has NULL here: a plugin that must also load
+     * there checks `host->set_error` before calling it. */
+    void (*set_error)(void *handle, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+    void *reserved[7];
 };
 
 /* One handler function. */
 struct fidbus_function {
-    const char *ns;        /* 1-64 bytes of [A-Za-z0-9_-] */
+    const char *ns;        /* 1-64 bytes of [A-Za-z0-9_-]; an instance
+                            * loaded with `namespace = NS` has its
+                            * functions under NS instead */
     const char *name;      /* 1-64 bytes of [A-Za-z0-9_-] */
     const char *version;   /* MAJOR.MINOR.PATCH */
     const char *signature; /* the contract it implements, free text; its
