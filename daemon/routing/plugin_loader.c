@@ -667,8 +667,11 @@ int fb_plugin_load_checked(struct fb_daemon *d, const struct fb_plugin_conf *pc,
         init_plugin = p;
         init_error[0] = '\0';
         init_reason[0] = '\0';
+        fb_timers_hold(d->timers, p);
         int irc = p->desc->init(&p->host, &p->ctx);
         init_plugin = NULL;
+        if (irc == 0)
+            fb_timers_release(d->timers, p);
         if (irc != 0) {
             /* init may have started timers before failing */
             fb_timers_cancel_owner(d->timers, p);

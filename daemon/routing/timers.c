@@ -26,6 +26,12 @@
  * caller waits until no callback of that owner is running, and the loop
  * closes the handles when the async wakes it. After that return the
  * plugin's fini can run without racing one of its own timer callbacks.
+ *
+ * A plugin loaded at run time runs init on the control thread while the
+ * loop goes on: a timer it starts there would fire before init returned
+ * (a 0 ms timer at once), racing init on the state its callback reads.
+ * The loader holds the owner around init (fb_timers_hold/release): its
+ * queued requests wait in the queue until init has returned.
  */
 #include "routing/timers.h"
 
@@ -72,6 +78,7 @@ struct fb_timers {
     struct fb_timer *live;          /* under lock */
     struct fb_timer *dead;          /* under lock: for the loop to close */
     void *running;                  /* under lock: owner of the callback running */
+    void *held;                     /* under lock: owner whose init runs off the loop */
     pthread_cond_t idle;            /* signalled when running goes NULL */
     _Atomic uint64_t next_id;
     unsigned nhandles; /* main thread only */
@@ -236,9 +243,27 @@ static void drain_queue(uv_async_t *a)
     struct fb_timers *t = a->data;
 
     close_dead(t);
+    /* The requests of a held owner stay queued, in order, for the drain
+     * after fb_timers_release. */
     pthread_mutex_lock(&t->lock);
-    struct req *q = t->queue;
+    struct req *q = t->queue, *run = NULL, **run_tail = &run;
     t->queue = t->queue_tail = NULL;
+    while (q) {
+        struct req *next = q->next;
+        q->next = NULL;
+        if (t->held && q->owner == t->held) {
+            if (t->queue_tail)
+                t->queue_tail->next = q;
+            else
+                t->queue = q;
+            t->queue_tail = q;
+        } else {
+            *run_tail = q;
+            run_tail = &q->next;
+        }
+        q = next;
+    }
+    q = run;
     pthread_mutex_unlock(&t->lock);
 
     while (q) {
@@ -425,12 +450,38 @@ int fb_timer_stop(struct fb_timers *t, void *owner, uint64_t timer_id)
     return rc;
 }
 
+void fb_timers_hold(struct fb_timers *t, void *owner)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    t->held = owner;
+    pthread_mutex_unlock(&t->lock);
+}
+
+void fb_timers_release(struct fb_timers *t, void *owner)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    bool was = t->held == owner;
+    if (was)
+        t->held = NULL;
+    pthread_mutex_unlock(&t->lock);
+    /* Off the loop: what the owner queued meanwhile starts now. On the
+     * loop nothing was held (its starts act directly). */
+    if (was && !on_loop_thread(t) && !t->closing)
+        uv_async_send(&t->async);
+}
+
 void fb_timers_cancel_owner(struct fb_timers *t, void *owner)
 {
     if (!t)
         return;
 
     pthread_mutex_lock(&t->lock);
+    if (t->held == owner)
+        t->held = NULL;
     /* queued starts and stops of owner: neither may act later */
     struct req **pp = &t->queue;
     t->queue_tail = NULL;

@@ -25,6 +25,12 @@ int fb_timer_start(struct fb_timers *t, void *owner, uint64_t after_ms,
                    uint64_t *timer_id);
 /* 0 or -ENOENT (no such timer of this owner). */
 int fb_timer_stop(struct fb_timers *t, void *owner, uint64_t timer_id);
+/* Around a plugin's init off the loop: while owner is held, the timers it
+ * starts are queued but not started, so no callback of owner runs before
+ * its init has returned. One owner at a time (changes are serialised);
+ * release starts what was queued. fb_timers_cancel_owner drops the hold. */
+void fb_timers_hold(struct fb_timers *t, void *owner);
+void fb_timers_release(struct fb_timers *t, void *owner);
 /* Cancels every timer of owner, from any thread: on return no callback of
  * owner is running or will run again (off the loop it waits for a running
  * one to finish; the loop closes the handles later). */

@@ -162,6 +162,28 @@ START_TEST(test_e2e_plugin_timer)
 }
 END_TEST
 
+/* A plugin loaded at run time: its init runs on the control thread while
+ * the main loop goes on. A 0 ms timer it starts must not fire before init
+ * has returned (lifecycle.so's init waits 300 ms for it and fails, saying
+ * so, if it did). At start-up init runs before the loop, so the load over
+ * control is the case that can race. */
+START_TEST(test_e2e_plugin_timer_after_init)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, "");
+    char config[300];
+    snprintf(config, sizeof config, "{\"file\": \"%s\", \"init_wait_ms\": \"300\"}",
+             fb_e2e_file(t, "life.txt"));
+    const char *so = fb_e2e_built("tests/plugins/lifecycle.so");
+    char *err = NULL;
+    char *out = fb_e2e_ctl(t, 0, &err, "plugin", "load", so, "--config", config, NULL);
+    ck_assert_msg(out, "plugin load failed: %s", err ? err : "?");
+    free(out);
+    free(err);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------- a taken instance name */
 
 /* plugin.load without --name takes the plugin's own name ("lifecycle");
@@ -357,6 +379,7 @@ static Suite *e2e_plugins_suite(void)
     tcase_add_test(tc, test_e2e_hop_limit);
     tcase_add_test(tc, test_e2e_republish_budget);
     tcase_add_test(tc, test_e2e_readme_plugin);
+    tcase_add_test(tc, test_e2e_plugin_timer_after_init);
     tcase_add_test(tc, test_e2e_plugin_load_taken_name);
     suite_add_tcase(s, tc);
     return s;

@@ -147,7 +147,8 @@ struct fidbus_host {
                    size_t ntags, const uint8_t *payload, size_t payload_len);
 
     /* Calls cb(arg) after `after_ms`, then every `repeat_ms` if non-zero,
-     * on the daemon's main thread (never concurrently with init/fini).
+     * on the daemon's main thread, never before init has returned nor
+     * once fini has begun (a timer started in init waits for its end).
      * Stores an id for timer_stop in *timer_id. Timers still running are
      * cancelled before fini. Returns 0 or a negative errno. */
     int (*timer_start)(void *handle, uint64_t after_ms, uint64_t repeat_ms,
@@ -199,8 +200,10 @@ struct fidbus_plugin {
     const char *name;        /* for logs and listings */
     const char *version;     /* the plugin's own version, free text */
     const char *description; /* one line */
-    /* Called once, on the daemon's main thread, before any handler. May be
-     * NULL. 0 = ok; otherwise the load fails. */
+    /* Called once, before any handler or timer callback: on the daemon's
+     * main thread at start-up, on its control thread for a plugin loaded
+     * at run time (one load at a time). May be NULL. 0 = ok; otherwise the
+     * load fails. */
     int (*init)(const struct fidbus_host *host, void **ctx);
     /* Called once at unload or shutdown, after the last handler call and
      * timer callback have returned. May be NULL. */
