@@ -41,13 +41,14 @@ enum {
     CO_REPLACE = 1u << 9,
     CO_APPLY = 1u << 10,
     CO_PROMETHEUS = 1u << 11,
+    CO_MORE = 1u << 31, /* not an option: nargs or more positional arguments */
 };
 
 struct control_cmd {
     const char *group, *verb; /* the words typed; verb NULL for one word */
     const char *command;      /* the command's name in proto/control.md */
     const char *args;         /* positional arguments, for usage lines */
-    unsigned nargs;
+    unsigned nargs;           /* exactly these; at least these with CO_MORE */
     unsigned opts;
 };
 
@@ -67,7 +68,9 @@ static const struct control_cmd control_cmds[] = {
      " [--split-by TAG] [--priority N] [--signature HEX]",
      2, CO_TAG | CO_TO | CO_MODE | CO_SPLIT_BY | CO_PRIORITY | CO_SIGNATURE},
     {"route", "del", "route.del", " NAME", 1, 0},
-    {"route", "apply", "route.apply", " FILE [--replace]", 1, CO_REPLACE},
+    {"route", "apply", "route.apply", " FILE|- [--replace]", 1, CO_REPLACE},
+    /* route.list, then one route.apply (route_weight.c) */
+    {"route", "weight", "route.apply", " ROUTE TARGET=WEIGHT...", 2, CO_MORE},
     {"route", "test", "route.test", " EVENT [--tag K=V]... [--apply FILE]", 1,
      CO_TAG | CO_APPLY},
     {"config", "reload", "config.reload", "", 0, 0},
@@ -304,13 +307,39 @@ static int control_positional(const struct control_cmd *cc, char **pos, json_t *
     return 0;
 }
 
-/* Sends the REQUEST and renders the REPLY (as Prometheus text with prom). */
-static int control_call(const struct ctl *ctl, const char *words,
-                        const struct control_cmd *cc, json_t *args, bool prom)
+int fbctl_control_open(const struct ctl *ctl, struct fidbus_client **out)
+{
+    char addr[4200];
+    if (strncmp(ctl->socket, "unix:", 5) == 0)
+        snprintf(addr, sizeof(addr), "%s", ctl->socket);
+    else
+        snprintf(addr, sizeof(addr), "unix:%s", ctl->socket);
+    /* a reload drains in-flight calls: give the daemon longer than a publish */
+    struct fidbus_client_opts opts = {.name = "fidbusctl", .timeout_ms = 60000};
+    int rc = fidbus_client_connect(out, addr, &opts);
+    if (rc < 0) {
+        *out = NULL;
+        if (rc == -EINVAL || rc == -ENAMETOOLONG)
+            return fbctl_fail(EXIT_USAGE, "invalid control socket path '%s'",
+                              ctl->socket);
+        /* a protocol code is the daemon's refusal, anything else unreachable */
+        return fbctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
+                          "cannot connect to the control socket %s: %s", ctl->socket,
+                          fbctl_connect_why(rc));
+    }
+    return EXIT_OK;
+}
+
+int fbctl_control_request(const struct ctl *ctl, struct fidbus_client *cl,
+                          const char *words, const char *command, const json_t *args,
+                          json_t **result, int *code)
 {
     uint8_t *abuf = NULL;
     size_t alen = 0;
-    if (json_object_size(args) > 0) {
+    *result = NULL;
+    if (code)
+        *code = 0;
+    if (args && json_object_size(args) > 0) {
         char why[512];
         char *text = json_dumps(args, JSON_COMPACT);
         int rc =
@@ -322,34 +351,21 @@ static int control_call(const struct ctl *ctl, const char *words,
                               rc == -1 ? why : strerror(-rc));
     }
 
-    char addr[4200];
-    if (strncmp(ctl->socket, "unix:", 5) == 0)
-        snprintf(addr, sizeof(addr), "%s", ctl->socket);
-    else
-        snprintf(addr, sizeof(addr), "unix:%s", ctl->socket);
-    /* a reload drains in-flight calls: give the daemon longer than a publish */
-    struct fidbus_client_opts opts = {.name = "fidbusctl", .timeout_ms = 60000};
-    struct fidbus_client *cl = NULL;
-    int rc = fidbus_client_connect(&cl, addr, &opts);
-    if (rc < 0) {
-        free(abuf);
-        if (rc == -EINVAL || rc == -ENAMETOOLONG)
-            return fbctl_fail(EXIT_USAGE, "invalid control socket path '%s'",
-                              ctl->socket);
-        /* a protocol code is the daemon's refusal, anything else unreachable */
-        return fbctl_fail(fidbus_error_code(rc) ? EXIT_BUS : EXIT_CONN,
-                          "cannot connect to the control socket %s: %s", ctl->socket,
-                          fbctl_connect_why(rc));
-    }
-
     uint8_t *res = NULL;
     size_t res_len = 0;
-    rc = fidbus_request(cl, cc->command, abuf, alen, &res, &res_len);
+    int rc = fidbus_request(cl, command, abuf, alen, &res, &res_len);
     free(abuf);
     int status = EXIT_OK;
-    int code = fidbus_error_code(rc);
-    if (code) {
-        status = fbctl_refused(ctl, words, code, fidbus_client_last_error(cl), false, 0);
+    int err = fidbus_error_code(rc);
+    if (err) {
+        if (code) {
+            /* the caller decides what to say (a retry, or its own words) */
+            *code = err;
+            status = EXIT_BUS;
+        } else {
+            status =
+                fbctl_refused(ctl, words, err, fidbus_client_last_error(cl), false, 0);
+        }
     } else if (rc == -EMSGSIZE) {
         /* nothing was sent: the library refuses a frame over max_frame */
         status = fbctl_fail(EXIT_USAGE,
@@ -360,28 +376,74 @@ static int control_call(const struct ctl *ctl, const char *words,
     } else if (rc < 0) {
         status = fbctl_lost(words, "daemon", ctl->socket, rc);
     } else {
-        json_t *j;
         char why[512];
-        if (fbctl_result_json(res, res_len, &j, why, sizeof(why)) < 0) {
+        if (fbctl_result_json(res, res_len, result, why, sizeof(why)) < 0)
             status =
                 fbctl_fail(EXIT_BUS, "%s failed: the daemon's reply: %s", words, why);
-        } else if (ctl->json) {
+    }
+    free(res);
+    return status;
+}
+
+json_t *fbctl_func_names(const struct ctl *ctl, struct fidbus_client *cl)
+{
+    json_t *r = NULL;
+    int code;
+    if (fbctl_control_request(ctl, cl, "func list", "func.list", NULL, &r, &code) !=
+        EXIT_OK) {
+        json_decref(r);
+        return NULL;
+    }
+    json_t *names = json_object();
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(r, "functions"), i, f)
+    {
+        const char *id = json_string_value(json_object_get(f, "id"));
+        json_t *canon = json_object_get(f, "canonical");
+        if (names && id && json_is_string(canon))
+            json_object_set(names, id, canon);
+    }
+    json_decref(r);
+    return names;
+}
+
+/* Commands whose text output names the funcIDs it shows (render.h). */
+static bool wants_names(const char *command)
+{
+    return !strcmp(command, "route.test") || !strcmp(command, "plugin.list") ||
+           !strcmp(command, "plugin.load") || !strcmp(command, "plugin.reload");
+}
+
+/* Sends the REQUEST and renders the REPLY (as Prometheus text with prom). */
+static int control_call(const struct ctl *ctl, const char *words,
+                        const struct control_cmd *cc, json_t *args, bool prom)
+{
+    struct fidbus_client *cl = NULL;
+    int status = fbctl_control_open(ctl, &cl);
+    if (status)
+        return status;
+    json_t *j = NULL;
+    status = fbctl_control_request(ctl, cl, words, cc->command, args, &j, NULL);
+    if (status == EXIT_OK) {
+        if (ctl->json) {
             char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
             if (s)
                 printf("%s\n", s);
             else
                 status = fbctl_fail(EXIT_BUS, "%s: out of memory", words);
             free(s);
-            json_decref(j);
         } else if (prom) {
             fbctl_render_prometheus(stdout, j);
-            json_decref(j);
         } else {
-            fbctl_render_table(stdout, cc->command, j);
-            json_decref(j);
+            /* One more request, after the command: its reply shows bare
+             * funcIDs, and a function gone in between stays bare. */
+            json_t *names = wants_names(cc->command) ? fbctl_func_names(ctl, cl) : NULL;
+            fbctl_render_table(stdout, cc->command, j, names);
+            json_decref(names);
         }
     }
-    free(res);
+    json_decref(j);
     fidbus_client_close(cl);
     return fbctl_flush(status);
 }
@@ -425,9 +487,13 @@ int fbctl_control(struct ctl *ctl, int argc, char **argv)
     if (rc == 0 && npos < (int)cc->nargs)
         rc = fbctl_fail(EXIT_USAGE, "%s: missing argument (usage: %s%s)", words, words,
                         cc->args);
-    else if (rc == 0 && npos > (int)cc->nargs)
+    else if (rc == 0 && npos > (int)cc->nargs && !(cc->opts & CO_MORE))
         rc = fbctl_fail(EXIT_USAGE, "%s: unexpected argument '%s'", words,
                         argv[skip + optind + cc->nargs]);
+    if (rc == 0 && (cc->opts & CO_MORE)) {
+        rc = fbctl_route_weight(ctl, words, argv + skip + optind, npos);
+        goto out;
+    }
     if (rc == 0)
         rc = control_positional(cc, argv + skip + optind, args, route);
     if (rc)

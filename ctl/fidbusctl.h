@@ -90,4 +90,30 @@ int fbctl_publish(struct ctl *ctl, int argc, char **argv);
 bool fbctl_is_control_group(const char *word);
 int fbctl_control(struct ctl *ctl, int argc, char **argv);
 
+/*
+ * The control socket, for commands that send more than one REQUEST
+ * (control.c). fbctl_control_open connects *out (closed by the caller
+ * with fidbus_client_close); on failure it has said why and returns the
+ * exit status. fbctl_control_request sends `command` with args (NULL or
+ * an object) and parses the REPLY's result into *result (the caller's,
+ * NULL on failure); a failure is reported as one line under `words` and
+ * its exit status returned -- except that with code non-NULL a refusal
+ * by the daemon is not reported: *code gets its protocol code, the
+ * message is fidbus_client_last_error(cl), and EXIT_BUS is returned.
+ */
+int fbctl_control_open(const struct ctl *ctl, struct fidbus_client **out);
+int fbctl_control_request(const struct ctl *ctl, struct fidbus_client *cl,
+                          const char *words, const char *command, const json_t *args,
+                          json_t **result, int *code);
+
+/* {funcID: canonical} of every loaded function (func.list on cl), or NULL
+ * when it cannot be had: names are a help for people, never a failure. */
+json_t *fbctl_func_names(const struct ctl *ctl, struct fidbus_client *cl);
+
+/*
+ * `route weight ROUTE TARGET=WEIGHT...` (route_weight.c): pos[0] the
+ * route, pos[1..npos-1] the new weights. Returns the exit status.
+ */
+int fbctl_route_weight(const struct ctl *ctl, const char *words, char **pos, int npos);
+
 #endif

@@ -5,7 +5,9 @@
  * Not a hot path: the REPLY's bytes go through cbor_load, then into a
  * jansson tree, and the tables are drawn from that tree. Column widths
  * are measured first so every table lines up; cells never hold spaces
- * (lists are joined with ","), so `awk '{print $1}'` works on them.
+ * (lists are joined with ","), so `awk '{print $1}'` works on them --
+ * except a named function, "CANONICAL (ID)", which stays in the last
+ * column or, in stats, is the first column (its first word is the name).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -308,8 +310,42 @@ static void table_print(FILE *out, struct table *t)
     free(w);
 }
 
-/* "key: value" for every key, or only the scalar ones. */
-static void key_values(FILE *out, const json_t *o, bool scalars_only)
+/* "canonical (id)" when names know id, else id. */
+static char *named_id(const char *id, const json_t *names)
+{
+    const json_t *c = names ? json_object_get(names, id) : NULL;
+    if (json_is_string(c) && json_string_length(c))
+        return xasprintf("%s (%s)", json_string_value(c), id);
+    return oom(strdup(id));
+}
+
+/* A list of funcIDs, each named, joined by sep; NULL when v is not one. */
+static char *named_ids(const json_t *v, const json_t *names, const char *sep)
+{
+    if (!names || !json_is_array(v) || json_array_size(v) == 0)
+        return NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e))
+            return NULL;
+    }
+    char *s = oom(strdup(""));
+    json_array_foreach(v, i, e)
+    {
+        char *t = named_id(json_string_value(e), names);
+        char *n = xasprintf("%s%s%s", s, i ? sep : "", t);
+        free(t);
+        free(s);
+        s = n;
+    }
+    return s;
+}
+
+/* "key: value" for every key, or only the scalar ones; the funcID lists
+ * of route.test (targets) and of a plugin entry (functions) named. */
+static void key_values(FILE *out, const json_t *o, bool scalars_only, const json_t *names)
 {
     const char *k;
     json_t *v;
@@ -317,13 +353,17 @@ static void key_values(FILE *out, const json_t *o, bool scalars_only)
     {
         if (scalars_only && (json_is_object(v) || json_is_array(v)))
             continue;
-        char *s = value_text(v, ", ");
+        char *s = !strcmp(k, "targets") || !strcmp(k, "functions")
+                      ? named_ids(v, names, ", ")
+                      : NULL;
+        if (!s)
+            s = value_text(v, ", ");
         fprintf(out, "%s: %s\n", k, s);
         free(s);
     }
 }
 
-static void render_plugins(FILE *out, const json_t *r)
+static void render_plugins(FILE *out, const json_t *r, const json_t *names)
 {
     static const char *const h[] = {"NAME", "VERSION", "PATH", "FUNCTIONS"};
     struct table t;
@@ -332,8 +372,9 @@ static void render_plugins(FILE *out, const json_t *r)
     json_t *p;
     json_array_foreach(json_object_get(r, "plugins"), i, p)
     {
+        char *fns = named_ids(json_object_get(p, "functions"), names, ", ");
         char *row[] = {field(p, "name"), field(p, "version"), field(p, "path"),
-                       field(p, "functions")};
+                       fns ? fns : field(p, "functions")};
         table_add(&t, row);
     }
     table_print(out, &t);
@@ -435,7 +476,7 @@ static void render_routes(FILE *out, const json_t *r)
 
 static void render_stats(FILE *out, const json_t *r)
 {
-    key_values(out, r, true);
+    key_values(out, r, true, NULL);
 
     const char *k;
     json_t *v;
@@ -473,10 +514,19 @@ static void render_stats(FILE *out, const json_t *r)
         table_init(&t, h, 8);
         json_object_foreach((json_t *)funcs, k, v)
         {
-            char *row[] = {oom(strdup(k)),      field(v, "calls"),
-                           field(v, "errors"),  field(v, "late"),
-                           field(v, "skipped"), field(v, "quarantined"),
-                           field(v, "p50_ns"),  field(v, "p99_ns")};
+            /* the reply names each function itself (`canonical`) */
+            const json_t *c = json_object_get(v, "canonical");
+            char *fn = json_is_string(c) && json_string_length(c)
+                           ? xasprintf("%s (%s)", json_string_value(c), k)
+                           : oom(strdup(k));
+            char *row[] = {fn,
+                           field(v, "calls"),
+                           field(v, "errors"),
+                           field(v, "late"),
+                           field(v, "skipped"),
+                           field(v, "quarantined"),
+                           field(v, "p50_ns"),
+                           field(v, "p99_ns")};
             table_add(&t, row);
         }
         fputc('\n', out);
@@ -510,7 +560,8 @@ static void render_stats(FILE *out, const json_t *r)
     }
 }
 
-void fbctl_render_table(FILE *out, const char *command, const json_t *result)
+void fbctl_render_table(FILE *out, const char *command, const json_t *result,
+                        const json_t *names)
 {
     if (!json_is_object(result)) {
         char *s = value_text(result, ", ");
@@ -519,7 +570,7 @@ void fbctl_render_table(FILE *out, const char *command, const json_t *result)
         return;
     }
     if (!strcmp(command, "plugin.list")) {
-        render_plugins(out, result);
+        render_plugins(out, result, names);
     } else if (!strcmp(command, "func.list")) {
         render_functions(out, result);
     } else if (!strcmp(command, "route.list")) {
@@ -533,6 +584,6 @@ void fbctl_render_table(FILE *out, const char *command, const json_t *result)
     } else if (json_object_size(result) == 0) {
         fputs("ok\n", out);
     } else {
-        key_values(out, result, false);
+        key_values(out, result, false, names);
     }
 }

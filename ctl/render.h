@@ -31,8 +31,13 @@ int fbctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
 /*
  * Writes the human-readable form of `result` for the control command
  * `command` ("status", "plugin.list", ...): a table where the command has
- * one, otherwise "key: value" lines ("ok" for an empty result).
+ * one, otherwise "key: value" lines ("ok" for an empty result). Where a
+ * result lists bare funcIDs (route.test's targets, a plugin's functions)
+ * each is shown as "CANONICAL (ID)" when names ({funcID: canonical},
+ * borrowed, may be NULL) has it, bare otherwise; stats functions are
+ * named from the reply's own `canonical`. --json output is never named.
  */
-void fbctl_render_table(FILE *out, const char *command, const json_t *result);
+void fbctl_render_table(FILE *out, const char *command, const json_t *result,
+                        const json_t *names);
 
 #endif

@@ -313,7 +313,12 @@ cbor_item_t *fb_ctl_route_del(const struct fb_ctl_env *env, const cbor_item_t *a
  * The set a route.apply with these args gives: the running routes (none
  * with replace), minus every name in `del` (each must exist), plus every
  * route in `add` (whose names must then be free). So replacing a route is
- * a del and an add of one name in one apply.
+ * a del and an add of one name in one apply. With `if_generation`, only
+ * while the running generation is that one: a read-modify-write client
+ * (fidbusctl route weight) sends the generation it read, so a change
+ * made by someone else in between is refused (CONFLICT) instead of
+ * overwritten. Commands run one at a time under the change lock, so the
+ * check holds until the commit.
  */
 static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct set *s,
                      char *err, size_t errlen)
@@ -325,17 +330,31 @@ static int apply_set(const struct fb_daemon *d, const cbor_item_t *args, struct 
     struct cbor_pair *kv = cbor_map_handle(args);
     for (size_t i = 0; i < cbor_map_size(args); i++) {
         const cbor_item_t *k = kv[i].key;
-        static const char *const known[] = {"add", "del", "replace"};
+        static const char *const known[] = {"add", "del", "replace", "if_generation"};
         bool ok = false;
-        for (size_t j = 0; j < 3 && !ok; j++)
+        for (size_t j = 0; j < 4 && !ok; j++)
             ok = cbor_isa_string(k) && cbor_string_is_definite(k) &&
                  cbor_string_length(k) == strlen(known[j]) &&
                  memcmp(cbor_string_handle(k), known[j], strlen(known[j])) == 0;
         if (!ok) {
             fb_set_err(err, errlen,
-                       "route.apply: unknown argument (expected add, del, replace)");
+                       "route.apply: unknown argument (expected add, del, replace, "
+                       "if_generation)");
             return FIDBUS_INVALID;
         }
+    }
+    const cbor_item_t *ifgen = fb_ctl_arg(args, "if_generation");
+    if (ifgen && !cbor_isa_uint(ifgen)) {
+        fb_set_err(err, errlen,
+                   "route.apply: 'if_generation' must be an unsigned integer");
+        return FIDBUS_INVALID;
+    }
+    if (ifgen && cbor_get_int(ifgen) != d->generation) {
+        fb_set_err(err, errlen,
+                   "route.apply: the generation is %" PRIu64 ", not %" PRIu64
+                   " (if_generation): the running set changed since it was read",
+                   d->generation, cbor_get_int(ifgen));
+        return FIDBUS_CONFLICT;
     }
     const cbor_item_t *add = fb_ctl_arg(args, "add");
     const cbor_item_t *del = fb_ctl_arg(args, "del");
