@@ -65,10 +65,12 @@ fuzz() {
     rm -rf "$work"
 }
 
+# build PRESET [TARGET...]: every target, or only those named
 build() {
     preset=$1
+    shift
     cmake --preset "$preset" >/dev/null
-    cmake --build --preset "$preset" -j"$JOBS"
+    cmake --build --preset "$preset" -j"$JOBS" ${1:+--target "$@"}
 }
 
 case "${1:-}" in
@@ -77,7 +79,8 @@ deps)
 build)
     deps; build default ;;
 run)
-    deps; build default
+    # only what it runs: not the tests, fuzz replays or the bench
+    deps; build default fidbusd fidbusctl log count
     exec ./build/daemon/fidbusd --default-config ;;
 test)
     deps
