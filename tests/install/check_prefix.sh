@@ -13,7 +13,12 @@
 #   - a C program (README's client example) built against P's static
 #     libfidbus.a (pkg-config --static, then the CMake package's
 #     fidbus::static) needs no libfidbus.so and publishes too;
-#   - stopped with SIGTERM, the count plugin reports every event.
+#   - stopped with SIGTERM, the count plugin reports every event;
+#   - the quick start's state is per checkout: with only XDG_RUNTIME_DIR
+#     set (the quick start's case), the build tree's fidbusd runs, takes a
+#     runtime change (generation 2) and stops; the installed fidbusd (another
+#     "checkout") then starts at generation 1 with no word about a state
+#     file, and the build tree's again finds its own state (its route).
 # usage: check_prefix.sh BUILD_DIR SOURCE_DIR
 set -eu
 build=$1
@@ -127,4 +132,41 @@ pid=""
 [ "$st" = 0 ] || fail "fidbusd exited $st on SIGTERM: $(cat "$tmp/err")"
 grep -q 'count: 203 events' "$tmp/err" || fail "count did not report 203 events: $(cat "$tmp/err")"
 [ ! -e "$run/bus.sock" ] || fail "bus.sock left behind"
+# ---- the quick-start state per checkout (one user, one XDG_RUNTIME_DIR)
+xdg=$tmp/xdg
+mkdir -m 0700 "$xdg"
+qs() { # FIDBUSD ERRFILE: starts it, waits until ready
+    env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR="$xdg" "$1" --default-config >/dev/null 2>"$2" &
+    pid=$!
+    n=0
+    until xctl status >/dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || { pid=""; fail "$1 exited: $(cat "$2")"; }
+        n=$((n + 1))
+        [ $n -lt 200 ] || fail "$1 not ready after 20 s: $(cat "$2")"
+        sleep 0.1
+    done
+}
+xctl() { env -i PATH=/usr/bin:/bin XDG_RUNTIME_DIR="$xdg" "$P/bin/fidbusctl" "$@"; }
+qs_stop() {
+    kill -TERM "$pid"
+    wait "$pid" || fail "fidbusd exited $? on SIGTERM"
+    pid=""
+}
+gen() { xctl --json status | sed -n 's/.*"generation":\([0-9]*\).*/\1/p'; }
+qs "$build/daemon/fidbusd" "$tmp/qs1.err"
+xctl route add extra demo.extra --to fidbus.count >/dev/null || fail "route add failed"
+[ "$(gen)" = 2 ] || fail "build tree's quick start: generation $(gen) after one change, not 2"
+qs_stop
+qs "$P/bin/fidbusd" "$tmp/qs2.err"
+g=$(gen)
+qs_stop
+[ "$g" = 1 ] || fail "a second checkout's first quick start is at generation $g, not 1: $(cat "$tmp/qs2.err")"
+if grep -i 'state' "$tmp/qs2.err"; then
+    fail "a second checkout's first quick start speaks of a state file (above)"
+fi
+qs "$build/daemon/fidbusd" "$tmp/qs3.err"
+xctl route list >"$tmp/routes" || fail "route list failed"
+qs_stop
+grep -q extra "$tmp/routes" ||
+    fail "the build tree's quick start lost its own state (no route extra): $(cat "$tmp/routes")"
 echo "install.prefix: OK ($P)"
