@@ -301,15 +301,22 @@ int main(int argc, char **argv)
         fb_daemon_free(d);
         return 1;
     }
-    if (use_default && cfg->unix_path)
-        fprintf(
-            stderr,
-            "\nfidbusd is running with the embedded default config.\n"
-            "Publish an event from another terminal with:\n"
-            "  ./build/daemon/fidbusctl --bus unix:%s publish demo.hello --tag user=me "
-            "--data-json '{\"hello\": \"world\"}' --ack\n"
-            "Stop it with Ctrl-C.\n\n",
-            cfg->unix_path);
+    if (use_default && cfg->unix_path) {
+        /* the fidbusctl next to this fidbusd: the build tree's or the
+         * installed one, whichever runs */
+        char ctl[PATH_MAX + 16];
+        exe_dir(ctl, PATH_MAX);
+        strcat(ctl, "/fidbusctl");
+        if (ctl[0] != '/' || access(ctl, X_OK) != 0)
+            strcpy(ctl, "fidbusctl");
+        fprintf(stderr,
+                "\nfidbusd is running with the embedded default config.\n"
+                "Publish an event from another terminal with:\n"
+                "  %s --bus unix:%s publish demo.hello --tag user=me "
+                "--data-json '{\"hello\": \"world\"}' --ack\n"
+                "Stop it with Ctrl-C.\n\n",
+                ctl, cfg->unix_path);
+    }
     rc = fb_daemon_run(d);
     fb_daemon_free(d);
     fb_info("stopped");

@@ -13,7 +13,8 @@
 #   - a C program (README's client example) built against P's static
 #     libfidbus.a (pkg-config --static, then the CMake package's
 #     fidbus::static) needs no libfidbus.so and publishes too;
-#   - stopped with SIGTERM, the count plugin reports every event;
+#   - its start-up hint names the installed fidbusctl; stopped with SIGTERM,
+#     the count plugin reports every event;
 #   - the quick start's state is per checkout: with only XDG_RUNTIME_DIR
 #     set (the quick start's case), the build tree's fidbusd runs, takes a
 #     runtime change (generation 2) and stops; the installed fidbusd (another
@@ -131,6 +132,8 @@ wait "$pid" || st=$?
 pid=""
 [ "$st" = 0 ] || fail "fidbusd exited $st on SIGTERM: $(cat "$tmp/err")"
 grep -q 'count: 203 events' "$tmp/err" || fail "count did not report 203 events: $(cat "$tmp/err")"
+grep -qF "  $P/bin/fidbusctl --bus unix:$run/bus.sock publish demo.hello" "$tmp/err" ||
+    fail "the start-up hint does not name the installed fidbusctl: $(cat "$tmp/err")"
 [ ! -e "$run/bus.sock" ] || fail "bus.sock left behind"
 # ---- the quick-start state per checkout (one user, one XDG_RUNTIME_DIR)
 xdg=$tmp/xdg
