@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +33,12 @@ static void usage(FILE *f)
         "\n"
         "  -c, --config FILE   configuration file (default " FIDBUS_SYSCONF_CONFIG ")\n"
         "      --default-config  use the embedded quick-start configuration: sockets\n"
-        "                      and state under $FIDBUS_RUNTIME_DIR, else\n"
+        "                      and state under $FIDBUS_RUNTIME_DIR, else sockets in\n"
         "                      $XDG_RUNTIME_DIR/fidbus, else /tmp/fidbus-UID (made\n"
-        "                      mode 0700); the shipped log and count plugins; every\n"
-        "                      event to both\n"
+        "                      mode 0700), and the state in state-HASH there, one\n"
+        "                      per directory fidbusd runs from; the shipped log and\n"
+        "                      count plugins (next to fidbusd's build or install\n"
+        "                      tree); every event to both\n"
         "      --check-config  validate the configuration and exit 0 (valid) or 1\n"
         "      --version       print the version and exit\n"
         "  -h, --help          print this help and exit\n"
@@ -74,29 +77,66 @@ static char *replace_all(const char *text, const char *key, const char *val)
     return out;
 }
 
-static void default_runtime_dir(char *out, size_t len)
+/* The directory fidbusd runs from (no trailing slash), or "" if unknown. */
+static void exe_dir(char *out, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    out[0] = '\0';
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    snprintf(out, len, "%s", exe);
+}
+
+/* runtime: where the sockets go; state: where state.cbor goes. */
+static void default_dirs(char *runtime, char *state, size_t len)
 {
     const char *e = getenv("FIDBUS_RUNTIME_DIR");
     if (e && *e) {
-        snprintf(out, len, "%s", e);
+        /* the caller gave this instance a place of its own: all of it there */
+        snprintf(runtime, len, "%s", e);
+        snprintf(state, len, "%s/state", e);
         return;
     }
     e = getenv("XDG_RUNTIME_DIR");
     if (e && *e && access(e, W_OK) == 0) {
-        snprintf(out, len, "%s/fidbus", e);
-        return;
+        snprintf(runtime, len, "%s/fidbus", e);
+    } else {
+        /* Without a session's runtime dir (normal under sudo) the quick
+         * start still needs a place both fidbusd and fidbusctl find, as
+         * tmux does: /tmp/fidbus-UID, made private here. One that already
+         * exists but is not ours (another user may have planted it, with a
+         * state file naming their plugin) is refused at start-up with the
+         * path and the fix (fb_daemon_start, trusted_dir.h); fidbusctl
+         * ignores it. */
+        snprintf(runtime, len, "/tmp/fidbus-%u", (unsigned)getuid());
+        (void)mkdir(runtime, 0700);
     }
-    /* Without a session's runtime dir (normal under sudo) the quick start
-     * still needs a place both fidbusd and fidbusctl find, as tmux does:
-     * /tmp/fidbus-UID, made private here. One that already exists but is
-     * not ours (another user may have planted it, with a state file naming
-     * their plugin) is refused at start-up with the path and the fix
-     * (fb_daemon_start, trusted_dir.h); fidbusctl ignores it. */
-    snprintf(out, len, "/tmp/fidbus-%u", (unsigned)getuid());
-    (void)mkdir(out, 0700);
+    /* The sockets are per user, so fidbusctl finds them without options,
+     * but the state is per checkout (or install prefix): the state of
+     * another clone's quick start, with its plugin paths and generation,
+     * would make a first start warn about a changed config. FNV-1a of the
+     * directory fidbusd runs from names it. */
+    char dir[PATH_MAX];
+    exe_dir(dir, sizeof dir);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = dir; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    int n = snprintf(state, len, "%s/state-%012llx", runtime,
+                     (unsigned long long)(h & 0xffffffffffffull));
+    if (n < 0 || (size_t)n >= len) /* a runtime dir that long fails later anyway */
+        snprintf(state, len, "%s", runtime);
 }
 
-/* The build tree's plugins when run from it, else the installed ones. */
+/* The build tree's plugins when run from it, else the installed ones,
+ * found from where fidbusd is: an install moved to another prefix
+ * (cmake --install --prefix) finds its own plugins, not those of the
+ * prefix the tree was configured for. */
 static void default_plugin_dir(char *out, size_t len)
 {
     const char *e = getenv("FIDBUS_PLUGIN_DIR");
@@ -104,15 +144,13 @@ static void default_plugin_dir(char *out, size_t len)
         snprintf(out, len, "%s", e);
         return;
     }
-    char exe[PATH_MAX / 2];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
+    char dir[PATH_MAX / 2];
+    exe_dir(dir, sizeof dir);
+    if (dir[0]) {
+        const char *rel[] = {"../plugins", FIDBUS_PLUGIN_REL_DIR};
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
             char probe[PATH_MAX + 32];
-            snprintf(probe, sizeof probe, "%s/../plugins/log.so", exe);
+            snprintf(probe, sizeof probe, "%s/%s/log.so", dir, rel[i]);
             char real[PATH_MAX];
             if (access(probe, R_OK) == 0 && realpath(probe, real)) {
                 *strrchr(real, '/') = '\0'; /* drop "/log.so" */
@@ -128,11 +166,14 @@ static void default_plugin_dir(char *out, size_t len)
  * is kept for config.reload. */
 static int load_default(struct fb_config **cfg, char **text, char *err, size_t errlen)
 {
-    char runtime[PATH_MAX], plugins[PATH_MAX];
-    default_runtime_dir(runtime, sizeof runtime);
+    char runtime[PATH_MAX], state[PATH_MAX], plugins[PATH_MAX];
+    default_dirs(runtime, state, sizeof runtime);
     default_plugin_dir(plugins, sizeof plugins);
-    char *a = replace_all(fb_default_config, "@RUNTIME@", runtime);
-    char *b = a ? replace_all(a, "@PLUGINDIR@", plugins) : NULL;
+    char *a = replace_all(fb_default_config, "@STATE@", state);
+    char *b = a ? replace_all(a, "@RUNTIME@", runtime) : NULL;
+    free(a);
+    a = b;
+    b = a ? replace_all(a, "@PLUGINDIR@", plugins) : NULL;
     free(a);
     if (!b) {
         fb_set_err(err, errlen, "out of memory");
@@ -260,15 +301,22 @@ int main(int argc, char **argv)
         fb_daemon_free(d);
         return 1;
     }
-    if (use_default && cfg->unix_path)
-        fprintf(
-            stderr,
-            "\nfidbusd is running with the embedded default config.\n"
-            "Publish an event from another terminal with:\n"
-            "  ./build/daemon/fidbusctl --bus unix:%s publish demo.hello --tag user=me "
-            "--data-json '{\"hello\": \"world\"}' --ack\n"
-            "Stop it with Ctrl-C.\n\n",
-            cfg->unix_path);
+    if (use_default && cfg->unix_path) {
+        /* the fidbusctl next to this fidbusd: the build tree's or the
+         * installed one, whichever runs */
+        char ctl[PATH_MAX + 16];
+        exe_dir(ctl, PATH_MAX);
+        strcat(ctl, "/fidbusctl");
+        if (ctl[0] != '/' || access(ctl, X_OK) != 0)
+            strcpy(ctl, "fidbusctl");
+        fprintf(stderr,
+                "\nfidbusd is running with the embedded default config.\n"
+                "Publish an event from another terminal with:\n"
+                "  %s --bus unix:%s publish demo.hello --tag user=me "
+                "--data-json '{\"hello\": \"world\"}' --ack\n"
+                "Stop it with Ctrl-C.\n\n",
+                ctl, cfg->unix_path);
+    }
     rc = fb_daemon_run(d);
     fb_daemon_free(d);
     fb_info("stopped");

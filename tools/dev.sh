@@ -21,7 +21,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libuv1-dev libcbor-dev libssl-dev check
-liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser clang libclang-rt-14-dev"
+liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser clang libclang-rt-14-dev
+lintian"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -65,10 +66,12 @@ fuzz() {
     rm -rf "$work"
 }
 
+# build PRESET [TARGET...]: every target, or only those named
 build() {
     preset=$1
+    shift
     cmake --preset "$preset" >/dev/null
-    cmake --build --preset "$preset" -j"$JOBS"
+    cmake --build --preset "$preset" -j"$JOBS" ${1:+--target "$@"}
 }
 
 case "${1:-}" in
@@ -77,7 +80,8 @@ deps)
 build)
     deps; build default ;;
 run)
-    deps; build default
+    # only what it runs: not the tests, fuzz replays or the bench
+    deps; build default fidbusd fidbusctl log count
     exec ./build/daemon/fidbusd --default-config ;;
 test)
     deps
