@@ -107,7 +107,10 @@ for p in fidbus libfidbus0 libfidbus-dev; do
         fail "$p: files outside the Debian layout (above)"
     fi
 done
-# section 3 and 7 pages, whichever there are, are in -dev
+# the client API and plugin ABI pages, and any other section 3 or 7
+# page, are in -dev
+[ "$man" = 1 ] && has libfidbus-dev /usr/share/man/man3/fidbus_client.3.gz \
+    /usr/share/man/man7/fidbus-plugin.7.gz
 for page in $(find "$tmp/build/packaging/man" -name '*.[37].gz' 2>/dev/null); do
     n=$(basename "$page")
     sec=${n%.gz}
