@@ -103,7 +103,8 @@ _fidbusctl()
             fi ;;
         esac ;;
     config)
-        [ -z "$sub" ] && opts="reload export" ;;
+        [ -z "$sub" ] && opts="reload export"
+        [ "$sub" = reload ] && opts="--dry-run" ;;
     plugin)
         case $sub in
         "") opts="list load unload reload" ;;

@@ -67,7 +67,7 @@ static const char usage_text[] =
     "  route del NAME\n"
     "  route apply FILE [--replace]        FILE: JSON or CBOR {add, del, replace}\n"
     "  route test EVENT [--tag K=V]... [--apply FILE]\n"
-    "  config reload | config export\n"
+    "  config reload [--dry-run] | config export\n"
     "\n"
     "options:\n"
     "  --bus ADDR       bus address: unix:PATH, PATH or tcp:HOST:PORT\n"
