@@ -283,7 +283,8 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
             fb_set_err(err, errlen, "%s:%d: %s", cfg->file,
                        cfg->plugins[res.failed_load].line, why);
         else if (fb_config_route_line(cfg, why) > 0)
-            fb_set_err(err, errlen, "%s:%d: %s", cfg->file, fb_config_route_line(cfg, why), why);
+            fb_set_err(err, errlen, "%s:%d: %s", cfg->file,
+                       fb_config_route_line(cfg, why), why);
         else
             fb_set_err(err, errlen, "%s: %s", cfg->file, why);
         goto out;

@@ -99,7 +99,8 @@ static const char *least(const struct side *sd, const size_t *cur)
 }
 
 /* Walks the three sides of one kind into items (sorted by name). */
-static int walk(struct side *sd, struct fb_merge_item **out, size_t *nout, struct fb_merge *m)
+static int walk(struct side *sd, struct fb_merge_item **out, size_t *nout,
+                struct fb_merge *m)
 {
     size_t cap = sd[0].n + sd[1].n + sd[2].n;
     struct fb_merge_item *v = calloc(cap ? cap : 1, sizeof *v);
@@ -144,7 +145,7 @@ static int walk(struct side *sd, struct fb_merge_item **out, size_t *nout, struc
 }
 
 const struct fb_merge_item *fb_merge_find(const struct fb_merge_item *v, size_t n,
-                                        const char *name)
+                                          const char *name)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -169,14 +170,15 @@ const struct fb_merge_item *fb_merge_find(const struct fb_merge_item *v, size_t 
         size_t k = 0;                                                                    \
         for (size_t i = 0; i < nr; i++) {                                                \
             const struct fb_merge_item *it =                                             \
-                fb_merge_find(m->kind, m->n##kind, running->kind[i].name);                        \
+                fb_merge_find(m->kind, m->n##kind, running->kind[i].name);               \
             if (!it || it->change == FB_MERGE_NONE)                                      \
                 v[k++] = running->kind[i];                                               \
             else if (it->change == FB_MERGE_CHANGE)                                      \
                 v[k++] = file->kind[it->file_at];                                        \
         }                                                                                \
         for (size_t i = 0; i < nf; i++) {                                                \
-            const struct fb_merge_item *it = fb_merge_find(m->kind, m->n##kind, file->kind[i].name); \
+            const struct fb_merge_item *it =                                             \
+                fb_merge_find(m->kind, m->n##kind, file->kind[i].name);                  \
             if (it && it->change == FB_MERGE_ADD)                                        \
                 v[k++] = file->kind[i];                                                  \
         }                                                                                \

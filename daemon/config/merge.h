@@ -33,10 +33,10 @@ enum fb_merge_why {
 };
 
 enum fb_merge_change {
-    FB_MERGE_NONE,    /* the running item (or its absence) stays */
-    FB_MERGE_ADD,     /* not running, FILE's version comes */
-    FB_MERGE_CHANGE,  /* running, replaced by FILE's version */
-    FB_MERGE_DELETE,  /* running, goes */
+    FB_MERGE_NONE,   /* the running item (or its absence) stays */
+    FB_MERGE_ADD,    /* not running, FILE's version comes */
+    FB_MERGE_CHANGE, /* running, replaced by FILE's version */
+    FB_MERGE_DELETE, /* running, goes */
 };
 
 struct fb_merge_item {

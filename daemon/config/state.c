@@ -250,9 +250,12 @@ enum state_key {
 };
 
 static const char *const state_keys[SK__COUNT] = {
-    [SK_FORMAT] = "format",         [SK_HASH] = "config_hash",
-    [SK_GENERATION] = "generation", [SK_WRITTEN_AT] = "written_at",
-    [SK_PLUGINS] = "plugins",       [SK_ROUTES] = "routes",
+    [SK_FORMAT] = "format",
+    [SK_HASH] = "config_hash",
+    [SK_GENERATION] = "generation",
+    [SK_WRITTEN_AT] = "written_at",
+    [SK_PLUGINS] = "plugins",
+    [SK_ROUTES] = "routes",
     [SK_BASE] = "base",
 };
 

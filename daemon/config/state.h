@@ -18,8 +18,8 @@
  * socket's shapes). "base" is the config the daemon last applied (the
  * BASE of config/merge.h), so a start after an edit of the file can tell
  * what the edit changed; a file without it (an older daemon's) is still
- * valid, and then the config is applied whole. Unknown top-level keys are ignored (a newer daemon may
- * add some); a format other than 1, a missing key, or anything
+ * valid, and then the config is applied whole. Unknown top-level keys are ignored (a
+ * newer daemon may add some); a format other than 1, a missing key, or anything
  * spec_cbor.h refuses makes the whole file invalid.
  */
 #ifndef FB_STATE_H

@@ -74,7 +74,8 @@ static bool replaced_on_disk(const struct fb_plugin *p)
 static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config *a,
                          const struct fb_config *n)
 {
-#define STR_DIFF(x) ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
+#define STR_DIFF(x)                                                                      \
+    ((a->x == NULL) != (n->x == NULL) || (a->x && strcmp(a->x, n->x) != 0))
     struct {
         const char *key;
         bool differs;
@@ -114,8 +115,8 @@ struct lists {
 
 static void lists_free(struct lists *l)
 {
-    cbor_item_t **all[] = {&l->loaded,       &l->reloaded,       &l->unchanged,
-                           &l->dropped,      &l->replaced,       &l->added_routes,
+    cbor_item_t **all[] = {&l->loaded,         &l->reloaded,       &l->unchanged,
+                           &l->dropped,        &l->replaced,       &l->added_routes,
                            &l->changed_routes, &l->dropped_routes, &l->kept_runtime,
                            &l->overridden};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)

@@ -1139,7 +1139,8 @@ START_TEST(test_e2e_change_config_reload)
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
     ck_assert_int_eq(pub(bus, "n.x", NULL, NULL), 1);
     json_t *s = ok(c, "stats", NULL);
-    ck_assert_int_eq(jint(json_object_get(s, "generations"), "4"), 5); /* a.x, n.x, t.x, a.x, n.x */
+    ck_assert_int_eq(jint(json_object_get(s, "generations"), "4"),
+                     5); /* a.x, n.x, t.x, a.x, n.x */
     json_decref(s);
     /* a route to a function nothing provides: refused whole, too */
     fb_e2e_config(t, NULL, BASE "[route ghost]\nevent = g.x\nto = no.such\n");

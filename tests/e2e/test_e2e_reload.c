@@ -92,9 +92,9 @@ static int vreq(struct fidbus_client *c, const char *cmd, json_t **res, const ch
             if (*p == '\'')
                 *p = '"';
         char why[256];
-        ck_assert_msg(fbctl_json_to_cbor(text, strlen(text), &a, &alen, why, sizeof why) ==
-                          0,
-                      "bad test args %s: %s", text, why);
+        ck_assert_msg(
+            fbctl_json_to_cbor(text, strlen(text), &a, &alen, why, sizeof why) == 0,
+            "bad test args %s: %s", text, why);
     }
     int rc = fidbus_request(c, cmd, a, alen, &r, &rlen);
     free(a);
@@ -238,9 +238,9 @@ static char *route_targets(struct fidbus_client *c, const char *name)
         found = true;
         size_t k;
         json_t *tg;
-        json_array_foreach(json_object_get(r, "to"), k, tg)
-            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", k ? "," : "",
-                                  json_string_value(json_object_get(tg, "target")));
+        json_array_foreach(json_object_get(r, "to"), k, tg) n +=
+            (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", k ? "," : "",
+                             json_string_value(json_object_get(tg, "target")));
     }
     json_decref(l);
     ck_assert_msg(found, "no route %s", name);
@@ -411,8 +411,9 @@ START_TEST(test_e2e_reload_deletes)
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
     done(ok(c, "route.del", "{'name':'ra'}"));
-    fb_e2e_config(t, NULL, FB_E2E_LOG FB_E2E_COUNT "[route ra]\nevent = a.*\nto = "
-                                                   "fidbus.log\n" RB);
+    fb_e2e_config(t, NULL,
+                  FB_E2E_LOG FB_E2E_COUNT "[route ra]\nevent = a.*\nto = "
+                                          "fidbus.log\n" RB);
     json_t *r = ok(c, "config.reload", NULL);
     NAMES(r, "dropped_routes", "rd");
     NAMES(r, "added_routes", "rb");
@@ -438,11 +439,12 @@ START_TEST(test_e2e_reload_plugins)
     done(ok(c, "plugin.reload", "{'name':'vx','path':'%s'}",
             fb_e2e_built("tests/plugins/ver2.so")));
     fb_e2e_config(t, NULL,
-                  FB_E2E_LOG "[plugin count]\npath = @B@/plugins/count.so\nreport_file = "
-                             "@D@/count2.json\ninterval_ms = 0\n"
-                             "[route ra]\nevent = a.*\nto = fidbus.log\n"
-                             "[route rd]\nevent = d.*\nto = fidbus.count\n" FB_E2E_TP("ver2")
-                             "[plugin vx]\npath = @B@/tests/plugins/ver1.so\nx = 1\n");
+                  FB_E2E_LOG
+                  "[plugin count]\npath = @B@/plugins/count.so\nreport_file = "
+                  "@D@/count2.json\ninterval_ms = 0\n"
+                  "[route ra]\nevent = a.*\nto = fidbus.log\n"
+                  "[route rd]\nevent = d.*\nto = fidbus.count\n" FB_E2E_TP(
+                      "ver2") "[plugin vx]\npath = @B@/tests/plugins/ver1.so\nx = 1\n");
     json_t *r = ok(c, "config.reload", NULL);
     NAMES(r, "reloaded_plugins", "count,vx");
     NAMES(r, "loaded_plugins", "");
@@ -495,7 +497,8 @@ START_TEST(test_e2e_reload_dry_run)
 
     /* a route to a function that is not there: the dry run refuses it as
      * the reload would, with the file's line */
-    fb_e2e_config(t, NULL, FB_E2E_LOG FB_E2E_COUNT RB "[route gh]\nevent = g.x\nto = no.such\n");
+    fb_e2e_config(t, NULL,
+                  FB_E2E_LOG FB_E2E_COUNT RB "[route gh]\nevent = g.x\nto = no.such\n");
     const char *m = refused(c, "config.reload", "{'dry_run':true}");
     char where[300];
     snprintf(where, sizeof where, "%s:", t->conf);
@@ -503,8 +506,9 @@ START_TEST(test_e2e_reload_dry_run)
                   "dry run refusal: %s", m);
 
     /* a plugin it would load: named, its code not run (no init line) */
-    fb_e2e_config(t, NULL,
-                  FB_E2E_LOG FB_E2E_COUNT RB FB_E2E_TP("lifecycle") "file = @D@/life.txt\n");
+    fb_e2e_config(
+        t, NULL,
+        FB_E2E_LOG FB_E2E_COUNT RB FB_E2E_TP("lifecycle") "file = @D@/life.txt\n");
     json_t *dp = ok(c, "config.reload", "{'dry_run':true}");
     NAMES(dp, "loaded_plugins", "lifecycle");
     ck_assert(!jbool(dp, "routes_checked"));
@@ -530,12 +534,13 @@ START_TEST(test_e2e_reload_dry_run)
     ck_assert_int_eq(jint(r, "generation"), g + 1);
     ck_assert(jbool(r, "changed"));
     ck_assert(!jbool(r, "dry_run"));
-    const char *keys[] = {"added_routes", "changed_routes", "dropped_routes",
+    const char *keys[] = {"added_routes",   "changed_routes",   "dropped_routes",
                           "loaded_plugins", "reloaded_plugins", "dropped_plugins",
-                          "overridden", "kept_runtime"};
+                          "overridden",     "kept_runtime"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        ck_assert_msg(json_equal(json_object_get(r, keys[i]), json_object_get(dry, keys[i])),
-                      "%s differs between the dry run and the reload", keys[i]);
+        ck_assert_msg(
+            json_equal(json_object_get(r, keys[i]), json_object_get(dry, keys[i])),
+            "%s differs between the dry run and the reload", keys[i]);
     json_decref(r);
     json_decref(dry);
     assert_routes(c, "rb,rc");
@@ -553,7 +558,8 @@ START_TEST(test_e2e_reload_same_function_twice_line)
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
     fb_e2e_config(t, NULL,
-                  BASE "[route twice]\nevent = t.x\nto = fidbus.count, fidbus.count@1.0.0\n");
+                  BASE
+                  "[route twice]\nevent = t.x\nto = fidbus.count, fidbus.count@1.0.0\n");
     const char *m = refused(c, "config.reload", NULL);
     /* the [route twice] header is the config's 5th section: find its line */
     char *conf = fb_e2e_read(t->conf, NULL);
@@ -586,9 +592,10 @@ START_TEST(test_e2e_reload_restart_after_edit)
     /* ra edited in the file too (overridden), rb added; rd, rc, extra
      * untouched by the edit */
     fb_e2e_config(t, NULL,
-                  FB_E2E_LOG FB_E2E_COUNT "[route ra]\nevent = a.*\nto = fidbus.log, "
-                                          "fidbus.count\n"
-                                          "[route rd]\nevent = d.*\nto = fidbus.count\n" RB);
+                  FB_E2E_LOG FB_E2E_COUNT
+                  "[route ra]\nevent = a.*\nto = fidbus.log, "
+                  "fidbus.count\n"
+                  "[route rd]\nevent = d.*\nto = fidbus.count\n" RB);
     fb_e2e_start(t);
     c = control(t);
     assert_routes(c, "ra,rb,rc,rd");
@@ -596,8 +603,9 @@ START_TEST(test_e2e_reload_restart_after_edit)
     ASSERT_TARGETS(c, "ra", "fidbus.log,fidbus.count");
     ck_assert_int_gt(generation(c), g);
     ck_assert_int_eq(bak_files(t), 1);
-    ck_assert_msg(fb_e2e_wait_contains(t->errfile, "route ra was changed in the config file "
-                                                   "and at runtime",
+    ck_assert_msg(fb_e2e_wait_contains(t->errfile,
+                                       "route ra was changed in the config file "
+                                       "and at runtime",
                                        FB_E2E_TIMEOUT_MS),
                   "the overridden route was not logged");
 
@@ -639,7 +647,8 @@ START_TEST(test_e2e_reload_old_state_without_base)
     bool had = false;
     for (size_t i = 0; i < cbor_map_size(root); i++) {
         struct cbor_pair p = cbor_map_handle(root)[i];
-        if (cbor_string_length(p.key) == 4 && !memcmp(cbor_string_handle(p.key), "base", 4)) {
+        if (cbor_string_length(p.key) == 4 &&
+            !memcmp(cbor_string_handle(p.key), "base", 4)) {
             had = true;
             continue;
         }

@@ -738,8 +738,8 @@ END_TEST
 START_TEST(test_state_decode_implausible)
 {
     struct fb_state out;
-    static const uint8_t huge[] = {0xa1, 0x65, 'r', 'o', 'u', 't', 'e',
-                                   0x9b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
+    static const uint8_t huge[] = {0xa1, 0x65, 'r',  'o',  'u',  't',  'e',  0x9b,
+                                   0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
     ck_assert_int_eq(fb_state_decode(huge, sizeof huge, &out, err, sizeof err),
                      FIDBUS_INVALID);
     ck_assert_msg(strstr(err, "truncated"), "%s", err);
