@@ -140,9 +140,25 @@ static void note_why(struct cb *b, struct lists *l, const struct fb_merge_item *
     if (it->why == FB_MERGE_OVERRIDE) {
         push(b, l->overridden, kind_name(b, kind, it->name));
         l->noverridden++;
-        fb_warn("config reload: %s %s was changed in the file and at runtime: the "
+    }
+}
+
+/* After a reload that changed the set: each override, as a warning. Read
+ * from the reply's list: an item the file deleted is named by the running
+ * instance or route, which the commit has freed. */
+static void log_overridden(const cbor_item_t *list)
+{
+    for (size_t i = 0; list && i < cbor_array_size(list); i++) {
+        const cbor_item_t *it = cbor_array_handle(list)[i];
+        if (cbor_map_size(it) != 2) /* built short of memory */
+            continue;
+        struct cbor_pair *kv = cbor_map_handle(it);
+        fb_warn("config reload: %.*s %.*s was changed in the file and at runtime: the "
                 "file's version wins",
-                kind, it->name);
+                (int)cbor_string_length(kv[0].value),
+                (const char *)cbor_string_handle(kv[0].value),
+                (int)cbor_string_length(kv[1].value),
+                (const char *)cbor_string_handle(kv[1].value));
     }
 }
 
@@ -381,6 +397,7 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
         }
         base = NULL; /* the daemon's now */
         gen = res.generation;
+        log_overridden(l.overridden);
         fb_change_result_clear(&res);
     } else if (edited) {
         /* Nothing to flip, but the next reload and a restart must compare

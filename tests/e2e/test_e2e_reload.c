@@ -415,6 +415,23 @@ START_TEST(test_e2e_reload_both_changed_overridden)
     json_decref(r);
     ASSERT_TARGETS(c, "ra", "fidbus.log,fidbus.count");
     ASSERT_TARGETS(c, "rd", "fidbus.log");
+
+    /* ra changed at runtime again, deleted in the file: deleted, and
+     * overridden (fidbusctl's text names it; so does the log) */
+    done(ok(c, "route.apply",
+            "{'del':['ra'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']}]}"));
+    fb_e2e_config(t, NULL,
+                  FB_E2E_LOG FB_E2E_COUNT "[route rd]\nevent = d.*\nto = fidbus.log\n");
+    char *out = fb_e2e_ctl(t, 0, NULL, "config", "reload", NULL);
+    ck_assert_msg(strstr(out, "overridden: route ra\n") &&
+                      strstr(out, "dropped_routes: ra\n"),
+                  "fidbusctl config reload:\n%s", out);
+    free(out);
+    assert_routes(c, "rd");
+    ck_assert_msg(fb_e2e_wait_contains(t->errfile,
+                                       "route ra was changed in the file and at runtime",
+                                       FB_E2E_TIMEOUT_MS),
+                  "the override was not logged");
     finish(t, c);
 }
 END_TEST
