@@ -41,6 +41,7 @@ enum {
     CO_REPLACE = 1u << 9,
     CO_APPLY = 1u << 10,
     CO_PROMETHEUS = 1u << 11,
+    CO_DRY_RUN = 1u << 12,
     CO_MORE = 1u << 31, /* not an option: nargs or more positional arguments */
 };
 
@@ -73,7 +74,7 @@ static const struct control_cmd control_cmds[] = {
     {"route", "weight", "route.apply", " ROUTE TARGET=WEIGHT...", 2, CO_MORE},
     {"route", "test", "route.test", " EVENT [--tag K=V]... [--apply FILE]", 1,
      CO_TAG | CO_APPLY},
-    {"config", "reload", "config.reload", "", 0, 0},
+    {"config", "reload", "config.reload", " [--dry-run]", 0, CO_DRY_RUN},
     {"config", "export", "config.export", "", 0, 0},
 };
 
@@ -178,6 +179,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
         O_REPLACE,
         O_APPLY,
         O_PROMETHEUS,
+        O_DRY_RUN,
     };
     static const struct option opts[] = {
         {"json", no_argument, NULL, CTL_OPT_JSON},
@@ -198,6 +200,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
         {"replace", no_argument, NULL, O_REPLACE},
         {"apply", required_argument, NULL, O_APPLY},
         {"prometheus", no_argument, NULL, O_PROMETHEUS},
+        {"dry-run", no_argument, NULL, O_DRY_RUN},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -270,6 +273,9 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
         }
         case O_PROMETHEUS:
             *prom = true;
+            break;
+        case O_DRY_RUN:
+            json_object_set_new(args, "dry_run", json_true());
             break;
         case 'h':
             *help = true;

@@ -179,7 +179,8 @@ _fidbusctl_complete()
             fi ;;
         esac ;;
     config)
-        [ -z "$sub" ] && opts="reload export" ;;
+        [ -z "$sub" ] && opts="reload export"
+        [ "$sub" = reload ] && opts="--dry-run" ;;
     plugin)
         case $sub in
         "") opts="list load unload reload" ;;

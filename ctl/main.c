@@ -71,7 +71,7 @@ static const char usage_text[] =
     "  route apply FILE|- [--replace]\n"
     "      FILE ('-': stdin): JSON or CBOR {add, del, replace, if_generation}\n"
     "  route test EVENT [--tag K=V]... [--apply FILE]\n"
-    "  config reload | config export\n"
+    "  config reload [--dry-run] | config export\n"
     "\n"
     "options:\n"
     "  --bus ADDR       bus address: unix:PATH, PATH or tcp:HOST:PORT\n"

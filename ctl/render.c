@@ -246,6 +246,10 @@ static char *value_text(const json_t *v, const char *sep)
     case JSON_OBJECT:
         break;
     }
+    /* config.reload's {kind, name} items (kept_runtime, overridden) */
+    const json_t *kind = json_object_get(v, "kind"), *name = json_object_get(v, "name");
+    if (json_object_size(v) == 2 && json_is_string(kind) && json_is_string(name))
+        return xasprintf("%s %s", json_string_value(kind), json_string_value(name));
     if (json_object_size(v) == 0)
         return oom(strdup("-"));
     return oom(json_dumps(v, JSON_COMPACT));

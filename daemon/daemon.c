@@ -28,6 +28,7 @@
 #include "bus/listener.h"
 #include "bus/worker.h"
 #include "config/config.h"
+#include "config/merge.h"
 #include "config/state.h"
 #include "control/change.h"
 #include "control/control.h"
@@ -102,54 +103,112 @@ static void stale_done(struct fb_daemon *d, struct stale_state *ss, bool ok,
         fb_warn("%s/%s: %s; kept as %s", d->cfg->state_dir, FB_STATE_FILE, why, ss->name);
 }
 
+/* Logs the items a start's per-item merge gave the file's version over a
+ * runtime change of their own (config/merge.h). */
+static void log_overridden(const struct fb_merge *m)
+{
+    for (size_t i = 0; i < m->nplugins; i++)
+        if (m->plugins[i].why == FB_MERGE_OVERRIDE)
+            fb_warn("plugin %s was changed in the config file and at runtime: the "
+                    "file's version is applied",
+                    m->plugins[i].name);
+    for (size_t i = 0; i < m->nroutes; i++)
+        if (m->routes[i].why == FB_MERGE_OVERRIDE)
+            fb_warn("route %s was changed in the config file and at runtime: the "
+                    "file's version is applied",
+                    m->routes[i].name);
+}
+
+/*
+ * A state from an earlier config whose items it knows ("base"): what the
+ * edit of the file changed is applied per item, the rest of the state is
+ * restored. 0 when done; *fallback when it could not be applied (why says
+ * so: the caller applies the config whole); else a failure to stop for.
+ */
+static int start_merged(struct fb_daemon *d, struct fb_state *st, struct fb_runset **base,
+                        const char *stale_why, bool *fallback, char *why, size_t whylen,
+                        char *err, size_t errlen)
+{
+    const struct fb_config *cfg = d->cfg;
+    struct fb_runset file = {cfg->plugins, cfg->nplugins, cfg->routes, cfg->nroutes};
+    struct fb_merge m;
+    struct fb_change_result res;
+    struct stale_state stale = {0};
+    int rc = fb_merge_run(&st->base, &file, &st->set, &m);
+    if (rc) {
+        fb_set_err(err, errlen, "merging the config into the state: %s", strerror(-rc));
+        return rc;
+    }
+    stale_keep(d, &stale);
+    struct fb_change c = {
+        .load = m.set.plugins,
+        .nload = m.set.nplugins,
+        .routes = m.set.routes,
+        .nroutes = m.set.nroutes,
+        .base = *base,
+    };
+    rc = fb_change_commit(d, &c, &res, why, whylen);
+    stale_done(d, &stale, rc == 0, stale_why);
+    if (rc == 0) {
+        *base = NULL; /* the daemon's now */
+        fb_info("applied %zu item%s the config file changed and restored the rest "
+                "from %s/%s",
+                m.nchanges, m.nchanges == 1 ? "" : "s", cfg->state_dir, FB_STATE_FILE);
+        log_overridden(&m);
+        fb_change_result_clear(&res);
+    } else if (res.save_failed) {
+        snprintf(err, errlen,
+                 "%s; %s/%s is kept as it was: make room (or fix the error) and start "
+                 "again",
+                 why, cfg->state_dir, FB_STATE_FILE);
+    } else {
+        *fallback = true;
+    }
+    fb_merge_clear(&m);
+    return rc;
+}
+
 /*
  * The latest intent wins (README, "Restarts and the state file"):
  * state.cbor written from this very config text is the config plus every
- * acknowledged runtime change, so it is restored; a config edited since is
- * the admin's newer intent, so it is applied and the old state kept aside.
- * Either way the generation continues from the state's, so it never goes
- * back. Either way the
- * generation continues from the state's, so it never goes back.
+ * acknowledged runtime change, so it is restored. A config edited since
+ * is the admin's newer intent: what the edit changed is applied per item
+ * over the state (config/merge.h, the rule of config.reload), and the old
+ * state kept aside; a state that does not know the config it came from
+ * (no "base": an older daemon's) gets the config applied whole. Either
+ * way the generation continues from the state's, so it never goes back.
  */
-/* The config line of the route an error names ("route 'NAME': ..."), so a
- * route that fails to resolve at startup is reported as FILE:LINE; 0 if
- * the error names no route of the file. */
-static int route_line(const struct fb_config *cfg, const char *why)
-{
-    static const char pre[] = "route '";
-
-    if (strncmp(why, pre, sizeof(pre) - 1) != 0)
-        return 0;
-    why += sizeof(pre) - 1;
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        size_t n = strlen(cfg->routes[i].name);
-        if (strncmp(why, cfg->routes[i].name, n) == 0 && why[n] == '\'')
-            return cfg->routes[i].line;
-    }
-    return 0;
-}
-
 static int start_set(struct fb_daemon *d, char *err, size_t errlen)
 {
     const struct fb_config *cfg = d->cfg;
     struct fb_change_result res;
     struct fb_state st = {0};
     struct stale_state stale = {0};
+    struct fb_runset *base = NULL;
     char why[1024], stale_why[1200] = "";
     int rc;
 
     snprintf(d->config_hash, sizeof d->config_hash, "%s", cfg->hash);
+    rc = fb_runset_dup(cfg->plugins, cfg->nplugins, cfg->routes, cfg->nroutes, &base);
+    if (rc) {
+        fb_set_err(err, errlen, "out of memory");
+        return rc;
+    }
     rc = fb_state_open(cfg->state_dir, &d->state, why, sizeof why);
     if (rc) {
         fb_set_err(err, errlen, "state_dir %s", why);
-        return rc;
+        goto out;
     }
     rc = fb_state_load(d->state, &st, why, sizeof why);
-    bool restore = false;
+    bool restore = false, merge = false;
     if (rc == 0) {
         d->generation = st.generation;
         if (strcmp(st.config_hash, cfg->hash) == 0)
             restore = true;
+        else if ((merge = st.has_base))
+            snprintf(stale_why, sizeof stale_why,
+                     "the config file changed since it was written, so what the edit "
+                     "changed is applied over it");
         else
             snprintf(stale_why, sizeof stale_why,
                      "the config file changed since it was written, so the config is "
@@ -162,7 +221,7 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
         /* Unreadable or not ours is not corrupt: refuse rather than
          * overwrite it. */
         fb_set_err(err, errlen, "%s", why);
-        return rc;
+        goto out;
     }
 
     if (restore) {
@@ -171,15 +230,16 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
             .nload = st.set.nplugins,
             .routes = st.set.routes,
             .nroutes = st.set.nroutes,
+            .base = base,
         };
         rc = fb_change_commit(d, &c, &res, why, sizeof why);
         if (rc == 0) {
+            base = NULL;
             fb_info("restored %zu plugin%s and %zu route%s from %s/%s", st.set.nplugins,
                     st.set.nplugins == 1 ? "" : "s", st.set.nroutes,
                     st.set.nroutes == 1 ? "" : "s", cfg->state_dir, FB_STATE_FILE);
             fb_change_result_clear(&res);
-            fb_state_clear(&st);
-            return 0;
+            goto out;
         }
         if (res.save_failed) {
             /* The state was good; only writing it again failed. Applying
@@ -190,11 +250,20 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
                 "%s; %s/%s is kept as it was: make room (or fix the error) and start "
                 "again",
                 why, cfg->state_dir, FB_STATE_FILE);
-            fb_state_clear(&st);
-            return rc;
+            goto out;
         }
         snprintf(stale_why, sizeof stale_why,
                  "cannot be restored (%s), so the config is applied", why);
+    } else if (merge) {
+        bool fallback = false;
+        rc = start_merged(d, &st, &base, stale_why, &fallback, why, sizeof why, err,
+                          errlen);
+        if (!fallback)
+            goto out;
+        snprintf(stale_why, sizeof stale_why,
+                 "the config file changed since it was written and its edit cannot be "
+                 "applied over it (%s), so the config is applied",
+                 why);
     }
     fb_state_clear(&st);
     if (stale_why[0])
@@ -205,6 +274,7 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
         .nload = cfg->nplugins,
         .routes = cfg->routes,
         .nroutes = cfg->nroutes,
+        .base = base,
     };
     rc = fb_change_commit(d, &c, &res, why, sizeof why);
     stale_done(d, &stale, rc == 0, stale_why);
@@ -212,14 +282,19 @@ static int start_set(struct fb_daemon *d, char *err, size_t errlen)
         if (res.failed_load != SIZE_MAX)
             fb_set_err(err, errlen, "%s:%d: %s", cfg->file,
                        cfg->plugins[res.failed_load].line, why);
-        else if (route_line(cfg, why) > 0)
-            fb_set_err(err, errlen, "%s:%d: %s", cfg->file, route_line(cfg, why), why);
+        else if (fb_config_route_line(cfg, why) > 0)
+            fb_set_err(err, errlen, "%s:%d: %s", cfg->file,
+                       fb_config_route_line(cfg, why), why);
         else
             fb_set_err(err, errlen, "%s: %s", cfg->file, why);
-        return rc;
+        goto out;
     }
+    base = NULL;
     fb_change_result_clear(&res);
-    return 0;
+out:
+    fb_state_clear(&st);
+    fb_runset_free(base);
+    return rc;
 }
 
 /* ----------------------------------------------------------- bring-up */
@@ -510,6 +585,8 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     }
     d->reg = fb_registry_free(d->reg);
     d->state = fb_state_close(d->state);
+    fb_runset_free(d->base);
+    d->base = NULL;
     free(d->embedded_config);
     if (fb_pool_left_threads()) {
         /* A handler given up at shutdown may still return, count its

@@ -40,6 +40,7 @@ struct fb_listener;
 struct fb_plugin;
 struct fb_pool;
 struct fb_registry;
+struct fb_runset;
 struct fb_route_table;
 struct fb_state_file;
 struct fb_timers;
@@ -67,6 +68,9 @@ struct fb_daemon {
     struct fb_plugin *plugins;    /* loaded instances, in load order */
     struct fb_state_file *state;  /* state.cbor (NULL: not kept) */
     char config_hash[65];         /* of the config the set derives from */
+    /* The plugins and routes of that config: the BASE of config.reload's
+     * three-way rule (config/merge.h), saved in state.cbor as "base". */
+    struct fb_runset *base;
     /* For config.reload: the --default-config text (NULL: re-read
      * cfg->file). */
     char *embedded_config;

@@ -107,6 +107,10 @@ struct fb_config {
  */
 int fb_config_load_file(const char *path, struct fb_config **out, char *err,
                         size_t errlen);
+/* The config line of the route an error names ("route 'NAME': ..."), so
+ * a route that fails to resolve at start or reload is reported as
+ * FILE:LINE; 0 if the error names no route of the file. */
+int fb_config_route_line(const struct fb_config *cfg, const char *why);
 /* Same from a string; `name` is used in messages. */
 int fb_config_load_string(const char *text, const char *name, struct fb_config **out,
                           char *err, size_t errlen);

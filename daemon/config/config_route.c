@@ -152,3 +152,18 @@ int fb_config_route_finish(struct parser *p)
     p->in_route = false;
     return 0;
 }
+
+int fb_config_route_line(const struct fb_config *cfg, const char *why)
+{
+    static const char pre[] = "route '";
+
+    if (strncmp(why, pre, sizeof(pre) - 1) != 0)
+        return 0;
+    why += sizeof(pre) - 1;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        size_t n = strlen(cfg->routes[i].name);
+        if (strncmp(why, cfg->routes[i].name, n) == 0 && why[n] == '\'')
+            return cfg->routes[i].line;
+    }
+    return 0;
+}

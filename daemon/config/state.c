@@ -64,11 +64,43 @@ void fb_runset_clear(struct fb_runset *rs)
     memset(rs, 0, sizeof *rs);
 }
 
+int fb_runset_dup(const struct fb_plugin_conf *plugins, size_t nplugins,
+                  const struct fb_route_spec *routes, size_t nroutes,
+                  struct fb_runset **out)
+{
+    struct fb_runset *rs = calloc(1, sizeof *rs);
+    *out = NULL;
+    if (!rs)
+        return -ENOMEM;
+    rs->plugins = calloc(nplugins ? nplugins : 1, sizeof *rs->plugins);
+    rs->routes = calloc(nroutes ? nroutes : 1, sizeof *rs->routes);
+    bool ok = rs->plugins && rs->routes;
+    for (size_t i = 0; ok && i < nplugins; i++)
+        if ((ok = fb_plugin_conf_copy(&rs->plugins[i], &plugins[i]) == 0))
+            rs->nplugins++;
+    for (size_t i = 0; ok && i < nroutes; i++)
+        if ((ok = fb_route_spec_copy(&rs->routes[i], &routes[i]) == 0))
+            rs->nroutes++;
+    if (!ok) {
+        fb_runset_free(rs);
+        return -ENOMEM;
+    }
+    *out = rs;
+    return 0;
+}
+
+void fb_runset_free(struct fb_runset *rs)
+{
+    fb_runset_clear(rs);
+    free(rs);
+}
+
 void fb_state_clear(struct fb_state *st)
 {
     if (!st)
         return;
     fb_runset_clear(&st->set);
+    fb_runset_clear(&st->base);
     memset(st, 0, sizeof *st);
 }
 
@@ -105,10 +137,9 @@ static size_t text_bound(const char *s)
  * cbor_serialize_alloc serialises again each time its buffer doubles).
  * The constants cover each map's keys, headers and integers.
  */
-static size_t encoded_bound(const struct fb_state *st)
+static size_t runset_bound(const struct fb_runset *rs)
 {
-    const struct fb_runset *rs = &st->set;
-    size_t n = 256; /* the top-level keys, hash, numbers, headers */
+    size_t n = 0;
     for (size_t i = 0; i < rs->nplugins; i++) {
         const struct fb_plugin_conf *pc = &rs->plugins[i];
         n += 64 + text_bound(pc->name) + text_bound(pc->path);
@@ -128,36 +159,58 @@ static size_t encoded_bound(const struct fb_state *st)
     return n;
 }
 
-int fb_state_encode(const struct fb_state *st, uint8_t **out, size_t *outlen)
+static size_t encoded_bound(const struct fb_state *st)
 {
-    const struct fb_runset *rs = &st->set;
-    cbor_item_t *root = cbor_new_definite_map(6);
+    /* 256: the top-level keys, hash, numbers, headers */
+    return 256 + runset_bound(&st->set) + (st->has_base ? runset_bound(&st->base) : 0);
+}
+
+/* {"plugins": [...], "routes": [...]} of rs into map (the top level or
+ * "base"). false on allocation failure. */
+static bool put_runset(cbor_item_t *map, const struct fb_runset *rs)
+{
     cbor_item_t *plugins = cbor_new_definite_array(rs->nplugins);
     cbor_item_t *routes = cbor_new_definite_array(rs->nroutes);
-    bool ok = root && plugins && routes;
-
-    *out = NULL;
-    *outlen = 0;
+    bool ok = plugins && routes;
     for (size_t i = 0; ok && i < rs->nplugins; i++)
         ok = fb_cbor_push(plugins, fb_plugin_conf_to_cbor(&rs->plugins[i]));
     for (size_t i = 0; ok && i < rs->nroutes; i++)
         ok = fb_cbor_push(routes, fb_route_to_cbor(&rs->routes[i]));
-    ok = ok && fb_cbor_put(root, "format", fb_cbor_uint(STATE_FORMAT));
-    ok = ok && fb_cbor_put(root, "config_hash", cbor_build_string(st->config_hash));
-    ok = ok && fb_cbor_put(root, "generation", fb_cbor_uint(st->generation));
-    ok = ok && fb_cbor_put(root, "written_at", fb_cbor_int(st->written_at));
     if (ok) {
-        ok = fb_cbor_put(root, "plugins", plugins);
+        ok = fb_cbor_put(map, "plugins", plugins);
         plugins = NULL;
     }
     if (ok) {
-        ok = fb_cbor_put(root, "routes", routes);
+        ok = fb_cbor_put(map, "routes", routes);
         routes = NULL;
     }
     if (plugins)
         cbor_decref(&plugins);
     if (routes)
         cbor_decref(&routes);
+    return ok;
+}
+
+int fb_state_encode(const struct fb_state *st, uint8_t **out, size_t *outlen)
+{
+    cbor_item_t *root = cbor_new_definite_map(st->has_base ? 7 : 6);
+    bool ok = root != NULL;
+
+    *out = NULL;
+    *outlen = 0;
+    ok = ok && fb_cbor_put(root, "format", fb_cbor_uint(STATE_FORMAT));
+    ok = ok && fb_cbor_put(root, "config_hash", cbor_build_string(st->config_hash));
+    ok = ok && fb_cbor_put(root, "generation", fb_cbor_uint(st->generation));
+    ok = ok && fb_cbor_put(root, "written_at", fb_cbor_int(st->written_at));
+    ok = ok && put_runset(root, &st->set);
+    if (ok && st->has_base) {
+        cbor_item_t *base = cbor_new_definite_map(2);
+        ok = base && put_runset(base, &st->base);
+        if (ok)
+            ok = fb_cbor_put(root, "base", base);
+        else if (base)
+            cbor_decref(&base);
+    }
     if (!ok) {
         if (root)
             cbor_decref(&root);
@@ -192,13 +245,18 @@ enum state_key {
     SK_WRITTEN_AT,
     SK_PLUGINS,
     SK_ROUTES,
+    SK_BASE, /* optional: an older daemon's file has none */
     SK__COUNT
 };
 
 static const char *const state_keys[SK__COUNT] = {
-    [SK_FORMAT] = "format",         [SK_HASH] = "config_hash",
-    [SK_GENERATION] = "generation", [SK_WRITTEN_AT] = "written_at",
-    [SK_PLUGINS] = "plugins",       [SK_ROUTES] = "routes",
+    [SK_FORMAT] = "format",
+    [SK_HASH] = "config_hash",
+    [SK_GENERATION] = "generation",
+    [SK_WRITTEN_AT] = "written_at",
+    [SK_PLUGINS] = "plugins",
+    [SK_ROUTES] = "routes",
+    [SK_BASE] = "base",
 };
 
 /* Whether a CBOR text key (definite or chunked) is exactly s. */
@@ -339,6 +397,36 @@ static int decode_value(enum state_key k, const cbor_item_t *v, struct fb_state 
         return decode_plugins(v, &out->set, err, errlen);
     case SK_ROUTES:
         return decode_routes(v, &out->set, err, errlen);
+    case SK_BASE: {
+        if (!cbor_isa_map(v)) {
+            fb_set_err(err, errlen, "'base' is not a map");
+            return FIDBUS_INVALID;
+        }
+        const cbor_item_t *bp = NULL, *br = NULL;
+        struct cbor_pair *kv = cbor_map_handle(v);
+        for (size_t i = 0; i < cbor_map_size(v); i++) {
+            if (key_eq(kv[i].key, "plugins") && !bp)
+                bp = kv[i].value;
+            else if (key_eq(kv[i].key, "routes") && !br)
+                br = kv[i].value;
+            else {
+                fb_set_err(err, errlen, "'base' holds a key other than plugins, routes");
+                return FIDBUS_INVALID;
+            }
+        }
+        if (!bp || !br) {
+            fb_set_err(err, errlen, "'base' lacks plugins or routes");
+            return FIDBUS_INVALID;
+        }
+        char why[400];
+        int rc = decode_plugins(bp, &out->base, why, sizeof why);
+        if (rc == 0)
+            rc = decode_routes(br, &out->base, why, sizeof why);
+        if (rc)
+            fb_set_err(err, errlen, "'base': %s", why);
+        out->has_base = rc == 0;
+        return rc;
+    }
     default:
         return 0;
     }
@@ -404,6 +492,8 @@ int fb_state_decode(const uint8_t *buf, size_t len, struct fb_state *out, char *
         }
     }
     for (int k = 0; k < SK__COUNT; k++) {
+        if (!vals[k] && k == SK_BASE)
+            continue;
         if (!vals[k]) {
             fb_set_err(err, errlen, "missing '%s'", state_keys[k]);
             rc = FIDBUS_INVALID;

@@ -12,15 +12,20 @@
  * The file is one CBOR map:
  *   {"format": 1, "config_hash": "<sha256 hex of the config file's bytes>",
  *    "generation": uint, "written_at": unix seconds,
- *    "plugins": [plugin maps], "routes": [route maps]}
+ *    "plugins": [plugin maps], "routes": [route maps],
+ *    "base": {"plugins": [...], "routes": [...]}}
  * with plugin and route maps as spec_cbor.h gives them (the control
- * socket's shapes). Unknown top-level keys are ignored (a newer daemon may
- * add some); a format other than 1, a missing key, or anything
+ * socket's shapes). "base" is the config the daemon last applied (the
+ * BASE of config/merge.h), so a start after an edit of the file can tell
+ * what the edit changed; a file without it (an older daemon's) is still
+ * valid, and then the config is applied whole. Unknown top-level keys are ignored (a
+ * newer daemon may add some); a format other than 1, a missing key, or anything
  * spec_cbor.h refuses makes the whole file invalid.
  */
 #ifndef FB_STATE_H
 #define FB_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,9 +45,17 @@ struct fb_runset {
 
 /* Frees what rs owns and zeroes it. */
 void fb_runset_clear(struct fb_runset *rs);
+/* A deep copy of the given items into *out (malloc'd); 0 or -ENOMEM.
+ * And its release (NULL-safe). */
+int fb_runset_dup(const struct fb_plugin_conf *plugins, size_t nplugins,
+                  const struct fb_route_spec *routes, size_t nroutes,
+                  struct fb_runset **out);
+void fb_runset_free(struct fb_runset *rs);
 
 struct fb_state {
     struct fb_runset set;
+    struct fb_runset base; /* the config last applied (config/merge.h) */
+    bool has_base;         /* false: a state without "base" */
     char config_hash[FB_HASH_HEX];
     uint64_t generation;
     int64_t written_at;

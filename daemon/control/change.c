@@ -117,6 +117,11 @@ static int save_state(struct fb_daemon *d, struct fb_plugin **list, size_t n,
     st.set.nroutes = c->nroutes;
     snprintf(st.config_hash, sizeof st.config_hash, "%s",
              c->config_hash ? c->config_hash : d->config_hash);
+    const struct fb_runset *base = c->base ? c->base : d->base;
+    if (base) {
+        st.base = *base; /* a view, as the rest */
+        st.has_base = true;
+    }
     st.generation = generation;
     st.written_at = (int64_t)time(NULL);
     char why[512];
@@ -233,6 +238,10 @@ int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
     d->plugins = nlist ? list[0] : NULL;
     if (c->config_hash)
         snprintf(d->config_hash, sizeof d->config_hash, "%s", c->config_hash);
+    if (c->base) {
+        fb_runset_free(d->base);
+        d->base = c->base;
+    }
 
     fb_routes_inherit_counters(t, d->table);
     struct fb_route_table *old = fb_routes_publish(&d->table, t);
@@ -263,6 +272,34 @@ undo:
     free(loaded);
     free(list);
     return rc;
+}
+
+int fb_change_rebase(struct fb_daemon *d, struct fb_runset *base, const char *config_hash,
+                     char *err, size_t errlen)
+{
+    size_t n = fb_plugin_count(d->plugins);
+    struct fb_plugin **list = calloc(n + 1, sizeof(*list));
+    struct fb_route_spec *routes = NULL;
+    size_t nroutes = 0;
+    if (!list || fb_change_current_routes(d, &routes, &nroutes) < 0) {
+        free(list);
+        fb_set_err(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    size_t k = 0;
+    for (struct fb_plugin *p = d->plugins; p; p = p->next)
+        list[k++] = p;
+    struct fb_change c = {
+        .routes = routes, .nroutes = nroutes, .config_hash = config_hash, .base = base};
+    int rc = save_state(d, list, k, &c, d->generation, err, errlen);
+    free(list);
+    free(routes);
+    if (rc)
+        return rc;
+    snprintf(d->config_hash, sizeof d->config_hash, "%s", config_hash);
+    fb_runset_free(d->base);
+    d->base = base;
+    return 0;
 }
 
 struct fb_set_size fb_change_set_size(struct fb_daemon *d)

@@ -57,6 +57,11 @@ struct fb_change {
     /* The config text the set now derives from (its hash is saved with
      * the state); NULL keeps the current one. */
     const char *config_hash;
+    /* The plugins and routes of that config (config/merge.h's BASE),
+     * saved with the state. On success the daemon keeps it as d->base
+     * (freeing the old one); on failure it stays the caller's. NULL keeps
+     * d->base. */
+    struct fb_runset *base;
 };
 
 struct fb_change_result {
@@ -81,6 +86,16 @@ struct fb_change_result {
 int fb_change_commit(struct fb_daemon *d, const struct fb_change *c,
                      struct fb_change_result *res, char *err, size_t errlen);
 void fb_change_result_clear(struct fb_change_result *res);
+
+/*
+ * Saves state.cbor with the running set as it is (no flip, same
+ * generation) and a new config the set derives from: its hash and its
+ * items. For a config.reload whose file changed in no way that changes
+ * the running set. On success the daemon keeps base (as d->base); on
+ * failure it stays the caller's. 0, or -errno / -ENOMEM with err.
+ */
+int fb_change_rebase(struct fb_daemon *d, struct fb_runset *base, const char *config_hash,
+                     char *err, size_t errlen);
 
 /*
  * The route set of the running table as specs (shallow copies that point

@@ -1095,7 +1095,8 @@ START_TEST(test_e2e_change_config_reload)
     struct fidbus_client *c = connect_control(t), *bus = fb_e2e_connect(t);
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
 
-    /* runtime-only changes, which a reload of the file drops */
+    /* runtime-only changes: the file does not touch them, so a reload of
+     * it keeps them (the three-way rule; tests/e2e/test_e2e_reload.c) */
     json_decref(ok(c, "plugin.load", "{'path':'%s','name':'rt1','config':{'file':'%s'}}",
                    TP("rec1"), fb_e2e_file(t, "rec.txt")));
     json_decref(ok(c, "route.add",
@@ -1103,25 +1104,28 @@ START_TEST(test_e2e_change_config_reload)
     ck_assert_int_eq(generation(c), 3);
 
     /* the file: count's report_file changed, ver2 and a route added; vf's
-     * .so replaced on disk (same text for it) */
+     * .so replaced on disk (same text for it: not reloaded, only named) */
     fb_e2e_config(t, NULL, FB_E2E_LOG COUNT_AT("count2.json") VF FB_E2E_TP("ver2") RA RN);
     install_file(TP("ver1"), vf);
     json_t *r = ok(c, "config.reload", NULL);
     ck_assert_int_eq(jint(r, "generation"), 4);
     assert_names(json_object_get(r, "loaded_plugins"), "ver2", "loaded_plugins");
-    assert_names(json_object_get(r, "reloaded_plugins"), "count,vf", "reloaded_plugins");
-    assert_names(json_object_get(r, "unchanged_plugins"), "log", "unchanged_plugins");
-    assert_names(json_object_get(r, "dropped_plugins"), "rt1", "dropped_plugins");
-    assert_names(json_object_get(r, "dropped_routes"), "rt", "dropped_routes");
+    assert_names(json_object_get(r, "reloaded_plugins"), "count", "reloaded_plugins");
+    assert_names(json_object_get(r, "unchanged_plugins"), "log,rt1,vf",
+                 "unchanged_plugins");
+    assert_names(json_object_get(r, "replaced_on_disk"), "vf", "replaced_on_disk");
+    assert_names(json_object_get(r, "dropped_plugins"), "", "dropped_plugins");
+    assert_names(json_object_get(r, "added_routes"), "rn", "added_routes");
+    assert_names(json_object_get(r, "dropped_routes"), "", "dropped_routes");
     assert_names(json_object_get(r, "restart_needed"), "", "restart_needed");
     json_decref(r);
-    assert_route_names(c, "ra,rn");
-    assert_plugin_names(c, "log,count,vf,ver2");
+    assert_route_names(c, "ra,rn,rt");
+    assert_plugin_names(c, "log,count,vf,rt1,ver2");
     /* log was kept: the same instance, its counters go on */
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
     ck_assert_int_eq(fn_calls(c, LOG_FN), 2);
     ck_assert_int_eq(pub(bus, "n.x", NULL, NULL), 1);
-    ck_assert_int_eq(pub(bus, "t.x", NULL, NULL), -FIDBUS_NO_ROUTE);
+    ck_assert_int_eq(pub(bus, "t.x", NULL, NULL), 1);
 
     /* a syntax error: INVALID naming file and line, nothing changed, the
      * old table serving */
@@ -1135,7 +1139,8 @@ START_TEST(test_e2e_change_config_reload)
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
     ck_assert_int_eq(pub(bus, "n.x", NULL, NULL), 1);
     json_t *s = ok(c, "stats", NULL);
-    ck_assert_int_eq(jint(json_object_get(s, "generations"), "4"), 4);
+    ck_assert_int_eq(jint(json_object_get(s, "generations"), "4"),
+                     5); /* a.x, n.x, t.x, a.x, n.x */
     json_decref(s);
     /* a route to a function nothing provides: refused whole, too */
     fb_e2e_config(t, NULL, BASE "[route ghost]\nevent = g.x\nto = no.such\n");
@@ -1150,20 +1155,22 @@ START_TEST(test_e2e_change_config_reload)
     json_decref(before);
     ctl_refused(t, "config reload", "INVALID", "bad_abi", "config", "reload", NULL);
 
-    /* fidbusctl, --json; a [daemon] key that only a restart applies */
+    /* fidbusctl, --json; a [daemon] key that only a restart applies; what
+     * the file drops goes, the runtime-only rt1 and rt stay */
     struct fb_e2e_opts o = {.max_frame = 65536};
     fb_e2e_config(t, &o, FB_E2E_LOG COUNT_AT("count2.json") RA);
     char *out = fb_e2e_ctl(t, 0, NULL, "--json", "config", "reload", NULL);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_msg(j, "config reload --json: %s", out);
     ck_assert_int_eq(jint(j, "generation"), 5);
-    assert_names(json_object_get(j, "unchanged_plugins"), "log,count",
+    assert_names(json_object_get(j, "unchanged_plugins"), "count,log,rt1",
                  "unchanged_plugins");
-    assert_names(json_object_get(j, "dropped_plugins"), "vf,ver2", "dropped_plugins");
+    assert_names(json_object_get(j, "dropped_plugins"), "ver2,vf", "dropped_plugins");
     assert_names(json_object_get(j, "dropped_routes"), "rn", "dropped_routes");
     assert_names(json_object_get(j, "restart_needed"), "max_frame", "restart_needed");
     json_decref(j);
     free(out);
+    assert_route_names(c, "ra,rt");
 
     fidbus_client_close(bus);
     fidbus_client_close(c);
@@ -1191,7 +1198,8 @@ START_TEST(test_e2e_change_sighup)
     while (generation(c) == 2)
         ck_assert_msg(fb_e2e_now_ms() < deadline, "no flip after SIGHUP");
     ck_assert_int_eq(generation(c), 3);
-    assert_route_names(c, "ra,rh");
+    /* the runtime route stays: the file did not change it */
+    assert_route_names(c, "ra,rh,rt");
     ck_assert_int_eq(pub(bus, "h.x", NULL, NULL), 1);
     ck_assert_msg(fb_e2e_wait_contains(t->errfile, "config reloaded", FB_E2E_TIMEOUT_MS),
                   "the reload was not logged");

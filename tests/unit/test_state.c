@@ -689,14 +689,57 @@ START_TEST(test_state_encode_decode)
 }
 END_TEST
 
+/* "base" (the config last applied) round-trips; a file without it (an
+ * older daemon's) still loads, with has_base false; a bad one is refused. */
+START_TEST(test_state_base)
+{
+    struct fb_state in, out;
+    sample_state(&in);
+    uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(fb_state_encode(&in, &buf, &len), 0);
+    ck_assert_int_eq(fb_state_decode(buf, len, &out, err, sizeof err), 0);
+    ck_assert(!out.has_base);
+    ck_assert_ptr_null(memmem(buf, len, "base", 4));
+    fb_state_clear(&out);
+    free(buf);
+
+    /* base: the first plugin and the second route of the set */
+    struct fb_runset *b = NULL;
+    ck_assert_int_eq(fb_runset_dup(in.set.plugins, 1, &in.set.routes[1], 1, &b), 0);
+    in.base = *b;
+    in.has_base = true;
+    free(b);
+    ck_assert_int_eq(fb_state_encode(&in, &buf, &len), 0);
+    int rc = fb_state_decode(buf, len, &out, err, sizeof err);
+    ck_assert_msg(rc == 0, "rc %d: %s", rc, err);
+    assert_state_eq(&in, &out);
+    ck_assert(out.has_base);
+    ck_assert_uint_eq(out.base.nplugins, 1);
+    assert_plugin_eq(&in.base.plugins[0], &out.base.plugins[0]);
+    ck_assert_uint_eq(out.base.nroutes, 1);
+    assert_spec_eq(&in.base.routes[0], &out.base.routes[0]);
+    fb_state_clear(&out);
+
+    /* a base that is not {plugins, routes} makes the file invalid */
+    uint8_t *k = memmem(buf, len, "base", 4);
+    ck_assert_ptr_nonnull(k);
+    k[4] = 0x80; /* the map head becomes an empty array */
+    rc = fb_state_decode(buf, len, &out, err, sizeof err);
+    ck_assert_int_eq(rc, FIDBUS_INVALID);
+    free(buf);
+    fb_state_clear(&in);
+}
+END_TEST
+
 /* Sizes no bytes back and nesting past FB_CBOR_LOAD_DEPTH are refused as
  * invalid files before libcbor allocates (found by fuzz_state: a
  * 9-byte array head asked for 15 GB). */
 START_TEST(test_state_decode_implausible)
 {
     struct fb_state out;
-    static const uint8_t huge[] = {0xa1, 0x65, 'r', 'o', 'u', 't', 'e',
-                                   0x9b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
+    static const uint8_t huge[] = {0xa1, 0x65, 'r',  'o',  'u',  't',  'e',  0x9b,
+                                   0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
     ck_assert_int_eq(fb_state_decode(huge, sizeof huge, &out, err, sizeof err),
                      FIDBUS_INVALID);
     ck_assert_msg(strstr(err, "truncated"), "%s", err);
@@ -1152,6 +1195,7 @@ static Suite *state_suite(void)
     tcase_add_test(tc, test_state_longest_values_load_as_config);
     tcase_add_test(tc, test_state_sha256);
     tcase_add_test(tc, test_state_encode_decode);
+    tcase_add_test(tc, test_state_base);
     tcase_add_test(tc, test_state_decode_refusals);
     tcase_add_test(tc, test_state_save_load);
     tcase_add_test(tc, test_state_load_not_regular);
