@@ -502,7 +502,9 @@ class Client:
                     n = 0
                 except OSError as e:
                     self._read_what_is_left()
-                    self._conn_lost(f"write failed: {e.strerror or e}")
+                    self._conn_lost("connection closed by the daemon"
+                                    if isinstance(e, (BrokenPipeError, ConnectionResetError))
+                                    else f"write failed: {e.strerror or e}")
                 if n:
                     if n == len(out):
                         out.clear()
@@ -531,6 +533,8 @@ class Client:
             data = sock.recv(1 << 18)
         except BlockingIOError:
             return
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""  # a reset is the daemon going away too
         except OSError as e:
             self._conn_lost(f"read failed: {e.strerror or e}")
         if not data:
