@@ -18,7 +18,7 @@ import re
 import struct
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import cbor2
+import cbor2  # type: ignore[import]  # no stubs in Debian's python3-cbor2
 
 from . import _proto as P
 from .errors import InvalidError, ProtocolError

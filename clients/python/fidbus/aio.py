@@ -31,14 +31,15 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import random
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import _addr
 from . import _proto as P
 from ._wire import (EnvelopeCache, PayloadEncoder, RawCBOR, decode_msg, encode_msg,
                     pack_be32, text, uint)
-from .client import _FLAGS_ACK, _LEADS, NO_PAYLOAD, Payload, Tags
+from .client import _FLAGS_ACK, _LEADS, NO_PAYLOAD, Payload, Tags, _item
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
                      InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
 
@@ -62,7 +63,7 @@ class Client:
         self.address = addr if addr else _addr.default_bus()
         self._addr = _addr.parse_address(self.address)
         if key is None:
-            kf = key_file or _addr.os.environ.get("FIDBUS_KEY_FILE") or None
+            kf = key_file or os.environ.get("FIDBUS_KEY_FILE") or None
             key = _addr.load_key(kf) if kf else None
         self._key = bytes(key) if key is not None else None
         self._name = name
@@ -331,7 +332,7 @@ class Client:
             self._schedule_flush()
         return fut
 
-    async def _await(self, fut: "asyncio.Future[Any]", timeout: Optional[float]) -> Any:
+    async def _await(self, fut: Awaitable[Any], timeout: Optional[float]) -> Any:
         t = self.timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(asyncio.shield(fut), t)
@@ -354,11 +355,7 @@ class Client:
         futs: List["asyncio.Future[int]"] = []
         queued = 0
         for it in items:
-            if isinstance(it, str):
-                it = (it,)
-            if len(it) > 3:
-                raise ValueError("publish_many: an item is (event, tags, payload)")
-            r = self.publish(*it, ack=ack)
+            r = self.publish(*_item(it), ack=ack)
             if ack:
                 futs.append(r)
                 while len(self._inflight) >= self.window:

@@ -16,12 +16,12 @@ Not thread-safe: use one client per thread (``fidbus.aio`` for asyncio).
 """
 
 import logging
+import os
 import random
 import select
 import socket
 import time
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _addr
 from . import _proto as P
@@ -166,7 +166,7 @@ class Client:
         self.address = addr if addr else _addr.default_bus()
         self._addr = _addr.parse_address(self.address)
         if key is None:
-            kf = key_file or _addr.os.environ.get("FIDBUS_KEY_FILE") or None
+            kf = key_file or os.environ.get("FIDBUS_KEY_FILE") or None
             key = _addr.load_key(kf) if kf else None
         self._key = bytes(key) if key is not None else None
         self._name = name
@@ -368,12 +368,7 @@ class Client:
         None (``flush()`` or ``ping()`` after it)."""
         futs: List[PublishFuture] = []
         for it in items:
-            if isinstance(it, str):
-                r = self.publish(it, None, NO_PAYLOAD, ack)
-            else:
-                r = self.publish(*it, ack=ack) if len(it) <= 3 else None
-                if r is None:
-                    raise ValueError("publish_many: an item is (event, tags, payload)")
+            r = self.publish(*_item(it), ack=ack)
             if ack:
                 futs.append(r)
         if not ack:
@@ -727,3 +722,14 @@ class Client:
             if deadline is not None:
                 wait = min(wait, deadline - now)
             time.sleep(wait)  # the backoff itself: there is nothing to wait on
+
+
+def _item(it: Union[str, Sequence[Any]]) -> "tuple[str, Tags, Payload]":
+    """publish_many's item: an id, or (event,), (event, tags), (event, tags,
+    payload)."""
+    if isinstance(it, str):
+        return it, None, NO_PAYLOAD
+    if not 1 <= len(it) <= 3:
+        raise ValueError("publish_many: an item is an event id or (event, tags, payload)")
+    return (it[0], it[1] if len(it) > 1 else None,  # type: ignore[return-value]
+            it[2] if len(it) > 2 else NO_PAYLOAD)

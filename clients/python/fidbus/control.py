@@ -9,7 +9,7 @@ flight the daemon may or may not have applied it, so
 :class:`ConnectionLost` says so and the next call connects again.
 """
 
-import socket
+import socket as _socket
 import time
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
@@ -47,7 +47,7 @@ class Control:
         self._addr = a
         self.timeout = timeout
         self.max_frame = max_frame
-        self._sock: Optional[Any] = None
+        self._sock: Optional[_socket.socket] = None
         self._rd = FrameReader(P.CONTROL_REPLY_MAX)
         self._seq = 0
         self.server_name = ""
@@ -57,7 +57,7 @@ class Control:
     def _deadline(self) -> Optional[float]:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> _socket.socket:
         if self._sock is None:
             s = _addr.connect(self._addr, self.timeout, self.socket)
             self._rd = FrameReader(P.CONTROL_REPLY_MAX)

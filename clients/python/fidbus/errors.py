@@ -34,7 +34,7 @@ class ConnectError(Error, ConnectionError):
     def __init__(self, message: str, code: int = 0, errno: Optional[int] = None,
                  address: Optional[str] = None) -> None:
         super().__init__(code, message)
-        self.errno = errno
+        self.errno = errno  # type: ignore[assignment]  # None: not the system's
         self.address = address
 
 

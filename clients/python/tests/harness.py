@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent.parent
