@@ -54,6 +54,10 @@ def uint(n: int) -> bytes:
     """Shortest-form CBOR unsigned integer."""
     if n < 256:
         return _UINT_SMALL[n]
+    if n < 0x10000:
+        return b"\x19" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x1a" + n.to_bytes(4, "big")
     return head(0, n)
 
 

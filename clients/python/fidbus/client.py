@@ -114,12 +114,17 @@ class PublishFuture:
         self._value = value
         self.frame = None
         if self._callbacks:
-            cbs, self._callbacks = self._callbacks, None
-            for fn in cbs:
-                try:
-                    fn(self)
-                except Exception:
-                    log.exception("fidbus: a publish callback raised")
+            # run once the client's buffers are consistent again: a
+            # callback may well call into the client
+            self._client._later.append(self._fire)
+
+    def _fire(self) -> None:
+        cbs, self._callbacks = self._callbacks, None
+        for fn in cbs or ():
+            try:
+                fn(self)
+            except Exception:
+                log.exception("fidbus: a publish callback raised")
 
     def __repr__(self) -> str:
         st = ("pending", "done", "failed")[self._state]
@@ -194,6 +199,7 @@ class Client:
         self._pings: Dict[int, Any] = {}
         self._async: List[PublishError] = []
         self._async_count = 0
+        self._later: List[Callable[[], None]] = []  # callbacks due after a drain
         self._conn_error: Optional[PublishError] = None
         self._dead: Optional[Error] = None
         self._cache = EnvelopeCache()
@@ -367,8 +373,12 @@ class Client:
         the errors in the list. Without ``ack`` queues them all and returns
         None (``flush()`` or ``ping()`` after it)."""
         futs: List[PublishFuture] = []
+        publish = self.publish
         for it in items:
-            r = self.publish(*_item(it), ack=ack)
+            if type(it) is tuple and len(it) == 3:
+                r = publish(it[0], it[1], it[2], ack)
+            else:
+                r = publish(*_item(it), ack=ack)
             if ack:
                 futs.append(r)
         if not ack:
@@ -553,32 +563,69 @@ class Client:
             pass
 
     def _drain(self) -> None:
-        rd = self._rd
-        while True:
-            try:
-                body = rd.next()
-            except ProtocolError as e:
-                self._conn_lost(e.message, protocol=True)
-            if body is None:
-                return
-            try:
-                m = decode_msg(body)
-            except ProtocolError as e:
-                self._conn_lost(e.message, protocol=True)
-            self._on_msg(m)
+        """Handles every whole frame received. Frames are parsed in place
+        and the buffer cut once at the end (cutting per frame would move
+        the rest of the buffer for each small ACK); callbacks run after."""
+        buf = self._rd.buf
+        limit = self._rd.limit
+        end = len(buf)
+        off = 0
+        try:
+            while end - off >= 4:
+                n = unpack_be32(buf, off)[0]
+                if n == 0 or n > limit:
+                    raise ProtocolError(f"frame length {n} from the daemon "
+                                        f"(limit {limit})")
+                nxt = off + 4 + n
+                if nxt > end:
+                    break
+                p = off + 4
+                # The ACK as the daemon writes it (lib/msg_encode.c
+                # fidbus_enc_ack): a3 00 04 01 SEQ 08 RESULT, without cbor2.
+                if n <= 15 and buf[p] == 0xA3 and buf[p + 1] == 0 and \
+                        buf[p + 2] == P.ACK and buf[p + 3] == P.K_SEQ:
+                    ib = buf[p + 4]
+                    if ib < 24:
+                        seq, q = ib, p + 5
+                    elif ib <= 0x1B:
+                        w = 1 << (ib - 24)
+                        seq, q = int.from_bytes(buf[p + 5:p + 5 + w], "big"), p + 5 + w
+                    else:
+                        q = 0
+                    if q + 2 == nxt and buf[q] == P.K_RESULT and buf[q + 1] < 24:
+                        self._on_ack(seq, buf[q + 1])
+                        off = nxt
+                        continue
+                self._on_msg(decode_msg(bytes(buf[p:nxt])))
+                off = nxt
+        except ProtocolError as e:
+            del buf[:off]
+            off = 0
+            self._conn_lost(e.message, protocol=True)
+        finally:
+            if off:
+                del buf[:off]
+            if self._later:
+                self._run_later()
+
+    def _run_later(self) -> None:
+        later, self._later = self._later, []
+        for fn in later:
+            fn()
+
+    def _on_ack(self, seq: int, r: Any) -> None:
+        fut = self._inflight.pop(seq, None)
+        if fut is not None:
+            if fut.frame is not None:
+                self._pend_bytes -= len(fut.frame)
+            fut._resolve(1, r if isinstance(r, int) else 0)
+        elif seq in self._pings:
+            self._pings[seq] = True
 
     def _on_msg(self, m: Dict[int, Any]) -> None:
         t = m[P.K_TYPE]
         if t == P.ACK:
-            seq = m.get(P.K_SEQ, 0)
-            fut = self._inflight.pop(seq, None)
-            if fut is not None:
-                if fut.frame is not None:
-                    self._pend_bytes -= len(fut.frame)
-                r = m.get(P.K_RESULT, 0)
-                fut._resolve(1, r if isinstance(r, int) else 0)
-            elif seq in self._pings:
-                self._pings[seq] = True
+            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
         elif t == P.ERROR:
             seq = m.get(P.K_SEQ)
             code = m.get(P.K_CODE)
@@ -600,13 +647,17 @@ class Client:
             else:
                 self._async_count += 1
                 if self.on_error is not None:
-                    try:
-                        self.on_error(err)
-                    except Exception:
-                        log.exception("fidbus: on_error raised")
+                    self._later.append(lambda: self._call_on_error(err))
                 elif len(self._async) < _MAX_KEPT_ERRORS:
                     self._async.append(err)
         # HELLO (only first), REPLY (not on the bus), unknown types: ignored
+
+    def _call_on_error(self, err: PublishError) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(err)
+            except Exception:
+                log.exception("fidbus: on_error raised")
 
     def _note_partial(self, n: int) -> None:
         """n of the buffered bytes were written, not all: remember how much
@@ -684,6 +735,8 @@ class Client:
         self._pend_bytes = 0
         for f in futs.values():
             f._resolve(2, err)
+        if self._later:
+            self._run_later()
 
     def _reconnect_once(self, deadline: Optional[float]) -> bool:
         try:

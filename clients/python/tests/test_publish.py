@@ -81,6 +81,26 @@ def test_pipelined_errors_land_on_their_own_future(daemon):  # type: ignore[no-u
         assert bus.unanswered == 0
 
 
+def test_callbacks_may_call_into_the_client(daemon):  # type: ignore[no-untyped-def]
+    # a done-callback runs after the client's buffers are consistent: it may
+    # publish and wait itself
+    with fidbus.Client(daemon.bus, window=8) as bus:
+        got = []
+
+        def cb(f):  # type: ignore[no-untyped-def]
+            got.append((f.result(), bus.publish_ack("ev.from-callback")))
+
+        futs = [bus.publish("ev.a", payload=i, ack=True) for i in range(50)]
+        for f in futs[::10]:
+            f.add_done_callback(cb)
+        assert [f.result() for f in futs] == [2] * 50
+        bus.ping()
+        assert got == [(2, 2)] * 5
+        done = futs[0]
+        done.add_done_callback(lambda f: got.append("now"))  # already done: at once
+        assert got[-1] == "now"
+
+
 def test_publish_many(daemon):  # type: ignore[no-untyped-def]
     with fidbus.Client(daemon.bus, window=16) as bus:
         items = ["ev.a", ("ev.b",), ("ev.c", {"t": "1"}), ("ev.d", None, {"x": 1})] * 50
