@@ -16,12 +16,17 @@ checked afterwards through the control socket):
                 per event by cbor2
 - acked-pipe:   publish_many(ack=True), window 1024
 - acked-one:    publish_ack() one at a time (a round trip each)
+- aio-unacked, aio-acked-pipe: the same two on fidbus.aio
+
+Clients use their defaults (reconnection on: acked frames are kept until
+answered).
 
 $FIDBUS_BUILD_DIR, else build/ in the repository, gives fidbusd, the
 count plugin and fidbus-bench.
 """
 
 import argparse
+import asyncio
 import os
 import re
 import subprocess
@@ -36,6 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "tests"))
 
 import fidbus  # noqa: E402
+import fidbus.aio  # noqa: E402
 from harness import BUILD, COUNT, Daemon  # noqa: E402
 
 
@@ -59,7 +65,7 @@ def main() -> int:
                 log_level="warn", workers=args.workers).start()
     rates: Dict[str, float] = {}
     try:
-        bus = fidbus.Client(dm.bus, reconnect=False)
+        bus = fidbus.Client(dm.bus)
         ctl = fidbus.Control(dm.control)
         raw = fidbus.RawCBOR(b"\x58\x3e" + bytes(62))  # a 64-byte byte string item
         tags = {"region": "eu"}
@@ -84,13 +90,31 @@ def main() -> int:
             for _ in range(O):
                 pa("bench.py", None, raw)
 
+        async def aio() -> None:
+            async with fidbus.aio.Client(dm.bus) as abus:
+                async def unacked() -> None:
+                    p = abus.publish
+                    for i in range(N):
+                        p("bench.py", None, raw)
+                        if i % 8192 == 0:
+                            await abus.flush()
+                    await abus.ping()
+
+                t = time.perf_counter()
+                await unacked()
+                rates["aio-unacked"] = N / (time.perf_counter() - t)
+                t = time.perf_counter()
+                await abus.publish_many(("bench.py", None, raw) for _ in range(A))
+                rates["aio-acked-pipe"] = A / (time.perf_counter() - t)
+
         before = ctl.stats()["received"]
         rates["unacked"] = timed(unacked, N)
         rates["unacked-dict"] = timed(unacked_dict, N)
         rates["acked-pipe"] = timed(acked_pipe, A)
         rates["acked-one"] = timed(acked_one, O)
+        asyncio.run(aio())
         got = ctl.stats()["received"] - before
-        want = 2 * N + A + O
+        want = 3 * N + 2 * A + O
         bus.close()
         ctl.close()
     finally:

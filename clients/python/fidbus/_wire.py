@@ -16,7 +16,7 @@ answers INVALID, MALFORMED or TOO_LARGE.
 import io
 import re
 import struct
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import cbor2  # type: ignore[import]  # no stubs in Debian's python3-cbor2
 
@@ -349,3 +349,44 @@ def text(v: Any) -> str:
     if v is None:
         return ""
     return str(v)
+
+
+def handle_frames(buf: bytearray, limit: int, on_ack: Callable[[int, int], None],
+                  on_msg: Callable[[Dict[int, Any]], None]) -> int:
+    """Hands every whole frame at the front of buf to on_ack(seq, result)
+    (an ACK as the daemon writes it, lib/msg_encode.c fidbus_enc_ack:
+    ``a3 00 04 01 SEQ 08 RESULT``, read without cbor2) or on_msg(message);
+    returns how many bytes it used, for the caller to cut once (cutting
+    per frame would move the rest of the buffer for each small ACK).
+    ProtocolError (with ``consumed`` set) for a bad length or body."""
+    end = len(buf)
+    off = 0
+    try:
+        while end - off >= 4:
+            n = unpack_be32(buf, off)[0]
+            if n == 0 or n > limit:
+                raise ProtocolError(f"frame length {n} from the daemon (limit {limit})")
+            nxt = off + 4 + n
+            if nxt > end:
+                break
+            p = off + 4
+            if n <= 15 and buf[p] == 0xA3 and buf[p + 1] == 0 and \
+                    buf[p + 2] == P.ACK and buf[p + 3] == P.K_SEQ:
+                ib = buf[p + 4]
+                seq, q = 0, 0
+                if ib < 24:
+                    seq, q = ib, p + 5
+                elif ib <= 0x1B:
+                    w = 1 << (ib - 24)
+                    seq, q = int.from_bytes(buf[p + 5:p + 5 + w], "big"), p + 5 + w
+                if q and q + 2 == nxt and buf[q] == P.K_RESULT and buf[q + 1] < 24:
+                    on_ack(seq, buf[q + 1])
+                    off = nxt
+                    continue
+            msg = decode_msg(bytes(buf[p:nxt]))
+            off = nxt
+            on_msg(msg)
+    except ProtocolError as e:
+        e.consumed = off  # type: ignore[attr-defined]
+        raise
+    return off

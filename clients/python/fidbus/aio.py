@@ -38,7 +38,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Seq
 from . import _addr
 from . import _proto as P
 from ._wire import (EnvelopeCache, PayloadEncoder, RawCBOR, decode_msg, encode_msg,
-                    pack_be32, text, uint)
+                    handle_frames, pack_be32, text, uint)
 from .client import _FLAGS_ACK, _LEADS, NO_PAYLOAD, Payload, Tags, _item
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
                      InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
@@ -198,10 +198,17 @@ class Client:
         limit = max(self.max_frame, 1 << 16)
         why = "connection closed by the daemon"
         protocol = False
+        buf = bytearray()
         try:
             while True:
-                self._on_msg(await self._read_msg(reader, limit))
-        except (asyncio.IncompleteReadError, ConnectionError):
+                data = await reader.read(1 << 18)
+                if not data:
+                    break
+                buf += data
+                off = handle_frames(buf, limit, self._on_ack, self._on_msg)
+                if off:
+                    del buf[:off]
+        except ConnectionError:
             pass
         except ProtocolError as e:
             why, protocol = e.message, True
@@ -211,20 +218,21 @@ class Client:
             return
         self._lost(why, protocol)
 
+    def _on_ack(self, seq: int, r: Any) -> None:
+        fut = self._inflight.pop(seq, None)
+        if fut is not None:
+            self._forget_frame(seq)
+            if not fut.done():
+                fut.set_result(r if isinstance(r, int) else 0)
+        else:
+            pf = self._pings.pop(seq, None)
+            if pf is not None and not pf.done():
+                pf.set_result(None)
+
     def _on_msg(self, m: Dict[int, Any]) -> None:
         t = m[P.K_TYPE]
         if t == P.ACK:
-            seq = m.get(P.K_SEQ, 0)
-            fut = self._inflight.pop(seq, None)
-            if fut is not None:
-                self._forget_frame(seq)
-                if not fut.done():
-                    r = m.get(P.K_RESULT, 0)
-                    fut.set_result(r if isinstance(r, int) else 0)
-            else:
-                pf = self._pings.pop(seq, None)
-                if pf is not None and not pf.done():
-                    pf.set_result(None)
+            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
         elif t == P.ERROR:
             seq = m.get(P.K_SEQ)
             code = m.get(P.K_CODE)
@@ -257,7 +265,9 @@ class Client:
                 self._async.append(err)
 
     def _forget_frame(self, seq: int) -> None:
-        if self._room is not None and len(self._inflight) < self.window:
+        # hysteresis: a full window wakes its waiter when a quarter is free,
+        # not at every answer
+        if self._room is not None and len(self._inflight) <= self.window * 3 // 4:
             self._room.set()
         f = self._frames.pop(seq, None)
         if f is not None:
@@ -372,7 +382,8 @@ class Client:
         results: List[Any] = []
         for f in futs:
             try:
-                results.append(await self._await(f, None))
+                # most are answered by now: no task for those
+                results.append(f.result() if f.done() else await self._await(f, None))
             except Timeout:
                 raise
             except Error as e:

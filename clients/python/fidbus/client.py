@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from . import _addr
 from . import _proto as P
 from ._io import FrameReader, handshake, poll_ms
-from ._wire import EnvelopeCache, PayloadEncoder, RawCBOR, decode_msg, encode_msg, \
+from ._wire import EnvelopeCache, PayloadEncoder, RawCBOR, encode_msg, handle_frames, \
     pack_be32, text, uint, unpack_be32
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
                      InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
@@ -567,38 +567,11 @@ class Client:
         and the buffer cut once at the end (cutting per frame would move
         the rest of the buffer for each small ACK); callbacks run after."""
         buf = self._rd.buf
-        limit = self._rd.limit
-        end = len(buf)
         off = 0
         try:
-            while end - off >= 4:
-                n = unpack_be32(buf, off)[0]
-                if n == 0 or n > limit:
-                    raise ProtocolError(f"frame length {n} from the daemon "
-                                        f"(limit {limit})")
-                nxt = off + 4 + n
-                if nxt > end:
-                    break
-                p = off + 4
-                # The ACK as the daemon writes it (lib/msg_encode.c
-                # fidbus_enc_ack): a3 00 04 01 SEQ 08 RESULT, without cbor2.
-                if n <= 15 and buf[p] == 0xA3 and buf[p + 1] == 0 and \
-                        buf[p + 2] == P.ACK and buf[p + 3] == P.K_SEQ:
-                    ib = buf[p + 4]
-                    if ib < 24:
-                        seq, q = ib, p + 5
-                    elif ib <= 0x1B:
-                        w = 1 << (ib - 24)
-                        seq, q = int.from_bytes(buf[p + 5:p + 5 + w], "big"), p + 5 + w
-                    else:
-                        q = 0
-                    if q + 2 == nxt and buf[q] == P.K_RESULT and buf[q + 1] < 24:
-                        self._on_ack(seq, buf[q + 1])
-                        off = nxt
-                        continue
-                self._on_msg(decode_msg(bytes(buf[p:nxt])))
-                off = nxt
+            off = handle_frames(buf, self._rd.limit, self._on_ack, self._on_msg)
         except ProtocolError as e:
+            off = e.consumed  # type: ignore[attr-defined]
             del buf[:off]
             off = 0
             self._conn_lost(e.message, protocol=True)
