@@ -121,12 +121,17 @@ class Daemon:
             return ""
 
     def stop(self) -> None:
-        """SIGTERM, and the daemon must exit 0."""
+        """SIGTERM, and the daemon must exit 0 with no sanitizer report
+        (an ASan or UBSan build of the tree is tested the same way)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             rc = self.proc.wait(TIMEOUT)
             assert rc == 0, f"fidbusd exited {rc}:\n{self.output()}"
         self.proc = None
+        out = self.output()
+        for mark in ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "WARNING: ThreadSanitizer"):
+            assert mark not in out, f"sanitizer report from fidbusd:\n{out}"
 
     def kill(self) -> None:
         """SIGKILL: the daemon goes away without a word."""

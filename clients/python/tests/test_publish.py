@@ -81,6 +81,22 @@ def test_pipelined_errors_land_on_their_own_future(daemon):  # type: ignore[no-u
         assert bus.unanswered == 0
 
 
+def test_errors_answered_out_of_order_land_on_their_future(make_daemon):  # type: ignore[no-untyped-def]
+    # a blocking handler answers late, NO_ROUTE at once: the answers come
+    # back out of order and are matched by seq, not by position
+    dm = make_daemon(tp("slow") + "delay_ms = 300\nfile = @D@/slow.txt\n"
+                     "[route s]\nevent = slow.*\nto = test.slow\n" + COUNT +
+                     "[route c]\nevent = ev.*\nto = fidbus.count\n")
+    with fidbus.Client(dm.bus) as bus:
+        slow = bus.publish("slow.a", ack=True)
+        nr = [bus.publish("nr.b", ack=True) for _ in range(3)]
+        ok = bus.publish("ev.c", ack=True)
+        assert ok.result() == 1
+        for f in nr:
+            assert f.exception().name == "NO_ROUTE" and f.exception().seq == f.seq
+        assert slow.result() == 1
+
+
 def test_callbacks_may_call_into_the_client(daemon):  # type: ignore[no-untyped-def]
     # a done-callback runs after the client's buffers are consistent: it may
     # publish and wait itself
