@@ -51,6 +51,13 @@ def test_publish_ack_ping_many(daemon):  # type: ignore[no-untyped-def]
             with pytest.raises(fidbus.UnackedErrors) as eu:
                 await bus.ping()
             assert [e.seq for e in eu.value.errors] == [bad]
+            assert bus.async_errors == 1 and bus.connected
+            got = []
+            bus.on_error = got.append
+            bad2 = bus.publish("ev.deep", payload=deep)
+            await bus.ping()
+            assert [e.seq for e in got] == [bad2] and bus.take_errors() == []
+            bus.on_error = None
             await bus.flush()
             await bus.ping()
             assert bus.unanswered == 0
