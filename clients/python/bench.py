@@ -17,6 +17,10 @@ checked afterwards through the control socket):
 - acked-pipe:   publish_many(ack=True), window 1024
 - acked-one:    publish_ack() one at a time (a round trip each)
 - aio-unacked, aio-acked-pipe: the same two on fidbus.aio
+- C acked-pipe, C acked-one: libfidbus (build/lib/libfidbus.so) driven
+  through ctypes on the same daemon: fidbus_publish_seq with ACK and
+  fidbus_client_recv, window 1024; fidbus_publish_ack in a loop (a ctypes
+  call costs about a microsecond, small next to a round trip)
 
 Clients use their defaults (reconnection on: acked frames are kept until
 answered).
@@ -27,6 +31,7 @@ count plugin and fidbus-bench.
 
 import argparse
 import asyncio
+import ctypes
 import os
 import re
 import subprocess
@@ -49,6 +54,57 @@ def timed(fn: Callable[[], None], n: int) -> float:
     t = time.perf_counter()
     fn()
     return n / (time.perf_counter() - t)
+
+
+class _Answer(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint64), ("seq", ctypes.c_uint64),
+                ("code", ctypes.c_uint64), ("result", ctypes.c_uint64)]
+
+
+def c_client_rates(bus: str, payload: bytes, a: int, o: int) -> Dict[str, float]:
+    """libfidbus's acked publishes, pipelined and one at a time."""
+    so = BUILD / "lib" / "libfidbus.so"
+    if not so.exists():
+        return {}
+    lib = ctypes.CDLL(str(so))
+    vp, u64, sz = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t
+    lib.fidbus_client_connect.argtypes = [ctypes.POINTER(vp), ctypes.c_char_p, vp]
+    lib.fidbus_publish_ack.argtypes = [vp, ctypes.c_char_p, vp, sz, ctypes.c_char_p, sz,
+                                       ctypes.POINTER(u64)]
+    lib.fidbus_publish_seq.argtypes = [vp, u64, ctypes.c_uint32, ctypes.c_char_p, vp, sz,
+                                       ctypes.c_char_p, sz]
+    lib.fidbus_client_recv.argtypes = [vp, ctypes.POINTER(_Answer), ctypes.c_int]
+    lib.fidbus_client_close.argtypes = [vp]
+    c = vp()
+    if lib.fidbus_client_connect(ctypes.byref(c), ("unix:" + bus).encode(), None) != 0:
+        return {}
+    out: Dict[str, float] = {}
+    ev, n = b"bench.py", len(payload)
+    ans = _Answer()
+    t = time.perf_counter()
+    inflight = 0
+    for i in range(a):
+        if lib.fidbus_publish_seq(c, (1 << 63) | i, 1, ev, None, 0, payload, n) != 0:
+            raise RuntimeError("fidbus_publish_seq failed")
+        inflight += 1
+        if inflight == 1024:
+            while inflight > 768:
+                if lib.fidbus_client_recv(c, ctypes.byref(ans), -1) != 0 or ans.code:
+                    raise RuntimeError("fidbus_client_recv failed")
+                inflight -= 1
+    while inflight:
+        if lib.fidbus_client_recv(c, ctypes.byref(ans), -1) != 0 or ans.code:
+            raise RuntimeError("fidbus_client_recv failed")
+        inflight -= 1
+    out["C acked-pipe"] = a / (time.perf_counter() - t)
+    res = u64()
+    t = time.perf_counter()
+    for _ in range(o):
+        if lib.fidbus_publish_ack(c, ev, None, 0, payload, n, ctypes.byref(res)) != 0:
+            raise RuntimeError("fidbus_publish_ack failed")
+    out["C acked-one"] = o / (time.perf_counter() - t)
+    lib.fidbus_client_close(c)
+    return out
 
 
 def main() -> int:
@@ -113,8 +169,10 @@ def main() -> int:
         rates["acked-pipe"] = timed(acked_pipe, A)
         rates["acked-one"] = timed(acked_one, O)
         asyncio.run(aio())
+        crates = c_client_rates(dm.bus, raw.data, A, O)
+        rates.update(crates)
         got = ctl.stats()["received"] - before
-        want = 3 * N + 2 * A + O
+        want = 3 * N + 2 * A + O + (A + O if crates else 0)
         bus.close()
         ctl.close()
     finally:
