@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential cmake pkg-config libuv1-dev libcbor-dev libssl-dev check
 liburcu-dev libinih-dev libjansson-dev scdoc systemd man-db file adduser clang libclang-rt-14-dev
-lintian"
+lintian python3-cbor2 python3-pytest python3-setuptools"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
