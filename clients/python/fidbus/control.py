@@ -185,11 +185,16 @@ class Control:
 
     def route_apply(self, add: Optional[Iterable[Mapping[str, Any]]] = None,
                     delete: Optional[Iterable[str]] = None,
-                    replace: Optional[bool] = None) -> Result:
+                    replace: Optional[bool] = None,
+                    if_generation: Optional[int] = None) -> Result:
         """One transaction: delete the names in ``delete`` (``del`` on the
         wire), then with ``replace`` empty the set, then add ``add``:
-        {generation}."""
-        return self.request("route.apply", self._apply_args(add, delete, replace))
+        {generation}. With ``if_generation``, refused (CONFLICT, nothing
+        changed) unless the running table is that generation."""
+        args = self._apply_args(add, delete, replace)
+        if if_generation is not None:
+            args["if_generation"] = int(if_generation)
+        return self.request("route.apply", args)
 
     @staticmethod
     def _apply_args(add: Optional[Iterable[Mapping[str, Any]]],
@@ -234,9 +239,13 @@ class Control:
         generation."""
         return self.request("plugin.reload", _drop_none({"name": name, "path": path}))
 
-    def config_reload(self) -> Result:
-        """Re-reads the daemon's config file: generation and what changed."""
-        return self.request("config.reload")
+    def config_reload(self, dry_run: bool = False) -> Result:
+        """Re-reads the daemon's config file and applies, per route and
+        plugin, what the file changed since it was last applied (runtime
+        changes the file did not touch stay): generation and what changed,
+        with ``overridden`` for items changed in both places. With
+        ``dry_run`` nothing is loaded, published or saved."""
+        return self.request("config.reload", {"dry_run": True} if dry_run else None)
 
     def config_export(self) -> Result:
         """{config}: a config file text that gives a fresh daemon the

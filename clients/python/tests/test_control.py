@@ -61,6 +61,10 @@ def test_routes(daemon):  # type: ignore[no-untyped-def]
             ctl.route_del("extra")
         assert ei.value.code == P.NOT_FOUND
         assert ctl.route_apply() == {"generation": 5}
+        with pytest.raises(fidbus.ControlError) as ei:
+            ctl.route_apply(delete=["failing"], if_generation=4)
+        assert ei.value.code == P.CONFLICT
+        assert ctl.route_apply(if_generation=5) == {"generation": 6}
         with pytest.raises(fidbus.PublishError):
             bus.publish_ack("x.y")
 
@@ -92,10 +96,15 @@ def test_plugins(daemon):  # type: ignore[no-untyped-def]
 def test_config_reload(daemon):  # type: ignore[no-untyped-def]
     with fidbus.Control(daemon.control) as ctl:
         ctl.route_del("all")
+        # the file is unchanged: the runtime delete stands, nothing flips
+        dry = ctl.config_reload(dry_run=True)
+        assert dry["dry_run"] is True and dry["changed"] is False
         r = ctl.config_reload()
-        assert r["unchanged_plugins"] == ["log", "count", "fail"]
-        assert r["restart_needed"] == [] and r["generation"] == 3
-        assert len(ctl.route_list()["routes"]) == 2
+        assert r["changed"] is False and r["overridden"] == []
+        assert r["unchanged_plugins"] == ["count", "fail", "log"]
+        assert r["restart_needed"] == [] and r["generation"] == 2
+        assert [x["name"] for x in ctl.route_list()["routes"]] != [] and not any(
+            x["name"] == "all" for x in ctl.route_list()["routes"])
 
 
 def test_unknown_command_and_raw_request(daemon):  # type: ignore[no-untyped-def]
