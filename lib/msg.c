@@ -747,6 +747,12 @@ static __attribute__((noinline)) int check_remote(struct fidbus_msg *m)
 int fidbus_msg_check(struct fidbus_msg *m)
 {
     uint32_t need;
+    /* PUBLISH first: with types up to 19 the switch below costs a PUBLISH
+     * four more instructions than it did with types up to 8 (callgrind). */
+    if (__builtin_expect(m->type == FIDBUS_MSG_PUBLISH &&
+                             (m->present & FIDBUS_BIT(FIDBUS_K_EVENT)),
+                         1))
+        return 0;
     switch (m->type) {
     case FIDBUS_MSG_HELLO:
         need = FIDBUS_BIT(FIDBUS_K_VERSION);
