@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 
@@ -265,6 +266,60 @@ START_TEST(test_e2e_remote_call_and_result_from_client)
 }
 END_TEST
 
+/* ------------------------------------------------------ [remote NS] */
+
+#define EXIT_IS(st, n) (WIFEXITED(st) && WEXITSTATUS(st) == (n))
+
+/* config.export writes the [remote] sections; a daemon reads them back. */
+START_TEST(test_e2e_remote_config_export)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, FB_E2E_COUNT "[remote acme]\nusers = root, 1001\n"
+                                                    "groups = root\ncredit = 4\n"
+                                                    "timeout_ms = 500\nattempts = 2\n"
+                                                    "[remote *]\n");
+    char *out = fb_e2e_ctl(t, 0, NULL, "config", "export", NULL);
+    ck_assert_msg(strstr(out, "\n[remote acme]\nusers = 0, 1001\ngroups = 0\ntcp = no\n"
+                              "credit = 4\ntimeout_ms = 500\nattempts = 2\n") &&
+                      strstr(out, "\n[remote *]\ntcp = no\ncredit = 16\n"
+                                  "timeout_ms = 30000\nattempts = 3\n"),
+                  "export:\n%s", out);
+    const char *file = fb_e2e_write(t, "export.conf", out);
+    const char *argv[] = {fb_e2e_built("daemon/fidbusd"), "--check-config", "-c", file,
+                          NULL};
+    char *o = NULL, *e = NULL;
+    int st = fb_e2e_run(t, argv, &o, &e);
+    ck_assert_msg(EXIT_IS(st, 0), "--check-config: 0x%x: %s%s\nfile:\n%s", st, o, e, out);
+    free(o);
+    free(e);
+    free(out);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* A [remote] section naming a user the system does not have: the daemon
+ * does not start, and says FILE:LINE. */
+START_TEST(test_e2e_remote_config_unknown_user)
+{
+    struct fb_e2e *t = fb_e2e_new();
+    fb_e2e_config(t, NULL, "[remote acme]\nusers = fidbus-no-such-user\n");
+    char *conf = fb_e2e_read(t->conf, NULL);
+    ck_assert_ptr_nonnull(conf);
+    int line = 2;
+    const char *sec = strstr(conf, "[remote acme]");
+    ck_assert_ptr_nonnull(sec);
+    for (const char *p = conf; p < sec; p++)
+        line += *p == '\n';
+    free(conf);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:%d: [remote acme] users: no user 'fidbus-no-such-user' on this system",
+             t->conf, line);
+    fb_e2e_start_fail_says(t, want);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *e2e_remote_wire_suite(void)
 {
     Suite *s = suite_create("e2e_remote_wire");
@@ -273,6 +328,8 @@ static Suite *e2e_remote_wire_suite(void)
     tcase_add_test(tc, test_e2e_remote_register_unsupported);
     tcase_add_test(tc, test_e2e_remote_bad_frames);
     tcase_add_test(tc, test_e2e_remote_call_and_result_from_client);
+    tcase_add_test(tc, test_e2e_remote_config_export);
+    tcase_add_test(tc, test_e2e_remote_config_unknown_user);
     suite_add_tcase(s, tc);
     return s;
 }
