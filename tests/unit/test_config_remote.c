@@ -237,7 +237,8 @@ START_TEST(test_config_remote_write_round_trip)
         const struct fb_remote_conf *x = &a->remotes[i], *y = &b->remotes[i];
         ck_assert_str_eq(x->ns, y->ns);
         ck_assert_uint_eq(x->nuids, y->nuids);
-        ck_assert_mem_eq(x->uids, y->uids, x->nuids * sizeof *x->uids);
+        if (x->nuids)
+            ck_assert_mem_eq(x->uids, y->uids, x->nuids * sizeof *x->uids);
         ck_assert_uint_eq(x->ngids, y->ngids);
         if (x->ngids)
             ck_assert_mem_eq(x->gids, y->gids, x->ngids * sizeof *x->gids);
