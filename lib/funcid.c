@@ -80,6 +80,36 @@ int fidbus_semver_cmp(const struct fidbus_semver *a, const struct fidbus_semver 
     return 0;
 }
 
+/* Copies s[0..len) into buf[cap] as a C string when it fits and has no NUL. */
+static bool part(const char *s, size_t len, char *buf, size_t cap)
+{
+    if (len >= cap || memchr(s, '\0', len))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return true;
+}
+
+bool fidbus_canonical_valid(const char *s, size_t len)
+{
+    /* A name holds no '.' or '@', so the first of each splits the three
+     * parts; each part is then checked by the rule that made it. */
+    char ns[FIDBUS_NAME_MAX + 1], name[FIDBUS_NAME_MAX + 1], ver[FIDBUS_VERSION_MAX + 1];
+    if (!s)
+        return false;
+    const char *dot = memchr(s, '.', len);
+    if (!dot)
+        return false;
+    const char *at = memchr(dot, '@', len - (size_t)(dot - s));
+    if (!at)
+        return false;
+    return part(s, (size_t)(dot - s), ns, sizeof ns) && fidbus_name_valid(ns) &&
+           part(dot + 1, (size_t)(at - dot - 1), name, sizeof name) &&
+           fidbus_name_valid(name) &&
+           part(at + 1, len - (size_t)(at + 1 - s), ver, sizeof ver) &&
+           fidbus_semver_parse(ver, NULL) == 0;
+}
+
 uint64_t fidbus_funcid(const char *canonical)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];

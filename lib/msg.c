@@ -36,6 +36,7 @@
  */
 #include <string.h>
 
+#include <fidbus/funcid.h>
 #include <fidbus/proto.h>
 
 #include "cbor_scan.h"
@@ -189,6 +190,8 @@ const char *fidbus_code_name(int code)
         [FIDBUS_INVALID] = "INVALID",
         [FIDBUS_SIGNATURE_MISMATCH] = "SIGNATURE_MISMATCH",
         [FIDBUS_INTERNAL] = "INTERNAL",
+        [FIDBUS_UNAVAILABLE] = "UNAVAILABLE",
+        [FIDBUS_RETRY] = "RETRY",
     };
     if (code < 0 || (size_t)code >= sizeof(names) / sizeof(names[0]))
         return "UNKNOWN";
@@ -515,6 +518,10 @@ static int read_value(struct dec *d, uint64_t key)
                                              "nonce is not a byte string"};
     static const struct str_req mac_req = {T_BSTR, S_SLICE, 0, 0,
                                            "mac is not a byte string"};
+    static const struct str_req function_req = {T_TSTR, S_SLICE, 0, 0,
+                                                "function is not a text string"};
+    static const struct str_req signature_req = {T_TSTR, S_SLICE, 0, 0,
+                                                 "signature is not a text string"};
     struct fidbus_msg *m = d->m;
     struct fidbus_slice *dst;
     const struct str_req *req;
@@ -560,6 +567,24 @@ static int read_value(struct dec *d, uint64_t key)
     case FIDBUS_K_MAC:
         dst = &m->mac, req = &mac_req;
         break;
+    case FIDBUS_K_FUNCTION:
+        dst = &m->function, req = &function_req;
+        break;
+    case FIDBUS_K_ID:
+        return read_uint(d, &m->id, "id is not an unsigned integer");
+    case FIDBUS_K_SIGNATURE:
+        dst = &m->signature, req = &signature_req;
+        break;
+    case FIDBUS_K_CREDIT:
+        return read_uint(d, &m->credit, "credit is not an unsigned integer");
+    case FIDBUS_K_TIMEOUT_MS:
+        return read_uint(d, &m->timeout_ms, "timeout_ms is not an unsigned integer");
+    case FIDBUS_K_GENERATION:
+        return read_uint(d, &m->generation, "generation is not an unsigned integer");
+    case FIDBUS_K_ATTEMPT:
+        return read_uint(d, &m->attempt, "attempt is not an unsigned integer");
+    case FIDBUS_K_UPTO:
+        return read_uint(d, &m->upto, "upto is not an unsigned integer");
     default: {
         /* Unknown key: skipped for forward compatibility, but it must still
          * be well-formed and bounded like any other item. */
@@ -635,9 +660,99 @@ int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_depth,
     return 0;
 }
 
+/* ------------------------------------------------ remote functions */
+
+static int check_fail(struct fidbus_msg *m, int code, const char *why)
+{
+    m->why = why;
+    return code;
+}
+
+/*
+ * REGISTER, UNREGISTER, CALL and RESULT (proto/README.md "Remote
+ * functions"). Required keys first (MALFORMED, as for every type), then
+ * the values (INVALID). seq is required where an answer must be matched:
+ * REGISTER and UNREGISTER are answered, and a CALL's seq is its call id.
+ */
+static __attribute__((noinline)) int check_remote(struct fidbus_msg *m)
+{
+    uint32_t pr = m->present;
+    switch (m->type) {
+    case FIDBUS_MSG_REGISTER:
+    case FIDBUS_MSG_UNREGISTER: {
+        bool reg = m->type == FIDBUS_MSG_REGISTER;
+        if (!(pr & FIDBUS_BIT(FIDBUS_K_SEQ)))
+            return check_fail(m, FIDBUS_MALFORMED,
+                              reg ? "REGISTER without seq" : "UNREGISTER without seq");
+        if (!(pr & FIDBUS_BIT(FIDBUS_K_FUNCTION)))
+            return check_fail(m, FIDBUS_MALFORMED,
+                              reg ? "REGISTER without function"
+                                  : "UNREGISTER without function");
+        if (reg && !(pr & FIDBUS_BIT(FIDBUS_K_SIGNATURE)))
+            return check_fail(m, FIDBUS_MALFORMED, "REGISTER without signature");
+        if (!fidbus_canonical_valid((const char *)m->function.ptr, m->function.len))
+            return check_fail(
+                m, FIDBUS_INVALID,
+                "function is not a canonical name ns.name@MAJOR.MINOR.PATCH");
+        if (!reg)
+            return 0;
+        /* The daemon hashes the signature as a C string, as for plugins:
+         * a NUL would cut it, so two different texts could share a hash. */
+        if (m->signature.len > FIDBUS_SIGNATURE_MAX)
+            return check_fail(m, FIDBUS_INVALID, "signature longer than 4096 bytes");
+        if (m->signature.len && memchr(m->signature.ptr, '\0', m->signature.len))
+            return check_fail(m, FIDBUS_INVALID, "signature contains a NUL byte");
+        /* Above the [remote] section's value is cut to it by the daemon;
+         * 0 would be a member that can never be given a call, or a call
+         * that times out before it is written. */
+        if ((pr & FIDBUS_BIT(FIDBUS_K_CREDIT)) && m->credit == 0)
+            return check_fail(m, FIDBUS_INVALID, "credit must be at least 1");
+        if ((pr & FIDBUS_BIT(FIDBUS_K_TIMEOUT_MS)) && m->timeout_ms == 0)
+            return check_fail(m, FIDBUS_INVALID, "timeout_ms must be at least 1");
+        return 0;
+    }
+    case FIDBUS_MSG_CALL: {
+        static const struct {
+            unsigned key;
+            const char *why;
+        } need[] = {
+            {FIDBUS_K_SEQ, "CALL without seq"},
+            {FIDBUS_K_ID, "CALL without id"},
+            {FIDBUS_K_EVENT, "CALL without event"},
+            {FIDBUS_K_GENERATION, "CALL without generation"},
+            {FIDBUS_K_ATTEMPT, "CALL without attempt"},
+        };
+        for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+            if (!(pr & FIDBUS_BIT(need[i].key)))
+                return check_fail(m, FIDBUS_MALFORMED, need[i].why);
+        if (m->attempt == 0)
+            return check_fail(m, FIDBUS_INVALID, "attempt must be at least 1");
+        return 0;
+    }
+    default: /* FIDBUS_MSG_RESULT */ {
+        bool seq = pr & FIDBUS_BIT(FIDBUS_K_SEQ), upto = pr & FIDBUS_BIT(FIDBUS_K_UPTO);
+        if (!seq && !upto)
+            return check_fail(m, FIDBUS_MALFORMED, "RESULT without seq or upto");
+        /* One RESULT answers one call or a range: with both, which one the
+         * member meant is a guess, and a wrong guess answers calls twice. */
+        if (seq && upto)
+            return check_fail(m, FIDBUS_MALFORMED, "RESULT with both seq and upto");
+        if (!(pr & FIDBUS_BIT(FIDBUS_K_CODE)))
+            return check_fail(m, FIDBUS_MALFORMED, "RESULT without code");
+        return 0;
+    }
+    }
+}
+
 int fidbus_msg_check(struct fidbus_msg *m)
 {
     uint32_t need;
+    /* PUBLISH first: with types up to 19 the switch below costs a PUBLISH
+     * four more instructions than it did with types up to 8 (callgrind). */
+    if (__builtin_expect(m->type == FIDBUS_MSG_PUBLISH &&
+                             (m->present & FIDBUS_BIT(FIDBUS_K_EVENT)),
+                         1))
+        return 0;
     switch (m->type) {
     case FIDBUS_MSG_HELLO:
         need = FIDBUS_BIT(FIDBUS_K_VERSION);
@@ -659,6 +774,13 @@ int fidbus_msg_check(struct fidbus_msg *m)
     case FIDBUS_MSG_REQUEST:
         need = FIDBUS_BIT(FIDBUS_K_COMMAND);
         break;
+    case FIDBUS_MSG_REGISTER:
+    case FIDBUS_MSG_UNREGISTER:
+    case FIDBUS_MSG_CALL:
+    case FIDBUS_MSG_RESULT:
+        /* Out of line: these types are rare next to PUBLISH, whose check
+         * stays the two instructions above. */
+        return check_remote(m);
     default:
         m->why = "unsupported message type";
         return FIDBUS_UNSUPPORTED;

@@ -145,6 +145,10 @@ static size_t encoded_bound(const struct fidbus_msg_out *m)
         n += strlen_or0(m->command);
     if (pr & FIDBUS_BIT(FIDBUS_K_NAME))
         n += strlen_or0(m->name);
+    if (pr & FIDBUS_BIT(FIDBUS_K_FUNCTION))
+        n += strlen_or0(m->function);
+    if (pr & FIDBUS_BIT(FIDBUS_K_SIGNATURE))
+        n += strlen_or0(m->signature);
     return n;
 }
 
@@ -220,6 +224,30 @@ int fidbus_msg_encode(struct fidbus_buf *b, const struct fidbus_msg_out *m)
             break;
         case FIDBUS_K_MAC:
             put_bstr(&w, m->mac.ptr, m->mac.len);
+            break;
+        case FIDBUS_K_FUNCTION:
+            put_tstr(&w, m->function ? m->function : "", strlen_or0(m->function));
+            break;
+        case FIDBUS_K_ID:
+            put_uint(&w, m->id);
+            break;
+        case FIDBUS_K_SIGNATURE:
+            put_tstr(&w, m->signature ? m->signature : "", strlen_or0(m->signature));
+            break;
+        case FIDBUS_K_CREDIT:
+            put_uint(&w, m->credit);
+            break;
+        case FIDBUS_K_TIMEOUT_MS:
+            put_uint(&w, m->timeout_ms);
+            break;
+        case FIDBUS_K_GENERATION:
+            put_uint(&w, m->generation);
+            break;
+        case FIDBUS_K_ATTEMPT:
+            put_uint(&w, m->attempt);
+            break;
+        case FIDBUS_K_UPTO:
+            put_uint(&w, m->upto);
             break;
         case FIDBUS_K__COUNT:
             break;
@@ -326,6 +354,126 @@ size_t fidbus_enc_hello(uint8_t *out, size_t cap, const char *server_name,
     if (with_nonce) {
         put_uint(&w, FIDBUS_K_NONCE);
         put_bstr(&w, nonce, nonce_len);
+    }
+    return finish(&w, out);
+}
+
+/* ------------------------------------------------- remote functions */
+
+size_t fidbus_enc_register(uint8_t *out, size_t cap, uint64_t seq, const char *function,
+                           const char *signature, uint64_t credit, uint64_t timeout_ms,
+                           uint64_t flags)
+{
+    if (cap < FIDBUS_FRAME_HEADER || !function || !signature)
+        return 0;
+    struct writer w = {out + FIDBUS_FRAME_HEADER, out + cap, false};
+    put_map(&w, 4u + (credit != 0) + (timeout_ms != 0) + (flags != 0));
+    put_uint(&w, FIDBUS_K_TYPE);
+    put_uint(&w, FIDBUS_MSG_REGISTER);
+    put_uint(&w, FIDBUS_K_SEQ);
+    put_uint(&w, seq);
+    if (flags) {
+        put_uint(&w, FIDBUS_K_FLAGS);
+        put_uint(&w, flags);
+    }
+    put_uint(&w, FIDBUS_K_FUNCTION);
+    put_tstr(&w, function, strlen(function));
+    put_uint(&w, FIDBUS_K_SIGNATURE);
+    put_tstr(&w, signature, strlen(signature));
+    if (credit) {
+        put_uint(&w, FIDBUS_K_CREDIT);
+        put_uint(&w, credit);
+    }
+    if (timeout_ms) {
+        put_uint(&w, FIDBUS_K_TIMEOUT_MS);
+        put_uint(&w, timeout_ms);
+    }
+    return finish(&w, out);
+}
+
+size_t fidbus_enc_unregister(uint8_t *out, size_t cap, uint64_t seq, const char *function)
+{
+    if (cap < FIDBUS_FRAME_HEADER || !function)
+        return 0;
+    struct writer w = {out + FIDBUS_FRAME_HEADER, out + cap, false};
+    put_map(&w, 3);
+    put_uint(&w, FIDBUS_K_TYPE);
+    put_uint(&w, FIDBUS_MSG_UNREGISTER);
+    put_uint(&w, FIDBUS_K_SEQ);
+    put_uint(&w, seq);
+    put_uint(&w, FIDBUS_K_FUNCTION);
+    put_tstr(&w, function, strlen(function));
+    return finish(&w, out);
+}
+
+/* The daemon writes this straight into a member's output buffer, once per
+ * call: no allocation, the payload copied once, byte-exact. */
+size_t fidbus_enc_call(uint8_t *out, size_t cap, const struct fidbus_call_out *c)
+{
+    if (cap < FIDBUS_FRAME_HEADER || !c->event || (c->ntags && !c->tags))
+        return 0;
+    bool with_payload = c->payload.ptr && c->payload.len;
+    struct writer w = {out + FIDBUS_FRAME_HEADER, out + cap, false};
+    put_map(&w, 6u + (c->ntags != 0) + with_payload);
+    put_uint(&w, FIDBUS_K_TYPE);
+    put_uint(&w, FIDBUS_MSG_CALL);
+    put_uint(&w, FIDBUS_K_SEQ);
+    put_uint(&w, c->call_id);
+    put_uint(&w, FIDBUS_K_EVENT);
+    put_tstr(&w, c->event, strlen(c->event));
+    if (c->ntags) {
+        put_uint(&w, FIDBUS_K_TAGS);
+        put_map(&w, c->ntags);
+        for (size_t i = 0; i < c->ntags; i++) {
+            put_tstr(&w, c->tags[i].key, strlen(c->tags[i].key));
+            put_tstr(&w, c->tags[i].value, strlen(c->tags[i].value));
+        }
+    }
+    if (with_payload) {
+        put_uint(&w, FIDBUS_K_PAYLOAD);
+        put_bytes(&w, c->payload.ptr, c->payload.len);
+    }
+    put_uint(&w, FIDBUS_K_ID);
+    put_uint(&w, c->funcid);
+    put_uint(&w, FIDBUS_K_GENERATION);
+    put_uint(&w, c->generation);
+    put_uint(&w, FIDBUS_K_ATTEMPT);
+    put_uint(&w, c->attempt);
+    return finish(&w, out);
+}
+
+size_t fidbus_enc_result(uint8_t *out, size_t cap, bool upto, uint64_t id, uint64_t code,
+                         const char *message)
+{
+    if (cap > FB_ERROR_FRAME_MAX && message)
+        cap = FB_ERROR_FRAME_MAX;
+    if (cap < FIDBUS_FRAME_HEADER)
+        return 0;
+    struct writer w = {out + FIDBUS_FRAME_HEADER, out + cap, false};
+    put_map(&w, 3u + (message != NULL));
+    put_uint(&w, FIDBUS_K_TYPE);
+    put_uint(&w, FIDBUS_MSG_RESULT);
+    if (!upto) {
+        put_uint(&w, FIDBUS_K_SEQ);
+        put_uint(&w, id);
+    }
+    put_uint(&w, FIDBUS_K_CODE);
+    put_uint(&w, code);
+    if (message) {
+        put_uint(&w, FIDBUS_K_MESSAGE);
+        if (w.overflow || room(&w) < 1 + (upto ? 2 + HEAD_MAX : 0))
+            return 0;
+        /* Room for the text: what is left after its head and the upto
+         * entry that follows it in key order. */
+        size_t left = room(&w) - (upto ? 1 + HEAD_MAX : 0);
+        size_t mlen = strlen(message);
+        size_t head = mlen < 24 ? 1 : mlen < 256 ? 2 : mlen < 65536 ? 3 : 5;
+        size_t max = left > head ? left - head : 0;
+        put_tstr(&w, message, utf8_cut(message, mlen, max));
+    }
+    if (upto) {
+        put_uint(&w, FIDBUS_K_UPTO);
+        put_uint(&w, id);
     }
     return finish(&w, out);
 }

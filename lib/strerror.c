@@ -24,6 +24,9 @@ static const char *const code_text[] = {
     [FIDBUS_INVALID] = "INVALID: bad id, tag or argument value",
     [FIDBUS_SIGNATURE_MISMATCH] = "SIGNATURE_MISMATCH: the function's signature differs",
     [FIDBUS_INTERNAL] = "INTERNAL: internal error in the daemon",
+    [FIDBUS_UNAVAILABLE] =
+        "UNAVAILABLE: no member could run the remote function, or it was lost",
+    [FIDBUS_RETRY] = "RETRY: the member could not run the call now",
 };
 
 const char *fidbus_strerror(int rc)

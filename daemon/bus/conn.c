@@ -550,6 +550,22 @@ handle_frame(struct fb_conn *c, const struct fb_route_table *t, const uint8_t *b
             auth_refuse(c, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
                         "AUTH again on an authenticated connection");
         return;
+    case FIDBUS_MSG_REGISTER:
+    case FIDBUS_MSG_UNREGISTER:
+        /* Decoded and checked like any frame (a malformed one got its
+         * MALFORMED/INVALID above); serving is not built yet, so a client
+         * learns that rather than a generic "type not accepted". */
+        fb_count(&w->counters->bad_frames, 1);
+        fb_stream_send_error(&c->st, true, m->seq, FIDBUS_UNSUPPORTED, false, 0,
+                             "remote functions are not enabled in this build");
+        return;
+    case FIDBUS_MSG_RESULT:
+        /* No connection serves a function yet, so none holds a call: a
+         * RESULT answers nothing. proto/README.md: a RESULT for a call the
+         * member does not hold is ignored and counted, never answered (an
+         * ERROR per late RESULT would flood a member that just timed out). */
+        fb_count(&w->counters->bad_frames, 1);
+        return;
     case FIDBUS_MSG_REQUEST:
         fb_count(&w->counters->bad_frames, 1);
         fb_stream_send_error(&c->st, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,

@@ -44,7 +44,7 @@
 static const char *const section_names[] = {
     [SEC_NONE] = "",           [SEC_DAEMON] = "daemon", [SEC_LISTEN] = "listen",
     [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin", [SEC_ROUTE] = "route",
-    [SEC_LIMITS] = "limits",
+    [SEC_LIMITS] = "limits",   [SEC_REMOTE] = "remote",
 };
 
 static const struct {
@@ -303,6 +303,8 @@ static void finish_section(struct parser *p)
              cur_plugin(p)->name);
     else if (p->sec == SEC_ROUTE && p->in_route)
         fb_config_route_finish(p);
+    else if (p->sec == SEC_REMOTE)
+        fb_config_remote_end(p);
 }
 
 /* "[...]" from the raw line: start points at '['. */
@@ -343,8 +345,8 @@ static int begin_section(struct parser *p, char *start)
             sec = (enum section_kind)s;
     if (sec == SEC_NONE)
         return fail(p, p->lineno,
-                    "unknown section [%s] (expected [daemon], "
-                    "[listen], [control], [limits], [plugin NAME] or [route NAME])",
+                    "unknown section [%s] (expected [daemon], [listen], [control], "
+                    "[limits], [plugin NAME], [route NAME] or [remote NS])",
                     word);
     p->sec = sec;
     p->sec_line = p->lineno;
@@ -363,6 +365,8 @@ static int begin_section(struct parser *p, char *start)
         return 0;
     }
 
+    if (sec == SEC_REMOTE) /* NS is a namespace or "*", not a route name */
+        return fb_config_remote_begin(p, arg);
     if (!*arg)
         return fail(p, p->lineno, "section [%s] needs a name: [%s NAME]", word, word);
     if (!fb_route_name_valid(arg))
@@ -428,6 +432,10 @@ static int on_key(void *user, const char *section, const char *name, const char 
             char v[ERR_MAX];
             fb_config_cont_value(v, sizeof v, value);
             fb_config_route_list_chunk(p, p->last_key, v);
+        } else if (p->sec == SEC_REMOTE) {
+            char v[ERR_MAX];
+            fb_config_cont_value(v, sizeof v, value);
+            fb_config_remote_cont(p, v);
         } else {
             fail(p, p->lineno,
                  "unexpected indented line: only 'to' and 'tags' "
@@ -436,6 +444,10 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return failed(p) ? 0 : 1;
     }
 
+    if (p->comma_line && p->sec == SEC_REMOTE) {
+        fb_config_remote_end(p);
+        return 0;
+    }
     if (p->comma_line) {
         fail(p, p->comma_line,
              "route '%s': the list ends with a comma but no "
@@ -452,6 +464,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
         break;
     case SEC_PLUGIN:
         plugin_key(p, name, value);
+        break;
+    case SEC_REMOTE:
+        fb_config_remote_key(p, name, value);
         break;
     default: {
         int k;
@@ -643,7 +658,7 @@ static int finish_file(struct parser *p)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
     }
-    if (fb_config_limits_finish(p))
+    if (fb_config_limits_finish(p) || fb_config_remote_finish(p))
         return p->rc;
     return check_representable(p);
 }
@@ -791,6 +806,7 @@ struct fb_config *fb_config_free(struct fb_config *c)
     for (size_t i = 0; i < c->nroutes; i++)
         fb_route_spec_clear(&c->routes[i]);
     free(c->routes);
+    fb_config_remote_free(c);
     free(c);
     return NULL;
 }

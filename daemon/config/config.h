@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "base/log.h"
 #include "config/route_spec.h"
@@ -62,6 +63,26 @@ struct fb_limits {
     unsigned max_republish;           /* host->publish calls per client event; 1024 */
 };
 
+/*
+ * One [remote NS] section (README "Remote functions", fidbusd.conf(5)):
+ * who may serve functions of namespace NS ("*": any) from a client
+ * process, and the defaults and caps of their members. users and groups
+ * are resolved to ids when the file is read; root and the daemon's own
+ * uid may always serve where a section exists (the registry checks that).
+ */
+struct fb_remote_conf {
+    char *ns;    /* a namespace (fidbus_name_valid) or "*" */
+    uid_t *uids; /* `users`, by name or number; no repeats */
+    size_t nuids;
+    gid_t *gids; /* `groups`, primary or supplementary; no repeats */
+    size_t ngids;
+    bool tcp;            /* key-authenticated TCP clients may serve; no */
+    unsigned credit;     /* a member's default and most credit, 1-1024; 16 */
+    uint32_t timeout_ms; /* a call's default and longest deadline, 1-3600000; 30000 */
+    unsigned attempts;   /* deliveries of an idempotent call at most, 1-10; 3 */
+    int line;
+};
+
 struct fb_config {
     char *file;    /* path it was read from, or "<embedded>" */
     char hash[65]; /* SHA-256 (hex) of the text parsed */
@@ -98,6 +119,8 @@ struct fb_config {
     size_t nplugins;
     struct fb_route_spec *routes;
     size_t nroutes;
+    struct fb_remote_conf *remotes; /* [remote NS] sections, in file order */
+    size_t nremotes;
 };
 
 /*
@@ -123,6 +146,16 @@ struct fb_config *fb_config_free(struct fb_config *c);
  * default derived from l->max_connections); nothing when all are default.
  * The lines read back through fb_config_load_* to the same limits. */
 void fb_config_limits_write(FILE *f, const struct fb_limits *l);
+
+/* The [remote NS] section that governs namespace ns (a namespace's own
+ * section, else [remote *]), or NULL: nothing of ns may be served. The
+ * pointer lives as long as c. config_remote.c. */
+const struct fb_remote_conf *fb_config_remote_find(const struct fb_config *c,
+                                                   const char *ns);
+/* Writes every [remote NS] section of c, each after a blank line, in a
+ * form fb_config_load_* reads back to the same values (users and groups
+ * as numeric ids). config_remote.c. */
+void fb_config_remote_write(FILE *f, const struct fb_config *c);
 
 /* The embedded default config (conf/default.conf at build time), with
  * @RUNTIME@ standing for the quick-start runtime dir and @PLUGINDIR@ for

@@ -30,6 +30,7 @@ enum section_kind {
     SEC_PLUGIN,
     SEC_ROUTE,
     SEC_LIMITS, /* config_limits.c */
+    SEC_REMOTE, /* config_remote.c */
     SEC__COUNT
 };
 
@@ -111,8 +112,11 @@ struct parser {
     int rkey_line[K__COUNT]; /* current route's keys */
     struct fb_route_spec route;
     bool in_route;
-    int comma_line;    /* a list line ended in ',' and wants more */
-    bool tcp_loopback; /* [listen] tcp is on a loopback address */
+    int comma_line;         /* a list line ended in ',' and wants more */
+    bool tcp_loopback;      /* [listen] tcp is on a loopback address */
+    int remote_key_line[8]; /* current [remote NS]'s keys (config_remote.c) */
+    int remote_list;        /* its users/groups list continued by an indented
+                             * line: 1 + the key's index, 0 = none */
 
     int err_line; /* first error, 0 = none yet */
     int rc;
@@ -189,6 +193,17 @@ int fb_config_limits_finish(struct parser *p);
 int fb_config_route_key(struct parser *p, enum key_id k, const char *v);
 int fb_config_route_list_chunk(struct parser *p, enum key_id k, const char *v);
 int fb_config_route_finish(struct parser *p);
+
+/* [remote NS] (config_remote.c): a new section for arg (the NS, maybe
+ * empty), one key of the current section, an indented line continuing
+ * its users or groups list, the section's end, the checks that need the
+ * whole file, and freeing c's sections. Each but the last returns p->rc. */
+int fb_config_remote_begin(struct parser *p, const char *arg);
+int fb_config_remote_key(struct parser *p, const char *name, const char *v);
+int fb_config_remote_cont(struct parser *p, const char *v); /* an indented line */
+int fb_config_remote_end(struct parser *p);                 /* the section ends */
+int fb_config_remote_finish(struct parser *p);
+void fb_config_remote_free(struct fb_config *c);
 
 /* Replaces *slot with a copy of v ("" -> NULL when empty_is_null); false
  * (and the error set) when out of memory. */

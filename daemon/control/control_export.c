@@ -7,7 +7,9 @@
  * every key at its current value (workers resolved to a number, default
  * socket paths spelled out), so the file does not depend on the defaults
  * of the daemon that reads it; [limits] follows with every key that is not
- * at its default (nothing is lost when the export is a backup). Then one [plugin NAME]
+ * at its default (nothing is lost when the export is a backup), then every
+ * [remote NS] with all its keys (users and groups as numeric ids, which
+ * read back the same wherever the names resolve differently). Then one [plugin NAME]
  * per loaded instance in load order (its original path, then its other keys in file
  * order) and one [route NAME] per route of the running table in name order.
  *
@@ -153,6 +155,7 @@ static void write_fixed(FILE *f, const struct fb_config *c)
         fprintf(f, "group = %s\n", c->control_group);
 
     fb_config_limits_write(f, &c->limits);
+    fb_config_remote_write(f, c);
 }
 
 int fb_ctl_export_config(const struct fb_daemon *d, char **out)

@@ -176,9 +176,10 @@ static bool bad_body(int i, struct fb_e2e_cbor *c, int *code, long long *seq,
         *seq = 10;
         return true;
     case 11:
-        *what = "remote-handler type 16";
+        /* A REGISTER is decoded and checked like any message. */
+        *what = "REGISTER without function";
         fb_e2e_cb_raw(c, "\xa2\x00\x10\x01\x0b", 5);
-        *code = FIDBUS_UNSUPPORTED;
+        *code = FIDBUS_MALFORMED;
         *seq = 11;
         return true;
     default:

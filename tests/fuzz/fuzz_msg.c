@@ -31,17 +31,25 @@ static void check_round_trip(void)
     o.args = msg.args;
     o.nonce = msg.nonce;
     o.mac = msg.mac;
+    o.id = msg.id;
+    o.credit = msg.credit;
+    o.timeout_ms = msg.timeout_ms;
+    o.generation = msg.generation;
+    o.attempt = msg.attempt;
+    o.upto = msg.upto;
     if (msg.ntags) {
         o.present |= FIDBUS_BIT(FIDBUS_K_TAGS);
         o.tags = msg.tags;
         o.ntags = msg.ntags;
     }
-    /* message/command/name are slices, not C strings: leave them out
-     * unless they are free of NUL bytes. */
-    char *texts[3] = {NULL, NULL, NULL};
-    const struct fidbus_slice *src[3] = {&msg.message, &msg.command, &msg.name};
-    const enum fidbus_key keys[3] = {FIDBUS_K_MESSAGE, FIDBUS_K_COMMAND, FIDBUS_K_NAME};
-    for (int i = 0; i < 3; i++) {
+    /* message/command/name/function/signature are slices, not C strings:
+     * leave them out unless they are free of NUL bytes. */
+    char *texts[5] = {NULL, NULL, NULL, NULL, NULL};
+    const struct fidbus_slice *src[5] = {&msg.message, &msg.command, &msg.name,
+                                         &msg.function, &msg.signature};
+    const enum fidbus_key keys[5] = {FIDBUS_K_MESSAGE, FIDBUS_K_COMMAND, FIDBUS_K_NAME,
+                                     FIDBUS_K_FUNCTION, FIDBUS_K_SIGNATURE};
+    for (int i = 0; i < 5; i++) {
         if (!(o.present & FIDBUS_BIT(keys[i])))
             continue;
         if (memchr(src[i]->ptr, 0, src[i]->len)) {
@@ -55,6 +63,8 @@ static void check_round_trip(void)
     o.message = texts[0];
     o.command = texts[1];
     o.name = texts[2];
+    o.function = texts[3];
+    o.signature = texts[4];
 
     struct fidbus_buf b = {0};
     if (fidbus_msg_encode(&b, &o) != 0)
@@ -68,13 +78,31 @@ static void check_round_trip(void)
         abort();
     if (again.ntags != msg.ntags)
         abort();
+    /* The remote-function numbers, each where its key is present. */
+    const struct {
+        enum fidbus_key k;
+        uint64_t a, b;
+    } nums[] = {
+        {FIDBUS_K_ID, again.id, msg.id},
+        {FIDBUS_K_CREDIT, again.credit, msg.credit},
+        {FIDBUS_K_TIMEOUT_MS, again.timeout_ms, msg.timeout_ms},
+        {FIDBUS_K_GENERATION, again.generation, msg.generation},
+        {FIDBUS_K_ATTEMPT, again.attempt, msg.attempt},
+        {FIDBUS_K_UPTO, again.upto, msg.upto},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+        if ((o.present & FIDBUS_BIT(nums[i].k)) && nums[i].a != nums[i].b)
+            abort();
+    if (texts[3] && (again.function.len != msg.function.len ||
+                     memcmp(again.function.ptr, msg.function.ptr, msg.function.len)))
+        abort();
     for (size_t i = 0; i < msg.ntags; i++) {
         if (strcmp(again.tags[i].key, msg.tags[i].key) ||
             strcmp(again.tags[i].value, msg.tags[i].value))
             abort();
     }
     fidbus_buf_free(&b);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         free(texts[i]);
 }
 

@@ -50,6 +50,11 @@ FIDBUS_API int fidbus_semver_cmp(const struct fidbus_semver *a,
  */
 FIDBUS_API int fidbus_funcid_make(const char *ns, const char *name, const char *version,
                                   char *canonical, uint64_t *id);
+/*
+ * Is s[0..len) a canonical name, "ns.name@MAJOR.MINOR.PATCH", with ns and
+ * name each fidbus_name_valid and a strict version? (No NUL needed.)
+ */
+FIDBUS_API bool fidbus_canonical_valid(const char *s, size_t len);
 /* funcID of an already-canonical name (no validation). */
 FIDBUS_API uint64_t fidbus_funcid(const char *canonical);
 /* 16 lowercase hex digits + NUL into out[FIDBUS_FUNCID_HEX]. */

@@ -56,6 +56,12 @@ enum fidbus_msg_type {
     FIDBUS_MSG_REQUEST = 6,
     FIDBUS_MSG_REPLY = 7,
     FIDBUS_MSG_PING = 8,
+    /* Remote functions (proto/README.md "Remote functions"): a client
+     * serves functions over its bus connection. */
+    FIDBUS_MSG_REGISTER = 16,   /* client -> daemon */
+    FIDBUS_MSG_UNREGISTER = 17, /* client -> daemon */
+    FIDBUS_MSG_CALL = 18,       /* daemon -> client (a member) */
+    FIDBUS_MSG_RESULT = 19,     /* client (a member) -> daemon */
 };
 
 /* Map keys. */
@@ -75,10 +81,21 @@ enum fidbus_key {
     FIDBUS_K_NAME = 12,
     FIDBUS_K_NONCE = 13,
     FIDBUS_K_MAC = 14,
-    FIDBUS_K__COUNT = 15,
+    FIDBUS_K_FUNCTION = 15,   /* tstr, canonical "ns.name@MAJOR.MINOR.PATCH" */
+    FIDBUS_K_ID = 16,         /* uint, a funcID */
+    FIDBUS_K_SIGNATURE = 17,  /* tstr, a function's signature text */
+    FIDBUS_K_CREDIT = 18,     /* uint, unanswered calls a member may hold */
+    FIDBUS_K_TIMEOUT_MS = 19, /* uint, a call's deadline */
+    FIDBUS_K_GENERATION = 20, /* uint, of the route table that routed an event */
+    FIDBUS_K_ATTEMPT = 21,    /* uint, 1 for a call's first delivery */
+    FIDBUS_K_UPTO = 22,       /* uint, answers every held call id <= it */
+    FIDBUS_K__COUNT = 23,     /* `present` is 32 bits: keys stay below 32 */
 };
 
+/* flags (key 5). Bit 0 is PUBLISH's; bit 1 is REGISTER's, so one flags
+ * word never means two things in the same message. */
 #define FIDBUS_FLAG_ACK 0x1u
+#define FIDBUS_FLAG_IDEMPOTENT 0x2u /* REGISTER: a call may run again */
 
 /* Status / error codes (key 6). */
 enum fidbus_code {
@@ -95,7 +112,33 @@ enum fidbus_code {
     FIDBUS_INVALID = 10,
     FIDBUS_SIGNATURE_MISMATCH = 11,
     FIDBUS_INTERNAL = 12,
+    /* A remote function had no member to run a call, or lost it in flight
+     * (member gone, deadline passed): whether it ran is then unknown. */
+    FIDBUS_UNAVAILABLE = 13,
+    /* In a RESULT only: this member could not run the call now; the daemon
+     * gives it to another member while attempts remain. */
+    FIDBUS_RETRY = 14,
 };
+
+/*
+ * Limits of the remote-function keys on the wire. A REGISTER's credit and
+ * timeout_ms above the config's [remote] values are cut to them by the
+ * daemon; these are only what the codec accepts at all (0 is INVALID).
+ */
+#define FIDBUS_CREDIT_MAX 1024u        /* [remote] credit's upper bound */
+#define FIDBUS_TIMEOUT_MS_MAX 3600000u /* [remote] timeout_ms's upper bound */
+#define FIDBUS_ATTEMPTS_MAX 10u        /* [remote] attempts' upper bound */
+#define FIDBUS_SIGNATURE_MAX 4096u     /* bytes of a REGISTER's signature */
+
+/*
+ * What a RESULT's code means to the daemon: 0 ok, FIDBUS_RETRY, and every
+ * other code counts as FIDBUS_HANDLER_FAILED (proto/README.md), so a member
+ * that sends a code of its own still fails the call rather than the frame.
+ */
+static inline uint64_t fidbus_result_outcome(uint64_t code)
+{
+    return code == FIDBUS_OK || code == FIDBUS_RETRY ? code : FIDBUS_HANDLER_FAILED;
+}
 
 /* Upper-case name of a protocol code ("NO_ROUTE"), "UNKNOWN" otherwise. */
 FIDBUS_API const char *fidbus_code_name(int code);
@@ -205,7 +248,13 @@ struct fidbus_msg {
     struct fidbus_slice name;    /* text */
     struct fidbus_slice nonce;   /* bytes */
     struct fidbus_slice mac;     /* bytes */
-    const char *why;             /* static reason text after a failed decode */
+    /* Remote-function keys (15-22). Unlike the fields above, these are not
+     * cleared by each decode, so a PUBLISH pays nothing for them: read one
+     * only when fidbus_msg_has() says its key was present. */
+    struct fidbus_slice function;  /* text */
+    struct fidbus_slice signature; /* text */
+    uint64_t id, credit, timeout_ms, generation, attempt, upto;
+    const char *why; /* static reason text after a failed decode */
     size_t arena_used;
     char arena[FIDBUS_MSG_ARENA];
 };
@@ -233,8 +282,12 @@ FIDBUS_API int fidbus_msg_decode(const uint8_t *body, size_t len, unsigned max_d
 /*
  * Type-specific checks after a successful decode: PUBLISH needs `event`,
  * REQUEST needs `command`, and so on. Returns 0, FIDBUS_MALFORMED (a
- * required key is missing) or FIDBUS_UNSUPPORTED (unknown type), with
- * m->why set.
+ * required key is missing; a RESULT with both or neither of seq and upto),
+ * FIDBUS_INVALID (a value out of range: REGISTER's function not canonical
+ * with a version, a signature longer than FIDBUS_SIGNATURE_MAX or holding
+ * a NUL, credit or timeout_ms 0; CALL's attempt 0) or FIDBUS_UNSUPPORTED
+ * (unknown type), with m->why set. A RESULT's code is not checked here:
+ * see fidbus_result_outcome().
  */
 FIDBUS_API int fidbus_msg_check(struct fidbus_msg *m);
 
@@ -278,6 +331,8 @@ struct fidbus_msg_out {
     struct fidbus_slice payload, result, args;
     const char *message, *command, *name; /* NUL-terminated */
     struct fidbus_slice nonce, mac;
+    const char *function, *signature; /* NUL-terminated */
+    uint64_t id, credit, timeout_ms, generation, attempt, upto;
 };
 
 #define FIDBUS_BIT(k) (1u << (k))
@@ -297,6 +352,44 @@ FIDBUS_API size_t fidbus_enc_error(uint8_t *out, size_t cap, bool has_seq, uint6
                                    uint64_t result);
 FIDBUS_API size_t fidbus_enc_hello(uint8_t *out, size_t cap, const char *server_name,
                                    const uint8_t *nonce, size_t nonce_len);
+
+/*
+ * Remote functions (proto/README.md "Remote functions"), same convention:
+ * one whole frame into out[0..cap), its length, or 0 if it does not fit
+ * (or a required string is NULL). Strings are NUL-terminated; payload is
+ * raw CBOR copied verbatim (ptr NULL: no payload key).
+ *
+ * REGISTER: credit and timeout_ms 0 leave the key out (the daemon then
+ * uses the [remote] section's value); flags takes FIDBUS_FLAG_IDEMPOTENT.
+ */
+FIDBUS_API size_t fidbus_enc_register(uint8_t *out, size_t cap, uint64_t seq,
+                                      const char *function, const char *signature,
+                                      uint64_t credit, uint64_t timeout_ms,
+                                      uint64_t flags);
+FIDBUS_API size_t fidbus_enc_unregister(uint8_t *out, size_t cap, uint64_t seq,
+                                        const char *function);
+
+/* A CALL as the daemon writes it to a member: one delivery of one event. */
+struct fidbus_call_out {
+    uint64_t call_id; /* seq: unique among the calls of one connection */
+    uint64_t funcid;
+    const char *event;
+    const struct fidbus_tag *tags;
+    size_t ntags;
+    struct fidbus_slice payload; /* ptr NULL: the event has no payload */
+    uint64_t generation;
+    uint64_t attempt; /* 1 for the first delivery */
+};
+FIDBUS_API size_t fidbus_enc_call(uint8_t *out, size_t cap,
+                                  const struct fidbus_call_out *c);
+
+/*
+ * RESULT for one call (upto false: seq = id) or for every call held with an
+ * id <= id (upto true). message may be NULL (no key); it is cut, at a
+ * character boundary, to fit a 4 KiB frame like fidbus_enc_error's.
+ */
+FIDBUS_API size_t fidbus_enc_result(uint8_t *out, size_t cap, bool upto, uint64_t id,
+                                    uint64_t code, const char *message);
 
 #ifdef __cplusplus
 }
