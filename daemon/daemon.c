@@ -31,6 +31,7 @@
 #include "config/state.h"
 #include "control/change.h"
 #include "control/control.h"
+#include "control/metrics_http.h"
 #include "routing/dispatch.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
@@ -412,6 +413,8 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         return rc;
     if (cfg->control_socket && !control_passed)
         fb_info("control socket on unix:%s", cfg->control_socket);
+    if ((rc = fb_metrics_start(d, &d->metrics, err, errlen)) < 0)
+        return rc;
     if ((rc = start_signals(d)) < 0) {
         fb_set_err(err, errlen, "signals: %s", uv_strerror(rc));
         return rc;
@@ -461,6 +464,9 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     if (!d)
         return NULL;
     atomic_store(&d->stopping, true);
+    /* A scrape reads the workers and the control socket's count: the
+     * metrics thread goes before both. */
+    d->metrics = fb_metrics_free(d->metrics);
     /* The control thread reads the table and plugins: it goes first. */
     d->control = fb_control_free(d->control);
     for (unsigned i = 0; i < d->nlisteners; i++)

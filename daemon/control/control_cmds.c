@@ -31,6 +31,7 @@
 #include "config/route_spec.h"
 #include "control/control.h"
 #include "control/ctl_cbor.h"
+#include "control/metrics_http.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
 #include "routing/registry.h"
@@ -45,7 +46,8 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     for (size_t i = 0; i < env->nlisteners; i++)
         push(b, listeners, text(env->listeners[i]));
 
-    cbor_item_t *m = mk_map(b, 9);
+    const char *metrics = fb_metrics_addr(d->metrics);
+    cbor_item_t *m = mk_map(b, metrics ? 10 : 9);
     put(b, m, "version", text(FIDBUS_VERSION));
     put(b, m, "pid", u64((uint64_t)getpid()));
     put(b, m, "uptime_s", u64((fb_now_ns() - d->start_ns) / 1000000000u));
@@ -55,6 +57,8 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     put(b, m, "plugins", u64(fb_plugin_count(d->plugins)));
     put(b, m, "routes", u64(fb_routes_count(d->table)));
     put(b, m, "functions", u64(fb_registry_count(d->reg)));
+    if (metrics) /* as bound: the real port when [metrics] listen asked for 0 */
+        put(b, m, "metrics", text(metrics));
     return m;
 }
 
