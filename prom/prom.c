@@ -385,8 +385,9 @@ void fb_prom_render(FILE *out, const json_t *stats)
     struct family fquar = {"fidbus_function_quarantined", "gauge",
                            "1 while the function is quarantined.", false};
     struct family duration = {"fidbus_function_duration_seconds", "histogram",
-                              "Handler run time of every call, by function, in seconds "
-                              "(buckets from sampled timings; see fidbusd(8)).",
+                              "Handler run time by function, in seconds: every call is "
+                              "counted, one in 16 per thread is timed and the calls "
+                              "after it count in its bucket.",
                               false};
     struct family info = {"fidbus_build_info", "gauge",
                           "Always 1; the label says which fidbusd runs.", false};
