@@ -167,7 +167,7 @@ START_TEST(test_e2e_metrics_histogram_counts_every_call)
     char want[160];
     snprintf(want, sizeof want, "hist fidbus.count@1.0.0 %d ", N);
     const char *h = strstr(out, want);
-    ck_assert_msg(h, "no histogram with count %d:\n%s\n%s", N, out, r.body);
+    ck_assert_msg(h, "no histogram with count %d:\n%s", N, out);
     double sum = strtod(h + strlen(want), NULL);
     ck_assert_msg(sum > 0, "_sum is %g:\n%s", sum, out);
     ck_assert_msg(strstr(h, " cumulative\n"), "buckets not cumulative:\n%s", out);
@@ -211,7 +211,7 @@ START_TEST(test_e2e_metrics_paths_and_methods)
 
     r = http(port, "GET", "/metrics?x=1", NULL);
     ck_assert_int_eq(r.status, 200);
-    ck_assert_msg(strstr(r.body, "fidbus_received_total"), "%s", r.body);
+    ck_assert_msg(strstr(r.body, "fidbus_received_total"), "no counters in /metrics?x=1");
     http_reply_free(&r);
 
     r = http(port, "GET", "/", NULL);
