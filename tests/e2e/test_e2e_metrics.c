@@ -465,6 +465,29 @@ START_TEST(test_e2e_metrics_grafana_dashboard)
 }
 END_TEST
 
+/* config.export keeps [metrics] as written (port 0 stays "any"), and a
+ * reload that changes it says a restart is needed and keeps serving. */
+START_TEST(test_e2e_metrics_export_and_reload)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, COUNT_ALL METRICS_ANY);
+    unsigned port = metrics_port(t);
+    char *out = fb_e2e_ctl(t, 0, NULL, "config", "export", (const char *)NULL);
+    ck_assert_msg(strstr(out, "\n[metrics]\nlisten = 127.0.0.1:0\n"), "%s", out);
+    free(out);
+
+    fb_e2e_config(t, NULL, COUNT_ALL);
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "config", "reload", (const char *)NULL);
+    ck_assert_msg(strstr(out, "\"restart_needed\":[\"metrics.listen\"]"), "%s", out);
+    free(out);
+    /* the running listener stays until the restart */
+    struct http_reply r = http(port, "GET", "/healthz", NULL);
+    ck_assert_int_eq(r.status, 200);
+    http_reply_free(&r);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e.metrics");
@@ -477,6 +500,7 @@ int main(void)
     tcase_add_test(tc, test_e2e_metrics_config_errors);
     tcase_add_test(tc, test_e2e_metrics_off_by_default);
     tcase_add_test(tc, test_e2e_metrics_grafana_dashboard);
+    tcase_add_test(tc, test_e2e_metrics_export_and_reload);
     suite_add_tcase(s, tc);
     return fb_e2e_main(s);
 }
