@@ -24,14 +24,15 @@ static void read_stripe(const struct fb_hist_stripe *s, const struct fb_stripe *
                 sched_yield();
             continue;
         }
+        /* acquire loads: the seq check below cannot move before them, and
+         * a value a timed call stored brings its odd seq with it */
         for (unsigned i = 0; i <= FB_HIST_BOUNDS; i++)
-            b[i] = atomic_load_explicit(&s->b[i], memory_order_relaxed);
-        *sum = atomic_load_explicit(&s->sum_ns, memory_order_relaxed);
-        unsigned last = atomic_load_explicit(&s->last, memory_order_relaxed);
-        uint64_t last_ns = atomic_load_explicit(&s->last_ns, memory_order_relaxed);
-        uint64_t start = atomic_load_explicit(&s->start, memory_order_relaxed);
-        uint64_t n = atomic_load_explicit(&calls->v, memory_order_relaxed);
-        atomic_thread_fence(memory_order_acquire);
+            b[i] = atomic_load_explicit(&s->b[i], memory_order_acquire);
+        *sum = atomic_load_explicit(&s->sum_ns, memory_order_acquire);
+        unsigned last = atomic_load_explicit(&s->last, memory_order_acquire);
+        uint64_t last_ns = atomic_load_explicit(&s->last_ns, memory_order_acquire);
+        uint64_t start = atomic_load_explicit(&s->start, memory_order_acquire);
+        uint64_t n = atomic_load_explicit(&calls->v, memory_order_acquire);
         if (atomic_load_explicit(&s->seq, memory_order_relaxed) != q)
             continue;
         /* the open period: the calls since the last timed one */

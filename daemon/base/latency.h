@@ -98,7 +98,10 @@ static inline void fb_hist_timed(struct fb_hist *h, unsigned stripe, uint64_t at
     if ((q & 1u) || !atomic_compare_exchange_strong_explicit(
                         &s->seq, &q, q + 1, memory_order_acquire, memory_order_relaxed))
         return;
-    atomic_thread_fence(memory_order_release); /* seq odd before the fields change */
+    /* A seqlock without fences (TSan has none): the acquire CAS keeps the
+     * stores below after it, each store is a release so a reader that
+     * sees it also sees seq odd. The CAS makes this writer the only one:
+     * plain adds. */
     uint64_t start = atomic_load_explicit(&s->start, memory_order_relaxed);
     if (at >= start) {
         uint64_t n = at - start;
@@ -107,14 +110,14 @@ static inline void fb_hist_timed(struct fb_hist *h, unsigned stripe, uint64_t at
             uint64_t ln = atomic_load_explicit(&s->last_ns, memory_order_relaxed);
             atomic_store_explicit(&s->b[l],
                                   atomic_load_explicit(&s->b[l], memory_order_relaxed) + n,
-                                  memory_order_relaxed);
+                                  memory_order_release);
             atomic_store_explicit(
                 &s->sum_ns, atomic_load_explicit(&s->sum_ns, memory_order_relaxed) + n * ln,
-                memory_order_relaxed);
+                memory_order_release);
         }
-        atomic_store_explicit(&s->last, fb_hist_bucket(ns), memory_order_relaxed);
-        atomic_store_explicit(&s->last_ns, ns, memory_order_relaxed);
-        atomic_store_explicit(&s->start, at, memory_order_relaxed);
+        atomic_store_explicit(&s->last, fb_hist_bucket(ns), memory_order_release);
+        atomic_store_explicit(&s->last_ns, ns, memory_order_release);
+        atomic_store_explicit(&s->start, at, memory_order_release);
     }
     atomic_store_explicit(&s->seq, q + 2, memory_order_release);
 }

@@ -222,12 +222,18 @@ const char *fb_metrics_addr(const struct fb_metrics *m)
     return m ? m->addr : NULL;
 }
 
-struct fb_metrics *fb_metrics_free(struct fb_metrics *m)
+void fb_metrics_stop(struct fb_metrics *m)
 {
-    if (!m)
-        return NULL;
+    if (!m || !m->mhd)
+        return;
     /* joins the thread and closes the listening socket it was given */
     MHD_stop_daemon(m->mhd);
+    m->mhd = NULL;
+}
+
+struct fb_metrics *fb_metrics_free(struct fb_metrics *m)
+{
+    fb_metrics_stop(m);
     free(m);
     return NULL;
 }

@@ -24,8 +24,10 @@ int fb_metrics_start(struct fb_daemon *d, struct fb_metrics **out, char *err,
                      size_t errlen);
 /* "HOST:PORT" as bound (the real port when 0 was asked); NULL-safe. */
 const char *fb_metrics_addr(const struct fb_metrics *m);
-/* Stops serving (waits for a request in progress) and frees. NULL-safe;
- * returns NULL. */
+/* Stops serving: closes the socket and joins the thread, waiting for a
+ * request in progress; the address stays readable. NULL-safe, idempotent. */
+void fb_metrics_stop(struct fb_metrics *m);
+/* Stops if still serving and frees. NULL-safe; returns NULL. */
 struct fb_metrics *fb_metrics_free(struct fb_metrics *m);
 
 #endif
