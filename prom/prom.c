@@ -3,12 +3,12 @@
  *
  * fidbusctl's control.c calls fb_prom_render instead of the table
  * renderer for `stats --prometheus`; fidbusd's /metrics endpoint
- * (daemon/control/metrics_http.c) calls it on the same stats result. Each metric family is written whole
- * (# HELP, # TYPE, then its samples) because the format requires a
- * family's samples to be contiguous; a family is announced only when its
- * first sample is written, so a daemon that leaves a key out (an older
- * one has no `generation`, a function that never ran has no quantiles)
- * yields no empty families.
+ * (daemon/control/metrics_http.c) calls it on the same stats result.
+ * Each metric family is written whole (# HELP, # TYPE, then its
+ * samples) because the format requires a family's samples to be
+ * contiguous; a family is announced only when its first sample is
+ * written, so a daemon that leaves a key out (an older one has no
+ * `generation` nor histograms) yields no empty families.
  *
  * Latency: the daemon reports, per function, a histogram of every call
  * (latency_buckets, latency_counts cumulative, latency_count, latency_sum_ns;

@@ -57,11 +57,11 @@ uint64_t fb_lat_quantile(const struct fb_latency *l, double q, uint64_t *samples
 extern const uint64_t fb_hist_bounds_ns[FB_HIST_BOUNDS];
 
 struct fb_hist_stripe {
-    _Atomic uint32_t seq;      /* odd while a timed call updates the rest */
-    _Atomic uint32_t last;     /* bucket of the open period (FB_HIST_BOUNDS: +Inf) */
-    _Atomic uint64_t last_ns;  /* its duration */
-    _Atomic uint64_t start;    /* the call counter where it opened */
-    _Atomic uint64_t sum_ns;   /* closed periods */
+    _Atomic uint32_t seq;     /* odd while a timed call updates the rest */
+    _Atomic uint32_t last;    /* bucket of the open period (FB_HIST_BOUNDS: +Inf) */
+    _Atomic uint64_t last_ns; /* its duration */
+    _Atomic uint64_t start;   /* the call counter where it opened */
+    _Atomic uint64_t sum_ns;  /* closed periods */
     _Atomic uint64_t b[FB_HIST_BOUNDS + 1]; /* closed periods, not cumulative */
 } __attribute__((aligned(64)));
 
@@ -108,12 +108,13 @@ static inline void fb_hist_timed(struct fb_hist *h, unsigned stripe, uint64_t at
         if (n) {
             unsigned l = atomic_load_explicit(&s->last, memory_order_relaxed);
             uint64_t ln = atomic_load_explicit(&s->last_ns, memory_order_relaxed);
-            atomic_store_explicit(&s->b[l],
-                                  atomic_load_explicit(&s->b[l], memory_order_relaxed) + n,
-                                  memory_order_release);
             atomic_store_explicit(
-                &s->sum_ns, atomic_load_explicit(&s->sum_ns, memory_order_relaxed) + n * ln,
+                &s->b[l], atomic_load_explicit(&s->b[l], memory_order_relaxed) + n,
                 memory_order_release);
+            atomic_store_explicit(&s->sum_ns,
+                                  atomic_load_explicit(&s->sum_ns, memory_order_relaxed) +
+                                      n * ln,
+                                  memory_order_release);
         }
         atomic_store_explicit(&s->last, fb_hist_bucket(ns), memory_order_release);
         atomic_store_explicit(&s->last_ns, ns, memory_order_release);

@@ -42,8 +42,8 @@
 #define SOCK_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
 static const char *const section_names[] = {
-    [SEC_NONE] = "",           [SEC_DAEMON] = "daemon", [SEC_LISTEN] = "listen",
-    [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin", [SEC_ROUTE] = "route",
+    [SEC_NONE] = "",           [SEC_DAEMON] = "daemon",   [SEC_LISTEN] = "listen",
+    [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin",   [SEC_ROUTE] = "route",
     [SEC_LIMITS] = "limits",   [SEC_METRICS] = "metrics",
 };
 

@@ -44,8 +44,8 @@ struct fb_metrics {
     char addr[INET6_ADDRSTRLEN + 8];
 };
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status,
-                              const char *type, char *body, size_t len, bool owned)
+static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type,
+                              char *body, size_t len, bool owned)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(
         len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
@@ -110,15 +110,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     /* Answered on the first call, before any body is read: a request
      * with a body is refused, and libmicrohttpd then closes the
      * connection rather than read it. */
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+        strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     if (*upload_size)
         return text(c, MHD_HTTP_BAD_REQUEST, "no request body\n");
     if (strcmp(url, "/metrics") == 0)
         return metrics(m, c);
     if (strcmp(url, "/healthz") == 0)
-        return atomic_load(&m->d->stopping) ? text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "stopping\n")
-                                            : text(c, MHD_HTTP_OK, "ok\n");
+        return atomic_load(&m->d->stopping)
+                   ? text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "stopping\n")
+                   : text(c, MHD_HTTP_OK, "ok\n");
     return text(c, MHD_HTTP_NOT_FOUND, "not found: /metrics and /healthz are served\n");
 }
 
@@ -202,10 +204,10 @@ int fb_metrics_start(struct fb_daemon *d, struct fb_metrics **out, char *err,
         flags |= MHD_USE_IPv6;
     m->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, fd,
-        MHD_OPTION_CONNECTION_LIMIT, METRICS_CONN_MAX, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        METRICS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, METRICS_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_MEM, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, METRICS_CONN_MAX,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, METRICS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
+        METRICS_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_MEM,
+        MHD_OPTION_END);
     if (!m->mhd) {
         fb_set_err(err, errlen, "[metrics] listen = %s: cannot start the HTTP server",
                    cfg->metrics_listen);

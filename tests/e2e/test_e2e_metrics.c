@@ -114,7 +114,8 @@ static char *python(struct fb_e2e *t, const char *script, const char *a1, const 
 static const char parse_py[] =
     "import sys, math\n"
     "from prometheus_client.parser import text_string_to_metric_families\n"
-    "fams = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}\n"
+    "fams = {f.name: f for f in "
+    "text_string_to_metric_families(open(sys.argv[1]).read())}\n"
     "h = fams['fidbus_function_duration_seconds']\n"
     "assert h.type == 'histogram', h.type\n"
     "series = {}\n"
@@ -128,14 +129,16 @@ static const char parse_py[] =
     "    b = d['b']\n"
     "    ok = b == sorted(b) and all(b[i][1] <= b[i+1][1] for i in range(len(b)-1))\n"
     "    ok = ok and b[-1][0] == math.inf and b[-1][1] == d['count']\n"
-    "    print('hist', k, int(d['count']), repr(d['sum']), 'cumulative' if ok else 'BAD')\n"
+    "    print('hist', k, int(d['count']), repr(d['sum']), 'cumulative' if ok else "
+    "'BAD')\n"
     "for s in fams['fidbus_function_calls'].samples:\n"
     "    print('calls', s.labels['canonical'], int(s.value))\n"
     "for s in fams['fidbus_build_info'].samples:\n"
     "    print('build', s.labels['version'], int(s.value))\n"
     "for s in fams['fidbus_connections'].samples:\n"
     "    print('conns', s.labels['kind'], int(s.value))\n"
-    "for n in ('fidbus_uptime_seconds', 'fidbus_connections_paused', 'fidbus_pool_queued',"
+    "for n in ('fidbus_uptime_seconds', 'fidbus_connections_paused', "
+    "'fidbus_pool_queued',"
     " 'fidbus_inflight_calls'):\n"
     "    print('gauge', n, fams[n].type, int(fams[n].samples[0].value))\n";
 
@@ -183,8 +186,8 @@ START_TEST(test_e2e_metrics_histogram_counts_every_call)
 
     /* The same rendering as fidbusctl's, family for family. */
     char *ctl = fb_e2e_ctl(t, 0, NULL, "stats", "--prometheus", (const char *)NULL);
-    ck_assert_msg(strstr(ctl, "# TYPE fidbus_function_duration_seconds histogram\n"), "%s",
-                  ctl);
+    ck_assert_msg(strstr(ctl, "# TYPE fidbus_function_duration_seconds histogram\n"),
+                  "%s", ctl);
     free(ctl);
 
     fidbus_client_close(c);
@@ -300,7 +303,8 @@ START_TEST(test_e2e_metrics_bind_conflict)
     unsigned port = ntohs(a.sin_port);
 
     char sections[256];
-    snprintf(sections, sizeof sections, COUNT_ALL "[metrics]\nlisten = 127.0.0.1:%u\n", port);
+    snprintf(sections, sizeof sections, COUNT_ALL "[metrics]\nlisten = 127.0.0.1:%u\n",
+             port);
     struct fb_e2e *t = fb_e2e_new();
     fb_e2e_config(t, NULL, sections);
     int st = fb_e2e_start_fail(t, NULL);

@@ -66,7 +66,8 @@ END_TEST
 
 /* One call of a simulated dispatcher on stripe st, as dispatch.c does it:
  * a timed call (every FB_LAT_SAMPLE-th of the stripe) records its ns. */
-static void hist_call(struct fb_hist *h, struct fb_striped *calls, unsigned st, uint64_t ns)
+static void hist_call(struct fb_hist *h, struct fb_striped *calls, unsigned st,
+                      uint64_t ns)
 {
     uint64_t at = atomic_load_explicit(&calls->s[st].v, memory_order_relaxed);
     if (at % FB_LAT_SAMPLE == 0)

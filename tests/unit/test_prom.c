@@ -89,19 +89,25 @@ END_TEST
  * seconds, +Inf = _count, _sum in seconds; p50/p99 are not exported. */
 START_TEST(test_prom_duration_histogram)
 {
-    char *t = render("{\"functions\": {\"00000000000000ab\": {\"calls\": 5, \"errors\": 1,"
-                     " \"p50_ns\": 1500, \"p99_ns\": 2000000000,"
-                     " \"latency_buckets\": [1500, 2000000000], \"latency_counts\": [3, 4],"
-                     " \"latency_count\": 5, \"latency_sum_ns\": 12000000000}}}");
+    char *t =
+        render("{\"functions\": {\"00000000000000ab\": {\"calls\": 5, \"errors\": 1,"
+               " \"p50_ns\": 1500, \"p99_ns\": 2000000000,"
+               " \"latency_buckets\": [1500, 2000000000], \"latency_counts\": [3, 4],"
+               " \"latency_count\": 5, \"latency_sum_ns\": 12000000000}}}");
     ck_assert_line(t, "# TYPE fidbus_function_duration_seconds histogram");
-    ck_assert_line(t, "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
-                      "le=\"0.0000015\"} 3");
-    ck_assert_line(t, "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
-                      "le=\"2\"} 4");
-    ck_assert_line(t, "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
-                      "le=\"+Inf\"} 5");
-    ck_assert_line(t, "fidbus_function_duration_seconds_sum{funcid=\"00000000000000ab\"} 12");
-    ck_assert_line(t, "fidbus_function_duration_seconds_count{funcid=\"00000000000000ab\"} 5");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
+                   "le=\"0.0000015\"} 3");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
+                   "le=\"2\"} 4");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
+                   "le=\"+Inf\"} 5");
+    ck_assert_line(
+        t, "fidbus_function_duration_seconds_sum{funcid=\"00000000000000ab\"} 12");
+    ck_assert_line(
+        t, "fidbus_function_duration_seconds_count{funcid=\"00000000000000ab\"} 5");
     ck_assert_ptr_null(strstr(t, "quantile"));
     ck_assert_line(t, "fidbus_function_calls_total{funcid=\"00000000000000ab\"} 5");
     ck_assert_line(t, "fidbus_function_errors_total{funcid=\"00000000000000ab\"} 1");
@@ -141,8 +147,9 @@ START_TEST(test_prom_function_labels_when_present)
                       "canonical=\"fidbus.log@1.0.0\",plugin=\"log\"} 3");
     ck_assert_line(t, "fidbus_function_errors_total{funcid=\"572db69f652ea126\","
                       "canonical=\"fidbus.log@1.0.0\",plugin=\"log\"} 0");
-    ck_assert_line(t, "fidbus_function_duration_seconds_bucket{funcid=\"572db69f652ea126\","
-                      "canonical=\"fidbus.log@1.0.0\",plugin=\"log\",le=\"0.123456789\"} 2");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"572db69f652ea126\","
+                   "canonical=\"fidbus.log@1.0.0\",plugin=\"log\",le=\"0.123456789\"} 2");
     ck_assert_line(t, "fidbus_function_duration_seconds_sum{funcid=\"572db69f652ea126\","
                       "canonical=\"fidbus.log@1.0.0\",plugin=\"log\"} 1.000000001");
     ck_assert_line(t, "fidbus_function_calls_total{funcid=\"4c86a687398f8262\"} 9");
