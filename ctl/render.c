@@ -322,6 +322,20 @@ static void render_stats(FILE *out, const json_t *r)
 
     const char *k;
     json_t *v;
+    /* open now, by kind (unix, tcp, control) */
+    const json_t *conns = json_object_get(r, "connections");
+    if (json_is_object(conns)) {
+        static const char *const h[] = {"CONNECTIONS", "OPEN"};
+        struct table t;
+        table_init(&t, h, 2);
+        json_object_foreach((json_t *)conns, k, v)
+        {
+            char *row[] = {oom(strdup(k)), value_text(v, ",")};
+            table_add(&t, row);
+        }
+        fputc('\n', out);
+        table_print(out, &t);
+    }
     const json_t *gens = json_object_get(r, "generations");
     if (json_is_object(gens)) {
         static const char *const h[] = {"GENERATION", "EVENTS"};
@@ -394,7 +408,7 @@ static void render_stats(FILE *out, const json_t *r)
         if (!json_is_object(v) && !json_is_array(v))
             continue;
         if (!strcmp(k, "generations") || !strcmp(k, "routes") ||
-            !strcmp(k, "functions") || !strcmp(k, "limits"))
+            !strcmp(k, "functions") || !strcmp(k, "limits") || !strcmp(k, "connections"))
             continue;
         char *s = value_text(v, ", ");
         fprintf(out, "%s: %s\n", k, s);
