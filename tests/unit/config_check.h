@@ -14,6 +14,14 @@
 
 #include "config/config.h"
 
+/* A text the loader must refuse, the line its error must name, and a piece
+ * of the reason (load_refused). */
+struct bad_config {
+    const char *text;
+    int line;
+    const char *why;
+};
+
 /* The error text of the last load. */
 static char err[1024];
 

@@ -371,11 +371,7 @@ START_TEST(test_config_list_continuation)
 END_TEST
 
 /* Every error: the text, the line it must name, a piece of the reason. */
-static const struct {
-    const char *text;
-    int line;
-    const char *why;
-} bad[] = {
+static const struct bad_config bad[] = {
     {"[daemon]\nworkerz = 1\n", 2, "unknown key 'workerz' in [daemon]"},
     {"[listen]\n\nunix_mod = 0660\n", 3, "unknown key 'unix_mod'"},
     {"[control]\nsock = /x\n", 2, "unknown key 'sock'"},

@@ -120,11 +120,7 @@ START_TEST(test_config_remote_list_continuation)
 }
 END_TEST
 
-static const struct {
-    const char *text;
-    int line;
-    const char *why;
-} bad[] = {
+static const struct bad_config bad[] = {
     {"[remote]\n", 1, "[remote] needs a namespace"},
     {"[remote a.b]\n", 1, "[remote a.b]: a namespace is 1-64 bytes of [A-Za-z0-9_-]"},
     {"[remote a b]\n", 1, "a namespace is"},
