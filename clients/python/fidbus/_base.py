@@ -109,6 +109,27 @@ class ClientBase:
         errs, self._async = self._async, []
         return errs
 
+    def _on_ack(self, seq: int, r: Any) -> None:
+        raise NotImplementedError
+
+    def _on_refused(self, seq: int, err: PublishError) -> None:
+        """The ERROR err answered the PUBLISH or PING seq."""
+        raise NotImplementedError
+
+    def _on_msg(self, m: Dict[int, Any]) -> None:
+        """A message from the daemon other than an ACK the frame parser
+        took itself (``_wire.handle_frames``)."""
+        t = m[P.K_TYPE]
+        if t == P.ACK:
+            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
+        elif t == P.ERROR:
+            err = error_of(m)
+            if isinstance(err.seq, int):
+                self._on_refused(err.seq, err)
+            else:
+                self._conn_error = err  # says why, if the daemon now closes
+        # HELLO (only first), REPLY (not on the bus), unknown types: ignored
+
     def _backoff_step(self, prev: float) -> Tuple[float, float]:
         """The next backoff after ``prev`` (0: none yet), and how long to
         wait now. Jitter: the upper half of the step, so clients cut off

@@ -35,10 +35,10 @@ from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Uni
 
 from . import _proto as P
 from ._base import (FLAGS_ACK, LEADS, NO_PAYLOAD, SEND_THRESHOLD, ClientBase, Payload, Tags,
-                    error_of, item, keep_unacked)
+                    item, keep_unacked)
 from ._wire import RawCBOR, decode_msg, encode_msg, handle_frames, pack_be32, text, uint
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
-                     InvalidError, ProtocolError, Timeout, UnackedErrors)
+                     InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
 
 log = logging.getLogger("fidbus")
 
@@ -187,35 +187,26 @@ class Client(ClientBase):
             if pf is not None and not pf.done():
                 pf.set_result(None)
 
-    def _on_msg(self, m: Dict[int, Any]) -> None:
-        t = m[P.K_TYPE]
-        if t == P.ACK:
-            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
-        elif t == P.ERROR:
-            err = error_of(m)
-            seq = err.seq
-            if not isinstance(seq, int):
-                self._conn_error = err
-                return
-            fut = self._inflight.pop(seq, None)
-            if fut is not None:
-                self._forget_frame(seq)
-                if not fut.done():
-                    fut.set_exception(err)
-                return
-            pf = self._pings.pop(seq, None)
-            if pf is not None:
-                if not pf.done():
-                    pf.set_exception(err)
-                return
-            self._async_count += 1
-            if self.on_error is not None:
-                try:
-                    self.on_error(err)
-                except Exception:
-                    log.exception("fidbus: on_error raised")
-            else:
-                self._async.append(err)
+    def _on_refused(self, seq: int, err: PublishError) -> None:
+        fut = self._inflight.pop(seq, None)
+        if fut is not None:
+            self._forget_frame(seq)
+            if not fut.done():
+                fut.set_exception(err)
+            return
+        pf = self._pings.pop(seq, None)
+        if pf is not None:
+            if not pf.done():
+                pf.set_exception(err)
+            return
+        self._async_count += 1
+        if self.on_error is not None:
+            try:
+                self.on_error(err)
+            except Exception:
+                log.exception("fidbus: on_error raised")
+        else:
+            self._async.append(err)
 
     def _forget_frame(self, seq: int) -> None:
         # hysteresis: a full window wakes its waiter when a quarter is free,

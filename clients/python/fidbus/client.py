@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 from . import _addr
 from . import _proto as P
 from ._base import (FLAGS_ACK, LEADS, NO_PAYLOAD, SEND_THRESHOLD, ClientBase, Payload, Tags,
-                    error_of, item, keep_unacked)
+                    item, keep_unacked)
 from ._io import FrameReader, handshake, poll_ms
 from ._wire import RawCBOR, encode_msg, handle_frames, pack_be32, text, uint, unpack_be32
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
@@ -518,30 +518,20 @@ class Client(ClientBase):
         elif seq in self._pings:
             self._pings[seq] = True
 
-    def _on_msg(self, m: Dict[int, Any]) -> None:
-        t = m[P.K_TYPE]
-        if t == P.ACK:
-            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
-        elif t == P.ERROR:
-            err = error_of(m)
-            seq = err.seq
-            if not isinstance(seq, int):
-                self._conn_error = err  # says why, if the daemon now closes
-                return
-            fut = self._inflight.pop(seq, None)
-            if fut is not None:
-                if fut.frame is not None:
-                    self._pend_bytes -= len(fut.frame)
-                fut._resolve(2, err)
-            elif seq in self._pings:
-                self._pings[seq] = err
-            else:
-                self._async_count += 1
-                if self.on_error is not None:
-                    self._later.append(lambda: self._call_on_error(err))
-                elif len(self._async) < _MAX_KEPT_ERRORS:
-                    self._async.append(err)
-        # HELLO (only first), REPLY (not on the bus), unknown types: ignored
+    def _on_refused(self, seq: int, err: PublishError) -> None:
+        fut = self._inflight.pop(seq, None)
+        if fut is not None:
+            if fut.frame is not None:
+                self._pend_bytes -= len(fut.frame)
+            fut._resolve(2, err)
+        elif seq in self._pings:
+            self._pings[seq] = err
+        else:
+            self._async_count += 1
+            if self.on_error is not None:
+                self._later.append(lambda: self._call_on_error(err))
+            elif len(self._async) < _MAX_KEPT_ERRORS:
+                self._async.append(err)
 
     def _call_on_error(self, err: PublishError) -> None:
         if self.on_error is not None:
