@@ -26,8 +26,8 @@ plugindir=$(pkg-config --variable=plugindir fidbus)
     fail "shipped plugins not in plugindir $plugindir"
 [ -x "$tmp/prefix/bin/fidbusd" ] || fail "fidbusd not installed"
 
-readme_block example-client "$tmp/publish.c"
-readme_block example-plugin "$tmp/hello.c"
+readme_block "$src/README.md" example-client "$tmp/publish.c"
+readme_block "$src/README.md" example-plugin "$tmp/hello.c"
 
 # pkg-config
 cc -Wall -Wextra -Werror "$tmp/publish.c" $(pkg-config --cflags --libs fidbus) \

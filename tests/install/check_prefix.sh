@@ -98,7 +98,7 @@ ctl publish prefix.hello --data-json '{"hello": "prefix"}' --ack >"$tmp/ack" 2>&
 grep -q '^ok: 2 handlers' "$tmp/ack" || fail "publish: $(cat "$tmp/ack")"
 
 # ---- a program linked against the installed libfidbus.a
-readme_block example-client "$tmp/publish.c"
+readme_block "$src/README.md" example-client "$tmp/publish.c"
 # -l:libfidbus.a: the static one although libfidbus.so is next to it
 cc -Wall -Wextra -Werror "$tmp/publish.c" $(pkg-config --cflags fidbus) \
     $(pkg-config --static --libs fidbus | sed 's/-lfidbus\b/-l:libfidbus.a/') \

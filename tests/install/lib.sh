@@ -1,13 +1,13 @@
 # Sourced by install.package (check_package.sh) and install.prefix
 # (check_prefix.sh), which both build README's client example as an
-# outside project would. The caller sets $src (the source dir) and fail().
+# outside project would. The caller defines fail().
 
-# readme_block NAME FILE: the code of README.md's <!-- NAME:begin --> ..
-# <!-- NAME:end --> block, without the markers and the fence lines.
+# readme_block README NAME FILE: the code of README's <!-- NAME:begin -->
+# .. <!-- NAME:end --> block, without the markers and the fence lines.
 readme_block() {
-    sed -n "/<!-- $1:begin -->/,/<!-- $1:end -->/p" "$src/README.md" |
-        sed '1,2d;$d' | sed '$d' > "$2"
-    [ -s "$2" ] || fail "README has no $1 block"
+    sed -n "/<!-- $2:begin -->/,/<!-- $2:end -->/p" "$1" |
+        sed '1,2d;$d' | sed '$d' > "$3"
+    [ -s "$3" ] || fail "README has no $2 block"
 }
 
 # cmake_project DIR SOURCE TARGET: DIR holds a CMake project that builds
