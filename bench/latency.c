@@ -342,7 +342,7 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
         }
         snprintf(path, sizeof(path), "%s/echo.sock", t->echo_dir);
         int port = 0;
-        if ((rc = fb_bench_echo_start(&t->es, o->tcp ? NULL : path, &port)) < 0) {
+        if ((rc = fb_bench_echo_start(&t->es, o->tcp ? NULL : path, &port, false)) < 0) {
             fprintf(stderr, "fidbus-bench: echo server: %s\n", strerror(-rc));
             return rc;
         }
