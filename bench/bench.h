@@ -43,6 +43,7 @@ struct fb_bench_opts {
     unsigned warmup_ms;   /* latency: sent but not measured, each round */
     unsigned rounds;      /* latency: alternating rounds, 0 = default */
     bool spin;            /* latency: busy-wait for send deadlines */
+    bool closed;          /* latency: closed loop, one event in flight */
     bool echo_baseline;   /* latency against the echo server only */
     bool decode_baseline; /* throughput against the decode baseline only */
     bool compare;         /* latency: echo and fidbusd back to back */
@@ -259,7 +260,7 @@ int fb_bench_change(const struct fb_bench_opts *o, struct fb_bench_ch_result *re
 
 struct fb_bench_lat_result {
     const char *target; /* "fidbusd" or "echo" */
-    double offered;     /* events/s */
+    double offered;     /* events/s; 0 in a closed loop */
     double achieved;    /* events actually sent per second */
     uint64_t scheduled;
     unsigned rounds;

@@ -63,6 +63,8 @@ static void usage(FILE *f)
         "  --warmup-ms MS    latency: sent but not measured, each round (default 50)\n"
         "  --rounds K        latency: alternating rounds (default 10 with --compare)\n"
         "  --spin            latency: busy-wait for send times instead of sleeping\n"
+        "  --closed          latency: closed loop, one event in flight (--rate x\n"
+        "                    --seconds events), each timed from its write\n"
         "  --baseline echo   latency: measure the in-process libuv echo server\n"
         "  --baseline decode throughput: measure the in-process decode baseline (a\n"
         "                    libuv reader that only decodes each frame with libfidbus)\n"
@@ -283,11 +285,14 @@ static int run_throughput_compare(const struct fb_bench_opts *o, unsigned repeat
 
 static void print_lat(const struct fb_bench_lat_result *r)
 {
+    char offered[64] = "closed loop (one in flight)";
+    if (r->offered > 0)
+        snprintf(offered, sizeof(offered), "offered %.0f/s", r->offered);
     fprintf(fb_bench_out,
-            "latency %s: offered %.0f/s, achieved %.0f/s, %llu events in "
+            "latency %s: %s, achieved %.0f/s, %llu events in "
             "%u round%s (%llu measured, first %llu of each round not)\n",
-            r->target, r->offered, r->achieved, (unsigned long long)r->scheduled,
-            r->rounds, r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
+            r->target, offered, r->achieved, (unsigned long long)r->scheduled, r->rounds,
+            r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
             (unsigned long long)r->warmup_n);
     fprintf(fb_bench_out,
             "  p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
@@ -319,9 +324,10 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
     memset(echo, 0, sizeof(*echo));
     memset(bus, 0, sizeof(*bus));
     fprintf(fb_bench_out,
-            "latency: 1 conn, acked publish, payload %zu B, %.0f/s "
-            "offered for %.1f s%s\n",
-            o->payload, o->rate, o->seconds,
+            "latency: 1 conn, acked publish, payload %zu B, %s %.0f/s "
+            "for %.1f s%s\n",
+            o->payload, o->closed ? "closed loop, events of" : "offered", o->rate,
+            o->seconds,
             o->compare  ? " each, echo and fidbusd in alternating rounds"
             : want_echo ? " (echo baseline)"
                         : "");
@@ -725,6 +731,7 @@ int main(int argc, char **argv)
         {"warmup-ms", required_argument, NULL, 'W'},
         {"rounds", required_argument, NULL, 'o'},
         {"spin", no_argument, NULL, 'S'},
+        {"closed", no_argument, NULL, 'L'},
         {"baseline", required_argument, NULL, 'b'},
         {"compare", no_argument, NULL, 'C'},
         {"bus", required_argument, NULL, 'B'},
@@ -791,6 +798,9 @@ int main(int argc, char **argv)
             break;
         case 'S':
             o.spin = true;
+            break;
+        case 'L':
+            o.closed = true;
             break;
         case 'b':
             ok = strcmp(optarg, "echo") == 0 || strcmp(optarg, "decode") == 0;
