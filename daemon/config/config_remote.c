@@ -44,7 +44,7 @@ static const char *const remote_keys[RK__COUNT] = {
 _Static_assert(RK__COUNT <= sizeof(((struct parser *)0)->remote_key_line) / sizeof(int),
                "parser.remote_key_line too small");
 
-/* The defaults the DESIGN's example section spells out. */
+/* The defaults, as man/fidbusd.conf.5.scd ([remote NS]) documents them. */
 #define REMOTE_CREDIT_DEFAULT 16u
 #define REMOTE_TIMEOUT_MS_DEFAULT 30000u
 #define REMOTE_ATTEMPTS_DEFAULT 3u
