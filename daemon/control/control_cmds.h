@@ -99,6 +99,11 @@ cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t
 cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out);
 
+/* conn.list (control_conns.c): bus and control connections, bounded by
+ * [control] max_reply. Control thread (it lists the control connections,
+ * which are that thread's). */
+cbor_item_t *fb_ctl_conn_list(const struct fb_ctl_env *env, struct cb *b);
+
 /* plugin.list's entry for p ({name, version, path, functions}) with room
  * for `room` more keys. */
 struct fb_plugin;
