@@ -351,6 +351,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind];
     if (strcmp(cmd, "publish") == 0)
         return fbctl_publish(&ctl, argc - optind, argv + optind);
+    if (strcmp(cmd, "top") == 0)
+        return fbctl_top(&ctl, argc - optind, argv + optind);
     if (fbctl_is_control_group(cmd))
         return fbctl_control(&ctl, argc - optind, argv + optind);
     return fbctl_fail(EXIT_USAGE, "unknown command '%s'", cmd);

@@ -359,6 +359,75 @@ START_TEST(test_e2e_conns_cli)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ top */
+
+/* clang-format off */
+#define TOP_CONF                                                                         \
+    FB_E2E_LOG FB_E2E_COUNT                                                              \
+    "[route busy]\nevent = top.busy\nto = fidbus.count@1.0.0\n"                          \
+    "[route idle]\nevent = top.idle\nto = fidbus.log@1.0.0\n"
+/* clang-format on */
+
+/* --once with stdout a pipe: one plain block with every route and
+ * function by name, the idle ones included, and the connection gauges;
+ * it ends on its own. */
+START_TEST(test_e2e_conns_top_once)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, TOP_CONF);
+    struct fidbus_client *c = fb_e2e_connect(t);
+    fb_e2e_publish_n(c, "top.busy", 20);
+    fb_e2e_ping(c);
+    uint64_t t0 = fb_e2e_now_ms();
+    char *out = fb_e2e_ctl(t, 0, NULL, "top", "--once", NULL);
+    /* rates need two samples an interval (1 s) apart */
+    ck_assert_uint_ge(fb_e2e_now_ms() - t0, 900);
+    const char *want[] = {"events in",  "dispatched", "errors",
+                          "connections", "paused",     "pool queued",
+                          "ROUTE",       "busy",       "idle",
+                          "FUNCTION",    "fidbus.count@1.0.0",
+                          "fidbus.log@1.0.0", "P99",   "REMOTE MEMBERS",
+                          "CONN",        "control",    "unix"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(strstr(out, want[i]), "top --once lacks '%s':\n%s", want[i], out);
+    ck_assert_msg(!strchr(out, '\033'), "escape sequences in plain output:\n%s", out);
+    /* one block: the header line once */
+    ck_assert_ptr_eq(strstr(strstr(out, "FUNCTION") + 1, "FUNCTION"), NULL);
+    free(out);
+    char *err = NULL;
+    out = fb_e2e_ctl(t, 2, &err, "top", "--bogus", NULL);
+    ck_assert_msg(strstr(err, "bogus"), "%s", err);
+    free(out);
+    free(err);
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* Interactive on a pty (tests/e2e/top_pty.py): 'q', SIGINT and SIGTERM
+ * each end it with status 0 and the terminal as it was. */
+START_TEST(test_e2e_conns_top_pty)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, TOP_CONF);
+    char script[4096];
+    snprintf(script, sizeof script, "%s/tests/e2e/top_pty.py", getenv("FIDBUS_SOURCE_DIR"));
+    const char *hows[] = {"q", "sigint", "sigterm"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *argv[] = {"/usr/bin/python3", script, fb_e2e_built("daemon/fidbusctl"),
+                              t->control, hows[i], NULL};
+        char *out = NULL, *err = NULL;
+        int st = fb_e2e_run(t, argv, &out, &err);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "top_pty %s: %s %s", hows[i],
+                      out, err);
+        ck_assert_msg(strstr(out, "ok"), "top_pty %s: %s", hows[i], out);
+        free(out);
+        free(err);
+    }
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("e2e_conns");
@@ -369,6 +438,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_conns_paused);
     tcase_add_test(tc, test_e2e_conns_many);
     tcase_add_test(tc, test_e2e_conns_cli);
+    tcase_add_test(tc, test_e2e_conns_top_once);
+    tcase_add_test(tc, test_e2e_conns_top_pty);
     suite_add_tcase(s, tc);
     return s;
 }
