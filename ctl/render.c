@@ -423,21 +423,22 @@ static void render_stats(FILE *out, const json_t *r)
 /* conn.list: one row per connection, then what was left out, if any. */
 static void render_conns(FILE *out, const json_t *r)
 {
-    static const char *const h[] = {"ID",       "KIND",      "WORKER",    "UID",
-                                    "PID",      "PEER",      "NAME",      "SINCE_S",
+    static const char *const h[] = {"ID",        "KIND",       "WORKER",   "UID",
+                                    "PID",       "PEER",       "NAME",     "SINCE_S",
                                     "FRAMES_IN", "FRAMES_OUT", "BYTES_IN", "BYTES_OUT",
-                                    "INFLIGHT", "PAUSED"};
+                                    "INFLIGHT",  "PAUSED"};
     struct table t;
     table_init(&t, h, 14);
     size_t i;
     json_t *c;
     json_array_foreach(json_object_get(r, "connections"), i, c)
     {
-        char *row[] = {field(c, "id"),         field(c, "kind"),      field(c, "worker"),
-                       field(c, "uid"),        field(c, "pid"),       field(c, "peer"),
-                       field(c, "name"),       field(c, "since_s"),   field(c, "frames_in"),
-                       field(c, "frames_out"), field(c, "bytes_in"),  field(c, "bytes_out"),
-                       field(c, "inflight"),   field(c, "paused")};
+        char *row[] = {
+            field(c, "id"),         field(c, "kind"),     field(c, "worker"),
+            field(c, "uid"),        field(c, "pid"),      field(c, "peer"),
+            field(c, "name"),       field(c, "since_s"),  field(c, "frames_in"),
+            field(c, "frames_out"), field(c, "bytes_in"), field(c, "bytes_out"),
+            field(c, "inflight"),   field(c, "paused")};
         table_add(&t, row);
     }
     table_print(out, &t);
@@ -447,8 +448,9 @@ static void render_conns(FILE *out, const json_t *r)
                 (long long)json_integer_value(json_object_get(r, "total")));
     json_int_t missing = json_integer_value(json_object_get(r, "missing_workers"));
     if (missing)
-        fprintf(out, "(%lld I/O worker%s did not answer in time: their connections are "
-                     "not listed)\n",
+        fprintf(out,
+                "(%lld I/O worker%s did not answer in time: their connections are "
+                "not listed)\n",
                 (long long)missing, missing == 1 ? "" : "s");
 }
 

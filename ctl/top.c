@@ -113,7 +113,8 @@ struct lines {
     size_t n, cap;
 };
 
-static void addf(struct lines *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void addf(struct lines *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void addf(struct lines *l, const char *fmt, ...)
 {
     if (l->n == l->cap) {
@@ -184,7 +185,8 @@ static void p99_text(char *buf, size_t cap, const json_t *now, const json_t *bef
     const json_t *bounds = json_object_get(now, "latency_buckets");
     const json_t *c1 = json_object_get(now, "latency_counts");
     const json_t *c0 = before ? json_object_get(before, "latency_counts") : NULL;
-    uint64_t n1 = jnum(now, "latency_count"), n0 = before ? jnum(before, "latency_count") : 0;
+    uint64_t n1 = jnum(now, "latency_count"),
+             n0 = before ? jnum(before, "latency_count") : 0;
     if (!json_is_array(bounds) || !json_is_array(c1) || n1 <= n0) {
         snprintf(buf, cap, "-");
         return;
@@ -195,7 +197,8 @@ static void p99_text(char *buf, size_t cap, const json_t *now, const json_t *bef
         uint64_t b = c0 ? (uint64_t)json_integer_value(json_array_get(c0, i)) : 0;
         if (a >= b && a - b >= want) {
             char d[32];
-            dur_text(d, sizeof d, (uint64_t)json_integer_value(json_array_get(bounds, i)));
+            dur_text(d, sizeof d,
+                     (uint64_t)json_integer_value(json_array_get(bounds, i)));
             snprintf(buf, cap, "<=%s", d);
             return;
         }
@@ -337,7 +340,8 @@ static void view_conns(struct lines *l, const json_t *c1, const json_t *c0, doub
         if (json_is_string(peer))
             snprintf(who, sizeof who, "%s", json_string_value(peer));
         else
-            snprintf(who, sizeof who, "uid %" JSON_INTEGER_FORMAT " pid %" JSON_INTEGER_FORMAT,
+            snprintf(who, sizeof who,
+                     "uid %" JSON_INTEGER_FORMAT " pid %" JSON_INTEGER_FORMAT,
                      json_integer_value(json_object_get(c, "uid")),
                      json_integer_value(json_object_get(c, "pid")));
         if (json_is_integer(w))
@@ -350,8 +354,8 @@ static void view_conns(struct lines *l, const json_t *c1, const json_t *c0, doub
         r->name = strdup(idt);
         r->rate = rate(in1, in0, secs);
         snprintf(r->text, sizeof r->text,
-                 "%-8" JSON_INTEGER_FORMAT " %-8s %-6s %-24s %-16.16s %10.1f %10.1f %8" PRIu64
-                 " %6s",
+                 "%-8" JSON_INTEGER_FORMAT
+                 " %-8s %-6s %-24s %-16.16s %10.1f %10.1f %8" PRIu64 " %6s",
                  id, kind ? kind : "?", wk, who, name ? name : "-", r->rate,
                  rate(out1, out0, secs), jnum(c, "inflight"),
                  json_is_true(json_object_get(c, "paused")) ? "yes" : "no");
@@ -360,8 +364,8 @@ static void view_conns(struct lines *l, const json_t *c1, const json_t *c0, doub
     }
     rows_emit(l, rows, k);
     if (json_is_true(json_object_get(c1, "truncated")))
-        addf(l, "(%zu of %" PRIu64 " connections listed: the rest did not fit a reply)", n,
-             jnum(c1, "total"));
+        addf(l, "(%zu of %" PRIu64 " connections listed: the rest did not fit a reply)",
+             n, jnum(c1, "total"));
 }
 
 /* The whole view from samples (s1, c1) and, for rates, (s0, c0) taken
@@ -375,18 +379,20 @@ static void view(struct lines *l, const json_t *s1, const json_t *c1, const json
              ? json_string_value(json_object_get(s1, "version"))
              : "?",
          jnum(s1, "uptime_s"), jnum(s1, "generation"), secs, live ? "  (q quits)" : "");
-    addf(l, "events in %.1f/s  dispatched %.1f/s  errors %.1f/s  unrouted %.1f/s  bad "
-            "frames %.1f/s",
+    addf(l,
+         "events in %.1f/s  dispatched %.1f/s  errors %.1f/s  unrouted %.1f/s  bad "
+         "frames %.1f/s",
          rate(jnum(s1, "received"), s0 ? jnum(s0, "received") : 0, s0 ? secs : 0),
          rate(jnum(s1, "dispatched"), s0 ? jnum(s0, "dispatched") : 0, s0 ? secs : 0),
          rate(jnum(s1, "errors"), s0 ? jnum(s0, "errors") : 0, s0 ? secs : 0),
          rate(jnum(s1, "unrouted"), s0 ? jnum(s0, "unrouted") : 0, s0 ? secs : 0),
          rate(jnum(s1, "bad_frames"), s0 ? jnum(s0, "bad_frames") : 0, s0 ? secs : 0));
-    addf(l, "connections %" PRIu64 " (unix %" PRIu64 ", tcp %" PRIu64 ", control %" PRIu64
-            ")  paused %" PRIu64 "  pool queued %" PRIu64 "  in flight %" PRIu64,
+    addf(l,
+         "connections %" PRIu64 " (unix %" PRIu64 ", tcp %" PRIu64 ", control %" PRIu64
+         ")  paused %" PRIu64 "  pool queued %" PRIu64 "  in flight %" PRIu64,
          jnum(cc, "unix") + jnum(cc, "tcp") + jnum(cc, "control"), jnum(cc, "unix"),
-         jnum(cc, "tcp"), jnum(cc, "control"), jnum(s1, "paused"), jnum(s1, "pool_queued"),
-         jnum(s1, "inflight"));
+         jnum(cc, "tcp"), jnum(cc, "control"), jnum(s1, "paused"),
+         jnum(s1, "pool_queued"), jnum(s1, "inflight"));
     addf(l, "%s", "");
     view_routes(l, s1, s0, s0 ? secs : 0);
     addf(l, "%s", "");
@@ -551,6 +557,10 @@ int fbctl_top(struct ctl *ctl, int argc, char **argv)
             printf("\n");
     }
     term_restore();
+    if (status != EXIT_OK && tty)
+        /* what went wrong was written on the alternate screen, now gone */
+        fbctl_fail(status, "top: stopped: no answer from the control socket %s",
+                   ctl->socket);
     sample_free(&prev);
     sample_free(&cur);
     fidbus_client_close(cl);

@@ -45,8 +45,8 @@ enum fb_conn_kind { FB_CONN_UNIX, FB_CONN_TCP, FB_CONN_CONTROL };
 struct fb_conn_info {
     uint64_t id;
     enum fb_conn_kind kind;
-    int64_t uid, pid;  /* Unix peers (SO_PEERCRED); -1 otherwise */
-    char peer[64];     /* TCP: "HOST:PORT" ("[V6]:PORT"); "" otherwise */
+    int64_t uid, pid;                /* Unix peers (SO_PEERCRED); -1 otherwise */
+    char peer[64];                   /* TCP: "HOST:PORT" ("[V6]:PORT"); "" otherwise */
     char name[FB_CONN_NAME_MAX + 1]; /* "" when none */
     bool has_name;
     uint64_t since_ns; /* connected at (fb_now_ns) */

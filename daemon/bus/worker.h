@@ -42,7 +42,7 @@ struct fb_worker {
     pthread_mutex_t lock; /* guards the fields below, to stop_requested */
     struct fb_new_fd *new_fds;
     size_t nnew, capnew;
-    struct fb_job *done_head; /* finished blocking jobs, LIFO */
+    struct fb_job *done_head;  /* finished blocking jobs, LIFO */
     struct fb_conn_snap *snap; /* conn.list asks for a snapshot (conn_list.h) */
     bool stop_requested;
 

@@ -281,8 +281,7 @@ static void many(const char *control_extra, bool cut)
 {
     enum { N = 300 };
     struct fb_e2e_opts o = {.workers = 2, .control_extra = control_extra};
-    struct fb_e2e *t =
-        fb_e2e_up(&o, COUNT_ALL "[limits]\nmax_connections_per_uid = 0\n");
+    struct fb_e2e *t = fb_e2e_up(&o, COUNT_ALL "[limits]\nmax_connections_per_uid = 0\n");
     struct fb_e2e_raw *r[N];
     for (int i = 0; i < N; i++) {
         r[i] = fb_e2e_raw_unix(t);
@@ -381,12 +380,23 @@ START_TEST(test_e2e_conns_top_once)
     char *out = fb_e2e_ctl(t, 0, NULL, "top", "--once", NULL);
     /* rates need two samples an interval (1 s) apart */
     ck_assert_uint_ge(fb_e2e_now_ms() - t0, 900);
-    const char *want[] = {"events in",  "dispatched", "errors",
-                          "connections", "paused",     "pool queued",
-                          "ROUTE",       "busy",       "idle",
-                          "FUNCTION",    "fidbus.count@1.0.0",
-                          "fidbus.log@1.0.0", "P99",   "REMOTE MEMBERS",
-                          "CONN",        "control",    "unix"};
+    const char *want[] = {"events in",
+                          "dispatched",
+                          "errors",
+                          "connections",
+                          "paused",
+                          "pool queued",
+                          "ROUTE",
+                          "busy",
+                          "idle",
+                          "FUNCTION",
+                          "fidbus.count@1.0.0",
+                          "fidbus.log@1.0.0",
+                          "P99",
+                          "REMOTE MEMBERS",
+                          "CONN",
+                          "control",
+                          "unix"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         ck_assert_msg(strstr(out, want[i]), "top --once lacks '%s':\n%s", want[i], out);
     ck_assert_msg(!strchr(out, '\033'), "escape sequences in plain output:\n%s", out);
@@ -410,11 +420,13 @@ START_TEST(test_e2e_conns_top_pty)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, TOP_CONF);
     char script[4096];
-    snprintf(script, sizeof script, "%s/tests/e2e/top_pty.py", getenv("FIDBUS_SOURCE_DIR"));
+    snprintf(script, sizeof script, "%s/tests/e2e/top_pty.py",
+             getenv("FIDBUS_SOURCE_DIR"));
     const char *hows[] = {"q", "sigint", "sigterm"};
     for (size_t i = 0; i < 3; i++) {
-        const char *argv[] = {"/usr/bin/python3", script, fb_e2e_built("daemon/fidbusctl"),
-                              t->control, hows[i], NULL};
+        const char *argv[] = {
+            "/usr/bin/python3", script,  fb_e2e_built("daemon/fidbusctl"),
+            t->control,         hows[i], NULL};
         char *out = NULL, *err = NULL;
         int st = fb_e2e_run(t, argv, &out, &err);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "top_pty %s: %s %s", hows[i],
