@@ -218,7 +218,26 @@ START_TEST(test_e2e_conns_tcp_name)
     ck_assert(json_is_null(json_object_get(tcp, "pid")));
     /* AUTH, the handshake's PING (lib/client_request.c), 5 events, PING */
     ck_assert_int_eq(fb_e2e_jint(tcp, "frames_in"), 1 + 1 + 5 + 1);
+    long long tcp_id = fb_e2e_jint(tcp, "id");
     json_decref(r);
+
+    /* A long name is kept to 64 bytes, cut between characters: 40 "é"
+     * (80 bytes) become 32. */
+    char longname[128] = "", want_name[128] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(longname, "\xc3\xa9");
+    for (int i = 0; i < 32; i++)
+        strcat(want_name, "\xc3\xa9");
+    opts.name = longname;
+    struct fidbus_client *c2 = NULL;
+    rc = fidbus_client_connect(&c2, t->tcp_addr, &opts);
+    ck_assert_msg(rc == 0, "connect: %s", fidbus_strerror(rc));
+    r = conn_list(ctl);
+    json_t *tcp2 = find_kind(r, "tcp", tcp_id);
+    ck_assert_ptr_nonnull(tcp2);
+    ck_assert_str_eq(json_string_value(json_object_get(tcp2, "name")), want_name);
+    json_decref(r);
+    fidbus_client_close(c2);
     fidbus_client_close(ctl);
     fidbus_client_close(c);
     fb_e2e_stop_ok(t);
