@@ -294,6 +294,58 @@ START_TEST(test_e2e_conns_paused)
 }
 END_TEST
 
+/* A worker stuck in a long inline handler does not answer in time: the
+ * list comes back after the bounded wait without its connections, says
+ * so, and once the worker is free again (its late answer dropped) the
+ * list is whole. */
+START_TEST(test_e2e_conns_stuck_worker)
+{
+    struct fb_e2e_opts o = {.workers = 1};
+    struct fb_e2e *t =
+        fb_e2e_up(&o, FB_E2E_TP("spin") "spin_us = 4000000\n"
+                                        "[route s]\nevent = s.*\nto = test.spin\n");
+    struct fidbus_client *ctl = fb_e2e_connect_control(t, NULL);
+    struct fb_e2e_raw *r = fb_e2e_raw_unix(t);
+    fb_e2e_raw_hello(r);
+    fb_e2e_raw_publish(r, 1, false, "s.x");
+    /* The worker reads the event on its own time: ask until it is busy. */
+    json_t *l = NULL;
+    uint64_t t0 = fb_e2e_now_ms();
+    for (;;) {
+        l = fb_e2e_ok(ctl, "conn.list", NULL);
+        if (fb_e2e_jint(l, "missing_workers") == 1)
+            break;
+        ck_assert_msg(fb_e2e_now_ms() - t0 < 3000, "the worker always answered");
+        json_decref(l);
+    }
+    ck_assert_uint_ge(fb_e2e_now_ms() - t0, 1900); /* it waited its 2 s */
+    ck_assert_ptr_null(find_kind(l, "unix", 0));
+    ck_assert_ptr_nonnull(find_kind(l, "control", 0));
+    json_decref(l);
+    /* Free again (the spin is 4 s): the whole list, the event counted. */
+    json_t *c = NULL;
+    for (t0 = fb_e2e_now_ms(); fb_e2e_now_ms() - t0 < 15000;) {
+        l = fb_e2e_ok(ctl, "conn.list", NULL);
+        if (fb_e2e_jint(l, "missing_workers") == 0)
+            break;
+        json_decref(l);
+        l = NULL;
+        usleep(50000);
+    }
+    ck_assert_ptr_nonnull(l);
+    c = find_kind(l, "unix", 0);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(fb_e2e_jint(c, "frames_in"), 1);
+    json_decref(l);
+    fb_e2e_raw_ping(r, 2);
+    fb_e2e_raw_expect_ack(r, 2, 0);
+    fb_e2e_raw_close(r);
+    fidbus_client_close(ctl);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* Hundreds of connections: all listed under the default max_reply, and
  * a small max_reply cuts the list (oldest first) and says so. */
 static void many(const char *control_extra, bool cut)
@@ -434,15 +486,16 @@ START_TEST(test_e2e_conns_top_once)
 END_TEST
 
 /* Interactive on a pty (tests/e2e/top_pty.py): 'q', SIGINT and SIGTERM
- * each end it with status 0 and the terminal as it was. */
+ * each end it with status 0 and the terminal as it was; on a pipe it
+ * prints plain blocks, one a second, until SIGTERM. */
 START_TEST(test_e2e_conns_top_pty)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, TOP_CONF);
     char script[4096];
     snprintf(script, sizeof script, "%s/tests/e2e/top_pty.py",
              getenv("FIDBUS_SOURCE_DIR"));
-    const char *hows[] = {"q", "sigint", "sigterm"};
-    for (size_t i = 0; i < 3; i++) {
+    const char *hows[] = {"q", "sigint", "sigterm", "pipe"};
+    for (size_t i = 0; i < 4; i++) {
         const char *argv[] = {
             "/usr/bin/python3", script,  fb_e2e_built("daemon/fidbusctl"),
             t->control,         hows[i], NULL};
@@ -467,6 +520,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_conns_unix_and_control);
     tcase_add_test(tc, test_e2e_conns_tcp_name);
     tcase_add_test(tc, test_e2e_conns_paused);
+    tcase_add_test(tc, test_e2e_conns_stuck_worker);
     tcase_add_test(tc, test_e2e_conns_many);
     tcase_add_test(tc, test_e2e_conns_cli);
     tcase_add_test(tc, test_e2e_conns_top_once);
