@@ -514,6 +514,7 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     ctl->fd = -1;
     ctl->gid = (gid_t)-1;
     ctl->env.d = d;
+    ctl->env.ctl = ctl;
     int rc = -ENOMEM;
 
     if (cfg->control_group) {

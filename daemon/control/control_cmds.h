@@ -25,8 +25,12 @@ struct fb_daemon;
 /* What the commands may read besides the daemon: facts fixed at start-up
  * that the control thread keeps its own copy of (the listeners free
  * themselves on the main loop during shutdown, so their names are copied). */
+struct fb_control;
 struct fb_ctl_env {
     struct fb_daemon *d;
+    /* The control thread's own state (conn.list lists its connections);
+     * NULL where commands run elsewhere (the metrics thread's stats). */
+    struct fb_control *ctl;
     char **listeners; /* "unix:PATH" / "tcp:HOST:PORT" */
     size_t nlisteners;
 };

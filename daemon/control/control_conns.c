@@ -60,7 +60,7 @@ cbor_item_t *fb_ctl_conn_list(const struct fb_ctl_env *env, struct cb *b)
     struct fb_conn_infos all = {0};
     unsigned missing = 0;
     if (fb_conn_snapshot(d, &all, &missing) < 0 ||
-        fb_control_list_conns(d->control, &all) < 0) {
+        fb_control_list_conns(env->ctl, &all) < 0) {
         fb_conn_infos_free(&all);
         b->oom = true;
         return NULL;
