@@ -109,7 +109,7 @@ static void tcp_peer(struct fb_conn *c, char *out, size_t cap)
     }
 }
 
-static bool fill(struct fb_worker *w, struct fb_conn *c, struct fb_conn_info *i)
+static void fill(struct fb_worker *w, struct fb_conn *c, struct fb_conn_info *i)
 {
     i->id = c->id;
     i->kind = c->st.u.h.type == UV_TCP ? FB_CONN_TCP : FB_CONN_UNIX;
@@ -132,7 +132,6 @@ static bool fill(struct fb_worker *w, struct fb_conn *c, struct fb_conn_info *i)
     i->inflight = c->waiters_created - c->waiters_finished;
     i->paused = (c->st.flags & C_PAUSED) != 0;
     i->worker = (int)w->index;
-    return true;
 }
 
 static void snap_unref(struct fb_conn_snap *s)
@@ -168,7 +167,9 @@ void fb_conn_snap_answer(struct fb_worker *w, struct fb_conn_snap *s)
         if (c->st.flags & FB_S_CLOSING)
             continue; /* on its way out: not connected any more */
         struct fb_conn_info *i = fb_conn_infos_add(&mine);
-        oom = !i || !fill(w, c, i);
+        if (i)
+            fill(w, c, i);
+        oom = !i;
     }
 
     pthread_mutex_lock(&s->lock);
