@@ -76,6 +76,7 @@ static const struct control_cmd control_cmds[] = {
      CO_TAG | CO_APPLY},
     {"config", "reload", "config.reload", " [--dry-run]", 0, CO_DRY_RUN},
     {"config", "export", "config.export", "", 0, 0},
+    {"conn", "list", "conn.list", "", 0, 0},
 };
 
 bool fbctl_is_control_group(const char *word)

@@ -162,13 +162,17 @@ _fidbusctl_complete()
 
     case $cmd in
     "")
-        COMPREPLY=($(compgen -W "publish status stats plugin func route config $global" -- "$cur"))
+        COMPREPLY=($(compgen -W "publish status stats plugin func route config conn top $global" -- "$cur"))
         return ;;
     publish)
         opts="--tag --data-json --data-hex --data-file --ack" ;;
     stats)
         opts="--prometheus" ;;
     status) ;;
+    conn)
+        [ -z "$sub" ] && opts="list" ;;
+    top)
+        opts="--once" ;;
     func)
         case $sub in
         "") opts="list release" ;;

@@ -86,6 +86,9 @@ int fbctl_flush(int status);
 
 int fbctl_publish(struct ctl *ctl, int argc, char **argv);
 
+/* `top [--once]` (top.c): the live view. Returns the exit status. */
+int fbctl_top(struct ctl *ctl, int argc, char **argv);
+
 /* True when word starts a control command (status, plugin, route ...). */
 bool fbctl_is_control_group(const char *word);
 int fbctl_control(struct ctl *ctl, int argc, char **argv);

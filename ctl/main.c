@@ -72,6 +72,10 @@ static const char usage_text[] =
     "      FILE ('-': stdin): JSON or CBOR {add, del, replace, if_generation}\n"
     "  route test EVENT [--tag K=V]... [--apply FILE]\n"
     "  config reload [--dry-run] | config export\n"
+    "  conn list                           who is connected: bus and control\n"
+    "                                      connections with their counters\n"
+    "  top [--once]                        live view: rates per route and\n"
+    "                                      function, connections, queue ('q' quits)\n"
     "\n"
     "options:\n"
     "  --bus ADDR       bus address: unix:PATH, PATH or tcp:HOST:PORT\n"
@@ -347,6 +351,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind];
     if (strcmp(cmd, "publish") == 0)
         return fbctl_publish(&ctl, argc - optind, argv + optind);
+    if (strcmp(cmd, "top") == 0)
+        return fbctl_top(&ctl, argc - optind, argv + optind);
     if (fbctl_is_control_group(cmd))
         return fbctl_control(&ctl, argc - optind, argv + optind);
     return fbctl_fail(EXIT_USAGE, "unknown command '%s'", cmd);

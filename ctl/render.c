@@ -420,6 +420,40 @@ static void render_stats(FILE *out, const json_t *r)
     }
 }
 
+/* conn.list: one row per connection, then what was left out, if any. */
+static void render_conns(FILE *out, const json_t *r)
+{
+    static const char *const h[] = {"ID",        "KIND",       "WORKER",   "UID",
+                                    "PID",       "PEER",       "NAME",     "SINCE_S",
+                                    "FRAMES_IN", "FRAMES_OUT", "BYTES_IN", "BYTES_OUT",
+                                    "INFLIGHT",  "PAUSED"};
+    struct table t;
+    table_init(&t, h, 14);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(r, "connections"), i, c)
+    {
+        char *row[] = {
+            field(c, "id"),         field(c, "kind"),     field(c, "worker"),
+            field(c, "uid"),        field(c, "pid"),      field(c, "peer"),
+            field(c, "name"),       field(c, "since_s"),  field(c, "frames_in"),
+            field(c, "frames_out"), field(c, "bytes_in"), field(c, "bytes_out"),
+            field(c, "inflight"),   field(c, "paused")};
+        table_add(&t, row);
+    }
+    table_print(out, &t);
+    if (json_is_true(json_object_get(r, "truncated")))
+        fprintf(out, "(%zu of %lld connections shown: the rest would not fit a reply)\n",
+                json_array_size(json_object_get(r, "connections")),
+                (long long)json_integer_value(json_object_get(r, "total")));
+    json_int_t missing = json_integer_value(json_object_get(r, "missing_workers"));
+    if (missing)
+        fprintf(out,
+                "(%lld I/O worker%s did not answer in time: their connections are "
+                "not listed)\n",
+                (long long)missing, missing == 1 ? "" : "s");
+}
+
 void fbctl_render_table(FILE *out, const char *command, const json_t *result,
                         const json_t *names)
 {
@@ -437,6 +471,8 @@ void fbctl_render_table(FILE *out, const char *command, const json_t *result,
         render_routes(out, result);
     } else if (!strcmp(command, "stats")) {
         render_stats(out, result);
+    } else if (!strcmp(command, "conn.list")) {
+        render_conns(out, result);
     } else if (!strcmp(command, "config.export") &&
                json_is_string(json_object_get(result, "config"))) {
         /* the config file itself, ready to redirect into a file */

@@ -55,6 +55,7 @@
 #include "base/log.h"
 #include "bus/auth.h"
 #include "bus/conn_admit.h"
+#include "bus/conn_list.h"
 #include "bus/conn_private.h"
 #include "bus/stream.h"
 #include "config/config.h"
@@ -88,6 +89,7 @@ static void send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
         return;
     }
     c->st.out.len += n;
+    c->st.frames_out++;
 }
 
 /* ERROR BUSY for an event with `busy` of its `n` handler calls not run:
@@ -220,6 +222,8 @@ static void conn_closed(struct fb_stream *st)
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
     fb_conn_admit_release(w->d, &c->admit);
     c->auth = fb_auth_free(c->auth);
+    free(c->name);
+    c->name = NULL;
     free(c->pings);
     c->pings = NULL;
     c->ping_n = c->ping_cap = 0;
@@ -404,6 +408,7 @@ static void auth_frame(struct fb_conn *c, const uint8_t *body, size_t len)
         return;
     }
     c->auth = fb_auth_free(c->auth);
+    fb_conn_set_name(&c->name, m);
     fb_conn_admit_authed(c->w->d, &c->admit);
     c->st.flags |= C_AUTHED;
     c->st.rd.max_frame = cfg->max_frame;
@@ -561,6 +566,8 @@ handle_frame(struct fb_conn *c, const struct fb_route_table *t, const uint8_t *b
         if (c->st.flags & C_AUTHED)
             auth_refuse(c, fidbus_msg_has(m, FIDBUS_K_SEQ), m->seq,
                         "AUTH again on an authenticated connection");
+        else
+            fb_conn_set_name(&c->name, m); /* ignored but for conn.list */
         return;
     case FIDBUS_MSG_REGISTER:
     case FIDBUS_MSG_UNREGISTER:
@@ -629,6 +636,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     urcu_memb_read_lock();
     const struct fb_route_table *t = fb_routes_deref(&w->d->table);
     uint32_t budget = c->max_frames;
+    uint64_t nframes = 0; /* conn.list's frames_in, added once per batch */
     for (;;) {
         if (over_hard(c))
             break; /* flush_or_close below closes it */
@@ -656,6 +664,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
         size_t len;
         int rc = fidbus_frame_next(&c->st.rd, &body, &len);
         if (rc == 1) {
+            nframes++;
             handle_frame(c, t, body, len, now);
             if (c->st.flags & (FB_S_CLOSING | FB_S_FLUSH_CLOSE))
                 break;
@@ -688,6 +697,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     }
     FB_ROUTES_READ_DONE();
     urcu_memb_read_unlock();
+    c->frames_in += nframes;
     c->st.flags &= ~C_IN_INPUT;
 
     bool want_read = !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | C_STOPPING |
@@ -764,6 +774,8 @@ int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit 
     c->in_soft = l->input_soft;
     c->in_soft_ns = (uint64_t)l->input_soft_ms * 1000000u;
     c->last_ns = fb_now_ns();
+    c->since_ns = c->last_ns;
+    c->id = fb_conn_id_next();
     int rc = fb_stream_init(&c->st, &w->loop, is_tcp, w->d->cfg->max_frame, 0, &conn_ops);
     if (rc < 0) {
         free(c);
@@ -831,4 +843,9 @@ void fb_conn_abort(struct fb_conn *c)
 struct fb_conn *fb_conn_next(struct fb_conn *c)
 {
     return c->next;
+}
+
+uint64_t fb_conn_id(const struct fb_conn *c)
+{
+    return c->id;
 }

@@ -51,5 +51,9 @@ void fb_conn_begin_stop(struct fb_conn *c);
 void fb_conn_abort(struct fb_conn *c);
 /* The next connection in the worker's list, for walking it. */
 struct fb_conn *fb_conn_next(struct fb_conn *c);
+/* The connection's id: unique for the daemon's life, never reused, shared
+ * with control connections (conn_list.h); what conn.list shows. Any code
+ * holding c on its worker's thread may read it. */
+uint64_t fb_conn_id(const struct fb_conn *c);
 
 #endif

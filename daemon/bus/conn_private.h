@@ -1,6 +1,7 @@
 /*
  * daemon/bus/conn_private.h -- struct fb_conn, shared by conn.c (reading,
- * dispatching, answering) and conn_sweep.c (the worker's timer sweep).
+ * dispatching, answering), conn_sweep.c (the worker's timer sweep) and
+ * conn_list.c (conn.list's snapshot, taken on the worker's thread).
  * Nothing else includes it: everyone else sees conn.h.
  */
 #ifndef FB_CONN_PRIVATE_H
@@ -72,6 +73,12 @@ struct fb_conn {
     struct fb_admit admit;
     /* Its queue in the blocking pool (pool.h); the pool's lock guards it. */
     struct fb_pool_src psrc;
+    /* conn.list (conn_list.c). id: fb_conn_id. frames_in is added once
+     * per read batch; bytes are the stream's. name: from AUTH, or NULL. */
+    uint64_t id;
+    uint64_t since_ns;
+    uint64_t frames_in;
+    char *name;
 };
 
 static inline void fb_conn_count_limit(struct fb_conn *c, enum fb_limit_reason r)

@@ -91,6 +91,7 @@ int fb_stream_send_hello_nonce(struct fb_stream *s, const uint8_t *nonce,
     if (!n)
         return -ENOMEM;
     s->out.len += n;
+    s->frames_out++;
     return 0;
 }
 
@@ -114,6 +115,7 @@ void fb_stream_send_error(struct fb_stream *s, bool has_seq, uint64_t seq, int c
         return;
     }
     s->out.len += n;
+    s->frames_out++;
 }
 
 /* ------------------------------------------------ error close: drain */
@@ -215,6 +217,8 @@ void fb_stream_flush(struct fb_stream *s)
     }
     uv_buf_t b = uv_buf_init((char *)s->out.data, (unsigned)s->out.len);
     int n = uv_try_write(&s->u.s, &b, 1);
+    if (n >= 0 || n == UV_EAGAIN)
+        s->bytes_out += s->out.len; /* now or by the uv_write below */
     if (n == (int)s->out.len) {
         s->out.len = 0;
         after_flush(s);

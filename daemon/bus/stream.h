@@ -99,6 +99,11 @@ struct fb_stream {
     /* Bytes read so far: with rd's pending count it names the stream
      * offset of the frame being assembled (conn.c's input_soft watch). */
     uint64_t bytes_in;
+    /* conn.list (bus/conn_list.c): bytes handed to the socket (a write
+     * still in progress included) and frames queued for the peer. Only
+     * the loop's thread touches them. */
+    uint64_t bytes_out;
+    uint64_t frames_out;
     const struct fb_stream_ops *ops;
 };
 

@@ -17,6 +17,7 @@
 #include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/conn.h"
+#include "bus/conn_list.h"
 #include "config/config.h"
 #include "routing/dispatch.h"
 #include "routing/pool.h"
@@ -65,6 +66,8 @@ static void on_async(uv_async_t *a)
     w->nnew = w->capnew = 0;
     struct fb_job *done = w->done_head;
     w->done_head = NULL;
+    struct fb_conn_snap *snap = w->snap;
+    w->snap = NULL;
     bool stop = w->stop_requested;
     pthread_mutex_unlock(&w->lock);
 
@@ -85,6 +88,8 @@ static void on_async(uv_async_t *a)
         fb_conn_job_done(done);
         done = next;
     }
+    if (snap)
+        fb_conn_snap_answer(w, snap);
 
     if (stop && !w->stopping) {
         w->stopping = true;
@@ -235,6 +240,7 @@ struct fb_worker *fb_worker_join(struct fb_worker *w)
     if (rc < 0)
         fb_warn("worker %u: loop closed with handles left: %s", w->index,
                 uv_strerror(rc));
+    fb_conn_snap_drop(w->snap); /* asked after the loop's last wake-up */
     for (size_t i = 0; i < w->nnew; i++)
         close(w->new_fds[i].fd);
     free(w->new_fds);

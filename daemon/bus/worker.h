@@ -23,6 +23,7 @@ struct fb_daemon;
 struct fb_job;
 struct fb_waiter;
 struct fb_conn;
+struct fb_conn_snap;
 
 struct fb_new_fd {
     int fd;
@@ -38,10 +39,11 @@ struct fb_worker {
     uv_async_t async;      /* new fds, completions, stop */
     uv_timer_t stop_timer; /* bounds how long a stop waits for clients */
 
-    pthread_mutex_t lock; /* guards the three fields below */
+    pthread_mutex_t lock; /* guards the fields below, to stop_requested */
     struct fb_new_fd *new_fds;
     size_t nnew, capnew;
-    struct fb_job *done_head; /* finished blocking jobs, LIFO */
+    struct fb_job *done_head;  /* finished blocking jobs, LIFO */
+    struct fb_conn_snap *snap; /* conn.list asks for a snapshot (conn_list.h) */
     bool stop_requested;
 
     /* loop-thread only */

@@ -29,10 +29,12 @@
 
 #include <fidbus/proto.h>
 
+#include "base/clock.h"
 #include "base/counters.h"
 #include "base/daemon_t.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "bus/conn_list.h"
 #include "bus/listener.h"
 #include "bus/nofd.h"
 #include "bus/stream.h"
@@ -68,6 +70,7 @@ struct ctl_conn {
     uid_t uid;
     bool allowed; /* else counted in ctl->nunauth */
     struct ctl_conn *prev, *next;
+    uint64_t id, since_ns, frames_in; /* conn.list (fb_control_list_conns) */
 };
 
 struct fb_control {
@@ -172,6 +175,8 @@ static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
         c->st.out.len = before;
         rc = -EMSGSIZE;
     }
+    if (rc == 0)
+        c->st.frames_out++;
     if (rc < 0) {
         if (rc == -ENOMEM) {
             fb_stream_oom(&c->st);
@@ -235,10 +240,12 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
         size_t cap;
         uint8_t *p = fb_stream_space(&c->st, 32, &cap);
         size_t n = p ? fidbus_enc_ack(p, cap, m->seq, 0) : 0;
-        if (!n)
+        if (!n) {
             fb_stream_oom(&c->st);
-        else
+        } else {
             c->st.out.len += n;
+            c->st.frames_out++;
+        }
         return;
     }
     if (m->type != FIDBUS_MSG_REQUEST) {
@@ -268,6 +275,7 @@ static void process_input(struct ctl_conn *c)
         size_t len;
         int rc = fidbus_frame_next(&c->st.rd, &body, &len);
         if (rc == 1) {
+            c->frames_in++;
             handle_frame(c, body, len);
             fb_stream_flush(&c->st);
             trim_buffers(&c->st);
@@ -395,6 +403,8 @@ static void conn_new(struct fb_control *ctl, int fd)
         return;
     }
     c->ctl = ctl;
+    c->id = fb_conn_id_next();
+    c->since_ns = fb_now_ns();
     check_peer(ctl, c, fd);
     if (!c->allowed && ctl->nunauth >= CTL_UNAUTH_MAX) {
         refuse_at_accept(ctl, fd, c->uid);
@@ -504,6 +514,7 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     ctl->fd = -1;
     ctl->gid = (gid_t)-1;
     ctl->env.d = d;
+    ctl->env.ctl = ctl;
     int rc = -ENOMEM;
 
     if (cfg->control_group) {
@@ -608,6 +619,30 @@ void fb_control_stop(struct fb_control *ctl)
         fb_unix_unlink_own(ctl->path, ctl->dev, ctl->ino);
     if (ctl->thread_ok)
         uv_async_send(&ctl->async);
+}
+
+int fb_control_list_conns(const struct fb_control *ctl, struct fb_conn_infos *out)
+{
+    for (const struct ctl_conn *c = ctl ? ctl->conns : NULL; c; c = c->next) {
+        if (c->st.flags & FB_S_CLOSING)
+            continue;
+        struct fb_conn_info *i = fb_conn_infos_add(out);
+        if (!i)
+            return -ENOMEM;
+        i->id = c->id;
+        i->kind = FB_CONN_CONTROL;
+        uv_os_fd_t fd = -1;
+        if (uv_fileno(&c->st.u.h, &fd) == 0)
+            fb_conn_info_peercred(i, fd);
+        i->since_ns = c->since_ns;
+        i->frames_in = c->frames_in;
+        i->frames_out = c->st.frames_out;
+        i->bytes_in = c->st.bytes_in;
+        i->bytes_out = c->st.bytes_out;
+        i->paused = (c->st.flags & K_PAUSED) != 0;
+        i->worker = -1;
+    }
+    return 0;
 }
 
 unsigned fb_control_conns(const struct fb_control *ctl)

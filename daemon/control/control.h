@@ -39,6 +39,11 @@ void fb_control_reload(struct fb_control *ctl);
 /* Removes the socket file (if still ours) and asks the control thread to
  * close every connection and end. Any thread; idempotent; does not wait. */
 void fb_control_stop(struct fb_control *ctl);
+/* Appends the open control connections to out (conn_list.h) with their
+ * counters; their requests are not counted as in flight. Control thread
+ * only (conn.list runs there); NULL-safe. 0 or -ENOMEM. */
+struct fb_conn_infos;
+int fb_control_list_conns(const struct fb_control *ctl, struct fb_conn_infos *out);
 /* Control connections open now (any thread; NULL-safe). */
 unsigned fb_control_conns(const struct fb_control *ctl);
 /* Stops, joins the control thread and frees. NULL-safe; returns NULL. */

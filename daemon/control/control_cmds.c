@@ -438,6 +438,7 @@ static const struct {
     {"route.test", NULL, cmd_route_test},
     {"config.reload", NULL, fb_ctl_config_reload},
     {"config.export", cmd_config_export, NULL},
+    {"conn.list", fb_ctl_conn_list, NULL},
 };
 
 void fb_ctl_run(const struct fb_ctl_env *env, const char *command, size_t command_len,

@@ -25,8 +25,12 @@ struct fb_daemon;
 /* What the commands may read besides the daemon: facts fixed at start-up
  * that the control thread keeps its own copy of (the listeners free
  * themselves on the main loop during shutdown, so their names are copied). */
+struct fb_control;
 struct fb_ctl_env {
     struct fb_daemon *d;
+    /* The control thread's own state (conn.list lists its connections);
+     * NULL where commands run elsewhere (the metrics thread's stats). */
+    struct fb_control *ctl;
     char **listeners; /* "unix:PATH" / "tcp:HOST:PORT" */
     size_t nlisteners;
 };
@@ -98,6 +102,11 @@ cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t
                                  struct cb *b, struct fb_ctl_reply *out);
 cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out);
+
+/* conn.list (control_conns.c): bus and control connections, bounded by
+ * [control] max_reply. Control thread (it lists the control connections,
+ * which are that thread's). */
+cbor_item_t *fb_ctl_conn_list(const struct fb_ctl_env *env, struct cb *b);
 
 /* plugin.list's entry for p ({name, version, path, functions}) with room
  * for `room` more keys. */

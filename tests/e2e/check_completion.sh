@@ -118,6 +118,10 @@ expect "$CTL --socket $SOCK route weight canary " fidbus.log= fidbus.count@1.0.0
 expect "$CTL --socket $SOCK route weight canary fidbus.log=5 fidbus.c" fidbus.count@1.0.0=
 expect "$CTL --socket $SOCK route weight audit " fidbus.count@1.0.0=
 expect "$CTL --socket $SOCK route w" weight
+# conn list, top --once
+expect "$CTL --socket $SOCK conn l" list
+expect "$CTL --socket $SOCK top --o" --once
+expect "$CTL --socket $SOCK co" config conn
 # plugin instance names
 expect "$CTL --socket $SOCK plugin unload " count log
 expect "$CTL --socket $SOCK plugin reload c" count
