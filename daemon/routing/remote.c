@@ -189,6 +189,15 @@ static struct fb_func *get_locked(struct fb_remote *r, const char *canonical, bo
     return f;
 }
 
+struct fb_func *fb_remote_lookup(struct fb_remote *r, uint64_t id)
+{
+    pthread_mutex_lock(&r->lock);
+    size_t k = lower_bound(r->fns, r->n, id);
+    struct fb_func *f = k < r->n && r->fns[k]->id == id ? r->fns[k] : NULL;
+    pthread_mutex_unlock(&r->lock);
+    return f;
+}
+
 struct fb_func *fb_remote_get(struct fb_remote *r, const char *canonical, bool create)
 {
     pthread_mutex_lock(&r->lock);
@@ -846,6 +855,8 @@ static void finish(struct fb_call *c, int outcome)
     struct fb_func *fn = c->fn;
     c->outcome = outcome;
     fb_striped_add(&fn->calls, 1);
+    /* quarantine_after counts a remote function's failed calls too */
+    fb_func_note_result(fn, outcome, g_dir->d->cfg->quarantine_after);
     if (outcome) {
         fb_striped_add(&fn->errors, 1);
         if (outcome == FIDBUS_UNAVAILABLE)

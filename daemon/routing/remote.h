@@ -137,6 +137,8 @@ void fb_remote_set_ops(struct fb_remote *r, const struct fb_remote_ops *ops);
 /* The remote function of canonical (made if missing, create = true);
  * NULL if missing or on ENOMEM. */
 struct fb_func *fb_remote_get(struct fb_remote *r, const char *canonical, bool create);
+/* The remote function with funcID id, or NULL. */
+struct fb_func *fb_remote_lookup(struct fb_remote *r, uint64_t id);
 /* May namespace ns be served remotely at all ([remote NS] or [remote *])? */
 bool fb_remote_ns_allowed(struct fb_remote *r, const char *ns);
 /* The remote functions, in funcID order (listings; call under the lock

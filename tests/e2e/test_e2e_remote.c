@@ -470,6 +470,43 @@ START_TEST(test_remote_barrier_drain)
 }
 END_TEST
 
+/* func.list kind/members, func.members, stats per function. */
+START_TEST(test_remote_control)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, conf);
+    char *out = fb_e2e_ctl(t, 0, NULL, "--json", "func", "list", NULL);
+    ck_assert_msg(strstr(out, "\"remote\"") && strstr(out, "\"members\":0"), "%s", out);
+    free(out);
+    struct fb_e2e_raw *p = conn(t);
+    publish(p, 1, true, NULL);
+    fb_e2e_raw_expect_error(p, FIDBUS_UNAVAILABLE, 1);
+    struct fb_e2e_raw *m = member(t, 3, 0, true);
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "func", "list", NULL);
+    ck_assert_msg(strstr(out, "\"members\":1"), "%s", out);
+    free(out);
+    char hex[FIDBUS_FUNCID_HEX];
+    fidbus_funcid_hex(fn_id(), hex);
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "func", "members", hex, NULL);
+    ck_assert_msg(strstr(out, "\"credit\":3") && strstr(out, hex) &&
+                      strstr(out, "\"uid\":") && strstr(out, "\"pid\":"),
+                  "%s", out);
+    free(out);
+    out = fb_e2e_ctl(t, 0, NULL, "func", "members", NULL);
+    ck_assert_msg(strstr(out, "INFLIGHT") && strstr(out, hex), "%s", out);
+    free(out);
+    free(fb_e2e_ctl(t, 1, NULL, "func", "members", "0123456789abcdef", NULL));
+    out = fb_e2e_ctl(t, 0, NULL, "--json", "stats", NULL);
+    ck_assert_msg(strstr(out, "\"unavailable\":1") && strstr(out, "\"waiting\":0") &&
+                      strstr(out, "\"timeouts\":0") && strstr(out, "\"redelivered\":0"),
+                  "%s", out);
+    free(out);
+    fb_e2e_raw_close(m);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* One member registers hundreds of functions. */
 START_TEST(test_remote_many_functions)
 {
@@ -589,6 +626,7 @@ int main(void)
     tcase_add_test(tc, test_remote_retry_deadline);
     tcase_add_test(tc, test_remote_split_by);
     tcase_add_test(tc, test_remote_barrier_drain);
+    tcase_add_test(tc, test_remote_control);
     tcase_add_test(tc, test_remote_many_functions);
     tcase_add_test(tc, test_remote_storm);
     suite_add_tcase(s, tc);
