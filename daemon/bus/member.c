@@ -304,7 +304,7 @@ static void drained(struct fb_conn *c)
     for (struct fb_member **pp = &rc->members; *pp;) {
         struct fb_member *m = *pp;
         if (m->draining && atomic_load(&m->inflight) == 0) {
-            fb_conn_send_ack(c, m->drain_seq, m->fn->id);
+            fb_conn_send_ack(c, m->drain_seq, 0); /* proto/README.md: result 0 */
             *pp = m->conn_next;
             fb_remote_member_put(m);
             continue;
