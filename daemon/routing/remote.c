@@ -290,12 +290,25 @@ void fb_remote_member_put(struct fb_member *m)
         free(m);
 }
 
+/* TSan cannot see liburcu hand a callback to its call_rcu thread: the
+ * queuing side releases the object, the callback acquires it (and the
+ * readers' FB_ROUTES_READ_DONE, as for route tables). */
+#ifdef FB_ROUTES_TSAN
+#define HANDOFF_RELEASE(p) __tsan_release(p)
+#define HANDOFF_ACQUIRE(p)                                                               \
+    do {                                                                                 \
+        __tsan_acquire(p);                                                               \
+        __tsan_acquire(&fb_routes_tsan_gp);                                              \
+    } while (0)
+#else
+#define HANDOFF_RELEASE(p) ((void)0)
+#define HANDOFF_ACQUIRE(p) ((void)0)
+#endif
+
 static void mset_free_cb(struct rcu_head *h)
 {
     struct fb_mset *ms = caa_container_of(h, struct fb_mset, rcu);
-#ifdef FB_ROUTES_TSAN
-    __tsan_acquire(&fb_routes_tsan_gp);
-#endif
+    HANDOFF_ACQUIRE(ms);
     free(ms);
 }
 
@@ -309,9 +322,7 @@ struct put_later {
 static void put_later_cb(struct rcu_head *h)
 {
     struct put_later *p = caa_container_of(h, struct put_later, rcu);
-#ifdef FB_ROUTES_TSAN
-    __tsan_acquire(&fb_routes_tsan_gp);
-#endif
+    HANDOFF_ACQUIRE(p);
     fb_remote_member_put(p->m);
     free(p);
 }
@@ -335,9 +346,11 @@ static int mset_change(struct fb_rfunc *rf, struct fb_member *m, bool add)
         free(ms); /* not there */
         return 0;
     }
-    rcu_assign_pointer(rf->mset, ms);
-    if (old)
+    __atomic_store_n(&rf->mset, ms, __ATOMIC_RELEASE);
+    if (old) {
+        HANDOFF_RELEASE(old);
         urcu_memb_call_rcu(&old->rcu, mset_free_cb);
+    }
     return 0;
 }
 
@@ -498,6 +511,7 @@ void fb_remote_member_remove(struct fb_member *m)
     struct put_later *pl = malloc(sizeof *pl);
     if (pl && mset_change(rf, m, false) == 0) {
         pl->m = m;
+        HANDOFF_RELEASE(pl);
         urcu_memb_call_rcu(&pl->rcu, put_later_cb);
     } else {
         /* Out of memory: m stays listed but gone, so no call picks it;

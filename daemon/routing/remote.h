@@ -11,7 +11,7 @@
  *
  * Members: each REGISTER that is accepted is a struct fb_member, owned by
  * its connection (bus/member.c) and listed in its function's member set.
- * The set is an immutable array published with rcu_assign_pointer under
+ * The set is an immutable array published with a release store under
  * the function's lock and read by dispatch under the RCU read lock, so a
  * call takes no lock to pick a member. Credit is the member's atomic
  * in-flight count: the dispatching thread takes one (compare and swap
