@@ -51,6 +51,7 @@ struct fb_worker {
     struct fb_call *rin_head, *rin_tail;
     struct fb_call *rback_head, *rback_tail;
     bool rclosed;
+    bool rrevoke; /* config.reload revoked members here (member.c) */
 
     /* loop-thread only */
     bool stopping;
