@@ -263,6 +263,11 @@ struct fb_worker *fb_worker_join(struct fb_worker *w)
     for (size_t i = 0; i < w->nnew; i++)
         close(w->new_fds[i].fd);
     free(w->new_fds);
+    while (w->wfree) {
+        struct fb_waiter *wt = w->wfree;
+        w->wfree = wt->next;
+        free(wt);
+    }
     fb_member_worker_end(w);
     pthread_mutex_destroy(&w->lock);
     free(w->msg);
