@@ -543,6 +543,32 @@ START_TEST(test_remote_reload_revokes)
 }
 END_TEST
 
+/* A member waiting for calls is not idle: idle_timeout closes a silent
+ * plain connection, not a silent member. */
+START_TEST(test_remote_member_not_idle)
+{
+    struct fb_e2e_opts o = {.workers = 1};
+    char sections[256];
+    snprintf(sections, sizeof sections,
+             "[limits]\nidle_timeout_unix_ms = 200\n%s", conf);
+    struct fb_e2e *t = fb_e2e_up(&o, sections);
+    struct fb_e2e_raw *m = member(t, 4, 0, false);
+    struct fb_e2e_raw *plain = conn(t); /* connected after m, silent too */
+    fb_e2e_raw_expect_error(plain, FIDBUS_BUSY, -2);
+    fb_e2e_raw_expect_eof(plain);
+    struct fb_e2e_raw *p = conn(t);
+    publish(p, 1, true, NULL);
+    struct call c = expect_call(m);
+    send_result(m, false, c.id, FIDBUS_OK);
+    fb_e2e_raw_expect_ack(p, 1, 1);
+    fb_e2e_raw_close(plain);
+    fb_e2e_raw_close(m);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* One member registers hundreds of functions. */
 START_TEST(test_remote_many_functions)
 {
@@ -663,6 +689,7 @@ int main(void)
     tcase_add_test(tc, test_remote_split_by);
     tcase_add_test(tc, test_remote_barrier_drain);
     tcase_add_test(tc, test_remote_control);
+    tcase_add_test(tc, test_remote_member_not_idle);
     tcase_add_test(tc, test_remote_reload_revokes);
     tcase_add_test(tc, test_remote_many_functions);
     tcase_add_test(tc, test_remote_storm);
