@@ -569,6 +569,54 @@ START_TEST(test_remote_member_not_idle)
 }
 END_TEST
 
+/* A canary split across two remote versions, 95/5 by user: each user
+ * stays on one version, and the shares are close to the weights. */
+START_TEST(test_remote_canary)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, "[remote acme]\n[route canary]\nevent = a.x\n"
+                                       "to = acme.audit@1.0.0:95, acme.audit@2.0.0:5\n"
+                                       "mode = split\nsplit_by = user\n");
+    struct fb_e2e_raw *v1 = member(t, 16, 0, false);
+    struct fb_e2e_raw *v2 = conn(t);
+    send_register(v2, 1, "acme.audit@2.0.0", SIG, 16, 0, false);
+    fb_e2e_raw_expect_ack(v2, 1, fidbus_funcid("acme.audit@2.0.0"));
+    struct fb_e2e_raw *p = conn(t);
+    enum { USERS = 1000 };
+    static signed char ver[USERS];
+    memset(ver, 0, sizeof ver);
+    int n2 = 0;
+    for (int round = 0; round < 2; round++)
+        for (int u = 0; u < USERS; u++) {
+            char user[16];
+            snprintf(user, sizeof user, "user%d", u);
+            uint64_t seq = (uint64_t)(round * USERS + u);
+            publish(p, seq, true, user);
+            struct pollfd pf[2] = {{v1->fd, POLLIN, 0}, {v2->fd, POLLIN, 0}};
+            ck_assert_int_eq(poll(pf, 2, FB_E2E_TIMEOUT_MS), 1);
+            int v = (pf[0].revents & POLLIN) ? 1 : 2;
+            struct fb_e2e_raw *m = v == 1 ? v1 : v2;
+            ck_assert_int_eq(fb_e2e_raw_recv(m, FB_E2E_TIMEOUT_MS), 1);
+            ck_assert_uint_eq(m->msg.type, FIDBUS_MSG_CALL);
+            ck_assert_uint_eq(m->msg.id, fidbus_funcid(v == 1 ? "acme.audit@1.0.0"
+                                                               : "acme.audit@2.0.0"));
+            if (round == 0) {
+                ver[u] = (signed char)v;
+                n2 += v == 2;
+            }
+            ck_assert_int_eq(ver[u], v);
+            send_result(m, false, m->msg.seq, FIDBUS_OK);
+            fb_e2e_raw_expect_ack(p, seq, 1);
+        }
+    /* 5% of 1000 is 50; a stable hash of the user lands within 20-90 */
+    ck_assert_msg(n2 >= 20 && n2 <= 90, "%d of %d users on the canary", n2, USERS);
+    fb_e2e_raw_close(v1);
+    fb_e2e_raw_close(v2);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* One member registers hundreds of functions. */
 START_TEST(test_remote_many_functions)
 {
@@ -687,6 +735,7 @@ int main(void)
     tcase_add_test(tc, test_remote_member_lost);
     tcase_add_test(tc, test_remote_retry_deadline);
     tcase_add_test(tc, test_remote_split_by);
+    tcase_add_test(tc, test_remote_canary);
     tcase_add_test(tc, test_remote_barrier_drain);
     tcase_add_test(tc, test_remote_control);
     tcase_add_test(tc, test_remote_member_not_idle);
