@@ -101,8 +101,9 @@ static struct call expect_call(struct fb_e2e_raw *r)
     int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
     ck_assert_msg(rc == 1, "waiting for a CALL: %d", rc);
     const struct fidbus_msg *m = &r->msg;
-    ck_assert_msg(m->type == FIDBUS_MSG_CALL, "expected CALL, got type %" PRIu64 " code %"
-                  PRIu64 " '%s'", m->type, m->code, fb_e2e_msg_text(m));
+    ck_assert_msg(m->type == FIDBUS_MSG_CALL,
+                  "expected CALL, got type %" PRIu64 " code %" PRIu64 " '%s'", m->type,
+                  m->code, fb_e2e_msg_text(m));
     ck_assert(fidbus_msg_has(m, FIDBUS_K_ID) && m->id == fn_id());
     ck_assert(fidbus_msg_has(m, FIDBUS_K_EVENT) && strcmp(m->event, "a.x") == 0);
     ck_assert(fidbus_msg_has(m, FIDBUS_K_GENERATION) && m->generation >= 1);
@@ -215,8 +216,11 @@ START_TEST(test_remote_register_rules)
         .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
                    FIDBUS_BIT(FIDBUS_K_FUNCTION) | FIDBUS_BIT(FIDBUS_K_SIGNATURE) |
                    FIDBUS_BIT(FIDBUS_K_CREDIT),
-        .type = FIDBUS_MSG_REGISTER, .seq = 8, .function = "acme.c@1.0.0",
-        .signature = "s", .credit = 0};
+        .type = FIDBUS_MSG_REGISTER,
+        .seq = 8,
+        .function = "acme.c@1.0.0",
+        .signature = "s",
+        .credit = 0};
     fb_e2e_raw_msg(a, &o);
     fb_e2e_raw_expect_error(a, FIDBUS_INVALID, 8);
 
@@ -247,8 +251,9 @@ START_TEST(test_remote_plugin_conflict)
     struct fb_e2e_raw *a = conn(t);
     send_register(a, 1, "fidbus.count@1.0.0", "event:any", 0, 0, false);
     fb_e2e_raw_expect_ack(a, 1, fidbus_funcid("fidbus.count@1.0.0"));
-    const char *argv[] = {fb_e2e_built("daemon/fidbusctl"), "--socket", t->control,
-                          "plugin", "load", fb_e2e_built("plugins/count.so"), NULL};
+    const char *argv[] = {
+        fb_e2e_built("daemon/fidbusctl"), "--socket", t->control, "plugin", "load",
+        fb_e2e_built("plugins/count.so"), NULL};
     char *out = NULL, *err = NULL;
     int st = fb_e2e_run(t, argv, &out, &err);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "plugin load succeeded: %s",
@@ -553,8 +558,7 @@ START_TEST(test_remote_member_not_idle)
 {
     struct fb_e2e_opts o = {.workers = 1};
     char sections[256];
-    snprintf(sections, sizeof sections,
-             "[limits]\nidle_timeout_unix_ms = 200\n%s", conf);
+    snprintf(sections, sizeof sections, "[limits]\nidle_timeout_unix_ms = 200\n%s", conf);
     struct fb_e2e *t = fb_e2e_up(&o, sections);
     struct fb_e2e_raw *m = member(t, 4, 0, false);
     struct fb_e2e_raw *plain = conn(t); /* connected after m, silent too */
@@ -602,7 +606,7 @@ START_TEST(test_remote_canary)
             ck_assert_int_eq(fb_e2e_raw_recv(m, FB_E2E_TIMEOUT_MS), 1);
             ck_assert_uint_eq(m->msg.type, FIDBUS_MSG_CALL);
             ck_assert_uint_eq(m->msg.id, fidbus_funcid(v == 1 ? "acme.audit@1.0.0"
-                                                               : "acme.audit@2.0.0"));
+                                                              : "acme.audit@2.0.0"));
             if (round == 0) {
                 ver[u] = (signed char)v;
                 n2 += v == 2;
