@@ -625,6 +625,28 @@ START_TEST(test_remote_canary)
 }
 END_TEST
 
+/* Stopping with a call in flight and calls waiting for credit: the
+ * daemon exits cleanly, and the publisher gets an answer for each. */
+START_TEST(test_remote_stop_in_flight)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, conf);
+    struct fb_e2e_raw *m = member(t, 1, 0, true);
+    struct fb_e2e_raw *p = conn(t);
+    for (uint64_t i = 0; i < 3; i++)
+        publish(p, 80 + i, true, NULL);
+    (void)expect_call(m); /* held, never answered; two wait for credit */
+    fb_e2e_stop_ok(t);
+    for (uint64_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(fb_e2e_raw_recv(p, FB_E2E_TIMEOUT_MS), 1);
+        ck_assert_uint_eq(p->msg.type, FIDBUS_MSG_ERROR);
+        ck_assert_uint_eq(p->msg.code, FIDBUS_UNAVAILABLE);
+    }
+    fb_e2e_raw_close(m);
+    fb_e2e_raw_close(p);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* One member registers hundreds of functions. */
 START_TEST(test_remote_many_functions)
 {
@@ -748,6 +770,7 @@ int main(void)
     tcase_add_test(tc, test_remote_control);
     tcase_add_test(tc, test_remote_member_not_idle);
     tcase_add_test(tc, test_remote_reload_revokes);
+    tcase_add_test(tc, test_remote_stop_in_flight);
     tcase_add_test(tc, test_remote_many_functions);
     tcase_add_test(tc, test_remote_storm);
     suite_add_tcase(s, tc);
