@@ -389,10 +389,12 @@ void fb_remote_result(struct fb_call *c, uint64_t code, uint64_t now_ns)
     struct fb_member *m = c->m;
     struct fb_func *fn = c->fn;
     code = fidbus_result_outcome(code);
-    atomic_fetch_add_explicit(&m->calls, 1, memory_order_relaxed);
+    uint64_t n = atomic_fetch_add_explicit(&m->calls, 1, memory_order_relaxed);
     if (code != FIDBUS_OK)
         atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
-    if (c->written_ns && now_ns > c->written_ns)
+    /* sampled as plugin calls are (base/latency.h): one in FB_LAT_SAMPLE
+     * per member, its first included */
+    if (n % FB_LAT_SAMPLE == 0 && c->written_ns && now_ns > c->written_ns)
         fb_lat_record(&fn->latency, now_ns - c->written_ns);
     uint32_t attempts = m->attempts;
     uint64_t key = m->key;
