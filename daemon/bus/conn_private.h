@@ -79,6 +79,8 @@ struct fb_conn {
     uint64_t since_ns;
     uint64_t frames_in;
     char *name;
+    /* Serving remote functions (bus/member.c); NULL until a REGISTER. */
+    struct fb_rconn *rc;
 };
 
 static inline void fb_conn_count_limit(struct fb_conn *c, enum fb_limit_reason r)

@@ -30,6 +30,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "bus/conn_private.h"
+#include "bus/member.h"
 
 /* The length field of the frame being assembled (the caller checked that
  * its 4 bytes are there): big-endian on the wire, read with libc's
@@ -98,7 +99,10 @@ void fb_conn_sweep(struct fb_worker *w)
             sweep_close(c, now);
             continue;
         }
-        if (!c->idle_ns || c->wq_head || now - c->last_ns < c->idle_ns)
+        /* A connection that serves remote functions waits for calls: it is
+         * not idle (bus/member.c). */
+        if (!c->idle_ns || c->wq_head || (c->rc && c->rc->members) ||
+            now - c->last_ns < c->idle_ns)
             continue;
         if (c->st.flags & (FB_S_FLUSH_CLOSE | FB_S_DRAINING)) {
             c->closing_ns = now; /* closing already: only bound how long it lingers */
