@@ -48,10 +48,10 @@ struct srv {
 
 static struct srv S;
 
-#define SRV_CHECK(x)                                                                      \
-    do {                                                                                  \
-        if (!(x) && !S.err)                                                               \
-            S.err = __LINE__;                                                             \
+#define SRV_CHECK(x)                                                                     \
+    do {                                                                                 \
+        if (!(x) && !S.err)                                                              \
+            S.err = __LINE__;                                                            \
     } while (0)
 
 static void srv_listen(void)
@@ -383,9 +383,8 @@ static int cb_publish(struct fidbus_client *c, const struct fidbus_call *call, v
         atomic_store(&order_ok, 1);
         return 0;
     }
-    atomic_store(&big_seen,
-                 call->payload_len == BIG + 5 && call->payload[BIG + 4] == 0xab &&
-                     atomic_load(&order_ok));
+    atomic_store(&big_seen, call->payload_len == BIG + 5 &&
+                                call->payload[BIG + 4] == 0xab && atomic_load(&order_ok));
     return 0;
 }
 
