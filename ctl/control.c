@@ -42,6 +42,7 @@ enum {
     CO_APPLY = 1u << 10,
     CO_PROMETHEUS = 1u << 11,
     CO_DRY_RUN = 1u << 12,
+    CO_OPTARG = 1u << 30, /* not an option: one more positional argument may follow */
     CO_MORE = 1u << 31, /* not an option: nargs or more positional arguments */
 };
 
@@ -63,6 +64,7 @@ static const struct control_cmd control_cmds[] = {
     {"plugin", "reload", "plugin.reload", " NAME [--path PATH]", 1, CO_PATH},
     {"func", "list", "func.list", "", 0, 0},
     {"func", "release", "func.release", " ID", 1, 0},
+    {"func", "members", "func.members", " [ID]", 0, CO_OPTARG},
     {"route", "list", "route.list", "", 0, 0},
     {"route", "add", "route.add",
      " NAME EVENT [--tag K=V]... --to TARGET[:WEIGHT]... [--mode all|split]"
@@ -300,6 +302,10 @@ static int control_positional(const struct control_cmd *cc, char **pos, json_t *
         json_object_set_new(args, "event", json_string(pos[0]));
     else if (strcmp(cc->command, "func.release") == 0)
         json_object_set_new(args, "id", json_string(pos[0]));
+    else if (strcmp(cc->command, "func.members") == 0) {
+        if (pos[0])
+            json_object_set_new(args, "id", json_string(pos[0]));
+    }
     else if (strcmp(cc->command, "route.apply") == 0) {
         json_t *file;
         int rc = load_args_file("route apply", pos[0], &file);
@@ -493,7 +499,8 @@ int fbctl_control(struct ctl *ctl, int argc, char **argv)
     if (rc == 0 && npos < (int)cc->nargs)
         rc = fbctl_fail(EXIT_USAGE, "%s: missing argument (usage: %s%s)", words, words,
                         cc->args);
-    else if (rc == 0 && npos > (int)cc->nargs && !(cc->opts & CO_MORE))
+    else if (rc == 0 && npos > (int)cc->nargs && !(cc->opts & CO_MORE) &&
+             !((cc->opts & CO_OPTARG) && npos == (int)cc->nargs + 1))
         rc = fbctl_fail(EXIT_USAGE, "%s: unexpected argument '%s'", words,
                         argv[skip + optind + cc->nargs]);
     if (rc == 0 && (cc->opts & CO_MORE)) {

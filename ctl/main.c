@@ -60,6 +60,7 @@ static const char usage_text[] =
     "  plugin reload NAME [--path PATH]\n"
     "  func list                           every function with its sighash\n"
     "  func release ID                     lift a function's quarantine\n"
+    "  func members [ID]                   members serving remote functions\n"
     "  route list                          the running routes and generation\n"
     "  route add NAME EVENT [--tag K=V]... --to TARGET[:WEIGHT]...\n"
     "            [--mode all|split] [--split-by TAG] [--priority N]\n"

@@ -386,10 +386,10 @@ static void render_plugins(FILE *out, const json_t *r, const json_t *names)
 
 static void render_functions(FILE *out, const json_t *r)
 {
-    static const char *const h[] = {"ID",     "CANONICAL", "SIGHASH",
-                                    "PLUGIN", "BLOCKING",  "QUARANTINED"};
+    static const char *const h[] = {"ID",       "CANONICAL",   "SIGHASH", "PLUGIN",
+                                    "BLOCKING", "QUARANTINED", "KIND",    "MEMBERS"};
     struct table t;
-    table_init(&t, h, 6);
+    table_init(&t, h, 8);
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(r, "functions"), i, f)
@@ -397,9 +397,31 @@ static void render_functions(FILE *out, const json_t *r)
         char *sig = field(f, "sighash");
         if (strlen(sig) > 16)
             sig[16] = '\0'; /* enough to tell signatures apart by eye */
-        char *row[] = {
-            field(f, "id"),     field(f, "canonical"), sig,
-            field(f, "plugin"), field(f, "blocking"),  field(f, "quarantined")};
+        char *row[] = {field(f, "id"),          field(f, "canonical"),
+                       sig,                     field(f, "plugin"),
+                       field(f, "blocking"),    field(f, "quarantined"),
+                       field(f, "kind"),        field(f, "members")};
+        table_add(&t, row);
+    }
+    table_print(out, &t);
+}
+
+/* func.members: one row per member of a remote function. */
+static void render_members(FILE *out, const json_t *r)
+{
+    static const char *const h[] = {"ID",       "CONN",  "PID",    "UID",
+                                    "PEER",     "NAME",  "CREDIT", "INFLIGHT",
+                                    "CALLS",    "ERRORS", "TIMEOUTS", "SINCE_S"};
+    struct table t;
+    table_init(&t, h, 12);
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(r, "members"), i, m)
+    {
+        char *row[] = {field(m, "id"),       field(m, "conn"),     field(m, "pid"),
+                       field(m, "uid"),      field(m, "peer"),     field(m, "name"),
+                       field(m, "credit"),   field(m, "inflight"), field(m, "calls"),
+                       field(m, "errors"),   field(m, "timeouts"), field(m, "since_s")};
         table_add(&t, row);
     }
     table_print(out, &t);
@@ -577,6 +599,8 @@ void fbctl_render_table(FILE *out, const char *command, const json_t *result,
         render_plugins(out, result, names);
     } else if (!strcmp(command, "func.list")) {
         render_functions(out, result);
+    } else if (!strcmp(command, "func.members")) {
+        render_members(out, result);
     } else if (!strcmp(command, "route.list")) {
         render_routes(out, result);
     } else if (!strcmp(command, "stats")) {

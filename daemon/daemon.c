@@ -26,6 +26,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "bus/listener.h"
+#include "bus/member.h"
 #include "bus/worker.h"
 #include "config/config.h"
 #include "config/merge.h"
@@ -36,6 +37,7 @@
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
 #include "routing/registry.h"
+#include "routing/remote.h"
 #include "routing/routes.h"
 #include "routing/timers.h"
 #include "service/activation.h"
@@ -340,10 +342,14 @@ int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out)
         return rc;
     }
     rc = fb_registry_new(&d->reg);
+    if (rc == 0)
+        rc = fb_remote_new(d, &d->remote);
     if (rc < 0) {
         fb_daemon_free(d);
         return rc;
     }
+    fb_registry_set_remote(d->reg, d->remote);
+    fb_member_install(d);
     *out = d;
     return 0;
 }
@@ -584,6 +590,12 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         free(d->main_loop);
     }
     d->reg = fb_registry_free(d->reg);
+    /* Member sets retired by call_rcu hold member references: let those
+     * callbacks run before the directory goes. */
+    if (d->remote) {
+        urcu_memb_barrier();
+        d->remote = fb_remote_free(d->remote);
+    }
     d->state = fb_state_close(d->state);
     fb_runset_free(d->base);
     d->base = NULL;

@@ -40,6 +40,7 @@ struct fb_listener;
 struct fb_plugin;
 struct fb_pool;
 struct fb_registry;
+struct fb_remote;
 struct fb_runset;
 struct fb_route_table;
 struct fb_state_file;
@@ -62,6 +63,7 @@ struct fb_daemon {
 
     pthread_mutex_t change_lock; /* writers: registry, table, plugins */
     struct fb_registry *reg;
+    struct fb_remote *remote;     /* remote functions (routing/remote.h) */
     struct fb_route_table *table; /* RCU-published; readers only via
                                    * rcu_dereference under read lock */
     uint64_t generation;          /* of the published table */

@@ -59,7 +59,9 @@
 #include "bus/stream.h"
 #include "config/config.h"
 #include "routing/dispatch.h"
+#include "bus/member.h"
 #include "routing/pool.h"
+#include "routing/remote.h"
 #include "routing/routes.h"
 
 static void process_input(struct fb_conn *c, bool ignore_cap);
@@ -111,8 +113,23 @@ static void send_busy(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok
  * refused because the blocking pool is full is BUSY (the daemon shed it)
  * unless a handler also failed. */
 static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok,
-                         uint32_t failed, uint32_t busy, uint32_t skipped)
+                         uint32_t failed, uint32_t busy, uint32_t skipped, uint32_t unavail)
 {
+    if (__builtin_expect(unavail != 0, 0)) {
+        /* Remote calls that found no member or lost it (DESIGN section
+         * 9): UNAVAILABLE when every failed target failed that way. */
+        if (!failed && !busy)
+            fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_UNAVAILABLE, true, ok,
+                                 "%u of %u handler calls unavailable (remote function "
+                                 "without a member, or its member lost the call)",
+                                 unavail, ok + unavail);
+        else
+            fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_HANDLER_FAILED, true, ok,
+                                 "%u of %u handler calls failed (%u unavailable)",
+                                 failed + busy + unavail, ok + failed + busy + unavail,
+                                 unavail);
+        return;
+    }
     if (!failed && !busy) {
         send_ack(c, seq, ok);
     } else if (!failed) {
@@ -187,6 +204,8 @@ static void conn_closed(struct fb_stream *st)
 {
     struct fb_conn *c = fb_stream_owner(st, struct fb_conn, st);
     struct fb_worker *w = c->w;
+    if (__builtin_expect(c->rc != NULL, 0))
+        fb_member_conn_gone(c); /* its members are lost (DESIGN section 9) */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -303,7 +322,7 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
             wt->given_up, wt->ok + wt->failed + wt->busy + wt->not_run);
     else if (wt->ack)
         send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy + wt->not_run,
-                     wt->skipped);
+                     wt->skipped, wt->unavail);
     else if (wt->not_run) /* un-acked: refused at dispatch was answered then */
         send_busy(c, wt->has_seq, wt->seq, wt->ok, wt->not_run,
                   wt->ok + wt->failed + wt->busy + wt->not_run);
@@ -343,6 +362,30 @@ void fb_conn_job_done(struct fb_job *j)
     fb_job_free(j);
     if (--wt->pending == 0)
         waiter_finish(wt->conn, wt);
+}
+
+void fb_conn_call_done(struct fb_call *call)
+{
+    struct fb_waiter *wt = call->waiter;
+    if (call->outcome == 0)
+        wt->ok++;
+    else if (call->outcome == FIDBUS_UNAVAILABLE)
+        wt->unavail++;
+    else
+        wt->failed++;
+    fb_remote_call_release(call);
+    if (--wt->pending == 0)
+        waiter_finish(wt->conn, wt);
+}
+
+void fb_conn_send_ack(struct fb_conn *c, uint64_t seq, uint64_t result)
+{
+    send_ack(c, seq, result);
+}
+
+bool fb_conn_flush(struct fb_conn *c)
+{
+    return flush_or_close(c);
 }
 
 /* ---------------------------------------------------------------- auth */
@@ -441,6 +484,16 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
                                  "no route matches event '%s'", m->event);
         return;
     }
+    if (!ack && __builtin_expect(out.unavail != 0, 0)) {
+        /* A call that never ran (no member) is answered even un-acked,
+         * like any event the daemon does not run (DESIGN section 9). */
+        uint32_t n = out.ok + out.failed + out.skipped + out.queued + out.busy +
+                     out.refused + out.remote + out.unavail;
+        fb_stream_send_error(&c->st, has_seq, ev.seq, FIDBUS_UNAVAILABLE, true, out.ok,
+                             "%u of %u handler calls unavailable: remote function "
+                             "without a member",
+                             out.unavail, n);
+    }
     if (!ack && __builtin_expect(out.busy + out.refused != 0, 0)) {
         /* Not run is answered even un-acked (proto/README.md): a silent
          * drop would look like success behind the next PING. */
@@ -457,7 +510,7 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         /* Blocking calls are in flight: the waiter answers when they end.
          * Completions run on this thread, so none can have arrived yet. */
         struct fb_waiter *wt = c->wq_tail;
-        wt->pending = out.queued;
+        wt->pending = out.queued + out.remote;
         wt->ack = ack;
         wt->has_seq = has_seq;
         wt->seq = ev.seq;
@@ -465,13 +518,15 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         wt->failed += out.failed + out.skipped + out.refused;
         wt->busy += out.busy;
         wt->skipped += out.skipped;
+        /* un-acked: the no-member calls were answered above */
+        wt->unavail += ack ? out.unavail : 0;
         if (wt->pending == 0) /* every blocking call was refused */
             waiter_finish(c, wt);
         return;
     }
     if (ack)
         send_outcome(c, has_seq, ev.seq, out.ok, out.failed + out.skipped + out.refused,
-                     out.busy, out.skipped);
+                     out.busy, out.skipped, out.unavail);
 }
 
 /* The PING ring is full: double it, unwrapping it to start at 0. */
@@ -551,20 +606,16 @@ handle_frame(struct fb_conn *c, const struct fb_route_table *t, const uint8_t *b
                         "AUTH again on an authenticated connection");
         return;
     case FIDBUS_MSG_REGISTER:
+        fb_member_register(c, t, m);
+        return;
     case FIDBUS_MSG_UNREGISTER:
-        /* Decoded and checked like any frame (a malformed one got its
-         * MALFORMED/INVALID above); serving is not built yet, so a client
-         * learns that rather than a generic "type not accepted". */
-        fb_count(&w->counters->bad_frames, 1);
-        fb_stream_send_error(&c->st, true, m->seq, FIDBUS_UNSUPPORTED, false, 0,
-                             "remote functions are not enabled in this build");
+        fb_member_unregister(c, m);
         return;
     case FIDBUS_MSG_RESULT:
-        /* No connection serves a function yet, so none holds a call: a
-         * RESULT answers nothing. proto/README.md: a RESULT for a call the
-         * member does not hold is ignored and counted, never answered (an
-         * ERROR per late RESULT would flood a member that just timed out). */
-        fb_count(&w->counters->bad_frames, 1);
+        /* A RESULT for a call the member does not hold is ignored and
+         * counted, never answered (an ERROR per late RESULT would flood a
+         * member that just timed out): bus/member.c. */
+        fb_member_result(c, m, now);
         return;
     case FIDBUS_MSG_REQUEST:
         fb_count(&w->counters->bad_frames, 1);
@@ -677,6 +728,8 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     FB_ROUTES_READ_DONE();
     urcu_memb_read_unlock();
     c->st.flags &= ~C_IN_INPUT;
+    if (__builtin_expect(w->ndirty != 0, 0))
+        fb_worker_remote_flush(w); /* remote calls this batch made, one wake each */
 
     bool want_read = !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | C_STOPPING |
                                       FB_S_CLOSING));

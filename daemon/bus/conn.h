@@ -32,6 +32,7 @@ struct fb_waiter {
     uint32_t skipped;  /* targets skipped: function quarantined (in failed) */
     uint32_t not_run;  /* calls given up unrun at shutdown (pool.c) */
     uint32_t given_up; /* calls still running when shutdown gave up (in failed) */
+    uint32_t unavail;  /* remote calls without a member, or that lost it */
     bool has_seq, ack, done;
 };
 
@@ -45,6 +46,13 @@ int fb_conn_new(struct fb_worker *w, int fd, bool is_tcp, const struct fb_admit 
 void fb_conn_sweep(struct fb_worker *w);
 /* A blocking job of one of this worker's waiters finished. Frees j. */
 void fb_conn_job_done(struct fb_job *j);
+struct fb_call;
+/* A remote call of one of this worker's waiters is back (routing/remote.h).
+ * Releases call. */
+void fb_conn_call_done(struct fb_call *call);
+/* ACK on c's output; fb_conn_flush writes it (false: c closed). */
+void fb_conn_send_ack(struct fb_conn *c, uint64_t seq, uint64_t result);
+bool fb_conn_flush(struct fb_conn *c);
 /* Worker stopping: stop reading, finish what was read, close when idle. */
 void fb_conn_begin_stop(struct fb_conn *c);
 /* Close now, whatever is pending (stop timeout). */

@@ -72,6 +72,8 @@ struct fb_conn {
     struct fb_admit admit;
     /* Its queue in the blocking pool (pool.h); the pool's lock guards it. */
     struct fb_pool_src psrc;
+    /* Serving remote functions (bus/member.c); NULL until a REGISTER. */
+    struct fb_rconn *rc;
 };
 
 static inline void fb_conn_count_limit(struct fb_conn *c, enum fb_limit_reason r)

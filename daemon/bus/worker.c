@@ -17,9 +17,11 @@
 #include "base/daemon_t.h"
 #include "base/log.h"
 #include "bus/conn.h"
+#include "bus/member.h"
 #include "config/config.h"
 #include "routing/dispatch.h"
 #include "routing/pool.h"
+#include "routing/routes.h"
 
 /* How long a stopping worker waits for clients to take their answers. */
 #define FB_STOP_TIMEOUT_MS 5000
@@ -29,6 +31,8 @@ void fb_worker_maybe_finish(struct fb_worker *w)
     if (!w->stopping || atomic_load_explicit(&w->nconns, memory_order_relaxed) ||
         w->nwaiters)
         return;
+    if (!w->rclosed)
+        fb_member_worker_close(w);
     if (!uv_is_closing((uv_handle_t *)&w->async))
         uv_close((uv_handle_t *)&w->async, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_timer))
@@ -66,6 +70,8 @@ static void on_async(uv_async_t *a)
     struct fb_job *done = w->done_head;
     w->done_head = NULL;
     bool stop = w->stop_requested;
+    struct fb_call *rin = w->rin_head, *rback = w->rback_head;
+    w->rin_head = w->rin_tail = w->rback_head = w->rback_tail = NULL;
     pthread_mutex_unlock(&w->lock);
 
     for (size_t i = 0; i < nfds; i++) {
@@ -84,6 +90,14 @@ static void on_async(uv_async_t *a)
         struct fb_job *next = done->next;
         fb_conn_job_done(done);
         done = next;
+    }
+    if (rin || rback) {
+        /* Remote calls handed over (bus/member.c), under the read lock:
+         * redelivery picks members. */
+        urcu_memb_read_lock();
+        fb_member_inbox(w, rin, rback);
+        FB_ROUTES_READ_DONE();
+        urcu_memb_read_unlock();
     }
 
     if (stop && !w->stopping) {
@@ -124,6 +138,7 @@ static void worker_main(void *arg)
     urcu_memb_register_thread();
     fb_dispatch_mark_rcu_thread();
     fb_dispatch_mark_tree_thread();
+    fb_member_thread_start(w);
     w->counters = fb_counters_self(w->d);
 
     uv_check_t check;
@@ -170,8 +185,14 @@ int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out)
     uv_timer_init(&w->loop, &w->sweep_timer);
     w->sweep_timer.data = w;
     uv_unref((uv_handle_t *)&w->sweep_timer);
-    rc = uv_thread_create(&w->thread, worker_main, w);
+    rc = fb_member_worker_init(w);
+    if (rc == 0)
+        rc = uv_thread_create(&w->thread, worker_main, w);
     if (rc < 0) {
+        if (w->stage) {
+            uv_close((uv_handle_t *)&w->rtimer, NULL);
+            fb_member_worker_end(w);
+        }
         uv_close((uv_handle_t *)&w->async, NULL);
         uv_close((uv_handle_t *)&w->stop_timer, NULL);
         uv_close((uv_handle_t *)&w->yield_idle, NULL);
@@ -238,6 +259,7 @@ struct fb_worker *fb_worker_join(struct fb_worker *w)
     for (size_t i = 0; i < w->nnew; i++)
         close(w->new_fds[i].fd);
     free(w->new_fds);
+    fb_member_worker_end(w);
     pthread_mutex_destroy(&w->lock);
     free(w->msg);
     free(w);

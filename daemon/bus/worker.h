@@ -23,6 +23,8 @@ struct fb_daemon;
 struct fb_job;
 struct fb_waiter;
 struct fb_conn;
+struct fb_call;
+struct fb_rstage;
 
 struct fb_new_fd {
     int fd;
@@ -43,6 +45,12 @@ struct fb_worker {
     size_t nnew, capnew;
     struct fb_job *done_head; /* finished blocking jobs, LIFO */
     bool stop_requested;
+    /* Remote calls (bus/member.c): for members on this worker, and back
+     * home to publishers on it, FIFO; rclosed: the loop has ended, a
+     * call handed here now is handled by the sender. */
+    struct fb_call *rin_head, *rin_tail;
+    struct fb_call *rback_head, *rback_tail;
+    bool rclosed;
 
     /* loop-thread only */
     bool stopping;
@@ -59,6 +67,15 @@ struct fb_worker {
     /* Idle timeouts and input_soft: a sweep over conns every quarter of
      * the shortest (conn_sweep.c). */
     uv_timer_t sweep_timer;
+    /* Remote calls staged for other workers (and this one) while a batch
+     * of frames is handled, handed over at its end: one lock and one
+     * wake per destination per batch (bus/member.c). */
+    struct fb_rstage *stage; /* [d->nworkers] */
+    unsigned *dirty;         /* indexes of stages holding calls */
+    unsigned ndirty;
+    struct fb_conn *rconns;  /* connections that serve (member.c) */
+    uv_timer_t rtimer;       /* call deadlines */
+    uint64_t rtimer_due;     /* 0: not armed */
 };
 
 int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);
@@ -77,5 +94,7 @@ struct fb_worker *fb_worker_join(struct fb_worker *w);
  * loop's check phase, so the check hook alone would leave the loop asleep
  * until its stop timer). */
 void fb_worker_maybe_finish(struct fb_worker *w);
+/* Hands the remote calls staged on w's thread to their workers. */
+void fb_worker_remote_flush(struct fb_worker *w);
 
 #endif

@@ -31,6 +31,7 @@
 #include "control/ctl_cbor.h"
 #include "routing/plugin_loader.h"
 #include "routing/registry.h"
+#include "routing/remote.h"
 #include "routing/routes.h"
 #include "service/notify.h"
 
@@ -553,6 +554,8 @@ cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t
         goto done;
     }
     struct fb_func *f = fb_registry_lookup(env->d->reg, id);
+    if (!f)
+        f = fb_remote_lookup(env->d->remote, id);
     if (!f) {
         fail(out, FIDBUS_NOT_FOUND, "no function with funcID %s", hex);
         goto done;

@@ -84,12 +84,14 @@ static cbor_item_t *cmd_func_list(const struct fb_ctl_env *env, struct cb *b)
 {
     const struct fb_registry *reg = env->d->reg;
     size_t n = fb_registry_count(reg);
-    cbor_item_t *fns = mk_array(b, n);
+    size_t nremote = fb_ctl_remote_count(env->d);
+    cbor_item_t *fns = mk_array(b, n + nremote);
     for (size_t i = 0; i < n; i++) {
         const struct fb_func *f = fb_registry_at(reg, i);
         char sig[FIDBUS_SIGHASH_HEX];
         fidbus_sighash_hex(f->sighash, sig);
-        cbor_item_t *e = mk_map(b, 6);
+        cbor_item_t *e = mk_map(b, 7);
+        put(b, e, "kind", text("plugin"));
         put(b, e, "id", funcid_text(f->id));
         put(b, e, "canonical", text(f->canonical));
         put(b, e, "sighash", text(sig));
@@ -98,6 +100,7 @@ static cbor_item_t *cmd_func_list(const struct fb_ctl_env *env, struct cb *b)
         put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
         push(b, fns, e);
     }
+    fb_ctl_remote_func_list(env->d, b, fns, nremote);
     cbor_item_t *m = mk_map(b, 1);
     put(b, m, "functions", fns);
     return m;
@@ -179,7 +182,8 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
     /* p50_ns/p99_ns come from sampled timings (daemon/base/latency.h); they are
      * left out for a function that has not run yet rather than given as 0. */
     size_t nf = fb_registry_count(d->reg);
-    cbor_item_t *fns = mk_map(b, nf);
+    size_t nremote = fb_ctl_remote_count(d);
+    cbor_item_t *fns = mk_map(b, nf + nremote);
     for (size_t i = 0; i < nf; i++) {
         struct fb_func *f = fb_registry_at(d->reg, i);
         char hex[FIDBUS_FUNCID_HEX];
@@ -201,6 +205,7 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         }
         put(b, fns, hex, e);
     }
+    fb_ctl_remote_stats(d, b, fns, nremote);
 
     /* Every limit hit and backpressure pause, by reason ([limits]). */
     uint64_t lim[FB_LIM__COUNT];
@@ -392,6 +397,7 @@ static const struct {
     {"plugin.reload", NULL, fb_ctl_plugin_reload},
     {"func.list", cmd_func_list, NULL},
     {"func.release", NULL, fb_ctl_func_release},
+    {"func.members", NULL, fb_ctl_func_members},
     {"route.list", cmd_route_list, NULL},
     {"route.add", NULL, fb_ctl_route_add},
     {"route.del", NULL, fb_ctl_route_del},

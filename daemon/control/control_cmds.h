@@ -94,6 +94,15 @@ cbor_item_t *fb_ctl_plugin_unload(const struct fb_ctl_env *env, const cbor_item_
                                   struct cb *b, struct fb_ctl_reply *out);
 cbor_item_t *fb_ctl_plugin_reload(const struct fb_ctl_env *env, const cbor_item_t *args,
                                   struct cb *b, struct fb_ctl_reply *out);
+/* Remote functions (control_remote.c): func.members; func.list's and
+ * stats' entries for remote functions, at most max of them. */
+cbor_item_t *fb_ctl_func_members(const struct fb_ctl_env *env, const cbor_item_t *args,
+                                 struct cb *b, struct fb_ctl_reply *out);
+size_t fb_ctl_remote_count(const struct fb_daemon *d);
+void fb_ctl_remote_func_list(const struct fb_daemon *d, struct cb *b, cbor_item_t *fns,
+                             size_t max);
+void fb_ctl_remote_stats(const struct fb_daemon *d, struct cb *b, cbor_item_t *fns,
+                         size_t max);
 cbor_item_t *fb_ctl_func_release(const struct fb_ctl_env *env, const cbor_item_t *args,
                                  struct cb *b, struct fb_ctl_reply *out);
 cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_t *args,

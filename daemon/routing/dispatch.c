@@ -33,6 +33,7 @@
 #include "config/config.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
+#include "routing/remote.h"
 #include "routing/routes.h"
 
 static _Thread_local unsigned tls_hop;
@@ -122,6 +123,31 @@ static int call_inline(struct fb_daemon *d, struct fb_func *fn,
     return rc;
 }
 
+/* One target that is a remote function (routing/remote.h): a call to a
+ * member, which the waiter counts like a blocking call. */
+static void remote_target(struct fb_daemon *d, struct fb_func *fn, const struct fb_route *r,
+                          const struct fidbus_event *ev, const struct fb_wait_ops *wait,
+                          void *wait_arg, struct fb_waiter **waiter, struct fb_outcome *out)
+{
+    if (!fb_remote_has_members(fn)) {
+        (void)fb_remote_call(d->remote, fn, r, ev, NULL); /* counts it */
+        out->unavail++;
+        return;
+    }
+    if (wait && !*waiter && !(*waiter = wait->create(wait_arg))) {
+        fb_error("out of memory starting a remote call to %s", fn->canonical);
+        out->refused++;
+        return;
+    }
+    int rc = fb_remote_call(d->remote, fn, r, ev, *waiter);
+    if (rc == 0)
+        out->remote++;
+    else if (rc == FIDBUS_UNAVAILABLE)
+        out->unavail++;
+    else
+        out->refused++;
+}
+
 void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
                  struct fidbus_event *ev, size_t idlen, const struct fb_wait_ops *wait,
                  void *wait_arg, struct fb_outcome *out)
@@ -152,11 +178,15 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
             out->skipped++;
             continue;
         }
-        if (!(fn->flags & FIDBUS_FN_BLOCKING)) {
+        if (!(fn->flags & (FIDBUS_FN_BLOCKING | FB_FN_REMOTE))) {
             if (call_inline(d, fn, ev) == 0)
                 out->ok++;
             else
                 out->failed++;
+            continue;
+        }
+        if (fn->flags & FB_FN_REMOTE) {
+            remote_target(d, fn, r, ev, wait, wait_arg, &waiter, out);
             continue;
         }
         struct fb_job *j = fb_job_new(d, fn, ev, tls_hop);
@@ -192,8 +222,8 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
         out->queued++;
     }
     fb_count(&cnt->dispatched, n - out->skipped);
-    if (out->failed + out->refused + out->busy)
-        fb_count(&cnt->errors, out->failed + out->refused + out->busy);
+    if (out->failed + out->refused + out->busy + out->unavail)
+        fb_count(&cnt->errors, out->failed + out->refused + out->busy + out->unavail);
     /* The client event's tree is done on this thread (see the top); reads
      * only, unless it republished. */
     if (!tls_hop && __builtin_expect(tls_used != 0 || tls_budget != NULL, 0))
@@ -290,5 +320,5 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
 
     if (!out.routed)
         return -ENOENT;
-    return (int)(out.ok + out.failed + out.queued);
+    return (int)(out.ok + out.failed + out.queued + out.remote);
 }

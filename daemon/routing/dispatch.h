@@ -35,6 +35,8 @@ struct fb_outcome {
     uint32_t queued;  /* blocking calls queued (report to the waiter) */
     uint32_t refused; /* blocking calls that could not be queued (ENOMEM) */
     uint32_t busy;    /* blocking calls refused: the pool's queue is full */
+    uint32_t remote;  /* remote calls on their way (report to the waiter) */
+    uint32_t unavail; /* remote calls that found no member (UNAVAILABLE) */
 };
 
 struct fb_job;

@@ -23,6 +23,7 @@
 #include "base/err.h"
 #include "routing/plugin_loader.h"
 #include "routing/registry.h"
+#include "routing/remote.h"
 
 void fb_func_note_result(struct fb_func *f, int rc, uint32_t quarantine_after)
 {
@@ -58,7 +59,18 @@ struct fb_registry {
     struct fb_func **fns; /* sorted by id, ids unique */
     size_t n;
     size_t cap;
+    struct fb_remote *remote; /* NULL: no remote functions (unit tests) */
 };
+
+void fb_registry_set_remote(struct fb_registry *r, struct fb_remote *rd)
+{
+    r->remote = rd;
+}
+
+struct fb_remote *fb_registry_remote(const struct fb_registry *r)
+{
+    return r->remote;
+}
 
 int fb_func_init(struct fb_func *f, const struct fidbus_function *src, char *err,
                  size_t errlen)
@@ -186,6 +198,12 @@ static void conflict_msg(const struct fb_func *a, const struct fb_func *b, bool 
 int fb_registry_check(const struct fb_registry *r, const struct fb_func *fns, size_t n,
                       char *err, size_t errlen)
 {
+    /* A function a member serves cannot come from a plugin too. */
+    if (r->remote) {
+        int rc = fb_remote_plugin_check(r->remote, fns, n, err, errlen);
+        if (rc)
+            return rc;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct fb_func *have = fb_registry_lookup(r, fns[i].id);
 
@@ -231,6 +249,8 @@ int fb_registry_add(struct fb_registry *r, struct fb_func *fns, size_t n)
         r->fns[r->n + i] = &fns[i];
     r->n += n;
     qsort(r->fns, r->n, sizeof(*r->fns), cmp_func_ptr);
+    if (r->remote)
+        fb_remote_plugin_mark(r->remote, fns, n, true);
     return 0;
 }
 
@@ -244,6 +264,8 @@ void fb_registry_remove(struct fb_registry *r, const struct fb_func *fns, size_t
         if (k < r->n && r->fns[k] == &fns[i]) {
             memmove(&r->fns[k], &r->fns[k + 1], (r->n - k - 1) * sizeof(*r->fns));
             r->n--;
+            if (r->remote)
+                fb_remote_plugin_mark(r->remote, &fns[i], 1, false);
         }
     }
 }

@@ -24,6 +24,8 @@
 #include "base/stripe.h"
 
 struct fb_plugin;
+struct fb_rfunc;
+struct fb_remote;
 
 struct fb_func {
     uint64_t id;
@@ -36,7 +38,8 @@ struct fb_func {
     uint32_t flags; /* FIDBUS_FN_* */
     int (*handle)(void *ctx, const struct fidbus_event *ev);
     void *ctx;                 /* the instance's init ctx */
-    struct fb_plugin *plugin;  /* owner */
+    struct fb_plugin *plugin;  /* owner; NULL for a remote function */
+    struct fb_rfunc *remote;   /* remote functions only (routing/remote.h) */
     struct fb_striped calls;   /* invocations */
     struct fb_striped errors;  /* invocations that failed */
     struct fb_latency latency; /* sampled handler run times */
@@ -75,6 +78,11 @@ int fb_func_init(struct fb_func *f, const struct fidbus_function *src, char *err
 struct fb_registry;
 
 int fb_registry_new(struct fb_registry **out);
+/* The remote-function directory (routing/remote.h): route building
+ * resolves versioned targets of [remote NS] namespaces there, and plugin
+ * functions added or removed are told to it. */
+void fb_registry_set_remote(struct fb_registry *r, struct fb_remote *rd);
+struct fb_remote *fb_registry_remote(const struct fb_registry *r);
 /* NULL-safe; does not free the functions (their plugins own them). */
 struct fb_registry *fb_registry_free(struct fb_registry *r);
 

@@ -46,6 +46,7 @@
 #include "routing/plugin_loader.h"
 #include "base/err.h"
 #include "routing/routes.h"
+#include "routing/remote.h"
 
 #ifdef FB_ROUTES_TSAN
 /* See routes.h: the release target of every reader's FB_ROUTES_READ_DONE. */
@@ -314,6 +315,20 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
              * route to a function it did not name. */
             if (f && strcmp(f->canonical, text) != 0)
                 f = NULL;
+            /* No plugin provides it: a versioned target in a [remote NS]
+             * namespace is a remote function, known by its name alone
+             * (routing/remote.h), with or without members. */
+            struct fb_remote *rd = fb_registry_remote(reg);
+            if (!f && rd && fb_remote_ns_allowed(rd, ts->ns)) {
+                f = fb_remote_get(rd, text, true);
+                if (!f) {
+                    fb_set_err(err, errlen,
+                               "route '%s': target '%s': funcID collision or out of "
+                               "memory",
+                               s->name, text);
+                    return FIDBUS_CONFLICT;
+                }
+            }
             if (!f) {
                 fb_set_err(err, errlen,
                            "route '%s': target '%s': no such function loaded", s->name,
@@ -322,6 +337,14 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
             }
         } else {
             f = fb_registry_latest(reg, ts->ns, ts->name);
+            struct fb_remote *rd = fb_registry_remote(reg);
+            if (!f && rd && fb_remote_ns_allowed(rd, ts->ns)) {
+                fb_set_err(err, errlen,
+                           "route '%s': target '%s': no plugin provides it, and a remote "
+                           "function needs its version (%s.%s@MAJOR.MINOR.PATCH)",
+                           s->name, text, ts->ns, ts->name);
+                return FIDBUS_INVALID;
+            }
             if (!f) {
                 fb_set_err(
                     err, errlen,
@@ -330,9 +353,17 @@ static int resolve_route(struct fb_route *r, const struct fb_route_spec *s,
                 return FIDBUS_NOT_FOUND;
             }
         }
-        if (check_sig && memcmp(f->sighash, want, sizeof(want)) != 0) {
+        /* A remote function's signature is known only while members
+         * serve it; REGISTER checks routes then (remote.c). */
+        uint8_t have[FIDBUS_SIGHASH_LEN];
+        bool sig_known = true;
+        if (f->flags & FB_FN_REMOTE)
+            sig_known = fb_remote_sighash(f, have);
+        else
+            memcpy(have, f->sighash, sizeof have);
+        if (check_sig && sig_known && memcmp(have, want, sizeof(want)) != 0) {
             char have_hex[FIDBUS_SIGHASH_HEX], want_hex[FIDBUS_SIGHASH_HEX];
-            fidbus_sighash_hex(f->sighash, have_hex);
+            fidbus_sighash_hex(have, have_hex);
             fidbus_sighash_hex(want, want_hex);
             fb_set_err(
                 err, errlen,

@@ -1,12 +1,12 @@
 /*
  * End-to-end tests of the remote-function messages (REGISTER, UNREGISTER,
- * CALL, RESULT; proto/README.md "Remote functions") against a real
- * fidbusd that does not serve remote functions yet (ctest:
- * e2e.remote_wire).
+ * CALL, RESULT; proto/README.md "Remote functions") at the wire level, on
+ * a fidbusd whose config has no [remote] section (ctest: e2e.remote_wire;
+ * serving itself is e2e.remote).
  *
- * Until the registry and dispatch take them, the daemon must still answer
- * them sensibly on a connection that stays open and in sync: a valid
- * REGISTER or UNREGISTER gets ERROR UNSUPPORTED saying so, a malformed one
+ * The daemon answers them on a connection that stays open and in sync: a
+ * valid REGISTER gets ERROR UNAUTHORIZED (no [remote NS] allows it), an
+ * UNREGISTER of a function not served NOT_FOUND, a malformed one
  * the decoder's MALFORMED or INVALID with its seq, a client's CALL (a
  * daemon -> client type) UNSUPPORTED, a valid RESULT nothing at all (it
  * answers no call: ignored and counted), a malformed RESULT an ERROR. The
@@ -60,7 +60,7 @@ static const struct fidbus_msg_out register_ok = {
     .flags = FIDBUS_FLAG_IDEMPOTENT,
 };
 
-START_TEST(test_e2e_remote_register_unsupported)
+START_TEST(test_e2e_remote_register_unauthorized)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, conf);
     struct fidbus_client *other = fb_e2e_connect(t);
@@ -69,7 +69,7 @@ START_TEST(test_e2e_remote_register_unsupported)
 
     fb_e2e_publish_n(other, "rw.good", 100);
     fb_e2e_raw_msg(r, &register_ok);
-    expect_error_says(r, FIDBUS_UNSUPPORTED, 1, "remote functions are not enabled",
+    expect_error_says(r, FIDBUS_UNAUTHORIZED, 1, "no [remote acme]",
                       "REGISTER");
     publish_good(r, 2);
 
@@ -79,13 +79,13 @@ START_TEST(test_e2e_remote_register_unsupported)
         fidbus_enc_register(frame, sizeof frame, 3, "acme.audit@1.0.0", "", 0, 0, 0);
     ck_assert_uint_gt(n, 0);
     fb_e2e_raw_send(r, frame, n);
-    expect_error_says(r, FIDBUS_UNSUPPORTED, 3, "remote functions are not enabled",
+    expect_error_says(r, FIDBUS_UNAUTHORIZED, 3, "no [remote acme]",
                       "REGISTER (fidbus_enc_register)");
 
     n = fidbus_enc_unregister(frame, sizeof frame, 4, "acme.audit@1.0.0");
     ck_assert_uint_gt(n, 0);
     fb_e2e_raw_send(r, frame, n);
-    expect_error_says(r, FIDBUS_UNSUPPORTED, 4, "remote functions are not enabled",
+    expect_error_says(r, FIDBUS_NOT_FOUND, 4, "does not serve",
                       "UNREGISTER");
     publish_good(r, 5);
 
@@ -325,7 +325,7 @@ static Suite *e2e_remote_wire_suite(void)
     Suite *s = suite_create("e2e_remote_wire");
     TCase *tc = tcase_create("remote_wire");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_e2e_remote_register_unsupported);
+    tcase_add_test(tc, test_e2e_remote_register_unauthorized);
     tcase_add_test(tc, test_e2e_remote_bad_frames);
     tcase_add_test(tc, test_e2e_remote_call_and_result_from_client);
     tcase_add_test(tc, test_e2e_remote_config_export);

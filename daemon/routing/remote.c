@@ -1,0 +1,945 @@
+/*
+ * Remote functions: the directory, members, member choice, credit and
+ * the life of a call (remote.h says who owns what).
+ */
+#include "routing/remote.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/daemon_t.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "config/config.h"
+#include "routing/routes.h"
+
+struct fb_remote {
+    struct fb_daemon *d;
+    pthread_mutex_t lock;
+    struct fb_func **fns; /* sorted by id */
+    size_t n, cap;
+    uint64_t *plugin_ids; /* sorted; with multiplicity */
+    size_t nplugin, capplugin;
+    struct fb_remote_ops ops;
+    _Atomic uint64_t next_key;
+    _Atomic uint64_t late;
+};
+
+/* One directory per process (the daemon's): calls and members reach it
+ * without carrying a pointer. */
+static struct fb_remote *g_dir;
+
+static _Thread_local void *tls_home;
+static _Thread_local struct fb_call *tls_free;
+static _Thread_local size_t tls_nfree;
+#define FREE_MAX 4096u
+#define CALL_MIN_CAP 512u
+
+int fb_remote_new(struct fb_daemon *d, struct fb_remote **out)
+{
+    struct fb_remote *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->d = d;
+    pthread_mutex_init(&r->lock, NULL);
+    atomic_init(&r->next_key, 1);
+    g_dir = r;
+    *out = r;
+    return 0;
+}
+
+static void call_free_mem(struct fb_call *c)
+{
+    free(c->buf);
+    free(c);
+}
+
+struct fb_remote *fb_remote_free(struct fb_remote *r)
+{
+    if (!r)
+        return NULL;
+    for (size_t i = 0; i < r->n; i++) {
+        struct fb_func *f = r->fns[i];
+        struct fb_rfunc *rf = f->remote;
+        while (rf->wq_head) {
+            struct fb_call *c = rf->wq_head;
+            rf->wq_head = c->next;
+            call_free_mem(c);
+        }
+        if (rf->mset) {
+            for (size_t k = 0; k < rf->mset->n; k++)
+                fb_remote_member_put(rf->mset->m[k]);
+            free(rf->mset);
+        }
+        pthread_mutex_destroy(&rf->lock);
+        free(rf);
+        free(f);
+    }
+    free(r->fns);
+    free(r->plugin_ids);
+    pthread_mutex_destroy(&r->lock);
+    if (g_dir == r)
+        g_dir = NULL;
+    free(r);
+    return NULL;
+}
+
+void fb_remote_set_ops(struct fb_remote *r, const struct fb_remote_ops *ops)
+{
+    r->ops = *ops;
+}
+
+void fb_remote_lock(struct fb_remote *r)
+{
+    pthread_mutex_lock(&r->lock);
+}
+
+void fb_remote_unlock(struct fb_remote *r)
+{
+    pthread_mutex_unlock(&r->lock);
+}
+
+size_t fb_remote_count(const struct fb_remote *r)
+{
+    return r->n;
+}
+
+struct fb_func *fb_remote_at(const struct fb_remote *r, size_t i)
+{
+    return i < r->n ? r->fns[i] : NULL;
+}
+
+static size_t lower_bound(struct fb_func *const *a, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static size_t lower_bound_u64(const uint64_t *a, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool plugin_has(const struct fb_remote *r, uint64_t id)
+{
+    size_t k = lower_bound_u64(r->plugin_ids, r->nplugin, id);
+    return k < r->nplugin && r->plugin_ids[k] == id;
+}
+
+/* Dir lock held. */
+static struct fb_func *get_locked(struct fb_remote *r, const char *canonical, bool create)
+{
+    uint64_t id = fidbus_funcid(canonical);
+    size_t k = lower_bound(r->fns, r->n, id);
+    if (k < r->n && r->fns[k]->id == id)
+        return strcmp(r->fns[k]->canonical, canonical) == 0 ? r->fns[k] : NULL;
+    if (!create)
+        return NULL;
+    const char *dot = strchr(canonical, '.'), *at = strchr(canonical, '@');
+    if (!dot || !at || at < dot || (size_t)(dot - canonical) > FIDBUS_NAME_MAX ||
+        (size_t)(at - dot - 1) > FIDBUS_NAME_MAX || strlen(at + 1) > FIDBUS_VERSION_MAX)
+        return NULL;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct fb_func **p = realloc(r->fns, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        r->fns = p;
+        r->cap = cap;
+    }
+    struct fb_func *f = calloc(1, sizeof *f);
+    struct fb_rfunc *rf = calloc(1, sizeof *rf);
+    if (!f || !rf) {
+        free(f);
+        free(rf);
+        return NULL;
+    }
+    f->id = id;
+    snprintf(f->canonical, sizeof f->canonical, "%s", canonical);
+    snprintf(f->ns, sizeof f->ns, "%.*s", (int)(dot - canonical), canonical);
+    snprintf(f->name, sizeof f->name, "%.*s", (int)(at - dot - 1), dot + 1);
+    snprintf(f->version, sizeof f->version, "%s", at + 1);
+    (void)fidbus_semver_parse(f->version, &f->semver);
+    f->flags = FB_FN_REMOTE;
+    f->remote = rf;
+    rf->fn = f;
+    pthread_mutex_init(&rf->lock, NULL);
+    memmove(&r->fns[k + 1], &r->fns[k], (r->n - k) * sizeof *r->fns);
+    r->fns[k] = f;
+    r->n++;
+    return f;
+}
+
+struct fb_func *fb_remote_lookup(struct fb_remote *r, uint64_t id)
+{
+    pthread_mutex_lock(&r->lock);
+    size_t k = lower_bound(r->fns, r->n, id);
+    struct fb_func *f = k < r->n && r->fns[k]->id == id ? r->fns[k] : NULL;
+    pthread_mutex_unlock(&r->lock);
+    return f;
+}
+
+struct fb_func *fb_remote_get(struct fb_remote *r, const char *canonical, bool create)
+{
+    pthread_mutex_lock(&r->lock);
+    struct fb_func *f = get_locked(r, canonical, create);
+    pthread_mutex_unlock(&r->lock);
+    return f;
+}
+
+bool fb_remote_ns_allowed(struct fb_remote *r, const char *ns)
+{
+    return fb_config_remote_find(r->d->cfg, ns) != NULL;
+}
+
+static bool has_members(const struct fb_rfunc *rf)
+{
+    const struct fb_mset *ms = __atomic_load_n(&rf->mset, __ATOMIC_ACQUIRE);
+    return ms && ms->n;
+}
+
+bool fb_remote_has_members(const struct fb_func *fn)
+{
+    const struct fb_mset *ms = __atomic_load_n(&fn->remote->mset, __ATOMIC_CONSUME);
+    return ms && ms->n;
+}
+
+bool fb_remote_sighash(struct fb_func *fn, uint8_t *out)
+{
+    struct fb_rfunc *rf = fn->remote;
+    pthread_mutex_lock(&rf->lock);
+    bool known = rf->has_sig;
+    if (known)
+        memcpy(out, fn->sighash, FIDBUS_SIGHASH_LEN);
+    pthread_mutex_unlock(&rf->lock);
+    return known;
+}
+
+int fb_remote_plugin_check(struct fb_remote *r, const struct fb_func *fns, size_t n,
+                           char *err, size_t errlen)
+{
+    int rc = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < n && !rc; i++) {
+        size_t k = lower_bound(r->fns, r->n, fns[i].id);
+        if (k < r->n && r->fns[k]->id == fns[i].id && has_members(r->fns[k]->remote)) {
+            fb_set_err(err, errlen,
+                       "function %s is served by remote members; it cannot be loaded "
+                       "from a plugin while they serve it",
+                       fns[i].canonical);
+            rc = FIDBUS_CONFLICT;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+void fb_remote_plugin_mark(struct fb_remote *r, const struct fb_func *fns, size_t n,
+                           bool provided)
+{
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = fns[i].id;
+        size_t k = lower_bound_u64(r->plugin_ids, r->nplugin, id);
+        if (provided) {
+            if (r->nplugin == r->capplugin) {
+                size_t cap = r->capplugin ? r->capplugin * 2 : 16;
+                uint64_t *p = realloc(r->plugin_ids, cap * sizeof *p);
+                if (!p)
+                    continue; /* a later REGISTER may slip through: logged */
+                r->plugin_ids = p;
+                r->capplugin = cap;
+            }
+            memmove(&r->plugin_ids[k + 1], &r->plugin_ids[k],
+                    (r->nplugin - k) * sizeof *r->plugin_ids);
+            r->plugin_ids[k] = id;
+            r->nplugin++;
+        } else if (k < r->nplugin && r->plugin_ids[k] == id) {
+            memmove(&r->plugin_ids[k], &r->plugin_ids[k + 1],
+                    (r->nplugin - k - 1) * sizeof *r->plugin_ids);
+            r->nplugin--;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ------------------------------------------------------------- members */
+
+void fb_remote_member_put(struct fb_member *m)
+{
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        free(m);
+}
+
+static void mset_free_cb(struct rcu_head *h)
+{
+    struct fb_mset *ms = caa_container_of(h, struct fb_mset, rcu);
+#ifdef FB_ROUTES_TSAN
+    __tsan_acquire(&fb_routes_tsan_gp);
+#endif
+    free(ms);
+}
+
+/* A member left the set: the set's reference on it goes after a grace
+ * period (a reader may be about to take a reference of its own). */
+struct put_later {
+    struct rcu_head rcu;
+    struct fb_member *m;
+};
+
+static void put_later_cb(struct rcu_head *h)
+{
+    struct put_later *p = caa_container_of(h, struct put_later, rcu);
+#ifdef FB_ROUTES_TSAN
+    __tsan_acquire(&fb_routes_tsan_gp);
+#endif
+    fb_remote_member_put(p->m);
+    free(p);
+}
+
+/* Function lock held. Publishes a copy of the set with m added (add) or
+ * removed; 0 or -ENOMEM. */
+static int mset_change(struct fb_rfunc *rf, struct fb_member *m, bool add)
+{
+    struct fb_mset *old = rf->mset;
+    size_t n = old ? old->n : 0;
+    struct fb_mset *ms = malloc(sizeof *ms + (n + 1) * sizeof(struct fb_member *));
+    if (!ms)
+        return -ENOMEM;
+    ms->n = 0;
+    for (size_t i = 0; i < n; i++)
+        if (old->m[i] != m)
+            ms->m[ms->n++] = old->m[i];
+    if (add)
+        ms->m[ms->n++] = m;
+    else if (ms->n == n) {
+        free(ms); /* not there */
+        return 0;
+    }
+    rcu_assign_pointer(rf->mset, ms);
+    if (old)
+        urcu_memb_call_rcu(&old->rcu, mset_free_cb);
+    return 0;
+}
+
+/* Does a route of t name fn with a signature other than sighash? */
+static const char *route_sig_clash(const struct fb_route_table *t, uint64_t id,
+                                   const uint8_t *sighash)
+{
+    if (!t)
+        return NULL;
+    size_t n = fb_routes_count(t);
+    for (size_t i = 0; i < n; i++) {
+        const struct fb_route *r = fb_routes_at(t, i);
+        if (!r->spec->signature)
+            continue;
+        for (size_t k = 0; k < r->ntargets; k++) {
+            if (r->targets[k].fn->id != id)
+                continue;
+            uint8_t want[FIDBUS_SIGHASH_LEN];
+            if (fidbus_sighash_parse(r->spec->signature, want) == 0 &&
+                memcmp(want, sighash, sizeof want) != 0)
+                return r->name;
+        }
+    }
+    return NULL;
+}
+
+static bool id_in(uint32_t id, const uint32_t *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] == id)
+            return true;
+    return false;
+}
+
+static bool peer_allowed(const struct fb_remote_conf *rc, const struct fb_reg_req *q,
+                         const struct fb_config *cfg)
+{
+    if (q->is_tcp)
+        return rc->tcp && cfg->tcp_auth == FB_TCP_AUTH_KEY && q->tcp_authed;
+    if (!q->has_cred)
+        return false;
+    if (q->uid == 0 || q->uid == (uint32_t)geteuid())
+        return true;
+    if (id_in(q->uid, (const uint32_t *)rc->uids, rc->nuids))
+        return true;
+    if (id_in(q->gid, (const uint32_t *)rc->gids, rc->ngids))
+        return true;
+    for (size_t i = 0; i < q->ngroups; i++)
+        if (id_in(q->groups[i], (const uint32_t *)rc->gids, rc->ngids))
+            return true;
+    return false;
+}
+
+int fb_remote_register(struct fb_remote *r, const struct fb_route_table *t,
+                       const struct fb_reg_req *q, void *conn, void *worker,
+                       struct fb_member **out, char *err, size_t errlen)
+{
+    const struct fb_config *cfg = r->d->cfg;
+    const char *dot = strchr(q->function, '.');
+    char ns[FIDBUS_NAME_MAX + 1];
+    snprintf(ns, sizeof ns, "%.*s", dot ? (int)(dot - q->function) : 0, q->function);
+    const struct fb_remote_conf *rc = fb_config_remote_find(cfg, ns);
+    if (!rc) {
+        fb_set_err(err, errlen, "no [remote %s] (nor [remote *]) section: %s may not be "
+                   "served by a client", ns, q->function);
+        return FIDBUS_UNAUTHORIZED;
+    }
+    if (!peer_allowed(rc, q, cfg)) {
+        if (q->is_tcp)
+            fb_set_err(err, errlen,
+                       "[remote %s] does not let TCP clients serve (tcp = yes with "
+                       "tcp_auth = key)",
+                       rc->ns);
+        else
+            fb_set_err(err, errlen, "uid %u is not allowed to serve %s ([remote %s] users, "
+                       "groups)", (unsigned)q->uid, q->function, rc->ns);
+        return FIDBUS_UNAUTHORIZED;
+    }
+    uint8_t sighash[FIDBUS_SIGHASH_LEN];
+    fidbus_sighash(q->signature, sighash);
+    const char *clash = route_sig_clash(t, fidbus_funcid(q->function), sighash);
+    if (clash) {
+        fb_set_err(err, errlen, "route '%s' expects another signature of %s", clash,
+                   q->function);
+        return FIDBUS_SIGNATURE_MISMATCH;
+    }
+
+    struct fb_member *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->credit = q->credit && q->credit < rc->credit ? (uint32_t)q->credit : rc->credit;
+    m->timeout_ms = q->timeout_ms && q->timeout_ms < rc->timeout_ms ? (uint32_t)q->timeout_ms
+                                                                    : rc->timeout_ms;
+    m->attempts = rc->attempts;
+    m->idempotent = q->idempotent;
+    m->conn = conn;
+    m->worker = worker;
+    m->conn_id = q->conn_id;
+    m->has_cred = q->has_cred;
+    m->uid = q->uid;
+    m->pid = q->pid;
+    snprintf(m->peer, sizeof m->peer, "%s", q->peer ? q->peer : "");
+    snprintf(m->name, sizeof m->name, "%s", q->name ? q->name : "");
+    m->since_ns = fb_now_ns();
+    m->key = atomic_fetch_add_explicit(&r->next_key, 1, memory_order_relaxed);
+    atomic_init(&m->refs, 2); /* the connection's and the set's */
+
+    pthread_mutex_lock(&r->lock);
+    if (plugin_has(r, fidbus_funcid(q->function))) {
+        pthread_mutex_unlock(&r->lock);
+        free(m);
+        fb_set_err(err, errlen, "a plugin provides %s", q->function);
+        return FIDBUS_CONFLICT;
+    }
+    struct fb_func *f = get_locked(r, q->function, true);
+    if (!f) {
+        pthread_mutex_unlock(&r->lock);
+        free(m);
+        fb_set_err(err, errlen, "%s: funcID collision or out of memory", q->function);
+        return FIDBUS_CONFLICT;
+    }
+    struct fb_rfunc *rf = f->remote;
+    pthread_mutex_lock(&rf->lock);
+    pthread_mutex_unlock(&r->lock);
+    if (has_members(rf) && memcmp(f->sighash, sighash, sizeof sighash) != 0) {
+        pthread_mutex_unlock(&rf->lock);
+        free(m);
+        fb_set_err(err, errlen,
+                   "other members serve %s with another signature (sighash differs)",
+                   q->function);
+        return FIDBUS_CONFLICT;
+    }
+    m->fn = f;
+    if (mset_change(rf, m, true) < 0) {
+        pthread_mutex_unlock(&rf->lock);
+        free(m);
+        return -ENOMEM;
+    }
+    if (!rf->has_sig) {
+        memcpy(f->sighash, sighash, sizeof sighash);
+        rf->has_sig = true;
+    }
+    pthread_mutex_unlock(&rf->lock);
+    *out = m;
+    fb_remote_kick(f);
+    return 0;
+}
+
+static void finish(struct fb_call *c, int outcome);
+
+void fb_remote_member_remove(struct fb_member *m)
+{
+    struct fb_rfunc *rf = m->fn->remote;
+    if (atomic_exchange(&m->gone, true))
+        return;
+    struct fb_call *orphans = NULL;
+    pthread_mutex_lock(&rf->lock);
+    struct put_later *pl = malloc(sizeof *pl);
+    if (pl && mset_change(rf, m, false) == 0) {
+        pl->m = m;
+        urcu_memb_call_rcu(&pl->rcu, put_later_cb);
+    } else {
+        /* Out of memory: m stays listed but gone, so no call picks it;
+         * its set reference is kept until the daemon frees the set. */
+        free(pl);
+    }
+    bool none = !has_members(rf);
+    if (none) {
+        rf->has_sig = false;
+        orphans = rf->wq_head;
+        rf->wq_head = rf->wq_tail = NULL;
+        atomic_store(&rf->waiting, 0);
+    }
+    pthread_mutex_unlock(&rf->lock);
+    while (orphans) {
+        struct fb_call *c = orphans;
+        orphans = c->next;
+        finish(c, FIDBUS_UNAVAILABLE);
+    }
+    if (!none)
+        fb_remote_kick(m->fn);
+}
+
+/* --------------------------------------------------------------- picking */
+
+uint64_t fb_remote_key_hash(const char *value)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+uint64_t fb_remote_rendezvous(uint64_t khash, uint64_t member_key)
+{
+    /* splitmix64 of the pair: independent-looking weights per member */
+    uint64_t z = khash ^ (member_key * 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static bool take_credit(struct fb_member *m)
+{
+    uint32_t cur = atomic_load_explicit(&m->inflight, memory_order_relaxed);
+    while (cur < m->credit)
+        if (atomic_compare_exchange_weak_explicit(&m->inflight, &cur, cur + 1,
+                                                  memory_order_seq_cst,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+enum pick { PICK_OK, PICK_NO_CREDIT, PICK_NONE };
+
+/* Under the read lock: a member for c with credit taken (and a reference),
+ * or why not. */
+static enum pick pick(struct fb_rfunc *rf, struct fb_call *c)
+{
+    const struct fb_mset *ms = __atomic_load_n(&rf->mset, __ATOMIC_CONSUME);
+    size_t n = ms ? ms->n : 0;
+    if (c->sticky) {
+        struct fb_member *best = NULL;
+        uint64_t bw = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct fb_member *m = ms->m[i];
+            if (m->key == c->exclude || atomic_load_explicit(&m->gone, memory_order_relaxed))
+                continue;
+            uint64_t wgt = fb_remote_rendezvous(c->khash, m->key);
+            if (!best || wgt > bw)
+                best = m, bw = wgt;
+        }
+        if (!best)
+            return PICK_NONE;
+        if (!take_credit(best))
+            return PICK_NO_CREDIT;
+        atomic_fetch_add_explicit(&best->refs, 1, memory_order_relaxed);
+        c->m = best;
+        return PICK_OK;
+    }
+    for (int tries = 0; tries < 4; tries++) {
+        struct fb_member *best = NULL;
+        uint32_t bi = 0, bc = 1;
+        size_t start = n ? atomic_fetch_add_explicit(&rf->rr, 1, memory_order_relaxed) % n : 0;
+        bool any = false;
+        for (size_t k = 0; k < n; k++) {
+            struct fb_member *m = ms->m[(start + k) % n];
+            if (m->key == c->exclude || atomic_load_explicit(&m->gone, memory_order_relaxed))
+                continue;
+            any = true;
+            uint32_t in = atomic_load_explicit(&m->inflight, memory_order_relaxed);
+            if (in >= m->credit)
+                continue;
+            /* lowest in-flight/credit; the first found wins ties, and the
+             * start rotates: round robin among equals */
+            if (!best || (uint64_t)in * bc < (uint64_t)bi * m->credit)
+                best = m, bi = in, bc = m->credit;
+        }
+        if (!any)
+            return PICK_NONE;
+        if (!best)
+            return PICK_NO_CREDIT;
+        if (take_credit(best)) {
+            atomic_fetch_add_explicit(&best->refs, 1, memory_order_relaxed);
+            c->m = best;
+            return PICK_OK;
+        }
+    }
+    return PICK_NO_CREDIT;
+}
+
+static void read_lock(void)
+{
+    urcu_memb_read_lock();
+}
+
+static void read_unlock(void)
+{
+    FB_ROUTES_READ_DONE();
+    urcu_memb_read_unlock();
+}
+
+/* Places c: on a member with credit, on the wait queue, or UNAVAILABLE
+ * when no member is left to take it. */
+static void place(struct fb_call *c)
+{
+    struct fb_rfunc *rf = c->fn->remote;
+    read_lock();
+    enum pick p = pick(rf, c);
+    if (p == PICK_NO_CREDIT) {
+        /* waiting is raised before the second try: a member giving credit
+         * back reads it after its decrement, so either this try sees the
+         * credit or that member sees a waiter and kicks (remote.h). */
+        pthread_mutex_lock(&rf->lock);
+        atomic_fetch_add(&rf->waiting, 1);
+        p = pick(rf, c);
+        if (p == PICK_NO_CREDIT) {
+            c->next = NULL;
+            c->prev = rf->wq_tail;
+            if (rf->wq_tail)
+                rf->wq_tail->next = c;
+            else
+                rf->wq_head = c;
+            rf->wq_tail = c;
+        } else {
+            atomic_fetch_sub(&rf->waiting, 1);
+        }
+        pthread_mutex_unlock(&rf->lock);
+    }
+    read_unlock();
+    if (p == PICK_OK)
+        g_dir->ops.deliver(c);
+    else if (p == PICK_NONE)
+        finish(c, FIDBUS_UNAVAILABLE);
+}
+
+void fb_remote_kick(struct fb_func *fn)
+{
+    struct fb_rfunc *rf = fn->remote;
+    if (!atomic_load(&rf->waiting))
+        return;
+    struct fb_call *go = NULL, **tail = &go, *dead = NULL;
+    read_lock();
+    pthread_mutex_lock(&rf->lock);
+    while (rf->wq_head) {
+        struct fb_call *c = rf->wq_head;
+        enum pick p = pick(rf, c);
+        if (p == PICK_NO_CREDIT)
+            break;
+        rf->wq_head = c->next;
+        if (!rf->wq_head)
+            rf->wq_tail = NULL;
+        atomic_fetch_sub(&rf->waiting, 1);
+        c->next = NULL;
+        if (p == PICK_OK) {
+            *tail = c;
+            tail = &c->next;
+        } else {
+            c->next = dead;
+            dead = c;
+        }
+    }
+    pthread_mutex_unlock(&rf->lock);
+    read_unlock();
+    while (go) {
+        struct fb_call *c = go;
+        go = c->next;
+        g_dir->ops.deliver(c);
+    }
+    while (dead) {
+        struct fb_call *c = dead;
+        dead = c->next;
+        finish(c, FIDBUS_UNAVAILABLE);
+    }
+}
+
+/* ------------------------------------------------------------------ calls */
+
+static struct fb_call *call_alloc(size_t need)
+{
+    struct fb_call *c = tls_free;
+    if (c && tls_home) {
+        tls_free = c->next;
+        tls_nfree--;
+        if (c->cap >= need)
+            return c;
+        uint8_t *b = realloc(c->buf, need);
+        if (!b) {
+            call_free_mem(c);
+            return NULL;
+        }
+        c->buf = b;
+        c->cap = need;
+        return c;
+    }
+    c = malloc(sizeof *c);
+    if (!c)
+        return NULL;
+    size_t cap = need < CALL_MIN_CAP ? CALL_MIN_CAP : need;
+    c->buf = malloc(cap);
+    if (!c->buf) {
+        free(c);
+        return NULL;
+    }
+    c->cap = cap;
+    return c;
+}
+
+void fb_remote_call_release(struct fb_call *c)
+{
+    if (!c->heap && tls_home && tls_nfree < FREE_MAX) {
+        c->next = tls_free;
+        tls_free = c;
+        tls_nfree++;
+        return;
+    }
+    call_free_mem(c);
+}
+
+void fb_remote_thread_end(void)
+{
+    while (tls_free) {
+        struct fb_call *c = tls_free;
+        tls_free = c->next;
+        call_free_mem(c);
+    }
+    tls_nfree = 0;
+    tls_home = NULL;
+}
+
+void fb_remote_set_thread_home(void *w)
+{
+    tls_home = w;
+}
+
+/* Copies ev into c->buf: tags, then id and tag strings, then payload. */
+static size_t event_size(const struct fidbus_event *ev, size_t *strs)
+{
+    size_t s = strlen(ev->id) + 1;
+    for (size_t i = 0; i < ev->ntags; i++)
+        s += strlen(ev->tags[i].key) + strlen(ev->tags[i].value) + 2;
+    *strs = s;
+    return ev->ntags * sizeof(struct fidbus_tag) + s + ev->payload_len;
+}
+
+static void event_copy(struct fb_call *c, const struct fidbus_event *ev)
+{
+    uint8_t *p = c->buf;
+    struct fidbus_tag *tags = (struct fidbus_tag *)p;
+    p += ev->ntags * sizeof *tags;
+    char *s = (char *)p;
+    size_t l = strlen(ev->id) + 1;
+    memcpy(s, ev->id, l);
+    c->ev = *ev;
+    c->ev.id = s;
+    s += l;
+    for (size_t i = 0; i < ev->ntags; i++) {
+        l = strlen(ev->tags[i].key) + 1;
+        memcpy(s, ev->tags[i].key, l);
+        tags[i].key = s;
+        s += l;
+        l = strlen(ev->tags[i].value) + 1;
+        memcpy(s, ev->tags[i].value, l);
+        tags[i].value = s;
+        s += l;
+    }
+    c->ev.tags = ev->ntags ? tags : NULL;
+    if (ev->payload_len) {
+        memcpy(s, ev->payload, ev->payload_len);
+        c->ev.payload = (const uint8_t *)s;
+    } else {
+        c->ev.payload = NULL;
+    }
+}
+
+int fb_remote_call(struct fb_remote *rd, struct fb_func *fn, const struct fb_route *r,
+                   const struct fidbus_event *ev, struct fb_waiter *waiter)
+{
+    struct fb_rfunc *rf = fn->remote;
+    (void)rd;
+    if (!fb_remote_has_members(fn)) {
+        atomic_fetch_add_explicit(&rf->unavailable, 1, memory_order_relaxed);
+        fb_striped_add(&fn->calls, 1);
+        fb_striped_add(&fn->errors, 1);
+        return FIDBUS_UNAVAILABLE;
+    }
+    size_t strs;
+    size_t need = event_size(ev, &strs);
+    bool heap = !(waiter && tls_home);
+    struct fb_call *c = call_alloc(need ? need : 1);
+    if (!c)
+        return -ENOMEM;
+    event_copy(c, ev);
+    c->next = c->prev = NULL;
+    c->fn = fn;
+    c->m = NULL;
+    c->waiter = heap ? NULL : waiter;
+    c->home = heap ? NULL : tls_home;
+    c->heap = heap;
+    c->exclude = 0;
+    c->call_id = 0;
+    c->written_ns = c->deadline_ns = 0;
+    c->attempt = 1;
+    c->outcome = 0;
+    c->written = false;
+    c->sticky = false;
+    if (r && r->split_by) {
+        for (size_t i = 0; i < ev->ntags; i++) {
+            if (strcmp(ev->tags[i].key, r->split_by) == 0) {
+                c->sticky = true;
+                c->khash = fb_remote_key_hash(ev->tags[i].value);
+                break;
+            }
+        }
+    }
+    place(c);
+    return 0;
+}
+
+/* c's member lets go of it (credit and reference). */
+static void drop_member(struct fb_call *c)
+{
+    struct fb_member *m = c->m;
+    if (!m)
+        return;
+    c->m = NULL;
+    atomic_fetch_sub_explicit(&m->inflight, 1, memory_order_seq_cst);
+    fb_remote_member_put(m);
+}
+
+static void finish(struct fb_call *c, int outcome)
+{
+    struct fb_func *fn = c->fn;
+    c->outcome = outcome;
+    fb_striped_add(&fn->calls, 1);
+    /* quarantine_after counts a remote function's failed calls too */
+    fb_func_note_result(fn, outcome, g_dir->d->cfg->quarantine_after);
+    if (outcome) {
+        fb_striped_add(&fn->errors, 1);
+        if (outcome == FIDBUS_UNAVAILABLE)
+            atomic_fetch_add_explicit(&fn->remote->unavailable, 1, memory_order_relaxed);
+    }
+    if (c->home)
+        g_dir->ops.finish(c);
+    else
+        call_free_mem(c);
+}
+
+/* Again on another member (attempt already set), or UNAVAILABLE. */
+static void redeliver(struct fb_call *c, uint64_t exclude, bool counted)
+{
+    c->exclude = exclude;
+    c->written = false;
+    if (counted)
+        atomic_fetch_add_explicit(&c->fn->remote->redelivered, 1, memory_order_relaxed);
+    place(c);
+}
+
+void fb_remote_result(struct fb_call *c, uint64_t code, uint64_t now_ns)
+{
+    struct fb_member *m = c->m;
+    struct fb_func *fn = c->fn;
+    code = fidbus_result_outcome(code);
+    atomic_fetch_add_explicit(&m->calls, 1, memory_order_relaxed);
+    if (code != FIDBUS_OK)
+        atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+    if (c->written_ns && now_ns > c->written_ns)
+        fb_lat_record(&fn->latency, now_ns - c->written_ns);
+    uint32_t attempts = m->attempts;
+    uint64_t key = m->key;
+    drop_member(c);
+    if (code == FIDBUS_RETRY) {
+        if (c->attempt < attempts) {
+            c->attempt++;
+            redeliver(c, key, true);
+        } else {
+            finish(c, FIDBUS_UNAVAILABLE);
+        }
+    } else {
+        finish(c, code == FIDBUS_OK ? 0 : FIDBUS_HANDLER_FAILED);
+    }
+    fb_remote_kick(fn);
+}
+
+static void lost_or_late(struct fb_call *c)
+{
+    struct fb_member *m = c->m;
+    struct fb_func *fn = c->fn;
+    bool ran_maybe = c->written;
+    bool again = !ran_maybe || (m->idempotent && c->attempt < m->attempts);
+    uint64_t key = m->key;
+    drop_member(c);
+    if (again) {
+        if (ran_maybe)
+            c->attempt++;
+        redeliver(c, key, ran_maybe);
+    } else {
+        finish(c, FIDBUS_UNAVAILABLE);
+    }
+    fb_remote_kick(fn);
+}
+
+void fb_remote_lost(struct fb_call *c)
+{
+    lost_or_late(c);
+}
+
+void fb_remote_timeout(struct fb_call *c)
+{
+    atomic_fetch_add_explicit(&c->m->timeouts, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->fn->remote->timeouts, 1, memory_order_relaxed);
+    lost_or_late(c);
+}
+
+void fb_remote_count_late(struct fb_remote *r, uint64_t n)
+{
+    atomic_fetch_add_explicit(&r->late, n, memory_order_relaxed);
+}
+
+uint64_t fb_remote_late(const struct fb_remote *r)
+{
+    return atomic_load_explicit(&r->late, memory_order_relaxed);
+}
