@@ -13,6 +13,8 @@
  *   - a reconnecting member registers again after the daemon restarts;
  *   - fidbus-serve hosting plugins/log.so and count.so, stopped by
  *     SIGTERM (exit 0, fini ran);
+ *   - the README's serving example (tests/readme_serve, extracted from
+ *     README.md by tests/CMakeLists.txt) serves 5 calls and leaves;
  *   - fidbus-serve with a plugin that crashes on a chosen event: the
  *     daemon lives on, the publisher gets UNAVAILABLE, and a restarted
  *     fidbus-serve serves again.
@@ -403,19 +405,9 @@ struct served {
     char err[200];
 };
 
-/* Runs fidbus-serve --bus BUS ARGS... with stderr to a file in the test dir. */
-static void serve_spawn(struct fb_e2e *t, struct served *s, const char *tag,
-                        const char *const args[])
+/* Runs argv with stdout and stderr to s->err (in the test dir). */
+static void spawn(struct served *s, const char *const argv[])
 {
-    const char *argv[16];
-    int n = 0;
-    argv[n++] = fb_e2e_built("daemon/fidbus-serve");
-    argv[n++] = "--bus";
-    argv[n++] = t->bus_addr;
-    for (int i = 0; args[i] && n < 15; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    snprintf(s->err, sizeof s->err, "%s/serve-%s.err", t->dir, tag);
     pid_t parent = getpid();
     s->pid = fork();
     ck_assert_int_ge(s->pid, 0);
@@ -431,12 +423,28 @@ static void serve_spawn(struct fb_e2e *t, struct served *s, const char *tag,
     }
 }
 
+/* Runs fidbus-serve --bus BUS ARGS... */
+static void serve_spawn(struct fb_e2e *t, struct served *s, const char *tag,
+                        const char *const args[])
+{
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = fb_e2e_built("daemon/fidbus-serve");
+    argv[n++] = "--bus";
+    argv[n++] = t->bus_addr;
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    snprintf(s->err, sizeof s->err, "%s/serve-%s.err", t->dir, tag);
+    spawn(s, argv);
+}
+
 /* Waits for "serving" in its stderr; false when it said UNSUPPORTED. */
 static bool serve_ready(struct served *s)
 {
     for (int i = 0; i < 400; i++) {
         char *e = fb_e2e_read(s->err, NULL);
-        bool ready = e && strstr(e, "fidbus-serve: serving");
+        bool ready = e && strstr(e, "serving ");
         bool unsup = e && strstr(e, "UNSUPPORTED");
         if (unsup)
             atomic_store(unsupported, 1);
@@ -554,6 +562,43 @@ out:
 }
 END_TEST
 
+/* ------------------------------------------- the README's example */
+
+START_TEST(test_e2e_serve_readme_example)
+{
+    SKIP_IF_UNSUPPORTED();
+    struct fb_e2e *t = fb_e2e_up(NULL, conf);
+    struct served s;
+    snprintf(s.err, sizeof s.err, "%s/readme-serve.out", t->dir);
+    const char *const argv[] = {fb_e2e_built("tests/readme_serve"), t->bus_addr, "5",
+                                NULL};
+    spawn(&s, argv);
+    ck_assert(serve_ready(&s));
+    struct fidbus_client *p = fb_e2e_connect(t);
+    uint64_t r;
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(publish(p, "order.created", &r), 0);
+        ck_assert_uint_eq(r, 1);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid); /* stops itself after 5 */
+    char *out = fb_e2e_read(s.err, NULL);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "serve.c: status %d:\n%s", st,
+                  out);
+    ck_assert_msg(
+        strstr(out, "served 5 calls") &&
+            fb_e2e_lines_with(out, "order.created: 2 payload bytes, attempt 1", -1) == 5,
+        "serve.c said:\n%s", out);
+    free(out);
+    /* it unregistered: no member now */
+    ck_assert_int_eq(publish(p, "order.created", &r),
+                     FIDBUS_EPROTO_CODE(FIDBUS_UNAVAILABLE));
+    fidbus_client_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *serve_suite(void)
 {
     Suite *s = suite_create("e2e_serve");
@@ -567,6 +612,7 @@ static Suite *serve_suite(void)
     tcase_add_test(tc, test_e2e_serve_reconnect);
     tcase_add_test(tc, test_e2e_serve_log_and_count);
     tcase_add_test(tc, test_e2e_serve_plugin_crash);
+    tcase_add_test(tc, test_e2e_serve_readme_example);
     suite_add_tcase(s, tc);
     return s;
 }
