@@ -280,7 +280,9 @@ int fb_client_pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
         return fb_client_pump_once(c, w, deadline);
     for (;;) {
         if (c->fd < 0) {
-            if (w->no_reconnect)
+            /* A serve loop waits for the reconnection itself, so that
+             * fidbus_serve_stop can interrupt it (lib/client_serve.c). */
+            if (w->no_reconnect || w->kind == FB_WAIT_SERVE)
                 return 0;
             int rc = fb_client_wait_connected(c, deadline);
             if (rc < 0)

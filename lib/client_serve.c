@@ -36,6 +36,7 @@
  * per call.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -303,7 +304,9 @@ static void run_call(struct fidbus_client *c, const struct fidbus_msg *m,
 {
     struct fb_serve *s = c->serve;
     struct fb_serve_fn *f = fn_by_id(s, m->id);
-    if (!f || (f->state != FB_FN_REGISTERED && f->state != FB_FN_UNREGISTERING)) {
+    /* REGISTERING: the daemon sends calls only once it took the REGISTER,
+     * whatever order its ACK comes in. */
+    if (!f || f->state == FB_FN_REFUSED) {
         /* Not (or no longer) ours: another member may run it. */
         held_answer(s, m->seq & FB_TOKEN_ID_MASK, FIDBUS_RETRY);
         return;
@@ -443,8 +446,8 @@ bool fb_serve_on_answer(struct fidbus_client *c, struct fb_wait *w)
     for (size_t i = 0; i < s->nfns; i++) {
         struct fb_serve_fn *f = &s->fns[i];
         if ((f->state != FB_FN_REGISTERING && f->state != FB_FN_UNREGISTERING) ||
-            f->seq != m->seq)
-            continue;
+            f->seq == 0 || f->seq != m->seq)
+            continue; /* seq 0: not sent yet (library seqs start at 1) */
         bool ok = m->type == FIDBUS_MSG_ACK;
         uint64_t code = ok                                            ? 0
                         : fidbus_msg_has(m, FIDBUS_K_CODE) && m->code ? m->code
@@ -600,6 +603,30 @@ static void write_now(struct fidbus_client *c)
         (void)fb_client_pump(c, &w, now_ms());
 }
 
+/*
+ * Disconnected: the next attempt when the backoff allows it, and until
+ * then a wait that fidbus_serve_stop and fidbus_call_done interrupt (the
+ * pump's own reconnection loop would not notice them).
+ */
+static int wait_reconnect(struct fidbus_client *c, int64_t deadline, struct fb_wait *w)
+{
+    int64_t now = now_ms();
+    if (now >= c->next_attempt) {
+        fb_client_reconnect_if_due(c);
+        return 0;
+    }
+    int left = remaining(deadline);
+    if (left == 0)
+        return -ETIMEDOUT;
+    int64_t wait = c->next_attempt - now;
+    if (left > 0 && wait > left)
+        wait = left;
+    struct pollfd p = {.fd = c->serve->wake_fd, .events = POLLIN};
+    if (poll(&p, 1, (int)wait) > 0)
+        w->woken = true;
+    return 0;
+}
+
 static bool until_met(struct fb_serve *s, enum fb_until u, size_t idx)
 {
     if (u == FB_UNTIL_REGISTERED)
@@ -635,7 +662,10 @@ static int serve_run(struct fidbus_client *c, int64_t deadline, enum fb_until u,
             return 0;
         }
         struct fb_wait w = {.kind = FB_WAIT_SERVE, .wake_fd = s->wake_fd};
-        rc = fb_client_pump(c, &w, deadline);
+        if (c->reconnect && c->fd < 0)
+            rc = wait_reconnect(c, deadline, &w);
+        else
+            rc = fb_client_pump(c, &w, deadline);
         if (w.woken) {
             uint64_t v;
             ssize_t n = read(s->wake_fd, &v, sizeof v);
@@ -733,6 +763,10 @@ int fidbus_register(struct fidbus_client *c, const char *function, const char *s
     }
     rc = serve_run(c, deadline_in(c->timeout_ms), FB_UNTIL_REGISTERED, idx);
     f = &s->fns[idx];
+    if (rc < 0 && rc != -ETIMEDOUT && f->state == FB_FN_REGISTERING) {
+        fn_clear(f); /* the connection failed: never registered */
+        return rc;
+    }
     if (rc == 0 && f->state == FB_FN_REFUSED) {
         rc = fb_client_proto_rc(f->code);
         if (f->again)
@@ -755,6 +789,19 @@ int fidbus_unregister(struct fidbus_client *c, const char *function)
         return -EDEADLK;
     uint32_t longest = 0;
     bool any = false;
+    if (c->reconnect && c->fd < 0) {
+        /* The connection that registered them is gone, and with it every
+         * registration and held call: nothing to drain. */
+        for (size_t i = 0; i < s->nfns; i++) {
+            struct fb_serve_fn *f = &s->fns[i];
+            if (f->state != FB_FN_FREE &&
+                (!function || strcmp(f->function, function) == 0)) {
+                fn_clear(f);
+                any = true;
+            }
+        }
+        return any ? 0 : -ENOENT;
+    }
     for (size_t i = 0; i < s->nfns; i++) {
         struct fb_serve_fn *f = &s->fns[i];
         if (f->state == FB_FN_FREE || (function && strcmp(f->function, function) != 0))

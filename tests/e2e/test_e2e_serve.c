@@ -562,6 +562,36 @@ out:
 }
 END_TEST
 
+/* SIGTERM while the daemon is away (fidbus-serve reconnecting): exit 0 at
+ * once, not after the backoff or a drain that cannot happen. */
+START_TEST(test_e2e_serve_stop_while_daemon_down)
+{
+    SKIP_IF_UNSUPPORTED();
+    struct fb_e2e *t = fb_e2e_up(NULL, conf_serve);
+    char logf[200];
+    snprintf(logf, sizeof logf, "file=%s/remote-log.txt", t->dir);
+    struct served l;
+    serve_spawn(t, &l, "log",
+                (const char *const[]){fb_e2e_built("plugins/log.so"), logf, NULL});
+    ck_assert(serve_ready(&l));
+    fb_e2e_stop_ok(t);
+    usleep(200 * 1000); /* it notices and starts reconnecting */
+    uint64_t t0 = fb_e2e_now_ms();
+    kill(l.pid, SIGTERM);
+    int st = 0;
+    pid_t got = 0;
+    while ((got = waitpid(l.pid, &st, WNOHANG)) == 0 && fb_e2e_now_ms() - t0 < 10000)
+        usleep(10 * 1000);
+    if (got == 0) {
+        kill(l.pid, SIGKILL);
+        waitpid(l.pid, NULL, 0);
+        ck_abort_msg("fidbus-serve still running 10 s after SIGTERM with no daemon");
+    }
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fidbus-serve: status %d", st);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* ------------------------------------------- the README's example */
 
 START_TEST(test_e2e_serve_readme_example)
@@ -613,6 +643,7 @@ static Suite *serve_suite(void)
     tcase_add_test(tc, test_e2e_serve_log_and_count);
     tcase_add_test(tc, test_e2e_serve_plugin_crash);
     tcase_add_test(tc, test_e2e_serve_readme_example);
+    tcase_add_test(tc, test_e2e_serve_stop_while_daemon_down);
     suite_add_tcase(s, tc);
     return s;
 }
