@@ -15,6 +15,9 @@
  *     SIGTERM (exit 0, fini ran);
  *   - the README's serving example (tests/readme_serve, extracted from
  *     README.md by tests/CMakeLists.txt) serves 5 calls and leaves;
+ *   - fidbus-serve with a blocking plugin: calls held on its pool at
+ *     once, SIGTERM drains them (every publish ok); SIGTERM while the
+ *     daemon is away exits at once;
  *   - fidbus-serve with a plugin that crashes on a chosen event: the
  *     daemon lives on, the publisher gets UNAVAILABLE, and a restarted
  *     fidbus-serve serves again.
@@ -54,7 +57,8 @@ static const char conf_serve[] =
     "[remote *]\n"
     "[route log]\nevent = log.*\nto = fidbus.log@1.0.0\n"
     "[route count]\nevent = count.*\nto = fidbus.count@1.0.0\n"
-    "[route crash]\nevent = crash.*\nto = test.crash@1.0.0\n";
+    "[route crash]\nevent = crash.*\nto = test.crash@1.0.0\n"
+    "[route gate]\nevent = gate.*\nto = test.gate@1.0.0\n";
 /* clang-format on */
 
 /* fidbus_register, or false (and the skip noted) on UNSUPPORTED. */
@@ -562,6 +566,73 @@ out:
 }
 END_TEST
 
+/*
+ * fidbus-serve with a FIDBUS_FN_BLOCKING plugin (tests/plugins/gate.c):
+ * four calls held at once on its pool (func.members says inflight 4),
+ * SIGTERM while they are held: it drains -- keeps running until they
+ * finish -- and every acked publish ends ok, none UNAVAILABLE.
+ */
+START_TEST(test_e2e_serve_blocking_drain)
+{
+    SKIP_IF_UNSUPPORTED();
+    struct fb_e2e *t = fb_e2e_up(NULL, conf_serve);
+    char gate[200], file[200], gate_kv[220], file_kv[220];
+    snprintf(gate, sizeof gate, "%s/gate", t->dir);
+    snprintf(file, sizeof file, "%s/gate.txt", t->dir);
+    snprintf(gate_kv, sizeof gate_kv, "gate=%s", gate);
+    snprintf(file_kv, sizeof file_kv, "file=%s", file);
+    struct served s;
+    serve_spawn(t, &s, "gate",
+                (const char *const[]){"--credit", "4", "--threads", "4",
+                                      fb_e2e_built("tests/plugins/gate.so"), gate_kv,
+                                      file_kv, NULL});
+    ck_assert(serve_ready(&s));
+    struct fidbus_client *p = fb_e2e_connect(t);
+    const uint64_t top = UINT64_C(1) << 63;
+    for (uint64_t i = 1; i <= 4; i++)
+        ck_assert_int_eq(fidbus_publish_seq(p, top | i, FIDBUS_FLAG_ACK, "gate.x", NULL,
+                                            0, p42, sizeof p42),
+                         0);
+    ck_assert_int_eq(fidbus_flush(p), 0);
+
+    char hex[FIDBUS_FUNCID_HEX];
+    fidbus_funcid_hex(fidbus_funcid("test.gate@1.0.0"), hex);
+    bool held = false;
+    for (int i = 0; i < 400 && !held; i++) {
+        char *out = fb_e2e_ctl(t, 0, NULL, "--json", "func", "members", hex, NULL);
+        held = strstr(out, "\"inflight\":4") != NULL;
+        free(out);
+        if (!held)
+            usleep(25 * 1000);
+    }
+    ck_assert_msg(held, "the four calls were never held at once");
+
+    kill(s.pid, SIGTERM);
+    usleep(100 * 1000);
+    ck_assert_msg(waitpid(s.pid, NULL, WNOHANG) == 0,
+                  "fidbus-serve left without draining");
+    int fd = open(gate, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    int st;
+    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fidbus-serve: status %d", st);
+    for (int i = 0; i < 4; i++) {
+        struct fidbus_answer a;
+        ck_assert_int_eq(fidbus_client_recv(p, &a, 10000), 0);
+        ck_assert_msg(a.type == FIDBUS_MSG_ACK && a.result == 1,
+                      "answer %d: type %llu code %llu", i, (unsigned long long)a.type,
+                      (unsigned long long)a.code);
+    }
+    char *text = fb_e2e_read(file, NULL);
+    ck_assert_int_eq(fb_e2e_lines_with(text, "gate.x", -1), 4);
+    free(text);
+    fidbus_client_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* SIGTERM while the daemon is away (fidbus-serve reconnecting): exit 0 at
  * once, not after the backoff or a drain that cannot happen. */
 START_TEST(test_e2e_serve_stop_while_daemon_down)
@@ -644,6 +715,7 @@ static Suite *serve_suite(void)
     tcase_add_test(tc, test_e2e_serve_plugin_crash);
     tcase_add_test(tc, test_e2e_serve_readme_example);
     tcase_add_test(tc, test_e2e_serve_stop_while_daemon_down);
+    tcase_add_test(tc, test_e2e_serve_blocking_drain);
     suite_add_tcase(s, tc);
     return s;
 }
