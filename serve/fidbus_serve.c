@@ -692,7 +692,8 @@ int main(int argc, char **argv)
     if (g.plugin->fini)
         g.plugin->fini(g.ctx);
     run_pubs(); /* what fini published */
-    fidbus_flush(g.c);
+    /* close writes what is buffered when connected, and does not wait
+     * for a reconnection (fidbus_flush would, for its whole timeout). */
     fidbus_client_close(g.c);
     dlclose(dl);
     free(canon);
