@@ -285,8 +285,8 @@ FIDBUS_API const char *fidbus_key_strerror(int rc);
  * read buffer) is valid only until the callback returns; copy what a
  * pending call still needs. A callback may publish on c (fidbus_publish,
  * fidbus_publish_ack, fidbus_ping): CALLs read meanwhile are kept and run
- * after it returns, in order. It must not call fidbus_serve,
- * fidbus_register, fidbus_unregister or fidbus_client_close (-EDEADLK),
+ * after it returns, in order. fidbus_serve, fidbus_register and
+ * fidbus_unregister return -EDEADLK there; it must not close c either,
  * and an acked publish that needs a call of this very member to finish
  * waits for its own timeout when the member has no credit left.
  *
