@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <urcu/urcu-memb.h>
@@ -264,9 +265,17 @@ static bool conn_written(struct fb_stream *st)
 static struct fb_waiter *waiter_new(void *arg)
 {
     struct fb_conn *c = arg;
-    struct fb_waiter *wt = calloc(1, sizeof *wt);
-    if (!wt)
+    /* From the worker's free list when it has one: an event with remote or
+     * blocking calls then costs no allocation in steady state. */
+    struct fb_worker *w = c->w;
+    struct fb_waiter *wt = w->wfree;
+    if (wt) {
+        w->wfree = wt->next;
+        w->nwfree--;
+        memset(wt, 0, sizeof *wt);
+    } else if (!(wt = calloc(1, sizeof *wt))) {
         return NULL;
+    }
     wt->conn = c;
     if (c->wq_tail)
         c->wq_tail->next = wt;
@@ -332,7 +341,13 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
         c->wq_head = h->next;
         if (!c->wq_head)
             c->wq_tail = NULL;
-        free(h);
+        if (c->w->nwfree < FB_WAITER_FREE_MAX) {
+            h->next = c->w->wfree;
+            c->w->wfree = h;
+            c->w->nwfree++;
+        } else {
+            free(h);
+        }
         c->w->nwaiters--;
         c->waiters_finished++;
         popped++;

@@ -145,9 +145,21 @@ void fb_worker_remote_flush(struct fb_worker *w)
     }
 }
 
+static void op_revoke(void *worker)
+{
+    struct fb_worker *w = worker;
+    pthread_mutex_lock(&w->lock);
+    bool closed = w->rclosed;
+    w->rrevoke = true;
+    pthread_mutex_unlock(&w->lock);
+    if (!closed)
+        uv_async_send(&w->async);
+}
+
 void fb_member_install(struct fb_daemon *d)
 {
-    static const struct fb_remote_ops ops = {.deliver = op_deliver, .finish = op_finish};
+    static const struct fb_remote_ops ops = {
+        .deliver = op_deliver, .finish = op_finish, .revoke = op_revoke};
     g_d = d;
     fb_remote_set_ops(d->remote, &ops);
 }
@@ -304,7 +316,7 @@ static void drained(struct fb_conn *c)
     for (struct fb_member **pp = &rc->members; *pp;) {
         struct fb_member *m = *pp;
         if (m->draining && atomic_load(&m->inflight) == 0) {
-            fb_conn_send_ack(c, m->drain_seq, m->fn->id);
+            fb_conn_send_ack(c, m->drain_seq, 0); /* proto/README.md: result 0 */
             *pp = m->conn_next;
             fb_remote_member_put(m);
             continue;
@@ -536,22 +548,30 @@ void fb_member_result(struct fb_conn *c, struct fidbus_msg *m, uint64_t now)
         drained(c);
 }
 
+/* c's members are lost: out of the choice, their calls handled as lost
+ * (the connection may still be flushing an ERROR). Once. */
+static void conn_lose(struct fb_conn *c)
+{
+    struct fb_rconn *rc = c->rc;
+    if (rc->gone)
+        return;
+    rc->gone = true;
+    for (struct fb_member *m = rc->members; m; m = m->conn_next) {
+        m->closed = true;
+        fb_remote_member_remove(m);
+    }
+    while (rc->held_head) {
+        struct fb_call *k = rc->held_head;
+        held_unlink(rc, k);
+        fb_remote_lost(k);
+    }
+}
+
 void fb_member_conn_gone(struct fb_conn *c)
 {
     struct fb_rconn *rc = c->rc;
     struct fb_worker *w = c->w;
-    if (!rc->gone) {
-        rc->gone = true;
-        for (struct fb_member *m = rc->members; m; m = m->conn_next) {
-            m->closed = true;
-            fb_remote_member_remove(m);
-        }
-        while (rc->held_head) {
-            struct fb_call *k = rc->held_head;
-            held_unlink(rc, k);
-            fb_remote_lost(k);
-        }
-    }
+    conn_lose(c);
     /* from the worker's list */
     if (rc->wprev)
         rc->wprev->rc->wnext = rc->wnext;
@@ -574,3 +594,28 @@ void fb_member_thread_start(struct fb_worker *w)
 {
     thread_start(w);
 }
+
+void fb_member_revoked(struct fb_worker *w)
+{
+    for (struct fb_conn *c = w->rconns; c; c = c->rc->wnext) {
+        const struct fb_member *gone = NULL;
+        for (const struct fb_member *m = c->rc->members; m && !gone; m = m->conn_next)
+            if (atomic_load(&m->revoked))
+                gone = m;
+        if (!gone || (c->st.flags & (FB_S_CLOSING | FB_S_FLUSH_CLOSE)))
+            continue;
+        /* The whole connection goes, as when AUTH fails: the client learns
+         * why, reconnects and registers what it may still serve. */
+        fb_stream_send_error(&c->st, false, 0, FIDBUS_UNAUTHORIZED, false, 0,
+                             "config.reload: %s may no longer be served by this "
+                             "client; closing",
+                             gone->fn->canonical);
+        c->st.flags |= FB_S_FLUSH_CLOSE;
+        fb_stream_read_stop(&c->st);
+        fb_stream_flush(&c->st);
+        /* its calls are lost now, not when the peer gets round to closing */
+        conn_lose(c);
+    }
+    fb_worker_remote_flush(w);
+}
+

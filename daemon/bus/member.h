@@ -52,6 +52,8 @@ int fb_member_worker_init(struct fb_worker *w);
 void fb_member_worker_end(struct fb_worker *w);
 void fb_member_thread_start(struct fb_worker *w);
 void fb_member_inbox(struct fb_worker *w, struct fb_call *in, struct fb_call *back);
+/* config.reload revoked members on w: their connections are closed. */
+void fb_member_revoked(struct fb_worker *w);
 /* The loop is ending: calls handed here from now on are the sender's. */
 void fb_member_worker_close(struct fb_worker *w);
 

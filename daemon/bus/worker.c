@@ -72,6 +72,8 @@ static void on_async(uv_async_t *a)
     bool stop = w->stop_requested;
     struct fb_call *rin = w->rin_head, *rback = w->rback_head;
     w->rin_head = w->rin_tail = w->rback_head = w->rback_tail = NULL;
+    bool revoke = w->rrevoke;
+    w->rrevoke = false;
     pthread_mutex_unlock(&w->lock);
 
     for (size_t i = 0; i < nfds; i++) {
@@ -91,6 +93,8 @@ static void on_async(uv_async_t *a)
         fb_conn_job_done(done);
         done = next;
     }
+    if (revoke)
+        fb_member_revoked(w);
     if (rin || rback) {
         /* Remote calls handed over (bus/member.c), under the read lock:
          * redelivery picks members. */
@@ -259,6 +263,11 @@ struct fb_worker *fb_worker_join(struct fb_worker *w)
     for (size_t i = 0; i < w->nnew; i++)
         close(w->new_fds[i].fd);
     free(w->new_fds);
+    while (w->wfree) {
+        struct fb_waiter *wt = w->wfree;
+        w->wfree = wt->next;
+        free(wt);
+    }
     fb_member_worker_end(w);
     pthread_mutex_destroy(&w->lock);
     free(w->msg);

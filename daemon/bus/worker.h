@@ -26,6 +26,8 @@ struct fb_conn;
 struct fb_call;
 struct fb_rstage;
 
+#define FB_WAITER_FREE_MAX 4096u
+
 struct fb_new_fd {
     int fd;
     bool is_tcp;
@@ -51,6 +53,7 @@ struct fb_worker {
     struct fb_call *rin_head, *rin_tail;
     struct fb_call *rback_head, *rback_tail;
     bool rclosed;
+    bool rrevoke; /* config.reload revoked members here (member.c) */
 
     /* loop-thread only */
     bool stopping;
@@ -75,6 +78,9 @@ struct fb_worker {
     unsigned ndirty;
     struct fb_conn *rconns;  /* connections that serve (member.c) */
     uv_timer_t rtimer;       /* call deadlines */
+    /* Finished waiters kept for reuse (conn.c), at most FB_WAITER_FREE_MAX. */
+    struct fb_waiter *wfree;
+    unsigned nwfree;
     uint64_t rtimer_due;     /* 0: not armed */
 };
 

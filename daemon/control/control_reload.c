@@ -33,6 +33,7 @@
 #include "control/ctl_cbor.h"
 #include "routing/plugin_loader.h"
 #include "routing/registry.h"
+#include "routing/remote.h"
 #include "routing/routes.h"
 #include "service/notify.h"
 
@@ -363,6 +364,19 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
     /* The file's items differ from the last applied, or only its text
      * (a comment): either way the state learns the new config. */
     bool edited = strcmp(cfg->hash, d->config_hash) != 0;
+    /* [remote NS] sections take effect with the reload: the new table is
+     * built against them (routes to remote functions), and they are put
+     * back if the reload fails (routing/remote.h). */
+    struct fb_config old_remote = {0};
+    bool swapped = false;
+    if (!dry) {
+        rc = fb_remote_sections_swap(d->remote, cfg, &old_remote);
+        if (rc) {
+            fail(out, FIDBUS_INTERNAL, "config.reload: %s", strerror(-rc));
+            goto done;
+        }
+        swapped = true;
+    }
     rc = plan_build(d, cfg, b, &pl, &l);
     if (rc == 0 && !dry && edited)
         rc = fb_runset_dup(cfg->plugins, cfg->nplugins, cfg->routes, cfg->nroutes, &base);
@@ -447,8 +461,16 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
                 cfg->file, gen);
     /* put() handed the lists to the reply */
     memset(&l, 0, sizeof l);
+    if (swapped) {
+        swapped = false;
+        size_t dropped = fb_remote_sections_commit(d->remote, &old_remote);
+        if (dropped)
+            fb_info("config reloaded: %zu remote member(s) lost their permission", dropped);
+    }
 
 done:
+    if (swapped)
+        fb_remote_sections_restore(d->remote, &old_remote);
     lists_free(&l);
     fb_runset_free(base);
     plan_clear(&pl);

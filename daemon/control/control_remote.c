@@ -74,12 +74,13 @@ void fb_ctl_remote_stats(const struct fb_daemon *d, struct cb *b, cbor_item_t *f
         uint64_t samples = 0;
         uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
         uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        cbor_item_t *e = mk_map(b, samples ? 13 : 11);
+        cbor_item_t *e = mk_map(b, samples ? 14 : 12);
         put(b, e, "canonical", text(f->canonical));
         put(b, e, "plugin", cbor_new_null());
         put(b, e, "kind", text("remote"));
         put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
         put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
+        put(b, e, "late", u64(0)); /* blocking plugin calls only */
         put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));
         put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
         put(b, e, "timeouts", u64(atomic_load(&rf->timeouts)));

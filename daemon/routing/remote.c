@@ -25,6 +25,9 @@ struct fb_remote {
     uint64_t *plugin_ids; /* sorted; with multiplicity */
     size_t nplugin, capplugin;
     struct fb_remote_ops ops;
+    /* The [remote NS] sections in force (a copy: config.reload replaces
+     * them without replacing d->cfg); read and replaced under lock. */
+    struct fb_config sections;
     _Atomic uint64_t next_key;
     _Atomic uint64_t late;
 };
@@ -39,11 +42,53 @@ static _Thread_local size_t tls_nfree;
 #define FREE_MAX 4096u
 #define CALL_MIN_CAP 512u
 
+static void sections_free(struct fb_remote_conf *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].ns);
+        free(v[i].uids);
+        free(v[i].gids);
+    }
+    free(v);
+}
+
+/* Deep copy of cfg's [remote] sections into *out; 0 or -ENOMEM. */
+static int sections_copy(const struct fb_config *cfg, struct fb_config *out)
+{
+    size_t n = cfg ? cfg->nremotes : 0;
+    struct fb_remote_conf *v = n ? calloc(n, sizeof *v) : NULL;
+    if (n && !v)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const struct fb_remote_conf *a = &cfg->remotes[i];
+        v[i] = *a;
+        v[i].ns = strdup(a->ns);
+        v[i].uids = a->nuids ? malloc(a->nuids * sizeof *a->uids) : NULL;
+        v[i].gids = a->ngids ? malloc(a->ngids * sizeof *a->gids) : NULL;
+        if (!v[i].ns || (a->nuids && !v[i].uids) || (a->ngids && !v[i].gids)) {
+            sections_free(v, i + 1);
+            return -ENOMEM;
+        }
+        if (a->nuids)
+            memcpy(v[i].uids, a->uids, a->nuids * sizeof *a->uids);
+        if (a->ngids)
+            memcpy(v[i].gids, a->gids, a->ngids * sizeof *a->gids);
+    }
+    memset(out, 0, sizeof *out);
+    out->remotes = v;
+    out->nremotes = n;
+    return 0;
+}
+
 int fb_remote_new(struct fb_daemon *d, struct fb_remote **out)
 {
     struct fb_remote *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
+    if (sections_copy(d->cfg, &r->sections) < 0) {
+        free(r);
+        return -ENOMEM;
+    }
     r->d = d;
     pthread_mutex_init(&r->lock, NULL);
     atomic_init(&r->next_key, 1);
@@ -81,6 +126,7 @@ struct fb_remote *fb_remote_free(struct fb_remote *r)
     }
     free(r->fns);
     free(r->plugin_ids);
+    sections_free(r->sections.remotes, r->sections.nremotes);
     pthread_mutex_destroy(&r->lock);
     if (g_dir == r)
         g_dir = NULL;
@@ -208,7 +254,10 @@ struct fb_func *fb_remote_get(struct fb_remote *r, const char *canonical, bool c
 
 bool fb_remote_ns_allowed(struct fb_remote *r, const char *ns)
 {
-    return fb_config_remote_find(r->d->cfg, ns) != NULL;
+    pthread_mutex_lock(&r->lock);
+    bool ok = fb_config_remote_find(&r->sections, ns) != NULL;
+    pthread_mutex_unlock(&r->lock);
+    return ok;
 }
 
 static bool has_members(const struct fb_rfunc *rf)
@@ -290,12 +339,25 @@ void fb_remote_member_put(struct fb_member *m)
         free(m);
 }
 
+/* TSan cannot see liburcu hand a callback to its call_rcu thread: the
+ * queuing side releases the object, the callback acquires it (and the
+ * readers' FB_ROUTES_READ_DONE, as for route tables). */
+#ifdef FB_ROUTES_TSAN
+#define HANDOFF_RELEASE(p) __tsan_release(p)
+#define HANDOFF_ACQUIRE(p)                                                               \
+    do {                                                                                 \
+        __tsan_acquire(p);                                                               \
+        __tsan_acquire(&fb_routes_tsan_gp);                                              \
+    } while (0)
+#else
+#define HANDOFF_RELEASE(p) ((void)0)
+#define HANDOFF_ACQUIRE(p) ((void)0)
+#endif
+
 static void mset_free_cb(struct rcu_head *h)
 {
     struct fb_mset *ms = caa_container_of(h, struct fb_mset, rcu);
-#ifdef FB_ROUTES_TSAN
-    __tsan_acquire(&fb_routes_tsan_gp);
-#endif
+    HANDOFF_ACQUIRE(ms);
     free(ms);
 }
 
@@ -309,9 +371,7 @@ struct put_later {
 static void put_later_cb(struct rcu_head *h)
 {
     struct put_later *p = caa_container_of(h, struct put_later, rcu);
-#ifdef FB_ROUTES_TSAN
-    __tsan_acquire(&fb_routes_tsan_gp);
-#endif
+    HANDOFF_ACQUIRE(p);
     fb_remote_member_put(p->m);
     free(p);
 }
@@ -335,9 +395,11 @@ static int mset_change(struct fb_rfunc *rf, struct fb_member *m, bool add)
         free(ms); /* not there */
         return 0;
     }
-    rcu_assign_pointer(rf->mset, ms);
-    if (old)
+    __atomic_store_n(&rf->mset, ms, __ATOMIC_RELEASE);
+    if (old) {
+        HANDOFF_RELEASE(old);
         urcu_memb_call_rcu(&old->rcu, mset_free_cb);
+    }
     return 0;
 }
 
@@ -399,13 +461,16 @@ int fb_remote_register(struct fb_remote *r, const struct fb_route_table *t,
     const char *dot = strchr(q->function, '.');
     char ns[FIDBUS_NAME_MAX + 1];
     snprintf(ns, sizeof ns, "%.*s", dot ? (int)(dot - q->function) : 0, q->function);
-    const struct fb_remote_conf *rc = fb_config_remote_find(cfg, ns);
+    pthread_mutex_lock(&r->lock);
+    const struct fb_remote_conf *rc = fb_config_remote_find(&r->sections, ns);
     if (!rc) {
+        pthread_mutex_unlock(&r->lock);
         fb_set_err(err, errlen, "no [remote %s] (nor [remote *]) section: %s may not be "
                    "served by a client", ns, q->function);
         return FIDBUS_UNAUTHORIZED;
     }
     if (!peer_allowed(rc, q, cfg)) {
+        pthread_mutex_unlock(&r->lock);
         if (q->is_tcp)
             fb_set_err(err, errlen,
                        "[remote %s] does not let TCP clients serve (tcp = yes with "
@@ -416,22 +481,31 @@ int fb_remote_register(struct fb_remote *r, const struct fb_route_table *t,
                        "groups)", (unsigned)q->uid, q->function, rc->ns);
         return FIDBUS_UNAUTHORIZED;
     }
-    uint8_t sighash[FIDBUS_SIGHASH_LEN];
-    fidbus_sighash(q->signature, sighash);
-    const char *clash = route_sig_clash(t, fidbus_funcid(q->function), sighash);
-    if (clash) {
-        fb_set_err(err, errlen, "route '%s' expects another signature of %s", clash,
-                   q->function);
-        return FIDBUS_SIGNATURE_MISMATCH;
-    }
-
     struct fb_member *m = calloc(1, sizeof *m);
-    if (!m)
+    if (!m) {
+        pthread_mutex_unlock(&r->lock);
         return -ENOMEM;
+    }
     m->credit = q->credit && q->credit < rc->credit ? (uint32_t)q->credit : rc->credit;
     m->timeout_ms = q->timeout_ms && q->timeout_ms < rc->timeout_ms ? (uint32_t)q->timeout_ms
                                                                     : rc->timeout_ms;
     m->attempts = rc->attempts;
+    pthread_mutex_unlock(&r->lock);
+    uint8_t sighash[FIDBUS_SIGHASH_LEN];
+    fidbus_sighash(q->signature, sighash);
+    const char *clash = route_sig_clash(t, fidbus_funcid(q->function), sighash);
+    if (clash) {
+        free(m);
+        fb_set_err(err, errlen, "route '%s' expects another signature of %s", clash,
+                   q->function);
+        return FIDBUS_SIGNATURE_MISMATCH;
+    }
+    m->is_tcp = q->is_tcp;
+    m->tcp_authed = q->tcp_authed;
+    m->gid = q->gid;
+    m->ngroups = q->ngroups < FB_MEMBER_GROUPS ? (uint32_t)q->ngroups : FB_MEMBER_GROUPS;
+    for (size_t i = 0; i < m->ngroups; i++)
+        m->groups[i] = q->groups[i];
     m->idempotent = q->idempotent;
     m->conn = conn;
     m->worker = worker;
@@ -498,6 +572,7 @@ void fb_remote_member_remove(struct fb_member *m)
     struct put_later *pl = malloc(sizeof *pl);
     if (pl && mset_change(rf, m, false) == 0) {
         pl->m = m;
+        HANDOFF_RELEASE(pl);
         urcu_memb_call_rcu(&pl->rcu, put_later_cb);
     } else {
         /* Out of memory: m stays listed but gone, so no call picks it;
@@ -942,4 +1017,82 @@ void fb_remote_count_late(struct fb_remote *r, uint64_t n)
 uint64_t fb_remote_late(const struct fb_remote *r)
 {
     return atomic_load_explicit(&r->late, memory_order_relaxed);
+}
+
+/* ----------------------------------------------------- config.reload */
+
+int fb_remote_sections_swap(struct fb_remote *r, const struct fb_config *cfg,
+                            struct fb_config *old)
+{
+    struct fb_config fresh;
+    if (sections_copy(cfg, &fresh) < 0)
+        return -ENOMEM;
+    pthread_mutex_lock(&r->lock);
+    *old = r->sections;
+    r->sections = fresh;
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+void fb_remote_sections_restore(struct fb_remote *r, struct fb_config *old)
+{
+    pthread_mutex_lock(&r->lock);
+    struct fb_config now = r->sections;
+    r->sections = *old;
+    pthread_mutex_unlock(&r->lock);
+    sections_free(now.remotes, now.nremotes);
+    memset(old, 0, sizeof *old);
+}
+
+size_t fb_remote_sections_commit(struct fb_remote *r, struct fb_config *old)
+{
+    sections_free(old->remotes, old->nremotes);
+    memset(old, 0, sizeof *old);
+    const struct fb_config *cfg = r->d->cfg;
+    struct fb_member **drop = NULL;
+    size_t ndrop = 0, cap = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++) {
+        struct fb_func *f = r->fns[i];
+        struct fb_rfunc *rf = f->remote;
+        const struct fb_remote_conf *rc = fb_config_remote_find(&r->sections, f->ns);
+        pthread_mutex_lock(&rf->lock);
+        for (size_t k = 0; rf->mset && k < rf->mset->n; k++) {
+            struct fb_member *m = rf->mset->m[k];
+            struct fb_reg_req q = {
+                .is_tcp = m->is_tcp,
+                .tcp_authed = m->tcp_authed,
+                .has_cred = m->has_cred,
+                .uid = m->uid,
+                .gid = m->gid,
+                .groups = m->groups,
+                .ngroups = m->ngroups,
+            };
+            if (rc && peer_allowed(rc, &q, cfg))
+                continue;
+            if (ndrop == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                struct fb_member **p = realloc(drop, nc * sizeof *p);
+                if (!p)
+                    break; /* logged below: those stay until they leave */
+                drop = p;
+                cap = nc;
+            }
+            atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+            atomic_store(&m->revoked, true);
+            drop[ndrop++] = m;
+        }
+        pthread_mutex_unlock(&rf->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < ndrop; i++) {
+        struct fb_member *m = drop[i];
+        fb_warn("config.reload: %s may no longer be served by connection %llu; dropping it",
+                m->fn->canonical, (unsigned long long)m->conn_id);
+        fb_remote_member_remove(m); /* no new calls */
+        r->ops.revoke(m->worker);   /* its connection goes: its calls are lost */
+        fb_remote_member_put(m);
+    }
+    free(drop);
+    return ndrop;
 }

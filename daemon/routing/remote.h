@@ -11,7 +11,7 @@
  *
  * Members: each REGISTER that is accepted is a struct fb_member, owned by
  * its connection (bus/member.c) and listed in its function's member set.
- * The set is an immutable array published with rcu_assign_pointer under
+ * The set is an immutable array published with a release store under
  * the function's lock and read by dispatch under the RCU read lock, so a
  * call takes no lock to pick a member. Credit is the member's atomic
  * in-flight count: the dispatching thread takes one (compare and swap
@@ -48,6 +48,7 @@
 
 #include "routing/registry.h"
 
+struct fb_config;
 struct fb_daemon;
 struct fb_route;
 struct fb_route_table;
@@ -55,6 +56,8 @@ struct fb_waiter;
 
 /* In struct fb_func.flags: a remote function (never a plugin flag). */
 #define FB_FN_REMOTE 0x80000000u
+
+#define FB_MEMBER_GROUPS 64u
 
 struct fb_member {
     _Atomic uint32_t refs; /* its connection, the member set, each call */
@@ -78,6 +81,11 @@ struct fb_member {
     bool draining;             /* UNREGISTER waits for inflight 0 (its worker) */
     uint64_t drain_seq;
     _Atomic uint64_t calls, errors, timeouts;
+    /* What its permission was checked against, for config.reload. */
+    bool is_tcp, tcp_authed;
+    _Atomic bool revoked; /* config.reload withdrew it: its connection goes */
+    uint32_t gid, ngroups;
+    uint32_t groups[FB_MEMBER_GROUPS];
 };
 
 struct fb_mset {
@@ -124,6 +132,9 @@ struct fb_remote_ops {
     void (*deliver)(struct fb_call *c);
     /* c has its outcome: hand it to c->home (never NULL here). */
     void (*finish)(struct fb_call *c);
+    /* config.reload revoked members on this worker: close their
+     * connections (their calls are then lost). Any thread. */
+    void (*revoke)(void *worker);
 };
 
 struct fb_remote;
@@ -215,6 +226,19 @@ void fb_remote_call_release(struct fb_call *c);
 void fb_remote_thread_end(void);
 /* The thread dispatching now is a worker, w (the home of its calls). */
 void fb_remote_set_thread_home(void *w);
+
+/*
+ * config.reload (control thread): swap puts cfg's [remote] sections in
+ * force (REGISTERs and route builds see them at once) and keeps the old
+ * ones in *old; restore undoes it after a failed reload; commit, after a
+ * successful one, frees the old sections and drops every member the new
+ * ones no longer allow (out of the choice at once, its connection closed
+ * by its worker, its calls handled as lost). Returns members dropped.
+ */
+int fb_remote_sections_swap(struct fb_remote *r, const struct fb_config *cfg,
+                            struct fb_config *old);
+void fb_remote_sections_restore(struct fb_remote *r, struct fb_config *old);
+size_t fb_remote_sections_commit(struct fb_remote *r, struct fb_config *old);
 
 /* RESULTs for calls not held (unknown, answered, timed out). */
 void fb_remote_count_late(struct fb_remote *r, uint64_t n);

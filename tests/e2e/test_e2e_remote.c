@@ -230,7 +230,7 @@ START_TEST(test_remote_register_rules)
     /* UNREGISTER, then again: NOT_FOUND */
     n = fidbus_enc_unregister(frame, sizeof frame, 9, FN);
     fb_e2e_raw_send(a, frame, n);
-    fb_e2e_raw_expect_ack(a, 9, fn_id());
+    fb_e2e_raw_expect_ack(a, 9, 0);
     fb_e2e_raw_send(a, frame, n);
     fb_e2e_raw_expect_error(a, FIDBUS_NOT_FOUND, 9);
     fb_e2e_raw_close(a);
@@ -461,7 +461,7 @@ START_TEST(test_remote_barrier_drain)
     publish(p, 72, true, NULL); /* no new call for a leaving member */
     fb_e2e_raw_expect_error(p, FIDBUS_UNAVAILABLE, 72);
     send_result(m, false, c.id, FIDBUS_OK);
-    fb_e2e_raw_expect_ack(m, 2, fn_id());
+    fb_e2e_raw_expect_ack(m, 2, 0);
     fb_e2e_raw_expect_ack(p, 71, 0);
     fb_e2e_raw_close(m);
     fb_e2e_raw_close(p);
@@ -501,6 +501,42 @@ START_TEST(test_remote_control)
                   "%s", out);
     free(out);
     fb_e2e_raw_close(m);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* config.reload that takes a namespace's [remote] section away drops its
+ * members (their connection closes with UNAUTHORIZED) and their calls are
+ * lost; members of a namespace still allowed stay. */
+START_TEST(test_remote_reload_revokes)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, "[remote acme]\n[remote keep]\n"
+                                       "[route audit]\nevent = a.x\nto = " FN "\n");
+    struct fb_e2e_raw *m = member(t, 4, 0, false);
+    struct fb_e2e_raw *k = conn(t);
+    send_register(k, 1, "keep.x@1.0.0", "s", 0, 0, false);
+    fb_e2e_raw_expect_ack(k, 1, fidbus_funcid("keep.x@1.0.0"));
+    struct fb_e2e_raw *p = conn(t);
+    publish(p, 5, true, NULL);
+    (void)expect_call(m);
+
+    fb_e2e_config(t, NULL, "[remote keep]\n");
+    free(fb_e2e_ctl(t, 0, NULL, "config", "reload", NULL));
+    fb_e2e_raw_expect_error(m, FIDBUS_UNAUTHORIZED, -2);
+    fb_e2e_raw_expect_eof(m);
+    fb_e2e_raw_expect_error(p, FIDBUS_UNAVAILABLE, 5);
+    /* keep.x is still served by k */
+    uint8_t frame[256];
+    size_t n = fidbus_enc_unregister(frame, sizeof frame, 2, "keep.x@1.0.0");
+    fb_e2e_raw_send(k, frame, n);
+    fb_e2e_raw_expect_ack(k, 2, 0);
+    /* and acme may not be served any more */
+    send_register(k, 3, FN, SIG, 0, 0, false);
+    fb_e2e_raw_expect_error(k, FIDBUS_UNAUTHORIZED, 3);
+    fb_e2e_raw_close(m);
+    fb_e2e_raw_close(k);
     fb_e2e_raw_close(p);
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);
@@ -627,6 +663,7 @@ int main(void)
     tcase_add_test(tc, test_remote_split_by);
     tcase_add_test(tc, test_remote_barrier_drain);
     tcase_add_test(tc, test_remote_control);
+    tcase_add_test(tc, test_remote_reload_revokes);
     tcase_add_test(tc, test_remote_many_functions);
     tcase_add_test(tc, test_remote_storm);
     suite_add_tcase(s, tc);

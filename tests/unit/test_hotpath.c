@@ -8,7 +8,10 @@
  * client thread. After a warm-up (connection buffers grown, the count
  * plugin's first sighting of the id), it publishes many more events --
  * un-acked, acked, and PINGs -- and asserts that the daemon made zero
- * allocations for them.
+ * allocations for them. The second test does the same for calls of a
+ * remote function served by a member connection on another I/O worker
+ * (routing/remote.h): call records, waiters and the hand-over between
+ * workers come from free lists and preallocated stages.
  *
  * Not built under sanitizers: they bring their own allocator.
  */
@@ -190,12 +193,160 @@ START_TEST(test_hotpath_no_alloc_per_event)
 }
 END_TEST
 
+/* ------------------------------------------------------ remote member */
+
+static int member_fd = -1;
+static _Atomic bool member_stop;
+static _Atomic unsigned long member_calls;
+
+/* Registers acme.audit@1.0.0, then answers every CALL it reads with one
+ * RESULT upto per read (how a member in call-id order batches). */
+static void *member_thread(void *arg)
+{
+    (void)arg;
+    not_counted = true;
+    static struct fidbus_msg m;
+    static uint8_t buf[1 << 20];
+    size_t len = 0;
+    uint8_t out[256];
+    size_t n = fidbus_enc_register(out, sizeof out, 1, "acme.audit@1.0.0", "s", 64, 0, 0);
+    if (write(member_fd, out, n) != (ssize_t)n)
+        return NULL;
+    while (!atomic_load(&member_stop)) {
+        struct pollfd p = {.fd = member_fd, .events = POLLIN};
+        if (poll(&p, 1, 100) != 1)
+            continue;
+        ssize_t r = read(member_fd, buf + len, sizeof buf - len);
+        if (r <= 0)
+            return NULL;
+        len += (size_t)r;
+        size_t off = 0;
+        uint64_t upto = 0;
+        while (len - off >= 4) {
+            uint32_t fl = (uint32_t)buf[off] << 24 | (uint32_t)buf[off + 1] << 16 |
+                          (uint32_t)buf[off + 2] << 8 | buf[off + 3];
+            if (len - off - 4 < fl)
+                break;
+            if (fidbus_msg_decode(buf + off + 4, fl, 64, &m) == 0 &&
+                m.type == FIDBUS_MSG_CALL) {
+                upto = m.seq;
+                atomic_fetch_add(&member_calls, 1);
+            }
+            off += 4 + fl;
+        }
+        memmove(buf, buf + off, len - off);
+        len -= off;
+        if (upto) {
+            n = fidbus_enc_result(out, sizeof out, true, upto, 0, NULL);
+            if (write(member_fd, out, n) != (ssize_t)n)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_hotpath_remote_no_alloc_per_call)
+{
+    not_counted = true;
+    snprintf(dir, sizeof dir, "/tmp/fidbus-hotpath.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char conf[2048];
+    snprintf(conf, sizeof conf,
+             "[daemon]\nworkers = 2\nruntime_dir = %s\nstate_dir = %s/state\n"
+             "log_level = warn\n"
+             "[listen]\nunix = %s/bus.sock\n"
+             "[remote acme]\ncredit = 64\n"
+             "[route r]\nevent = r.*\nto = acme.audit@1.0.0\n",
+             dir, dir, dir);
+    struct fb_config *cfg = NULL;
+    char err[512];
+    ck_assert_msg(fb_config_load_string(conf, "hotpath", &cfg, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(fb_daemon_new(cfg, &daemon_obj), 0);
+    int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(nfd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(notify_path, sizeof notify_path, "%s/notify", dir);
+    strcpy(sa.sun_path, notify_path);
+    ck_assert_int_eq(bind(nfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    setenv("NOTIFY_SOCKET", notify_path, 1);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, daemon_thread, NULL), 0);
+    ck_assert_msg(wait_ready(nfd) == 0, "daemon did not become ready");
+
+    /* the member first (worker 0), then the publisher (worker 1) */
+    struct sockaddr_un bus = {.sun_family = AF_UNIX};
+    snprintf(bus.sun_path, sizeof bus.sun_path, "%s/bus.sock", dir);
+    member_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(connect(member_fd, (struct sockaddr *)&bus, sizeof bus), 0);
+    pthread_t mt;
+    ck_assert_int_eq(pthread_create(&mt, NULL, member_thread, NULL), 0);
+
+    char addr[128];
+    snprintf(addr, sizeof addr, "unix:%s/bus.sock", dir);
+    struct fidbus_client *c = NULL;
+    ck_assert_int_eq(fidbus_client_connect(&c, addr, NULL), 0);
+    static const uint8_t payload[64] = {0x58, 62};
+    struct fidbus_tag tags[] = {{"user", "u1"}};
+    uint64_t result = 0;
+    /* until the member is registered, calls are UNAVAILABLE */
+    int rc;
+    for (int i = 0; (rc = fidbus_publish_ack(c, "r.x", tags, 1, payload, sizeof payload,
+                                             &result)) != 0;
+         i++) {
+        ck_assert_int_eq(rc, FIDBUS_EPROTO_CODE(FIDBUS_UNAVAILABLE));
+        ck_assert_int_lt(i, 100000);
+        usleep(1000);
+    }
+    for (int i = 0; i < 20000; i++)
+        ck_assert_int_eq(fidbus_publish(c, "r.x", tags, 1, payload, sizeof payload), 0);
+    ck_assert_int_eq(fidbus_ping(c), 0);
+    for (int i = 0; i < 200; i++)
+        ck_assert_int_eq(
+            fidbus_publish_ack(c, "r.x", tags, 1, payload, sizeof payload, &result), 0);
+
+    unsigned long before = atomic_load(&allocs);
+    unsigned long calls0 = atomic_load(&member_calls);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 10000; i++)
+            ck_assert_int_eq(fidbus_publish(c, "r.x", tags, 1, payload, sizeof payload),
+                             0);
+        ck_assert_int_eq(fidbus_ping(c), 0);
+        for (int i = 0; i < 200; i++) {
+            ck_assert_int_eq(
+                fidbus_publish_ack(c, "r.x", tags, 1, payload, sizeof payload, &result),
+                0);
+            ck_assert_uint_eq(result, 1);
+        }
+    }
+    unsigned long after = atomic_load(&allocs);
+    ck_assert_uint_eq(atomic_load(&member_calls) - calls0, 3 * 10200);
+    ck_assert_msg(after == before,
+                  "the daemon allocated %lu times for 30600 remote calls (expected 0)",
+                  after - before);
+
+    fidbus_client_close(c);
+    atomic_store(&member_stop, true);
+    pthread_join(mt, NULL);
+    close(member_fd);
+    kill(getpid(), SIGTERM);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(daemon_rc, 0);
+    close(nfd);
+    unlink(notify_path);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hotpath");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_hotpath_no_alloc_per_event);
+    tcase_add_test(tc, test_hotpath_remote_no_alloc_per_call);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
