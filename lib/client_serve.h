@@ -1,7 +1,8 @@
 /*
  * lib/client_serve.h -- the serving side of the client (lib/client_serve.c)
  * as lib/client.c and client_reconnect.c see it, and the RESULT batching
- * rule on its own so tests/unit/test_serve_batch.c can check it.
+ * rule (lib/client_serve_batch.c) on its own so tests/unit/test_serve_batch.c
+ * can check it.
  * Private to libfidbus (not installed).
  */
 #ifndef FB_CLIENT_SERVE_H
