@@ -579,11 +579,18 @@ int main(int argc, char **argv)
     char(*canon)[FIDBUS_CANONICAL_MAX] = calloc(nfn ? nfn : 1, sizeof(*canon));
     if (!canon)
         return 1;
+    /* namespace=NS serves every function under NS, as the key of that
+     * name does for a [plugin] instance in fidbusd.conf(5). */
+    const char *ns = host_config(NULL, "namespace");
+    if (ns && !fidbus_name_valid(ns)) {
+        fprintf(stderr, "fidbus-serve: namespace=%s: want 1-64 of [A-Za-z0-9_-]\n", ns);
+        return EXIT_USAGE;
+    }
     for (size_t i = 0; i < nfn; i++) {
         const struct fidbus_function *f = &g.plugin->functions[i];
         uint64_t id;
         if (!f->handle ||
-            fidbus_funcid_make(f->ns, f->name, f->version, canon[i], &id) < 0) {
+            fidbus_funcid_make(ns ? ns : f->ns, f->name, f->version, canon[i], &id) < 0) {
             fprintf(stderr, "fidbus-serve: %s: function %zu has an invalid name\n",
                     g.plugin_path, i);
             return 1;

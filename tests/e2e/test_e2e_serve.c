@@ -11,8 +11,8 @@
  *   - fidbus_unregister drains: a call held while it runs still ends ok,
  *     and afterwards the function has no member (UNAVAILABLE);
  *   - a reconnecting member registers again after the daemon restarts;
- *   - fidbus-serve hosting plugins/log.so and count.so, stopped by
- *     SIGTERM (exit 0, fini ran);
+ *   - fidbus-serve hosting plugins/log.so and count.so (and count.so
+ *     again with namespace=acme), stopped by SIGTERM (exit 0, fini ran);
  *   - the README's serving example (tests/readme_serve, extracted from
  *     README.md by tests/CMakeLists.txt) serves 5 calls and leaves;
  *   - fidbus-serve with a blocking plugin: calls held on its pool at
@@ -58,7 +58,8 @@ static const char conf_serve[] =
     "[route log]\nevent = log.*\nto = fidbus.log@1.0.0\n"
     "[route count]\nevent = count.*\nto = fidbus.count@1.0.0\n"
     "[route crash]\nevent = crash.*\nto = test.crash@1.0.0\n"
-    "[route gate]\nevent = gate.*\nto = test.gate@1.0.0\n";
+    "[route gate]\nevent = gate.*\nto = test.gate@1.0.0\n"
+    "[route acme]\nevent = acme.*\nto = acme.count@1.0.0\n";
 /* clang-format on */
 
 /* fidbus_register, or false (and the skip noted) on UNSUPPORTED. */
@@ -498,8 +499,23 @@ START_TEST(test_e2e_serve_log_and_count)
                                       countf, "interval_ms=0", NULL});
     ck_assert(serve_ready(&c));
 
+    /* the same plugin again, under another namespace */
+    struct served a;
+    serve_spawn(
+        t, &a, "acme",
+        (const char *const[]){fb_e2e_built("plugins/count.so"), "namespace=acme", NULL});
+    ck_assert(serve_ready(&a));
+    char *said = fb_e2e_read(a.err, NULL);
+    ck_assert_msg(strstr(said, "serving acme.count@1.0.0"), "%s", said);
+    free(said);
+
     struct fidbus_client *p = fb_e2e_connect(t);
     uint64_t r;
+    ck_assert_int_eq(publish(p, "acme.x", &r), 0);
+    ck_assert_uint_eq(r, 1);
+    int st0 = serve_stop(&a);
+    ck_assert_msg(WIFEXITED(st0) && WEXITSTATUS(st0) == 0, "namespace=acme: status %d",
+                  st0);
     for (int i = 0; i < 10; i++) {
         ck_assert_int_eq(publish(p, "log.line", &r), 0);
         ck_assert_uint_eq(r, 1);
