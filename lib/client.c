@@ -55,6 +55,7 @@
 #include <fidbus/client.h>
 
 #include "client_private.h"
+#include "client_serve.h"
 
 /* Buffered publishes are written once more than this is waiting. */
 #define FB_SEND_THRESHOLD (64u * 1024u)
@@ -106,7 +107,7 @@ static uint64_t error_code_of(const struct fidbus_msg *m)
 static int handle_frame(struct fidbus_client *c, struct fb_wait *w, const uint8_t *body,
                         size_t len)
 {
-    struct fidbus_msg *m = &c->msg;
+    struct fidbus_msg *m = c->mp;
 
     if (fidbus_msg_decode(body, len, FIDBUS_MAX_DEPTH_DEFAULT, m) != 0 ||
         !fidbus_msg_has(m, FIDBUS_K_TYPE))
@@ -126,6 +127,8 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w, const uint8_
         w->done = true;
         return 0;
     }
+    if (m->type == FIDBUS_MSG_CALL)
+        return c->serve ? fb_serve_on_call(c, w, body, len) : 0;
     if (m->type != FIDBUS_MSG_ACK && m->type != FIDBUS_MSG_ERROR &&
         m->type != FIDBUS_MSG_REPLY)
         return 0; /* nothing a client acts on; ignore for compatibility */
@@ -141,6 +144,9 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w, const uint8_
         copy_text(c->last_error, sizeof(c->last_error), m->message);
         c->last_code = code;
     }
+    /* The answer to a REGISTER or UNREGISTER the serving side sent. */
+    if (c->serve && has_seq && m->type != FIDBUS_MSG_REPLY && fb_serve_on_answer(c, w))
+        return 0;
 
     bool match = false;
     switch (w->kind) {
@@ -154,6 +160,7 @@ static int handle_frame(struct fidbus_client *c, struct fb_wait *w, const uint8_
         match = has_seq && m->seq == w->seq && (is_error || m->type == w->want_type);
         break;
     case FB_WAIT_NONE:
+    case FB_WAIT_SERVE:
         break;
     }
     if (!match) {
@@ -211,7 +218,10 @@ static int read_some(struct fidbus_client *c)
 {
     uint8_t *p;
     size_t len;
-    int rc = fidbus_frame_reader_space(&c->rd, &p, &len);
+    bool pinned = false;
+    int rc = c->serve ? fb_serve_read_space(c, &p, &len, &pinned) : 0;
+    if (rc == 0 && !pinned)
+        rc = fidbus_frame_reader_space(&c->rd, &p, &len);
     if (rc < 0)
         return rc;
     if (len == 0)
@@ -304,16 +314,20 @@ int fb_client_pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t dead
         int rc = drain_frames(c, w);
         if (rc < 0)
             return client_fail(c, rc);
-        if (w->done)
-            return 0;
+        if (w->done || w->served || w->woken)
+            return 0; /* a serve loop answers a batch of CALLs at a time */
         bool want_out = c->out_sent < c->out.len;
         if (!want_out && w->kind == FB_WAIT_NONE)
             return 0;
 
-        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        struct pollfd pfd[2] = {{.fd = c->fd, .events = POLLIN},
+                                {.fd = w->wake_fd, .events = POLLIN}};
         if (want_out)
-            p.events |= POLLOUT;
-        int n = poll(&p, 1, remaining(deadline));
+            pfd[0].events |= POLLOUT;
+        int n = poll(pfd, w->kind == FB_WAIT_SERVE ? 2 : 1, remaining(deadline));
+        if (n > 0 && w->kind == FB_WAIT_SERVE && pfd[1].revents)
+            w->woken = true;
+
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -324,14 +338,14 @@ int fb_client_pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t dead
                 return -ETIMEDOUT;
             continue;
         }
-        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             rc = read_some(c);
             if (rc == -ECONNRESET)
                 return closed(c, w);
             if (rc < 0)
                 return client_fail(c, rc);
         }
-        if (want_out && (p.revents & POLLOUT)) {
+        if (want_out && (pfd[0].revents & POLLOUT)) {
             rc = write_some(c);
             if (rc < 0) {
                 /* Read what the server said before it went away. */
@@ -380,6 +394,18 @@ static int enqueue_at(struct fidbus_client *c, const struct fidbus_msg_out *o, s
 int fb_client_enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o)
 {
     return enqueue_at(c, o, NULL);
+}
+
+int fb_client_enqueue_raw(struct fidbus_client *c, const uint8_t *frame, size_t len)
+{
+    size_t from = c->reconnect ? c->out_frame : c->out_sent;
+    if (from && c->out_sent < c->out.len) {
+        memmove(c->out.data, c->out.data + from, c->out.len - from);
+        c->out.len -= from;
+        c->out_sent -= from;
+        c->out_frame = 0;
+    }
+    return fidbus_buf_append(&c->out, frame, len) == 0 ? 0 : -ENOMEM;
 }
 
 static int check_publish(const char *event, const struct fidbus_tag *tags, size_t ntags,
@@ -473,6 +499,7 @@ static struct fidbus_client *client_free(struct fidbus_client *c)
 {
     if (!c)
         return NULL;
+    fb_serve_free(c);
     if (c->fd >= 0)
         close(c->fd);
     fidbus_frame_reader_destroy(&c->rd);
@@ -512,6 +539,7 @@ int fidbus_client_connect(struct fidbus_client **out, const char *addr,
     if (!c)
         return -ENOMEM;
     c->fd = -1;
+    c->mp = &c->msg;
     c->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : FB_DEFAULT_TIMEOUT_MS;
     if (c->timeout_ms < 0)
         c->timeout_ms = -1;

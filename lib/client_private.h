@@ -157,6 +157,7 @@ enum fb_wait_kind {
     FB_WAIT_HELLO, /* the server's first frame */
     FB_WAIT_SEQ,   /* the answer carrying one seq */
     FB_WAIT_ANY,   /* the next ACK or ERROR, whatever its seq */
+    FB_WAIT_SERVE, /* a batch of CALLs or a wake-up (lib/client_serve.c) */
 };
 
 /* What one call waits for, and what it got. */
@@ -173,6 +174,9 @@ struct fb_wait {
     uint64_t conn_code; /* a seq-less ERROR seen during the call */
     bool is_ping;       /* re-send PING(seq) after a reconnection */
     bool no_reconnect;  /* a lost connection ends the wait with 0 (buffered) */
+    bool served;        /* FB_WAIT_SERVE: a CALL or a REGISTER answer was read */
+    int wake_fd;        /* FB_WAIT_SERVE: also poll this (eventfd) */
+    bool woken;         /* ... and it was readable */
 };
 
 struct fidbus_client {
@@ -210,6 +214,11 @@ struct fidbus_client {
     struct fb_pending pend;
     /* answers read by other calls, waiting for fidbus_client_recv */
     struct fb_answers kept;
+    /* Serving (lib/client_serve.c); NULL until fidbus_register. */
+    struct fb_serve *serve;
+    /* Where frames are decoded: &msg, or another struct while a serving
+     * callback runs (its call points into msg). */
+    struct fidbus_msg *mp;
     struct fidbus_msg msg; /* large: decoded into, reused */
 };
 
@@ -233,6 +242,8 @@ static inline uint64_t fb_client_next_seq(struct fidbus_client *c)
 int fb_client_pump_once(struct fidbus_client *c, struct fb_wait *w, int64_t deadline);
 /* Appends one encoded frame to the write buffer. 0, -ENOMEM, -EMSGSIZE. */
 int fb_client_enqueue(struct fidbus_client *c, const struct fidbus_msg_out *o);
+/* Appends one whole frame already encoded (header included). 0, -ENOMEM. */
+int fb_client_enqueue_raw(struct fidbus_client *c, const uint8_t *frame, size_t len);
 /* Waits (the client's timeout) for the answer of type want_type to seq. */
 int fb_client_wait_seq(struct fidbus_client *c, struct fb_wait *w, uint64_t seq,
                        uint64_t want_type);

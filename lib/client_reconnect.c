@@ -23,6 +23,7 @@
 #include <fidbus/client.h>
 
 #include "client_private.h"
+#include "client_serve.h"
 
 #define FB_RECONNECT_BUFFER_DEFAULT (1024u * 1024u)
 
@@ -141,7 +142,7 @@ int fb_client_reconnect_setup(struct fidbus_client *c, const struct fb_addr *a,
 /* Is the frame body an un-acked PUBLISH (worth carrying over)? */
 static bool unacked_publish(struct fidbus_client *c, const uint8_t *body, size_t len)
 {
-    struct fidbus_msg *m = &c->msg;
+    struct fidbus_msg *m = c->mp;
     if (fidbus_msg_decode(body, len, FIDBUS_MAX_DEPTH_DEFAULT, m) != 0)
         return false;
     return m->type == FIDBUS_MSG_PUBLISH &&
@@ -174,6 +175,8 @@ void fb_client_conn_lost(struct fidbus_client *c)
     c->rd.start = c->rd.end = 0; /* a new stream starts with a new frame */
     c->backoff_ms = 0;
     c->next_attempt = now_ms(); /* the first attempt goes at once */
+    if (c->serve)
+        fb_serve_conn_lost(c);
 }
 
 /*
@@ -210,7 +213,9 @@ static int reconnect_once(struct fidbus_client *c)
             fidbus_buf_free(&held);
             c->backoff_ms = 0;
             c->reconnects++;
-            return 0;
+            /* A member's functions come back before anything re-sent is
+             * handled: REGISTERs are the first frames after the handshake. */
+            return c->serve ? fb_serve_reconnected(c) : 0;
         }
         close(c->fd);
         c->fd = -1;
@@ -275,7 +280,9 @@ int fb_client_pump(struct fidbus_client *c, struct fb_wait *w, int64_t deadline)
         return fb_client_pump_once(c, w, deadline);
     for (;;) {
         if (c->fd < 0) {
-            if (w->no_reconnect)
+            /* A serve loop waits for the reconnection itself, so that
+             * fidbus_serve_stop can interrupt it (lib/client_serve.c). */
+            if (w->no_reconnect || w->kind == FB_WAIT_SERVE)
                 return 0;
             int rc = fb_client_wait_connected(c, deadline);
             if (rc < 0)

@@ -87,14 +87,15 @@ hasnt() { # package regex
         fail "$1 holds the files above, which belong to another package"
     fi
 }
-has fidbus /usr/bin/fidbusd /usr/bin/fidbusctl $L/fidbus/plugins/log.so \
+has fidbus /usr/bin/fidbusd /usr/bin/fidbusctl /usr/bin/fidbus-serve $L/fidbus/plugins/log.so \
     $L/fidbus/plugins/count.so /etc/fidbus/fidbusd.conf /lib/systemd/system/fidbusd.service \
     /lib/systemd/system/fidbusd.socket /lib/systemd/system/fidbusd-control.socket \
     /usr/share/bash-completion/completions/fidbusctl /usr/share/doc/fidbus/README.md \
     /usr/share/doc/fidbus/proto/README.md /usr/share/doc/fidbus/proto/control.md \
     /usr/share/doc/fidbus/proto/fidbus.cddl /usr/share/doc/fidbus/changelog.gz
 [ "$man" = 1 ] && has fidbus /usr/share/man/man8/fidbusd.8.gz \
-    /usr/share/man/man1/fidbusctl.1.gz /usr/share/man/man5/fidbusd.conf.5.gz
+    /usr/share/man/man1/fidbusctl.1.gz /usr/share/man/man1/fidbus-serve.1.gz \
+    /usr/share/man/man5/fidbusd.conf.5.gz
 hasnt fidbus "^$L/libfidbus|^/usr/include|pkgconfig|cmake|/man[37]/"
 has libfidbus0 $L/libfidbus.so.0
 hasnt libfidbus0 "^/usr/bin|^/etc|^/usr/include|libfidbus\.(so|a)$|/fidbus/plugins|/man/"

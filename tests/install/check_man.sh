@@ -16,7 +16,7 @@ if [ ! -d "$build/packaging/man" ]; then
     echo "install.man: SKIPPED: no man pages built (scdoc was not found at configure time)"
     exit 77
 fi
-for page in fidbusd.8 fidbusctl.1 fidbusd.conf.5 fidbus_client.3 fidbus-plugin.7; do
+for page in fidbusd.8 fidbusctl.1 fidbus-serve.1 fidbusd.conf.5 fidbus_client.3 fidbus-plugin.7; do
     f=$build/packaging/man/$page
     [ -s "$f" ] && [ -s "$f.gz" ] || fail "$f (and .gz) not built"
     warn=$(MANWIDTH=80 man --warnings -l "$f" 2>&1 >/dev/null) || fail "man -l $f failed: $warn"

@@ -248,6 +248,136 @@ FIDBUS_API void fidbus_key_free(uint8_t *key, size_t len);
 /* A static description of fidbus_key_load's return value. */
 FIDBUS_API const char *fidbus_key_strerror(int rc);
 
+/*
+ * Serving functions (proto/README.md "Remote functions"). A client may
+ * serve functions over its bus connection: fidbus_register names a
+ * function ("ns.name@1.0.0", the namespace allowed by a [remote NS]
+ * section of the daemon's config) and a callback; fidbus_serve then reads
+ * the CALLs the daemon writes for it, runs the callback for each, and
+ * writes the RESULTs back. Everything runs on the thread that calls
+ * fidbus_serve, except fidbus_call_done and fidbus_serve_stop, which may
+ * be called from any thread (fidbus_serve_stop from a signal handler too).
+ *
+ *     static int audit(struct fidbus_client *c, const struct fidbus_call *call,
+ *                      void *arg)
+ *     {
+ *         fwrite(call->payload, 1, call->payload_len, arg);
+ *         return 0;                                 // or FIDBUS_HANDLER_FAILED
+ *     }
+ *     ...
+ *     rc = fidbus_register(c, "acme.audit@1.0.0", "event:any", NULL, audit, f, NULL);
+ *     while ((rc = fidbus_serve(c, -1)) == 0)
+ *         ;                                         // until fidbus_serve_stop
+ *     fidbus_unregister(c, NULL);                   // drain, then leave
+ *
+ * The callback's return value is the call's outcome: 0 ok,
+ * FIDBUS_HANDLER_FAILED (failed; not run again), FIDBUS_RETRY (not run:
+ * the daemon gives it to another member while attempts remain), or
+ * FIDBUS_CALL_PENDING: the call stays open and is answered later with
+ * fidbus_call_done(c, call->token, code), from the callback's thread or
+ * any other. A member holds at most `credit` open calls of a function at
+ * once (the daemon sends no more); a pending call past its timeout_ms is
+ * given up by the daemon (UNAVAILABLE, or redelivered when idempotent),
+ * and a late answer is ignored. Any other return value counts as
+ * FIDBUS_HANDLER_FAILED.
+ *
+ * Everything in *call (event, tags, payload: zero copy, straight from the
+ * read buffer) is valid only until the callback returns; copy what a
+ * pending call still needs. A callback may publish on c (fidbus_publish,
+ * fidbus_publish_ack, fidbus_ping): CALLs read meanwhile are kept and run
+ * after it returns, in order. fidbus_serve, fidbus_register and
+ * fidbus_unregister return -EDEADLK there; it must not close c either,
+ * and an acked publish that needs a call of this very member to finish
+ * waits for its own timeout when the member has no credit left.
+ *
+ * RESULTs are written once per batch of CALLs read (and after completions
+ * from other threads): answered calls at the front, in call-id order and
+ * with one code, go as a single RESULT with `upto`; others one by one.
+ * Steady serving allocates nothing per call.
+ *
+ * With reconnection (fidbus_client_opts.reconnect_max_ms), a lost
+ * connection loses the calls it held (the daemon redelivers the
+ * idempotent ones or fails them UNAVAILABLE; a later fidbus_call_done for
+ * one is ignored), and every registered function is registered again on
+ * the new connection. A re-registration the daemon refuses ends
+ * fidbus_serve with its error (fidbus_client_last_error names it).
+ */
+#define FIDBUS_CALL_PENDING 0x10000 /* callback: answered by fidbus_call_done */
+#define FIDBUS_SERVE_STOPPED 1      /* fidbus_serve: fidbus_serve_stop was called */
+
+/* One call, as the callback sees it (valid until it returns). */
+struct fidbus_call {
+    uint64_t call_id; /* the CALL's seq: unique among the connection's calls */
+    uint64_t token;   /* for fidbus_call_done: this delivery and no other */
+    uint64_t funcid;
+    const char *function; /* the canonical name given to fidbus_register */
+    const char *event;    /* NUL-terminated */
+    const struct fidbus_tag *tags;
+    size_t ntags;
+    const uint8_t *payload; /* the payload's raw CBOR bytes; NULL, 0: none */
+    size_t payload_len;
+    uint64_t generation; /* of the route table that routed the event */
+    uint64_t attempt;    /* 1 for the first delivery, 2... when redelivered */
+};
+
+typedef int (*fidbus_call_fn)(struct fidbus_client *c, const struct fidbus_call *call,
+                              void *arg);
+
+/* Options of one registration; NULL = all defaults. `size` must be
+ * sizeof(struct fidbus_serve_opts): later versions append fields. */
+struct fidbus_serve_opts {
+    size_t size;
+    uint32_t credit;     /* open calls at once; 0 = the daemon's [remote] credit */
+    uint32_t timeout_ms; /* a call's deadline; 0 = the section's timeout_ms */
+    uint32_t flags;      /* FIDBUS_FLAG_IDEMPOTENT: a call may run again */
+};
+
+/*
+ * Registers `function` with its signature text (may be "") and waits for
+ * the daemon's answer, serving already registered functions meanwhile.
+ * Returns 0 and the funcID in *funcid (may be NULL), or
+ * FIDBUS_EPROTO_CODE(code): UNAUTHORIZED, CONFLICT, SIGNATURE_MISMATCH,
+ * INVALID, UNSUPPORTED (a daemon without remote functions); -EINVAL for a
+ * name that is not canonical, -EEXIST when c already serves it.
+ */
+FIDBUS_API int fidbus_register(struct fidbus_client *c, const char *function,
+                               const char *signature,
+                               const struct fidbus_serve_opts *opts, fidbus_call_fn cb,
+                               void *arg, uint64_t *funcid);
+
+/*
+ * Stops serving `function` (NULL: every function c serves): the daemon
+ * sends no new calls at once, and answers once every call c still holds
+ * for it was answered -- so this call goes on serving (running callbacks
+ * for calls already on their way, taking fidbus_call_done completions)
+ * until then: the drain. Waits up to the function's timeout_ms (30 s when
+ * it was left to the daemon) plus the client's timeout. 0, -ENOENT (not
+ * served), -ETIMEDOUT, or an error.
+ */
+FIDBUS_API int fidbus_unregister(struct fidbus_client *c, const char *function);
+
+/*
+ * Serves until timeout_ms passes (-1: no limit) -> 0, fidbus_serve_stop
+ * -> FIDBUS_SERVE_STOPPED, or an error (a lost connection without
+ * reconnection, a refused re-registration) -> negative.
+ */
+FIDBUS_API int fidbus_serve(struct fidbus_client *c, int timeout_ms);
+
+/*
+ * Makes the running (or next) fidbus_serve return FIDBUS_SERVE_STOPPED.
+ * Async-signal-safe and callable from any thread once fidbus_register
+ * has returned on c.
+ */
+FIDBUS_API void fidbus_serve_stop(struct fidbus_client *c);
+
+/*
+ * Answers a call whose callback returned FIDBUS_CALL_PENDING, with code
+ * 0, FIDBUS_HANDLER_FAILED or FIDBUS_RETRY. Any thread; the RESULT is
+ * written by the serving thread (it is woken). A token whose call is gone
+ * (answered, lost with its connection) is ignored. 0 or -EINVAL.
+ */
+FIDBUS_API int fidbus_call_done(struct fidbus_client *c, uint64_t token, int code);
+
 #ifdef __cplusplus
 }
 #endif
