@@ -40,12 +40,14 @@ struct fb_bench_opts {
     unsigned repeat;
     double rate; /* latency: offered events per second */
     double seconds;
-    unsigned warmup_ms; /* latency: sent but not measured, each round */
-    unsigned rounds;    /* latency: alternating rounds, 0 = default */
-    bool spin;          /* latency: busy-wait for send deadlines */
-    bool echo_baseline; /* latency against the echo server only */
-    bool compare;       /* latency: echo and fidbusd back to back */
-    int timeout_s;      /* bound on every wait of one run */
+    unsigned warmup_ms;   /* latency: sent but not measured, each round */
+    unsigned rounds;      /* latency: alternating rounds, 0 = default */
+    bool spin;            /* latency: busy-wait for send deadlines */
+    bool closed;          /* latency: closed loop, one event in flight */
+    bool echo_baseline;   /* latency against the echo server only */
+    bool decode_baseline; /* throughput against the decode baseline only */
+    bool compare;         /* latency: echo and fidbusd back to back */
+    int timeout_s;        /* bound on every wait of one run */
     bool json;
     bool keep; /* keep the temp dir for inspection */
 };
@@ -258,7 +260,7 @@ int fb_bench_change(const struct fb_bench_opts *o, struct fb_bench_ch_result *re
 
 struct fb_bench_lat_result {
     const char *target; /* "fidbusd" or "echo" */
-    double offered;     /* events/s */
+    double offered;     /* events/s; 0 in a closed loop */
     double achieved;    /* events actually sent per second */
     uint64_t scheduled;
     unsigned rounds;
@@ -303,8 +305,14 @@ int fb_bench_isolation(const struct fb_bench_opts *o, struct fb_bench_iso_result
 struct fb_bench_echo;
 
 /* Starts the echo server thread listening on the Unix socket `path`, or
- * with path NULL on 127.0.0.1 at a free port, stored in *port. */
-int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port);
+ * with path NULL on 127.0.0.1 at a free port, stored in *port. With
+ * decode, the decode baseline instead (echo.c): frames decoded, counted,
+ * PINGs answered, nothing echoed. */
+int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port,
+                        bool decode);
+/* Decode baseline: the PUBLISHes decoded so far; *bad, when given, the
+ * frames that did not decode or check. */
+uint64_t fb_bench_echo_decoded(struct fb_bench_echo *e, uint64_t *bad);
 /* Stops it and joins its thread. NULL-safe; returns NULL. */
 struct fb_bench_echo *fb_bench_echo_stop(struct fb_bench_echo *e);
 

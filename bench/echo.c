@@ -1,5 +1,5 @@
 /*
- * fidbus-bench: the echo baseline.
+ * fidbus-bench: the echo and decode baselines.
  *
  * A minimal libuv server on its own thread and loop, listening on a Unix
  * socket (or on 127.0.0.1 when fidbusd is measured over TCP, so both go
@@ -8,10 +8,18 @@
  * request/answer round trip through one libuv loop on this machine, so the latency mode
  * measures it and fidbusd in the same run and compares their p99s. It does no decoding
  * and no dispatch: whatever fidbusd adds above it is the cost of being a bus.
+ *
+ * The decode baseline is the same server with one difference: instead of
+ * echoing, it decodes and checks every frame with libfidbus's own decoder
+ * (fidbus_msg_decode + fidbus_msg_check, as fidbusd does) and counts the
+ * PUBLISHes; it greets with HELLO and answers PING with ACK, so the
+ * throughput publisher runs against it unchanged. It is our own limit for
+ * one connection: throughput measures it and fidbusd in the same run.
  */
 #include "bench.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +33,7 @@ struct echo_client {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
     } h; /* first: the handle pointer is the client's */
+    struct fb_bench_echo *e;
     size_t have;
     uint8_t buf[];
 };
@@ -47,6 +56,9 @@ struct fb_bench_echo {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int state; /* 0 starting, 1 listening, <0 failed (errno) */
+    bool decode;
+    _Atomic uint64_t decoded; /* decode: PUBLISHes that decoded and checked */
+    _Atomic uint64_t bad;     /* decode: frames that did not */
     char path[256];
 };
 
@@ -66,6 +78,62 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_write(uv_write_t *req, int status)
 {
     free(req);
+}
+
+/* Writes n bytes of p now, or a queued copy of what did not go. */
+static int send_bytes(uv_stream_t *s, const uint8_t *p, size_t n)
+{
+    uv_buf_t out = uv_buf_init((char *)p, (unsigned)n);
+    int w = uv_try_write(s, &out, 1);
+    if (w < 0 && w != UV_EAGAIN)
+        return w;
+    size_t done = w < 0 ? 0 : (size_t)w;
+    if (done == n)
+        return 0;
+    struct echo_write *q = malloc(sizeof(*q) + n - done);
+    if (!q)
+        return UV_ENOMEM;
+    memcpy(q->data, p + done, n - done);
+    uv_buf_t rest = uv_buf_init((char *)q->data, (unsigned)(n - done));
+    int rc = uv_write(&q->req, s, &rest, 1, on_write);
+    if (rc < 0)
+        free(q);
+    return rc;
+}
+
+/* The decode baseline: every whole frame in c->buf[0..end) decoded and
+ * checked; a PING answered with its ACK; nothing else written. */
+static void decode_frames(uv_stream_t *s, struct echo_client *c, size_t end)
+{
+    uint64_t ok = 0, bad = 0;
+    int rc = 0;
+    for (size_t off = 0; off < end && rc == 0;) {
+        const uint8_t *p = c->buf + off;
+        uint32_t len =
+            (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        struct fidbus_msg m;
+        if (fidbus_msg_decode(p + FIDBUS_FRAME_HEADER, len, FIDBUS_MAX_DEPTH_DEFAULT,
+                              &m) != 0 ||
+            fidbus_msg_check(&m) != 0) {
+            bad++;
+        } else if (m.type == FIDBUS_MSG_PUBLISH) {
+            ok++;
+        } else if (m.type == FIDBUS_MSG_PING) {
+            /* what came before the PING is counted before its ACK leaves */
+            atomic_fetch_add_explicit(&c->e->decoded, ok, memory_order_relaxed);
+            ok = 0;
+            uint8_t ack[64];
+            size_t n = fidbus_enc_ack(ack, sizeof(ack), m.seq, 0);
+            rc = send_bytes(s, ack, n);
+        }
+        off += FIDBUS_FRAME_HEADER + len;
+    }
+    atomic_fetch_add_explicit(&c->e->decoded, ok, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->e->bad, bad, memory_order_relaxed);
+    memmove(c->buf, c->buf + end, c->have - end);
+    c->have -= end;
+    if (rc < 0)
+        uv_close((uv_handle_t *)s, on_close_free);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -94,6 +162,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (off == 0)
         return;
+    if (c->e->decode) {
+        decode_frames(s, c, off);
+        return;
+    }
 
     uv_buf_t out = uv_buf_init((char *)c->buf, (unsigned)off);
     int n = uv_try_write(s, &out, 1);
@@ -128,6 +200,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct echo_client *c = malloc(sizeof(*c) + ECHO_BUF);
     if (!c)
         return;
+    c->e = server->data;
     c->have = 0;
     if (server->type == UV_TCP)
         uv_tcp_init(server->loop, &c->h.tcp);
@@ -140,6 +213,12 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (server->type == UV_TCP)
         uv_tcp_nodelay(&c->h.tcp, 1);
+    if (c->e->decode) {
+        uint8_t hello[64];
+        size_t n = fidbus_enc_hello(hello, sizeof(hello), "decode-baseline", NULL, 0);
+        if (send_bytes((uv_stream_t *)&c->h, hello, n) < 0)
+            uv_close((uv_handle_t *)&c->h, on_close_free);
+    }
 }
 
 static void close_client(uv_handle_t *h, void *arg)
@@ -191,8 +270,12 @@ static void *echo_main(void *arg)
     struct fb_bench_echo *e = arg;
     int rc;
 
-    if ((rc = echo_bind(e)) < 0 ||
-        (rc = uv_listen((uv_stream_t *)&e->server, 16, on_connection)) < 0) {
+    rc = echo_bind(e);
+    if (e->tcp)
+        e->server.tcp.data = e;
+    else
+        e->server.pipe.data = e;
+    if (rc < 0 || (rc = uv_listen((uv_stream_t *)&e->server, 16, on_connection)) < 0) {
         uv_close((uv_handle_t *)&e->server, NULL);
         uv_close((uv_handle_t *)&e->stop, NULL);
         uv_run(&e->loop, UV_RUN_DEFAULT);
@@ -204,7 +287,8 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
-int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port)
+int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port,
+                        bool decode)
 {
     struct fb_bench_echo *e = calloc(1, sizeof(*e));
     int rc;
@@ -213,6 +297,7 @@ int fb_bench_echo_start(struct fb_bench_echo **out, const char *path, int *port)
     if (!e)
         return -ENOMEM;
     e->tcp = path == NULL;
+    e->decode = decode;
     snprintf(e->path, sizeof(e->path), "%s", path ? path : "");
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
@@ -247,6 +332,13 @@ fail_sync:
     pthread_mutex_destroy(&e->lock);
     free(e);
     return rc;
+}
+
+uint64_t fb_bench_echo_decoded(struct fb_bench_echo *e, uint64_t *bad)
+{
+    if (bad)
+        *bad = atomic_load(&e->bad);
+    return atomic_load(&e->decoded);
 }
 
 struct fb_bench_echo *fb_bench_echo_stop(struct fb_bench_echo *e)

@@ -63,9 +63,13 @@ static void usage(FILE *f)
         "  --warmup-ms MS    latency: sent but not measured, each round (default 50)\n"
         "  --rounds K        latency: alternating rounds (default 10 with --compare)\n"
         "  --spin            latency: busy-wait for send times instead of sleeping\n"
+        "  --closed          latency: closed loop, one event in flight (--rate x\n"
+        "                    --seconds events), each timed from its write\n"
         "  --baseline echo   latency: measure the in-process libuv echo server\n"
-        "  --compare         latency: echo and fidbusd in alternating rounds, side by "
-        "side\n"
+        "  --baseline decode throughput: measure the in-process decode baseline (a\n"
+        "                    libuv reader that only decodes each frame with libfidbus)\n"
+        "  --compare         latency: echo and fidbusd in alternating rounds, side by\n"
+        "                    side; throughput: decode baseline and fidbusd alternately\n"
         "  --bus ADDR        use a running daemon (unix:PATH, PATH, tcp:HOST:PORT)\n"
         "  --tcp             spawned daemon: connect over 127.0.0.1 TCP\n"
         "  --fidbusd PATH    daemon binary (default $FIDBUS_BUILD_DIR/daemon/fidbusd)\n"
@@ -213,13 +217,82 @@ static int run_throughput(const struct fb_bench_opts *o, unsigned repeat,
     return rc < 0 ? rc : all_ok ? 0 : 1;
 }
 
+/*
+ * throughput --compare: the decode baseline and fidbusd, `repeat` rounds
+ * each in alternating order (decode first in even rounds), so both see
+ * the same stretch of a noisy machine; medians and fidbusd's share of the
+ * baseline.
+ */
+static int run_throughput_compare(const struct fb_bench_opts *o, unsigned repeat,
+                                  json_t *js)
+{
+    struct fb_bench_tp_result *runs[2] = {calloc(repeat, sizeof(**runs)),
+                                          calloc(repeat, sizeof(**runs))};
+    const char *const name[2] = {"decode", "fidbusd"};
+    bool all_ok = true;
+    int rc = 0;
+
+    if (!runs[0] || !runs[1]) {
+        free(runs[0]);
+        free(runs[1]);
+        return -ENOMEM;
+    }
+    fprintf(fb_bench_out,
+            "throughput: 1 conn each, payload %zu B, %llu events, no ack, decode "
+            "baseline and fidbusd (workers=%u) in %u alternating rounds\n",
+            o->payload, (unsigned long long)o->events, o->workers, repeat);
+    unsigned done = 0;
+    for (; done < repeat && rc == 0; done++) {
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            int which = done % 2 == 0 ? k : 1 - k;
+            struct fb_bench_opts x = *o;
+            x.conns = 1;
+            x.decode_baseline = which == 0;
+            struct fb_bench_tp_result *r = &runs[which][done];
+            if ((rc = fb_bench_throughput(&x, r)) < 0) {
+                fprintf(fb_bench_out, "  round %u %s: FAILED (%s)\n", done + 1,
+                        name[which], strerror(-rc));
+                break;
+            }
+            fprintf(fb_bench_out, "  round %u %-7s %.3f M events/s\n", done + 1,
+                    name[which], r->events_per_s / 1e6);
+            print_verify(r->verify, r->sent, r->counted);
+            all_ok = all_ok && r->ok;
+        }
+    }
+    if (rc == 0) {
+        double med[2];
+        for (int k = 0; k < 2; k++) {
+            qsort(runs[k], done, sizeof(*runs[k]), cmp_tp);
+            med[k] = runs[k][done / 2].events_per_s;
+        }
+        double share = med[0] > 0 ? med[1] / med[0] : 0;
+        fprintf(fb_bench_out,
+                "  median of %u: decode %.3f M/s, fidbusd %.3f M/s: fidbusd at %.0f%% "
+                "of the decode baseline\n",
+                done, med[0] / 1e6, med[1] / 1e6, share * 100);
+        if (js) {
+            json_object_set_new(js, "decode_median", tp_json(&runs[0][done / 2]));
+            json_object_set_new(js, "fidbusd_median", tp_json(&runs[1][done / 2]));
+            json_object_set_new(js, "share_of_decode", json_real(share));
+            json_object_set_new(js, "ok", json_boolean(all_ok));
+        }
+    }
+    free(runs[0]);
+    free(runs[1]);
+    return rc < 0 ? rc : all_ok ? 0 : 1;
+}
+
 static void print_lat(const struct fb_bench_lat_result *r)
 {
+    char offered[64] = "closed loop (one in flight)";
+    if (r->offered > 0)
+        snprintf(offered, sizeof(offered), "offered %.0f/s", r->offered);
     fprintf(fb_bench_out,
-            "latency %s: offered %.0f/s, achieved %.0f/s, %llu events in "
+            "latency %s: %s, achieved %.0f/s, %llu events in "
             "%u round%s (%llu measured, first %llu of each round not)\n",
-            r->target, r->offered, r->achieved, (unsigned long long)r->scheduled,
-            r->rounds, r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
+            r->target, offered, r->achieved, (unsigned long long)r->scheduled, r->rounds,
+            r->rounds == 1 ? "" : "s", (unsigned long long)r->measured,
             (unsigned long long)r->warmup_n);
     fprintf(fb_bench_out,
             "  p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
@@ -251,9 +324,10 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
     memset(echo, 0, sizeof(*echo));
     memset(bus, 0, sizeof(*bus));
     fprintf(fb_bench_out,
-            "latency: 1 conn, acked publish, payload %zu B, %.0f/s "
-            "offered for %.1f s%s\n",
-            o->payload, o->rate, o->seconds,
+            "latency: 1 conn, acked publish, payload %zu B, %s %.0f/s "
+            "for %.1f s%s\n",
+            o->payload, o->closed ? "closed loop, events of" : "offered", o->rate,
+            o->seconds,
             o->compare  ? " each, echo and fidbusd in alternating rounds"
             : want_echo ? " (echo baseline)"
                         : "");
@@ -657,6 +731,7 @@ int main(int argc, char **argv)
         {"warmup-ms", required_argument, NULL, 'W'},
         {"rounds", required_argument, NULL, 'o'},
         {"spin", no_argument, NULL, 'S'},
+        {"closed", no_argument, NULL, 'L'},
         {"baseline", required_argument, NULL, 'b'},
         {"compare", no_argument, NULL, 'C'},
         {"bus", required_argument, NULL, 'B'},
@@ -724,9 +799,15 @@ int main(int argc, char **argv)
         case 'S':
             o.spin = true;
             break;
+        case 'L':
+            o.closed = true;
+            break;
         case 'b':
-            ok = strcmp(optarg, "echo") == 0;
-            o.echo_baseline = true;
+            ok = strcmp(optarg, "echo") == 0 || strcmp(optarg, "decode") == 0;
+            if (strcmp(optarg, "decode") == 0)
+                o.decode_baseline = true;
+            else
+                o.echo_baseline = true;
             break;
         case 'C':
             o.compare = true;
@@ -798,7 +879,10 @@ int main(int argc, char **argv)
     if (strcmp(mode, "throughput") == 0) {
         struct fb_bench_tp_result med;
         o.workers = default_tp_workers(&o);
-        rc = run_throughput(&o, o.repeat ? o.repeat : 1, &med, js);
+        if (o.compare && !o.bus)
+            rc = run_throughput_compare(&o, o.repeat ? o.repeat : 5, js);
+        else
+            rc = run_throughput(&o, o.repeat ? o.repeat : 1, &med, js);
     } else if (strcmp(mode, "latency") == 0) {
         struct fb_bench_lat_result echo, bus;
         rc = run_latency(&o, &echo, &bus, js);
@@ -815,12 +899,12 @@ int main(int argc, char **argv)
             o.events = 20000;
         rc = fb_bench_isolation(&o, &iso);
         if (js)
-            json_object_set_new(
-                js, "isolation",
-                json_pack("{s:i, s:f, s:f, s:f, s:I, s:i, s:b}", "n", (int)iso.n,
-                          "before_per_s", iso.before, "during_per_s", iso.during, "ratio",
-                          iso.ratio, "stuck_frames", (json_int_t)iso.stuck_frames,
-                          "rss_kib", (int)iso.rss_kib, "ok", iso.ok));
+            json_object_set_new(js, "isolation",
+                                json_pack("{s:i, s:f, s:f, s:f, s:I, s:i, s:b}", "n",
+                                          (int)iso.n, "before_per_s", iso.before,
+                                          "during_per_s", iso.during, "ratio", iso.ratio,
+                                          "stuck_frames", (json_int_t)iso.stuck_frames,
+                                          "rss_kib", (int)iso.rss_kib, "ok", iso.ok));
     } else if (strcmp(mode, "all") == 0) {
         rc = run_all(&o, o.repeat ? o.repeat : 3, js);
     } else {

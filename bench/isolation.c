@@ -75,7 +75,8 @@ static long long stuff(int fd, int timeout_ms)
     long long n = 0;
     int rc = 0;
     for (uint64_t s = 1; rc == 0 && s <= 4096; s++)
-        rc = fb_bench_encode_publish(&b, "bench.stuck", true, s, FIDBUS_FLAG_ACK, NULL, 0);
+        rc =
+            fb_bench_encode_publish(&b, "bench.stuck", true, s, FIDBUS_FLAG_ACK, NULL, 0);
     size_t frame = b.len / 4096;
     if (rc < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
         fidbus_buf_free(&b);

@@ -17,6 +17,12 @@
  * rounds that alternate between the two targets (echo, fidbusd, fidbusd,
  * echo, ...), so both sample the same stretch of a noisy machine instead
  * of one getting the quiet seconds and the other the busy ones.
+ *
+ * --closed measures the other way a client waits: closed loop, one event
+ * in flight; the next is written the moment the answer to the previous one
+ * is read, on one thread, and each round trip is timed from its write.
+ * There is no offered rate and no sender lateness; the round trips show
+ * the floor of one request/answer, without queueing behind earlier ones.
  */
 #include "bench.h"
 
@@ -58,6 +64,8 @@ struct lat_round {
     uint64_t t0;
     double interval_ns;
     bool spin;
+    bool closed;      /* closed loop: one in flight, due = its write */
+    uint64_t written; /* closed loop: when the event in flight was written */
     const uint8_t *payload;
     size_t plen;
     int timeout_ms;
@@ -73,6 +81,8 @@ struct lat_round {
 
 static inline uint64_t due_ns(const struct lat_round *r, uint64_t i)
 {
+    if (r->closed)
+        return r->written;
     return r->t0 + (uint64_t)((double)(i - r->first) * r->interval_ns);
 }
 
@@ -202,10 +212,75 @@ static void *lat_receiver(void *arg)
     return NULL;
 }
 
+/* Closed loop on the calling thread: write event i, read until its answer,
+ * then i + 1. An answer missing after timeout_ms ends the round (it is
+ * reported as missing). */
+static int lat_closed_run(struct lat_round *r)
+{
+    struct lat_target *t = r->t;
+    struct fidbus_buf b = {0};
+    int rc = 0;
+
+    r->t0 = fb_bench_now_ns();
+    uint64_t i = r->first;
+    for (; i < r->end && rc == 0; i++) {
+        b.len = 0;
+        if ((rc = fb_bench_encode_publish(&b, LAT_EVENT, true, i,
+                                          t->echo ? 0 : FIDBUS_FLAG_ACK, r->payload,
+                                          r->plen)) < 0)
+            break;
+        r->written = fb_bench_now_ns();
+        t->lag[i] = 0;
+        if ((rc = fb_bench_write_all(t->rd.fd, b.data, b.len)) < 0)
+            break;
+        r->sent++;
+        r->t_last_send = r->written;
+        uint64_t deadline = r->written + (uint64_t)r->timeout_ms * 1000000u;
+        while (t->lat[i] == LAT_NONE) {
+            ssize_t n = fb_bench_reader_fill(&t->rd);
+            uint64_t now = fb_bench_now_ns();
+            if (n == -EAGAIN) {
+                if (now >= deadline)
+                    break;
+                continue;
+            }
+            if (n <= 0) {
+                rc = n == 0 ? -ECONNRESET : (int)n;
+                break;
+            }
+            int k;
+            while ((k = fb_bench_reader_next(&t->rd)) == 1)
+                lat_answer(r, now);
+            if (k != 0) {
+                rc = -EPROTO;
+                break;
+            }
+        }
+        if (t->lat[i] == LAT_NONE)
+            break;
+    }
+    fidbus_buf_free(&b);
+    if (rc < 0) {
+        fprintf(stderr, "fidbus-bench: %s: closed-loop latency: %s\n", t->res->target,
+                strerror(-rc));
+        return rc;
+    }
+    t->sent += r->sent;
+    t->answered += r->answered;
+    if (r->sent > 1 && r->t_last_send > r->t0) {
+        t->send_events += r->sent - 1;
+        t->send_ns += r->t_last_send - r->t0;
+    }
+    return 0;
+}
+
 static int lat_round_run(struct lat_round *r)
 {
     pthread_t snd, rcv;
     int rc;
+
+    if (r->closed)
+        return lat_closed_run(r);
 
     /* A little in the future, so both threads are up before the first event. */
     r->t0 = fb_bench_now_ns() + 20000000u;
@@ -342,7 +417,7 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
         }
         snprintf(path, sizeof(path), "%s/echo.sock", t->echo_dir);
         int port = 0;
-        if ((rc = fb_bench_echo_start(&t->es, o->tcp ? NULL : path, &port)) < 0) {
+        if ((rc = fb_bench_echo_start(&t->es, o->tcp ? NULL : path, &port, false)) < 0) {
             fprintf(stderr, "fidbus-bench: echo server: %s\n", strerror(-rc));
             return rc;
         }
@@ -431,7 +506,7 @@ int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *
             continue;
         memset(which[i], 0, sizeof(*which[i]));
         which[i]->target = i == 0 ? "echo" : "fidbusd";
-        which[i]->offered = o->rate;
+        which[i]->offered = o->closed ? 0 : o->rate;
         which[i]->verify = -1;
         which[i]->counted = -1;
         tg[nt].res = which[i];
@@ -461,6 +536,7 @@ int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *
                 .end = round_start(n, rounds, k + 1),
                 .interval_ns = 1e9 / o->rate,
                 .spin = o->spin,
+                .closed = o->closed,
                 .payload = payload,
                 .plen = plen,
                 .timeout_ms = o->timeout_s * 1000,

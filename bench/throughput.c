@@ -212,6 +212,8 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
     int rc;
     const char *addr = o->bus;
     int timeout_ms = o->timeout_s * 1000;
+    char dec_dir[256] = "", dec_addr[300];
+    struct fb_bench_echo *dec = NULL; /* the decode baseline, instead of d */
 
     memset(res, 0, sizeof(*res));
     res->conns = o->conns;
@@ -243,7 +245,21 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
     for (size_t i = 0; i < chunk_frames; i++)
         memcpy(chunk + i * frame.len, frame.data, frame.len);
 
-    if (!addr) {
+    if (!addr && o->decode_baseline) {
+        snprintf(dec_dir, sizeof(dec_dir), "%s/fidbus-bench-decode.XXXXXX",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        if (!mkdtemp(dec_dir)) {
+            rc = -errno;
+            dec_dir[0] = '\0';
+            goto out;
+        }
+        snprintf(dec_addr, sizeof(dec_addr), "unix:%s/decode.sock", dec_dir);
+        if ((rc = fb_bench_echo_start(&dec, dec_addr + 5, NULL, true)) < 0) {
+            fprintf(stderr, "fidbus-bench: decode baseline: %s\n", strerror(-rc));
+            goto out;
+        }
+        addr = dec_addr;
+    } else if (!addr) {
         struct fb_bench_daemon_conf dc = fb_bench_daemon_conf_for(o);
         if ((rc = fb_bench_daemon_start(&d, &dc)) < 0)
             goto out;
@@ -330,6 +346,12 @@ int fb_bench_throughput(const struct fb_bench_opts *o, struct fb_bench_tp_result
     if (have_cpu)
         cpu_share(res, &cpu0, &cpu1);
 
+    if (dec) {
+        /* Every PING was answered after the frames before it: all decoded. */
+        uint64_t bad = 0;
+        res->counted = (long long)fb_bench_echo_decoded(dec, &bad);
+        res->verify = (uint64_t)res->counted == res->sent && bad == 0 ? 0 : 1;
+    }
     if (d) {
         for (unsigned i = 0; i < connected; i++) {
             close(conns[i].rd.fd);
@@ -357,6 +379,9 @@ out:
     free(chunk);
     fidbus_buf_free(&frame);
     fb_bench_daemon_free(d);
+    fb_bench_echo_stop(dec);
+    if (dec_dir[0])
+        rmdir(dec_dir);
     return rc;
 }
 

@@ -7,7 +7,7 @@
  * command line becomes the REQUEST's args map (built as JSON, sent as
  * CBOR); the REPLY's result is rendered by render.c, or printed as
  * one line of JSON with --json (or, for stats --prometheus, as Prometheus
- * text by prom.c).
+ * text by prom/prom.c).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -446,7 +446,7 @@ static int control_call(const struct ctl *ctl, const char *words,
                 status = fbctl_fail(EXIT_BUS, "%s: out of memory", words);
             free(s);
         } else if (prom) {
-            fbctl_render_prometheus(stdout, j);
+            fb_prom_render(stdout, j);
         } else {
             /* One more request, after the command: its reply shows bare
              * funcIDs, and a function gone in between stays bare. */

@@ -19,6 +19,7 @@
 
 #include <cbor.h>
 
+#include "cbor_json.h"
 #include "render.h"
 
 /* Out of memory in a command-line tool: say so on one line and stop. */
@@ -43,170 +44,11 @@ static char *xasprintf(const char *fmt, ...)
     return oom(n < 0 ? NULL : s);
 }
 
-/* -------------------------------------------------------- CBOR -> JSON */
-
-static json_t *to_json(const cbor_item_t *it);
-
-/* Text or bytes, definite or chunked, as one malloc'd buffer. */
-static uint8_t *string_bytes(const cbor_item_t *it, size_t *len)
-{
-    bool bytes = cbor_isa_bytestring(it);
-    if (bytes ? cbor_bytestring_is_definite(it) : cbor_string_is_definite(it)) {
-        size_t n = bytes ? cbor_bytestring_length(it) : cbor_string_length(it);
-        uint8_t *p = oom(malloc(n + 1));
-        memcpy(p, bytes ? cbor_bytestring_handle(it) : cbor_string_handle(it), n);
-        *len = n;
-        return p;
-    }
-    size_t nch = bytes ? cbor_bytestring_chunk_count(it) : cbor_string_chunk_count(it);
-    cbor_item_t **ch =
-        bytes ? cbor_bytestring_chunks_handle(it) : cbor_string_chunks_handle(it);
-    size_t total = 0;
-    for (size_t i = 0; i < nch; i++)
-        total += bytes ? cbor_bytestring_length(ch[i]) : cbor_string_length(ch[i]);
-    uint8_t *p = oom(malloc(total + 1));
-    size_t off = 0;
-    for (size_t i = 0; i < nch; i++) {
-        size_t n = bytes ? cbor_bytestring_length(ch[i]) : cbor_string_length(ch[i]);
-        memcpy(p + off, bytes ? cbor_bytestring_handle(ch[i]) : cbor_string_handle(ch[i]),
-               n);
-        off += n;
-    }
-    *len = total;
-    return p;
-}
-
-static json_t *hex_json(const uint8_t *p, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    char *s = oom(malloc(2 * n + 1));
-    for (size_t i = 0; i < n; i++) {
-        s[2 * i] = digits[p[i] >> 4];
-        s[2 * i + 1] = digits[p[i] & 15];
-    }
-    s[2 * n] = '\0';
-    json_t *j = json_string(s);
-    free(s);
-    return j;
-}
-
-/* A map key as object key text. */
-static char *key_text(const cbor_item_t *k)
-{
-    if (cbor_isa_string(k)) {
-        size_t n;
-        char *s = (char *)string_bytes(k, &n);
-        s[n] = '\0';
-        return s;
-    }
-    json_t *j = to_json(k);
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(j);
-    /* a text rendering of a text-like key loses its quotes */
-    if (s && s[0] == '"') {
-        size_t n = strlen(s);
-        memmove(s, s + 1, n - 2);
-        s[n - 2] = '\0';
-    }
-    return oom(s);
-}
-
-static json_t *to_json(const cbor_item_t *it)
-{
-    switch (cbor_typeof(it)) {
-    case CBOR_TYPE_UINT: {
-        uint64_t v = cbor_get_int(it);
-        return v <= INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
-    }
-    case CBOR_TYPE_NEGINT: {
-        uint64_t v = cbor_get_int(it); /* the value is -1 - v */
-        return v < INT64_MAX ? json_integer(-1 - (json_int_t)v)
-                             : json_real(-1.0 - (double)v);
-    }
-    case CBOR_TYPE_BYTESTRING: {
-        size_t n;
-        uint8_t *p = string_bytes(it, &n);
-        json_t *j = hex_json(p, n);
-        free(p);
-        return j;
-    }
-    case CBOR_TYPE_STRING: {
-        size_t n;
-        uint8_t *p = string_bytes(it, &n);
-        json_t *j = json_stringn((const char *)p, n);
-        if (!j) /* not UTF-8 after all: show the bytes rather than lose them */
-            j = hex_json(p, n);
-        free(p);
-        return j;
-    }
-    case CBOR_TYPE_ARRAY: {
-        json_t *a = json_array();
-        cbor_item_t **h = cbor_array_handle(it);
-        for (size_t i = 0; a && i < cbor_array_size(it); i++)
-            if (json_array_append_new(a, to_json(h[i])) < 0) {
-                json_decref(a);
-                a = NULL;
-            }
-        return a;
-    }
-    case CBOR_TYPE_MAP: {
-        json_t *o = json_object();
-        struct cbor_pair *h = cbor_map_handle(it);
-        for (size_t i = 0; o && i < cbor_map_size(it); i++) {
-            char *k = key_text(h[i].key);
-            if (json_object_set_new(o, k, to_json(h[i].value)) < 0) {
-                json_decref(o);
-                o = NULL;
-            }
-            free(k);
-        }
-        return o;
-    }
-    case CBOR_TYPE_TAG: {
-        cbor_item_t *inner = cbor_tag_item(it);
-        json_t *j = to_json(inner);
-        cbor_decref(&inner);
-        return j;
-    }
-    case CBOR_TYPE_FLOAT_CTRL:
-        if (cbor_is_bool(it))
-            return json_boolean(cbor_get_bool(it));
-        if (cbor_float_ctrl_is_ctrl(it))
-            return json_null(); /* null, undefined, other simple values */
-        {
-            double d = cbor_float_get_float(it);
-            return isfinite(d) ? json_real(d) : json_null();
-        }
-    }
-    return json_null();
-}
-
 int fbctl_result_json(const uint8_t *p, size_t len, json_t **out, char *why,
                       size_t why_len)
 {
-    *out = NULL;
-    if (len == 0) {
-        *out = oom(json_object());
-        return 0;
-    }
-    struct cbor_load_result res;
-    cbor_item_t *item = cbor_load(p, len, &res);
-    if (!item || res.error.code != CBOR_ERR_NONE) {
-        snprintf(why, why_len,
-                 "the result is not well-formed CBOR (error %d at byte %zu)",
-                 (int)res.error.code, res.error.position);
-        if (item)
-            cbor_decref(&item);
-        return -1;
-    }
-    if (res.read != len) {
-        snprintf(why, why_len, "%zu bytes after the result's CBOR item", len - res.read);
-        cbor_decref(&item);
-        return -1;
-    }
-    *out = oom(to_json(item));
-    cbor_decref(&item);
-    return 0;
+    *out = fb_cbor_json(p, len, why, why_len);
+    return *out ? 0 : -1;
 }
 
 /* ---------------------------------------------------------- text cells */
@@ -506,6 +348,20 @@ static void render_stats(FILE *out, const json_t *r)
 
     const char *k;
     json_t *v;
+    /* open now, by kind (unix, tcp, control) */
+    const json_t *conns = json_object_get(r, "connections");
+    if (json_is_object(conns)) {
+        static const char *const h[] = {"CONNECTIONS", "OPEN"};
+        struct table t;
+        table_init(&t, h, 2);
+        json_object_foreach((json_t *)conns, k, v)
+        {
+            char *row[] = {oom(strdup(k)), value_text(v, ",")};
+            table_add(&t, row);
+        }
+        fputc('\n', out);
+        table_print(out, &t);
+    }
     const json_t *gens = json_object_get(r, "generations");
     if (json_is_object(gens)) {
         static const char *const h[] = {"GENERATION", "EVENTS"};
@@ -578,7 +434,7 @@ static void render_stats(FILE *out, const json_t *r)
         if (!json_is_object(v) && !json_is_array(v))
             continue;
         if (!strcmp(k, "generations") || !strcmp(k, "routes") ||
-            !strcmp(k, "functions") || !strcmp(k, "limits"))
+            !strcmp(k, "functions") || !strcmp(k, "limits") || !strcmp(k, "connections"))
             continue;
         char *s = value_text(v, ", ");
         fprintf(out, "%s: %s\n", k, s);

@@ -33,6 +33,7 @@
 #include "config/state.h"
 #include "control/change.h"
 #include "control/control.h"
+#include "control/metrics_http.h"
 #include "routing/dispatch.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
@@ -493,6 +494,14 @@ int fb_daemon_start(struct fb_daemon *d, char *err, size_t errlen)
         return rc;
     if (cfg->control_socket && !control_passed)
         fb_info("control socket on unix:%s", cfg->control_socket);
+    /* After d->control is set (a scrape reads it); under the lock status
+     * reads d->metrics with, as the control thread runs already. */
+    struct fb_metrics *metrics;
+    if ((rc = fb_metrics_start(d, &metrics, err, errlen)) < 0)
+        return rc;
+    pthread_mutex_lock(&d->change_lock);
+    d->metrics = metrics;
+    pthread_mutex_unlock(&d->change_lock);
     if ((rc = start_signals(d)) < 0) {
         fb_set_err(err, errlen, "signals: %s", uv_strerror(rc));
         return rc;
@@ -542,8 +551,13 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
     if (!d)
         return NULL;
     atomic_store(&d->stopping, true);
+    /* A scrape reads the workers and d->control: the metrics thread ends
+     * before both; status on the control thread reads d->metrics, which
+     * is freed once that thread has gone too. */
+    fb_metrics_stop(d->metrics);
     /* The control thread reads the table and plugins: it goes first. */
     d->control = fb_control_free(d->control);
+    d->metrics = fb_metrics_free(d->metrics);
     for (unsigned i = 0; i < d->nlisteners; i++)
         fb_listener_close(d->listeners[i]);
     for (unsigned i = 0; i < d->nworkers; i++)

@@ -37,6 +37,7 @@ struct fb_config;
 struct fb_control;
 struct fb_counters;
 struct fb_listener;
+struct fb_metrics;
 struct fb_plugin;
 struct fb_pool;
 struct fb_registry;
@@ -86,6 +87,7 @@ struct fb_daemon {
     struct fb_listener **listeners;
     unsigned nlisteners;
     struct fb_control *control; /* the control socket and its thread */
+    struct fb_metrics *metrics; /* [metrics] listen's HTTP thread, or NULL */
     /* Sockets the service manager passed (service/activation.h); a field
      * goes to -1 when its listener or the control socket takes it over.
      * Allocated by fb_daemon_new: a pointer, so this type needs no

@@ -190,11 +190,22 @@ static bool flush_or_close(struct fb_conn *c)
     return false;
 }
 
+/* C_PAUSED on or off, and the worker's count of paused connections
+ * (stats' paused) with it; the worker's thread is its only writer. */
+static void set_paused(struct fb_conn *c, bool on)
+{
+    if (!(c->st.flags & C_PAUSED) == !on)
+        return;
+    c->st.flags = on ? c->st.flags | C_PAUSED : c->st.flags & ~C_PAUSED;
+    unsigned n = atomic_load_explicit(&c->w->npaused, memory_order_relaxed);
+    atomic_store_explicit(&c->w->npaused, on ? n + 1 : n - 1, memory_order_relaxed);
+}
+
 /* Input was held back; resume it if what held it back has cleared. */
 static void maybe_unpause(struct fb_conn *c)
 {
     if ((c->st.flags & C_PAUSED) && !(c->st.flags & C_IN_INPUT) && !input_blocked(c)) {
-        c->st.flags &= ~C_PAUSED;
+        set_paused(c, false);
         process_input(c, false);
     }
 }
@@ -225,6 +236,7 @@ static void conn_closed(struct fb_stream *st)
         if (!w->yield_head)
             uv_idle_stop(&w->yield_idle);
     }
+    set_paused(c, false);
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
     fb_conn_admit_release(w->d, &c->admit);
     c->auth = fb_auth_free(c->auth);
@@ -687,7 +699,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
         if (over_hard(c))
             break; /* flush_or_close below closes it */
         if (!ignore_cap && input_blocked(c)) {
-            c->st.flags |= C_PAUSED;
+            set_paused(c, true);
             fb_conn_count_limit(c, c->out_soft && c->st.out.len >= c->out_soft
                                        ? FB_LIM_PAUSE_OUTPUT
                                        : FB_LIM_PAUSE_INFLIGHT);
@@ -873,7 +885,7 @@ void fb_conn_begin_stop(struct fb_conn *c)
     /* Frames already read but held back by back-pressure or a yield are
      * handled now. */
     if (c->st.flags & (C_PAUSED | C_YIELD)) {
-        c->st.flags &= ~C_PAUSED;
+        set_paused(c, false);
         process_input(c, true);
     }
     fb_stream_flush(&c->st);

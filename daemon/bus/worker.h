@@ -59,6 +59,7 @@ struct fb_worker {
     bool stopping;
     struct fb_conn *conns; /* doubly linked */
     _Atomic unsigned nconns;
+    _Atomic unsigned npaused; /* of them with input on hold (stats' paused) */
     size_t nwaiters; /* alive waiters: jobs may still post to us */
     struct fb_counters *counters;
     struct fidbus_msg *msg; /* decode scratch, reused for every frame */

@@ -44,7 +44,7 @@
 static const char *const section_names[] = {
     [SEC_NONE] = "",           [SEC_DAEMON] = "daemon", [SEC_LISTEN] = "listen",
     [SEC_CONTROL] = "control", [SEC_PLUGIN] = "plugin", [SEC_ROUTE] = "route",
-    [SEC_LIMITS] = "limits",   [SEC_REMOTE] = "remote",
+    [SEC_LIMITS] = "limits",   [SEC_REMOTE] = "remote", [SEC_METRICS] = "metrics",
 };
 
 static const struct {
@@ -92,6 +92,7 @@ static const struct {
     [K_L_INPUT_SOFT] = {SEC_LIMITS, "input_soft"},
     [K_L_INPUT_SOFT_MS] = {SEC_LIMITS, "input_soft_ms"},
     [K_L_MAX_REPUBLISH] = {SEC_LIMITS, "max_republish"},
+    [K_M_LISTEN] = {SEC_METRICS, "listen"},
 };
 
 /* --------------------------------------------------------- [daemon] ... */
@@ -235,6 +236,22 @@ static int fixed_key(struct parser *p, enum key_id k, const char *v)
                 return fail(p, line, "[%s] %s '%s' is not a group name", sec, name, v);
         fb_config_set_str(p, &c->control_group, v, false);
         break;
+    case K_M_LISTEN: {
+        /* empty = no HTTP listener, as when the key is left out */
+        free(c->metrics_listen);
+        free(c->metrics_host);
+        c->metrics_listen = c->metrics_host = NULL;
+        c->metrics_port = 0;
+        if (!*v)
+            break;
+        bool loopback;
+        const char *why =
+            fb_config_parse_hostport0(v, &c->metrics_host, &c->metrics_port, &loopback);
+        if (why)
+            return fail(p, line, "[%s] %s = %s: %s", sec, name, v, why);
+        fb_config_set_str(p, &c->metrics_listen, v, false);
+        break;
+    }
     case K_MAX_REPLY:
         /* Not above what every control client is built to read. */
         if (!whole_number(p, k, v, 4096, FIDBUS_CONTROL_REPLY_MAX, " (bytes)", &u))
@@ -346,13 +363,13 @@ static int begin_section(struct parser *p, char *start)
     if (sec == SEC_NONE)
         return fail(p, p->lineno,
                     "unknown section [%s] (expected [daemon], [listen], [control], "
-                    "[limits], [plugin NAME], [route NAME] or [remote NS])",
+                    "[limits], [metrics], [plugin NAME], [route NAME] or [remote NS])",
                     word);
     p->sec = sec;
     p->sec_line = p->lineno;
 
     if (sec == SEC_DAEMON || sec == SEC_LISTEN || sec == SEC_CONTROL ||
-        sec == SEC_LIMITS) {
+        sec == SEC_LIMITS || sec == SEC_METRICS) {
         if (*arg)
             return fail(p, p->lineno, "section [%s] takes no name", word);
         if (p->sec_seen[sec])
@@ -791,6 +808,8 @@ struct fb_config *fb_config_free(struct fb_config *c)
     free(c->tcp_key_file);
     fidbus_key_free(c->tcp_key, c->tcp_key_len);
     free(c->control_socket);
+    free(c->metrics_listen);
+    free(c->metrics_host);
     free(c->control_group);
     for (size_t i = 0; i < c->nplugins; i++) {
         struct fb_plugin_conf *pc = &c->plugins[i];

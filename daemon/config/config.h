@@ -113,6 +113,10 @@ struct fb_config {
     unsigned control_mode;
     char *control_group;        /* NULL if unset */
     uint32_t control_max_reply; /* largest REPLY body; 4 KiB .. 64 MiB (default) */
+    /* [metrics]: the HTTP /metrics and /healthz listener, off when NULL */
+    char *metrics_listen; /* "HOST:PORT" as written */
+    char *metrics_host;   /* split from it (an address literal) */
+    uint16_t metrics_port; /* 0 = any free port (status says which) */
     struct fb_limits limits;
     /* [plugin NAME] and [route NAME], in file order */
     struct fb_plugin_conf *plugins;

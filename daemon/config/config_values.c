@@ -97,8 +97,23 @@ bool fb_config_parse_log_level(const char *v, enum fb_log_level *out)
  * what a name resolves to can change under a running daemon, and whether
  * an address is loopback decides whether auth may be off.
  */
+static const char *parse_hostport(const char *v, char **host, uint16_t *port,
+                                  bool *loopback, unsigned long long min_port);
+
 const char *fb_config_parse_tcp(const char *v, char **host, uint16_t *port,
                                 bool *loopback)
+{
+    return parse_hostport(v, host, port, loopback, 1);
+}
+
+const char *fb_config_parse_hostport0(const char *v, char **host, uint16_t *port,
+                                      bool *loopback)
+{
+    return parse_hostport(v, host, port, loopback, 0);
+}
+
+static const char *parse_hostport(const char *v, char **host, uint16_t *port,
+                                  bool *loopback, unsigned long long min_port)
 {
     const char *colon;
     char buf[INET6_ADDRSTRLEN + 1];
@@ -127,8 +142,9 @@ const char *fb_config_parse_tcp(const char *v, char **host, uint16_t *port,
     buf[hn] = '\0';
 
     unsigned long long pv;
-    if (!fb_config_parse_ulong(colon + 1, 1, 65535, &pv))
-        return "port must be a number from 1 to 65535";
+    if (!fb_config_parse_ulong(colon + 1, min_port, 65535, &pv))
+        return min_port ? "port must be a number from 1 to 65535"
+                        : "port must be a number from 0 (any free port) to 65535";
 
     if (v6) {
         struct in6_addr a;

@@ -31,6 +31,7 @@ enum section_kind {
     SEC_ROUTE,
     SEC_LIMITS, /* config_limits.c */
     SEC_REMOTE, /* config_remote.c */
+    SEC_METRICS,
     SEC__COUNT
 };
 
@@ -77,6 +78,7 @@ enum key_id {
     K_L_INPUT_SOFT,
     K_L_INPUT_SOFT_MS,
     K_L_MAX_REPUBLISH,
+    K_M_LISTEN, /* [metrics] listen */
     K__COUNT
 };
 
@@ -178,6 +180,9 @@ bool fb_config_parse_log_level(const char *v, enum fb_log_level *out);
  */
 const char *fb_config_parse_tcp(const char *v, char **host, uint16_t *port,
                                 bool *loopback);
+/* The same, but port 0 is allowed (any free port: [metrics] listen). */
+const char *fb_config_parse_hostport0(const char *v, char **host, uint16_t *port,
+                                      bool *loopback);
 
 /* [limits] key k's value into p->c->limits; config_limits.c. */
 int fb_config_limit_key(struct parser *p, enum key_id k, const char *name, const char *v);

@@ -92,6 +92,7 @@ struct fb_control {
     bool closing;
     struct ctl_conn *conns;
     unsigned nunauth; /* connected peers not allowed (CTL_UNAUTH_MAX) */
+    _Atomic unsigned nconns; /* open control connections (stats, metrics) */
     struct fidbus_msg *msg; /* decode scratch, one frame at a time */
 };
 
@@ -111,6 +112,7 @@ static void conn_closed(struct fb_stream *st)
         c->next->prev = c->prev;
     if (!c->allowed)
         ctl->nunauth--;
+    atomic_fetch_sub_explicit(&ctl->nconns, 1, memory_order_relaxed);
     fb_stream_destroy(&c->st);
     free(c);
 }
@@ -412,6 +414,7 @@ static void conn_new(struct fb_control *ctl, int fd)
     if (ctl->conns)
         ctl->conns->prev = c;
     ctl->conns = c;
+    atomic_fetch_add_explicit(&ctl->nconns, 1, memory_order_relaxed);
     if (fb_stream_open(&c->st, fd, false) < 0) {
         close(fd);
         fb_stream_close(&c->st);
@@ -605,6 +608,11 @@ void fb_control_stop(struct fb_control *ctl)
         fb_unix_unlink_own(ctl->path, ctl->dev, ctl->ino);
     if (ctl->thread_ok)
         uv_async_send(&ctl->async);
+}
+
+unsigned fb_control_conns(const struct fb_control *ctl)
+{
+    return ctl ? atomic_load_explicit(&ctl->nconns, memory_order_relaxed) : 0;
 }
 
 struct fb_control *fb_control_free(struct fb_control *ctl)

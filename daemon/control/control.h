@@ -39,6 +39,8 @@ void fb_control_reload(struct fb_control *ctl);
 /* Removes the socket file (if still ours) and asks the control thread to
  * close every connection and end. Any thread; idempotent; does not wait. */
 void fb_control_stop(struct fb_control *ctl);
+/* Control connections open now (any thread; NULL-safe). */
+unsigned fb_control_conns(const struct fb_control *ctl);
 /* Stops, joins the control thread and frees. NULL-safe; returns NULL. */
 struct fb_control *fb_control_free(struct fb_control *ctl);
 

@@ -27,8 +27,11 @@
 #include "base/daemon_t.h"
 #include "base/err.h"
 #include "config/cbor_util.h"
+#include "bus/worker.h"
 #include "config/route_spec.h"
+#include "control/control.h"
 #include "control/ctl_cbor.h"
+#include "control/metrics_http.h"
 #include "routing/plugin_loader.h"
 #include "routing/pool.h"
 #include "routing/registry.h"
@@ -43,7 +46,8 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     for (size_t i = 0; i < env->nlisteners; i++)
         push(b, listeners, text(env->listeners[i]));
 
-    cbor_item_t *m = mk_map(b, 9);
+    const char *metrics = fb_metrics_addr(d->metrics);
+    cbor_item_t *m = mk_map(b, metrics ? 10 : 9);
     put(b, m, "version", text(FIDBUS_VERSION));
     put(b, m, "pid", u64((uint64_t)getpid()));
     put(b, m, "uptime_s", u64((fb_now_ns() - d->start_ns) / 1000000000u));
@@ -53,6 +57,8 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     put(b, m, "plugins", u64(fb_plugin_count(d->plugins)));
     put(b, m, "routes", u64(fb_routes_count(d->table)));
     put(b, m, "functions", u64(fb_registry_count(d->reg)));
+    if (metrics) /* as bound: the real port when [metrics] listen asked for 0 */
+        put(b, m, "metrics", text(metrics));
     return m;
 }
 
@@ -191,10 +197,23 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         uint64_t samples = 0;
         uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
         uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        cbor_item_t *e = mk_map(b, samples ? 9 : 7);
+        /* calls is the histogram's count, read with it, so the two agree */
+        struct fb_hist_snap h;
+        fb_hist_read(&f->hist, &f->calls, &h);
+        cbor_item_t *bounds = mk_array(b, FB_HIST_BOUNDS);
+        cbor_item_t *counts = mk_array(b, FB_HIST_BOUNDS);
+        for (unsigned k = 0; k < FB_HIST_BOUNDS; k++) {
+            push(b, bounds, u64(fb_hist_bounds_ns[k]));
+            push(b, counts, u64(h.counts[k]));
+        }
+        cbor_item_t *e = mk_map(b, samples ? 13 : 11);
         put(b, e, "canonical", text(f->canonical));
         put(b, e, "plugin", text(f->plugin ? f->plugin->name : NULL));
-        put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
+        put(b, e, "calls", u64(h.count));
+        put(b, e, "latency_buckets", bounds);
+        put(b, e, "latency_counts", counts);
+        put(b, e, "latency_count", u64(h.count));
+        put(b, e, "latency_sum_ns", u64(h.sum_ns));
         put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
         put(b, e, "late", u64(atomic_load_explicit(&f->late, memory_order_relaxed)));
         put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));
@@ -214,7 +233,27 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
     for (int i = 0; i < FB_LIM__COUNT; i++)
         put(b, limits, fb_limit_names[i], u64(lim[i]));
 
-    cbor_item_t *m = mk_map(b, 11);
+    /* Gauges: what is open, held back or waiting now. */
+    unsigned nconns = atomic_load_explicit(&d->nconns, memory_order_relaxed);
+    unsigned ntcp = atomic_load_explicit(&d->ntcp, memory_order_relaxed);
+    cbor_item_t *conns = mk_map(b, 3);
+    put(b, conns, "unix", u64(nconns > ntcp ? nconns - ntcp : 0));
+    put(b, conns, "tcp", u64(ntcp));
+    put(b, conns, "control", u64(fb_control_conns(d->control)));
+    uint64_t paused = 0, inflight = 0;
+    for (unsigned i = 0; i < d->nworkers; i++)
+        if (d->workers && d->workers[i])
+            paused += atomic_load_explicit(&d->workers[i]->npaused, memory_order_relaxed);
+    for (const struct fb_plugin *p = d->plugins; p; p = p->next)
+        inflight += atomic_load_explicit(&p->inflight, memory_order_relaxed);
+
+    cbor_item_t *m = mk_map(b, 17);
+    put(b, m, "version", text(FIDBUS_VERSION));
+    put(b, m, "uptime_s", u64((fb_now_ns() - d->start_ns) / 1000000000u));
+    put(b, m, "connections", conns);
+    put(b, m, "paused", u64(paused));
+    put(b, m, "pool_queued", u64(fb_pool_queued(d->pool)));
+    put(b, m, "inflight", u64(inflight));
     put(b, m, "generation", u64(d->generation));
     put(b, m, "received", u64(tot.received));
     put(b, m, "dispatched", u64(tot.dispatched));

@@ -154,6 +154,10 @@ static void write_fixed(FILE *f, const struct fb_config *c)
     if (c->control_group)
         fprintf(f, "group = %s\n", c->control_group);
 
+    /* as written: port 0 stays "any free port" for the daemon that loads it */
+    if (c->metrics_listen)
+        fprintf(f, "\n[metrics]\nlisten = %s\n", c->metrics_listen);
+
     fb_config_limits_write(f, &c->limits);
     fb_config_remote_write(f, c);
 }

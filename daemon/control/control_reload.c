@@ -98,6 +98,7 @@ static void restart_keys(struct cb *b, cbor_item_t *arr, const struct fb_config 
         {"control.mode", a->control_mode != n->control_mode},
         {"control.group", STR_DIFF(control_group)},
         {"control.max_reply", a->control_max_reply != n->control_max_reply},
+        {"metrics.listen", STR_DIFF(metrics_listen)},
     };
 #undef STR_DIFF
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)

@@ -100,12 +100,15 @@ static struct fb_budget *tree_budget(void)
  * it cost 2% of the instructions per event (callgrind). */
 static inline __attribute__((always_inline)) void call_done(struct fb_daemon *d,
                                                             struct fb_func *fn,
-                                                            _Atomic uint64_t *mine,
+                                                            unsigned stripe, uint64_t at,
                                                             uint64_t t0, int rc)
 {
-    if (t0)
-        fb_lat_record(&fn->latency, fb_now_ns() - t0);
-    atomic_fetch_add_explicit(mine, 1, memory_order_relaxed);
+    if (t0) {
+        uint64_t ns = fb_now_ns() - t0;
+        fb_lat_record(&fn->latency, ns);
+        fb_hist_timed(&fn->hist, stripe, at, ns);
+    }
+    atomic_fetch_add_explicit(&fn->calls.s[stripe].v, 1, memory_order_relaxed);
     if (rc)
         fb_striped_add(&fn->errors, 1);
     fb_func_note_result(fn, rc, d->cfg->quarantine_after);
@@ -115,11 +118,12 @@ static int call_inline(struct fb_daemon *d, struct fb_func *fn,
                        const struct fidbus_event *ev)
 {
     /* Sampled timing (latency.h): this thread's stripe of the call count. */
-    _Atomic uint64_t *mine = &fn->calls.s[fb_stripe_id()].v;
-    bool timed = atomic_load_explicit(mine, memory_order_relaxed) % FB_LAT_SAMPLE == 0;
-    uint64_t t0 = timed ? fb_now_ns() : 0;
+    unsigned stripe = fb_stripe_id();
+    _Atomic uint64_t *mine = &fn->calls.s[stripe].v;
+    uint64_t at = atomic_load_explicit(mine, memory_order_relaxed);
+    uint64_t t0 = at % FB_LAT_SAMPLE == 0 ? fb_now_ns() : 0;
     int rc = fn->handle(fn->ctx, ev);
-    call_done(d, fn, mine, t0, rc);
+    call_done(d, fn, stripe, at, t0, rc);
     return rc;
 }
 
@@ -242,9 +246,10 @@ int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *
     tls_budget = j->budget;
 
     struct fb_func *fn = j->fn;
-    _Atomic uint64_t *mine = &fn->calls.s[fb_stripe_id()].v;
-    bool timed = atomic_load_explicit(mine, memory_order_relaxed) % FB_LAT_SAMPLE == 0;
-    uint64_t t0 = timed ? fb_now_ns() : 0;
+    unsigned stripe = fb_stripe_id();
+    _Atomic uint64_t *mine = &fn->calls.s[stripe].v;
+    uint64_t at = atomic_load_explicit(mine, memory_order_relaxed);
+    uint64_t t0 = at % FB_LAT_SAMPLE == 0 ? fb_now_ns() : 0;
     int rc = fn->handle(fn->ctx, &j->ev);
 
     /* A budget this call made is its own to drop; its jobs hold theirs. */
@@ -257,7 +262,7 @@ int fb_dispatch_call_blocking(struct fb_job *j, bool (*returned)(void *), void *
     *kept = !returned || returned(arg);
     if (!*kept)
         return rc; /* given up at shutdown (pool.c): touch nothing */
-    call_done(j->d, fn, mine, t0, rc);
+    call_done(j->d, fn, stripe, at, t0, rc);
     if (rc) {
         struct fb_counters *cnt = fb_counters_self(j->d);
         fb_count(&cnt->errors, 1);

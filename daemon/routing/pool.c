@@ -413,6 +413,16 @@ bool fb_pool_left_threads(void)
     return atomic_load(&kept_pools[0]) != NULL;
 }
 
+size_t fb_pool_queued(struct fb_pool *p)
+{
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    size_t n = p->queued;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
 uint64_t fb_pool_late_total(const struct fb_pool *p)
 {
     return p ? atomic_load_explicit(&p->late_total, memory_order_relaxed) : 0;

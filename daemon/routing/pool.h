@@ -122,6 +122,8 @@ int fb_pool_submit(struct fb_pool *p, struct fb_job *j);
 void fb_pool_begin_stop(struct fb_pool *p);
 /* Blocking calls that ran past handler_deadline_ms so far. NULL-safe. */
 uint64_t fb_pool_late_total(const struct fb_pool *p);
+/* Jobs waiting for a pool thread (stats' pool_queued). */
+size_t fb_pool_queued(struct fb_pool *p);
 /* True once a pool was freed with a call given up still running: the
  * daemon keeps what such a call may touch (daemon.c). */
 bool fb_pool_left_threads(void);

@@ -79,6 +79,7 @@ int fb_func_init(struct fb_func *f, const struct fidbus_function *src, char *err
     memset(&f->calls, 0, sizeof f->calls);
     memset(&f->errors, 0, sizeof f->errors);
     memset(&f->latency, 0, sizeof f->latency);
+    memset(&f->hist, 0, sizeof f->hist);
 
     /* fidbus_funcid_make only says -EINVAL; find the part that is wrong
      * first so the operator gets a useful reason. */

@@ -43,6 +43,7 @@ struct fb_func {
     struct fb_striped calls;   /* invocations */
     struct fb_striped errors;  /* invocations that failed */
     struct fb_latency latency; /* sampled handler run times */
+    struct fb_hist hist;       /* every call, by the sampled times */
     /* Handler faults (runtime only, never persisted: a reloaded plugin is
      * a new instance and starts clean). consec_fail is reset by any
      * success; quarantined is set once it reaches quarantine_after, read

@@ -229,6 +229,16 @@ static int start_now(struct fb_timers *t, void *owner, uint64_t id, uint64_t aft
     return 0;
 }
 
+/* Caller holds t->lock: appends q (its next is NULL) to the queue. */
+static void enqueue(struct fb_timers *t, struct req *q)
+{
+    if (t->queue_tail)
+        t->queue_tail->next = q;
+    else
+        t->queue = q;
+    t->queue_tail = q;
+}
+
 /* Main thread: finds the live timer (owner, id). */
 static struct fb_timer *find_live(struct fb_timers *t, void *owner, uint64_t id)
 {
@@ -252,11 +262,7 @@ static void drain_queue(uv_async_t *a)
         struct req *next = q->next;
         q->next = NULL;
         if (t->held && q->owner == t->held) {
-            if (t->queue_tail)
-                t->queue_tail->next = q;
-            else
-                t->queue = q;
-            t->queue_tail = q;
+            enqueue(t, q);
         } else {
             *run_tail = q;
             run_tail = &q->next;
@@ -377,11 +383,7 @@ int fb_timer_start(struct fb_timers *t, void *owner, uint64_t after_ms,
                       .cb = cb,
                       .arg = arg};
     pthread_mutex_lock(&t->lock);
-    if (t->queue_tail)
-        t->queue_tail->next = q;
-    else
-        t->queue = q;
-    t->queue_tail = q;
+    enqueue(t, q);
     pthread_mutex_unlock(&t->lock);
     if (timer_id)
         *timer_id = id;
@@ -434,11 +436,7 @@ int fb_timer_stop(struct fb_timers *t, void *owner, uint64_t timer_id)
         free(q);
         q = NULL;
     } else if (find_live(t, owner, timer_id)) {
-        if (t->queue_tail)
-            t->queue_tail->next = q;
-        else
-            t->queue = q;
-        t->queue_tail = q;
+        enqueue(t, q);
     } else {
         free(q);
         q = NULL;

@@ -36,6 +36,7 @@
 #include <fidbus/funcid.h>
 
 #include "harness.h"
+#include "harness_json.h"
 #include "json_cbor.h"
 
 #define EXIT_IS(st, n) (WIFEXITED(st) && WEXITSTATUS(st) == (n))
@@ -50,105 +51,6 @@
 
 /* ------------------------------------------------------- CBOR and JSON */
 
-static json_t *to_json(const cbor_item_t *it)
-{
-    switch (cbor_typeof(it)) {
-    case CBOR_TYPE_UINT:
-        return json_integer((json_int_t)cbor_get_int(it));
-    case CBOR_TYPE_NEGINT:
-        return json_integer(-1 - (json_int_t)cbor_get_int(it));
-    case CBOR_TYPE_STRING:
-        ck_assert_msg(cbor_string_is_definite(it), "indefinite text in a result");
-        return json_stringn((const char *)cbor_string_handle(it), cbor_string_length(it));
-    case CBOR_TYPE_ARRAY: {
-        json_t *a = json_array();
-        for (size_t i = 0; i < cbor_array_size(it); i++)
-            json_array_append_new(a, to_json(cbor_array_handle(it)[i]));
-        return a;
-    }
-    case CBOR_TYPE_MAP: {
-        json_t *o = json_object();
-        struct cbor_pair *p = cbor_map_handle(it);
-        for (size_t i = 0; i < cbor_map_size(it); i++) {
-            ck_assert_msg(cbor_isa_string(p[i].key) && cbor_string_is_definite(p[i].key),
-                          "a result map key is not text");
-            char *k = strndup((const char *)cbor_string_handle(p[i].key),
-                              cbor_string_length(p[i].key));
-            ck_assert_msg(!json_object_get(o, k), "key '%s' twice in a result", k);
-            json_object_set_new(o, k, to_json(p[i].value));
-            free(k);
-        }
-        return o;
-    }
-    case CBOR_TYPE_FLOAT_CTRL:
-        if (cbor_is_null(it))
-            return json_null();
-        if (cbor_is_bool(it))
-            return json_boolean(cbor_get_bool(it));
-        return json_real(cbor_float_get_float(it));
-    default:
-        ck_abort_msg("unexpected CBOR type %d in a result", (int)cbor_typeof(it));
-        return NULL;
-    }
-}
-
-/* args: JSON with ' standing for " (printf format), encoded as CBOR. */
-static uint8_t *vargs(size_t *len, const char *fmt, va_list ap)
-{
-    char text[16384];
-    int n = vsnprintf(text, sizeof text, fmt, ap);
-    ck_assert_msg(n > 0 && (size_t)n < sizeof text, "args too long");
-    for (char *p = text; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    uint8_t *buf = NULL;
-    char why[256];
-    int rc = fbctl_json_to_cbor(text, strlen(text), &buf, len, why, sizeof why);
-    ck_assert_msg(rc == 0, "bad test args %s: %s", text, why);
-    return buf;
-}
-
-/* REQUEST cmd with args (NULL: none). Returns the rc; on 0 the result as
- * JSON in *res. */
-static int vreq(struct fidbus_client *c, const char *cmd, json_t **res, const char *fmt,
-                va_list ap)
-{
-    uint8_t *a = NULL, *r = NULL;
-    size_t alen = 0, rlen = 0;
-    if (fmt)
-        a = vargs(&alen, fmt, ap);
-    int rc = fidbus_request(c, cmd, a, alen, &r, &rlen);
-    free(a);
-    *res = NULL;
-    if (rc == 0) {
-        ck_assert_msg(r && rlen, "%s: REPLY without a result", cmd);
-        struct cbor_load_result lr;
-        cbor_item_t *it = cbor_load(r, rlen, &lr);
-        ck_assert_msg(it && lr.error.code == CBOR_ERR_NONE && lr.read == rlen,
-                      "%s: result is not one CBOR item", cmd);
-        *res = to_json(it);
-        cbor_decref(&it);
-        ck_assert_msg(json_is_object(*res), "%s: result is not a map", cmd);
-    }
-    free(r);
-    return rc;
-}
-
-/* Asserts the command succeeds; returns its result. */
-static json_t *ok(struct fidbus_client *c, const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static json_t *ok(struct fidbus_client *c, const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    json_t *res;
-    int rc = vreq(c, cmd, &res, fmt, ap);
-    va_end(ap);
-    ck_assert_msg(rc == 0, "%s: %s (%s)", cmd, fidbus_strerror(rc),
-                  fidbus_client_last_error(c));
-    return res;
-}
-
 /* Asserts the command is refused with `code` and a message; returns the
  * message (valid until the next request on c). */
 static const char *refused(struct fidbus_client *c, int code, const char *cmd,
@@ -159,7 +61,7 @@ static const char *refused(struct fidbus_client *c, int code, const char *cmd,
     va_list ap;
     va_start(ap, fmt);
     json_t *res;
-    int rc = vreq(c, cmd, &res, fmt, ap);
+    int rc = fb_e2e_vreq(c, cmd, &res, fmt, ap);
     va_end(ap);
     const char *msg = fidbus_client_last_error(c);
     ck_assert_msg(fidbus_error_code(rc) == code, "%s: expected %s, got %s (%s)", cmd,
@@ -170,13 +72,6 @@ static const char *refused(struct fidbus_client *c, int code, const char *cmd,
 
 #define ASSERT_HAS(msg, needle)                                                          \
     ck_assert_msg(strstr((msg), (needle)), "message lacks '%s': %s", (needle), (msg))
-
-static long long jint(const json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    ck_assert_msg(json_is_integer(v), "'%s' missing or not an integer", key);
-    return json_integer_value(v);
-}
 
 static const char *jstr(const json_t *o, const char *key)
 {
@@ -236,8 +131,8 @@ static void finish(struct fb_e2e *t, struct fidbus_client *c, struct fidbus_clie
 
 static long long generation(struct fidbus_client *c)
 {
-    json_t *s = ok(c, "status", NULL);
-    long long g = jint(s, "generation");
+    json_t *s = fb_e2e_ok(c, "status", NULL);
+    long long g = fb_e2e_jint(s, "generation");
     json_decref(s);
     return g;
 }
@@ -247,8 +142,8 @@ static long long generation(struct fidbus_client *c)
 static json_t *snapshot(struct fidbus_client *c)
 {
     json_t *s = json_object();
-    json_object_set_new(s, "route.list", ok(c, "route.list", NULL));
-    json_object_set_new(s, "plugin.list", ok(c, "plugin.list", NULL));
+    json_object_set_new(s, "route.list", fb_e2e_ok(c, "route.list", NULL));
+    json_object_set_new(s, "plugin.list", fb_e2e_ok(c, "plugin.list", NULL));
     json_object_set_new(s, "generation", json_integer(generation(c)));
     return s;
 }
@@ -283,7 +178,7 @@ static void assert_bound(struct fidbus_client *c, const char *name, size_t i,
 {
     char id[FIDBUS_FUNCID_HEX];
     hex_id(canonical, id);
-    json_t *l = ok(c, "route.list", NULL);
+    json_t *l = fb_e2e_ok(c, "route.list", NULL);
     json_t *r = route_in(l, name);
     ck_assert_msg(r, "no route %s", name);
     json_t *tg = json_array_get(json_object_get(r, "to"), i);
@@ -295,14 +190,14 @@ static void assert_bound(struct fidbus_client *c, const char *name, size_t i,
 
 static void assert_route_names(struct fidbus_client *c, const char *want)
 {
-    json_t *l = ok(c, "route.list", NULL);
+    json_t *l = fb_e2e_ok(c, "route.list", NULL);
     assert_names(json_object_get(l, "routes"), want, "route.list");
     json_decref(l);
 }
 
 static void assert_plugin_names(struct fidbus_client *c, const char *want)
 {
-    json_t *l = ok(c, "plugin.list", NULL);
+    json_t *l = fb_e2e_ok(c, "plugin.list", NULL);
     assert_names(json_object_get(l, "plugins"), want, "plugin.list");
     json_decref(l);
 }
@@ -312,9 +207,9 @@ static long long fn_calls(struct fidbus_client *c, const char *canonical)
 {
     char id[FIDBUS_FUNCID_HEX];
     hex_id(canonical, id);
-    json_t *s = ok(c, "stats", NULL);
+    json_t *s = fb_e2e_ok(c, "stats", NULL);
     json_t *f = json_object_get(json_object_get(s, "functions"), id);
-    long long n = f ? jint(f, "calls") : -1;
+    long long n = f ? fb_e2e_jint(f, "calls") : -1;
     json_decref(s);
     return n;
 }
@@ -397,24 +292,25 @@ START_TEST(test_e2e_change_route_add)
     ck_assert_int_eq(generation(c), 1);
     ck_assert_int_eq(pub(bus, "b.x", NULL, NULL), -FIDBUS_NO_ROUTE);
 
-    json_t *r =
-        ok(c, "route.add", "{'route':{'name':'rb','event':'b.x','to':['%s']}}", COUNT_FN);
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    json_t *r = fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'rb','event':'b.x','to':['%s']}}", COUNT_FN);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_decref(r);
     ck_assert_int_eq(generation(c), 2);
     ck_assert_int_eq(pub(bus, "b.x", NULL, NULL), 1);
     ck_assert_int_eq(fn_calls(c, COUNT_FN), 1);
 
     /* every key of a route */
-    r = ok(c, "route.add",
-           "{'route':{'name':'rfull','event':'c.*','tags':{'region':'*','tier':'gold'},"
-           "'to':['fidbus.log:1','%s:3'],'mode':'split','split_by':'user',"
-           "'signature':'%s','priority':-2}}",
-           COUNT_FN, sig);
-    ck_assert_int_eq(jint(r, "generation"), 3);
+    r = fb_e2e_ok(
+        c, "route.add",
+        "{'route':{'name':'rfull','event':'c.*','tags':{'region':'*','tier':'gold'},"
+        "'to':['fidbus.log:1','%s:3'],'mode':'split','split_by':'user',"
+        "'signature':'%s','priority':-2}}",
+        COUNT_FN, sig);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 3);
     json_decref(r);
-    json_t *l = ok(c, "route.list", NULL);
-    ck_assert_int_eq(jint(l, "generation"), 3);
+    json_t *l = fb_e2e_ok(c, "route.list", NULL);
+    ck_assert_int_eq(fb_e2e_jint(l, "generation"), 3);
     assert_names(json_object_get(l, "routes"), "ra,rb,rfull", "route.list");
     json_t *rf = route_in(l, "rfull");
     ck_assert_str_eq(jstr(rf, "event"), "c.*");
@@ -423,11 +319,11 @@ START_TEST(test_e2e_change_route_add)
     ck_assert_str_eq(jstr(rf, "mode"), "split");
     ck_assert_str_eq(jstr(rf, "split_by"), "user");
     ck_assert_str_eq(jstr(rf, "signature"), sig);
-    ck_assert_int_eq(jint(rf, "priority"), -2);
+    ck_assert_int_eq(fb_e2e_jint(rf, "priority"), -2);
     json_t *t1 = json_array_get(json_object_get(rf, "to"), 1);
     ck_assert_str_eq(jstr(t1, "target"), COUNT_FN);
     ck_assert_str_eq(jstr(t1, "id"), count_id);
-    ck_assert_int_eq(jint(t1, "weight"), 3);
+    ck_assert_int_eq(fb_e2e_jint(t1, "weight"), 3);
     json_decref(l);
 
     /* each refusal, and nothing changed by any of them */
@@ -481,13 +377,14 @@ START_TEST(test_e2e_change_route_add)
                      "fidbus.log", NULL);
     ck_assert_str_eq(out, "{\"generation\":5}\n");
     free(out);
-    l = ok(c, "route.list", NULL);
+    l = fb_e2e_ok(c, "route.list", NULL);
     rf = route_in(l, "rcli");
     ck_assert_msg(rf, "no route rcli");
     ck_assert_str_eq(jstr(json_object_get(rf, "tags"), "k"), "v");
     ck_assert_str_eq(jstr(rf, "split_by"), "user");
-    ck_assert_int_eq(jint(rf, "priority"), 4);
-    ck_assert_int_eq(jint(json_array_get(json_object_get(rf, "to"), 1), "weight"), 5);
+    ck_assert_int_eq(fb_e2e_jint(rf, "priority"), 4);
+    ck_assert_int_eq(fb_e2e_jint(json_array_get(json_object_get(rf, "to"), 1), "weight"),
+                     5);
     json_decref(l);
     before = snapshot(c);
     ctl_refused(t, "route add", "CONFLICT", "rcli", "route", "add", "rcli", "e.x", "--to",
@@ -505,7 +402,7 @@ START_TEST(test_e2e_change_route_add)
                      "fidbus.log", NULL);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_msg(json_is_false(json_object_get(j, "ok")) &&
-                      jint(j, "code") == FIDBUS_CONFLICT &&
+                      fb_e2e_jint(j, "code") == FIDBUS_CONFLICT &&
                       strcmp(jstr(j, "error"), "CONFLICT") == 0 &&
                       strchr(err, '\n') == err + strlen(err) - 1,
                   "--json refusal: stdout %s; stderr %s", out, err);
@@ -554,8 +451,8 @@ START_TEST(test_e2e_change_route_del)
     struct fidbus_client *c = connect_control(t), *bus = fb_e2e_connect(t);
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
 
-    json_t *r = ok(c, "route.del", "{'name':'ra'}");
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    json_t *r = fb_e2e_ok(c, "route.del", "{'name':'ra'}");
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_decref(r);
     assert_route_names(c, "rb,rc");
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), -FIDBUS_NO_ROUTE);
@@ -594,17 +491,18 @@ START_TEST(test_e2e_change_route_apply)
     struct fidbus_client *c = connect_control(t), *bus = fb_e2e_connect(t);
 
     /* five adds and two dels: one flip */
-    json_t *r = ok(c, "route.apply", "{'del':['ra','rb'],'add':[" FIVE "]}");
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    json_t *r = fb_e2e_ok(c, "route.apply", "{'del':['ra','rb'],'add':[" FIVE "]}");
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_decref(r);
     ck_assert_int_eq(generation(c), 2);
     assert_route_names(c, "x1,x2,x3,x4,x5");
     ck_assert_int_eq(pub(bus, "b.x", NULL, NULL), 1); /* by x5 now */
 
     /* changing a route: del and add of one name */
-    r = ok(c, "route.apply",
-           "{'del':['x1'],'add':[{'name':'x1','event':'x.1','to':['fidbus.count']}]}");
-    ck_assert_int_eq(jint(r, "generation"), 3);
+    r = fb_e2e_ok(
+        c, "route.apply",
+        "{'del':['x1'],'add':[{'name':'x1','event':'x.1','to':['fidbus.count']}]}");
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 3);
     json_decref(r);
     assert_bound(c, "x1", 0, COUNT_FN);
 
@@ -644,8 +542,8 @@ START_TEST(test_e2e_change_route_apply)
     json_decref(before);
 
     /* replace: the set is exactly `add` */
-    r = ok(c, "route.apply", "{'replace':true,'add':[" R("only", "o.x") "]}");
-    ck_assert_int_eq(jint(r, "generation"), 4);
+    r = fb_e2e_ok(c, "route.apply", "{'replace':true,'add':[" R("only", "o.x") "]}");
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 4);
     json_decref(r);
     assert_route_names(c, "only");
     ck_assert_int_eq(pub(bus, "b.x", NULL, NULL), -FIDBUS_NO_ROUTE);
@@ -697,32 +595,32 @@ START_TEST(test_e2e_change_route_test_apply)
     json_t *before = snapshot(c);
 
     /* the running table */
-    json_t *r = ok(c, "route.test", "{'event':'a.x'}");
+    json_t *r = fb_e2e_ok(c, "route.test", "{'event':'a.x'}");
     ck_assert_str_eq(jstr(r, "route"), "ra");
-    ck_assert_int_eq(jint(r, "generation"), 1);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 1);
     json_decref(r);
 
     /* proposed: a more specific route, the old one gone, a replace */
-    r = ok(
+    r = fb_e2e_ok(
         c, "route.test",
         "{'event':'a.x','tags':{'user':'u1'},'apply':{'add':[{'name':'rx','event':'a.x',"
         "'to':['fidbus.count','fidbus.log'],'mode':'split','split_by':'user'}]}}");
     ck_assert_str_eq(jstr(r, "route"), "rx");
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_t *ts = json_object_get(r, "targets");
     ck_assert_msg(json_array_size(ts) == 1 &&
                       (!strcmp(json_string_value(json_array_get(ts, 0)), log_id) ||
                        !strcmp(json_string_value(json_array_get(ts, 0)), count_id)),
                   "split targets: %s", dump(ts));
     json_decref(r);
-    r = ok(c, "route.test", "{'event':'a.x','apply':{'del':['ra']}}");
+    r = fb_e2e_ok(c, "route.test", "{'event':'a.x','apply':{'del':['ra']}}");
     ck_assert_msg(json_is_null(json_object_get(r, "route")), "route after del ra");
     ck_assert_uint_eq(json_array_size(json_object_get(r, "targets")), 0);
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_decref(r);
-    r = ok(c, "route.test",
-           "{'event':'q.x','apply':{'replace':true,'add':[{'name':'q','event':'*',"
-           "'to':['fidbus.count','fidbus.log']}]}}");
+    r = fb_e2e_ok(c, "route.test",
+                  "{'event':'q.x','apply':{'replace':true,'add':[{'name':'q','event':'*',"
+                  "'to':['fidbus.count','fidbus.log']}]}}");
     ck_assert_str_eq(jstr(r, "route"), "q");
     ts = json_object_get(r, "targets");
     ck_assert_uint_eq(json_array_size(ts), 2);
@@ -776,18 +674,18 @@ START_TEST(test_e2e_change_plugin_load)
 
     /* count.so under another name, with config keys it reads in init */
     char *count_so = strdup(fb_e2e_built("plugins/count.so"));
-    json_t *r = ok(c, "plugin.load",
-                   "{'path':'%s','name':'cnt','config':{'report_file':'%s',"
-                   "'interval_ms':'0'}}",
-                   count_so, report);
+    json_t *r = fb_e2e_ok(c, "plugin.load",
+                          "{'path':'%s','name':'cnt','config':{'report_file':'%s',"
+                          "'interval_ms':'0'}}",
+                          count_so, report);
     ck_assert_str_eq(jstr(r, "name"), "cnt");
     ck_assert_str_eq(jstr(r, "version"), "1.0.0");
     ck_assert_str_eq(jstr(r, "path"), count_so);
     assert_names(json_object_get(r, "functions"), count_id, "plugin.load functions");
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_decref(r);
     assert_plugin_names(c, "log,cnt");
-    json_t *fl = ok(c, "func.list", NULL);
+    json_t *fl = fb_e2e_ok(c, "func.list", NULL);
     size_t i;
     json_t *f;
     bool seen = false;
@@ -799,12 +697,12 @@ START_TEST(test_e2e_change_plugin_load)
     ck_assert_msg(seen, "func.list lacks %s of cnt", COUNT_FN);
     json_decref(fl);
 
-    json_decref(ok(c, "route.add",
-                   "{'route':{'name':'rc','event':'c.x','to':['fidbus.count']}}"));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'rc','event':'c.x','to':['fidbus.count']}}"));
     for (int k = 0; k < 3; k++)
         ck_assert_int_eq(pub(bus, "c.x", NULL, NULL), 1);
-    json_decref(ok(c, "route.del", "{'name':'rc'}"));
-    json_decref(ok(c, "plugin.unload", "{'name':'cnt'}"));
+    json_decref(fb_e2e_ok(c, "route.del", "{'name':'rc'}"));
+    json_decref(fb_e2e_ok(c, "plugin.unload", "{'name':'cnt'}"));
     /* fini wrote the report where the runtime config said */
     char *rep = fb_e2e_read(report, NULL);
     ck_assert_msg(rep, "count wrote no %s: its config did not arrive", report);
@@ -812,14 +710,15 @@ START_TEST(test_e2e_change_plugin_load)
     free(rep);
 
     /* no name: the plugin's own */
-    r = ok(c, "plugin.load", "{'path':'%s'}", TP("ver1"));
+    r = fb_e2e_ok(c, "plugin.load", "{'path':'%s'}", TP("ver1"));
     ck_assert_str_eq(jstr(r, "name"), "ver1");
     assert_names(json_object_get(r, "functions"), v1, "ver1 functions");
     json_decref(r);
 
     /* an instance named like ver2.so's own name, providing something else */
-    json_decref(ok(c, "plugin.load", "{'path':'%s','name':'ver2','config':{'file':'%s'}}",
-                   TP("rec1"), fb_e2e_file(t, "rec.txt")));
+    json_decref(fb_e2e_ok(c, "plugin.load",
+                          "{'path':'%s','name':'ver2','config':{'file':'%s'}}",
+                          TP("rec1"), fb_e2e_file(t, "rec.txt")));
 
     json_t *before = snapshot(c);
     const char *m = refused(c, FIDBUS_NOT_FOUND, "plugin.load", "{'path':'%s'}",
@@ -851,7 +750,7 @@ START_TEST(test_e2e_change_plugin_load)
     json_decref(before);
     /* the refused instances left nothing registered behind */
     ck_assert_int_eq(fn_calls(c, VER2_FN), -1);
-    json_decref(ok(c, "plugin.unload", "{'name':'ver2'}"));
+    json_decref(fb_e2e_ok(c, "plugin.unload", "{'name':'ver2'}"));
 
     /* fidbusctl */
     char cfg[256];
@@ -865,7 +764,8 @@ START_TEST(test_e2e_change_plugin_load)
     free(out);
     out = fb_e2e_ctl(t, 0, NULL, "--json", "plugin", "load", TP("ver2"), NULL);
     json_t *j = json_loads(out, 0, NULL);
-    ck_assert_msg(j && !strcmp(jstr(j, "name"), "ver2") && jint(j, "generation") == 10,
+    ck_assert_msg(j && !strcmp(jstr(j, "name"), "ver2") &&
+                      fb_e2e_jint(j, "generation") == 10,
                   "plugin load --json: %s", out);
     json_decref(j);
     free(out);
@@ -905,8 +805,8 @@ START_TEST(test_e2e_change_plugin_unload)
     assert_unchanged(c, before, "refused plugin.unload");
     json_decref(before);
 
-    json_t *r = ok(c, "plugin.unload", "{'name':'ver1'}");
-    ck_assert_int_eq(jint(r, "generation"), 2);
+    json_t *r = fb_e2e_ok(c, "plugin.unload", "{'name':'ver1'}");
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 2);
     json_decref(r);
     assert_plugin_names(c, "log,count");
     ck_assert_int_eq(fn_calls(c, VER1_FN), -1);
@@ -918,7 +818,7 @@ START_TEST(test_e2e_change_plugin_unload)
                 NULL);
     ctl_refused(t, "plugin unload", "CONFLICT", "routes r2, ra:", "plugin", "unload",
                 "log", NULL);
-    json_decref(ok(c, "route.apply", "{'del':['ra','r2']}"));
+    json_decref(fb_e2e_ok(c, "route.apply", "{'del':['ra','r2']}"));
     char *out = fb_e2e_ctl(t, 0, NULL, "plugin", "unload", "log", NULL);
     ck_assert_str_eq(out, "generation: 4\n");
     free(out);
@@ -941,31 +841,31 @@ START_TEST(test_e2e_change_plugin_reload)
     snprintf(so, sizeof so, "%s", fb_e2e_file(t, "vx.so"));
     install_file(TP("ver1"), so);
 
-    json_t *r = ok(c, "plugin.load", "{'path':'%s','name':'vx'}", so);
+    json_t *r = fb_e2e_ok(c, "plugin.load", "{'path':'%s','name':'vx'}", so);
     assert_names(json_object_get(r, "functions"), v1, "vx functions");
     json_decref(r);
-    json_decref(
-        ok(c, "route.add", "{'route':{'name':'lt','event':'e.x','to':['test.ver']}}"));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'lt','event':'e.x','to':['test.ver']}}"));
     ck_assert_int_eq(pub(bus, "e.x", NULL, NULL), 1);
     ck_assert_int_eq(fn_calls(c, VER1_FN), 1);
     long long g = generation(c);
 
     /* the same file again: a new instance, same function */
-    r = ok(c, "plugin.reload", "{'name':'vx'}");
+    r = fb_e2e_ok(c, "plugin.reload", "{'name':'vx'}");
     ck_assert_str_eq(jstr(r, "name"), "vx");
     ck_assert_str_eq(jstr(r, "path"), so);
     assert_names(json_object_get(r, "functions"), v1, "reloaded functions");
-    ck_assert_int_eq(jint(r, "generation"), g + 1);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), g + 1);
     json_decref(r);
     ck_assert_int_eq(pub(bus, "e.x", NULL, NULL), 1);
 
     /* the .so replaced on disk by version 2: the reload picks it up and the
      * "latest" route moves in the same flip */
     install_file(TP("ver2"), so);
-    r = ok(c, "plugin.reload", "{'name':'vx'}");
+    r = fb_e2e_ok(c, "plugin.reload", "{'name':'vx'}");
     ck_assert_str_eq(jstr(r, "version"), "2.0.0");
     assert_names(json_object_get(r, "functions"), v2, "functions after overwrite");
-    ck_assert_int_eq(jint(r, "generation"), g + 2);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), g + 2);
     json_decref(r);
     assert_bound(c, "lt", 0, VER2_FN);
     ck_assert_int_eq(pub(bus, "e.x", NULL, NULL), 1);
@@ -974,8 +874,8 @@ START_TEST(test_e2e_change_plugin_reload)
 
     /* a pinned route to 2.0.0, then version 1 on disk: the reload fails
      * whole and version 2 keeps serving */
-    json_decref(ok(c, "route.add",
-                   "{'route':{'name':'pin','event':'p.x','to':['" VER2_FN "']}}"));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'pin','event':'p.x','to':['" VER2_FN "']}}"));
     install_file(TP("ver1"), so);
     json_t *before = snapshot(c);
     const char *m = refused(c, FIDBUS_NOT_FOUND, "plugin.reload", "{'name':'vx'}");
@@ -1002,7 +902,7 @@ START_TEST(test_e2e_change_plugin_reload)
     ck_assert_msg(strstr(out, "name: vx\n") && strstr(out, v2), "plugin reload:\n%s",
                   out);
     free(out);
-    json_t *pl = ok(c, "plugin.list", NULL);
+    json_t *pl = fb_e2e_ok(c, "plugin.list", NULL);
     json_t *p = json_array_get(json_object_get(pl, "plugins"), 2);
     ck_assert_str_eq(jstr(p, "name"), "vx");
     ck_assert_str_eq(jstr(p, "path"), TP("ver2"));
@@ -1040,9 +940,9 @@ START_TEST(test_e2e_change_two_versions)
     /* a route pinning 2.0.0 holds it; "latest" may move to 1.0.0 */
     const char *m = refused(c, FIDBUS_CONFLICT, "plugin.unload", "{'name':'ver2'}");
     ck_assert_msg(strstr(m, "p2") && !strstr(m, "lt"), "should name p2 only: %s", m);
-    json_decref(ok(c, "route.del", "{'name':'p2'}"));
-    json_t *r = ok(c, "plugin.unload", "{'name':'ver2'}");
-    long long g = jint(r, "generation");
+    json_decref(fb_e2e_ok(c, "route.del", "{'name':'p2'}"));
+    json_t *r = fb_e2e_ok(c, "plugin.unload", "{'name':'ver2'}");
+    long long g = fb_e2e_jint(r, "generation");
     json_decref(r);
     assert_bound(c, "lt", 0, VER1_FN);
     assert_bound(c, "p1", 0, VER1_FN);
@@ -1051,8 +951,8 @@ START_TEST(test_e2e_change_two_versions)
 
     /* a higher version loaded again: "latest" follows it in that flip,
      * the pinned route stays */
-    r = ok(c, "plugin.load", "{'path':'%s'}", TP("ver2"));
-    ck_assert_int_eq(jint(r, "generation"), g + 1);
+    r = fb_e2e_ok(c, "plugin.load", "{'path':'%s'}", TP("ver2"));
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), g + 1);
     json_decref(r);
     assert_bound(c, "lt", 0, VER2_FN);
     assert_bound(c, "p1", 0, VER1_FN);
@@ -1062,8 +962,8 @@ START_TEST(test_e2e_change_two_versions)
     ck_assert_int_eq(fn_calls(c, VER1_FN), 3);
 
     /* the lower one can go: nothing pins it, lt is on 2.0.0 */
-    json_decref(ok(c, "route.del", "{'name':'p1'}"));
-    json_decref(ok(c, "plugin.unload", "{'name':'ver1'}"));
+    json_decref(fb_e2e_ok(c, "route.del", "{'name':'p1'}"));
+    json_decref(fb_e2e_ok(c, "plugin.unload", "{'name':'ver1'}"));
     assert_bound(c, "lt", 0, VER2_FN);
     /* the last provider of test.ver is held by the "latest" route */
     m = refused(c, FIDBUS_CONFLICT, "plugin.unload", "{'name':'ver2'}");
@@ -1097,18 +997,19 @@ START_TEST(test_e2e_change_config_reload)
 
     /* runtime-only changes: the file does not touch them, so a reload of
      * it keeps them (the three-way rule; tests/e2e/test_e2e_reload.c) */
-    json_decref(ok(c, "plugin.load", "{'path':'%s','name':'rt1','config':{'file':'%s'}}",
-                   TP("rec1"), fb_e2e_file(t, "rec.txt")));
-    json_decref(ok(c, "route.add",
-                   "{'route':{'name':'rt','event':'t.x','to':['fidbus.count']}}"));
+    json_decref(fb_e2e_ok(c, "plugin.load",
+                          "{'path':'%s','name':'rt1','config':{'file':'%s'}}", TP("rec1"),
+                          fb_e2e_file(t, "rec.txt")));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'rt','event':'t.x','to':['fidbus.count']}}"));
     ck_assert_int_eq(generation(c), 3);
 
     /* the file: count's report_file changed, ver2 and a route added; vf's
      * .so replaced on disk (same text for it: not reloaded, only named) */
     fb_e2e_config(t, NULL, FB_E2E_LOG COUNT_AT("count2.json") VF FB_E2E_TP("ver2") RA RN);
     install_file(TP("ver1"), vf);
-    json_t *r = ok(c, "config.reload", NULL);
-    ck_assert_int_eq(jint(r, "generation"), 4);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 4);
     assert_names(json_object_get(r, "loaded_plugins"), "ver2", "loaded_plugins");
     assert_names(json_object_get(r, "reloaded_plugins"), "count", "reloaded_plugins");
     assert_names(json_object_get(r, "unchanged_plugins"), "log,rt1,vf",
@@ -1138,8 +1039,8 @@ START_TEST(test_e2e_change_config_reload)
     assert_unchanged(c, before, "config.reload of a broken file");
     ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
     ck_assert_int_eq(pub(bus, "n.x", NULL, NULL), 1);
-    json_t *s = ok(c, "stats", NULL);
-    ck_assert_int_eq(jint(json_object_get(s, "generations"), "4"),
+    json_t *s = fb_e2e_ok(c, "stats", NULL);
+    ck_assert_int_eq(fb_e2e_jint(json_object_get(s, "generations"), "4"),
                      5); /* a.x, n.x, t.x, a.x, n.x */
     json_decref(s);
     /* a route to a function nothing provides: refused whole, too */
@@ -1162,7 +1063,7 @@ START_TEST(test_e2e_change_config_reload)
     char *out = fb_e2e_ctl(t, 0, NULL, "--json", "config", "reload", NULL);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_msg(j, "config reload --json: %s", out);
-    ck_assert_int_eq(jint(j, "generation"), 5);
+    ck_assert_int_eq(fb_e2e_jint(j, "generation"), 5);
     assert_names(json_object_get(j, "unchanged_plugins"), "count,log,rt1",
                  "unchanged_plugins");
     assert_names(json_object_get(j, "dropped_plugins"), "ver2,vf", "dropped_plugins");
@@ -1188,8 +1089,8 @@ START_TEST(test_e2e_change_sighup)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = connect_control(t), *bus = fb_e2e_connect(t);
-    json_decref(
-        ok(c, "route.add", "{'route':{'name':'rt','event':'t.x','to':['fidbus.log']}}"));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'rt','event':'t.x','to':['fidbus.log']}}"));
 
     fb_e2e_config(t, NULL, BASE "[route rh]\nevent = h.x\nto = fidbus.count\n");
     ck_assert_int_eq(kill(t->pid, SIGHUP), 0);
@@ -1242,26 +1143,26 @@ START_TEST(test_e2e_change_stats_generations)
     struct fidbus_client *c = connect_control(t), *bus = fb_e2e_connect(t);
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
-    json_decref(
-        ok(c, "route.add", "{'route':{'name':'rb','event':'b.x','to':['fidbus.log']}}"));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'rb','event':'b.x','to':['fidbus.log']}}"));
     for (int i = 0; i < M; i++)
         ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
     ck_assert_int_eq(pub(bus, "b.x", NULL, NULL), 1);
-    json_decref(ok(c, "route.del", "{'name':'rb'}"));
+    json_decref(fb_e2e_ok(c, "route.del", "{'name':'rb'}"));
     for (int i = 0; i < K; i++)
         ck_assert_int_eq(pub(bus, "a.x", NULL, NULL), 1);
 
-    json_t *s = ok(c, "stats", NULL);
-    ck_assert_int_eq(jint(s, "generation"), 3);
+    json_t *s = fb_e2e_ok(c, "stats", NULL);
+    ck_assert_int_eq(fb_e2e_jint(s, "generation"), 3);
     json_t *g = json_object_get(s, "generations");
     ck_assert_msg(json_object_size(g) == 3, "generations: %s", dump(g));
-    ck_assert_int_eq(jint(g, "1"), N);
-    ck_assert_int_eq(jint(g, "2"), M + 1);
-    ck_assert_int_eq(jint(g, "3"), K);
+    ck_assert_int_eq(fb_e2e_jint(g, "1"), N);
+    ck_assert_int_eq(fb_e2e_jint(g, "2"), M + 1);
+    ck_assert_int_eq(fb_e2e_jint(g, "3"), K);
     json_t *routes = json_object_get(s, "routes");
-    ck_assert_int_eq(jint(json_object_get(routes, "ra"), "matched"), N + M + K);
+    ck_assert_int_eq(fb_e2e_jint(json_object_get(routes, "ra"), "matched"), N + M + K);
     ck_assert_msg(!json_object_get(routes, "rb"), "a deleted route in stats");
-    ck_assert_int_eq(jint(s, "received"), N + M + K + 1);
+    ck_assert_int_eq(fb_e2e_jint(s, "received"), N + M + K + 1);
     json_decref(s);
     /* each event is stamped with the generation that routed it */
     fb_e2e_ping(bus);
@@ -1281,14 +1182,16 @@ START_TEST(test_e2e_change_stats_generations)
 
     /* the running table and the last 16 retired ones */
     for (int i = 0; i < 20; i++)
-        json_decref(ok(c, "route.apply", "{'replace':true,'add':[" R("ra", "a.*") "]}"));
-    s = ok(c, "stats", NULL);
+        json_decref(
+            fb_e2e_ok(c, "route.apply", "{'replace':true,'add':[" R("ra", "a.*") "]}"));
+    s = fb_e2e_ok(c, "stats", NULL);
     g = json_object_get(s, "generations");
     ck_assert_msg(json_object_size(g) == 17 && !json_object_get(g, "6") &&
-                      jint(g, "7") == 0 && jint(g, "23") == 0,
+                      fb_e2e_jint(g, "7") == 0 && fb_e2e_jint(g, "23") == 0,
                   "generations after 23: %s", dump(g));
-    ck_assert_int_eq(jint(json_object_get(json_object_get(s, "routes"), "ra"), "matched"),
-                     N + M + K);
+    ck_assert_int_eq(
+        fb_e2e_jint(json_object_get(json_object_get(s, "routes"), "ra"), "matched"),
+        N + M + K);
     json_decref(s);
 
     finish(t, c, bus);
@@ -1325,18 +1228,21 @@ START_TEST(test_e2e_change_export_fresh)
     struct fb_e2e *t =
         fb_e2e_up(NULL, BASE "[route rb]\nevent = b.x\nto = fidbus.count\n");
     struct fidbus_client *c = connect_control(t);
-    json_decref(ok(c, "plugin.load", "{'path':'%s'}", TP("ver1")));
-    json_decref(ok(c, "plugin.load", "{'path':'%s','name':'second','config':{'k':'v w'}}",
-                   TP("ver2")));
-    json_decref(ok(c, "route.apply",
-                   "{'del':['ra'],'add':[{'name':'canary','event':'s.x','to':['" VER1_FN
-                   ":95','test.ver:5'],'mode':'split','split_by':'user'},"
-                   "{'name':'tagged','event':'o.*','tags':{'region':'*','tier':'gold'},"
-                   "'to':['fidbus.log','fidbus.count@1.0.0:2'],'priority':-7}]}"));
+    json_decref(fb_e2e_ok(c, "plugin.load", "{'path':'%s'}", TP("ver1")));
+    json_decref(fb_e2e_ok(c, "plugin.load",
+                          "{'path':'%s','name':'second','config':{'k':'v w'}}",
+                          TP("ver2")));
     json_decref(
-        ok(c, "route.add", "{'route':{'name':'star','event':'*','to':['test.ver']}}"));
-    json_t *routes1 = ok(c, "route.list", NULL), *plugins1 = ok(c, "plugin.list", NULL);
-    json_t *e = ok(c, "config.export", NULL);
+        fb_e2e_ok(c, "route.apply",
+                  "{'del':['ra'],'add':[{'name':'canary','event':'s.x','to':['" VER1_FN
+                  ":95','test.ver:5'],'mode':'split','split_by':'user'},"
+                  "{'name':'tagged','event':'o.*','tags':{'region':'*','tier':'gold'},"
+                  "'to':['fidbus.log','fidbus.count@1.0.0:2'],'priority':-7}]}"));
+    json_decref(fb_e2e_ok(c, "route.add",
+                          "{'route':{'name':'star','event':'*','to':['test.ver']}}"));
+    json_t *routes1 = fb_e2e_ok(c, "route.list", NULL),
+           *plugins1 = fb_e2e_ok(c, "plugin.list", NULL);
+    json_t *e = fb_e2e_ok(c, "config.export", NULL);
     char *text = strdup(jstr(e, "config"));
     json_decref(e);
     fidbus_client_close(c);
@@ -1350,8 +1256,9 @@ START_TEST(test_e2e_change_export_fresh)
     ck_assert_int_eq(fclose(f), 0);
     fb_e2e_start(t2);
     c = connect_control(t2);
-    json_t *routes2 = ok(c, "route.list", NULL), *plugins2 = ok(c, "plugin.list", NULL);
-    ck_assert_int_eq(jint(routes2, "generation"), 1);
+    json_t *routes2 = fb_e2e_ok(c, "route.list", NULL),
+           *plugins2 = fb_e2e_ok(c, "plugin.list", NULL);
+    ck_assert_int_eq(fb_e2e_jint(routes2, "generation"), 1);
     json_t *a = json_object_get(routes1, "routes"),
            *b = json_object_get(routes2, "routes");
     ck_assert_msg(json_equal(a, b), "route.list differs:\n%s\n%s\nexport:\n%s", dump(a),
@@ -1470,7 +1377,8 @@ START_TEST(test_e2e_change_canary)
     hex_id("test.rec@1.0.0", v1id);
     hex_id("test.rec@2.0.0", v2id);
     for (int u = 0; u < 40; u++) {
-        json_t *r = ok(c, "route.test", "{'event':'c.x','tags':{'user':'u%d'}}", u);
+        json_t *r =
+            fb_e2e_ok(c, "route.test", "{'event':'c.x','tags':{'user':'u%d'}}", u);
         const char *id =
             json_string_value(json_array_get(json_object_get(r, "targets"), 0));
         ck_assert_msg(id && !strcmp(id, ver[u] == 2 ? v2id : v1id),
@@ -1479,11 +1387,11 @@ START_TEST(test_e2e_change_canary)
     }
 
     /* roll forward: 0/100 moves everyone */
-    json_t *r = ok(c, "route.apply",
-                   "{'del':['canary'],'add':[{'name':'canary','event':'c.x','to':["
-                   "'test.rec@1.0.0:0','test.rec@2.0.0:100'],'mode':'split',"
-                   "'split_by':'user'}]}");
-    ck_assert_int_eq(jint(r, "generation"), 3);
+    json_t *r = fb_e2e_ok(c, "route.apply",
+                          "{'del':['canary'],'add':[{'name':'canary','event':'c.x','to':["
+                          "'test.rec@1.0.0:0','test.rec@2.0.0:100'],'mode':'split',"
+                          "'split_by':'user'}]}");
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 3);
     json_decref(r);
     memset(ver, 0, sizeof ver);
     memset(seen, 0, sizeof seen);
@@ -1493,12 +1401,13 @@ START_TEST(test_e2e_change_canary)
         ck_assert_msg(seen[u] == 1 && ver[u] == 2,
                       "u%d after 0/100: seen %d, version bits %d", u, seen[u], ver[u]);
 
-    json_t *s = ok(c, "stats", NULL);
+    json_t *s = fb_e2e_ok(c, "stats", NULL);
     ck_assert_int_eq(
-        jint(json_object_get(json_object_get(s, "routes"), "canary"), "matched"),
+        fb_e2e_jint(json_object_get(json_object_get(s, "routes"), "canary"), "matched"),
         USERS * (PER_USER + 1));
-    ck_assert_int_eq(jint(json_object_get(s, "generations"), "2"), USERS * PER_USER);
-    ck_assert_int_eq(jint(json_object_get(s, "generations"), "3"), USERS);
+    ck_assert_int_eq(fb_e2e_jint(json_object_get(s, "generations"), "2"),
+                     USERS * PER_USER);
+    ck_assert_int_eq(fb_e2e_jint(json_object_get(s, "generations"), "3"), USERS);
     json_decref(s);
     fprintf(stderr, "test_e2e_change_canary: %d of %d users (%.2f%%) on 2.0.0 at 95/5\n",
             v2, USERS, 100.0 * v2 / USERS);

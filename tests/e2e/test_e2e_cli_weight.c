@@ -44,6 +44,15 @@ static long long generation(const json_t *list)
     return json_integer_value(json_object_get(list, "generation"));
 }
 
+/* `route list` says generation `gen` and `nroutes` routes. */
+static void assert_list(struct fb_e2e *t, long long gen, size_t nroutes)
+{
+    json_t *l = route_list(t);
+    ck_assert_int_eq(generation(l), gen);
+    ck_assert_int_eq(json_array_size(json_object_get(l, "routes")), nroutes);
+    json_decref(l);
+}
+
 static const json_t *route_named(const json_t *list, const char *name)
 {
     size_t i;
@@ -216,10 +225,7 @@ START_TEST(test_e2e_cli_apply_stdin_if_generation)
     ck_assert_msg(EXIT_IS(st, 0), "route apply - : 0x%x: %s %s", st, out, err);
     free(out);
     free(err);
-    l = route_list(t);
-    ck_assert_int_eq(generation(l), g + 1);
-    ck_assert_int_eq(json_array_size(json_object_get(l, "routes")), 1);
-    json_decref(l);
+    assert_list(t, g + 1, 1);
 
     /* if_generation: a stale one is CONFLICT and changes nothing */
     char json[256];
@@ -230,10 +236,7 @@ START_TEST(test_e2e_cli_apply_stdin_if_generation)
                   "stale if_generation: 0x%x: %s %s", st, out, err);
     free(out);
     free(err);
-    l = route_list(t);
-    ck_assert_int_eq(generation(l), g + 1);
-    ck_assert_int_eq(json_array_size(json_object_get(l, "routes")), 1);
-    json_decref(l);
+    assert_list(t, g + 1, 1);
     /* the running one applies */
     snprintf(json, sizeof json, "{\"del\": [\"canary\"], \"if_generation\": %lld}",
              g + 1);
@@ -241,10 +244,7 @@ START_TEST(test_e2e_cli_apply_stdin_if_generation)
     ck_assert_msg(EXIT_IS(st, 0), "current if_generation: 0x%x: %s %s", st, out, err);
     free(out);
     free(err);
-    l = route_list(t);
-    ck_assert_int_eq(generation(l), g + 2);
-    ck_assert_int_eq(json_array_size(json_object_get(l, "routes")), 0);
-    json_decref(l);
+    assert_list(t, g + 2, 0);
 
     fb_e2e_stop_ok(t);
     fb_e2e_free(t);

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "harness_json.h"
 #include "json_cbor.h"
 
 /* log.so and count.so; route ra sends a.* to the log, rd d.* to count. */
@@ -39,91 +40,6 @@
 
 /* ------------------------------------------------------- CBOR and JSON */
 
-static json_t *to_json(const cbor_item_t *it)
-{
-    switch (cbor_typeof(it)) {
-    case CBOR_TYPE_UINT:
-        return json_integer((json_int_t)cbor_get_int(it));
-    case CBOR_TYPE_NEGINT:
-        return json_integer(-1 - (json_int_t)cbor_get_int(it));
-    case CBOR_TYPE_STRING:
-        return json_stringn((const char *)cbor_string_handle(it), cbor_string_length(it));
-    case CBOR_TYPE_ARRAY: {
-        json_t *a = json_array();
-        for (size_t i = 0; i < cbor_array_size(it); i++)
-            json_array_append_new(a, to_json(cbor_array_handle(it)[i]));
-        return a;
-    }
-    case CBOR_TYPE_MAP: {
-        json_t *o = json_object();
-        struct cbor_pair *p = cbor_map_handle(it);
-        for (size_t i = 0; i < cbor_map_size(it); i++) {
-            char *k = strndup((const char *)cbor_string_handle(p[i].key),
-                              cbor_string_length(p[i].key));
-            json_object_set_new(o, k, to_json(p[i].value));
-            free(k);
-        }
-        return o;
-    }
-    case CBOR_TYPE_FLOAT_CTRL:
-        if (cbor_is_null(it))
-            return json_null();
-        if (cbor_is_bool(it))
-            return json_boolean(cbor_get_bool(it));
-        return json_real(cbor_float_get_float(it));
-    default:
-        ck_abort_msg("unexpected CBOR type %d in a result", (int)cbor_typeof(it));
-        return NULL;
-    }
-}
-
-/* REQUEST cmd with args (JSON, ' for "; NULL: none); the rc, and on 0
- * the result as JSON in *res. */
-static int vreq(struct fidbus_client *c, const char *cmd, json_t **res, const char *fmt,
-                va_list ap)
-{
-    uint8_t *a = NULL, *r = NULL;
-    size_t alen = 0, rlen = 0;
-    if (fmt) {
-        char text[8192];
-        int n = vsnprintf(text, sizeof text, fmt, ap);
-        ck_assert_msg(n > 0 && (size_t)n < sizeof text, "args too long");
-        for (char *p = text; *p; p++)
-            if (*p == '\'')
-                *p = '"';
-        char why[256];
-        ck_assert_msg(
-            fbctl_json_to_cbor(text, strlen(text), &a, &alen, why, sizeof why) == 0,
-            "bad test args %s: %s", text, why);
-    }
-    int rc = fidbus_request(c, cmd, a, alen, &r, &rlen);
-    free(a);
-    *res = NULL;
-    if (rc == 0) {
-        struct cbor_load_result lr;
-        cbor_item_t *it = cbor_load(r, rlen, &lr);
-        ck_assert_msg(it && lr.read == rlen, "%s: result is not one CBOR item", cmd);
-        *res = to_json(it);
-        cbor_decref(&it);
-    }
-    free(r);
-    return rc;
-}
-
-static json_t *ok(struct fidbus_client *c, const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static json_t *ok(struct fidbus_client *c, const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    json_t *res;
-    int rc = vreq(c, cmd, &res, fmt, ap);
-    va_end(ap);
-    ck_assert_msg(rc == 0, "%s: %s (%s)", cmd, fidbus_strerror(rc),
-                  fidbus_client_last_error(c));
-    return res;
-}
-
 /* Asserts the command is refused; returns its message (valid until the
  * next request on c). */
 static const char *refused(struct fidbus_client *c, const char *cmd, const char *fmt, ...)
@@ -133,7 +49,7 @@ static const char *refused(struct fidbus_client *c, const char *cmd, const char 
     va_list ap;
     va_start(ap, fmt);
     json_t *res;
-    int rc = vreq(c, cmd, &res, fmt, ap);
+    int rc = fb_e2e_vreq(c, cmd, &res, fmt, ap);
     va_end(ap);
     ck_assert_msg(rc != 0, "%s succeeded", cmd);
     return fidbus_client_last_error(c);
@@ -142,13 +58,6 @@ static const char *refused(struct fidbus_client *c, const char *cmd, const char 
 static void done(json_t *r)
 {
     json_decref(r);
-}
-
-static long long jint(const json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    ck_assert_msg(json_is_integer(v), "'%s' missing or not an integer", key);
-    return json_integer_value(v);
 }
 
 static bool jbool(const json_t *o, const char *key)
@@ -191,15 +100,15 @@ static struct fidbus_client *control(const struct fb_e2e *t)
 
 static long long generation(struct fidbus_client *c)
 {
-    json_t *s = ok(c, "status", NULL);
-    long long g = jint(s, "generation");
+    json_t *s = fb_e2e_ok(c, "status", NULL);
+    long long g = fb_e2e_jint(s, "generation");
     json_decref(s);
     return g;
 }
 
 static void assert_routes(struct fidbus_client *c, const char *want)
 {
-    json_t *l = ok(c, "route.list", NULL);
+    json_t *l = fb_e2e_ok(c, "route.list", NULL);
     json_t *names = json_array();
     size_t i;
     json_t *r;
@@ -212,7 +121,7 @@ static void assert_routes(struct fidbus_client *c, const char *want)
 
 static void assert_plugins(struct fidbus_client *c, const char *want)
 {
-    json_t *l = ok(c, "plugin.list", NULL);
+    json_t *l = fb_e2e_ok(c, "plugin.list", NULL);
     json_t *names = json_array();
     size_t i;
     json_t *p;
@@ -226,7 +135,7 @@ static void assert_plugins(struct fidbus_client *c, const char *want)
 /* route NAME's targets as "t1,t2" (the text the operator gave). */
 static char *route_targets(struct fidbus_client *c, const char *name)
 {
-    json_t *l = ok(c, "route.list", NULL);
+    json_t *l = fb_e2e_ok(c, "route.list", NULL);
     char buf[512] = "";
     size_t i, n = 0;
     json_t *r;
@@ -259,8 +168,8 @@ static char *route_targets(struct fidbus_client *c, const char *name)
 static char *snapshot(struct fidbus_client *c)
 {
     json_t *s = json_object();
-    json_object_set_new(s, "routes", ok(c, "route.list", NULL));
-    json_object_set_new(s, "plugins", ok(c, "plugin.list", NULL));
+    json_object_set_new(s, "routes", fb_e2e_ok(c, "route.list", NULL));
+    json_object_set_new(s, "plugins", fb_e2e_ok(c, "plugin.list", NULL));
     json_object_set_new(s, "generation", json_integer(generation(c)));
     char *text = json_dumps(s, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(s);
@@ -301,16 +210,16 @@ START_TEST(test_e2e_reload_unchanged_file_keeps_runtime)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
-    done(ok(c, "route.add", CANARY));
-    done(ok(c, "plugin.load", "{'path':'%s','name':'extra'}",
-            fb_e2e_built("tests/plugins/ver1.so")));
+    done(fb_e2e_ok(c, "route.add", CANARY));
+    done(fb_e2e_ok(c, "plugin.load", "{'path':'%s','name':'extra'}",
+                   fb_e2e_built("tests/plugins/ver1.so")));
     ck_assert_int_eq(generation(c), 3);
     char *before = snapshot(c);
     size_t slen, slen2;
     char *st = state_bytes(t, &slen);
 
-    json_t *r = ok(c, "config.reload", NULL);
-    ck_assert_int_eq(jint(r, "generation"), 3);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 3);
     ck_assert(!jbool(r, "changed"));
     ck_assert(!jbool(r, "dry_run"));
     NAMES(r, "kept_runtime", "plugin:extra,route:rc");
@@ -346,9 +255,9 @@ START_TEST(test_e2e_reload_unchanged_file_keeps_runtime)
     /* a comment added: no item changed, so no flip; the state learns the
      * new file, so a restart restores it without taking it for an edit */
     fb_e2e_config(t, NULL, BASE "# a comment\n");
-    r = ok(c, "config.reload", NULL);
+    r = fb_e2e_ok(c, "config.reload", NULL);
     ck_assert(!jbool(r, "changed"));
-    ck_assert_int_eq(jint(r, "generation"), 3);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 3);
     json_decref(r);
     fidbus_client_close(c);
     fb_e2e_kill9(t);
@@ -370,10 +279,10 @@ START_TEST(test_e2e_reload_unrelated_edit_keeps_runtime)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t), *bus = fb_e2e_connect(t);
-    done(ok(c, "route.add", CANARY));
+    done(fb_e2e_ok(c, "route.add", CANARY));
     fb_e2e_config(t, NULL, BASE RB);
-    json_t *r = ok(c, "config.reload", NULL);
-    ck_assert_int_eq(jint(r, "generation"), 3);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), 3);
     ck_assert(jbool(r, "changed"));
     NAMES(r, "added_routes", "rb");
     NAMES(r, "changed_routes", "");
@@ -382,7 +291,7 @@ START_TEST(test_e2e_reload_unrelated_edit_keeps_runtime)
     json_decref(r);
     assert_routes(c, "ra,rb,rc,rd");
     /* the canary still takes a.x */
-    json_t *rt = ok(c, "route.test", "{'event':'a.x'}");
+    json_t *rt = fb_e2e_ok(c, "route.test", "{'event':'a.x'}");
     ck_assert_str_eq(json_string_value(json_object_get(rt, "route")), "rc");
     json_decref(rt);
     fb_e2e_publish_ack(bus, "a.x", 1);
@@ -399,16 +308,17 @@ START_TEST(test_e2e_reload_both_changed_overridden)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
-    done(ok(c, "route.apply",
-            "{'del':['ra','rd'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']},"
-            "{'name':'rd','event':'d.*','to':['fidbus.log']}]}"));
+    done(fb_e2e_ok(
+        c, "route.apply",
+        "{'del':['ra','rd'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']},"
+        "{'name':'rd','event':'d.*','to':['fidbus.log']}]}"));
     long long g = generation(c);
     fb_e2e_config(t, NULL,
                   FB_E2E_LOG FB_E2E_COUNT "[route ra]\nevent = a.*\nto = fidbus.log, "
                                           "fidbus.count\n"
                                           "[route rd]\nevent = d.*\nto = fidbus.log\n");
-    json_t *r = ok(c, "config.reload", NULL);
-    ck_assert_int_eq(jint(r, "generation"), g + 1);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), g + 1);
     NAMES(r, "overridden", "route:ra");
     NAMES(r, "changed_routes", "ra");
     NAMES(r, "kept_runtime", "");
@@ -418,8 +328,9 @@ START_TEST(test_e2e_reload_both_changed_overridden)
 
     /* ra changed at runtime again, deleted in the file: deleted, and
      * overridden (fidbusctl's text names it; so does the log) */
-    done(ok(c, "route.apply",
-            "{'del':['ra'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']}]}"));
+    done(fb_e2e_ok(
+        c, "route.apply",
+        "{'del':['ra'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']}]}"));
     fb_e2e_config(t, NULL,
                   FB_E2E_LOG FB_E2E_COUNT "[route rd]\nevent = d.*\nto = fidbus.log\n");
     char *out = fb_e2e_ctl(t, 0, NULL, "config", "reload", NULL);
@@ -442,11 +353,11 @@ START_TEST(test_e2e_reload_deletes)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
-    done(ok(c, "route.del", "{'name':'ra'}"));
+    done(fb_e2e_ok(c, "route.del", "{'name':'ra'}"));
     fb_e2e_config(t, NULL,
                   FB_E2E_LOG FB_E2E_COUNT "[route ra]\nevent = a.*\nto = "
                                           "fidbus.log\n" RB);
-    json_t *r = ok(c, "config.reload", NULL);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
     NAMES(r, "dropped_routes", "rd");
     NAMES(r, "added_routes", "rb");
     NAMES(r, "kept_runtime", "route:ra");
@@ -465,11 +376,12 @@ START_TEST(test_e2e_reload_plugins)
         fb_e2e_up(NULL, BASE FB_E2E_TP("ver2") "[plugin vx]\npath = "
                                                "@B@/tests/plugins/ver1.so\n");
     struct fidbus_client *c = control(t);
-    done(ok(c, "plugin.load", "{'path':'%s','name':'extra','config':{'file':'%s'}}",
-            fb_e2e_built("tests/plugins/rec1.so"), fb_e2e_file(t, "rec.txt")));
-    done(ok(c, "plugin.unload", "{'name':'ver2'}"));
-    done(ok(c, "plugin.reload", "{'name':'vx','path':'%s'}",
-            fb_e2e_built("tests/plugins/ver2.so")));
+    done(fb_e2e_ok(c, "plugin.load",
+                   "{'path':'%s','name':'extra','config':{'file':'%s'}}",
+                   fb_e2e_built("tests/plugins/rec1.so"), fb_e2e_file(t, "rec.txt")));
+    done(fb_e2e_ok(c, "plugin.unload", "{'name':'ver2'}"));
+    done(fb_e2e_ok(c, "plugin.reload", "{'name':'vx','path':'%s'}",
+                   fb_e2e_built("tests/plugins/ver2.so")));
     fb_e2e_config(t, NULL,
                   FB_E2E_LOG
                   "[plugin count]\npath = @B@/plugins/count.so\nreport_file = "
@@ -477,7 +389,7 @@ START_TEST(test_e2e_reload_plugins)
                   "[route ra]\nevent = a.*\nto = fidbus.log\n"
                   "[route rd]\nevent = d.*\nto = fidbus.count\n" FB_E2E_TP(
                       "ver2") "[plugin vx]\npath = @B@/tests/plugins/ver1.so\nx = 1\n");
-    json_t *r = ok(c, "config.reload", NULL);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
     NAMES(r, "reloaded_plugins", "count,vx");
     NAMES(r, "loaded_plugins", "");
     NAMES(r, "dropped_plugins", "");
@@ -486,7 +398,7 @@ START_TEST(test_e2e_reload_plugins)
     json_decref(r);
     assert_plugins(c, "log,count,vx,extra");
     /* vx is the file's again: version 1's function */
-    json_t *l = ok(c, "func.list", NULL);
+    json_t *l = fb_e2e_ok(c, "func.list", NULL);
     char *text = json_dumps(l, JSON_COMPACT);
     ck_assert_msg(strstr(text, "test.ver@1.0.0") && !strstr(text, "test.ver@2.0.0"),
                   "func.list: %s", text);
@@ -503,18 +415,18 @@ START_TEST(test_e2e_reload_dry_run)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
-    done(ok(c, "route.add", CANARY));
+    done(fb_e2e_ok(c, "route.add", CANARY));
     long long g = generation(c);
     char *before = snapshot(c);
     size_t slen, slen2;
     char *st = state_bytes(t, &slen);
 
     fb_e2e_config(t, NULL, FB_E2E_LOG FB_E2E_COUNT RB);
-    json_t *dry = ok(c, "config.reload", "{'dry_run':true}");
+    json_t *dry = fb_e2e_ok(c, "config.reload", "{'dry_run':true}");
     ck_assert(jbool(dry, "dry_run"));
     ck_assert(jbool(dry, "changed"));
     ck_assert(jbool(dry, "routes_checked"));
-    ck_assert_int_eq(jint(dry, "generation"), g + 1);
+    ck_assert_int_eq(fb_e2e_jint(dry, "generation"), g + 1);
     NAMES(dry, "added_routes", "rb");
     NAMES(dry, "dropped_routes", "ra,rd");
     NAMES(dry, "kept_runtime", "route:rc");
@@ -541,7 +453,7 @@ START_TEST(test_e2e_reload_dry_run)
     fb_e2e_config(
         t, NULL,
         FB_E2E_LOG FB_E2E_COUNT RB FB_E2E_TP("lifecycle") "file = @D@/life.txt\n");
-    json_t *dp = ok(c, "config.reload", "{'dry_run':true}");
+    json_t *dp = fb_e2e_ok(c, "config.reload", "{'dry_run':true}");
     NAMES(dp, "loaded_plugins", "lifecycle");
     ck_assert(!jbool(dp, "routes_checked"));
     json_decref(dp);
@@ -562,8 +474,8 @@ START_TEST(test_e2e_reload_dry_run)
     free(after);
 
     /* the real one does what the dry run said */
-    json_t *r = ok(c, "config.reload", NULL);
-    ck_assert_int_eq(jint(r, "generation"), g + 1);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
+    ck_assert_int_eq(fb_e2e_jint(r, "generation"), g + 1);
     ck_assert(jbool(r, "changed"));
     ck_assert(!jbool(r, "dry_run"));
     const char *keys[] = {"added_routes",   "changed_routes",   "dropped_routes",
@@ -612,11 +524,12 @@ START_TEST(test_e2e_reload_restart_after_edit)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
-    done(ok(c, "route.add", CANARY));
-    done(ok(c, "plugin.load", "{'path':'%s','name':'extra'}",
-            fb_e2e_built("tests/plugins/ver1.so")));
-    done(ok(c, "route.apply",
-            "{'del':['ra'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']}]}"));
+    done(fb_e2e_ok(c, "route.add", CANARY));
+    done(fb_e2e_ok(c, "plugin.load", "{'path':'%s','name':'extra'}",
+                   fb_e2e_built("tests/plugins/ver1.so")));
+    done(fb_e2e_ok(
+        c, "route.apply",
+        "{'del':['ra'],'add':[{'name':'ra','event':'a.*','to':['fidbus.count']}]}"));
     long long g = generation(c);
     fidbus_client_close(c);
     fb_e2e_kill9(t);
@@ -643,7 +556,7 @@ START_TEST(test_e2e_reload_restart_after_edit)
 
     /* the file is now what was applied: a reload changes nothing, and a
      * restart restores the same set */
-    json_t *r = ok(c, "config.reload", NULL);
+    json_t *r = fb_e2e_ok(c, "config.reload", NULL);
     ck_assert(!jbool(r, "changed"));
     NAMES(r, "overridden", "");
     /* the items restored from state.cbor compare equal to the file's */
@@ -656,7 +569,7 @@ START_TEST(test_e2e_reload_restart_after_edit)
     assert_routes(c, "ra,rb,rc,rd");
     assert_plugins(c, "log,count,extra");
     ck_assert_int_eq(bak_files(t), 1);
-    r = ok(c, "config.reload", NULL);
+    r = fb_e2e_ok(c, "config.reload", NULL);
     ck_assert(!jbool(r, "changed"));
     NAMES(r, "kept_runtime", "plugin:extra,route:rc");
     json_decref(r);
@@ -670,7 +583,7 @@ START_TEST(test_e2e_reload_old_state_without_base)
 {
     struct fb_e2e *t = fb_e2e_up(NULL, BASE);
     struct fidbus_client *c = control(t);
-    done(ok(c, "route.add", CANARY));
+    done(fb_e2e_ok(c, "route.add", CANARY));
     fidbus_client_close(c);
     fb_e2e_kill9(t);
 

@@ -141,7 +141,9 @@ dpkg-deb -f "$dev" Depends | tr ',' '\n' | sed 's/^ *//' | grep -qx "libfidbus0 
     fail "libfidbus-dev does not depend on libfidbus0 (= $V): $(dpkg-deb -f "$dev" Depends)"
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "install.deb: Depends: $depends"
-# The package of every library a packaged ELF file links. dpkg may know a
+# The package of every library a packaged ELF file links directly
+# (DT_NEEDED): what those libraries need in turn comes with their own
+# packages' Depends (libmicrohttpd12 brings libgnutls30). dpkg may know a
 # file by its /lib or its /usr/lib name (merged /usr).
 owner() {
     for p in "$1" "/usr$1" "${1#/usr}"; do
@@ -155,7 +157,9 @@ for p in fidbus libfidbus0 libfidbus-dev; do
 done
 for elf in "$tmp/root/usr/bin/fidbusd" "$tmp/root/usr/bin/fidbusctl" \
     "$tmp/root$L/fidbus/plugins/log.so"; do
-    for so in $(ldd "$elf" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'); do
+    needed=$(readelf -d "$elf" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+    for so in $(ldd "$elf" | awk -v n=" $(echo $needed) " \
+        '$2 == "=>" && $3 ~ /^\// && index(n, " " $1 " ") { print $3 }'); do
         pkg=$(owner "$so") || fail "no package owns $so (linked by $elf)"
         printf '%s\n' "$depends" | tr ',' '\n' | sed 's/^ *//; s/ .*//' | grep -qx "$pkg" ||
             fail "Depends lacks $pkg (for $so, linked by ${elf#$tmp/root})"

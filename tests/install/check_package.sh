@@ -14,6 +14,7 @@ src=$2
 tmp=$(mktemp -d /tmp/fidbus-install.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "install.package: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 pc=$(find "$tmp/prefix" -name fidbus.pc | head -n1)
@@ -25,13 +26,8 @@ plugindir=$(pkg-config --variable=plugindir fidbus)
     fail "shipped plugins not in plugindir $plugindir"
 [ -x "$tmp/prefix/bin/fidbusd" ] || fail "fidbusd not installed"
 
-extract() { # marker name -> file
-    sed -n "/<!-- $1:begin -->/,/<!-- $1:end -->/p" "$src/README.md" |
-        sed '1,2d;$d' | sed '$d' > "$2"
-    [ -s "$2" ] || fail "README has no $1 block"
-}
-extract example-client "$tmp/publish.c"
-extract example-plugin "$tmp/hello.c"
+readme_block "$src/README.md" example-client "$tmp/publish.c"
+readme_block "$src/README.md" example-plugin "$tmp/hello.c"
 
 # pkg-config
 cc -Wall -Wextra -Werror "$tmp/publish.c" $(pkg-config --cflags --libs fidbus) \
@@ -42,15 +38,7 @@ nm -D --defined-only "$tmp/hello.so" | grep -q ' fidbus_plugin$' ||
     fail "hello.so does not export fidbus_plugin"
 
 # CMake package
-mkdir -p "$tmp/proj"
-cp "$tmp/publish.c" "$tmp/proj/"
-cat > "$tmp/proj/CMakeLists.txt" <<'CM'
-cmake_minimum_required(VERSION 3.16)
-project(publish C)
-find_package(fidbus 0.1 REQUIRED)
-add_executable(publish publish.c)
-target_link_libraries(publish PRIVATE fidbus::client)
-CM
+cmake_project "$tmp/proj" "$tmp/publish.c" fidbus::client
 cmake -S "$tmp/proj" -B "$tmp/proj/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/proj/build" >/dev/null
 

@@ -36,6 +36,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 fail() { echo "install.prefix: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
 P=$(cd "$tmp" && pwd -P)/prefix
 cmake --install "$build" --prefix "$P" >"$tmp/log" 2>&1 || fail "cmake --install: $(cat "$tmp/log")"
@@ -97,22 +98,12 @@ ctl publish prefix.hello --data-json '{"hello": "prefix"}' --ack >"$tmp/ack" 2>&
 grep -q '^ok: 2 handlers' "$tmp/ack" || fail "publish: $(cat "$tmp/ack")"
 
 # ---- a program linked against the installed libfidbus.a
-sed -n '/<!-- example-client:begin -->/,/<!-- example-client:end -->/p' "$src/README.md" |
-    sed '1,2d;$d' | sed '$d' > "$tmp/publish.c"
-[ -s "$tmp/publish.c" ] || fail "README has no example-client block"
+readme_block "$src/README.md" example-client "$tmp/publish.c"
 # -l:libfidbus.a: the static one although libfidbus.so is next to it
 cc -Wall -Wextra -Werror "$tmp/publish.c" $(pkg-config --cflags fidbus) \
     $(pkg-config --static --libs fidbus | sed 's/-lfidbus\b/-l:libfidbus.a/') \
     -o "$tmp/publish-static" 2>"$tmp/log" || fail "static link (pkg-config): $(cat "$tmp/log")"
-mkdir -p "$tmp/proj"
-cp "$tmp/publish.c" "$tmp/proj/"
-cat > "$tmp/proj/CMakeLists.txt" <<'CM'
-cmake_minimum_required(VERSION 3.16)
-project(publish C)
-find_package(fidbus 0.1 REQUIRED)
-add_executable(publish publish.c)
-target_link_libraries(publish PRIVATE fidbus::static)
-CM
+cmake_project "$tmp/proj" "$tmp/publish.c" fidbus::static
 cmake -S "$tmp/proj" -B "$tmp/proj/build" -DCMAKE_PREFIX_PATH="$P" >"$tmp/log" 2>&1 ||
     fail "CMake package: $(cat "$tmp/log")"
 cmake --build "$tmp/proj/build" >"$tmp/log" 2>&1 || fail "static link (CMake): $(cat "$tmp/log")"

@@ -16,18 +16,7 @@
 
 #include "config/config.h"
 #include "config/route_spec.h"
-
-static char err[1024];
-
-static struct fb_config *load_ok(const char *text)
-{
-    struct fb_config *c = NULL;
-    err[0] = '\0';
-    int rc = fb_config_load_string(text, "t.conf", &c, err, sizeof err);
-    ck_assert_msg(rc == 0, "unexpected error %d: %s", rc, err);
-    ck_assert_ptr_nonnull(c);
-    return c;
-}
+#include "unit/config_check.h"
 
 /* Replaces every `from` in s by `to`; caller frees. */
 static char *replace(const char *s, const char *from, const char *to)
@@ -382,11 +371,7 @@ START_TEST(test_config_list_continuation)
 END_TEST
 
 /* Every error: the text, the line it must name, a piece of the reason. */
-static const struct {
-    const char *text;
-    int line;
-    const char *why;
-} bad[] = {
+static const struct bad_config bad[] = {
     {"[daemon]\nworkerz = 1\n", 2, "unknown key 'workerz' in [daemon]"},
     {"[listen]\n\nunix_mod = 0660\n", 3, "unknown key 'unix_mod'"},
     {"[control]\nsock = /x\n", 2, "unknown key 'sock'"},
@@ -491,16 +476,7 @@ static const struct {
 
 START_TEST(test_config_errors)
 {
-    struct fb_config *c = (struct fb_config *)1;
-    int rc = fb_config_load_string(bad[_i].text, "t.conf", &c, err, sizeof err);
-    ck_assert_msg(rc == -EINVAL, "case %d: rc %d (%s)", _i, rc, err);
-    ck_assert_ptr_null(c);
-    char want[32];
-    snprintf(want, sizeof want, "t.conf:%d: ", bad[_i].line);
-    ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
-                  "case %d: '%s' does not start with '%s'", _i, err, want);
-    ck_assert_msg(strstr(err, bad[_i].why), "case %d: '%s' lacks '%s'", _i, err,
-                  bad[_i].why);
+    load_refused(_i, bad[_i].text, bad[_i].line, bad[_i].why);
     ck_assert_ptr_null(strchr(err, '\n'));
 }
 END_TEST

@@ -15,18 +15,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
-
-static char err[1024];
-
-static struct fb_config *load_ok(const char *text)
-{
-    struct fb_config *c = NULL;
-    err[0] = '\0';
-    int rc = fb_config_load_string(text, "t.conf", &c, err, sizeof err);
-    ck_assert_msg(rc == 0, "unexpected error %d: %s", rc, err);
-    ck_assert_ptr_nonnull(c);
-    return c;
-}
+#include "unit/config_check.h"
 
 START_TEST(test_config_remote_values)
 {
@@ -131,11 +120,7 @@ START_TEST(test_config_remote_list_continuation)
 }
 END_TEST
 
-static const struct {
-    const char *text;
-    int line;
-    const char *why;
-} bad[] = {
+static const struct bad_config bad[] = {
     {"[remote]\n", 1, "[remote] needs a namespace"},
     {"[remote a.b]\n", 1, "[remote a.b]: a namespace is 1-64 bytes of [A-Za-z0-9_-]"},
     {"[remote a b]\n", 1, "a namespace is"},
@@ -183,16 +168,7 @@ static const struct {
 
 START_TEST(test_config_remote_errors)
 {
-    struct fb_config *c = (struct fb_config *)1;
-    int rc = fb_config_load_string(bad[_i].text, "t.conf", &c, err, sizeof err);
-    ck_assert_msg(rc == -EINVAL, "case %d: rc %d (%s)", _i, rc, err);
-    ck_assert_ptr_null(c);
-    char want[32];
-    snprintf(want, sizeof want, "t.conf:%d: ", bad[_i].line);
-    ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
-                  "case %d: '%s' does not start with '%s'", _i, err, want);
-    ck_assert_msg(strstr(err, bad[_i].why), "case %d: '%s' lacks '%s'", _i, err,
-                  bad[_i].why);
+    load_refused(_i, bad[_i].text, bad[_i].line, bad[_i].why);
 }
 END_TEST
 

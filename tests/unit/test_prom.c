@@ -1,5 +1,5 @@
 /*
- * Unit tests for fidbusctl's Prometheus renderer (ctl/prom.c):
+ * Unit tests for fidbusctl's Prometheus renderer (prom/prom.c):
  * a stats result written by hand as JSON goes in, the exposition text is
  * captured with open_memstream and checked line by line.
  */
@@ -22,7 +22,7 @@ static char *render(const char *stats)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     ck_assert_ptr_nonnull(f);
-    fbctl_render_prometheus(f, j);
+    fb_prom_render(f, j);
     ck_assert_int_eq(fclose(f), 0);
     json_decref(j);
     return buf;
@@ -85,19 +85,51 @@ START_TEST(test_prom_route_label_escaped)
 }
 END_TEST
 
-/* Nanoseconds become exact decimal seconds; quantiles are gauges. */
-START_TEST(test_prom_duration_seconds)
+/* The latency histogram: cumulative buckets with le in exact decimal
+ * seconds, +Inf = _count, _sum in seconds; p50/p99 are not exported. */
+START_TEST(test_prom_duration_histogram)
 {
     char *t =
         render("{\"functions\": {\"00000000000000ab\": {\"calls\": 5, \"errors\": 1,"
-               " \"p50_ns\": 1500, \"p99_ns\": 2000000000}}}");
-    ck_assert_line(t, "# TYPE fidbus_function_duration_seconds gauge");
-    ck_assert_line(t, "fidbus_function_duration_seconds{funcid=\"00000000000000ab\","
-                      "quantile=\"0.5\"} 0.0000015");
-    ck_assert_line(t, "fidbus_function_duration_seconds{funcid=\"00000000000000ab\","
-                      "quantile=\"0.99\"} 2");
+               " \"p50_ns\": 1500, \"p99_ns\": 2000000000,"
+               " \"latency_buckets\": [1500, 2000000000], \"latency_counts\": [3, 4],"
+               " \"latency_count\": 5, \"latency_sum_ns\": 12000000000}}}");
+    ck_assert_line(t, "# TYPE fidbus_function_duration_seconds histogram");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
+                   "le=\"0.0000015\"} 3");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
+                   "le=\"2\"} 4");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"00000000000000ab\","
+                   "le=\"+Inf\"} 5");
+    ck_assert_line(
+        t, "fidbus_function_duration_seconds_sum{funcid=\"00000000000000ab\"} 12");
+    ck_assert_line(
+        t, "fidbus_function_duration_seconds_count{funcid=\"00000000000000ab\"} 5");
+    ck_assert_ptr_null(strstr(t, "quantile"));
     ck_assert_line(t, "fidbus_function_calls_total{funcid=\"00000000000000ab\"} 5");
     ck_assert_line(t, "fidbus_function_errors_total{funcid=\"00000000000000ab\"} 1");
+    free(t);
+}
+END_TEST
+
+/* The gauges: build info, uptime, connections by kind, paused, pool, in flight. */
+START_TEST(test_prom_gauges)
+{
+    char *t = render("{\"version\": \"1.2.3\", \"uptime_s\": 7,"
+                     " \"connections\": {\"unix\": 2, \"tcp\": 1, \"control\": 1},"
+                     " \"paused\": 1, \"pool_queued\": 4, \"inflight\": 5}");
+    ck_assert_line(t, "# TYPE fidbus_build_info gauge");
+    ck_assert_line(t, "fidbus_build_info{version=\"1.2.3\"} 1");
+    ck_assert_line(t, "fidbus_uptime_seconds 7");
+    ck_assert_line(t, "fidbus_connections{kind=\"control\"} 1");
+    ck_assert_line(t, "fidbus_connections{kind=\"tcp\"} 1");
+    ck_assert_line(t, "fidbus_connections{kind=\"unix\"} 2");
+    ck_assert_line(t, "fidbus_connections_paused 1");
+    ck_assert_line(t, "fidbus_pool_queued 4");
+    ck_assert_line(t, "fidbus_inflight_calls 5");
     free(t);
 }
 END_TEST
@@ -108,21 +140,21 @@ START_TEST(test_prom_function_labels_when_present)
     char *t = render("{\"functions\": {"
                      " \"572db69f652ea126\": {\"calls\": 3, \"errors\": 0,"
                      "  \"canonical\": \"fidbus.log@1.0.0\", \"plugin\": \"log\","
-                     "  \"p50_ns\": 123456789, \"p99_ns\": 1000000001},"
+                     "  \"latency_buckets\": [123456789], \"latency_counts\": [2],"
+                     "  \"latency_count\": 3, \"latency_sum_ns\": 1000000001},"
                      " \"4c86a687398f8262\": {\"calls\": 9, \"errors\": 4}}}");
     ck_assert_line(t, "fidbus_function_calls_total{funcid=\"572db69f652ea126\","
                       "canonical=\"fidbus.log@1.0.0\",plugin=\"log\"} 3");
     ck_assert_line(t, "fidbus_function_errors_total{funcid=\"572db69f652ea126\","
                       "canonical=\"fidbus.log@1.0.0\",plugin=\"log\"} 0");
-    ck_assert_line(t, "fidbus_function_duration_seconds{funcid=\"572db69f652ea126\","
-                      "canonical=\"fidbus.log@1.0.0\",plugin=\"log\",quantile=\"0.5\"} "
-                      "0.123456789");
-    ck_assert_line(t, "fidbus_function_duration_seconds{funcid=\"572db69f652ea126\","
-                      "canonical=\"fidbus.log@1.0.0\",plugin=\"log\",quantile=\"0.99\"} "
-                      "1.000000001");
+    ck_assert_line(t,
+                   "fidbus_function_duration_seconds_bucket{funcid=\"572db69f652ea126\","
+                   "canonical=\"fidbus.log@1.0.0\",plugin=\"log\",le=\"0.123456789\"} 2");
+    ck_assert_line(t, "fidbus_function_duration_seconds_sum{funcid=\"572db69f652ea126\","
+                      "canonical=\"fidbus.log@1.0.0\",plugin=\"log\"} 1.000000001");
     ck_assert_line(t, "fidbus_function_calls_total{funcid=\"4c86a687398f8262\"} 9");
-    /* a function that has not run has no quantiles */
-    ck_assert_ptr_null(strstr(t, "duration_seconds{funcid=\"4c86a687398f8262\""));
+    /* a function without the histogram's keys has no histogram */
+    ck_assert_ptr_null(strstr(t, "duration_seconds_bucket{funcid=\"4c86a687398f8262\""));
     /* sorted by funcID: 4c86... before 572d... within each family */
     const char *first = strstr(t, "calls_total{funcid=\"4c86");
     const char *second = strstr(t, "calls_total{funcid=\"572d");
@@ -173,7 +205,8 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_prom_totals_exact);
     tcase_add_test(tc, test_prom_route_label_escaped);
-    tcase_add_test(tc, test_prom_duration_seconds);
+    tcase_add_test(tc, test_prom_duration_histogram);
+    tcase_add_test(tc, test_prom_gauges);
     tcase_add_test(tc, test_prom_function_labels_when_present);
     tcase_add_test(tc, test_prom_generations_grouped);
     tcase_add_test(tc, test_prom_missing_and_odd_values);

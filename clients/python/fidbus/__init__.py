@@ -17,7 +17,8 @@ from . import _proto as proto
 from ._addr import default_bus, default_control, load_key, parse_address
 from ._proto import code_name
 from ._wire import RawCBOR
-from .client import NO_PAYLOAD, Client, PublishFuture
+from ._base import NO_PAYLOAD
+from .client import Client, PublishFuture
 from .control import Control
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, ControlError,
                      Error, InvalidError, ProtocolError, PublishError, Timeout,

@@ -45,6 +45,16 @@ class FrameReader:
         return body
 
 
+def wait_for(sock: socket.socket, event: int, deadline: Optional[float], doing: str) -> None:
+    """Waits until sock is ready for event (POLLIN, POLLOUT);
+    :class:`Timeout` ("timed out DOING") once the deadline has passed."""
+    p = select.poll()
+    p.register(sock, event)
+    if not p.poll(poll_ms(deadline)) and deadline is not None and \
+            time.monotonic() >= deadline:
+        raise Timeout(f"timed out {doing}")
+
+
 def send_all(sock: socket.socket, data: bytes, deadline: Optional[float]) -> None:
     view = memoryview(data)
     while view:
@@ -54,11 +64,7 @@ def send_all(sock: socket.socket, data: bytes, deadline: Optional[float]) -> Non
             continue
         except BlockingIOError:
             pass
-        p = select.poll()
-        p.register(sock, select.POLLOUT)
-        if not p.poll(poll_ms(deadline)) and deadline is not None and \
-                time.monotonic() >= deadline:
-            raise Timeout("timed out writing to the daemon")
+        wait_for(sock, select.POLLOUT, deadline, "writing to the daemon")
 
 
 def read_msg(sock: socket.socket, rd: FrameReader, deadline: Optional[float]
@@ -76,11 +82,7 @@ def read_msg(sock: socket.socket, rd: FrameReader, deadline: Optional[float]
             continue
         except BlockingIOError:
             pass
-        p = select.poll()
-        p.register(sock, select.POLLIN)
-        if not p.poll(poll_ms(deadline)) and deadline is not None and \
-                time.monotonic() >= deadline:
-            raise Timeout("timed out waiting for the daemon")
+        wait_for(sock, select.POLLIN, deadline, "waiting for the daemon")
 
 
 def handshake(sock: socket.socket, rd: FrameReader, deadline: Optional[float],

@@ -31,76 +31,34 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
-import random
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Union
 
-from . import _addr
 from . import _proto as P
-from ._wire import (EnvelopeCache, PayloadEncoder, RawCBOR, decode_msg, encode_msg,
-                    handle_frames, pack_be32, text, uint)
-from .client import _FLAGS_ACK, _LEADS, NO_PAYLOAD, Payload, Tags, _item
+from ._base import (FLAGS_ACK, LEADS, NO_PAYLOAD, SEND_THRESHOLD, ClientBase, Payload, Tags,
+                    item, keep_unacked)
+from ._wire import RawCBOR, decode_msg, encode_msg, handle_frames, pack_be32, text, uint
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
                      InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
 
 log = logging.getLogger("fidbus")
 
-_SEND_THRESHOLD = 65536
-_BACKOFF_FIRST = 0.05
 
-
-class Client:
+class Client(ClientBase):
     """An asyncio connection to the bus. Arguments as
     :class:`fidbus.Client`; nothing happens until ``await connect()`` (or
     ``async with``)."""
 
-    def __init__(self, addr: Optional[str] = None, key_file: Optional[str] = None, *,
-                 key: Optional[bytes] = None, name: Optional[str] = None,
-                 timeout: Optional[float] = 10.0, max_frame: int = P.MAX_FRAME_DEFAULT,
-                 window: int = 1024, reconnect: bool = True, reconnect_max: float = 5.0,
-                 reconnect_buffer: int = 1 << 20,
-                 on_error: Optional[Callable[[PublishError], Any]] = None) -> None:
-        self.address = addr if addr else _addr.default_bus()
-        self._addr = _addr.parse_address(self.address)
-        if key is None:
-            kf = key_file or os.environ.get("FIDBUS_KEY_FILE") or None
-            key = _addr.load_key(kf) if kf else None
-        self._key = bytes(key) if key is not None else None
-        self._name = name
-        self.timeout = timeout
-        if not 1 <= max_frame < 1 << 32:
-            raise ValueError("max_frame must be 1 .. 2**32-1")
-        self.max_frame = max_frame
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        self.window = window
-        self._reconnect = reconnect
-        self._backoff_max = max(reconnect_max, _BACKOFF_FIRST)
-        self._buffer_max = max(reconnect_buffer, max_frame + 4)
-        self.on_error = on_error
-
+    def _start(self) -> None:
         self._reader: Optional[asyncio.StreamReader] = None
         self._writer: Optional[asyncio.StreamWriter] = None
         self._read_task: Optional["asyncio.Task[None]"] = None
         self._reconnect_task: Optional["asyncio.Task[None]"] = None
         self._connected: Optional[asyncio.Event] = None
         self._room: Optional[asyncio.Event] = None  # set: fewer than window in flight
-        self._out = bytearray()
         self._flush_scheduled = False
-        self._seq = 0
         self._inflight: Dict[int, "asyncio.Future[int]"] = {}
         self._frames: Dict[int, bytes] = {}  # acked frames kept for re-sending
-        self._pend_bytes = 0
         self._pings: Dict[int, "asyncio.Future[None]"] = {}
-        self._async: List[PublishError] = []
-        self._async_count = 0
-        self._conn_error: Optional[PublishError] = None
-        self._dead: Optional[Error] = None
-        self._cache = EnvelopeCache()
-        self._enc = PayloadEncoder()
-        self._rng = random.Random()
-        self.reconnects = 0
-        self.server_name = ""
 
     # ------------------------------------------------------------ connecting
 
@@ -229,40 +187,26 @@ class Client:
             if pf is not None and not pf.done():
                 pf.set_result(None)
 
-    def _on_msg(self, m: Dict[int, Any]) -> None:
-        t = m[P.K_TYPE]
-        if t == P.ACK:
-            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
-        elif t == P.ERROR:
-            seq = m.get(P.K_SEQ)
-            code = m.get(P.K_CODE)
-            if not isinstance(code, int) or code == 0:
-                code = P.INTERNAL
-            r = m.get(P.K_RESULT)
-            err = PublishError(code, text(m.get(P.K_MESSAGE)), seq,
-                               r if isinstance(r, int) else None)
-            if not isinstance(seq, int):
-                self._conn_error = err
-                return
-            fut = self._inflight.pop(seq, None)
-            if fut is not None:
-                self._forget_frame(seq)
-                if not fut.done():
-                    fut.set_exception(err)
-                return
-            pf = self._pings.pop(seq, None)
-            if pf is not None:
-                if not pf.done():
-                    pf.set_exception(err)
-                return
-            self._async_count += 1
-            if self.on_error is not None:
-                try:
-                    self.on_error(err)
-                except Exception:
-                    log.exception("fidbus: on_error raised")
-            else:
-                self._async.append(err)
+    def _on_refused(self, seq: int, err: PublishError) -> None:
+        fut = self._inflight.pop(seq, None)
+        if fut is not None:
+            self._forget_frame(seq)
+            if not fut.done():
+                fut.set_exception(err)
+            return
+        pf = self._pings.pop(seq, None)
+        if pf is not None:
+            if not pf.done():
+                pf.set_exception(err)
+            return
+        self._async_count += 1
+        if self.on_error is not None:
+            try:
+                self.on_error(err)
+            except Exception:
+                log.exception("fidbus: on_error raised")
+        else:
+            self._async.append(err)
 
     def _forget_frame(self, seq: int) -> None:
         # hysteresis: a full window wakes its waiter when a quarter is free,
@@ -276,7 +220,7 @@ class Client:
     # --------------------------------------------------------------- writing
 
     def _schedule_flush(self) -> None:
-        if len(self._out) > _SEND_THRESHOLD:
+        if len(self._out) > SEND_THRESHOLD:
             self._write_out()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -290,10 +234,6 @@ class Client:
                 self._writer.write(out)
             except (OSError, RuntimeError):
                 pass  # the read loop notices the loss
-
-    def _next_seq(self) -> int:
-        self._seq = s = (self._seq + 1) & 0x7FFFFFFFFFFFFFFF
-        return s
 
     def publish(self, event: str, tags: Tags = None, payload: Payload = NO_PAYLOAD,
                 ack: bool = False) -> Any:
@@ -319,9 +259,9 @@ class Client:
         if blen > self.max_frame:
             raise InvalidError(f"publish of {event!r} is a {blen}-byte frame, over "
                                f"max_frame ({self.max_frame})", P.TOO_LARGE)
-        frame = b"".join((pack_be32(blen), _LEADS[n], seqb, evtags,
+        frame = b"".join((pack_be32(blen), LEADS[n], seqb, evtags,
                           b"" if pl is None else b"\x04", pl or b"",
-                          _FLAGS_ACK if ack else b""))
+                          FLAGS_ACK if ack else b""))
         if self._writer is None and \
                 self._pend_bytes + len(self._out) + len(frame) > self._buffer_max:
             raise BufferFull(f"disconnected from {self.address} with "
@@ -365,7 +305,7 @@ class Client:
         futs: List["asyncio.Future[int]"] = []
         queued = 0
         for it in items:
-            r = self.publish(*_item(it), ack=ack)
+            r = self.publish(*item(it), ack=ack)
             if ack:
                 futs.append(r)
                 while len(self._inflight) >= self.window:
@@ -443,19 +383,6 @@ class Client:
             errs, self._async = self._async, []
             raise UnackedErrors(errs)
 
-    def take_errors(self) -> List[PublishError]:
-        """The un-acked publishes' errors kept so far; clears them."""
-        errs, self._async = self._async, []
-        return errs
-
-    @property
-    def async_errors(self) -> int:
-        return self._async_count
-
-    @property
-    def unanswered(self) -> int:
-        return len(self._inflight)
-
     @property
     def connected(self) -> bool:
         return self._writer is not None
@@ -500,14 +427,10 @@ class Client:
         self._writer = self._reader = None
         if self._connected is not None:
             self._connected.clear()
-        ce, self._conn_error = self._conn_error, None
-        if ce is not None:
-            why = f"{why} ({ce.name}: {ce.message})"
+        why, err = self._loss(why, protocol)
         if self._dead is not None:
             return
         if not self._reconnect:
-            err: Error = (ProtocolError(f"{self.address}: {why}") if protocol else
-                          ConnectionLost(f"{self.address}: {why}", ce.code if ce else 0))
             self._dead = err
             self._out.clear()
             self._fail_all(err)
@@ -526,37 +449,20 @@ class Client:
                 await self._open()
             except ConnectError as e:
                 self._out = held + self._out
-                backoff = min(backoff * 2, self._backoff_max) if backoff else _BACKOFF_FIRST
+                backoff, wait = self._backoff_step(backoff)
                 log.debug("fidbus: reconnecting to %s failed: %s", self.address, e)
-                await asyncio.sleep(backoff / 2 + self._rng.random() * backoff / 2)
+                await asyncio.sleep(wait)
                 continue
             resend = bytearray()
             for f in self._frames.values():
                 resend += f
-            resend += _strip_acked(held, self._frames)
+            resend += keep_unacked(held, 0, self._frames)
             for seq in self._pings:
                 resend += encode_msg({P.K_TYPE: P.PING, P.K_SEQ: seq})
             self._out = resend + self._out
             self.reconnects += 1
             self._write_out()
             return
-
-
-def _strip_acked(out: bytearray, frames: Dict[int, bytes]) -> bytearray:
-    """The frames of out but acked ones (re-sent from ``frames``) and PINGs
-    (re-sent by the reconnection)."""
-    keep = bytearray()
-    pos = 0
-    while pos + 4 <= len(out):
-        end = pos + 4 + int.from_bytes(out[pos:pos + 4], "big")
-        if out[pos + 5:pos + 7] == b"\x00\x03":
-            ib = out[pos + 8]
-            seq = ib if ib < 24 else int.from_bytes(out[pos + 9:pos + 9 + (1 << (ib - 24))],
-                                                    "big")
-            if seq not in frames:
-                keep += out[pos:end]
-        pos = end
-    return keep
 
 
 __all__ = ["Client"]

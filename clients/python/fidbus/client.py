@@ -16,44 +16,24 @@ Not thread-safe: use one client per thread (``fidbus.aio`` for asyncio).
 """
 
 import logging
-import os
-import random
 import select
 import socket
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import _addr
 from . import _proto as P
+from ._base import (FLAGS_ACK, LEADS, NO_PAYLOAD, SEND_THRESHOLD, ClientBase, Payload, Tags,
+                    item, keep_unacked)
 from ._io import FrameReader, handshake, poll_ms
-from ._wire import EnvelopeCache, PayloadEncoder, RawCBOR, encode_msg, handle_frames, \
-    pack_be32, text, uint, unpack_be32
+from ._wire import RawCBOR, encode_msg, handle_frames, pack_be32, text, uint, unpack_be32
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
                      InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
 
 log = logging.getLogger("fidbus")
 
 
-class _NoPayload:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NO_PAYLOAD"
-
-
-#: The default of ``payload=``: a PUBLISH without payload (key 4 absent).
-#: ``payload=None`` sends CBOR null.
-NO_PAYLOAD: Any = _NoPayload()
-
-Tags = Optional[Mapping[str, str]]
-Payload = Any
-
-_SEND_THRESHOLD = 65536
-_BACKOFF_FIRST = 0.05
 _MAX_KEPT_ERRORS = 10000
-# map head + type + seq key, by number of entries
-_LEADS = [bytes((0xA0 + n, 0, P.PUBLISH, 1)) for n in range(8)]
-_FLAGS_ACK = bytes((P.K_FLAGS, P.FLAG_ACK))
 
 
 class _Lost(Exception):
@@ -131,7 +111,7 @@ class PublishFuture:
         return f"<PublishFuture seq={self.seq} {st}>"
 
 
-class Client:
+class Client(ClientBase):
     """A connection to the bus.
 
     ``addr``: ``unix:PATH``, a path or ``tcp:HOST:PORT``; default as
@@ -162,53 +142,16 @@ class Client:
     The constructor connects (and authenticates): :class:`ConnectError`.
     """
 
-    def __init__(self, addr: Optional[str] = None, key_file: Optional[str] = None, *,
-                 key: Optional[bytes] = None, name: Optional[str] = None,
-                 timeout: Optional[float] = 10.0, max_frame: int = P.MAX_FRAME_DEFAULT,
-                 window: int = 1024, reconnect: bool = True, reconnect_max: float = 5.0,
-                 reconnect_buffer: int = 1 << 20,
-                 on_error: Optional[Callable[[PublishError], Any]] = None) -> None:
-        self.address = addr if addr else _addr.default_bus()
-        self._addr = _addr.parse_address(self.address)
-        if key is None:
-            kf = key_file or os.environ.get("FIDBUS_KEY_FILE") or None
-            key = _addr.load_key(kf) if kf else None
-        self._key = bytes(key) if key is not None else None
-        self._name = name
-        self.timeout = timeout
-        if not 1 <= max_frame < 1 << 32:
-            raise ValueError("max_frame must be 1 .. 2**32-1")
-        self.max_frame = max_frame
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        self.window = window
-        self._reconnect = reconnect
-        self._backoff_max = max(reconnect_max, _BACKOFF_FIRST)
-        # every frame the client may send must fit, or it could never be kept
-        self._buffer_max = max(reconnect_buffer, max_frame + 4)
-        self.on_error = on_error
-
+    def _start(self) -> None:
         self._sock: Optional[socket.socket] = None
         self._poll: Any = None
-        self._out = bytearray()
         self._partial = 0  # bytes at the front of _out: the rest of a frame begun
-        self._rd = FrameReader(max(max_frame, 1 << 16))
-        self._seq = 0
+        self._rd = FrameReader(max(self.max_frame, 1 << 16))
         self._inflight: Dict[int, PublishFuture] = {}
-        self._pend_bytes = 0
         self._pings: Dict[int, Any] = {}
-        self._async: List[PublishError] = []
-        self._async_count = 0
         self._later: List[Callable[[], None]] = []  # callbacks due after a drain
-        self._conn_error: Optional[PublishError] = None
-        self._dead: Optional[Error] = None
-        self._cache = EnvelopeCache()
-        self._enc = PayloadEncoder()
         self._backoff = 0.0
         self._next_attempt = 0.0
-        self._rng = random.Random()
-        self.reconnects = 0
-        self.server_name = ""
         self._attach(self._connect(self._deadline(None)))
 
     # ------------------------------------------------------------ basics
@@ -235,10 +178,6 @@ class Client:
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
 
-    def _next_seq(self) -> int:
-        self._seq = s = (self._seq + 1) & 0x7FFFFFFFFFFFFFFF
-        return s
-
     def fileno(self) -> int:
         """The socket, for select(); -1 while disconnected."""
         return self._sock.fileno() if self._sock else -1
@@ -246,22 +185,6 @@ class Client:
     @property
     def connected(self) -> bool:
         return self._sock is not None
-
-    @property
-    def unanswered(self) -> int:
-        """Acked publishes sent or queued and not yet answered."""
-        return len(self._inflight)
-
-    @property
-    def async_errors(self) -> int:
-        """ERRORs received for un-acked publishes so far."""
-        return self._async_count
-
-    def take_errors(self) -> List[PublishError]:
-        """The un-acked publishes' errors kept so far (oldest first), which
-        the next ``ping()`` would otherwise raise; clears them."""
-        errs, self._async = self._async, []
-        return errs
 
     # ----------------------------------------------------------- publish
 
@@ -306,17 +229,17 @@ class Client:
             if self._sock is None:
                 self._check_room(blen + 4)
             out += pack_be32(blen)
-            out += _LEADS[n]
+            out += LEADS[n]
             out += seqb
             out += evtags
             if pl is not None:
                 out += b"\x04"
                 out += pl
-            if len(out) > _SEND_THRESHOLD:
+            if len(out) > SEND_THRESHOLD:
                 self._send_some()
             return seq
-        frame = b"".join((pack_be32(blen), _LEADS[n], seqb, evtags,
-                          b"" if pl is None else b"\x04", pl or b"", _FLAGS_ACK))
+        frame = b"".join((pack_be32(blen), LEADS[n], seqb, evtags,
+                          b"" if pl is None else b"\x04", pl or b"", FLAGS_ACK))
         return self._send_acked(seq, frame)
 
     def _send_acked(self, seq: int, frame: bytes) -> PublishFuture:
@@ -336,7 +259,7 @@ class Client:
             self._pend_bytes += len(frame)
         if self._sock is not None:
             self._out += frame
-            if len(self._out) > _SEND_THRESHOLD:
+            if len(self._out) > SEND_THRESHOLD:
                 self._send_some()
         return fut
 
@@ -378,7 +301,7 @@ class Client:
             if type(it) is tuple and len(it) == 3:
                 r = publish(it[0], it[1], it[2], ack)
             else:
-                r = publish(*_item(it), ack=ack)
+                r = publish(*item(it), ack=ack)
             if ack:
                 futs.append(r)
         if not ack:
@@ -595,35 +518,20 @@ class Client:
         elif seq in self._pings:
             self._pings[seq] = True
 
-    def _on_msg(self, m: Dict[int, Any]) -> None:
-        t = m[P.K_TYPE]
-        if t == P.ACK:
-            self._on_ack(m.get(P.K_SEQ, 0), m.get(P.K_RESULT, 0))
-        elif t == P.ERROR:
-            seq = m.get(P.K_SEQ)
-            code = m.get(P.K_CODE)
-            if not isinstance(code, int) or code == 0:
-                code = P.INTERNAL
-            r = m.get(P.K_RESULT)
-            err = PublishError(code, text(m.get(P.K_MESSAGE)), seq,
-                               r if isinstance(r, int) else None)
-            if not isinstance(seq, int):
-                self._conn_error = err  # says why, if the daemon now closes
-                return
-            fut = self._inflight.pop(seq, None)
-            if fut is not None:
-                if fut.frame is not None:
-                    self._pend_bytes -= len(fut.frame)
-                fut._resolve(2, err)
-            elif seq in self._pings:
-                self._pings[seq] = err
-            else:
-                self._async_count += 1
-                if self.on_error is not None:
-                    self._later.append(lambda: self._call_on_error(err))
-                elif len(self._async) < _MAX_KEPT_ERRORS:
-                    self._async.append(err)
-        # HELLO (only first), REPLY (not on the bus), unknown types: ignored
+    def _on_refused(self, seq: int, err: PublishError) -> None:
+        fut = self._inflight.pop(seq, None)
+        if fut is not None:
+            if fut.frame is not None:
+                self._pend_bytes -= len(fut.frame)
+            fut._resolve(2, err)
+        elif seq in self._pings:
+            self._pings[seq] = err
+        else:
+            self._async_count += 1
+            if self.on_error is not None:
+                self._later.append(lambda: self._call_on_error(err))
+            elif len(self._async) < _MAX_KEPT_ERRORS:
+                self._async.append(err)
 
     def _call_on_error(self, err: PublishError) -> None:
         if self.on_error is not None:
@@ -668,40 +576,19 @@ class Client:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        ce, self._conn_error = self._conn_error, None
-        if ce is not None:
-            why = f"{why} ({ce.name}: {ce.message})"
+        why, err = self._loss(why, protocol)
         if not self._reconnect:
-            err: Error = (ProtocolError(f"{self.address}: {why}") if protocol else
-                          ConnectionLost(f"{self.address}: {why}", ce.code if ce else 0))
             self._dead = err
             self._out.clear()
             self._fail_all(err)
             raise err
         log.info("fidbus: lost %s: %s; reconnecting", self.address, why)
-        out, keep = self._out, bytearray()
-        pos = self._partial
-        while pos + 4 <= len(out):
-            end = pos + 4 + unpack_be32(out, pos)[0]
-            if out[pos + 5:pos + 7] == b"\x00\x03" and self._frame_seq(out, pos) \
-                    not in self._inflight:
-                keep += out[pos:end]
-            pos = end
-        self._out = keep
+        self._out = keep_unacked(self._out, self._partial, self._inflight)
         self._partial = 0
         self._rd.buf.clear()
         self._backoff = 0.0
         self._next_attempt = time.monotonic()
         raise _Lost()
-
-    @staticmethod
-    def _frame_seq(out: bytearray, pos: int) -> int:
-        # our PUBLISH frames: length, map head, 00 03, 01, seq
-        ib = out[pos + 8]
-        if ib < 24:
-            return ib
-        w = 1 << (ib - 24)
-        return int.from_bytes(out[pos + 9:pos + 9 + w], "big")
 
     def _fail_all(self, err: Error) -> None:
         futs, self._inflight = self._inflight, {}
@@ -715,12 +602,8 @@ class Client:
         try:
             sock = self._connect(deadline)
         except ConnectError as e:
-            nxt = min(self._backoff * 2, self._backoff_max) if self._backoff \
-                else _BACKOFF_FIRST
-            self._backoff = nxt
-            # jitter: the upper half of the step, so clients cut off together
-            # do not come back in lockstep
-            self._next_attempt = time.monotonic() + nxt / 2 + self._rng.random() * nxt / 2
+            self._backoff, wait = self._backoff_step(self._backoff)
+            self._next_attempt = time.monotonic() + wait
             log.debug("fidbus: reconnecting to %s failed: %s", self.address, e)
             return False
         held = self._out
@@ -749,13 +632,3 @@ class Client:
                 wait = min(wait, deadline - now)
             time.sleep(wait)  # the backoff itself: there is nothing to wait on
 
-
-def _item(it: Union[str, Sequence[Any]]) -> "tuple[str, Tags, Payload]":
-    """publish_many's item: an id, or (event,), (event, tags), (event, tags,
-    payload)."""
-    if isinstance(it, str):
-        return it, None, NO_PAYLOAD
-    if not 1 <= len(it) <= 3:
-        raise ValueError("publish_many: an item is an event id or (event, tags, payload)")
-    return (it[0], it[1] if len(it) > 1 else None,  # type: ignore[return-value]
-            it[2] if len(it) > 2 else NO_PAYLOAD)

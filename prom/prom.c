@@ -1,18 +1,20 @@
 /*
- * ctl/prom.c -- the stats result as Prometheus text (format 0.0.4).
+ * prom/prom.c -- the stats result as Prometheus text (format 0.0.4).
  *
- * control.c calls fbctl_render_prometheus instead of the table
- * renderer for `stats --prometheus`. Each metric family is written whole
- * (# HELP, # TYPE, then its samples) because the format requires a
- * family's samples to be contiguous; a family is announced only when its
- * first sample is written, so a daemon that leaves a key out (an older
- * one has no `generation`, a function that never ran has no quantiles)
- * yields no empty families.
+ * fidbusctl's control.c calls fb_prom_render instead of the table
+ * renderer for `stats --prometheus`; fidbusd's /metrics endpoint
+ * (daemon/control/metrics_http.c) calls it on the same stats result.
+ * Each metric family is written whole (# HELP, # TYPE, then its
+ * samples) because the format requires a family's samples to be
+ * contiguous; a family is announced only when its first sample is
+ * written, so a daemon that leaves a key out (an older one has no
+ * `generation` nor histograms) yields no empty families.
  *
- * Latency: the daemon reports p50/p99 from sampled timings but no sum or
- * count of durations, and a `summary` without _sum and _count is not valid
- * exposition, so the quantiles are gauges with a `quantile` label -- the
- * same series names a summary would have, typed honestly.
+ * Latency: the daemon reports, per function, a histogram of every call
+ * (latency_buckets, latency_counts cumulative, latency_count, latency_sum_ns;
+ * daemon/base/latency.h says how it is kept), written as a `histogram`
+ * family whose _count equals the function's calls. stats' p50_ns/p99_ns
+ * are not exported: quantiles do not aggregate, histogram_quantile does.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -235,7 +237,7 @@ static void func_labels(struct label l[4], const char *id, const json_t *v)
     l[1] =
         (struct label){"canonical", json_string_value(json_object_get(v, "canonical"))};
     l[2] = (struct label){"plugin", json_string_value(json_object_get(v, "plugin"))};
-    l[3] = (struct label){"quantile", NULL};
+    l[3] = (struct label){"le", NULL};
 }
 
 static void each_func_calls(FILE *out, struct family *f, const char *key, const json_t *v)
@@ -289,23 +291,66 @@ static void each_func_quarantined(FILE *out, struct family *f, const char *key,
     func_field(out, f, key, v, "quarantined");
 }
 
-static void each_func_duration(FILE *out, struct family *f, const char *key,
-                               const json_t *v)
+/* One function's histogram: a _bucket per bound (cumulative), +Inf, _sum
+ * and _count; nothing unless the arrays are there and agree in length. */
+static void each_func_histogram(FILE *out, struct family *f, const char *key,
+                                const json_t *v)
 {
-    static const struct {
-        const char *key, *quantile;
-    } q[] = {{"p50_ns", "0.5"}, {"p99_ns", "0.99"}};
-    char val[VALUE_MAX];
+    const json_t *bounds = json_object_get(v, "latency_buckets");
+    const json_t *counts = json_object_get(v, "latency_counts");
+    const json_t *count = json_object_get(v, "latency_count");
+    const json_t *sum = json_object_get(v, "latency_sum_ns");
+    char val[VALUE_MAX], le[VALUE_MAX], cnt[VALUE_MAX], sumv[VALUE_MAX];
+    if (!json_is_array(bounds) || !json_is_array(counts) ||
+        json_array_size(bounds) != json_array_size(counts) ||
+        !value_text(count, cnt, sizeof cnt) || !seconds_text(sum, sumv, sizeof sumv))
+        return;
+    for (size_t i = 0; i < json_array_size(bounds); i++)
+        if (!seconds_text(json_array_get(bounds, i), le, sizeof le) ||
+            !value_text(json_array_get(counts, i), val, sizeof val))
+            return;
     struct label l[4];
     func_labels(l, key, v);
-    for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
-        l[3].value = q[i].quantile;
-        if (seconds_text(json_object_get(v, q[i].key), val, sizeof(val)))
-            sample(out, f, l, 4, val);
+    struct family fb = *f, fs = *f, fc = *f;
+    char nb[128], ns[128], nc[128];
+    snprintf(nb, sizeof nb, "%s_bucket", f->name);
+    snprintf(ns, sizeof ns, "%s_sum", f->name);
+    snprintf(nc, sizeof nc, "%s_count", f->name);
+    family_start(out, f);
+    fb.name = nb, fs.name = ns, fc.name = nc;
+    fb.started = fs.started = fc.started = true;
+    for (size_t i = 0; i < json_array_size(bounds); i++) {
+        seconds_text(json_array_get(bounds, i), le, sizeof le);
+        value_text(json_array_get(counts, i), val, sizeof val);
+        l[3].value = le;
+        sample(out, &fb, l, 4, val);
     }
+    l[3].value = "+Inf";
+    sample(out, &fb, l, 4, cnt);
+    l[3].value = NULL;
+    sample(out, &fs, l, 4, sumv);
+    sample(out, &fc, l, 4, cnt);
 }
 
-void fbctl_render_prometheus(FILE *out, const json_t *stats)
+static void each_connections(FILE *out, struct family *f, const char *key,
+                             const json_t *v)
+{
+    char val[VALUE_MAX];
+    struct label l[] = {{"kind", key}};
+    if (value_text(v, val, sizeof(val)))
+        sample(out, f, l, 1, val);
+}
+
+/* fidbus_build_info{version="..."} 1, the usual info-metric shape. */
+static void build_info(FILE *out, struct family *f, const json_t *stats)
+{
+    const char *v = json_string_value(json_object_get(stats, "version"));
+    struct label l[] = {{"version", v}};
+    if (v)
+        sample(out, f, l, 1, "1");
+}
+
+void fb_prom_render(FILE *out, const json_t *stats)
 {
     struct family received = {"fidbus_received_total", "counter",
                               "Events received from publishers.", false};
@@ -339,14 +384,33 @@ void fbctl_render_prometheus(FILE *out, const json_t *stats)
                               "Calls skipped while quarantined, by function.", false};
     struct family fquar = {"fidbus_function_quarantined", "gauge",
                            "1 while the function is quarantined.", false};
-    struct family duration = {
-        "fidbus_function_duration_seconds", "gauge",
-        "Handler latency quantiles from sampled timings, in seconds (a gauge: "
-        "no _sum or _count is reported).",
-        false};
+    struct family duration = {"fidbus_function_duration_seconds", "histogram",
+                              "Handler run time by function, in seconds: every call is "
+                              "counted, one in 16 per thread is timed and the calls "
+                              "after it count in its bucket.",
+                              false};
+    struct family info = {"fidbus_build_info", "gauge",
+                          "Always 1; the label says which fidbusd runs.", false};
+    struct family uptime = {"fidbus_uptime_seconds", "gauge",
+                            "Seconds since fidbusd started.", false};
+    struct family conns = {"fidbus_connections", "gauge",
+                           "Connections open, by kind (unix, tcp, control).", false};
+    struct family paused = {"fidbus_connections_paused", "gauge",
+                            "Bus connections whose input is on hold (backpressure).",
+                            false};
+    struct family queued = {"fidbus_pool_queued", "gauge",
+                            "Blocking calls waiting for a pool thread.", false};
+    struct family inflight = {"fidbus_inflight_calls", "gauge",
+                              "Blocking calls queued or running.", false};
 
     if (!json_is_object(stats))
         return;
+    build_info(out, &info, stats);
+    scalar(out, &uptime, stats, "uptime_s");
+    for_each_sorted(out, &conns, json_object_get(stats, "connections"), each_connections);
+    scalar(out, &paused, stats, "paused");
+    scalar(out, &queued, stats, "pool_queued");
+    scalar(out, &inflight, stats, "inflight");
     scalar(out, &received, stats, "received");
     scalar(out, &dispatched, stats, "dispatched");
     scalar(out, &unrouted, stats, "unrouted");
@@ -362,6 +426,6 @@ void fbctl_render_prometheus(FILE *out, const json_t *stats)
     for_each_sorted(out, &flate, fns, each_func_late);
     for_each_sorted(out, &fskipped, fns, each_func_skipped);
     for_each_sorted(out, &fquar, fns, each_func_quarantined);
-    for_each_sorted(out, &duration, fns, each_func_duration);
+    for_each_sorted(out, &duration, fns, each_func_histogram);
     for_each_sorted(out, &limits, json_object_get(stats, "limits"), each_limit);
 }
