@@ -43,7 +43,7 @@ enum {
     CO_PROMETHEUS = 1u << 11,
     CO_DRY_RUN = 1u << 12,
     CO_OPTARG = 1u << 30, /* not an option: one more positional argument may follow */
-    CO_MORE = 1u << 31, /* not an option: nargs or more positional arguments */
+    CO_MORE = 1u << 31,   /* not an option: nargs or more positional arguments */
 };
 
 struct control_cmd {
@@ -305,8 +305,7 @@ static int control_positional(const struct control_cmd *cc, char **pos, json_t *
     else if (strcmp(cc->command, "func.members") == 0) {
         if (pos[0])
             json_object_set_new(args, "id", json_string(pos[0]));
-    }
-    else if (strcmp(cc->command, "route.apply") == 0) {
+    } else if (strcmp(cc->command, "route.apply") == 0) {
         json_t *file;
         int rc = load_args_file("route apply", pos[0], &file);
         if (rc)

@@ -239,10 +239,9 @@ static void render_functions(FILE *out, const json_t *r)
         char *sig = field(f, "sighash");
         if (strlen(sig) > 16)
             sig[16] = '\0'; /* enough to tell signatures apart by eye */
-        char *row[] = {field(f, "id"),          field(f, "canonical"),
-                       sig,                     field(f, "plugin"),
-                       field(f, "blocking"),    field(f, "quarantined"),
-                       field(f, "kind"),        field(f, "members")};
+        char *row[] = {field(f, "id"),     field(f, "canonical"), sig,
+                       field(f, "plugin"), field(f, "blocking"),  field(f, "quarantined"),
+                       field(f, "kind"),   field(f, "members")};
         table_add(&t, row);
     }
     table_print(out, &t);
@@ -251,19 +250,19 @@ static void render_functions(FILE *out, const json_t *r)
 /* func.members: one row per member of a remote function. */
 static void render_members(FILE *out, const json_t *r)
 {
-    static const char *const h[] = {"ID",       "CONN",  "PID",    "UID",
-                                    "PEER",     "NAME",  "CREDIT", "INFLIGHT",
-                                    "CALLS",    "ERRORS", "TIMEOUTS", "SINCE_S"};
+    static const char *const h[] = {"ID",    "CONN",   "PID",      "UID",
+                                    "PEER",  "NAME",   "CREDIT",   "INFLIGHT",
+                                    "CALLS", "ERRORS", "TIMEOUTS", "SINCE_S"};
     struct table t;
     table_init(&t, h, 12);
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(r, "members"), i, m)
     {
-        char *row[] = {field(m, "id"),       field(m, "conn"),     field(m, "pid"),
-                       field(m, "uid"),      field(m, "peer"),     field(m, "name"),
-                       field(m, "credit"),   field(m, "inflight"), field(m, "calls"),
-                       field(m, "errors"),   field(m, "timeouts"), field(m, "since_s")};
+        char *row[] = {field(m, "id"),     field(m, "conn"),     field(m, "pid"),
+                       field(m, "uid"),    field(m, "peer"),     field(m, "name"),
+                       field(m, "credit"), field(m, "inflight"), field(m, "calls"),
+                       field(m, "errors"), field(m, "timeouts"), field(m, "since_s")};
         table_add(&t, row);
     }
     table_print(out, &t);

@@ -114,7 +114,8 @@ static void send_busy(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok
  * refused because the blocking pool is full is BUSY (the daemon shed it)
  * unless a handler also failed. */
 static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t ok,
-                         uint32_t failed, uint32_t busy, uint32_t skipped, uint32_t unavail)
+                         uint32_t failed, uint32_t busy, uint32_t skipped,
+                         uint32_t unavail)
 {
     if (__builtin_expect(unavail != 0, 0)) {
         /* Remote calls that found no member or lost it (DESIGN section

@@ -266,7 +266,8 @@ static void deliver(struct fb_worker *w, struct fb_call *c, uint64_t now,
 {
     struct fb_member *m = c->m;
     struct fb_conn *conn = m->conn;
-    if (m->closed || (conn->st.flags & (FB_S_CLOSING | FB_S_PEER_GONE | FB_S_FLUSH_CLOSE))) {
+    if (m->closed ||
+        (conn->st.flags & (FB_S_CLOSING | FB_S_PEER_GONE | FB_S_FLUSH_CLOSE))) {
         fb_remote_lost(c);
         return;
     }
@@ -430,8 +431,8 @@ void fb_member_register(struct fb_conn *c, const struct fb_route_table *t,
         .signature = sig,
         .credit = fidbus_msg_has(m, FIDBUS_K_CREDIT) ? m->credit : 0,
         .timeout_ms = fidbus_msg_has(m, FIDBUS_K_TIMEOUT_MS) ? m->timeout_ms : 0,
-        .idempotent = fidbus_msg_has(m, FIDBUS_K_FLAGS) &&
-                      (m->flags & FIDBUS_FLAG_IDEMPOTENT),
+        .idempotent =
+            fidbus_msg_has(m, FIDBUS_K_FLAGS) && (m->flags & FIDBUS_FLAG_IDEMPOTENT),
         .is_tcp = c->admit.tcp,
         .tcp_authed = (c->st.flags & C_AUTHED) != 0,
         .conn_id = rc->id,
@@ -543,8 +544,7 @@ void fb_member_result(struct fb_conn *c, struct fidbus_msg *m, uint64_t now)
          * frame, as before any function was served: e2e.remote_wire) */
         fb_remote_count_late(rd, 1);
         fb_count(&c->w->counters->bad_frames, 1);
-    }
-    else if (rc)
+    } else if (rc)
         drained(c);
 }
 
@@ -618,4 +618,3 @@ void fb_member_revoked(struct fb_worker *w)
     }
     fb_worker_remote_flush(w);
 }
-

@@ -27,11 +27,11 @@ struct fb_rstage {
 
 /* What a serving connection keeps (struct fb_conn.rc). */
 struct fb_rconn {
-    struct fb_member *members;           /* its registrations */
+    struct fb_member *members;             /* its registrations */
     struct fb_call *held_head, *held_tail; /* CALLs written, by call id */
     uint64_t next_call_id;
-    uint64_t id; /* connection id (func.members) */
-    struct fb_conn *wnext, *wprev;       /* the worker's serving list */
+    uint64_t id;                   /* connection id (func.members) */
+    struct fb_conn *wnext, *wprev; /* the worker's serving list */
     bool gone;
     bool touched; /* output to flush after this batch */
     struct fb_conn *tnext;

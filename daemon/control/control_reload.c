@@ -466,7 +466,8 @@ cbor_item_t *fb_ctl_config_reload(const struct fb_ctl_env *env, const cbor_item_
         swapped = false;
         size_t dropped = fb_remote_sections_commit(d->remote, &old_remote);
         if (dropped)
-            fb_info("config reloaded: %zu remote member(s) lost their permission", dropped);
+            fb_info("config reloaded: %zu remote member(s) lost their permission",
+                    dropped);
     }
 
 done:

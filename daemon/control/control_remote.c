@@ -124,9 +124,9 @@ cbor_item_t *fb_ctl_func_members(const struct fb_ctl_env *env, const cbor_item_t
     struct fb_daemon *d = env->d;
     char *hex = NULL;
     uint64_t id = 0;
-    int rc = args ? fb_ctl_arg_text(args, "id", false, &hex, out->message,
-                                    sizeof out->message)
-                  : 0;
+    int rc =
+        args ? fb_ctl_arg_text(args, "id", false, &hex, out->message, sizeof out->message)
+             : 0;
     if (rc) {
         out->code = rc < 0 ? FIDBUS_INTERNAL : rc;
         return NULL;

@@ -129,9 +129,10 @@ static int call_inline(struct fb_daemon *d, struct fb_func *fn,
 
 /* One target that is a remote function (routing/remote.h): a call to a
  * member, which the waiter counts like a blocking call. */
-static void remote_target(struct fb_daemon *d, struct fb_func *fn, const struct fb_route *r,
-                          const struct fidbus_event *ev, const struct fb_wait_ops *wait,
-                          void *wait_arg, struct fb_waiter **waiter, struct fb_outcome *out)
+static void remote_target(struct fb_daemon *d, struct fb_func *fn,
+                          const struct fb_route *r, const struct fidbus_event *ev,
+                          const struct fb_wait_ops *wait, void *wait_arg,
+                          struct fb_waiter **waiter, struct fb_outcome *out)
 {
     if (!fb_remote_has_members(fn)) {
         (void)fb_remote_call(d->remote, fn, r, ev, NULL); /* counts it */

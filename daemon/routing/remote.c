@@ -465,8 +465,10 @@ int fb_remote_register(struct fb_remote *r, const struct fb_route_table *t,
     const struct fb_remote_conf *rc = fb_config_remote_find(&r->sections, ns);
     if (!rc) {
         pthread_mutex_unlock(&r->lock);
-        fb_set_err(err, errlen, "no [remote %s] (nor [remote *]) section: %s may not be "
-                   "served by a client", ns, q->function);
+        fb_set_err(err, errlen,
+                   "no [remote %s] (nor [remote *]) section: %s may not be "
+                   "served by a client",
+                   ns, q->function);
         return FIDBUS_UNAUTHORIZED;
     }
     if (!peer_allowed(rc, q, cfg)) {
@@ -477,8 +479,10 @@ int fb_remote_register(struct fb_remote *r, const struct fb_route_table *t,
                        "tcp_auth = key)",
                        rc->ns);
         else
-            fb_set_err(err, errlen, "uid %u is not allowed to serve %s ([remote %s] users, "
-                       "groups)", (unsigned)q->uid, q->function, rc->ns);
+            fb_set_err(err, errlen,
+                       "uid %u is not allowed to serve %s ([remote %s] users, "
+                       "groups)",
+                       (unsigned)q->uid, q->function, rc->ns);
         return FIDBUS_UNAUTHORIZED;
     }
     struct fb_member *m = calloc(1, sizeof *m);
@@ -487,8 +491,9 @@ int fb_remote_register(struct fb_remote *r, const struct fb_route_table *t,
         return -ENOMEM;
     }
     m->credit = q->credit && q->credit < rc->credit ? (uint32_t)q->credit : rc->credit;
-    m->timeout_ms = q->timeout_ms && q->timeout_ms < rc->timeout_ms ? (uint32_t)q->timeout_ms
-                                                                    : rc->timeout_ms;
+    m->timeout_ms = q->timeout_ms && q->timeout_ms < rc->timeout_ms
+                        ? (uint32_t)q->timeout_ms
+                        : rc->timeout_ms;
     m->attempts = rc->attempts;
     pthread_mutex_unlock(&r->lock);
     uint8_t sighash[FIDBUS_SIGHASH_LEN];
@@ -621,9 +626,8 @@ static bool take_credit(struct fb_member *m)
 {
     uint32_t cur = atomic_load_explicit(&m->inflight, memory_order_relaxed);
     while (cur < m->credit)
-        if (atomic_compare_exchange_weak_explicit(&m->inflight, &cur, cur + 1,
-                                                  memory_order_seq_cst,
-                                                  memory_order_relaxed))
+        if (atomic_compare_exchange_weak_explicit(
+                &m->inflight, &cur, cur + 1, memory_order_seq_cst, memory_order_relaxed))
             return true;
     return false;
 }
@@ -641,7 +645,8 @@ static enum pick pick(struct fb_rfunc *rf, struct fb_call *c)
         uint64_t bw = 0;
         for (size_t i = 0; i < n; i++) {
             struct fb_member *m = ms->m[i];
-            if (m->key == c->exclude || atomic_load_explicit(&m->gone, memory_order_relaxed))
+            if (m->key == c->exclude ||
+                atomic_load_explicit(&m->gone, memory_order_relaxed))
                 continue;
             uint64_t wgt = fb_remote_rendezvous(c->khash, m->key);
             if (!best || wgt > bw)
@@ -658,11 +663,13 @@ static enum pick pick(struct fb_rfunc *rf, struct fb_call *c)
     for (int tries = 0; tries < 4; tries++) {
         struct fb_member *best = NULL;
         uint32_t bi = 0, bc = 1;
-        size_t start = n ? atomic_fetch_add_explicit(&rf->rr, 1, memory_order_relaxed) % n : 0;
+        size_t start =
+            n ? atomic_fetch_add_explicit(&rf->rr, 1, memory_order_relaxed) % n : 0;
         bool any = false;
         for (size_t k = 0; k < n; k++) {
             struct fb_member *m = ms->m[(start + k) % n];
-            if (m->key == c->exclude || atomic_load_explicit(&m->gone, memory_order_relaxed))
+            if (m->key == c->exclude ||
+                atomic_load_explicit(&m->gone, memory_order_relaxed))
                 continue;
             any = true;
             uint32_t in = atomic_load_explicit(&m->inflight, memory_order_relaxed);
@@ -1087,8 +1094,9 @@ size_t fb_remote_sections_commit(struct fb_remote *r, struct fb_config *old)
     pthread_mutex_unlock(&r->lock);
     for (size_t i = 0; i < ndrop; i++) {
         struct fb_member *m = drop[i];
-        fb_warn("config.reload: %s may no longer be served by connection %llu; dropping it",
-                m->fn->canonical, (unsigned long long)m->conn_id);
+        fb_warn(
+            "config.reload: %s may no longer be served by connection %llu; dropping it",
+            m->fn->canonical, (unsigned long long)m->conn_id);
         fb_remote_member_remove(m); /* no new calls */
         r->ops.revoke(m->worker);   /* its connection goes: its calls are lost */
         fb_remote_member_put(m);

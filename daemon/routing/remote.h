@@ -62,8 +62,8 @@ struct fb_waiter;
 struct fb_member {
     _Atomic uint32_t refs; /* its connection, the member set, each call */
     struct fb_func *fn;
-    void *conn;   /* bus connection; only its worker touches it */
-    void *worker; /* where its calls are handed (bus worker) */
+    void *conn;                  /* bus connection; only its worker touches it */
+    void *worker;                /* where its calls are handed (bus worker) */
     struct fb_member *conn_next; /* the connection's list (its worker only) */
     uint64_t key;                /* unique per member: rendezvous, exclusion */
     uint64_t conn_id;
@@ -111,15 +111,15 @@ struct fb_rfunc {
 struct fb_call {
     struct fb_call *next, *prev;
     struct fb_func *fn;
-    struct fb_member *m;    /* holds a reference; NULL while waiting */
+    struct fb_member *m; /* holds a reference; NULL while waiting */
     struct fb_waiter *waiter;
-    void *home;             /* the publisher's worker; NULL: nobody waits */
-    uint64_t exclude;       /* member key not to pick again (0: none) */
-    uint64_t call_id;       /* on m's connection */
+    void *home;       /* the publisher's worker; NULL: nobody waits */
+    uint64_t exclude; /* member key not to pick again (0: none) */
+    uint64_t call_id; /* on m's connection */
     uint64_t written_ns, deadline_ns;
-    uint64_t khash;         /* split_by value's hash, when sticky */
+    uint64_t khash; /* split_by value's hash, when sticky */
     uint32_t attempt;
-    int outcome;            /* 0, FIDBUS_HANDLER_FAILED or FIDBUS_UNAVAILABLE */
+    int outcome; /* 0, FIDBUS_HANDLER_FAILED or FIDBUS_UNAVAILABLE */
     bool sticky, written, heap;
     struct fidbus_event ev; /* points into buf */
     size_t cap;             /* bytes of buf */
@@ -168,8 +168,8 @@ void fb_remote_plugin_mark(struct fb_remote *r, const struct fb_func *fns, size_
 
 /* A REGISTER, as the bus read it. */
 struct fb_reg_req {
-    const char *function;  /* canonical, NUL-terminated */
-    const char *signature; /* NUL-terminated */
+    const char *function;        /* canonical, NUL-terminated */
+    const char *signature;       /* NUL-terminated */
     uint64_t credit, timeout_ms; /* 0: the section's */
     bool idempotent;
     bool is_tcp, tcp_authed;
