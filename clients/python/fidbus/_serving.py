@@ -45,6 +45,7 @@ class ServingMixin:
         self._regs: Dict[int, Function] = {}  # REGISTER seq -> function, unanswered
         self._unregs: Dict[int, Function] = {}  # UNREGISTER seq -> function, unanswered
         self._calls: List[Event] = []  # read, not yet run
+        self._held = 0  # calls read and not yet answered
         self._conn_no = 0  # which connection a call came on (results go back only there)
         self._stop_req = False
         self._draining = False
@@ -167,6 +168,12 @@ class ServingMixin:
                 pass  # the pipe is full (already woken) or serve() just ended
 
     @property
+    def held(self) -> int:
+        """Calls read from the daemon and not yet answered (the one
+        running included); never above the sum of the credits."""
+        return self._held
+
+    @property
     def serving(self) -> List[str]:
         """The functions registered now (answered by the daemon)."""
         return [f.canonical for f in self._functions.values() if f.funcid is not None]
@@ -212,6 +219,7 @@ class ServingMixin:
         if ok_upto:
             out.append(result_upto_ok(ok_upto))
         self.calls_served += len(calls)
+        self._held -= len(calls)
         self._out += b"".join(out)
 
     def _start_drain(self) -> None:
@@ -258,6 +266,7 @@ class ServingMixin:
                 log.warning("fidbus: a CALL without its keys; ignored")
                 return
         self._calls.append(ev)
+        self._held += 1
 
     def _serve_ack(self, seq: int, r: Any) -> bool:
         f = self._regs.pop(seq, None)
@@ -297,6 +306,7 @@ class ServingMixin:
         registered on it holds."""
         self._conn_no += 1
         self._calls = []
+        self._held = 0
         self._by_id.clear()
         for f in self._functions.values():
             f.funcid = None
