@@ -267,8 +267,8 @@ def test_credit_respected(make_daemon):  # type: ignore[no-untyped-def]
         futs = [pub.publish("a.x", payload=i, ack=True) for i in range(8)]
         pub.flush()
         # all 8 taken by the daemon: 2 written to the member, 6 waiting
-        wait_until(lambda: members()["inflight"] == 2 and fn_stats(ctl)["waiting"] == 6,
-                   "the member to hold its credit")
+        wait_until(lambda: len(seen) == 1 and members()["inflight"] == 2 and
+                   fn_stats(ctl)["waiting"] == 6, "the member to hold its credit")
         assert members()["credit"] == 2 and len(seen) == 1
         release.set()
         assert [f.result() for f in futs] == [1] * 8
