@@ -76,7 +76,7 @@ class Event:
 _UNSET: Any = object()
 
 
-def _uint_at(b: Any, i: int) -> Tuple[int, int]:
+def _uint_at(b: bytes, i: int) -> Tuple[int, int]:
     ib = b[i]
     if ib < 24:
         return ib, i + 1
@@ -88,7 +88,7 @@ def _uint_at(b: Any, i: int) -> Tuple[int, int]:
     raise ValueError("not an unsigned integer")
 
 
-def _item_end(b: Any, i: int, end: int) -> int:
+def _item_end(b: bytes, i: int, end: int) -> int:
     """Offset past the CBOR item at b[i]: by hand for a scalar or a
     definite string, scan_item for the rest."""
     ib = b[i]
@@ -99,10 +99,10 @@ def _item_end(b: Any, i: int, end: int) -> int:
     if major in (2, 3) and ai < 28:
         n, j = _len_at(b, i)
         return j + n
-    return scan_item(bytes(b[i:end])) + i
+    return int(scan_item(bytes(b[i:end]))) + i
 
 
-def _len_at(b: Any, i: int) -> Tuple[int, int]:
+def _len_at(b: bytes, i: int) -> Tuple[int, int]:
     ai = b[i] & 31
     if ai < 24:
         return ai, i + 1
@@ -110,7 +110,7 @@ def _len_at(b: Any, i: int) -> Tuple[int, int]:
     return int.from_bytes(b[i + 1:i + 1 + w], "big"), i + 1 + w
 
 
-def parse_call(b: Any, p: int, end: int) -> Event:
+def parse_call(b: bytes, p: int, end: int) -> Event:
     """The CALL whose body is b[p:end] (a map: checked by the caller's
     look at its first bytes). ValueError when it is not one this client
     can read in place (parse_call_slow then tries cbor2)."""

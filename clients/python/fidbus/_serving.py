@@ -38,6 +38,10 @@ class ServingMixin:
     _poll: Any
     _sock: Any
     _later: List[Callable[[], None]]
+    # Client's (client.py): the loop that writes, reads and reconnects
+    _run: Callable[..., None]
+    _deadline: Callable[[Optional[float]], Optional[float]]
+    _next_seq: Callable[[], int]
 
     def _serve_init(self) -> None:
         self._functions: Dict[str, Function] = {}  # wanted, by canonical name
@@ -53,6 +57,9 @@ class ServingMixin:
         self._serve_error: Optional[Error] = None
         self._on_ready: Optional[Callable[[], Any]] = None
         self._wake_r = self._wake_w = -1
+        # stop() from another thread must not write to the pipe's fd after
+        # serve() closed it (the number may already name another file)
+        self._wake_lock = threading.Lock()
         self.calls_served = 0
 
     # ------------------------------------------------------------ API
@@ -112,7 +119,7 @@ class ServingMixin:
         os.set_blocking(self._wake_w, False)
         if self._poll is not None:
             self._poll.register(self._wake_r, select.POLLIN)
-        old: Dict[int, Any] = {}
+        old: Dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
                 old[s] = signal.signal(s, self._on_signal)
@@ -149,9 +156,10 @@ class ServingMixin:
                     self._poll.unregister(self._wake_r)
                 except (KeyError, ValueError):
                     pass
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
             if loop is not None:
                 loop.close()
 
@@ -160,12 +168,15 @@ class ServingMixin:
         handler or a signal handler. Without a ``serve()`` running, the
         next one returns as soon as it has drained."""
         self._stop_req = True
-        w = self._wake_w
-        if w >= 0:
-            try:
-                os.write(w, b"x")
-            except OSError:
-                pass  # the pipe is full (already woken) or serve() just ended
+        if threading.current_thread() is threading.main_thread() and \
+                self._wake_lock.locked():
+            return  # a signal handler that interrupted serve()'s own finally
+        with self._wake_lock:
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"x")
+                except BlockingIOError:
+                    pass  # the pipe is full: woken already
 
     @property
     def held(self) -> int:
@@ -232,7 +243,7 @@ class ServingMixin:
         # a REGISTER still unanswered (after a reconnection) is ahead in
         # the stream: the daemon takes the UNREGISTER after it
         for f in list(self._functions.values()):
-            seq = self._next_seq()  # type: ignore[attr-defined]
+            seq = self._next_seq()
             self._unregs[seq] = f
             self._out += f.unregister_frame(seq)
         if not self._unregs:
@@ -244,14 +255,14 @@ class ServingMixin:
         f.error = None
         if self._sock is not None:
             self._send_register(f)
-        self._run(lambda: f.answered, self._deadline(None),  # type: ignore[attr-defined]
+        self._run(lambda: f.answered, self._deadline(None),
                   lambda: None)
         if f.error is not None:
             self._functions.pop(f.canonical, None)
             raise f.error
 
     def _send_register(self, f: Function) -> None:
-        seq = self._next_seq()  # type: ignore[attr-defined]
+        seq = self._next_seq()
         self._regs[seq] = f
         self._out += f.register_frame(seq)
 
@@ -259,12 +270,12 @@ class ServingMixin:
 
     def _serve_on_call(self, buf: bytearray, p: int, end: int) -> None:
         try:
-            ev = parse_call(buf, p, end)
+            ev: Optional[Event] = parse_call(buf, p, end)
         except (ValueError, IndexError, UnicodeDecodeError):
             ev = parse_call_slow(bytes(buf[p:end]))
-            if ev is None:
-                log.warning("fidbus: a CALL without its keys; ignored")
-                return
+        if ev is None:
+            log.warning("fidbus: a CALL without its keys; ignored")
+            return
         self._calls.append(ev)
         self._held += 1
 

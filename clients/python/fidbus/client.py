@@ -457,10 +457,10 @@ class Client(ServingMixin, ClientBase):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"no answer from {self.address} within the timeout")
                 continue
-            for fd, e in ev:
+            for fd, pe in ev:
                 if fd == self._wake_r:
                     self._serve_clear_wake()
-                elif e & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                elif pe & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     self._read()
 
     def _read(self) -> None:

@@ -2,6 +2,7 @@
 fidbusd: results, RETRY, HANDLER_FAILED, deadlines, idempotent
 redelivery, credit, stopping and draining, re-registration, refusals."""
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -117,6 +118,7 @@ def test_served_function_counts_in_ack(make_daemon):  # type: ignore[no-untyped-
     ev = seen[0]
     assert (ev.id, ev.tags, ev.payload, ev.attempt) == ("a.x", {"region": "eu"}, {"id": 42}, 1)
     assert ev.raw_payload == b"\xa1\x62id\x18\x2a" and ev.generation >= 1 and ev.call_id >= 1
+    assert ev.funcid == int.from_bytes(hashlib.sha256(FN.encode()).digest()[:8], "big")
     assert not seen[1].has_payload and seen[1].payload is None and seen[1].tags == {}
     assert seen[2].raw_payload == b"\x9f\x01\xff" and seen[2].payload == [1]
     assert side == [1]
@@ -349,7 +351,9 @@ def test_reregister_after_daemon_restart(make_daemon):  # type: ignore[no-untype
 
 
 def test_register_refused(make_daemon):  # type: ignore[no-untyped-def]
-    dm = make_daemon(conf())
+    other = hashlib.sha256(b"other").hexdigest()
+    dm = make_daemon(conf(extra="[route signed]\nevent = s.*\nto = acme.signed@1.0.0\n"
+                                f"signature = {other}\n"))
     with fidbus.Client(dm.bus) as bus:
         with pytest.raises(fidbus.RegisterError) as ei:
             bus.function("zork.audit@1.0.0")(lambda ev: None)  # no [remote zork]
@@ -359,8 +363,12 @@ def test_register_refused(make_daemon):  # type: ignore[no-untyped-def]
             bus.function("acme.audit")(lambda ev: None)  # no version
         with pytest.raises(fidbus.InvalidError):
             bus.function(FN, credit=0)(lambda ev: None)
+        with pytest.raises(fidbus.RegisterError) as ei:
+            bus.function("acme.signed@1.0.0", signature="event:any")(lambda ev: None)
+        assert ei.value.name == "SIGNATURE_MISMATCH"
+        bus.function("acme.signed@1.0.0", signature="other")(lambda ev: None)
         bus.function(FN, signature="event:any")(lambda ev: None)
-        assert bus.serving == [FN]
+        assert bus.serving == ["acme.signed@1.0.0", FN]
         with fidbus.Client(dm.bus) as other:
             with pytest.raises(fidbus.RegisterError) as ei:
                 other.function(FN, signature="event:other")(lambda ev: None)
