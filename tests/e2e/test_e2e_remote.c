@@ -16,6 +16,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <fidbus/funcid.h>
 
 #include "harness.h"
@@ -647,6 +650,59 @@ START_TEST(test_remote_stop_in_flight)
 }
 END_TEST
 
+/* TCP: only where the section says tcp = yes, and only after AUTH on a
+ * key listener; a TCP member serves like any other. */
+START_TEST(test_remote_tcp)
+{
+    /* a loopback listener without auth: TCP clients never serve */
+    struct fb_e2e_opts o = {.tcp = true};
+    struct fb_e2e *t = fb_e2e_up(&o, conf);
+    struct fb_e2e_raw *r = fb_e2e_raw_tcp(t);
+    fb_e2e_raw_hello(r);
+    send_register(r, 1, FN, SIG, 0, 0, false);
+    fb_e2e_raw_expect_error(r, FIDBUS_UNAUTHORIZED, 1);
+    fb_e2e_raw_close(r);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+
+    static const char key[] = "0123456789abcdef0123456789abcdef";
+    t = fb_e2e_new();
+    fb_e2e_config_tcp_key(t, NULL, key, 0600,
+                          "[remote acme]\n[remote keyed]\ntcp = yes\n"
+                          "[route k]\nevent = a.x\nto = keyed.x@1.0.0\n");
+    fb_e2e_start(t);
+    r = fb_e2e_raw_tcp(t);
+    ck_assert_int_eq(fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS), 1);
+    ck_assert(fidbus_msg_has(&r->msg, FIDBUS_K_NONCE) && r->msg.nonce.len == 32);
+    uint8_t mac[32];
+    unsigned len = 0;
+    ck_assert(HMAC(EVP_sha256(), key, (int)strlen(key), r->msg.nonce.ptr, 32, mac, &len));
+    struct fidbus_msg_out a = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_MAC),
+        .type = FIDBUS_MSG_AUTH,
+        .mac = {mac, sizeof mac},
+    };
+    fb_e2e_raw_msg(r, &a);
+    send_register(r, 1, FN, SIG, 0, 0, false);
+    fb_e2e_raw_expect_error(r, FIDBUS_UNAUTHORIZED, 1);
+    send_register(r, 2, "keyed.x@1.0.0", SIG, 0, 0, false);
+    fb_e2e_raw_expect_ack(r, 2, fidbus_funcid("keyed.x@1.0.0"));
+    struct fb_e2e_raw *p = conn(t);
+    publish(p, 7, true, NULL);
+    ck_assert_int_eq(fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS), 1);
+    ck_assert_uint_eq(r->msg.type, FIDBUS_MSG_CALL);
+    send_result(r, false, r->msg.seq, FIDBUS_OK);
+    fb_e2e_raw_expect_ack(p, 7, 1);
+    char *out = fb_e2e_ctl(t, 0, NULL, "--json", "func", "members", NULL);
+    ck_assert_msg(strstr(out, "\"peer\":\"127.0.0.1:"), "%s", out);
+    free(out);
+    fb_e2e_raw_close(r);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* One member registers hundreds of functions. */
 START_TEST(test_remote_many_functions)
 {
@@ -771,6 +827,7 @@ int main(void)
     tcase_add_test(tc, test_remote_member_not_idle);
     tcase_add_test(tc, test_remote_reload_revokes);
     tcase_add_test(tc, test_remote_stop_in_flight);
+    tcase_add_test(tc, test_remote_tcp);
     tcase_add_test(tc, test_remote_many_functions);
     tcase_add_test(tc, test_remote_storm);
     suite_add_tcase(s, tc);
