@@ -218,6 +218,8 @@ class ServingMixin:
                 code, msg = P.RETRY, str(e) or "retry"
             except Exception as e:
                 code, msg = P.HANDLER_FAILED, str(e) or type(e).__name__
+                log.debug("fidbus: %s failed a call of %s", f.canonical if f else "-",
+                          ev.id, exc_info=True)
             if self._conn_no != conn:
                 return  # the connection went while it ran: nothing to answer there
             if code:
