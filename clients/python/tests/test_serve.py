@@ -310,7 +310,8 @@ def test_stop_from_handler(make_daemon):  # type: ignore[no-untyped-def]
     bus.close()
 
 
-def test_sigterm_drains(make_daemon):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains(make_daemon, sig):  # type: ignore[no-untyped-def]
     dm = make_daemon(conf())
     p = child(dm, "wait-line")
     try:
@@ -322,7 +323,7 @@ def test_sigterm_drains(make_daemon):  # type: ignore[no-untyped-def]
             with fidbus.Control(dm.control) as ctl:
                 wait_until(lambda: ctl.func_members()["members"][0]["inflight"] == 2,
                            "both calls written to the member")
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
             p.stdin.write("go\n")  # type: ignore[union-attr]
             p.stdin.flush()  # type: ignore[union-attr]
             out, _ = p.communicate(timeout=TIMEOUT)
