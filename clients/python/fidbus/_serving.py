@@ -150,7 +150,7 @@ class ServingMixin:
             self._stop_req = False
             self._on_ready = None
             for s, h in old.items():
-                signal.signal(s, h)
+                signal.signal(s, h if h is not None else signal.SIG_DFL)
             if self._poll is not None:
                 try:
                     self._poll.unregister(self._wake_r)
