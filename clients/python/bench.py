@@ -22,6 +22,8 @@ checked afterwards through the control socket):
                 1024), the calls published by libfidbus through ctypes from
                 this process (acked, window 1024): from the first publish
                 to the last ACK, each ACK counting the call as ok
+- aio-serve:    the same with fidbus.aio and an async def handler (a task
+                per call)
 - C acked-pipe, C acked-one: libfidbus (build/lib/libfidbus.so) driven
   through ctypes on the same daemon: fidbus_publish_seq with ACK and
   fidbus_client_recv, window 1024; fidbus_publish_ack in a loop (a ctypes
@@ -117,12 +119,28 @@ print("served", bus.calls_served, flush=True)
 """
 
 
-def serve_rate(bus: str, payload: bytes, calls: int) -> float:
+SERVE_CHILD_AIO = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+import fidbus.aio
+async def main():
+    bus = fidbus.aio.Client(sys.argv[1])
+    await bus.connect()
+    @bus.function("bench.serve@1.0.0", credit=1024)
+    async def handler(ev):
+        pass
+    await bus.serve(on_ready=lambda: print("ready", flush=True))
+    print("served", bus.calls_served, flush=True)
+asyncio.run(main())
+"""
+
+
+def serve_rate(bus: str, payload: bytes, calls: int, child_src: str = SERVE_CHILD) -> float:
     """Calls/s one Python process serves (see the module's doc)."""
     lib = _lib()
     if lib is None:
         return 0.0
-    child = subprocess.Popen([sys.executable, "-c", SERVE_CHILD, bus, str(HERE)],
+    child = subprocess.Popen([sys.executable, "-c", child_src, bus, str(HERE)],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -240,9 +258,11 @@ def main() -> int:
         rates.update(crates)
         if args.calls:
             rates["serve (calls/s)"] = serve_rate(dm.bus, raw.data, args.calls)
+            rates["aio-serve"] = serve_rate(dm.bus, raw.data, args.calls, SERVE_CHILD_AIO)
         got = ctl.stats()["received"] - before
         want = 3 * N + 2 * A + O + (A + O if crates else 0) + \
-            (args.calls + 1000 if rates.get("serve (calls/s)") else 0)
+            (args.calls + 1000 if rates.get("serve (calls/s)") else 0) + \
+            (args.calls + 1000 if rates.get("aio-serve") else 0)
         bus.close()
         ctl.close()
     finally:
