@@ -23,7 +23,7 @@ from . import _proto as P
 from ._serve import (Event, Function, check_function, parse_call, parse_call_slow,
                      result_one, result_upto_ok)
 from ._wire import encode_msg
-from .errors import Error, RegisterError, Retry
+from .errors import ConnectionLost, Error, RegisterError, Retry
 
 log = logging.getLogger("fidbus")
 
@@ -295,6 +295,10 @@ class AioServingMixin:
         return False
 
     def _serve_lost(self) -> None:
+        """The connection went: its calls cannot be answered any more (the
+        daemon redelivers or fails them). A REGISTER still unanswered is
+        sent again on the next connection with the same waiter; without
+        reconnection, serve() raises ConnectionLost."""
         self._conn_no += 1
         self._order.clear()
         self._status.clear()
@@ -302,20 +306,38 @@ class AioServingMixin:
         self._by_id.clear()
         for f in self._functions.values():
             f.funcid = None
-        for d in (self._regs, self._unregs):
-            for f, fut in d.values():
+        for f, fut in self._unregs.values():
+            if not fut.done():
+                fut.set_result(None)  # left with the connection
+        self._unregs.clear()
+        if not getattr(self, "_reconnect", True):
+            err = ConnectionLost(f"{getattr(self, 'address', '')}: connection lost while "
+                                 f"serving")
+            for f, fut in self._regs.values():
                 if not fut.done():
-                    fut.set_result(None)  # gone with the connection
-            d.clear()
+                    fut.set_result(err)
+            self._regs.clear()
+            if self._serve_loop is not None and self._serve_error is None:
+                self._serve_error = err
+                if self._wake is not None:
+                    self._wake.set()
 
     def _serve_registrations(self) -> bytes:
-        """REGISTER frames for every function, for a new connection."""
+        """REGISTER frames for every function, for a new connection (a
+        REGISTER the old one left unanswered keeps its waiter)."""
         out = bytearray()
+        waiting: Dict[str, Optional["asyncio.Future[Any]"]] = {
+            f.canonical: fut for f, fut in self._regs.values()}
+        self._regs.clear()
         if self._serve_loop is None or self._stop_req:
+            for w in waiting.values():
+                if w is not None and not w.done():
+                    w.set_result(None)
             return bytes(out)
         for f in self._functions.values():
             seq = self._next_seq()
-            fut: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+            fut = waiting.pop(f.canonical, None) or \
+                asyncio.get_running_loop().create_future()
             self._regs[seq] = (f, fut)
             out += f.register_frame(seq)
         return bytes(out)

@@ -180,3 +180,33 @@ def test_sigterm_drains(make_daemon):  # type: ignore[no-untyped-def]
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_serve_started_while_disconnected(make_daemon):  # type: ignore[no-untyped-def]
+    dm = make_daemon(conf())
+
+    async def main() -> None:
+        bus = fidbus.aio.Client(dm.bus)
+        await bus.connect()
+
+        @bus.function(FN)
+        async def audit(ev: fidbus.Event) -> None:
+            pass
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, dm.stop)
+        end = loop.time() + TIMEOUT
+        while bus.connected:  # the read loop sees the end of the stream
+            assert loop.time() < end
+            await asyncio.sleep(0.01)
+        ready = asyncio.Event()
+        task = asyncio.ensure_future(bus.serve(on_ready=ready.set))
+        await loop.run_in_executor(None, dm.start)
+        await asyncio.wait_for(ready.wait(), TIMEOUT)  # registered on the new connection
+        async with fidbus.aio.Client(dm.bus) as pub:
+            assert await pub.publish_ack("a.x") == 1
+        bus.stop()
+        await asyncio.wait_for(task, TIMEOUT)
+        await bus.close()
+
+    run(main())
