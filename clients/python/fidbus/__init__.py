@@ -18,17 +18,18 @@ from ._addr import default_bus, default_control, load_key, parse_address
 from ._proto import code_name
 from ._wire import RawCBOR
 from ._base import NO_PAYLOAD
+from ._serve import Event
 from .client import Client, PublishFuture
 from .control import Control
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, ControlError,
-                     Error, InvalidError, ProtocolError, PublishError, Timeout,
-                     UnackedErrors)
+                     Error, InvalidError, ProtocolError, PublishError, RegisterError,
+                     Retry, Timeout, UnackedErrors)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchError", "BufferFull", "Client", "ConnectError", "ConnectionLost", "Control",
-    "ControlError", "Error", "InvalidError", "NO_PAYLOAD", "ProtocolError",
-    "PublishError", "PublishFuture", "RawCBOR", "Timeout", "UnackedErrors", "code_name",
+    "ControlError", "Error", "Event", "InvalidError", "NO_PAYLOAD", "ProtocolError",
+    "PublishError", "PublishFuture", "RawCBOR", "RegisterError", "Retry", "Timeout", "UnackedErrors", "code_name",
     "default_bus", "default_control", "load_key", "parse_address", "proto",
 ]

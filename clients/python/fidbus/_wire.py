@@ -352,13 +352,15 @@ def text(v: Any) -> str:
 
 
 def handle_frames(buf: bytearray, limit: int, on_ack: Callable[[int, int], None],
-                  on_msg: Callable[[Dict[int, Any]], None]) -> int:
+                  on_msg: Callable[[Dict[int, Any]], None],
+                  on_call: Optional[Callable[[bytearray, int, int], None]] = None) -> int:
     """Hands every whole frame at the front of buf to on_ack(seq, result)
     (an ACK as the daemon writes it, lib/msg_encode.c fidbus_enc_ack:
     ``a3 00 04 01 SEQ 08 RESULT``, read without cbor2) or on_msg(message);
     returns how many bytes it used, for the caller to cut once (cutting
     per frame would move the rest of the buffer for each small ACK).
-    ProtocolError (with ``consumed`` set) for a bad length or body."""
+    A CALL goes to on_call(buf, start, end) when given, to be read in
+    place (_serve.parse_call). ProtocolError (with ``consumed`` set) for a bad length or body."""
     end = len(buf)
     off = 0
     try:
@@ -383,6 +385,10 @@ def handle_frames(buf: bytearray, limit: int, on_ack: Callable[[int, int], None]
                     on_ack(seq, buf[q + 1])
                     off = nxt
                     continue
+            if on_call is not None and buf[p + 1] == 0 and buf[p + 2] == P.CALL:
+                off = nxt
+                on_call(buf, p, nxt)
+                continue
             msg = decode_msg(bytes(buf[p:nxt]))
             off = nxt
             on_msg(msg)

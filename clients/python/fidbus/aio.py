@@ -25,6 +25,9 @@ publishes without an answer are re-sent byte for byte on the new
 connection, with the PINGs still waited for; un-acked publishes still in
 the client's own buffer are carried over (those handed to the transport
 may be lost with the old connection).
+
+Serving remote functions (``@bus.function``, ``await bus.serve()``): see
+_aioserve.py; ``async def`` handlers run concurrently, within the credit.
 """
 
 import asyncio
@@ -34,6 +37,7 @@ import logging
 from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Union
 
 from . import _proto as P
+from ._aioserve import AioServingMixin
 from ._base import (FLAGS_ACK, LEADS, NO_PAYLOAD, SEND_THRESHOLD, ClientBase, Payload, Tags,
                     item, keep_unacked)
 from ._wire import RawCBOR, decode_msg, encode_msg, handle_frames, pack_be32, text, uint
@@ -43,7 +47,7 @@ from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error
 log = logging.getLogger("fidbus")
 
 
-class Client(ClientBase):
+class Client(AioServingMixin, ClientBase):
     """An asyncio connection to the bus. Arguments as
     :class:`fidbus.Client`; nothing happens until ``await connect()`` (or
     ``async with``)."""
@@ -59,6 +63,7 @@ class Client(ClientBase):
         self._inflight: Dict[int, "asyncio.Future[int]"] = {}
         self._frames: Dict[int, bytes] = {}  # acked frames kept for re-sending
         self._pings: Dict[int, "asyncio.Future[None]"] = {}
+        self._serve_init()
 
     # ------------------------------------------------------------ connecting
 
@@ -163,7 +168,8 @@ class Client(ClientBase):
                 if not data:
                     break
                 buf += data
-                off = handle_frames(buf, limit, self._on_ack, self._on_msg)
+                off = handle_frames(buf, limit, self._on_ack, self._on_msg,
+                                    self._serve_on_call)
                 if off:
                     del buf[:off]
         except ConnectionError:
@@ -184,8 +190,11 @@ class Client(ClientBase):
                 fut.set_result(r if isinstance(r, int) else 0)
         else:
             pf = self._pings.pop(seq, None)
-            if pf is not None and not pf.done():
-                pf.set_result(None)
+            if pf is not None:
+                if not pf.done():
+                    pf.set_result(None)
+            else:
+                self._serve_ack(seq, r)
 
     def _on_refused(self, seq: int, err: PublishError) -> None:
         fut = self._inflight.pop(seq, None)
@@ -198,6 +207,8 @@ class Client(ClientBase):
         if pf is not None:
             if not pf.done():
                 pf.set_exception(err)
+            return
+        if self._serve_refused(seq, err):
             return
         self._async_count += 1
         if self.on_error is not None:
@@ -428,6 +439,7 @@ class Client(ClientBase):
         if self._connected is not None:
             self._connected.clear()
         why, err = self._loss(why, protocol)
+        self._serve_lost()
         if self._dead is not None:
             return
         if not self._reconnect:
@@ -459,7 +471,7 @@ class Client(ClientBase):
             resend += keep_unacked(held, 0, self._frames)
             for seq in self._pings:
                 resend += encode_msg({P.K_TYPE: P.PING, P.K_SEQ: seq})
-            self._out = resend + self._out
+            self._out = bytearray(self._serve_registrations()) + resend + self._out
             self.reconnects += 1
             self._write_out()
             return

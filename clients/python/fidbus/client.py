@@ -26,6 +26,7 @@ from . import _proto as P
 from ._base import (FLAGS_ACK, LEADS, NO_PAYLOAD, SEND_THRESHOLD, ClientBase, Payload, Tags,
                     item, keep_unacked)
 from ._io import FrameReader, handshake, poll_ms
+from ._serving import ServingMixin
 from ._wire import RawCBOR, encode_msg, handle_frames, pack_be32, text, uint, unpack_be32
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Error,
                      InvalidError, ProtocolError, PublishError, Timeout, UnackedErrors)
@@ -111,7 +112,7 @@ class PublishFuture:
         return f"<PublishFuture seq={self.seq} {st}>"
 
 
-class Client(ClientBase):
+class Client(ServingMixin, ClientBase):
     """A connection to the bus.
 
     ``addr``: ``unix:PATH``, a path or ``tcp:HOST:PORT``; default as
@@ -152,6 +153,7 @@ class Client(ClientBase):
         self._later: List[Callable[[], None]] = []  # callbacks due after a drain
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._serve_init()
         self._attach(self._connect(self._deadline(None)))
 
     # ------------------------------------------------------------ basics
@@ -177,6 +179,8 @@ class Client(ClientBase):
         self._sock = sock
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
+        if self._wake_r >= 0:
+            self._poll.register(self._wake_r, select.POLLIN)
 
     def fileno(self) -> int:
         """The socket, for select(); -1 while disconnected."""
@@ -397,6 +401,8 @@ class Client(ClientBase):
                 raise self._dead
             if self._sock is None:
                 self._wait_connected(deadline)
+                if self._sock is None:
+                    continue  # woken by stop(): done() decides
                 if on_reconnect is not None:
                     on_reconnect()
             try:
@@ -451,8 +457,11 @@ class Client(ClientBase):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"no answer from {self.address} within the timeout")
                 continue
-            if ev[0][1] & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                self._read()
+            for fd, pe in ev:
+                if fd == self._wake_r:
+                    self._serve_clear_wake()
+                elif pe & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._read()
 
     def _read(self) -> None:
         sock = self._sock
@@ -492,7 +501,8 @@ class Client(ClientBase):
         buf = self._rd.buf
         off = 0
         try:
-            off = handle_frames(buf, self._rd.limit, self._on_ack, self._on_msg)
+            off = handle_frames(buf, self._rd.limit, self._on_ack, self._on_msg,
+                                self._serve_on_call)
         except ProtocolError as e:
             off = e.consumed  # type: ignore[attr-defined]
             del buf[:off]
@@ -517,6 +527,8 @@ class Client(ClientBase):
             fut._resolve(1, r if isinstance(r, int) else 0)
         elif seq in self._pings:
             self._pings[seq] = True
+        else:
+            self._serve_ack(seq, r)
 
     def _on_refused(self, seq: int, err: PublishError) -> None:
         fut = self._inflight.pop(seq, None)
@@ -526,6 +538,8 @@ class Client(ClientBase):
             fut._resolve(2, err)
         elif seq in self._pings:
             self._pings[seq] = err
+        elif self._serve_refused(seq, err):
+            pass
         else:
             self._async_count += 1
             if self.on_error is not None:
@@ -577,6 +591,7 @@ class Client(ClientBase):
             self._sock.close()
             self._sock = None
         why, err = self._loss(why, protocol)
+        self._serve_lost()
         if not self._reconnect:
             self._dead = err
             self._out.clear()
@@ -612,6 +627,7 @@ class Client(ClientBase):
             if f.frame is not None:
                 self._out += f.frame
         self._out += held
+        self._serve_reconnected()
         self._partial = 0
         self._backoff = 0.0
         self.reconnects += 1
@@ -630,5 +646,13 @@ class Client(ClientBase):
             wait = self._next_attempt - now
             if deadline is not None:
                 wait = min(wait, deadline - now)
+            if self._wake_r >= 0:  # serving: stop() ends the wait
+                p = select.poll()
+                p.register(self._wake_r, select.POLLIN)
+                if p.poll(int(wait * 1000) + 1):
+                    self._serve_clear_wake()
+                    if self._stop_req:
+                        return
+                continue
             time.sleep(wait)  # the backoff itself: there is nothing to wait on
 

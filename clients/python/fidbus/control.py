@@ -151,6 +151,12 @@ class Control:
         """{functions}: every function with its funcID, sighash, plugin."""
         return self.request("func.list")
 
+    def func_members(self, id: Optional[str] = None) -> Result:
+        """{members}: the connections serving remote functions (of one
+        function: ``id``, its funcID as 16 hex digits), each with its
+        credit, inflight, calls, errors, timeouts."""
+        return self.request("func.members", {"id": id} if id else {})
+
     def func_release(self, id: str) -> Result:
         """Lifts a function's quarantine: {id, released}."""
         return self.request("func.release", {"id": id})

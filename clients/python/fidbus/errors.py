@@ -128,3 +128,24 @@ class ControlError(Error):
     def __init__(self, code: int, message: str, command: Optional[str] = None) -> None:
         super().__init__(code, message)
         self.command = command
+
+
+class RegisterError(Error):
+    """The daemon refused a REGISTER (raised by ``Client.function`` when
+    it registers, and by ``serve()`` when a re-registration after a
+    reconnection is refused): ``code`` UNAUTHORIZED (no ``[remote NS]``
+    section allows this peer), CONFLICT (a plugin provides the funcID,
+    other members registered another signature, or this connection already
+    serves it), SIGNATURE_MISMATCH (a route expects another signature) or
+    INVALID. ``function`` is the canonical name."""
+
+    def __init__(self, code: int, message: str, function: str) -> None:
+        super().__init__(code, f"register {function}: {message}")
+        self.function = function
+
+
+class Retry(Exception):
+    """Raised by a served function's handler: it could not run the call
+    now. The member answers RETRY and the daemon gives the call to another
+    member while attempts remain (DESIGN: a RETRY counts as an attempt and
+    did not run, so it is delivered again even when not idempotent)."""
