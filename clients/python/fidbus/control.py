@@ -257,3 +257,8 @@ class Control:
         """{config}: a config file text that gives a fresh daemon the
         running set."""
         return self.request("config.export")
+
+    def conn_list(self) -> Result:
+        """{connections, total, truncated, missing_workers}: every bus and
+        control connection with its id, kind, peer, counters and worker."""
+        return self.request("conn.list")

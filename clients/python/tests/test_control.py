@@ -1,5 +1,7 @@
 """fidbus.Control: every command of proto/control.md against a real fidbusd."""
 
+import os
+
 import pytest
 
 import fidbus
@@ -22,6 +24,16 @@ def test_read_commands(daemon):  # type: ignore[no-untyped-def]
                                                                              "failing"]
         assert "[route all]" in ctl.config_export()["config"]
         ctl.ping()
+
+
+def test_conn_list(daemon):  # type: ignore[no-untyped-def]
+    with fidbus.Control(daemon.control) as ctl, fidbus.Client(daemon.bus) as bus:
+        bus.publish_ack("ev.conns")
+        conns = ctl.conn_list()
+        kinds = sorted(c["kind"] for c in conns["connections"])
+        assert kinds == ["control", "unix"] and conns["truncated"] is False
+        me = [c for c in conns["connections"] if c["kind"] == "unix"][0]
+        assert me["pid"] == os.getpid() and me["frames_in"] >= 1
 
 
 def test_func_release(daemon):  # type: ignore[no-untyped-def]
