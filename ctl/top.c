@@ -28,8 +28,9 @@
  *    every route and function, idle ones included, then exit: rates are
  *    over that one interval, never "since start".
  *
- * Remote members (issue 14, func.members) get a section of their own here
- * once the daemon reports them; until then it says there are none.
+ * Remote members (func.members) have a section of their own: per member
+ * of each remote function, its calls/s, in flight against its credit,
+ * errors and timeouts; "none" when no process serves a function.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -368,11 +369,90 @@ static void view_conns(struct lines *l, const json_t *c1, const json_t *c0, doub
              n, jnum(c1, "total"));
 }
 
-/* The whole view from samples (s1, c1) and, for rates, (s0, c0) taken
- * secs earlier (NULL: no rates yet). */
-static void view(struct lines *l, const json_t *s1, const json_t *c1, const json_t *s0,
-                 const json_t *c0, double secs, bool live)
+/* The entry of `members` (func.members' array) for (function id, conn). */
+static const json_t *member_by(const json_t *members, const char *id, json_int_t conn)
 {
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m)
+    {
+        const char *mid = json_string_value(json_object_get(m, "id"));
+        if (mid && strcmp(mid, id) == 0 &&
+            json_integer_value(json_object_get(m, "conn")) == conn)
+            return m;
+    }
+    return NULL;
+}
+
+/* Remote members, by calls/s: the function's name from stats, the member's
+ * connection, pid or peer, calls/s, in flight / credit, errors, timeouts. */
+static void view_members(struct lines *l, const json_t *s1, const json_t *m1,
+                         const json_t *m0, double secs)
+{
+    const json_t *a1 = json_object_get(m1, "members");
+    const json_t *a0 = m0 ? json_object_get(m0, "members") : NULL;
+    const json_t *funcs = json_object_get(s1, "functions");
+    size_t n = json_array_size(a1);
+    if (n == 0) {
+        addf(l, "REMOTE MEMBERS: none");
+        return;
+    }
+    struct row *rows = calloc(n, sizeof *rows);
+    if (!rows)
+        return;
+    addf(l, "%-40s %-8s %-22s %10s %9s %8s %8s", "REMOTE FUNCTION (MEMBER)", "CONN",
+         "PID / PEER", "CALLS/S", "INFLIGHT", "ERRORS", "TIMEOUTS");
+    size_t i, k = 0;
+    json_t *m;
+    json_array_foreach(a1, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        json_int_t conn = json_integer_value(json_object_get(m, "conn"));
+        if (!id)
+            continue;
+        const json_t *f = json_object_get(funcs, id);
+        const char *canon = f ? json_string_value(json_object_get(f, "canonical")) : NULL;
+        const json_t *b = a0 ? member_by(a0, id, conn) : NULL;
+        uint64_t c1 = jnum(m, "calls");
+        uint64_t c0 = b ? jnum(b, "calls") : (a0 ? 0 : c1);
+        const json_t *peer = json_object_get(m, "peer");
+        char who[32];
+        if (json_is_string(peer))
+            snprintf(who, sizeof who, "%s", json_string_value(peer));
+        else
+            snprintf(who, sizeof who, "pid %" JSON_INTEGER_FORMAT,
+                     json_integer_value(json_object_get(m, "pid")));
+        char inflight[48];
+        snprintf(inflight, sizeof inflight, "%" PRIu64 "/%" PRIu64, jnum(m, "inflight"),
+                 jnum(m, "credit"));
+        struct row *r = &rows[k];
+        char key[64];
+        snprintf(key, sizeof key, "%s.%020" JSON_INTEGER_FORMAT, id, conn);
+        if (!(r->name = strdup(key)))
+            continue;
+        r->rate = rate(c1, c0, secs);
+        snprintf(r->text, sizeof r->text,
+                 "%-40.40s %-8" JSON_INTEGER_FORMAT " %-22.22s %10.1f %9s %8" PRIu64
+                 " %8" PRIu64,
+                 canon ? canon : id, conn, who, r->rate, inflight, jnum(m, "errors"),
+                 jnum(m, "timeouts"));
+        k++;
+    }
+    rows_emit(l, rows, k);
+}
+
+struct sample {
+    json_t *stats, *conns, *members;
+    uint64_t at_ms;
+};
+
+/* The whole view from sample n and, for rates, sample o taken secs
+ * earlier (NULL: no rates yet). */
+static void view(struct lines *l, const struct sample *n, const struct sample *o,
+                 double secs, bool live)
+{
+    const json_t *s1 = n->stats, *c1 = n->conns, *s0 = o ? o->stats : NULL,
+                 *c0 = o ? o->conns : NULL;
     const json_t *cc = json_object_get(s1, "connections");
     addf(l, "fidbusd %s  uptime %" PRIu64 "s  generation %" PRIu64 "  rates over %.1fs%s",
          json_string_value(json_object_get(s1, "version"))
@@ -398,9 +478,7 @@ static void view(struct lines *l, const json_t *s1, const json_t *c1, const json
     addf(l, "%s", "");
     view_functions(l, s1, s0, s0 ? secs : 0);
     addf(l, "%s", "");
-    /* Remote members (issue 14): listed here from func.members once the
-     * daemon serves remote functions. */
-    addf(l, "REMOTE MEMBERS: none");
+    view_members(l, s1, n->members, o ? o->members : NULL, o ? secs : 0);
     addf(l, "%s", "");
     if (c1)
         view_conns(l, c1, c0, c0 ? secs : 0);
@@ -408,15 +486,11 @@ static void view(struct lines *l, const json_t *s1, const json_t *c1, const json
 
 /* ------------------------------------------------------------ sampling */
 
-struct sample {
-    json_t *stats, *conns;
-    uint64_t at_ms;
-};
-
 static void sample_free(struct sample *s)
 {
     json_decref(s->stats);
     json_decref(s->conns);
+    json_decref(s->members);
     *s = (struct sample){0};
 }
 
@@ -426,6 +500,9 @@ static int sample_take(const struct ctl *ctl, struct fidbus_client *cl, struct s
     int rc = fbctl_control_request(ctl, cl, "top", "stats", NULL, &s->stats, NULL);
     if (rc == EXIT_OK)
         rc = fbctl_control_request(ctl, cl, "top", "conn.list", NULL, &s->conns, NULL);
+    if (rc == EXIT_OK)
+        rc = fbctl_control_request(ctl, cl, "top", "func.members", NULL, &s->members,
+                                   NULL);
     s->at_ms = now_ms();
     return rc;
 }
@@ -533,7 +610,7 @@ int fbctl_top(struct ctl *ctl, int argc, char **argv)
         /* In live mode the first screen comes at once, without rates. */
         if (tty && first) {
             struct lines l = {0};
-            view(&l, prev.stats, prev.conns, NULL, NULL, 0, true);
+            view(&l, &prev, NULL, 0, true);
             draw(&l, true);
             lines_free(&l);
         }
@@ -544,8 +621,7 @@ int fbctl_top(struct ctl *ctl, int argc, char **argv)
         if (status != EXIT_OK)
             break;
         struct lines l = {0};
-        view(&l, cur.stats, cur.conns, prev.stats, prev.conns,
-             (double)(cur.at_ms - prev.at_ms) / 1000.0, tty);
+        view(&l, &cur, &prev, (double)(cur.at_ms - prev.at_ms) / 1000.0, tty);
         draw(&l, tty);
         lines_free(&l);
         sample_free(&prev);

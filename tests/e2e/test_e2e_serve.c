@@ -211,6 +211,14 @@ START_TEST(test_e2e_serve_acked_publish)
     fb_e2e_ping(p);
     ck_assert_int_eq(atomic_load(&m->calls), 150);
     ck_assert_int_eq(atomic_load(&m->payload_ok), 150);
+    /* fidbusctl top names the remote function and lists its member */
+    char *top = fb_e2e_ctl(t, 0, NULL, "top", "--once", NULL);
+    char row[128];
+    snprintf(row, sizeof row, "%s ", FN);
+    const char *sec = strstr(top, "REMOTE FUNCTION (MEMBER)");
+    ck_assert_msg(sec && strstr(sec, row) && !strstr(top, "REMOTE MEMBERS: none"),
+                  "top --once lacks the member of %s:\n%s", FN, top);
+    free(top);
     fidbus_client_close(p);
 out:
     member_free(m);
