@@ -7,10 +7,17 @@
  * METRICS_CONN_MAX connections (METRICS_PER_IP each address), each closed
  * after METRICS_TIMEOUT_S idle seconds, METRICS_MEM bytes of request
  * head; only GET and HEAD, no request body, and any other path is 404.
+ *
+ * libmicrohttpd is loaded with dlopen when a listener is configured, not
+ * linked: Debian's is built with GnuTLS, and linking it mapped GnuTLS,
+ * p11-kit, nettle, gmp and more into every fidbusd, about 2.5 MiB of idle
+ * RSS for a listener that is off by default. The calls go through `mhd`,
+ * whose members have the header's own types.
  */
 #include "control/metrics_http.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -32,6 +39,54 @@
 #include "cbor_json.h"
 #include "prom.h"
 
+/* The soname the headers describe (Debian 12: libmicrohttpd12). */
+#define MHD_SONAME "libmicrohttpd.so.12"
+
+static struct {
+    __typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
+    __typeof__(MHD_add_response_header) *add_response_header;
+    __typeof__(MHD_queue_response) *queue_response;
+    __typeof__(MHD_destroy_response) *destroy_response;
+    __typeof__(MHD_start_daemon) *start_daemon;
+    __typeof__(MHD_stop_daemon) *stop_daemon;
+} mhd;
+
+/* Loads libmicrohttpd once (kept for the process's life). 0, or -ENOENT
+ * with the reason in err. Called on the thread that starts the daemon,
+ * before the HTTP thread exists. */
+static int mhd_load(char *err, size_t errlen)
+{
+    static void *lib;
+    if (lib)
+        return 0;
+    void *h = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fb_set_err(err, errlen, "[metrics] needs %s (Debian: libmicrohttpd12): %s",
+                   MHD_SONAME, dlerror());
+        return -ENOENT;
+    }
+    struct {
+        const char *name;
+        void **slot;
+    } syms[] = {
+        {"MHD_create_response_from_buffer", (void **)&mhd.create_response_from_buffer},
+        {"MHD_add_response_header", (void **)&mhd.add_response_header},
+        {"MHD_queue_response", (void **)&mhd.queue_response},
+        {"MHD_destroy_response", (void **)&mhd.destroy_response},
+        {"MHD_start_daemon", (void **)&mhd.start_daemon},
+        {"MHD_stop_daemon", (void **)&mhd.stop_daemon},
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+        if (!(*syms[i].slot = dlsym(h, syms[i].name))) {
+            fb_set_err(err, errlen, "[metrics]: %s has no %s", MHD_SONAME, syms[i].name);
+            dlclose(h);
+            return -ENOENT;
+        }
+    }
+    lib = h;
+    return 0;
+}
+
 #define METRICS_CONN_MAX 16u
 #define METRICS_PER_IP 8u
 #define METRICS_TIMEOUT_S 10u
@@ -47,18 +102,18 @@ struct fb_metrics {
 static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type,
                               char *body, size_t len, bool owned)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(
+    struct MHD_Response *r = mhd.create_response_from_buffer(
         len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r) {
         if (owned)
             free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-    enum MHD_Result ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
+        mhd.add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result ok = mhd.queue_response(c, status, r);
+    mhd.destroy_response(r);
     return ok;
 }
 
@@ -181,6 +236,9 @@ int fb_metrics_start(struct fb_daemon *d, struct fb_metrics **out, char *err,
     *out = NULL;
     if (!cfg->metrics_listen)
         return 0;
+    int rc = mhd_load(err, errlen);
+    if (rc < 0)
+        return rc;
     struct fb_metrics *m = calloc(1, sizeof *m);
     if (!m) {
         fb_set_err(err, errlen, "[metrics] listen: out of memory");
@@ -202,7 +260,7 @@ int fb_metrics_start(struct fb_daemon *d, struct fb_metrics **out, char *err,
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
-    m->mhd = MHD_start_daemon(
+    m->mhd = mhd.start_daemon(
         flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, METRICS_CONN_MAX,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, METRICS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -229,7 +287,7 @@ void fb_metrics_stop(struct fb_metrics *m)
     if (!m || !m->mhd)
         return;
     /* joins the thread and closes the listening socket it was given */
-    MHD_stop_daemon(m->mhd);
+    mhd.stop_daemon(m->mhd);
     m->mhd = NULL;
 }
 

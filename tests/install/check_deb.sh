@@ -167,6 +167,8 @@ for elf in "$tmp/root/usr/bin/fidbusd" "$tmp/root/usr/bin/fidbusctl" \
     done
 done
 printf '%s\n' "$depends" | grep -q 'adduser' || fail "Depends lacks adduser"
+# loaded with dlopen for [metrics], so no DT_NEEDED names it
+printf '%s\n' "$depends" | grep -q 'libmicrohttpd12' || fail "Depends lacks libmicrohttpd12"
 
 # ---- stripped, with the debug info in the .ddeb under the build-id
 mkdir -p "$tmp/dbg"
