@@ -49,7 +49,7 @@ struct fb_bench_opts {
     bool compare;         /* latency: echo and fidbusd back to back */
     int timeout_s;        /* bound on every wait of one run */
     bool json;
-    bool keep; /* keep the temp dir for inspection */
+    bool keep;        /* keep the temp dir for inspection */
     unsigned members; /* remote: serving members (default 1) */
     bool idle;        /* remote: idle RSS with the members registered */
     bool remote;      /* latency: the fidbusd target routes to remote members */
@@ -118,8 +118,8 @@ struct fb_bench_daemon_conf {
     const char *fidbusd;
     const char *plugin_dir;
     unsigned workers;
-    bool tcp;      /* also listen on 127.0.0.1:PORT with tcp_auth = none */
-    bool with_log; /* load log.so (file = /dev/null) too, routed with count */
+    bool tcp;          /* also listen on 127.0.0.1:PORT with tcp_auth = none */
+    bool with_log;     /* load log.so (file = /dev/null) too, routed with count */
     const char *extra; /* appended to the config (remote.c's sections) */
     bool keep;
     int timeout_ms; /* readiness wait */
@@ -330,7 +330,8 @@ const char *fb_bench_remote_conf(char *buf, size_t len, const char *event);
 struct fb_bench_members;
 int fb_bench_members_start(struct fb_bench_members **out, const char *addr, unsigned n,
                            int timeout_ms);
-uint64_t fb_bench_members_calls(struct fb_bench_members *ms, uint64_t *per, unsigned nper);
+uint64_t fb_bench_members_calls(struct fb_bench_members *ms, uint64_t *per,
+                                unsigned nper);
 /* Stops, joins and closes them; NULL-safe. 0 or a member's error. */
 int fb_bench_members_stop(struct fb_bench_members *ms);
 

@@ -83,7 +83,7 @@ static void usage(FILE *f)
         "  --members N       remote: serving members (default 1)\n"
         "  --idle            remote: register the members, report idle VmRSS\n"
         "  --remote          latency: route the events to a remote function served\n"
-        "                    by --members member threads (with --compare: next to echo)\n");
+        "                    by --members member threads (--compare: next to echo)\n");
 }
 
 static unsigned ncpus(void)
@@ -335,9 +335,10 @@ static int run_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result
             "for %.1f s%s\n",
             o->payload, o->closed ? "closed loop, events of" : "offered", o->rate,
             o->seconds,
-            o->compare  ? " each, echo and fidbusd in alternating rounds"
-            : want_echo ? " (echo baseline)"
-                        : "");
+            o->compare && o->remote ? " each, echo and remote in alternating rounds"
+            : o->compare            ? " each, echo and fidbusd in alternating rounds"
+            : want_echo             ? " (echo baseline)"
+                                    : "");
     rc = fb_bench_latency(&lo, want_echo ? echo : NULL, want_bus ? bus : NULL);
     if (rc < 0) {
         fprintf(fb_bench_out, "latency: FAILED (%s)\n", strerror(-rc));
@@ -938,8 +939,8 @@ int main(int argc, char **argv)
                           (json_int_t)rr.sent, "answered", (json_int_t)rr.answered,
                           "seconds", rr.seconds, "calls_per_s", rr.calls_per_s,
                           "daemon_cpu", rr.daemon_cpu, "rss_before_kib", (int)rr.rss0_kib,
-                          "rss_kib", (int)rr.rss_kib,
-                          "verify", rr.verify == 0 ? "OK" : "FAIL", "ok", rr.ok));
+                          "rss_kib", (int)rr.rss_kib, "verify",
+                          rr.verify == 0 ? "OK" : "FAIL", "ok", rr.ok));
     } else if (strcmp(mode, "all") == 0) {
         rc = run_all(&o, o.repeat ? o.repeat : 3, js);
     } else {

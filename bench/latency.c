@@ -433,9 +433,9 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
         if ((rc = fb_bench_daemon_start(&t->d, &dc)) < 0)
             return rc;
         addr = t->d->addr;
-        if (o->remote && (rc = fb_bench_members_start(&t->mem, addr,
-                                                      o->members ? o->members : 1,
-                                                      timeout_ms)) < 0)
+        if (o->remote &&
+            (rc = fb_bench_members_start(&t->mem, addr, o->members ? o->members : 1,
+                                         timeout_ms)) < 0)
             return rc;
     }
 
@@ -476,7 +476,7 @@ static void lat_verify(struct lat_target *t, int timeout_ms)
         res->verify = fb_bench_daemon_stop(t->d, timeout_ms) < 0 || mrc < 0 ||
                       (uint64_t)res->counted != t->sent;
     } else if (fb_bench_daemon_stop(t->d, timeout_ms) < 0 ||
-        fb_bench_daemon_count(t->d, LAT_EVENT, &res->counted, &total) < 0)
+               fb_bench_daemon_count(t->d, LAT_EVENT, &res->counted, &total) < 0)
         res->verify = 1;
     else
         res->verify = (uint64_t)res->counted == t->sent ? 0 : 1;
