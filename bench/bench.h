@@ -311,7 +311,7 @@ struct fb_bench_remote_result {
     unsigned members, workers;
     size_t frame_len;
     uint64_t sent, answered, errors;
-    double seconds, calls_per_s, daemon_cpu;
+    double seconds, calls_per_s, daemon_cpu, bench_cpu; /* 1 = a core */
     uint64_t per_member[FB_BENCH_REMOTE_MAX_SHOWN];
     long rss0_kib, rss_kib, hwm_kib; /* --idle */
     int verify;

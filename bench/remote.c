@@ -158,6 +158,13 @@ int fb_bench_members_stop(struct fb_bench_members *ms)
     return rc;
 }
 
+static double self_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double cpu_of(const struct fb_bench_daemon *d)
 {
     struct fb_bench_cpu c;
@@ -222,7 +229,7 @@ int fb_bench_remote(const struct fb_bench_opts *o, struct fb_bench_remote_result
     }
 
     struct fb_bench_pubs *p = NULL;
-    double cpu0 = cpu_of(d);
+    double cpu0 = cpu_of(d), self0 = self_cpu();
     uint64_t t0 = fb_bench_now_ns();
     rc = fb_bench_pubs_start(&p, d->addr, 1, o->payload, REMOTE_EVENT, timeout_ms,
                              &res->frame_len);
@@ -236,19 +243,21 @@ int fb_bench_remote(const struct fb_bench_opts *o, struct fb_bench_remote_result
     /* The PING barrier: answered after every call before it was answered. */
     rc = fb_bench_pubs_stop(p, &res->sent, &res->errors);
     uint64_t t1 = fb_bench_now_ns();
-    double cpu1 = cpu_of(d);
+    double cpu1 = cpu_of(d), self1 = self_cpu();
     res->seconds = (double)(t1 - t0) / 1e9;
     res->calls_per_s = res->seconds > 0 ? (double)res->sent / res->seconds : 0;
     res->daemon_cpu = cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) / res->seconds : -1;
+    res->bench_cpu = (self1 - self0) / res->seconds;
     res->answered =
         fb_bench_members_calls(ms, res->per_member, FB_BENCH_REMOTE_MAX_SHOWN);
     res->verify = res->answered == res->sent ? 0 : 1;
     fprintf(fb_bench_out,
             "remote: %u member%s, 1 publisher, payload %zu B (frame %zu B), no ack, "
-            "workers=%u: %.0f calls/s (%llu in %.2f s), daemon CPU %.0f%%\n",
+            "workers=%u: %.0f calls/s (%llu in %.2f s), CPU daemon %.0f%%, bench "
+            "(publisher + members) %.0f%%\n",
             n, n == 1 ? "" : "s", o->payload, res->frame_len, dc.workers,
             res->calls_per_s, (unsigned long long)res->sent, res->seconds,
-            res->daemon_cpu * 100);
+            res->daemon_cpu * 100, res->bench_cpu * 100);
     if (n > 1) {
         fprintf(fb_bench_out, "  calls per member:");
         for (unsigned i = 0; i < n && i < FB_BENCH_REMOTE_MAX_SHOWN; i++)
