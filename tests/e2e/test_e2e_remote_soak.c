@@ -50,8 +50,10 @@ extern char **environ;
 #define NPUB 2
 #define NSLOT 3
 #define WINDOW 64
-/* Events per publisher at most (the map has one byte per event). */
-#define MAXEV (1u << 22)
+/* Events per publisher at most (the map has one byte per event): enough
+ * for the run at 150,000/s, within 4 Mi .. 32 Mi. */
+static uint64_t maxev;
+#define MAXEV maxev
 #define MEMBER_ENV "FIDBUS_RSOAK_MEMBER"
 #define MAP_FD 100
 
@@ -67,7 +69,7 @@ static const struct fidbus_client_opts client_opts = {.timeout_ms = 60000};
  * Shared with the member processes, like *held after it: the calls
  * members kept unanswered and then went away with. */
 static uint8_t *handled;
-static const size_t map_len = (size_t)NPUB * MAXEV;
+static size_t map_len;
 #define HELD() ((uint64_t *)(handled + map_len))
 
 /* One membership's callback state. Once `hold` is set the member stops
@@ -109,17 +111,19 @@ static int member_register(struct fidbus_client *c, struct member_arg *ma)
     return fidbus_register(c, FN, "event:any", &so, on_call, ma, NULL);
 }
 
-/* A member process ($MEMBER_ENV = "HOLD_AFTER ADDR"): serves until it
+/* A member process ($MEMBER_ENV = "HOLD_AFTER MAP_LEN ADDR"): serves until it
  * is killed, holding every call from the HOLD_AFTER+1st on. Tells its
  * parent it is registered by writing one byte on fd 1 (a pipe). */
 static int member_main(const char *arg)
 {
+    char *end;
+    struct member_arg ma = {.hold_after = strtoull(arg, &end, 10)};
+    map_len = strtoull(end, &end, 10);
+    const char *addr = end;
+    if (*addr != ' ' || !map_len)
+        return 2;
     handled = mmap(NULL, map_len + 64, PROT_READ | PROT_WRITE, MAP_SHARED, MAP_FD, 0);
     if (handled == MAP_FAILED)
-        return 2;
-    struct member_arg ma = {.hold_after = strtoull(arg, NULL, 10)};
-    const char *addr = strchr(arg, ' ');
-    if (!addr)
         return 2;
     struct fidbus_client *c;
     int rc = fidbus_client_connect(&c, addr + 1, &client_opts);
@@ -247,7 +251,8 @@ static bool process_member(struct slot *sl, int mapfd)
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
     posix_spawn_file_actions_adddup2(&fa, mapfd, MAP_FD);
     char env[300];
-    snprintf(env, sizeof env, MEMBER_ENV "=%u %s", rand_r(&sl->seed) % 4000, s->addr);
+    snprintf(env, sizeof env, MEMBER_ENV "=%u %zu %s", rand_r(&sl->seed) % 4000, map_len,
+             s->addr);
     /* environ plus ours (the sanitizers' options pass on). */
     size_t ne = 0;
     while (environ[ne])
@@ -427,6 +432,9 @@ START_TEST(test_e2e_remote_soak_churn)
     ck_assert_int_gt(k, 0);
     s->self[k] = '\0';
 
+    maxev = (uint64_t)(secs * 150000);
+    maxev = maxev < 1u << 22 ? 1u << 22 : maxev > 1u << 25 ? 1u << 25 : maxev;
+    map_len = (size_t)NPUB * maxev;
     mapfd = memfd_create("rsoak", MFD_CLOEXEC);
     ck_assert_int_ge(mapfd, 0);
     ck_assert_int_eq(ftruncate(mapfd, (off_t)map_len + 64), 0);
