@@ -103,6 +103,13 @@ int fb_bench_members_start(struct fb_bench_members **out, const char *addr, unsi
 {
     struct fb_bench_members *ms = calloc(1, sizeof *ms + n * sizeof ms->m[0]);
     *out = NULL;
+    if (strncmp(addr, "tcp:", 4) == 0) {
+        /* [remote] tcp = yes needs tcp_auth = key, which the bench does not do. */
+        fprintf(stderr,
+                "fidbus-bench: remote members need the Unix socket; drop --tcp\n");
+        free(ms);
+        return -EINVAL;
+    }
     if (!ms)
         return -ENOMEM;
     ms->n = n;
