@@ -49,7 +49,10 @@ struct fb_bench_opts {
     bool compare;         /* latency: echo and fidbusd back to back */
     int timeout_s;        /* bound on every wait of one run */
     bool json;
-    bool keep; /* keep the temp dir for inspection */
+    bool keep;        /* keep the temp dir for inspection */
+    unsigned members; /* remote: serving members (default 1) */
+    bool idle;        /* remote: idle RSS with the members registered */
+    bool remote;      /* latency: the fidbusd target routes to remote members */
 };
 
 /* Human-readable output goes here: stdout, or stderr with --json. */
@@ -115,8 +118,9 @@ struct fb_bench_daemon_conf {
     const char *fidbusd;
     const char *plugin_dir;
     unsigned workers;
-    bool tcp;      /* also listen on 127.0.0.1:PORT with tcp_auth = none */
-    bool with_log; /* load log.so (file = /dev/null) too, routed with count */
+    bool tcp;          /* also listen on 127.0.0.1:PORT with tcp_auth = none */
+    bool with_log;     /* load log.so (file = /dev/null) too, routed with count */
+    const char *extra; /* appended to the config (remote.c's sections) */
     bool keep;
     int timeout_ms; /* readiness wait */
 };
@@ -299,6 +303,37 @@ struct fb_bench_iso_result {
 /* A well-behaved client's acked round trips on one worker, alone and next
  * to a client that never reads its answers (o->events round trips each). */
 int fb_bench_isolation(const struct fb_bench_opts *o, struct fb_bench_iso_result *res);
+
+/* ----------------------------------------------------------- remote.c */
+
+#define FB_BENCH_REMOTE_MAX_SHOWN 16
+struct fb_bench_remote_result {
+    unsigned members, workers;
+    size_t frame_len;
+    uint64_t sent, answered, errors;
+    double seconds, calls_per_s, daemon_cpu, bench_cpu; /* 1 = a core */
+    uint64_t per_member[FB_BENCH_REMOTE_MAX_SHOWN];
+    long rss0_kib, rss_kib, hwm_kib; /* --idle */
+    int verify;
+    bool ok;
+};
+
+/* A remote function served by o->members member threads: calls/s end to
+ * end with the exactly-once check, or (o->idle) the daemon's idle RSS. */
+int fb_bench_remote(const struct fb_bench_opts *o, struct fb_bench_remote_result *res);
+
+/* The config sections for a remote function bench.sink@1.0.0 that the
+ * bench's uid may serve, with `event` routed to it. */
+const char *fb_bench_remote_conf(char *buf, size_t len, const char *event);
+/* n members of it, each a thread on its own connection to addr, answering
+ * every call ok at once; _calls sums their calls (per[i]: member i's). */
+struct fb_bench_members;
+int fb_bench_members_start(struct fb_bench_members **out, const char *addr, unsigned n,
+                           int timeout_ms);
+uint64_t fb_bench_members_calls(struct fb_bench_members *ms, uint64_t *per,
+                                unsigned nper);
+/* Stops, joins and closes them; NULL-safe. 0 or a member's error. */
+int fb_bench_members_stop(struct fb_bench_members *ms);
 
 /* ------------------------------------------------------------- echo.c */
 

@@ -49,6 +49,7 @@ struct lat_target {
     struct fb_bench_reader rd;
     struct fb_bench_daemon *d;
     struct fb_bench_echo *es;
+    struct fb_bench_members *mem; /* --remote: the members answering */
     char echo_dir[256];
     uint64_t *lat; /* per seq, ns after its due time; LAT_NONE/ERROR */
     uint64_t *lag; /* per seq, ns the sender was late writing it */
@@ -426,9 +427,16 @@ static int lat_open(struct lat_target *t, const struct fb_bench_opts *o, uint64_
         addr = path;
     } else if (!addr) {
         struct fb_bench_daemon_conf dc = fb_bench_daemon_conf_for(o);
+        char extra[512];
+        if (o->remote)
+            dc.extra = fb_bench_remote_conf(extra, sizeof extra, LAT_EVENT);
         if ((rc = fb_bench_daemon_start(&t->d, &dc)) < 0)
             return rc;
         addr = t->d->addr;
+        if (o->remote &&
+            (rc = fb_bench_members_start(&t->mem, addr, o->members ? o->members : 1,
+                                         timeout_ms)) < 0)
+            return rc;
     }
 
     if ((fd = fb_bench_connect(addr, err, sizeof(err))) < 0) {
@@ -459,8 +467,16 @@ static void lat_verify(struct lat_target *t, int timeout_ms)
 
     close(t->rd.fd);
     t->rd.fd = -1;
-    if (fb_bench_daemon_stop(t->d, timeout_ms) < 0 ||
-        fb_bench_daemon_count(t->d, LAT_EVENT, &res->counted, &total) < 0)
+    if (t->mem) {
+        /* Every event was answered, so every call was: the members'
+         * count is final. */
+        res->counted = (long long)fb_bench_members_calls(t->mem, NULL, 0);
+        int mrc = fb_bench_members_stop(t->mem);
+        t->mem = NULL;
+        res->verify = fb_bench_daemon_stop(t->d, timeout_ms) < 0 || mrc < 0 ||
+                      (uint64_t)res->counted != t->sent;
+    } else if (fb_bench_daemon_stop(t->d, timeout_ms) < 0 ||
+               fb_bench_daemon_count(t->d, LAT_EVENT, &res->counted, &total) < 0)
         res->verify = 1;
     else
         res->verify = (uint64_t)res->counted == t->sent ? 0 : 1;
@@ -477,6 +493,7 @@ static void lat_close(struct lat_target *t)
     free(t->lat);
     free(t->lag);
     fb_bench_echo_stop(t->es);
+    fb_bench_members_stop(t->mem);
     if (t->echo_dir[0])
         rmdir(t->echo_dir);
     fb_bench_daemon_free(t->d);
@@ -505,7 +522,7 @@ int fb_bench_latency(const struct fb_bench_opts *o, struct fb_bench_lat_result *
         if (!which[i])
             continue;
         memset(which[i], 0, sizeof(*which[i]));
-        which[i]->target = i == 0 ? "echo" : "fidbusd";
+        which[i]->target = i == 0 ? "echo" : o->remote ? "remote" : "fidbusd";
         which[i]->offered = o->closed ? 0 : o->rate;
         which[i]->verify = -1;
         which[i]->counted = -1;

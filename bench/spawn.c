@@ -83,6 +83,8 @@ static int write_config(const struct fb_bench_daemon *d,
         fprintf(f, "[plugin log]\npath = %s/log.so\nfile = /dev/null\n\n", c->plugin_dir);
     fprintf(f, "[route all]\nevent = *\nto = fidbus.count%s\n",
             c->with_log ? ", fidbus.log" : "");
+    if (c->extra)
+        fputs(c->extra, f);
     if (fclose(f) != 0)
         return -errno;
     return 0;

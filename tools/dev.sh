@@ -9,7 +9,7 @@
 #   tools/dev.sh deps    only install the Debian packages
 #   tools/dev.sh build   only build (preset "default", into build/)
 #   tools/dev.sh soak    longer concurrency runs under TSan (unit.flip, and the
-#                        zero-loss e2e.soak for 300 s)
+#                        zero-loss e2e.soak and e2e.remote_soak for 300 s each)
 #   tools/dev.sh hostile-soak
 #                        e2e.hostile_soak for 300 s under ASan+UBSan: good
 #                        publishers next to garbage, slowloris, never-reads,
@@ -112,7 +112,10 @@ soak)
     # zero loss under change for 5 minutes (e2e.soak; run directly: ctest
     # would stop it at its 300 s timeout)
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_SOAK_SECONDS=300 \
-        FIDBUS_BUILD_DIR="$(pwd)/build-tsan" ./build-tsan/tests/test_e2e_soak ;;
+        FIDBUS_BUILD_DIR="$(pwd)/build-tsan" ./build-tsan/tests/test_e2e_soak
+    # remote-function members churning under acked load (e2e.remote_soak)
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" FIDBUS_SOAK_SECONDS=300 \
+        FIDBUS_BUILD_DIR="$(pwd)/build-tsan" ./build-tsan/tests/test_e2e_remote_soak ;;
 hostile-soak)
     deps; build asan
     # run directly: ctest would stop it at its 300 s timeout
