@@ -306,6 +306,9 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
         .payload = payload_len ? payload : NULL,
         .payload_len = payload_len,
         .recv_ns = fb_now_ns(),
+        .uid = -1, /* the plugin published it, not a peer (plugin.h) */
+        .pid = -1,
+        .conn = 0,
     };
     struct fb_counters *cnt = fb_counters_self(d);
     fb_count(&cnt->received, 1);
