@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cbor.h>
+
 #include <fidbus/funcid.h>
 
 #include "e2e/harness.h"
@@ -168,12 +170,269 @@ START_TEST(test_e2e_taps_identity)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- taps */
+
+/* clang-format off */
+static const char tap_conf[] =
+    FB_E2E_COUNT
+    "[route ta]\nevent = t.a\nto = fidbus.count\n";
+/* clang-format on */
+
+/* A control connection with a tap open on `event` (NULL: no key), tag
+ * tk=tv (tk NULL: none), buffer bytes (0: no key); asserts the REPLY is
+ * `want` (0: ok) and returns the connection (NULL when refused). */
+static struct fb_e2e_raw *tap_try(struct fb_e2e *t, const char *event, const char *tk,
+                                  const char *tv, uint64_t buffer, int *code)
+{
+    struct fb_e2e_raw *r = fb_e2e_raw_control(t);
+    fb_e2e_raw_hello(r);
+    cbor_item_t *args = cbor_new_indefinite_map();
+    if (event)
+        cbor_map_add(args, (struct cbor_pair){cbor_move(cbor_build_string("event")),
+                                              cbor_move(cbor_build_string(event))});
+    if (tk) {
+        cbor_item_t *tags = cbor_new_indefinite_map();
+        cbor_map_add(tags, (struct cbor_pair){cbor_move(cbor_build_string(tk)),
+                                              cbor_move(cbor_build_string(tv))});
+        cbor_map_add(args, (struct cbor_pair){cbor_move(cbor_build_string("tags")),
+                                              cbor_move(tags)});
+    }
+    if (buffer)
+        cbor_map_add(args,
+                     (struct cbor_pair){cbor_move(cbor_build_string("buffer")),
+                                        cbor_move(cbor_build_uint32((uint32_t)buffer))});
+    unsigned char *ab = NULL;
+    size_t cap = 0, alen = cbor_serialize_alloc(args, &ab, &cap);
+    cbor_decref(&args);
+    ck_assert_uint_gt(alen, 0);
+    struct fidbus_msg_out o = {
+        .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                   FIDBUS_BIT(FIDBUS_K_COMMAND) | FIDBUS_BIT(FIDBUS_K_ARGS),
+        .type = FIDBUS_MSG_REQUEST,
+        .seq = 1,
+        .command = "tap.open",
+        .args = {ab, alen},
+    };
+    fb_e2e_raw_msg(r, &o);
+    free(ab);
+    ck_assert_int_eq(fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS), 1);
+    ck_assert_uint_eq(r->msg.type, FIDBUS_MSG_REPLY);
+    *code = (int)r->msg.code;
+    if (*code) {
+        fb_e2e_raw_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+static struct fb_e2e_raw *tap_open(struct fb_e2e *t, const char *event, const char *tk,
+                                   const char *tv, uint64_t buffer, int want)
+{
+    int code;
+    struct fb_e2e_raw *r = tap_try(t, event, tk, tv, buffer, &code);
+    ck_assert_msg(code == want, "tap.open: code %d, want %d", code, want);
+    return r;
+}
+
+/* The next EVENT on r (asserts one arrives). */
+static const struct fidbus_msg *next_event(struct fb_e2e_raw *r)
+{
+    int rc = fb_e2e_raw_recv(r, FB_E2E_TIMEOUT_MS);
+    ck_assert_msg(rc == 1, "waiting for an EVENT: %d", rc);
+    ck_assert_uint_eq(r->msg.type, FIDBUS_MSG_EVENT);
+    ck_assert(fidbus_msg_has(&r->msg, FIDBUS_K_GENERATION) &&
+              fidbus_msg_has(&r->msg, FIDBUS_K_ROUTE) &&
+              fidbus_msg_has(&r->msg, FIDBUS_K_CONN) &&
+              fidbus_msg_has(&r->msg, FIDBUS_K_DROPPED));
+    return &r->msg;
+}
+
+static void pub_acked(struct fidbus_client *c, uint64_t seq, const char *event,
+                      const struct fidbus_tag *tags, size_t ntags, const uint8_t *payload,
+                      size_t plen)
+{
+    ck_assert_int_eq(
+        fidbus_publish_seq(c, seq, FIDBUS_FLAG_ACK, event, tags, ntags, payload, plen),
+        0);
+    ck_assert_int_eq(fidbus_flush(c), 0);
+    struct fidbus_answer a = {0};
+    ck_assert_int_ge(fidbus_client_recv(c, &a, -1), 0);
+    ck_assert_uint_eq(a.seq, seq);
+}
+
+/* A tap sees exactly the events it matches, routed or not, with their
+ * payload byte-exact, the route's name (null when unrouted), the
+ * publisher's connection and no drops; a second tap with a tag
+ * constraint sees only its own; 3,000 events in a row all arrive. */
+START_TEST(test_e2e_taps_matching)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, tap_conf);
+    struct fb_e2e_raw *a = tap_open(t, "t.*", NULL, NULL, 0, 0);
+    struct fb_e2e_raw *b = tap_open(t, "*", "color", "*", 0, 0);
+    /* bad args: INVALID, and the connection is not a tap */
+    ck_assert_ptr_null(tap_open(t, "t a", NULL, NULL, 0, FIDBUS_INVALID));
+    ck_assert_ptr_null(tap_open(t, "t.*", NULL, NULL, 100, FIDBUS_INVALID));
+
+    struct fidbus_client *c = fb_e2e_connect(t);
+    static const uint8_t p1[] = {0x83, 0x01, 0x62, 'h', 'i', 0xf6}; /* [1, "hi", null] */
+    static const uint8_t p2[] = {0x44, 0x00, 0xff, 0x10, 0x7f};     /* h'00ff107f' */
+    const struct fidbus_tag red = {"color", "red"};
+    pub_acked(c, 1, "t.a", NULL, 0, p1, sizeof p1); /* a (routed) */
+    pub_acked(c, 2, "t.b", NULL, 0, NULL, 0);       /* a (unrouted) */
+    pub_acked(c, 3, "x.c", &red, 1, p2, sizeof p2); /* b (unrouted) */
+    pub_acked(c, 4, "x.d", NULL, 0, p2, sizeof p2); /* nobody */
+    pub_acked(c, 5, "t.a", &red, 1, p2, sizeof p2); /* a and b */
+
+    const struct fidbus_msg *m = next_event(a);
+    ck_assert_str_eq(m->event, "t.a");
+    ck_assert(m->payload.len == sizeof p1 && memcmp(m->payload.ptr, p1, sizeof p1) == 0);
+    ck_assert(m->route.ptr && m->route.len == 2 && memcmp(m->route.ptr, "ta", 2) == 0);
+    ck_assert_uint_ge(m->generation, 1);
+    ck_assert_uint_eq(m->dropped, 0);
+    uint64_t conn = m->conn;
+    ck_assert_uint_gt(conn, 0);
+    m = next_event(a);
+    ck_assert_str_eq(m->event, "t.b");
+    ck_assert(!fidbus_msg_has(m, FIDBUS_K_PAYLOAD));
+    ck_assert_ptr_null(m->route.ptr);
+    ck_assert_uint_eq(m->conn, conn);
+    m = next_event(a);
+    ck_assert_str_eq(m->event, "t.a");
+    ck_assert(m->ntags == 1 && strcmp(m->tags[0].value, "red") == 0);
+    ck_assert(m->payload.len == sizeof p2 && memcmp(m->payload.ptr, p2, sizeof p2) == 0);
+
+    m = next_event(b);
+    ck_assert_str_eq(m->event, "x.c");
+    ck_assert_ptr_null(m->route.ptr);
+    ck_assert(m->payload.len == sizeof p2 && memcmp(m->payload.ptr, p2, sizeof p2) == 0);
+    m = next_event(b);
+    ck_assert_str_eq(m->event, "t.a");
+
+    /* keeping up loses nothing: every one, in order */
+    enum { MANY = 3000 };
+    for (uint32_t i = 0; i < MANY; i++) {
+        uint8_t pl[5] = {0x1a, (uint8_t)(i >> 24), (uint8_t)(i >> 16), (uint8_t)(i >> 8),
+                         (uint8_t)i};
+        ck_assert_int_eq(fidbus_publish_seq(c, 0, 0, "t.many", NULL, 0, pl, sizeof pl),
+                         0);
+    }
+    pub_acked(c, 6, "t.end", NULL, 0, NULL, 0);
+    for (uint32_t i = 0; i < MANY; i++) {
+        m = next_event(a);
+        ck_assert_str_eq(m->event, "t.many");
+        ck_assert_uint_eq(m->dropped, 0);
+        ck_assert(m->payload.len == 5 && m->payload.ptr[1] == (uint8_t)(i >> 24) &&
+                  m->payload.ptr[4] == (uint8_t)i &&
+                  m->payload.ptr[3] == (uint8_t)(i >> 8));
+    }
+    m = next_event(a);
+    ck_assert_str_eq(m->event, "t.end");
+    /* and tap b saw none of them */
+    ck_assert_int_eq(fb_e2e_raw_recv(b, 200), -ETIMEDOUT);
+
+    fidbus_client_close(c);
+    fb_e2e_raw_close(a);
+    fb_e2e_raw_close(b);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* A tap whose reader never reads: no publish is refused or held (every
+ * ACK arrives), and once it reads again the copies it got and the drops
+ * its EVENTs report add up to every event published. */
+START_TEST(test_e2e_taps_never_reads)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, tap_conf);
+    struct fb_e2e_raw *a = tap_open(t, "t.*", NULL, NULL, 4096, 0);
+    struct fidbus_client *c = fb_e2e_connect(t);
+    uint8_t pl[300];
+    pl[0] = 0x59, pl[1] = 0x01, pl[2] = 0x29; /* 297-byte byte string */
+    memset(pl + 3, 0xab, sizeof pl - 3);
+    enum { N = 20000, BATCH = 100 };
+    uint64_t published = 0;
+    for (int i = 0; i < N / BATCH; i++) {
+        for (int k = 0; k < BATCH; k++)
+            ck_assert_int_eq(fidbus_publish_seq(c, (uint64_t)(i * BATCH + k + 1),
+                                                FIDBUS_FLAG_ACK, "t.a", NULL, 0, pl,
+                                                sizeof pl),
+                             0);
+        ck_assert_int_eq(fidbus_flush(c), 0);
+        for (int k = 0; k < BATCH; k++) {
+            struct fidbus_answer ans = {0};
+            ck_assert_int_ge(fidbus_client_recv(c, &ans, -1), 0);
+            ck_assert_msg(ans.type == FIDBUS_MSG_ACK,
+                          "publish %d: answer type %d code %d", i * BATCH + k,
+                          (int)ans.type, (int)ans.code);
+        }
+        published += BATCH;
+    }
+    /* now read: until one of our markers arrives */
+    uint64_t got = 0, dropped = 0;
+    bool last = false;
+    for (int round = 0; round < 100 && !last; round++) {
+        pub_acked(c, 1000000 + (uint64_t)round, "t.last", NULL, 0, NULL, 0);
+        published++;
+        while (!last) {
+            int rc = fb_e2e_raw_recv(a, 500);
+            if (rc == -ETIMEDOUT)
+                break;
+            ck_assert_int_eq(rc, 1);
+            ck_assert_uint_eq(a->msg.type, FIDBUS_MSG_EVENT);
+            got++;
+            dropped += a->msg.dropped;
+            last = strcmp(a->msg.event, "t.last") == 0;
+        }
+    }
+    ck_assert_msg(last, "the tap never delivered a t.last");
+    ck_assert_msg(dropped > 0, "a 4 KiB tap that was not read dropped nothing");
+    ck_assert_msg(got + dropped == published,
+                  "got %" PRIu64 " + dropped %" PRIu64 " != published %" PRIu64, got,
+                  dropped, published);
+    fidbus_client_close(c);
+    fb_e2e_raw_close(a);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
+/* 16 taps at most; closing one frees its slot (and, under ASan, its
+ * buffers); one tap per connection. */
+START_TEST(test_e2e_taps_limit_and_close)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, tap_conf);
+    struct fb_e2e_raw *taps[16];
+    for (int i = 0; i < 16; i++)
+        taps[i] = tap_open(t, "*", NULL, NULL, 0, 0);
+    ck_assert_ptr_null(tap_open(t, "*", NULL, NULL, 0, FIDBUS_BUSY));
+    for (int i = 0; i < 16; i++)
+        fb_e2e_raw_close(taps[i]);
+    /* the daemon closes them in its own time: each slot comes back */
+    for (int i = 0; i < 16; i++) {
+        int code = FIDBUS_BUSY;
+        uint64_t until = fb_e2e_now_ms() + FB_E2E_TIMEOUT_MS;
+        while (!(taps[i] = tap_try(t, "*", NULL, NULL, 0, &code)) &&
+               code == FIDBUS_BUSY && fb_e2e_now_ms() < until)
+            usleep(10000); /* polling the daemon's close, bounded */
+        ck_assert_msg(taps[i], "tap %d: code %d after the others closed", i, code);
+    }
+    ck_assert_ptr_null(tap_open(t, "*", NULL, NULL, 0, FIDBUS_BUSY));
+    for (int i = 0; i < 16; i++)
+        fb_e2e_raw_close(taps[i]);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("e2e.taps");
     TCase *tc = tcase_create("taps");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_e2e_taps_identity);
+    tcase_add_test(tc, test_e2e_taps_matching);
+    tcase_add_test(tc, test_e2e_taps_never_reads);
+    tcase_add_test(tc, test_e2e_taps_limit_and_close);
     suite_add_tcase(s, tc);
     return s;
 }
