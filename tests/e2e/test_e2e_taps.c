@@ -12,6 +12,10 @@
 #include <unistd.h>
 
 #include <cbor.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
 
 #include <fidbus/funcid.h>
 
@@ -424,6 +428,132 @@ START_TEST(test_e2e_taps_limit_and_close)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- tail */
+
+/* The next line from fd within FB_E2E_TIMEOUT_MS (NULL at timeout or
+ * EOF); kept bytes in buf/len. */
+static char *read_line(int fd, char *buf, size_t cap, size_t *len, int timeout_ms)
+{
+    uint64_t until = fb_e2e_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        char *nl = memchr(buf, '\n', *len);
+        if (nl) {
+            char *line = strndup(buf, (size_t)(nl - buf));
+            size_t rest = *len - (size_t)(nl + 1 - buf);
+            memmove(buf, nl + 1, rest);
+            *len = rest;
+            return line;
+        }
+        ck_assert_uint_lt(*len, cap);
+        uint64_t now = fb_e2e_now_ms();
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (now >= until || poll(&pfd, 1, (int)(until - now)) <= 0)
+            return NULL;
+        ssize_t n = read(fd, buf + *len, cap - *len);
+        if (n <= 0)
+            return NULL;
+        *len += (size_t)n;
+    }
+}
+
+/* fidbusctl tail --json on a pipe: one JSON object per line, flushed as
+ * each event passes, with event, tags, payload as JSON, generation, route
+ * and conn; nothing else on stdout, nothing on stderr; SIGINT ends it
+ * with status 0. */
+START_TEST(test_e2e_taps_tail_json)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, tap_conf);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    char errpath[256];
+    snprintf(errpath, sizeof errpath, "%s", fb_e2e_file(t, "tail.err"));
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        int e = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(e, 2);
+        close(p[0]);
+        execl(fb_e2e_built("daemon/fidbusctl"), "fidbusctl", "--socket", t->control,
+              "tail", "t.*", "--json", (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    struct fidbus_client *c = fb_e2e_connect(t);
+    char buf[65536];
+    size_t len = 0;
+    /* the tap opens in fidbusctl's time: publish until its first line */
+    char *line = NULL;
+    for (int i = 0; i < 100 && !line; i++) {
+        pub_acked(c, 100 + (uint64_t)i, "t.ready", NULL, 0, NULL, 0);
+        line = read_line(p[0], buf, sizeof buf, &len, 100);
+    }
+    ck_assert_msg(line, "fidbusctl tail printed nothing");
+    free(line);
+
+    static const uint8_t p1[] = {0x83, 0x01, 0x62, 'h', 'i', 0xf6}; /* [1, "hi", null] */
+    const struct fidbus_tag tg = {"user", "u\"1"};
+    pub_acked(c, 1, "t.a", &tg, 1, p1, sizeof p1);
+    pub_acked(c, 2, "x.none", NULL, 0, p1, sizeof p1);
+    pub_acked(c, 3, "t.b", NULL, 0, NULL, 0);
+    int seen = 0;
+    while (seen < 2) {
+        line = read_line(p[0], buf, sizeof buf, &len, FB_E2E_TIMEOUT_MS);
+        ck_assert_msg(line, "tail: a line is missing");
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        ck_assert_msg(o && json_is_object(o), "not a JSON object: %s", line);
+        const char *ev = json_string_value(json_object_get(o, "event"));
+        ck_assert_ptr_nonnull(ev);
+        if (strcmp(ev, "t.ready") == 0) {
+            json_decref(o);
+            free(line);
+            continue;
+        }
+        ck_assert(json_is_integer(json_object_get(o, "generation")));
+        ck_assert(json_integer_value(json_object_get(o, "conn")) > 0);
+        ck_assert(json_is_object(json_object_get(o, "tags")));
+        if (seen == 0) {
+            ck_assert_str_eq(ev, "t.a");
+            ck_assert_str_eq(json_string_value(json_object_get(o, "route")), "ta");
+            ck_assert_str_eq(
+                json_string_value(json_object_get(json_object_get(o, "tags"), "user")),
+                "u\"1");
+            json_t *want = json_loads("[1, \"hi\", null]", 0, NULL);
+            ck_assert_msg(json_equal(json_object_get(o, "payload"), want),
+                          "payload in %s", line);
+            json_decref(want);
+        } else {
+            ck_assert_str_eq(ev, "t.b");
+            ck_assert(json_is_null(json_object_get(o, "route")));
+            ck_assert_ptr_null(json_object_get(o, "payload"));
+        }
+        seen++;
+        json_decref(o);
+        free(line);
+    }
+    kill(pid, SIGINT);
+    int ws;
+    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+    ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "tail after SIGINT: 0x%x", ws);
+    /* nothing more on stdout but whole lines of t.* events */
+    while ((line = read_line(p[0], buf, sizeof buf, &len, 1000))) {
+        ck_assert_msg(strstr(line, "\"event\":\"t."), "stray stdout line: %s", line);
+        free(line);
+    }
+    ck_assert_uint_eq(len, 0);
+    close(p[0]);
+    size_t elen = 0;
+    char *err = fb_e2e_read(errpath, &elen);
+    ck_assert_msg(elen == 0, "tail's stderr: %s", err);
+    free(err);
+    fidbus_client_close(c);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("e2e.taps");
@@ -433,6 +563,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_e2e_taps_matching);
     tcase_add_test(tc, test_e2e_taps_never_reads);
     tcase_add_test(tc, test_e2e_taps_limit_and_close);
+    tcase_add_test(tc, test_e2e_taps_tail_json);
     suite_add_tcase(s, tc);
     return s;
 }
