@@ -236,13 +236,22 @@ static void trim_buffers(struct fb_stream *st)
 static bool conn_written(struct fb_stream *st)
 {
     trim_buffers(st);
-    tap_drain(fb_stream_owner(st, struct ctl_conn, st));
+    struct ctl_conn *c = fb_stream_owner(st, struct ctl_conn, st);
+    bool flushed = false;
+    if (c->tap >= 0) {
+        /* Flush what waits first: tap_drain skips while a buffer's worth is
+         * unwritten, and a flush that empties it in one go brings no
+         * further write callback, so the tap would stall full. */
+        fb_stream_flush(st);
+        tap_drain(c);
+        flushed = true;
+    }
     if ((st->flags & K_PAUSED) && fb_stream_pending(st) < CTL_OUT_HIGH) {
         st->flags &= ~K_PAUSED;
-        process_input(fb_stream_owner(st, struct ctl_conn, st));
+        process_input(c);
         return true;
     }
-    return false;
+    return flushed;
 }
 
 static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
