@@ -371,6 +371,10 @@ START_TEST(test_e2e_taps_never_reads)
         }
         published += BATCH;
     }
+    /* no publisher connection was held back or refused meanwhile */
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "pause_output"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "pause_inflight"), 0);
+    ck_assert_int_eq(fb_e2e_limit_hits(t, "busy"), 0);
     /* now read: until one of our markers arrives */
     uint64_t got = 0, dropped = 0;
     bool last = false;
