@@ -156,13 +156,13 @@ _fidbusctl_complete()
             COMPREPLY=($(compgen -W "$(_fidbusctl_funcs "$prog" "$sock")" -- "$cur"))
         return ;;
     --tag | --data-json | --data-hex | --name | --config | --split-by | \
-        --priority | --signature)
+        --priority | --signature | --buffer)
         return ;;
     esac
 
     case $cmd in
     "")
-        COMPREPLY=($(compgen -W "publish status stats plugin func route config conn top $global" -- "$cur"))
+        COMPREPLY=($(compgen -W "publish status stats plugin func route config conn top tail $global" -- "$cur"))
         return ;;
     publish)
         opts="--tag --data-json --data-hex --data-file --ack" ;;
@@ -173,6 +173,8 @@ _fidbusctl_complete()
         [ -z "$sub" ] && opts="list" ;;
     top)
         opts="--once" ;;
+    tail)
+        opts="--tag --json --buffer" ;;
     func)
         case $sub in
         "") opts="list release" ;;

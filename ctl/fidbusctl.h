@@ -88,6 +88,8 @@ int fbctl_publish(struct ctl *ctl, int argc, char **argv);
 
 /* `top [--once]` (top.c): the live view. Returns the exit status. */
 int fbctl_top(struct ctl *ctl, int argc, char **argv);
+/* tail (tail.c): a tap's events, one line each, until SIGINT/SIGTERM. */
+int fbctl_tail(struct ctl *ctl, int argc, char **argv);
 
 /* True when word starts a control command (status, plugin, route ...). */
 bool fbctl_is_control_group(const char *word);

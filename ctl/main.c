@@ -77,6 +77,9 @@ static const char usage_text[] =
     "                                      connections with their counters\n"
     "  top [--once]                        live view: rates per route and\n"
     "                                      function, connections, queue ('q' quits)\n"
+    "  tail [PATTERN] [--tag K=V]... [--json] [--buffer BYTES]\n"
+    "                                      watch events as they pass (a tap);\n"
+    "                                      drops go to stderr, Ctrl-C ends it\n"
     "\n"
     "options:\n"
     "  --bus ADDR       bus address: unix:PATH, PATH or tcp:HOST:PORT\n"
@@ -354,6 +357,8 @@ int main(int argc, char **argv)
         return fbctl_publish(&ctl, argc - optind, argv + optind);
     if (strcmp(cmd, "top") == 0)
         return fbctl_top(&ctl, argc - optind, argv + optind);
+    if (strcmp(cmd, "tail") == 0)
+        return fbctl_tail(&ctl, argc - optind, argv + optind);
     if (fbctl_is_control_group(cmd))
         return fbctl_control(&ctl, argc - optind, argv + optind);
     return fbctl_fail(EXIT_USAGE, "unknown command '%s'", cmd);

@@ -40,6 +40,7 @@
 #include "routing/registry.h"
 #include "routing/remote.h"
 #include "routing/routes.h"
+#include "routing/tap.h"
 #include "routing/timers.h"
 #include "service/activation.h"
 #include "service/notify.h"
@@ -345,6 +346,8 @@ int fb_daemon_new(struct fb_config *cfg, struct fb_daemon **out)
     rc = fb_registry_new(&d->reg);
     if (rc == 0)
         rc = fb_remote_new(d, &d->remote);
+    if (rc == 0)
+        rc = fb_taps_new(&d->taps);
     if (rc < 0) {
         fb_daemon_free(d);
         return rc;
@@ -610,6 +613,7 @@ struct fb_daemon *fb_daemon_free(struct fb_daemon *d)
         urcu_memb_barrier();
         d->remote = fb_remote_free(d->remote);
     }
+    d->taps = fb_taps_free(d->taps); /* no thread dispatches any more */
     d->state = fb_state_close(d->state);
     fb_runset_free(d->base);
     d->base = NULL;

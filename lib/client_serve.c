@@ -276,6 +276,8 @@ static void run_call(struct fidbus_client *c, const struct fidbus_msg *m,
         .payload_len = fidbus_msg_has(m, FIDBUS_K_PAYLOAD) ? m->payload.len : 0,
         .generation = m->generation,
         .attempt = m->attempt,
+        .uid = fidbus_msg_has(m, FIDBUS_K_UID) ? (int64_t)m->uid : -1,
+        .pid = fidbus_msg_has(m, FIDBUS_K_PID) ? (int64_t)m->pid : -1,
     };
     fidbus_call_fn cb = f->cb;
     void *arg = f->arg;

@@ -522,6 +522,8 @@ static int read_value(struct dec *d, uint64_t key)
                                                 "function is not a text string"};
     static const struct str_req signature_req = {T_TSTR, S_SLICE, 0, 0,
                                                  "signature is not a text string"};
+    static const struct str_req route_req = {T_TSTR, S_SLICE, 0, 0,
+                                             "route is neither text nor null"};
     struct fidbus_msg *m = d->m;
     struct fidbus_slice *dst;
     const struct str_req *req;
@@ -585,6 +587,24 @@ static int read_value(struct dec *d, uint64_t key)
         return read_uint(d, &m->attempt, "attempt is not an unsigned integer");
     case FIDBUS_K_UPTO:
         return read_uint(d, &m->upto, "upto is not an unsigned integer");
+    case FIDBUS_K_ROUTE:
+        /* null (simple value 22, one byte 0xf6): an unrouted event */
+        if (d->in.p < d->in.end && *d->in.p == 0xf6) {
+            d->in.p++;
+            m->route.ptr = NULL;
+            m->route.len = 0;
+            return 0;
+        }
+        dst = &m->route, req = &route_req;
+        break;
+    case FIDBUS_K_CONN:
+        return read_uint(d, &m->conn, "conn is not an unsigned integer");
+    case FIDBUS_K_DROPPED:
+        return read_uint(d, &m->dropped, "dropped is not an unsigned integer");
+    case FIDBUS_K_UID:
+        return read_uint(d, &m->uid, "uid is not an unsigned integer");
+    case FIDBUS_K_PID:
+        return read_uint(d, &m->pid, "pid is not an unsigned integer");
     default: {
         /* Unknown key: skipped for forward compatibility, but it must still
          * be well-formed and bounded like any other item. */
@@ -763,6 +783,9 @@ int fidbus_msg_check(struct fidbus_msg *m)
     case FIDBUS_MSG_PUBLISH:
         need = FIDBUS_BIT(FIDBUS_K_EVENT);
         break;
+    case FIDBUS_MSG_EVENT:
+        need = FIDBUS_BIT(FIDBUS_K_EVENT);
+        break;
     case FIDBUS_MSG_ACK:
     case FIDBUS_MSG_PING:
         need = 0; /* seq is optional: without one there is nothing to echo */
@@ -789,7 +812,7 @@ int fidbus_msg_check(struct fidbus_msg *m)
         static const char *const missing[FIDBUS_K__COUNT] = {
             [FIDBUS_K_VERSION] = "HELLO without version",
             [FIDBUS_K_MAC] = "AUTH without mac",
-            [FIDBUS_K_EVENT] = "PUBLISH without event",
+            [FIDBUS_K_EVENT] = "PUBLISH or EVENT without event",
             [FIDBUS_K_CODE] = "message without code",
             [FIDBUS_K_COMMAND] = "REQUEST without command",
         };

@@ -54,6 +54,14 @@ static inline void put_map(struct writer *w, size_t n)
         put_n(w, cbor_encode_map_start(n, w->p, room(w)));
 }
 
+static inline void put_null(struct writer *w)
+{
+    if (w->p < w->end)
+        *w->p++ = 0xf6;
+    else
+        w->overflow = true;
+}
+
 static void put_bytes(struct writer *w, const void *s, size_t n)
 {
     if (w->overflow || n > room(w)) {
@@ -168,7 +176,9 @@ int fidbus_msg_encode(struct fidbus_buf *b, const struct fidbus_msg_out *m)
 
     uint8_t *frame = b->data + b->len;
     struct writer w = {frame + FIDBUS_FRAME_HEADER, frame + bound, false};
-    uint32_t pr = m->present & (FIDBUS_BIT(FIDBUS_K__COUNT) - 1);
+    /* Keys 23-27 are written only by fidbus_enc_event and fidbus_enc_call
+     * (fidbus_msg_out has no fields for them). */
+    uint32_t pr = m->present & (FIDBUS_BIT(FIDBUS_K_ROUTE) - 1);
 
     put_map(&w, (size_t)__builtin_popcount(pr));
     for (unsigned k = 0; k < FIDBUS_K__COUNT; k++) {
@@ -248,6 +258,12 @@ int fidbus_msg_encode(struct fidbus_buf *b, const struct fidbus_msg_out *m)
             break;
         case FIDBUS_K_UPTO:
             put_uint(&w, m->upto);
+            break;
+        case FIDBUS_K_ROUTE: /* masked out above */
+        case FIDBUS_K_CONN:
+        case FIDBUS_K_DROPPED:
+        case FIDBUS_K_UID:
+        case FIDBUS_K_PID:
             break;
         case FIDBUS_K__COUNT:
             break;
@@ -414,7 +430,7 @@ size_t fidbus_enc_call(uint8_t *out, size_t cap, const struct fidbus_call_out *c
         return 0;
     bool with_payload = c->payload.ptr && c->payload.len;
     struct writer w = {out + FIDBUS_FRAME_HEADER, out + cap, false};
-    put_map(&w, 6u + (c->ntags != 0) + with_payload);
+    put_map(&w, 6u + (c->ntags != 0) + with_payload + 2u * c->has_peer);
     put_uint(&w, FIDBUS_K_TYPE);
     put_uint(&w, FIDBUS_MSG_CALL);
     put_uint(&w, FIDBUS_K_SEQ);
@@ -439,6 +455,51 @@ size_t fidbus_enc_call(uint8_t *out, size_t cap, const struct fidbus_call_out *c
     put_uint(&w, c->generation);
     put_uint(&w, FIDBUS_K_ATTEMPT);
     put_uint(&w, c->attempt);
+    if (c->has_peer) {
+        put_uint(&w, FIDBUS_K_UID);
+        put_uint(&w, c->uid);
+        put_uint(&w, FIDBUS_K_PID);
+        put_uint(&w, c->pid);
+    }
+    return finish(&w, out);
+}
+
+/* Written by the control thread into a tap's output buffer (daemon/control/
+ * tap.c): the payload copied once more, byte-exact. */
+size_t fidbus_enc_event(uint8_t *out, size_t cap, const struct fidbus_event_out *e)
+{
+    if (cap < FIDBUS_FRAME_HEADER || !e->event || (e->ntags && !e->tags))
+        return 0;
+    bool with_payload = e->payload.ptr && e->payload.len;
+    struct writer w = {out + FIDBUS_FRAME_HEADER, out + cap, false};
+    put_map(&w, 6u + (e->ntags != 0) + with_payload);
+    put_uint(&w, FIDBUS_K_TYPE);
+    put_uint(&w, FIDBUS_MSG_EVENT);
+    put_uint(&w, FIDBUS_K_EVENT);
+    put_tstr(&w, e->event, strlen(e->event));
+    if (e->ntags) {
+        put_uint(&w, FIDBUS_K_TAGS);
+        put_map(&w, e->ntags);
+        for (size_t i = 0; i < e->ntags; i++) {
+            put_tstr(&w, e->tags[i].key, strlen(e->tags[i].key));
+            put_tstr(&w, e->tags[i].value, strlen(e->tags[i].value));
+        }
+    }
+    if (with_payload) {
+        put_uint(&w, FIDBUS_K_PAYLOAD);
+        put_bytes(&w, e->payload.ptr, e->payload.len);
+    }
+    put_uint(&w, FIDBUS_K_GENERATION);
+    put_uint(&w, e->generation);
+    put_uint(&w, FIDBUS_K_ROUTE);
+    if (e->route)
+        put_tstr(&w, e->route, strlen(e->route));
+    else
+        put_null(&w);
+    put_uint(&w, FIDBUS_K_CONN);
+    put_uint(&w, e->conn);
+    put_uint(&w, FIDBUS_K_DROPPED);
+    put_uint(&w, e->dropped);
     return finish(&w, out);
 }
 

@@ -2,10 +2,13 @@
  * log.so: the shipped `fidbus.log@1.0.0` handler (signature `event:any`,
  * inline). It writes one line per event to a file or stderr:
  *
- *     gen=3 event=order.created seq=7 tags={"user":"u1"} payload={"a": 1}
+ *     gen=3 event=order.created seq=7 tags={"user":"u1"} payload={"a": 1} uid=1000
+ * pid=4242 conn=7
  *
  * gen is the generation of the route table that routed the event, seq the
  * publisher's sequence number; tags are always written as a JSON object.
+ * uid, pid and conn say who published it (struct fidbus_event): -1, -1
+ * for a TCP peer or a plugin's host->publish, conn 0 for the latter.
  * The payload is rendered from its raw CBOR bytes (cbor_text.c) as RFC 8949
  * diagnostic notation (`format = diag`, the default) or JSON (`format =
  * json`); an event without a payload has no `payload=` field.
@@ -122,7 +125,11 @@ static int log_event(void *ctx, const struct fidbus_event *ev)
         fb_ct_puts(s, " payload=");
         fb_ct_render(s, ev->payload, ev->payload_len, c->json);
     }
-    fb_ct_putc(s, '\n');
+    /* Appended last so the fields before keep their place for readers of
+     * older lines. */
+    n = snprintf(head, sizeof head, " uid=%" PRId64 " pid=%" PRId64 " conn=%" PRIu64 "\n",
+                 ev->uid, ev->pid, ev->conn);
+    fb_ct_put(s, head, n < (int)sizeof head ? (size_t)n : sizeof head - 1);
     if (s->oom)
         return -ENOMEM;
 

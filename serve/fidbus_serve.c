@@ -388,6 +388,9 @@ static int on_call(struct fidbus_client *c, const struct fidbus_call *call, void
             .payload_len = call->payload_len,
             .generation = call->generation,
             .recv_ns = mono_ns(),
+            .uid = call->uid,
+            .pid = call->pid,
+            .conn = 0, /* the publisher's connection is the daemon's to know */
         };
         return outcome(fn->handle(g.ctx, &ev));
     }
@@ -413,6 +416,9 @@ static int on_call(struct fidbus_client *c, const struct fidbus_call *call, void
     j->ev.seq = 0;
     j->ev.generation = call->generation;
     j->ev.recv_ns = mono_ns();
+    j->ev.uid = call->uid;
+    j->ev.pid = call->pid;
+    j->ev.conn = 0;
     j->next = NULL;
     if (g.jobs_tail)
         g.jobs_tail->next = j;

@@ -88,6 +88,10 @@ struct fb_daemon {
     unsigned nlisteners;
     struct fb_control *control; /* the control socket and its thread */
     struct fb_metrics *metrics; /* [metrics] listen's HTTP thread, or NULL */
+    /* Taps (routing/tap.h): the slots, and how many are open -- the one
+     * relaxed load the dispatch path pays per event with none open. */
+    struct fb_taps *taps;
+    _Atomic unsigned ntaps;
     /* Sockets the service manager passed (service/activation.h); a field
      * goes to -1 when its listener or the control socket takes it over.
      * Allocated by fb_daemon_new: a pointer, so this type needs no

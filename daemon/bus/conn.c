@@ -507,6 +507,9 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         .payload_len = m->payload.len,
         .seq = has_seq ? m->seq : 0,
         .recv_ns = now,
+        .uid = c->admit.peer_uid,
+        .pid = c->admit.peer_pid,
+        .conn = c->id,
     };
     struct fb_outcome out;
     struct fb_waiter *before = c->wq_tail;

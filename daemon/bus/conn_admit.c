@@ -180,7 +180,8 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, const struct sockad
                    struct fb_admit *a)
 {
     const struct fb_limits *l = &d->cfg->limits;
-    *a = (struct fb_admit){.principal = FB_PRINCIPAL_OTHER};
+    *a = (struct fb_admit){
+        .principal = FB_PRINCIPAL_OTHER, .peer_uid = -1, .peer_pid = -1};
     unsigned open = atomic_fetch_add(&d->nconns, 1);
     if (open >= l->max_connections) {
         atomic_fetch_sub(&d->nconns, 1);
@@ -210,6 +211,8 @@ bool fb_conn_admit(struct fb_daemon *d, int fd, bool is_tcp, const struct sockad
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
         return true; /* no credentials: only the total applies */
     a->principal = (uint32_t)cr.uid;
+    a->peer_uid = cr.uid;
+    a->peer_pid = cr.pid;
     if (!l->max_connections_per_uid)
         return true;
     pthread_mutex_lock(&d->uids_lock);

@@ -50,6 +50,9 @@ struct fb_admit {
     uid_t uid;
     uint8_t addr[16]; /* IPv4-mapped IPv4 address, or IPv6 /64 prefix */
     uint32_t principal;
+    /* A Unix peer's credentials, read once here (SO_PEERCRED) and given to
+     * every event it publishes (struct fidbus_event); -1 otherwise. */
+    int64_t peer_uid, peer_pid;
 };
 
 /* Admits fd (its peer address `peer`, NULL if unknown) or writes the

@@ -281,6 +281,9 @@ static void deliver(struct fb_worker *w, struct fb_call *c, uint64_t now,
         .payload = {c->ev.payload, c->ev.payload_len},
         .generation = c->ev.generation,
         .attempt = c->attempt,
+        .has_peer = c->ev.uid >= 0,
+        .uid = (uint32_t)c->ev.uid,
+        .pid = (uint32_t)c->ev.pid,
     };
     size_t need = 64 + c->ev.payload_len + strlen(c->ev.id);
     for (size_t i = 0; i < c->ev.ntags; i++)

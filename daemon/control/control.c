@@ -41,6 +41,7 @@
 #include "config/config.h"
 #include "control/control_cmds.h"
 #include "routing/dispatch.h"
+#include "routing/tap.h"
 #include "service/activation.h"
 
 /* Reply bytes the kernel has not taken yet before a client's input is
@@ -71,6 +72,8 @@ struct ctl_conn {
     bool allowed; /* else counted in ctl->nunauth */
     struct ctl_conn *prev, *next;
     uint64_t id, since_ns, frames_in; /* conn.list (fb_control_list_conns) */
+    int tap;                          /* its tap's slot (routing/tap.h), -1 for none */
+    size_t tap_cap; /* the tap's buffer: how much output may wait here */
 };
 
 struct fb_control {
@@ -84,9 +87,10 @@ struct fb_control {
 
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t async; /* stop, reload */
-    uv_poll_t poll;   /* accept; only with a socket (fd >= 0) */
-    struct fb_nofd nofd; /* accepting at EMFILE; with poll */
+    uv_async_t async;     /* stop, reload */
+    uv_async_t tap_async; /* an I/O thread filled an empty tap buffer */
+    uv_poll_t poll;       /* accept; only with a socket (fd >= 0) */
+    struct fb_nofd nofd;  /* accepting at EMFILE; with poll */
     bool loop_ok, handles_ok, thread_ok;
     _Atomic bool stop_requested;
     _Atomic bool reload_requested;
@@ -94,19 +98,116 @@ struct fb_control {
     /* control thread only */
     bool closing;
     struct ctl_conn *conns;
-    unsigned nunauth; /* connected peers not allowed (CTL_UNAUTH_MAX) */
+    unsigned nunauth;        /* connected peers not allowed (CTL_UNAUTH_MAX) */
     _Atomic unsigned nconns; /* open control connections (stats, metrics) */
-    struct fidbus_msg *msg; /* decode scratch, one frame at a time */
+    struct fidbus_msg *msg;  /* decode scratch, one frame at a time */
 };
 
 static void process_input(struct ctl_conn *c);
 
 /* ------------------------------------------------------------- answers */
 
+/* ---------------------------------------------------------------- taps */
+
+static void tap_close(struct ctl_conn *c)
+{
+    if (c->tap < 0)
+        return;
+    fb_tap_close(c->ctl->d, c->tap);
+    c->tap = -1;
+}
+
+/* Writes what the tap's buffer holds, unless this connection still has a
+ * buffer's worth unwritten: then the copies wait in the tap (and are
+ * dropped when it fills), never here, and conn_written calls again. */
+static void tap_drain(struct ctl_conn *c)
+{
+    if (c->tap < 0 || (c->st.flags & (FB_S_CLOSING | FB_S_PEER_GONE)) ||
+        fb_stream_pending(&c->st) >= c->tap_cap)
+        return;
+    const uint8_t *p;
+    size_t n = fb_tap_take(c->ctl->d, c->tap, &p);
+    if (!n)
+        return;
+    if (fidbus_buf_append(&c->st.out, p, n) < 0) {
+        fb_stream_oom(&c->st);
+        return;
+    }
+    for (size_t off = 0; off + FIDBUS_FRAME_HEADER <= n; c->st.frames_out++)
+        off += FIDBUS_FRAME_HEADER + ((size_t)p[off] << 24 | (size_t)p[off + 1] << 16 |
+                                      (size_t)p[off + 2] << 8 | p[off + 3]);
+    fb_stream_flush(&c->st);
+}
+
+/* Called by an I/O thread under a tap's lock (routing/tap.c). */
+static void tap_wake(void *arg)
+{
+    struct fb_control *ctl = arg;
+    uv_async_send(&ctl->tap_async);
+}
+
+static void on_tap_async(uv_async_t *a)
+{
+    struct fb_control *ctl = a->data;
+    for (struct ctl_conn *c = ctl->conns; c; c = c->next)
+        tap_drain(c);
+}
+
+static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
+                       const struct fb_ctl_reply *r);
+
+/* tap.open: REPLY, then this connection carries the tap's EVENT frames
+ * until it closes. One tap per connection. */
+static void tap_open(struct ctl_conn *c, const struct fidbus_msg *m)
+{
+    struct fb_ctl_reply r = {0};
+    struct fb_tap_spec spec;
+    if (c->tap >= 0) {
+        r.code = FIDBUS_CONFLICT;
+        snprintf(r.message, sizeof r.message,
+                 "this connection has a tap open already (one per connection)");
+        send_reply(c, m, &r);
+        return;
+    }
+    r.code = fb_ctl_tap_args(m->args, &spec, r.message, sizeof r.message);
+    if (r.code) {
+        send_reply(c, m, &r);
+        return;
+    }
+    size_t cap = spec.buffer;
+    uint8_t *res = NULL;
+    size_t reslen = 0;
+    if (fb_ctl_tap_result(cap, &res, &reslen) < 0) {
+        fb_tap_spec_clear(&spec);
+        r.code = FIDBUS_INTERNAL;
+        snprintf(r.message, sizeof r.message, "tap.open: out of memory");
+        send_reply(c, m, &r);
+        return;
+    }
+    int slot = fb_tap_open(c->ctl->d, &spec, tap_wake, c->ctl);
+    if (slot < 0) {
+        free(res);
+        r.code = slot == -EBUSY ? FIDBUS_BUSY : FIDBUS_INTERNAL;
+        snprintf(r.message, sizeof r.message,
+                 slot == -EBUSY ? "%u taps are open, the most there may be"
+                                : "tap.open: out of memory (%u taps at most)",
+                 FB_TAPS_MAX);
+        send_reply(c, m, &r);
+        return;
+    }
+    c->tap = slot;
+    c->tap_cap = cap;
+    r.result = res;
+    r.result_len = reslen;
+    send_reply(c, m, &r);
+    free(res);
+}
+
 static void conn_closed(struct fb_stream *st)
 {
     struct ctl_conn *c = fb_stream_owner(st, struct ctl_conn, st);
     struct fb_control *ctl = c->ctl;
+    tap_close(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -135,12 +236,22 @@ static void trim_buffers(struct fb_stream *st)
 static bool conn_written(struct fb_stream *st)
 {
     trim_buffers(st);
+    struct ctl_conn *c = fb_stream_owner(st, struct ctl_conn, st);
+    bool flushed = false;
+    if (c->tap >= 0) {
+        /* Flush what waits first: tap_drain skips while a buffer's worth is
+         * unwritten, and a flush that empties it in one go brings no
+         * further write callback, so the tap would stall full. */
+        fb_stream_flush(st);
+        tap_drain(c);
+        flushed = true;
+    }
     if ((st->flags & K_PAUSED) && fb_stream_pending(st) < CTL_OUT_HIGH) {
         st->flags &= ~K_PAUSED;
-        process_input(fb_stream_owner(st, struct ctl_conn, st));
+        process_input(c);
         return true;
     }
-    return false;
+    return flushed;
 }
 
 static void send_reply(struct ctl_conn *c, const struct fidbus_msg *m,
@@ -254,6 +365,12 @@ static void handle_frame(struct ctl_conn *c, const uint8_t *body, size_t len)
                              "message type %llu is not accepted on the control socket "
                              "(send REQUEST)",
                              (unsigned long long)m->type);
+        return;
+    }
+    static const char tap_cmd[] = "tap.open";
+    if (m->command.len == sizeof tap_cmd - 1 &&
+        memcmp(m->command.ptr, tap_cmd, sizeof tap_cmd - 1) == 0) {
+        tap_open(c, m);
         return;
     }
     struct fb_ctl_reply r = {0};
@@ -384,8 +501,8 @@ static void refuse_at_accept(struct fb_control *ctl, int fd, uid_t uid)
                     "not allowed are connected already",
                     (long)uid, CTL_UNAUTH_MAX);
     char msg[128];
-    snprintf(msg, sizeof msg, "peer uid %ld is not allowed on the control socket; closing",
-             (long)uid);
+    snprintf(msg, sizeof msg,
+             "peer uid %ld is not allowed on the control socket; closing", (long)uid);
     uint8_t buf[256];
     size_t n =
         fidbus_enc_error(buf, sizeof buf, false, 0, FIDBUS_UNAUTHORIZED, msg, false, 0);
@@ -403,6 +520,7 @@ static void conn_new(struct fb_control *ctl, int fd)
         return;
     }
     c->ctl = ctl;
+    c->tap = -1;
     c->id = fb_conn_id_next();
     c->since_ns = fb_now_ns();
     check_peer(ctl, c, fd);
@@ -484,9 +602,13 @@ static void on_async(uv_async_t *a)
         uv_close((uv_handle_t *)&ctl->poll, NULL);
         fb_nofd_close(&ctl->nofd, NULL);
     }
-    for (struct ctl_conn *c = ctl->conns; c; c = c->next)
+    /* Taps first: no I/O thread may wake tap_async once it is closing. */
+    for (struct ctl_conn *c = ctl->conns; c; c = c->next) {
+        tap_close(c);
         fb_stream_close(&c->st);
+    }
     uv_close((uv_handle_t *)&ctl->async, NULL);
+    uv_close((uv_handle_t *)&ctl->tap_async, NULL);
     /* The loop ends once these close callbacks have run. */
 }
 
@@ -550,8 +672,8 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
         ctl->fd = d->act->control;
         d->act->control = -1;
     } else if (cfg->control_socket) {
-        rc = fb_unix_listen(cfg->control_socket, cfg->control_mode, ctl->gid, &ctl->fd, &st,
-                            err, errlen);
+        rc = fb_unix_listen(cfg->control_socket, cfg->control_mode, ctl->gid, &ctl->fd,
+                            &st, err, errlen);
         if (rc < 0) {
             ctl->fd = -1;
             fb_control_free(ctl);
@@ -572,14 +694,21 @@ int fb_control_new(struct fb_daemon *d, struct fb_control **out, char *err, size
     if ((rc = uv_async_init(&ctl->loop, &ctl->async, on_async)) < 0)
         goto uv_fail;
     ctl->async.data = ctl;
+    if ((rc = uv_async_init(&ctl->loop, &ctl->tap_async, on_tap_async)) < 0) {
+        uv_close((uv_handle_t *)&ctl->async, NULL);
+        goto uv_fail;
+    }
+    ctl->tap_async.data = ctl;
     if (ctl->fd >= 0 && (rc = uv_poll_init(&ctl->loop, &ctl->poll, ctl->fd)) < 0) {
         uv_close((uv_handle_t *)&ctl->async, NULL);
+        uv_close((uv_handle_t *)&ctl->tap_async, NULL);
         goto uv_fail;
     }
     if (ctl->fd >= 0 && (rc = fb_nofd_init(&ctl->nofd, &ctl->loop, d, &ctl->poll,
                                            on_accept, "control")) < 0) {
         uv_close((uv_handle_t *)&ctl->poll, NULL);
         uv_close((uv_handle_t *)&ctl->async, NULL);
+        uv_close((uv_handle_t *)&ctl->tap_async, NULL);
         goto uv_fail;
     }
     ctl->poll.data = ctl;
@@ -664,6 +793,7 @@ struct fb_control *fb_control_free(struct fb_control *ctl)
             fb_nofd_close(&ctl->nofd, NULL);
         }
         uv_close((uv_handle_t *)&ctl->async, NULL);
+        uv_close((uv_handle_t *)&ctl->tap_async, NULL);
     }
     if (ctl->loop_ok) {
         uv_run(&ctl->loop, UV_RUN_DEFAULT);

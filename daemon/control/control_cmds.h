@@ -72,6 +72,17 @@ int fb_ctl_arg_text(const cbor_item_t *map, const char *key, bool required, char
                     char *err, size_t errlen);
 
 /*
+ * tap.open (control_tap.c): its args into *s (event pattern, default
+ * "*"; tags; buffer, default and bounds in routing/tap.h). 0, or
+ * FIDBUS_INVALID / FIDBUS_INTERNAL with err set (s is then empty). And
+ * its result, {buffer, max_taps}, malloc'd CBOR: 0 or -ENOMEM.
+ */
+struct fb_tap_spec;
+int fb_ctl_tap_args(struct fidbus_slice args, struct fb_tap_spec *s, char *err,
+                    size_t errlen);
+int fb_ctl_tap_result(size_t buffer, uint8_t **out, size_t *len);
+
+/*
  * config.export's text (control_export.c): a config file that, loaded by
  * a fresh daemon, gives the running plugins and routes, with the
  * [daemon], [listen] and [control] settings of the running config.

@@ -35,6 +35,7 @@
 #include "routing/pool.h"
 #include "routing/remote.h"
 #include "routing/routes.h"
+#include "routing/tap.h"
 
 static _Thread_local unsigned tls_hop;
 static _Thread_local bool tls_rcu_thread;
@@ -162,6 +163,9 @@ void fb_dispatch(struct fb_daemon *d, const struct fb_route_table *t,
 
     const struct fb_route *r =
         t ? fb_routes_match(t, ev->id, idlen, ev->tags, ev->ntags) : NULL;
+    /* The one relaxed load per event while no tap is open (tap.h). */
+    if (__builtin_expect(atomic_load_explicit(&d->ntaps, memory_order_relaxed) != 0, 0))
+        fb_tap_offer(d, t, r, ev, idlen);
     if (!r) {
         fb_count(&cnt->unrouted, 1);
         return;
@@ -306,6 +310,9 @@ int fb_dispatch_local(struct fb_daemon *d, const char *id, const struct fidbus_t
         .payload = payload_len ? payload : NULL,
         .payload_len = payload_len,
         .recv_ns = fb_now_ns(),
+        .uid = -1, /* the plugin published it, not a peer (plugin.h) */
+        .pid = -1,
+        .conn = 0,
     };
     struct fb_counters *cnt = fb_counters_self(d);
     fb_count(&cnt->received, 1);

@@ -292,6 +292,8 @@ struct fb_e2e_raw {
 /* A socket to the Unix / TCP listener; HELLO is not read yet. */
 struct fb_e2e_raw *fb_e2e_raw_unix(const struct fb_e2e *t);
 struct fb_e2e_raw *fb_e2e_raw_tcp(const struct fb_e2e *t);
+/* A socket to the control socket; HELLO is not read yet. */
+struct fb_e2e_raw *fb_e2e_raw_control(const struct fb_e2e *t);
 struct fb_e2e_raw *fb_e2e_raw_close(struct fb_e2e_raw *r);
 
 /* Writes bytes as they are (EPIPE is not an error: the daemon may already

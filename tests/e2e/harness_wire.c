@@ -243,6 +243,17 @@ struct fb_e2e_raw *fb_e2e_raw_unix(const struct fb_e2e *t)
     return raw_new(fd);
 }
 
+struct fb_e2e_raw *fb_e2e_raw_control(const struct fb_e2e *t)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_un sa;
+    fb_e2e_sun(&sa, t->control);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s",
+                  t->control, strerror(errno));
+    return raw_new(fd);
+}
+
 struct fb_e2e_raw *fb_e2e_raw_tcp(const struct fb_e2e *t)
 {
     ck_assert_msg(t->tcp_addr[0], "this daemon has no TCP listener");

@@ -216,7 +216,8 @@ static uint64_t funcid(const char *hex)
 
 static struct fidbus_event event(const char *id, uint64_t seq)
 {
-    return (struct fidbus_event){.id = id, .seq = seq, .generation = 1};
+    return (struct fidbus_event){
+        .id = id, .seq = seq, .generation = 1, .uid = -1, .pid = -1, .conn = 0};
 }
 
 /* ---- loading -------------------------------------------------------- */
@@ -290,7 +291,8 @@ START_TEST(test_plugin_loader_private_copy)
     struct fidbus_event ev = event("still.works", 1);
     ck_assert_int_eq(p->funcs[0].handle(p->funcs[0].ctx, &ev), 0);
     char *text = slurp(logfile);
-    ck_assert_str_eq(text, "gen=1 event=still.works seq=1 tags={}\n");
+    ck_assert_str_eq(text,
+                     "gen=1 event=still.works seq=1 tags={} uid=-1 pid=-1 conn=0\n");
     free(text);
 
     char copy[PATH_MAX];
@@ -680,7 +682,8 @@ static void check_vectors(bool json)
         ck_assert_ptr_nonnull(nl);
         *nl = '\0';
         char want[512];
-        snprintf(want, sizeof want, "gen=1 event=t.v seq=%zu tags={} payload=%s", i,
+        snprintf(want, sizeof want,
+                 "gen=1 event=t.v seq=%zu tags={} payload=%s uid=-1 pid=-1 conn=0", i,
                  json ? vectors[i].json : vectors[i].diag);
         ck_assert_str_eq(line, want);
         line = nl + 1;
@@ -714,10 +717,14 @@ START_TEST(test_plugin_loader_log_tags_and_bad_format)
     ev.generation = 3;
     ev.tags = tags;
     ev.ntags = 2;
+    ev.uid = 1000;
+    ev.pid = 4242;
+    ev.conn = 7;
     ck_assert_int_eq(p->funcs[0].handle(p->funcs[0].ctx, &ev), 0);
     char *text = slurp(logfile);
     ck_assert_str_eq(text, "gen=3 event=order.created seq=7 "
-                           "tags={\"user\":\"u1\",\"note\":\"a \\\"b\\\"\\n\"}\n");
+                           "tags={\"user\":\"u1\",\"note\":\"a \\\"b\\\"\\n\"} "
+                           "uid=1000 pid=4242 conn=7\n");
     free(text);
     fb_plugin_unload(&fx.d, p);
 
@@ -789,7 +796,7 @@ START_TEST(test_plugin_loader_log_threads)
         snprintf(want, sizeof want, "%02x", 'a' + t);
         for (int k = 0; k < 300; k++)
             ck_assert(h[2 * k] == want[0] && h[2 * k + 1] == want[1]);
-        ck_assert_str_eq(h + 600, "'");
+        ck_assert_str_eq(h + 600, "' uid=-1 pid=-1 conn=0");
         lines++;
     }
     ck_assert_uint_eq(lines, LOG_THREADS * LOG_EVENTS);

@@ -318,6 +318,10 @@ struct fidbus_call {
     size_t payload_len;
     uint64_t generation; /* of the route table that routed the event */
     uint64_t attempt;    /* 1 for the first delivery, 2... when redelivered */
+    /* The publisher's uid and pid (CALL keys 26, 27) when it is a Unix
+     * peer of the daemon; -1 otherwise (TCP, or an event a plugin
+     * published). Appended: the library fills this struct. */
+    int64_t uid, pid;
 };
 
 typedef int (*fidbus_call_fn)(struct fidbus_client *c, const struct fidbus_call *call,

@@ -114,6 +114,19 @@ struct fidbus_event {
     uint64_t seq;           /* publisher's seq (0 if none) */
     uint64_t generation;    /* of the route table that routed it */
     uint64_t recv_ns;       /* CLOCK_MONOTONIC when its frame was read */
+    /* Who published it. Appended after the fields above: the host
+     * allocates this struct, so a plugin built against an older header
+     * (which reads only the fields above) keeps working unchanged.
+     * uid, pid: the publisher's credentials (SO_PEERCRED, read once when
+     * its connection was accepted) for a Unix-socket peer, -1 for a TCP
+     * peer and for an event a plugin published with host->publish (the
+     * daemon does not pass the original publisher's identity on: the
+     * plugin, not that client, chose to publish it). conn: the
+     * publisher's connection id as `fidbusctl conn list` shows it, 0 for
+     * an event a plugin published. */
+    int64_t uid;
+    int64_t pid;
+    uint64_t conn;
 };
 
 /*

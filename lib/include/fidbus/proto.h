@@ -62,6 +62,9 @@ enum fidbus_msg_type {
     FIDBUS_MSG_UNREGISTER = 17, /* client -> daemon */
     FIDBUS_MSG_CALL = 18,       /* daemon -> client (a member) */
     FIDBUS_MSG_RESULT = 19,     /* client (a member) -> daemon */
+    /* A tap's copy of an event (proto/control.md `tap.open`): control
+     * socket -> client, after the tap.open REPLY. */
+    FIDBUS_MSG_EVENT = 20,
 };
 
 /* Map keys. */
@@ -89,7 +92,12 @@ enum fidbus_key {
     FIDBUS_K_GENERATION = 20, /* uint, of the route table that routed an event */
     FIDBUS_K_ATTEMPT = 21,    /* uint, 1 for a call's first delivery */
     FIDBUS_K_UPTO = 22,       /* uint, answers every held call id <= it */
-    FIDBUS_K__COUNT = 23,     /* `present` is 32 bits: keys stay below 32 */
+    FIDBUS_K_ROUTE = 23,      /* tstr or null: EVENT's route (null: unrouted) */
+    FIDBUS_K_CONN = 24,       /* uint: EVENT's publisher connection (conn.list id) */
+    FIDBUS_K_DROPPED = 25,    /* uint: EVENT, copies lost since the last EVENT */
+    FIDBUS_K_UID = 26,        /* uint: CALL, the publisher's uid (Unix peers) */
+    FIDBUS_K_PID = 27,        /* uint: CALL, the publisher's pid (Unix peers) */
+    FIDBUS_K__COUNT = 28,     /* `present` is 32 bits: keys stay below 32 */
 };
 
 /* flags (key 5). Bit 0 is PUBLISH's; bit 1 is REGISTER's, so one flags
@@ -254,6 +262,10 @@ struct fidbus_msg {
     struct fidbus_slice function;  /* text */
     struct fidbus_slice signature; /* text */
     uint64_t id, credit, timeout_ms, generation, attempt, upto;
+    /* Tap and identity keys (23-27), likewise not cleared by a decode. A
+     * null route (unrouted) is present with route.ptr NULL. */
+    struct fidbus_slice route; /* text */
+    uint64_t conn, dropped, uid, pid;
     const char *why; /* static reason text after a failed decode */
     size_t arena_used;
     char arena[FIDBUS_MSG_ARENA];
@@ -379,9 +391,30 @@ struct fidbus_call_out {
     struct fidbus_slice payload; /* ptr NULL: the event has no payload */
     uint64_t generation;
     uint64_t attempt; /* 1 for the first delivery */
+    /* The publisher's identity (keys 26, 27): sent only when has_peer (a
+     * Unix peer), so a zeroed struct never claims uid 0. */
+    bool has_peer;
+    uint32_t uid, pid;
 };
 FIDBUS_API size_t fidbus_enc_call(uint8_t *out, size_t cap,
                                   const struct fidbus_call_out *c);
+
+/*
+ * EVENT: a tap's copy of one event (proto/control.md `tap.open`). route
+ * NULL writes null (unrouted); payload ptr NULL: no payload key.
+ */
+struct fidbus_event_out {
+    const char *event;
+    const struct fidbus_tag *tags;
+    size_t ntags;
+    struct fidbus_slice payload;
+    uint64_t generation;
+    const char *route;
+    uint64_t conn;
+    uint64_t dropped;
+};
+FIDBUS_API size_t fidbus_enc_event(uint8_t *out, size_t cap,
+                                   const struct fidbus_event_out *e);
 
 /*
  * RESULT for one call (upto false: seq = id) or for every call held with an
