@@ -56,6 +56,11 @@ K_TIMEOUT_MS = 19
 K_GENERATION = 20
 K_ATTEMPT = 21
 K_UPTO = 22
+K_ROUTE = 23  # EVENT (taps)
+K_CONN = 24
+K_DROPPED = 25
+K_UID = 26  # CALL: the publisher's uid and pid (Unix publishers)
+K_PID = 27
 
 FLAG_ACK = 1
 FLAG_IDEMPOTENT = 2  # REGISTER: a call may run again

@@ -33,14 +33,18 @@ class Event:
     its CBOR bytes exactly as published (None when absent),
     ``generation`` of the route table that routed it, ``attempt`` (1, then
     2... when delivered again), ``call_id`` (the CALL's seq on this
-    connection) and ``funcid`` (the function's funcID)."""
+    connection), ``funcid`` (the function's funcID), and ``uid``/``pid``
+    of the process that published it (a Unix publisher; -1 otherwise)."""
 
     __slots__ = ("id", "call_id", "funcid", "generation", "attempt", "raw_payload",
-                 "_tags_raw", "_tags", "_payload", "_conn")
+                 "uid", "pid", "_tags_raw", "_tags", "_payload", "_conn")
 
     def __init__(self, id: str, call_id: int, funcid: int, generation: int, attempt: int,
-                 tags_raw: Optional[bytes], raw_payload: Optional[bytes]) -> None:
+                 tags_raw: Optional[bytes], raw_payload: Optional[bytes],
+                 uid: int = -1, pid: int = -1) -> None:
         self.id = id
+        self.uid = uid
+        self.pid = pid
         self.call_id = call_id
         self.funcid = funcid
         self.generation = generation
@@ -119,15 +123,18 @@ def parse_call(b: bytes, p: int, end: int) -> Event:
         raise ValueError("not a definite map")
     n = ib - 0xA0
     i = p + 1
-    seq = fid = gen = att = -1
+    seq = fid = gen = att = uid = pid = -1
     eid = ""
     tags = payload = None
     for _ in range(n):
         k = b[i]
         if k >= 24:
-            raise ValueError("key")
+            if k != 24:
+                raise ValueError("key")
+            k = b[i + 1]  # keys 24-255 in one more byte (uid 26, pid 27)
+            i += 1
         i += 1
-        if k in (1, 16, 20, 21, 0):
+        if k in (1, 16, 20, 21, 0, 26, 27):
             v, i = _uint_at(b, i)
             if k == 1:
                 seq = v
@@ -137,6 +144,10 @@ def parse_call(b: bytes, p: int, end: int) -> Event:
                 gen = v
             elif k == 21:
                 att = v
+            elif k == 26:
+                uid = v
+            elif k == 27:
+                pid = v
         elif k == 2:
             if b[i] >> 5 != 3 or (b[i] & 31) > 27:
                 raise ValueError("event")
@@ -157,7 +168,7 @@ def parse_call(b: bytes, p: int, end: int) -> Event:
             raise ValueError("truncated")
     if i != end or seq < 0 or fid < 0 or gen < 0 or att < 1 or not eid:
         raise ValueError("incomplete CALL")
-    return Event(eid, seq, fid, gen, att, tags, payload)
+    return Event(eid, seq, fid, gen, att, tags, payload, uid, pid)
 
 
 def parse_call_slow(body: bytes) -> Optional[Event]:
@@ -168,7 +179,8 @@ def parse_call_slow(body: bytes) -> Optional[Event]:
     try:
         ev = Event(m[P.K_EVENT], m[P.K_SEQ], m[P.K_ID], m[P.K_GENERATION], m[P.K_ATTEMPT],
                    cbor2.dumps(m[P.K_TAGS]) if P.K_TAGS in m else None,
-                   cbor2.dumps(m[P.K_PAYLOAD]) if P.K_PAYLOAD in m else None)
+                   cbor2.dumps(m[P.K_PAYLOAD]) if P.K_PAYLOAD in m else None,
+                   m.get(P.K_UID, -1), m.get(P.K_PID, -1))
     except (KeyError, TypeError):
         return None
     return ev

@@ -118,6 +118,7 @@ def test_served_function_counts_in_ack(make_daemon):  # type: ignore[no-untyped-
     ev = seen[0]
     assert (ev.id, ev.tags, ev.payload, ev.attempt) == ("a.x", {"region": "eu"}, {"id": 42}, 1)
     assert ev.raw_payload == b"\xa1\x62id\x18\x2a" and ev.generation >= 1 and ev.call_id >= 1
+    assert (ev.uid, ev.pid) == (os.getuid(), os.getpid())  # the publisher: this process
     assert ev.funcid == int.from_bytes(hashlib.sha256(FN.encode()).digest()[:8], "big")
     assert not seen[1].has_payload and seen[1].payload is None and seen[1].tags == {}
     assert seen[2].raw_payload == b"\x9f\x01\xff" and seen[2].payload == [1]
