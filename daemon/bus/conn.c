@@ -350,8 +350,18 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
         send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy + wt->not_run,
                      wt->skipped, wt->unavail);
     else if (wt->not_run) /* un-acked: refused at dispatch was answered then */
-        send_busy(c, wt->has_seq, wt->seq, wt->ok, wt->not_run,
-                  wt->ok + wt->failed + wt->busy + wt->not_run);
+        send_busy(c, wt->has_seq, wt->seq, wt->ok, wt->not_run + wt->unran,
+                  wt->ok + wt->failed + wt->busy + wt->not_run + wt->unavail);
+    else if (wt->unran)
+        /* Un-acked, and a remote call never ran: its member left between
+         * dispatch and the call's placing (it waited for credit, or was
+         * on its way to the member's worker), or RETRY used the attempts
+         * up. Never silent (proto/README.md "Remote functions"). */
+        fb_stream_send_error(&c->st, wt->has_seq, wt->seq, FIDBUS_UNAVAILABLE, true,
+                             wt->ok,
+                             "%u of %u handler calls unavailable: remote function "
+                             "without a member",
+                             wt->unran, wt->ok + wt->failed + wt->unavail);
     unsigned popped = 0;
     while (c->wq_head && c->wq_head->done) {
         struct fb_waiter *h = c->wq_head;
@@ -401,8 +411,10 @@ void fb_conn_call_done(struct fb_call *call)
     struct fb_waiter *wt = call->waiter;
     if (call->outcome == 0)
         wt->ok++;
-    else if (call->outcome == FIDBUS_UNAVAILABLE)
+    else if (call->outcome == FIDBUS_UNAVAILABLE) {
         wt->unavail++;
+        wt->unran += !call->ran_maybe;
+    }
     else
         wt->failed++;
     fb_remote_call_release(call);
@@ -517,9 +529,12 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
                                  "no route matches event '%s'", m->event);
         return;
     }
-    if (!ack && __builtin_expect(out.unavail != 0, 0)) {
+    bool waits = c->wq_tail != before;
+    if (!ack && __builtin_expect(out.unavail != 0, 0) && !waits) {
         /* A call that never ran (no member) is answered even un-acked,
-         * like any event the daemon does not run (DESIGN section 9). */
+         * like any event the daemon does not run (proto/README.md "Remote
+         * functions"); when other calls of the event are in flight, once,
+         * by the waiter with theirs. */
         uint32_t n = out.ok + out.failed + out.skipped + out.queued + out.busy +
                      out.refused + out.remote + out.unavail;
         fb_stream_send_error(&c->st, has_seq, ev.seq, FIDBUS_UNAVAILABLE, true, out.ok,
@@ -539,7 +554,7 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
                                  "out of memory: %u of %u handler calls not run",
                                  out.refused, n);
     }
-    if (c->wq_tail != before) {
+    if (waits) {
         /* Blocking calls are in flight: the waiter answers when they end.
          * Completions run on this thread, so none can have arrived yet. */
         struct fb_waiter *wt = c->wq_tail;
@@ -551,8 +566,8 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         wt->failed += out.failed + out.skipped + out.refused;
         wt->busy += out.busy;
         wt->skipped += out.skipped;
-        /* un-acked: the no-member calls were answered above */
-        wt->unavail += ack ? out.unavail : 0;
+        wt->unavail += out.unavail;
+        wt->unran += out.unavail;
         if (wt->pending == 0) /* every blocking call was refused */
             waiter_finish(c, wt);
         return;

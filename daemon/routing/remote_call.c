@@ -331,6 +331,7 @@ int fb_remote_call(struct fb_remote *rd, struct fb_func *fn, const struct fb_rou
     c->attempt = 1;
     c->outcome = 0;
     c->written = false;
+    c->ran_maybe = false;
     c->sticky = false;
     if (r && r->split_by) {
         for (size_t i = 0; i < ev->ntags; i++) {
@@ -420,6 +421,7 @@ static void lost_or_late(struct fb_call *c)
     bool again = !ran_maybe || (m->idempotent && c->attempt < m->attempts);
     uint64_t key = m->key;
     drop_member(c);
+    c->ran_maybe |= ran_maybe;
     if (again) {
         if (ran_maybe)
             c->attempt++;
