@@ -120,8 +120,9 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
                          uint32_t unavail)
 {
     if (__builtin_expect(unavail != 0, 0)) {
-        /* Remote calls that found no member or lost it (DESIGN section
-         * 9): UNAVAILABLE when every failed target failed that way. */
+        /* Remote calls that found no member or lost it (proto/README.md
+         * "Remote functions"): UNAVAILABLE when every failed target failed
+         * that way. */
         if (!failed && !busy)
             fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_UNAVAILABLE, true, ok,
                                  "%u of %u handler calls unavailable (remote function "
@@ -220,7 +221,7 @@ static void conn_closed(struct fb_stream *st)
     struct fb_conn *c = fb_stream_owner(st, struct fb_conn, st);
     struct fb_worker *w = c->w;
     if (__builtin_expect(c->rc != NULL, 0))
-        fb_member_conn_gone(c); /* its members are lost (DESIGN section 9) */
+        fb_member_conn_gone(c); /* its members are lost (proto/README.md) */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -414,8 +415,7 @@ void fb_conn_call_done(struct fb_call *call)
     else if (call->outcome == FIDBUS_UNAVAILABLE) {
         wt->unavail++;
         wt->unran += !call->ran_maybe;
-    }
-    else
+    } else
         wt->failed++;
     fb_remote_call_release(call);
     if (--wt->pending == 0)

@@ -101,8 +101,7 @@ static void one_round(struct fb_e2e *t, struct fb_e2e_raw *p, uint64_t base,
         ck_assert(fidbus_msg_has(msg, FIDBUS_K_SEQ));
         ck_assert_msg(msg->seq >= base && msg->seq < base + N_PUB,
                       "ERROR for seq %" PRIu64 " outside the round", msg->seq);
-        ck_assert_msg(!seen[msg->seq - base], "seq %" PRIu64 " answered twice",
-                      msg->seq);
+        ck_assert_msg(!seen[msg->seq - base], "seq %" PRIu64 " answered twice", msg->seq);
         seen[msg->seq - base] = true;
         errors++;
     }
@@ -125,6 +124,72 @@ START_TEST(test_remote_loss_unacked)
 }
 END_TEST
 
+/* A remote function's calls in stats and in Prometheus text: the latency
+ * histogram counts every call (latency_count == calls, RESULT or not), and
+ * its own keys are exported (proto/control.md `stats`); the text parses
+ * with the Prometheus client's parser. */
+START_TEST(test_remote_loss_metrics)
+{
+    struct fb_e2e *t = fb_e2e_up(NULL, conf);
+    struct fb_e2e_raw *p = conn(t);
+    enum { NONE = 5, ANSWERED = 37 }; /* 42: not a multiple of the sampling */
+    for (unsigned i = 0; i < NONE; i++) {
+        fb_e2e_raw_publish(p, 1 + i, true, "a.x");
+        fb_e2e_raw_expect_error(p, FIDBUS_UNAVAILABLE, 1 + i);
+    }
+    struct fb_e2e_raw *m = member(t, 4, false);
+    for (unsigned i = 0; i < ANSWERED; i++) {
+        fb_e2e_raw_publish(p, 100 + i, true, "a.x");
+        answer(m, next_call(m));
+        fb_e2e_raw_expect_ack(p, 100 + i, 1);
+    }
+    char hex[FIDBUS_FUNCID_HEX], series[256];
+    fidbus_funcid_hex(fidbus_funcid(FN), hex);
+    const char *labels = "{funcid=\"%s\",canonical=\"" FN "\"}";
+    char lab[128];
+    snprintf(lab, sizeof lab, labels, hex);
+    snprintf(series, sizeof series, "fidbus_function_calls_total%s", lab);
+    ck_assert_int_eq(fb_e2e_prom_value(t, series), NONE + ANSWERED);
+    snprintf(series, sizeof series, "fidbus_function_duration_seconds_count%s", lab);
+    ck_assert_int_eq(fb_e2e_prom_value(t, series), NONE + ANSWERED);
+    snprintf(series, sizeof series, "fidbus_function_unavailable_total%s", lab);
+    ck_assert_int_eq(fb_e2e_prom_value(t, series), NONE);
+    snprintf(series, sizeof series, "fidbus_function_members%s", lab);
+    ck_assert_int_eq(fb_e2e_prom_value(t, series), 1);
+    snprintf(series, sizeof series, "fidbus_function_waiting%s", lab);
+    ck_assert_int_eq(fb_e2e_prom_value(t, series), 0);
+
+    const char *ctl[] = {fb_e2e_built("daemon/fidbusctl"),
+                         "--socket",
+                         t->control,
+                         "stats",
+                         "--prometheus",
+                         NULL};
+    char *out = NULL;
+    ck_assert_int_eq(fb_e2e_run(t, ctl, &out, NULL), 0);
+    const char *file = fb_e2e_write(t, "metrics.txt", out);
+    free(out);
+    const char *py[] = {"/usr/bin/python3", "-c",
+                        "import sys\n"
+                        "from prometheus_client.parser import "
+                        "text_string_to_metric_families as parse\n"
+                        "n = sum(1 for f in parse(open(sys.argv[1]).read()) "
+                        "for s in f.samples if s.labels.get('canonical') == '" FN "')\n"
+                        "print(n)\n",
+                        file, NULL};
+    char *pyout = NULL, *pyerr = NULL;
+    int st = fb_e2e_run(t, py, &pyout, &pyerr);
+    ck_assert_msg(st == 0, "prometheus_client cannot parse: %s", pyerr);
+    ck_assert_msg(atoi(pyout) > 10, "samples of " FN ": %s", pyout);
+    free(pyout);
+    free(pyerr);
+    fb_e2e_raw_close(m);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("e2e.remote_loss");
@@ -132,6 +197,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     /* one worker (publisher and member share it) and two */
     tcase_add_loop_test(tc, test_remote_loss_unacked, 1, 3);
+    tcase_add_test(tc, test_remote_loss_metrics);
     suite_add_tcase(s, tc);
     return fb_e2e_main(s);
 }
