@@ -1,5 +1,5 @@
 /*
- * Remote functions (DESIGN section 9, proto/README.md "Remote functions"):
+ * Remote functions (proto/README.md "Remote functions"):
  * functions served by client processes over their bus connection.
  *
  * A remote function is a struct fb_func like a plugin's (FB_FN_REMOTE in
