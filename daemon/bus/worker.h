@@ -82,12 +82,12 @@ struct fb_worker {
     /* Member connections of this worker a CALL was written to directly
      * in this batch: flushed at its end with the stages (member.c). */
     struct fb_conn *rtouched;
-    struct fb_conn *rconns;  /* connections that serve (member.c) */
-    uv_timer_t rtimer;       /* call deadlines */
+    struct fb_conn *rconns; /* connections that serve (member.c) */
+    uv_timer_t rtimer;      /* call deadlines */
     /* Finished waiters kept for reuse (conn.c), at most FB_WAITER_FREE_MAX. */
     struct fb_waiter *wfree;
     unsigned nwfree;
-    uint64_t rtimer_due;     /* 0: not armed */
+    uint64_t rtimer_due; /* 0: not armed */
 };
 
 int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);
