@@ -781,7 +781,7 @@ static void process_input(struct fb_conn *c, bool ignore_cap)
     urcu_memb_read_unlock();
     c->frames_in += nframes;
     c->st.flags &= ~C_IN_INPUT;
-    if (__builtin_expect(w->ndirty != 0 || w->rtouched != NULL, 0))
+    if (__builtin_expect(w->ndirty != 0, 0))
         fb_worker_remote_flush(w); /* remote calls this batch made, one wake each */
 
     bool want_read = !(c->st.flags & (C_PAUSED | C_YIELD | FB_S_FLUSH_CLOSE | C_STOPPING |

@@ -12,10 +12,6 @@
  * that is no I/O worker (a blocking handler's or a timer's host->publish)
  * hands each call over at once.
  *
- * A call whose member is on the thread's own worker skips the hand-over:
- * its CALL is written at once (op_deliver), and the member's connection
- * flushed at the batch's end with the stages.
- *
  * On the member's worker a call is written as a CALL into the
  * connection's output (flushed once per batch) and kept on the
  * connection's held list, in call-id order, until its RESULT, its
@@ -124,21 +120,10 @@ static void stage(struct fb_worker *to, struct fb_call *c, bool home)
     }
 }
 
-static void deliver(struct fb_worker *w, struct fb_call *c, uint64_t now,
-                    struct fb_conn **touched);
-
 static void op_deliver(struct fb_call *c)
 {
-    struct fb_worker *me = tls_w, *to = c->m->worker;
-    /* rclosed is written only on this thread (fb_member_worker_close) */
-    if (me == to && !me->rclosed) {
-        deliver(me, c, fb_now_ns(), &me->rtouched);
-        return;
-    }
-    stage(to, c, false);
+    stage(c->m->worker, c, false);
 }
-
-static void flush_touched(struct fb_conn *touched);
 
 static void op_finish(struct fb_call *c)
 {
@@ -147,26 +132,16 @@ static void op_finish(struct fb_call *c)
 
 void fb_worker_remote_flush(struct fb_worker *w)
 {
-    for (;;) {
-        /* A refused hand-over may stage again (redelivery): loop until
-         * none. */
-        while (w->ndirty) {
-            unsigned i = w->dirty[--w->ndirty];
-            struct fb_rstage *s = &w->stage[i];
-            struct fb_call *in = s->in_head, *in_tail = s->in_tail;
-            struct fb_call *back = s->back_head, *back_tail = s->back_tail;
-            s->in_head = s->in_tail = s->back_head = s->back_tail = NULL;
-            s->dirty = false;
-            if (!post(w->d->workers[i], in, in_tail, back, back_tail))
-                refused(in, back);
-        }
-        /* CALLs written directly (op_deliver); a flush that closes a
-         * connection may write or stage more: again until none. */
-        if (!w->rtouched)
-            break;
-        struct fb_conn *t = w->rtouched;
-        w->rtouched = NULL;
-        flush_touched(t);
+    /* A refused hand-over may stage again (redelivery): loop until none. */
+    while (w->ndirty) {
+        unsigned i = w->dirty[--w->ndirty];
+        struct fb_rstage *s = &w->stage[i];
+        struct fb_call *in = s->in_head, *in_tail = s->in_tail;
+        struct fb_call *back = s->back_head, *back_tail = s->back_tail;
+        s->in_head = s->in_tail = s->back_head = s->back_tail = NULL;
+        s->dirty = false;
+        if (!post(w->d->workers[i], in, in_tail, back, back_tail))
+            refused(in, back);
     }
 }
 
@@ -610,12 +585,6 @@ void fb_member_conn_gone(struct fb_conn *c)
         rc->members = m->conn_next;
         fb_remote_member_put(m);
     }
-    if (rc->touched) /* written to directly this batch: not flushed now */
-        for (struct fb_conn **pp = &w->rtouched; *pp; pp = &(*pp)->rc->tnext)
-            if (*pp == c) {
-                *pp = rc->tnext;
-                break;
-            }
     free(rc);
     c->rc = NULL;
     if (tls_w == w)

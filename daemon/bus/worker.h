@@ -73,21 +73,18 @@ struct fb_worker {
     /* Idle timeouts and input_soft: a sweep over conns every quarter of
      * the shortest (conn_sweep.c). */
     uv_timer_t sweep_timer;
-    /* Remote calls staged for other workers while a batch of frames is
-     * handled, handed over at its end: one lock and one wake per
-     * destination per batch (bus/member.c). */
+    /* Remote calls staged for other workers (and this one) while a batch
+     * of frames is handled, handed over at its end: one lock and one
+     * wake per destination per batch (bus/member.c). */
     struct fb_rstage *stage; /* [d->nworkers] */
     unsigned *dirty;         /* indexes of stages holding calls */
     unsigned ndirty;
-    /* Member connections of this worker a CALL was written to directly
-     * in this batch: flushed at its end with the stages (member.c). */
-    struct fb_conn *rtouched;
-    struct fb_conn *rconns; /* connections that serve (member.c) */
-    uv_timer_t rtimer;      /* call deadlines */
+    struct fb_conn *rconns;  /* connections that serve (member.c) */
+    uv_timer_t rtimer;       /* call deadlines */
     /* Finished waiters kept for reuse (conn.c), at most FB_WAITER_FREE_MAX. */
     struct fb_waiter *wfree;
     unsigned nwfree;
-    uint64_t rtimer_due; /* 0: not armed */
+    uint64_t rtimer_due;     /* 0: not armed */
 };
 
 int fb_worker_start(struct fb_daemon *d, unsigned index, struct fb_worker **out);
