@@ -285,6 +285,38 @@ static void each_func_skipped(FILE *out, struct family *f, const char *key,
     func_field(out, f, key, v, "skipped");
 }
 
+/* A remote function's keys (proto/control.md `stats`); a plugin function
+ * has none, so it yields no sample. */
+static void each_func_timeouts(FILE *out, struct family *f, const char *key,
+                               const json_t *v)
+{
+    func_field(out, f, key, v, "timeouts");
+}
+
+static void each_func_redelivered(FILE *out, struct family *f, const char *key,
+                                  const json_t *v)
+{
+    func_field(out, f, key, v, "redelivered");
+}
+
+static void each_func_unavailable(FILE *out, struct family *f, const char *key,
+                                  const json_t *v)
+{
+    func_field(out, f, key, v, "unavailable");
+}
+
+static void each_func_waiting(FILE *out, struct family *f, const char *key,
+                              const json_t *v)
+{
+    func_field(out, f, key, v, "waiting");
+}
+
+static void each_func_members(FILE *out, struct family *f, const char *key,
+                              const json_t *v)
+{
+    func_field(out, f, key, v, "members");
+}
+
 static void each_func_quarantined(FILE *out, struct family *f, const char *key,
                                   const json_t *v)
 {
@@ -384,6 +416,20 @@ void fb_prom_render(FILE *out, const json_t *stats)
                               "Calls skipped while quarantined, by function.", false};
     struct family fquar = {"fidbus_function_quarantined", "gauge",
                            "1 while the function is quarantined.", false};
+    struct family ftimeouts = {"fidbus_function_timeouts_total", "counter",
+                               "Remote calls whose deadline passed, by function.", false};
+    struct family fredelivered = {"fidbus_function_redelivered_total", "counter",
+                                  "Remote call deliveries after the first, by function.",
+                                  false};
+    struct family funavailable = {"fidbus_function_unavailable_total", "counter",
+                                  "Remote calls that ended UNAVAILABLE (no member, or "
+                                  "lost with the call in flight), by function.",
+                                  false};
+    struct family fwaiting = {"fidbus_function_waiting", "gauge",
+                              "Remote calls waiting for a member's credit, by function.",
+                              false};
+    struct family fmembers = {"fidbus_function_members", "gauge",
+                              "Members serving the remote function.", false};
     struct family duration = {"fidbus_function_duration_seconds", "histogram",
                               "Handler run time by function, in seconds: every call is "
                               "counted, one in 16 per thread is timed and the calls "
@@ -426,6 +472,11 @@ void fb_prom_render(FILE *out, const json_t *stats)
     for_each_sorted(out, &flate, fns, each_func_late);
     for_each_sorted(out, &fskipped, fns, each_func_skipped);
     for_each_sorted(out, &fquar, fns, each_func_quarantined);
+    for_each_sorted(out, &ftimeouts, fns, each_func_timeouts);
+    for_each_sorted(out, &fredelivered, fns, each_func_redelivered);
+    for_each_sorted(out, &funavailable, fns, each_func_unavailable);
+    for_each_sorted(out, &fwaiting, fns, each_func_waiting);
+    for_each_sorted(out, &fmembers, fns, each_func_members);
     for_each_sorted(out, &duration, fns, each_func_histogram);
     for_each_sorted(out, &limits, json_object_get(stats, "limits"), each_limit);
 }

@@ -120,8 +120,9 @@ static void send_outcome(struct fb_conn *c, bool has_seq, uint64_t seq, uint32_t
                          uint32_t unavail)
 {
     if (__builtin_expect(unavail != 0, 0)) {
-        /* Remote calls that found no member or lost it (DESIGN section
-         * 9): UNAVAILABLE when every failed target failed that way. */
+        /* Remote calls that found no member or lost it (proto/README.md
+         * "Remote functions"): UNAVAILABLE when every failed target failed
+         * that way. */
         if (!failed && !busy)
             fb_stream_send_error(&c->st, has_seq, seq, FIDBUS_UNAVAILABLE, true, ok,
                                  "%u of %u handler calls unavailable (remote function "
@@ -220,7 +221,7 @@ static void conn_closed(struct fb_stream *st)
     struct fb_conn *c = fb_stream_owner(st, struct fb_conn, st);
     struct fb_worker *w = c->w;
     if (__builtin_expect(c->rc != NULL, 0))
-        fb_member_conn_gone(c); /* its members are lost (DESIGN section 9) */
+        fb_member_conn_gone(c); /* its members are lost (proto/README.md) */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -350,8 +351,18 @@ static void waiter_finish(struct fb_conn *c, struct fb_waiter *wt)
         send_outcome(c, wt->has_seq, wt->seq, wt->ok, wt->failed, wt->busy + wt->not_run,
                      wt->skipped, wt->unavail);
     else if (wt->not_run) /* un-acked: refused at dispatch was answered then */
-        send_busy(c, wt->has_seq, wt->seq, wt->ok, wt->not_run,
-                  wt->ok + wt->failed + wt->busy + wt->not_run);
+        send_busy(c, wt->has_seq, wt->seq, wt->ok, wt->not_run + wt->unran,
+                  wt->ok + wt->failed + wt->busy + wt->not_run + wt->unavail);
+    else if (wt->unran)
+        /* Un-acked, and a remote call never ran: its member left between
+         * dispatch and the call's placing (it waited for credit, or was
+         * on its way to the member's worker), or RETRY used the attempts
+         * up. Never silent (proto/README.md "Remote functions"). */
+        fb_stream_send_error(&c->st, wt->has_seq, wt->seq, FIDBUS_UNAVAILABLE, true,
+                             wt->ok,
+                             "%u of %u handler calls unavailable: remote function "
+                             "without a member",
+                             wt->unran, wt->ok + wt->failed + wt->unavail);
     unsigned popped = 0;
     while (c->wq_head && c->wq_head->done) {
         struct fb_waiter *h = c->wq_head;
@@ -401,9 +412,10 @@ void fb_conn_call_done(struct fb_call *call)
     struct fb_waiter *wt = call->waiter;
     if (call->outcome == 0)
         wt->ok++;
-    else if (call->outcome == FIDBUS_UNAVAILABLE)
+    else if (call->outcome == FIDBUS_UNAVAILABLE) {
         wt->unavail++;
-    else
+        wt->unran += !call->ran_maybe;
+    } else
         wt->failed++;
     fb_remote_call_release(call);
     if (--wt->pending == 0)
@@ -520,9 +532,12 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
                                  "no route matches event '%s'", m->event);
         return;
     }
-    if (!ack && __builtin_expect(out.unavail != 0, 0)) {
+    bool waits = c->wq_tail != before;
+    if (!ack && __builtin_expect(out.unavail != 0, 0) && !waits) {
         /* A call that never ran (no member) is answered even un-acked,
-         * like any event the daemon does not run (DESIGN section 9). */
+         * like any event the daemon does not run (proto/README.md "Remote
+         * functions"); when other calls of the event are in flight, once,
+         * by the waiter with theirs. */
         uint32_t n = out.ok + out.failed + out.skipped + out.queued + out.busy +
                      out.refused + out.remote + out.unavail;
         fb_stream_send_error(&c->st, has_seq, ev.seq, FIDBUS_UNAVAILABLE, true, out.ok,
@@ -542,7 +557,7 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
                                  "out of memory: %u of %u handler calls not run",
                                  out.refused, n);
     }
-    if (c->wq_tail != before) {
+    if (waits) {
         /* Blocking calls are in flight: the waiter answers when they end.
          * Completions run on this thread, so none can have arrived yet. */
         struct fb_waiter *wt = c->wq_tail;
@@ -554,8 +569,8 @@ static void handle_publish(struct fb_conn *c, const struct fb_route_table *t,
         wt->failed += out.failed + out.skipped + out.refused;
         wt->busy += out.busy;
         wt->skipped += out.skipped;
-        /* un-acked: the no-member calls were answered above */
-        wt->unavail += ack ? out.unavail : 0;
+        wt->unavail += out.unavail;
+        wt->unran += out.unavail;
         if (wt->pending == 0) /* every blocking call was refused */
             waiter_finish(c, wt);
         return;

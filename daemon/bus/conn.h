@@ -33,6 +33,7 @@ struct fb_waiter {
     uint32_t not_run;  /* calls given up unrun at shutdown (pool.c) */
     uint32_t given_up; /* calls still running when shutdown gave up (in failed) */
     uint32_t unavail;  /* remote calls without a member, or that lost it */
+    uint32_t unran;    /* of unavail: calls that never ran (answered un-acked too) */
     bool has_seq, ack, done;
 };
 

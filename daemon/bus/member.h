@@ -1,5 +1,5 @@
 /*
- * Connections that serve remote functions (DESIGN section 9): REGISTER,
+ * Connections that serve remote functions (proto/README.md): REGISTER,
  * UNREGISTER, the CALLs written to them, their RESULTs, deadlines, and
  * the hand-over of calls between I/O workers (routing/remote.h has the
  * functions, members and calls themselves).

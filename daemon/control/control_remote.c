@@ -49,7 +49,7 @@ void fb_ctl_remote_func_list(const struct fb_daemon *d, struct cb *b, cbor_item_
         cbor_item_t *e = mk_map(b, 8);
         put(b, e, "id", funcid_text(f->id));
         put(b, e, "canonical", text(f->canonical));
-        /* unknown until a member says it (DESIGN section 9) */
+        /* unknown until a member says it (proto/control.md func.list) */
         put(b, e, "sighash", known ? text(sig) : cbor_new_null());
         put(b, e, "plugin", cbor_new_null());
         put(b, e, "blocking", cbor_build_bool(false));
@@ -74,11 +74,25 @@ void fb_ctl_remote_stats(const struct fb_daemon *d, struct cb *b, cbor_item_t *f
         uint64_t samples = 0;
         uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
         uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        cbor_item_t *e = mk_map(b, samples ? 14 : 12);
+        /* calls is the histogram's count, read with it, as for plugins */
+        struct fb_hist_snap h;
+        fb_hist_read(&f->hist, &f->calls, &h);
+        cbor_item_t *bounds = mk_array(b, FB_HIST_BOUNDS);
+        cbor_item_t *counts = mk_array(b, FB_HIST_BOUNDS);
+        for (unsigned k = 0; k < FB_HIST_BOUNDS; k++) {
+            push(b, bounds, u64(fb_hist_bounds_ns[k]));
+            push(b, counts, u64(h.counts[k]));
+        }
+        cbor_item_t *e = mk_map(b, samples ? 19 : 17);
         put(b, e, "canonical", text(f->canonical));
         put(b, e, "plugin", cbor_new_null());
         put(b, e, "kind", text("remote"));
-        put(b, e, "calls", u64(fb_striped_sum(&f->calls)));
+        put(b, e, "members", u64(nmembers(f)));
+        put(b, e, "calls", u64(h.count));
+        put(b, e, "latency_buckets", bounds);
+        put(b, e, "latency_counts", counts);
+        put(b, e, "latency_count", u64(h.count));
+        put(b, e, "latency_sum_ns", u64(h.sum_ns));
         put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
         put(b, e, "late", u64(0)); /* blocking plugin calls only */
         put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));

@@ -1,5 +1,5 @@
 /*
- * Remote functions (DESIGN section 9, proto/README.md "Remote functions"):
+ * Remote functions (proto/README.md "Remote functions"):
  * functions served by client processes over their bus connection.
  *
  * A remote function is a struct fb_func like a plugin's (FB_FN_REMOTE in
@@ -121,6 +121,10 @@ struct fb_call {
     uint32_t attempt;
     int outcome; /* 0, FIDBUS_HANDLER_FAILED or FIDBUS_UNAVAILABLE */
     bool sticky, written, heap;
+    /* An attempt was written and then lost (member gone, deadline): the
+     * call may have run. An UNAVAILABLE call without it never ran, and
+     * the publisher hears of it even un-acked (proto/README.md). */
+    bool ran_maybe;
     struct fidbus_event ev; /* points into buf */
     size_t cap;             /* bytes of buf */
     uint8_t *buf;           /* tags, id, strings, payload */

@@ -331,6 +331,7 @@ int fb_remote_call(struct fb_remote *rd, struct fb_func *fn, const struct fb_rou
     c->attempt = 1;
     c->outcome = 0;
     c->written = false;
+    c->ran_maybe = false;
     c->sticky = false;
     if (r && r->split_by) {
         for (size_t i = 0; i < ev->ntags; i++) {
@@ -356,11 +357,20 @@ static void drop_member(struct fb_call *c)
     fb_remote_member_put(m);
 }
 
-void fb_remote_finish(struct fb_call *c, int outcome)
+/* c's end, counted; took_ns: CALL written to RESULT read (0: no RESULT).
+ * The histogram counts every call, as for plugin functions (base/latency.h:
+ * one in FB_LAT_SAMPLE per thread timed, the others in its bucket), so
+ * stats' latency_count is calls; a call without a RESULT is untimed. */
+static void finish(struct fb_call *c, int outcome, uint64_t took_ns)
 {
     struct fb_func *fn = c->fn;
     c->outcome = outcome;
-    fb_striped_add(&fn->calls, 1);
+    unsigned stripe = fb_stripe_id();
+    _Atomic uint64_t *mine = &fn->calls.s[stripe].v;
+    uint64_t at = atomic_load_explicit(mine, memory_order_relaxed);
+    if (took_ns && at % FB_LAT_SAMPLE == 0)
+        fb_hist_timed(&fn->hist, stripe, at, took_ns);
+    atomic_fetch_add_explicit(mine, 1, memory_order_relaxed);
     /* quarantine_after counts a remote function's failed calls too */
     fb_func_note_result(fn, outcome, g_dir->d->cfg->quarantine_after);
     if (outcome) {
@@ -372,6 +382,11 @@ void fb_remote_finish(struct fb_call *c, int outcome)
         g_dir->ops.finish(c);
     else
         fb_remote_call_free_mem(c);
+}
+
+void fb_remote_finish(struct fb_call *c, int outcome)
+{
+    finish(c, outcome, 0);
 }
 
 /* Again on another member (attempt already set), or UNAVAILABLE. */
@@ -394,8 +409,9 @@ void fb_remote_result(struct fb_call *c, uint64_t code, uint64_t now_ns)
         atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
     /* sampled as plugin calls are (base/latency.h): one in FB_LAT_SAMPLE
      * per member, its first included */
-    if (n % FB_LAT_SAMPLE == 0 && c->written_ns && now_ns > c->written_ns)
-        fb_lat_record(&fn->latency, now_ns - c->written_ns);
+    uint64_t took = c->written_ns && now_ns > c->written_ns ? now_ns - c->written_ns : 0;
+    if (n % FB_LAT_SAMPLE == 0 && took)
+        fb_lat_record(&fn->latency, took);
     uint32_t attempts = m->attempts;
     uint64_t key = m->key;
     drop_member(c);
@@ -407,7 +423,7 @@ void fb_remote_result(struct fb_call *c, uint64_t code, uint64_t now_ns)
             fb_remote_finish(c, FIDBUS_UNAVAILABLE);
         }
     } else {
-        fb_remote_finish(c, code == FIDBUS_OK ? 0 : FIDBUS_HANDLER_FAILED);
+        finish(c, code == FIDBUS_OK ? 0 : FIDBUS_HANDLER_FAILED, took);
     }
     fb_remote_kick(fn);
 }
@@ -420,6 +436,7 @@ static void lost_or_late(struct fb_call *c)
     bool again = !ran_maybe || (m->idempotent && c->attempt < m->attempts);
     uint64_t key = m->key;
     drop_member(c);
+    c->ran_maybe |= ran_maybe;
     if (again) {
         if (ran_maybe)
             c->attempt++;

@@ -1,6 +1,6 @@
 /*
- * End-to-end tests of remote functions (DESIGN section 9, proto/README.md
- * "Remote functions"; ctest: e2e.remote). A member here is a raw
+ * End-to-end tests of remote functions (proto/README.md "Remote
+ * functions"; ctest: e2e.remote). A member here is a raw
  * connection that sends REGISTER and answers CALLs with RESULT frames;
  * publishers are raw connections too, so every answer (and its absence)
  * is seen frame by frame.

@@ -1,6 +1,6 @@
 /*
  * End-to-end tests of the serving side of libfidbus and of fidbus-serve
- * against a real fidbusd (ctest: e2e.serve; DESIGN section 9, README
+ * against a real fidbusd (ctest: e2e.serve; proto/README.md, README
  * "Serving functions from your process"):
  *
  *   - a member registers, serves, and an acked publish routed to it is

@@ -163,6 +163,43 @@ START_TEST(test_prom_function_labels_when_present)
 }
 END_TEST
 
+/* A remote function's own keys (proto/control.md `stats`): timeouts,
+ * redelivered and unavailable are counters, waiting and members gauges;
+ * a plugin function has none of them, so no sample. */
+START_TEST(test_prom_remote_function)
+{
+    char *t = render("{\"functions\": {"
+                     " \"861ce65207933353\": {\"calls\": 7, \"errors\": 3,"
+                     "  \"canonical\": \"acme.audit@1.0.0\", \"plugin\": null,"
+                     "  \"kind\": \"remote\", \"timeouts\": 1, \"redelivered\": 2,"
+                     "  \"unavailable\": 3, \"waiting\": 4, \"members\": 5},"
+                     " \"572db69f652ea126\": {\"calls\": 3, \"errors\": 0,"
+                     "  \"canonical\": \"fidbus.log@1.0.0\", \"plugin\": \"log\"}}}");
+    static const char *const lines[] = {
+        "# TYPE fidbus_function_timeouts_total counter",
+        "fidbus_function_timeouts_total{funcid=\"861ce65207933353\","
+        "canonical=\"acme.audit@1.0.0\"} 1",
+        "# TYPE fidbus_function_redelivered_total counter",
+        "fidbus_function_redelivered_total{funcid=\"861ce65207933353\","
+        "canonical=\"acme.audit@1.0.0\"} 2",
+        "# TYPE fidbus_function_unavailable_total counter",
+        "fidbus_function_unavailable_total{funcid=\"861ce65207933353\","
+        "canonical=\"acme.audit@1.0.0\"} 3",
+        "# TYPE fidbus_function_waiting gauge",
+        "fidbus_function_waiting{funcid=\"861ce65207933353\","
+        "canonical=\"acme.audit@1.0.0\"} 4",
+        "# TYPE fidbus_function_members gauge",
+        "fidbus_function_members{funcid=\"861ce65207933353\","
+        "canonical=\"acme.audit@1.0.0\"} 5",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        ck_assert_line(t, lines[i]);
+    ck_assert_ptr_null(strstr(t, "timeouts_total{funcid=\"572db69f652ea126\""));
+    ck_assert_ptr_null(strstr(t, "members{funcid=\"572db69f652ea126\""));
+    free(t);
+}
+END_TEST
+
 /* Generations sort as numbers; each family is announced once, before its
  * samples, and families are not interleaved. */
 START_TEST(test_prom_generations_grouped)
@@ -208,6 +245,7 @@ int main(void)
     tcase_add_test(tc, test_prom_duration_histogram);
     tcase_add_test(tc, test_prom_gauges);
     tcase_add_test(tc, test_prom_function_labels_when_present);
+    tcase_add_test(tc, test_prom_remote_function);
     tcase_add_test(tc, test_prom_generations_grouped);
     tcase_add_test(tc, test_prom_missing_and_odd_values);
     suite_add_tcase(s, tc);
