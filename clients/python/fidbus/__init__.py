@@ -20,7 +20,7 @@ from ._wire import RawCBOR
 from ._base import NO_PAYLOAD
 from ._serve import Event
 from .client import Client, PublishFuture
-from .control import Control
+from .control import Control, Tap
 from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, ControlError,
                      Error, InvalidError, ProtocolError, PublishError, RegisterError,
                      Retry, Timeout, UnackedErrors)
@@ -28,7 +28,7 @@ from .errors import (BatchError, BufferFull, ConnectError, ConnectionLost, Contr
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchError", "BufferFull", "Client", "ConnectError", "ConnectionLost", "Control",
+    "BatchError", "BufferFull", "Client", "ConnectError", "ConnectionLost", "Control", "Tap",
     "ControlError", "Error", "Event", "InvalidError", "NO_PAYLOAD", "ProtocolError",
     "PublishError", "PublishFuture", "RawCBOR", "RegisterError", "Retry", "Timeout", "UnackedErrors", "code_name",
     "default_bus", "default_control", "load_key", "parse_address", "proto",

@@ -31,6 +31,7 @@ REGISTER = 16
 UNREGISTER = 17
 CALL = 18
 RESULT = 19
+EVENT = 20  # tap.open: a copy of an event
 
 # Map keys.
 K_TYPE = 0

@@ -1,5 +1,4 @@
-"""Serving remote functions (DESIGN section 9, proto/README.md "Remote
-functions"): the handler's :class:`Event`, the in-place reading of a CALL,
+"""Serving remote functions (proto/README.md "Remote functions"): the handler's :class:`Event`, the in-place reading of a CALL,
 a registration's checks and frames, and the RESULT frames.
 
 A CALL is read straight from the receive buffer (``parse_call``): the

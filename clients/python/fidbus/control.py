@@ -258,7 +258,60 @@ class Control:
         running set."""
         return self.request("config.export")
 
+    def tap(self, event: str = "*", tags: Optional[Mapping[str, str]] = None,
+            buffer: Optional[int] = None) -> "Tap":
+        """tap.open on a connection of its own. Returns once the daemon has
+        opened the tap (so every event published after it is seen): a
+        :class:`Tap`, an iterator of copies of the matching events. Refusals
+        (BUSY: 16 taps open; INVALID) raise ControlError here."""
+        return Tap(self, event, tags, buffer)
+
     def conn_list(self) -> Result:
         """{connections, total, truncated, missing_workers}: every bus and
         control connection with its id, kind, peer, counters and worker."""
         return self.request("conn.list")
+
+
+class Tap:
+    """A tap (Control.tap): iterate for a dict per copy of a matching event,
+    {event, tags, payload (decoded; None when absent), generation, route
+    (None when unrouted), conn (the publisher's connection; 0 for a
+    plugin's publish), dropped (copies lost just before this one because
+    the tap's buffer was full)}. Waits without a deadline; close() (or the
+    with-block's end) closes it."""
+
+    def __init__(self, ctl: Control, event: str, tags: Optional[Mapping[str, str]],
+                 buffer: Optional[int]) -> None:
+        self._ctl = Control(ctl.socket, timeout=ctl.timeout, max_frame=ctl.max_frame)
+        args: Dict[str, Any] = {"event": event}
+        if tags:
+            args["tags"] = dict(tags)
+        if buffer is not None:
+            args["buffer"] = int(buffer)
+        try:
+            self.opened = self._ctl.request("tap.open", args)
+        except BaseException:
+            self._ctl.close()
+            raise
+
+    def __iter__(self) -> "Tap":
+        return self
+
+    def __next__(self) -> Result:
+        s = self._ctl._connect()
+        while True:
+            m = read_msg(s, self._ctl._rd, None)
+            if m.get(P.K_TYPE) == P.EVENT:
+                return {"event": text(m.get(P.K_EVENT)), "tags": m.get(P.K_TAGS) or {},
+                        "payload": m.get(P.K_PAYLOAD), "generation": m.get(P.K_GENERATION),
+                        "route": m.get(P.K_ROUTE), "conn": m.get(P.K_CONN),
+                        "dropped": m.get(P.K_DROPPED, 0)}
+
+    def close(self) -> None:
+        self._ctl.close()
+
+    def __enter__(self) -> "Tap":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -147,5 +147,6 @@ class RegisterError(Error):
 class Retry(Exception):
     """Raised by a served function's handler: it could not run the call
     now. The member answers RETRY and the daemon gives the call to another
-    member while attempts remain (DESIGN: a RETRY counts as an attempt and
-    did not run, so it is delivered again even when not idempotent)."""
+    member while attempts remain (proto/README.md "Remote functions": a
+    RETRY counts as an attempt and did not run, so it is delivered again
+    even when not idempotent)."""

@@ -139,3 +139,22 @@ def test_control_reconnects_after_daemon_restart(daemon):  # type: ignore[no-unt
     daemon.start()
     assert ctl.status()["routes"] == 2
     ctl.close()
+
+
+
+def test_tap(daemon):  # type: ignore[no-untyped-def]
+    with fidbus.Control(daemon.control) as ctl, fidbus.Client(daemon.bus) as bus:
+        with ctl.tap("ev.*") as tap:
+            assert tap.opened["buffer"] == 1048576 and tap.opened["max_taps"] == 16
+            bus.publish_ack("ev.tap", {"k": "v"}, payload={"x": 1})
+            bus.publish("other.event")  # does not match the tap (nor a route)
+            bus.publish_ack("ev.tap2")
+            a, b = next(tap), next(tap)
+        assert (a["event"], a["tags"], a["payload"], a["route"]) == (
+            "ev.tap", {"k": "v"}, {"x": 1}, "all")
+        assert b["event"] == "ev.tap2" and b["payload"] is None and b["dropped"] == 0
+        me = [c for c in ctl.conn_list()["connections"] if c["kind"] == "unix"][0]
+        assert a["conn"] == b["conn"] == me["id"]
+        with pytest.raises(fidbus.ControlError) as ei:
+            ctl.tap("ev.*", buffer=1)
+        assert ei.value.code == P.INVALID

@@ -1,4 +1,4 @@
-"""Serving remote functions from Python (DESIGN section 9) against a real
+"""Serving remote functions from Python (proto/README.md "Remote functions") against a real
 fidbusd: results, RETRY, HANDLER_FAILED, deadlines, idempotent
 redelivery, credit, stopping and draining, re-registration, refusals."""
 
