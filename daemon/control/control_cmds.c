@@ -62,6 +62,40 @@ static cbor_item_t *cmd_status(const struct fb_ctl_env *env, struct cb *b)
     return m;
 }
 
+cbor_item_t *fb_ctl_func_stats(struct cb *b, struct fb_func *f, const char *plugin,
+                               uint64_t late, size_t room)
+{
+    uint64_t samples = 0;
+    uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
+    uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
+    /* calls is the histogram's count, read with it, so the two agree */
+    struct fb_hist_snap h;
+    fb_hist_read(&f->hist, &f->calls, &h);
+    cbor_item_t *bounds = mk_array(b, FB_HIST_BOUNDS);
+    cbor_item_t *counts = mk_array(b, FB_HIST_BOUNDS);
+    for (unsigned k = 0; k < FB_HIST_BOUNDS; k++) {
+        push(b, bounds, u64(fb_hist_bounds_ns[k]));
+        push(b, counts, u64(h.counts[k]));
+    }
+    cbor_item_t *e = mk_map(b, (samples ? 13 : 11) + room);
+    put(b, e, "canonical", text(f->canonical));
+    put(b, e, "plugin", plugin ? text(plugin) : cbor_new_null());
+    put(b, e, "calls", u64(h.count));
+    put(b, e, "latency_buckets", bounds);
+    put(b, e, "latency_counts", counts);
+    put(b, e, "latency_count", u64(h.count));
+    put(b, e, "latency_sum_ns", u64(h.sum_ns));
+    put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
+    put(b, e, "late", u64(late));
+    put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));
+    put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
+    if (samples) {
+        put(b, e, "p50_ns", u64(p50));
+        put(b, e, "p99_ns", u64(p99));
+    }
+    return e;
+}
+
 cbor_item_t *fb_ctl_plugin_entry(struct cb *b, const struct fb_plugin *p, size_t room)
 {
     cbor_item_t *fns = mk_array(b, p->nfuncs);
@@ -194,34 +228,9 @@ static cbor_item_t *cmd_stats(const struct fb_ctl_env *env, struct cb *b)
         struct fb_func *f = fb_registry_at(d->reg, i);
         char hex[FIDBUS_FUNCID_HEX];
         fidbus_funcid_hex(f->id, hex);
-        uint64_t samples = 0;
-        uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
-        uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        /* calls is the histogram's count, read with it, so the two agree */
-        struct fb_hist_snap h;
-        fb_hist_read(&f->hist, &f->calls, &h);
-        cbor_item_t *bounds = mk_array(b, FB_HIST_BOUNDS);
-        cbor_item_t *counts = mk_array(b, FB_HIST_BOUNDS);
-        for (unsigned k = 0; k < FB_HIST_BOUNDS; k++) {
-            push(b, bounds, u64(fb_hist_bounds_ns[k]));
-            push(b, counts, u64(h.counts[k]));
-        }
-        cbor_item_t *e = mk_map(b, samples ? 13 : 11);
-        put(b, e, "canonical", text(f->canonical));
-        put(b, e, "plugin", text(f->plugin ? f->plugin->name : NULL));
-        put(b, e, "calls", u64(h.count));
-        put(b, e, "latency_buckets", bounds);
-        put(b, e, "latency_counts", counts);
-        put(b, e, "latency_count", u64(h.count));
-        put(b, e, "latency_sum_ns", u64(h.sum_ns));
-        put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
-        put(b, e, "late", u64(atomic_load_explicit(&f->late, memory_order_relaxed)));
-        put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));
-        put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
-        if (samples) {
-            put(b, e, "p50_ns", u64(p50));
-            put(b, e, "p99_ns", u64(p99));
-        }
+        cbor_item_t *e =
+            fb_ctl_func_stats(b, f, f->plugin ? f->plugin->name : NULL,
+                              atomic_load_explicit(&f->late, memory_order_relaxed), 0);
         put(b, fns, hex, e);
     }
     fb_ctl_remote_stats(d, b, fns, nremote);

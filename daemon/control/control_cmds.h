@@ -132,6 +132,13 @@ cbor_item_t *fb_ctl_conn_list(const struct fb_ctl_env *env, struct cb *b);
  * for `room` more keys. */
 struct fb_plugin;
 cbor_item_t *fb_ctl_plugin_entry(struct cb *b, const struct fb_plugin *p, size_t room);
+/* A function's entry in stats' `functions`, plugin or remote: canonical,
+ * plugin (NULL: null), calls with the latency histogram read together,
+ * errors, late, skipped, quarantined, p50/p99 once timed; room for that
+ * many more keys the caller puts. */
+struct fb_func;
+cbor_item_t *fb_ctl_func_stats(struct cb *b, struct fb_func *f, const char *plugin,
+                               uint64_t late, size_t room);
 
 /*
  * route.test's dry run: the table a route.apply with these args would

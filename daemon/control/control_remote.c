@@ -71,40 +71,14 @@ void fb_ctl_remote_stats(const struct fb_daemon *d, struct cb *b, cbor_item_t *f
         struct fb_rfunc *rf = f->remote;
         char hex[FIDBUS_FUNCID_HEX];
         fidbus_funcid_hex(f->id, hex);
-        uint64_t samples = 0;
-        uint64_t p50 = fb_lat_quantile(&f->latency, 0.50, &samples);
-        uint64_t p99 = fb_lat_quantile(&f->latency, 0.99, NULL);
-        /* calls is the histogram's count, read with it, as for plugins */
-        struct fb_hist_snap h;
-        fb_hist_read(&f->hist, &f->calls, &h);
-        cbor_item_t *bounds = mk_array(b, FB_HIST_BOUNDS);
-        cbor_item_t *counts = mk_array(b, FB_HIST_BOUNDS);
-        for (unsigned k = 0; k < FB_HIST_BOUNDS; k++) {
-            push(b, bounds, u64(fb_hist_bounds_ns[k]));
-            push(b, counts, u64(h.counts[k]));
-        }
-        cbor_item_t *e = mk_map(b, samples ? 19 : 17);
-        put(b, e, "canonical", text(f->canonical));
-        put(b, e, "plugin", cbor_new_null());
+        /* late: blocking plugin calls only */
+        cbor_item_t *e = fb_ctl_func_stats(b, f, NULL, 0, 6);
         put(b, e, "kind", text("remote"));
         put(b, e, "members", u64(nmembers(f)));
-        put(b, e, "calls", u64(h.count));
-        put(b, e, "latency_buckets", bounds);
-        put(b, e, "latency_counts", counts);
-        put(b, e, "latency_count", u64(h.count));
-        put(b, e, "latency_sum_ns", u64(h.sum_ns));
-        put(b, e, "errors", u64(fb_striped_sum(&f->errors)));
-        put(b, e, "late", u64(0)); /* blocking plugin calls only */
-        put(b, e, "skipped", u64(fb_striped_sum(&f->skips)));
-        put(b, e, "quarantined", cbor_build_bool(fb_func_quarantined(f)));
         put(b, e, "timeouts", u64(atomic_load(&rf->timeouts)));
         put(b, e, "redelivered", u64(atomic_load(&rf->redelivered)));
         put(b, e, "unavailable", u64(atomic_load(&rf->unavailable)));
         put(b, e, "waiting", u64(atomic_load(&rf->waiting)));
-        if (samples) {
-            put(b, e, "p50_ns", u64(p50));
-            put(b, e, "p99_ns", u64(p99));
-        }
         put(b, fns, hex, e);
     }
     fb_remote_unlock(d->remote);
