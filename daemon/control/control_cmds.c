@@ -296,10 +296,8 @@ static void test_tags_clear(struct test_tags *tt)
     tt->ntags = 0;
 }
 
-/* args.tags checked by the rules a PUBLISH's tags meet (lib/msg.c), so
- * the answer is about an event the bus would accept. */
-static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *err,
-                          size_t errlen)
+int fb_ctl_tags_arg(const cbor_item_t *args, struct fidbus_tag *tags, size_t *ntags,
+                    char *err, size_t errlen)
 {
     const cbor_item_t *m = fb_ctl_arg(args, "tags");
     if (!m || cbor_is_null(m))
@@ -325,9 +323,9 @@ static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *e
             free(k);
             return -ENOMEM;
         }
-        tt->tags[tt->ntags].key = k;
-        tt->tags[tt->ntags].value = v;
-        tt->ntags++; /* owned from here, whatever the checks say */
+        tags[*ntags].key = k;
+        tags[*ntags].value = v;
+        (*ntags)++; /* owned from here, whatever the checks say */
         if (!fidbus_tag_key_valid(k, kl)) {
             fb_set_err(err, errlen, "tag key '%.64s' is not 1-64 bytes of [A-Za-z0-9_.-]",
                        k);
@@ -338,14 +336,22 @@ static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *e
                        "tag '%s': the value is not 0-255 bytes of UTF-8 without NUL", k);
             return FIDBUS_INVALID;
         }
-        for (size_t j = 0; j + 1 < tt->ntags; j++) {
-            if (strcmp(tt->tags[j].key, k) == 0) {
+        for (size_t j = 0; j + 1 < *ntags; j++) {
+            if (strcmp(tags[j].key, k) == 0) {
                 fb_set_err(err, errlen, "duplicate tag key '%s'", k);
                 return FIDBUS_INVALID;
             }
         }
     }
     return 0;
+}
+
+/* args.tags checked by the rules a PUBLISH's tags meet, so the answer is
+ * about an event the bus would accept. */
+static int test_tags_load(const cbor_item_t *args, struct test_tags *tt, char *err,
+                          size_t errlen)
+{
+    return fb_ctl_tags_arg(args, tt->tags, &tt->ntags, err, errlen);
 }
 
 /* What dispatch would do with this event under the running table, except

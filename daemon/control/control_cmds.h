@@ -132,6 +132,15 @@ cbor_item_t *fb_ctl_conn_list(const struct fb_ctl_env *env, struct cb *b);
  * for `room` more keys. */
 struct fb_plugin;
 cbor_item_t *fb_ctl_plugin_entry(struct cb *b, const struct fb_plugin *p, size_t room);
+/* args.tags (absent or null: none) into tags[0..*ntags), checked by the
+ * rules a PUBLISH's tags meet (lib/msg.c): at most FIDBUS_MAX_TAGS, text
+ * => text, valid keys and values, no key twice. tags has room for
+ * FIDBUS_MAX_TAGS; its keys and values are malloc'd and the caller's, on
+ * failure too (*ntags counts them). 0, FIDBUS_INVALID with err, or
+ * -ENOMEM. */
+struct fidbus_tag;
+int fb_ctl_tags_arg(const cbor_item_t *args, struct fidbus_tag *tags, size_t *ntags,
+                    char *err, size_t errlen);
 /* A function's entry in stats' `functions`, plugin or remote: canonical,
  * plugin (NULL: null), calls with the latency histogram read together,
  * errors, late, skipped, quarantined, p50/p99 once timed; room for that

@@ -15,67 +15,17 @@
 #include "control/ctl_cbor.h"
 #include "routing/tap.h"
 
-/* A definite-length text without NUL as a C string; NULL otherwise (out
- * of memory for a few bytes included: answered INVALID, not worth a code
- * path of its own). */
-static char *text_of(const cbor_item_t *it)
-{
-    if (!cbor_isa_string(it) || !cbor_string_is_definite(it))
-        return NULL;
-    size_t n = cbor_string_length(it);
-    const char *p = (const char *)cbor_string_handle(it);
-    if (n && memchr(p, '\0', n))
-        return NULL;
-    char *s = malloc(n + 1);
-    if (s) {
-        if (n)
-            memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
+/* The tap's tag constraints: the rules of route.test's tags (a value of
+ * "*" means the tag is present, as in routes). */
 static int tags_load(const cbor_item_t *args, struct fb_tap_spec *s, char *err,
                      size_t errlen)
 {
     const cbor_item_t *m = fb_ctl_arg(args, "tags");
     if (!m || cbor_is_null(m))
         return 0;
-    if (!cbor_isa_map(m)) {
-        fb_set_err(err, errlen, "argument 'tags' must be a map of text => text");
-        return FIDBUS_INVALID;
-    }
-    size_t n = cbor_map_size(m);
-    if (n > FIDBUS_MAX_TAGS) {
-        fb_set_err(err, errlen, "more than %u tags", FIDBUS_MAX_TAGS);
-        return FIDBUS_INVALID;
-    }
-    if (n && !(s->tags = calloc(n, sizeof *s->tags)))
+    if (!(s->tags = calloc(FIDBUS_MAX_TAGS, sizeof *s->tags)))
         return -ENOMEM;
-    struct cbor_pair *pairs = cbor_map_handle(m);
-    for (size_t i = 0; i < n; i++) {
-        char *k = text_of(pairs[i].key), *v = text_of(pairs[i].value);
-        if (!k || !v) {
-            free(k);
-            free(v);
-            fb_set_err(err, errlen,
-                       "argument 'tags': keys and values must be text without NUL");
-            return FIDBUS_INVALID;
-        }
-        s->tags[s->ntags].key = k;
-        s->tags[s->ntags].value = v;
-        s->ntags++;
-        if (!fidbus_tag_key_valid(k, strlen(k))) {
-            fb_set_err(err, errlen, "tag key '%.64s' is not 1-64 bytes of [A-Za-z0-9_.-]",
-                       k);
-            return FIDBUS_INVALID;
-        }
-        if (!fidbus_tag_value_valid(v, strlen(v))) {
-            fb_set_err(err, errlen, "tag '%s': the value is not 0-255 bytes of UTF-8", k);
-            return FIDBUS_INVALID;
-        }
-    }
-    return 0;
+    return fb_ctl_tags_arg(args, s->tags, &s->ntags, err, errlen);
 }
 
 int fb_ctl_tap_args(struct fidbus_slice args, struct fb_tap_spec *s, char *err,
