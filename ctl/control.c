@@ -185,12 +185,7 @@ static int control_options(struct ctl *ctl, const struct control_cmd *cc, int ar
         O_DRY_RUN,
     };
     static const struct option opts[] = {
-        {"json", no_argument, NULL, CTL_OPT_JSON},
-        {"bus", required_argument, NULL, CTL_OPT_BUS},
-        {"socket", required_argument, NULL, CTL_OPT_SOCKET},
-        /* Every global option works after the command too, as with
-         * publish; the control socket itself never needs the key. */
-        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
+        CTL_GLOBAL_OPTIONS,
         {"name", required_argument, NULL, O_NAME},
         {"config", required_argument, NULL, O_CONFIG},
         {"path", required_argument, NULL, O_PATH},

@@ -48,6 +48,17 @@ enum {
     CTL_OPT_KEY_FILE,
 };
 
+/* Their struct option entries, for main's table and every command's: a
+ * global option works after the command too (the control commands accept
+ * --key-file though the control socket never needs a key). */
+#define CTL_GLOBAL_OPTIONS                                                               \
+    {"socket", required_argument, NULL, CTL_OPT_SOCKET},                                 \
+        {"bus", required_argument, NULL, CTL_OPT_BUS},                                   \
+        {"json", no_argument, NULL, CTL_OPT_JSON},                                       \
+    {                                                                                    \
+        "key-file", required_argument, NULL, CTL_OPT_KEY_FILE                            \
+    }
+
 /* One line "fidbusctl: ..." on stderr; returns status. */
 int fbctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Why fidbus_client_connect failed with rc: "CODE: the daemon's message"

@@ -311,10 +311,7 @@ int main(int argc, char **argv)
 {
     enum { O_VERSION = 1000 };
     static const struct option opts[] = {
-        {"socket", required_argument, NULL, CTL_OPT_SOCKET},
-        {"bus", required_argument, NULL, CTL_OPT_BUS},
-        {"json", no_argument, NULL, CTL_OPT_JSON},
-        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
+        CTL_GLOBAL_OPTIONS,
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, O_VERSION},
         {0},

@@ -208,15 +208,12 @@ int fbctl_publish(struct ctl *ctl, int argc, char **argv)
 {
     enum { O_TAG = 1000, O_JSON_DATA, O_HEX, O_FILE, O_ACK };
     static const struct option opts[] = {
+        CTL_GLOBAL_OPTIONS,
         {"tag", required_argument, NULL, O_TAG},
         {"data-json", required_argument, NULL, O_JSON_DATA},
         {"data-hex", required_argument, NULL, O_HEX},
         {"data-file", required_argument, NULL, O_FILE},
         {"ack", no_argument, NULL, O_ACK},
-        {"json", no_argument, NULL, CTL_OPT_JSON},
-        {"bus", required_argument, NULL, CTL_OPT_BUS},
-        {"socket", required_argument, NULL, CTL_OPT_SOCKET},
-        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
         {"help", no_argument, NULL, 'h'},
         {0},
     };

@@ -175,10 +175,7 @@ int fbctl_tail(struct ctl *ctl, int argc, char **argv)
 {
     enum { O_TAG = 1000, O_BUFFER };
     static const struct option opts[] = {
-        {"bus", required_argument, NULL, CTL_OPT_BUS},
-        {"socket", required_argument, NULL, CTL_OPT_SOCKET},
-        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
-        {"json", no_argument, NULL, CTL_OPT_JSON},
+        CTL_GLOBAL_OPTIONS,
         {"tag", required_argument, NULL, O_TAG},
         {"buffer", required_argument, NULL, O_BUFFER},
         {"help", no_argument, NULL, 'h'},

@@ -557,10 +557,7 @@ int fbctl_top(struct ctl *ctl, int argc, char **argv)
 {
     enum { O_ONCE = 1000 };
     static const struct option opts[] = {
-        {"bus", required_argument, NULL, CTL_OPT_BUS},
-        {"socket", required_argument, NULL, CTL_OPT_SOCKET},
-        {"key-file", required_argument, NULL, CTL_OPT_KEY_FILE},
-        {"json", no_argument, NULL, CTL_OPT_JSON},
+        CTL_GLOBAL_OPTIONS,
         {"once", no_argument, NULL, O_ONCE},
         {"help", no_argument, NULL, 'h'},
         {0},
