@@ -356,6 +356,61 @@ START_TEST(test_remote_member_lost)
 }
 END_TEST
 
+/* A member that never reads its CALLs: credit lets 1024 in, but the CALLs
+ * it leaves unread in its connection's output are bounded like any
+ * client's answers, by [limits] output_hard: past it the daemon closes the
+ * member (limit output_hard) and its calls end as lost. Every acked
+ * publish is answered exactly once (UNAVAILABLE: the only member never
+ * answered), and the daemon holds no more than about output_hard for it. */
+START_TEST(test_remote_member_never_reads)
+{
+    /* clang-format off */
+    struct fb_e2e *t = fb_e2e_up(NULL,
+        "[limits]\noutput_soft = 65536\noutput_hard = 262144\n"
+        "[remote acme]\ncredit = 1024\ntimeout_ms = 30000\nattempts = 3\n"
+        "[route audit]\nevent = a.x\nto = " FN "\n");
+    /* clang-format on */
+    struct fb_e2e_raw *m = member(t, 1024, 0, false);
+    struct fb_e2e_raw *p = conn(t);
+    enum { N = 64, PAYLOAD = 16384 };
+    static uint8_t payload[3 + PAYLOAD]; /* a byte string of PAYLOAD bytes */
+    payload[0] = 0x59;
+    payload[1] = PAYLOAD >> 8;
+    payload[2] = PAYLOAD & 0xff;
+    memset(payload + 3, 'x', PAYLOAD);
+    for (uint64_t seq = 1; seq <= N; seq++) {
+        struct fidbus_msg_out o = {
+            .present = FIDBUS_BIT(FIDBUS_K_TYPE) | FIDBUS_BIT(FIDBUS_K_SEQ) |
+                       FIDBUS_BIT(FIDBUS_K_EVENT) | FIDBUS_BIT(FIDBUS_K_FLAGS) |
+                       FIDBUS_BIT(FIDBUS_K_PAYLOAD),
+            .type = FIDBUS_MSG_PUBLISH,
+            .seq = seq,
+            .event = "a.x",
+            .payload = {payload, sizeof payload},
+            .flags = FIDBUS_FLAG_ACK,
+        };
+        fb_e2e_raw_msg(p, &o);
+    }
+    bool seen[N + 1] = {false};
+    for (int i = 0; i < N; i++) {
+        int rc = fb_e2e_raw_recv(p, FB_E2E_TIMEOUT_MS);
+        ck_assert_msg(rc == 1, "answer %d of %d: %d", i + 1, N, rc);
+        const struct fidbus_msg *a = &p->msg;
+        ck_assert_msg(a->type == FIDBUS_MSG_ERROR && a->code == FIDBUS_UNAVAILABLE,
+                      "type %" PRIu64 " code %" PRIu64 " '%s'", a->type, a->code,
+                      fb_e2e_msg_text(a));
+        ck_assert(fidbus_msg_has(a, FIDBUS_K_SEQ) && a->seq >= 1 && a->seq <= N);
+        ck_assert_msg(!seen[a->seq], "seq %" PRIu64 " answered twice", a->seq);
+        seen[a->seq] = true;
+    }
+    ck_assert_int_ge(fb_e2e_limit_hits(t, "output_hard"), 1);
+    fb_e2e_raw_close(m);
+    fb_e2e_raw_close(p);
+    fb_e2e_stop_ok(t);
+    fb_e2e_free(t);
+}
+END_TEST
+
 /* RETRY goes to another member (attempt 2); with no other member left it
  * is UNAVAILABLE. Deadline: a call not answered within timeout_ms is
  * UNAVAILABLE; the late RESULT is ignored. */
@@ -819,6 +874,7 @@ int main(void)
     tcase_add_test(tc, test_remote_plugin_conflict);
     tcase_add_test(tc, test_remote_credit_upto);
     tcase_add_test(tc, test_remote_member_lost);
+    tcase_add_test(tc, test_remote_member_never_reads);
     tcase_add_test(tc, test_remote_retry_deadline);
     tcase_add_test(tc, test_remote_split_by);
     tcase_add_test(tc, test_remote_canary);
