@@ -107,6 +107,44 @@ static int wait_ready(int fd)
     return -1;
 }
 
+/* Loads conf, starts the daemon on its own thread with NOTIFY_SOCKET in
+ * dir, and returns once it is ready; *nfd is the notify socket. */
+static pthread_t daemon_up(const char *conf, const char *dir, int *nfd)
+{
+    struct fb_config *cfg = NULL;
+    char err[512];
+    ck_assert_msg(fb_config_load_string(conf, "hotpath", &cfg, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(fb_daemon_new(cfg, &daemon_obj), 0);
+
+    *nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(*nfd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(notify_path, sizeof notify_path, "%s/notify", dir);
+    strcpy(sa.sun_path, notify_path);
+    ck_assert_int_eq(bind(*nfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    setenv("NOTIFY_SOCKET", notify_path, 1);
+
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, daemon_thread, NULL), 0);
+    ck_assert_msg(wait_ready(*nfd) == 0, "daemon did not become ready");
+    return th;
+}
+
+/* Stops the daemon (SIGTERM: its uv_signal handles it), checks it ended
+ * cleanly, and removes dir. */
+static void daemon_down(pthread_t th, int nfd, const char *dir)
+{
+    kill(getpid(), SIGTERM);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(daemon_rc, 0);
+    close(nfd);
+    unlink(notify_path);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
 START_TEST(test_hotpath_no_alloc_per_event)
 {
     not_counted = true; /* this thread is the client */
@@ -124,23 +162,8 @@ START_TEST(test_hotpath_no_alloc_per_event)
              "[plugin count]\npath = %s/plugins/count.so\ninterval_ms = 0\n"
              "[route all]\nevent = *\nto = fidbus.count\n",
              dir, dir, dir, build);
-    struct fb_config *cfg = NULL;
-    char err[512];
-    ck_assert_msg(fb_config_load_string(conf, "hotpath", &cfg, err, sizeof err) == 0,
-                  "%s", err);
-    ck_assert_int_eq(fb_daemon_new(cfg, &daemon_obj), 0);
-
-    int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(nfd, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(notify_path, sizeof notify_path, "%s/notify", dir);
-    strcpy(sa.sun_path, notify_path);
-    ck_assert_int_eq(bind(nfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    setenv("NOTIFY_SOCKET", notify_path, 1);
-
-    pthread_t th;
-    ck_assert_int_eq(pthread_create(&th, NULL, daemon_thread, NULL), 0);
-    ck_assert_msg(wait_ready(nfd) == 0, "daemon did not become ready");
+    int nfd;
+    pthread_t th = daemon_up(conf, dir, &nfd);
 
     char addr[128];
     snprintf(addr, sizeof addr, "unix:%s/bus.sock", dir);
@@ -182,14 +205,7 @@ START_TEST(test_hotpath_no_alloc_per_event)
                   after - before);
 
     fidbus_client_close(c);
-    kill(getpid(), SIGTERM); /* the daemon's uv_signal handles it */
-    pthread_join(th, NULL);
-    ck_assert_int_eq(daemon_rc, 0);
-    close(nfd);
-    unlink(notify_path);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    daemon_down(th, nfd, dir);
 }
 END_TEST
 
@@ -258,21 +274,8 @@ START_TEST(test_hotpath_remote_no_alloc_per_call)
              "[remote acme]\ncredit = 64\n"
              "[route r]\nevent = r.*\nto = acme.audit@1.0.0\n",
              dir, dir, dir);
-    struct fb_config *cfg = NULL;
-    char err[512];
-    ck_assert_msg(fb_config_load_string(conf, "hotpath", &cfg, err, sizeof err) == 0,
-                  "%s", err);
-    ck_assert_int_eq(fb_daemon_new(cfg, &daemon_obj), 0);
-    int nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(nfd, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(notify_path, sizeof notify_path, "%s/notify", dir);
-    strcpy(sa.sun_path, notify_path);
-    ck_assert_int_eq(bind(nfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    setenv("NOTIFY_SOCKET", notify_path, 1);
-    pthread_t th;
-    ck_assert_int_eq(pthread_create(&th, NULL, daemon_thread, NULL), 0);
-    ck_assert_msg(wait_ready(nfd) == 0, "daemon did not become ready");
+    int nfd;
+    pthread_t th = daemon_up(conf, dir, &nfd);
 
     /* the member first (worker 0), then the publisher (worker 1) */
     struct sockaddr_un bus = {.sun_family = AF_UNIX};
@@ -329,14 +332,7 @@ START_TEST(test_hotpath_remote_no_alloc_per_call)
     atomic_store(&member_stop, true);
     pthread_join(mt, NULL);
     close(member_fd);
-    kill(getpid(), SIGTERM);
-    pthread_join(th, NULL);
-    ck_assert_int_eq(daemon_rc, 0);
-    close(nfd);
-    unlink(notify_path);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    daemon_down(th, nfd, dir);
 }
 END_TEST
 
